@@ -1,0 +1,41 @@
+# The two commands a new user runs: `make demo` (the main job) and `make test`.
+# Both create .venv, install what they need, and install graphviz's `dot` with apt-get
+# when it is missing and you are root.
+
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+
+.PHONY: demo test lint-flows lab bench clean system-deps venv
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+system-deps:
+	@bash scripts/system-deps.sh
+
+demo: system-deps $(STAMP)
+	$(BIN)/flowkit lint examples/flows
+	mkdir -p out
+	for f in examples/flows/*.yaml; do \
+	  $(BIN)/flowkit render $$f -o out/$$(basename $$f .yaml).svg || exit 1; \
+	done
+	@echo "Rendered the example flows into out/*.svg"
+
+test: system-deps $(STAMP)
+	$(BIN)/python -m pytest
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
+
+bench: system-deps $(STAMP)
+	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .hypothesis

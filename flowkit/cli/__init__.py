@@ -1,0 +1,26 @@
+"""The ``flowkit`` command line (Typer).
+
+Each command group lives in its own module and is registered here, so this file is the
+one place that lists every command. Exit codes: 0 success, 1 findings (lint errors,
+anomalies, violations), 2 usage or input errors.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from flowkit.cli import flows as _flows
+
+app = typer.Typer(
+    name="flowkit",
+    help="Design, run, simulate and debug WhatsApp conversation flows with Redis state.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_flows.register(app)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,137 @@
+"""Every exception flowkit raises. All derive from :class:`FlowkitError`.
+
+Each message says what went wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class FlowkitError(Exception):
+    """Base class of every flowkit error."""
+
+
+# ---------------------------------------------------------------- flow files
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One located problem in a flow file (``file:line:column: message``)."""
+
+    file: str
+    line: int
+    column: int
+    code: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}: {self.message} [{self.code}]"
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+            "code": self.code,
+            "message": self.message,
+        }
+
+
+class FlowError(FlowkitError):
+    """A flow file (or a flow built in code) is invalid.
+
+    ``problems`` holds every problem found, not only the first.
+    """
+
+    def __init__(self, problems: list[Problem] | Problem) -> None:
+        if isinstance(problems, Problem):
+            problems = [problems]
+        self.problems: list[Problem] = list(problems)
+        count = len(self.problems)
+        head = "\n".join(str(p) for p in self.problems)
+        super().__init__(f"{count} problem{'s' if count != 1 else ''} in flow definition:\n{head}")
+
+
+class ExpressionError(FlowkitError):
+    """An expression or template could not be parsed or evaluated.
+
+    ``position`` is the 0-based offset in ``expression`` where it went wrong.
+    """
+
+    def __init__(self, message: str, expression: str, position: int = 0) -> None:
+        self.reason = message
+        self.expression = expression
+        self.position = position
+        pointer = " " * position + "^"
+        super().__init__(f"{message} in expression {expression!r} at position {position}\n  {expression}\n  {pointer}")
+
+
+# ---------------------------------------------------------------- engine
+
+
+class EngineError(FlowkitError):
+    """The engine cannot apply an event (a bug in the flow or a corrupt state)."""
+
+
+class StateValidationError(EngineError):
+    """A state does not satisfy its flow's slot schema."""
+
+
+class UnknownFlowError(FlowkitError):
+    """A flow name or version is not registered."""
+
+
+# ---------------------------------------------------------------- store
+
+
+class StoreError(FlowkitError):
+    """Something went wrong in the Redis state store."""
+
+
+class StoreUnavailable(StoreError):
+    """Redis is unreachable or timed out. Nothing was written; retrying is safe."""
+
+
+class CorruptStateError(StoreError):
+    """A stored state failed its checksum or schema check and was quarantined."""
+
+
+class SessionNotFound(StoreError):
+    """No session with that id exists in the store."""
+
+
+class ConflictError(StoreError):
+    """A commit kept conflicting with concurrent writers beyond the retry budget."""
+
+
+class BackupError(StoreError):
+    """A backup file is unreadable or failed its checksum."""
+
+
+# ---------------------------------------------------------------- edges
+
+
+class ChannelError(FlowkitError):
+    """The messaging channel (WhatsApp Cloud API) rejected or failed a request."""
+
+
+class WebhookError(ChannelError):
+    """An inbound webhook request is malformed or not authentic."""
+
+    def __init__(self, message: str, status: int = 400, reason: str = "bad_request") -> None:
+        self.status = status
+        self.reason = reason
+        super().__init__(message)
+
+
+class ServiceError(FlowkitError):
+    """A registered service call failed or is unknown."""
+
+
+class HistoryError(FlowkitError):
+    """A history export is unreadable or does not follow the documented columns."""
+
+
+class ConfigError(FlowkitError):
+    """A configuration value (environment variable or option) is invalid."""
