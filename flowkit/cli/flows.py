@@ -1,0 +1,97 @@
+"""``flowkit lint``, ``flowkit render`` and ``flowkit graph``: work on flow files, no Redis."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from flowkit.errors import FlowError
+from flowkit.flow import flow_files, graph_json, load_flow, load_flows, render_to_file
+
+
+class OutputFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
+
+
+def lint(
+    files: Annotated[list[Path], typer.Argument(help="Flow files or folders of flow files.")],
+    format: FormatOption = OutputFormat.text,
+) -> None:
+    """Check flow files; report every problem as file:line:column. Exit 1 if any."""
+    paths = flow_files(files)
+    missing = [p for p in paths if not p.exists()]
+    if missing or not paths:
+        typer.echo(f"error: no such file: {', '.join(map(str, missing))}" if missing else "error: no flow files found", err=True)
+        raise typer.Exit(2)
+    problems = []
+    try:
+        flows = load_flows(paths)
+    except FlowError as exc:
+        problems = exc.problems
+        flows = {}
+    if format is OutputFormat.json:
+        typer.echo(json.dumps({"ok": not problems, "files": [str(p) for p in paths], "flows": sorted(flows),
+                               "problems": [p.to_dict() for p in problems]}, indent=2))
+    else:
+        for p in problems:
+            typer.echo(str(p))
+        n = len(problems)
+        summary = f"{len(paths)} file(s): " + ("all valid" if not n else f"{n} problem{'s' if n != 1 else ''}")
+        Console(stderr=True).print(("[green]" if not n else "[red]") + summary)
+    raise typer.Exit(1 if problems else 0)
+
+
+def render(
+    file: Annotated[Path, typer.Argument(help="A flow file.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output file: .svg, .png, .pdf or .dot.")],
+) -> None:
+    """Draw a flow with graphviz."""
+    flow = _load_or_exit(file)
+    if out.suffix.lower() not in (".svg", ".png", ".pdf", ".dot", ".gv"):
+        typer.echo(f"error: unsupported output type {out.suffix!r}; use .svg, .png, .pdf or .dot", err=True)
+        raise typer.Exit(2)
+    path = render_to_file(flow, out)
+    typer.echo(f"wrote {path}")
+
+
+def graph(
+    file: Annotated[Path, typer.Argument(help="A flow file.")],
+    format: FormatOption = OutputFormat.json,
+) -> None:
+    """Print a flow's nodes and edges."""
+    flow = _load_or_exit(file)
+    data = graph_json(flow)
+    if format is OutputFormat.json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    for n in data["nodes"]:
+        typer.echo(f"{n['id']:<24} {n['kind']}")
+    for e in data["edges"]:
+        typer.echo(f"{e['source']} -> {e['target']}  [{e['label']}]")
+
+
+def _load_or_exit(file: Path):  # noqa: ANN202 - internal
+    if not file.exists():
+        typer.echo(f"error: no such file: {file}", err=True)
+        raise typer.Exit(2)
+    try:
+        return load_flow(file)
+    except FlowError as exc:
+        for p in exc.problems:
+            typer.echo(str(p), err=True)
+        raise typer.Exit(1) from None
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(lint)
+    app.command()(render)
+    app.command()(graph)

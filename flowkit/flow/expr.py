@@ -1,0 +1,580 @@
+"""A small, safe expression language for conditions, ``set`` and call arguments.
+
+Expressions are parsed once, at load time, into an AST of frozen dataclasses and
+evaluated by walking that tree against a plain dict of names. Nothing is ever handed
+to Python's ``eval``: a flow file can only compute, never run code.
+
+Grammar (lowest to highest precedence)::
+
+    expr    := or
+    or      := and ('or' and)*
+    and     := not ('and' not)*
+    not     := 'not' not | compare
+    compare := arith (('=='|'!='|'<'|'<='|'>'|'>='|'in'|'not in') arith)*
+    arith   := term (('+'|'-') term)*
+    term    := unary (('*'|'/'|'//'|'%') unary)*
+    unary   := '-' unary | postfix
+    postfix := primary ('.' NAME | '[' expr ']')*
+    primary := NUMBER | STRING | true | false | null | NAME | NAME '(' args ')'
+             | '(' expr ')' | '[' items ']'
+
+``and``/``or`` return an operand like Python (so ``profile.name or 'there'`` works as a
+default). Comparisons chain (``1 <= qty <= 20``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from flowkit.errors import ExpressionError
+
+# ---------------------------------------------------------------- AST
+
+
+@dataclass(frozen=True)
+class Node:
+    pos: int
+
+
+@dataclass(frozen=True)
+class Const(Node):
+    value: Any
+
+
+@dataclass(frozen=True)
+class Name(Node):
+    name: str
+
+
+@dataclass(frozen=True)
+class Attr(Node):
+    target: Node
+    attr: str
+
+
+@dataclass(frozen=True)
+class Index(Node):
+    target: Node
+    index: Node
+
+
+@dataclass(frozen=True)
+class ListExpr(Node):
+    items: tuple[Node, ...]
+
+
+@dataclass(frozen=True)
+class Unary(Node):
+    op: str
+    operand: Node
+
+
+@dataclass(frozen=True)
+class BinOp(Node):
+    op: str
+    left: Node
+    right: Node
+
+
+@dataclass(frozen=True)
+class BoolOp(Node):
+    op: str  # "and" | "or"
+    operands: tuple[Node, ...]
+
+
+@dataclass(frozen=True)
+class Compare(Node):
+    first: Node
+    ops: tuple[str, ...]
+    rest: tuple[Node, ...]
+
+
+@dataclass(frozen=True)
+class Call(Node):
+    func: str
+    args: tuple[Node, ...]
+
+
+# ---------------------------------------------------------------- functions
+
+
+def _num(v: Any) -> int | float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return float(str(v).strip())
+    return v
+
+
+def _to_int(v: Any) -> int:
+    if isinstance(v, str):
+        return int(float(v.strip())) if re.fullmatch(r"\s*-?\d+(\.\d+)?\s*", v) else int(v)
+    return int(v)
+
+
+def _round(v: Any, digits: Any = 0) -> int | float:
+    r = round(_num(v), int(digits))
+    return int(r) if int(digits) == 0 else r
+
+
+def _coalesce(*values: Any) -> Any:
+    for v in values:
+        if v is not None and v != "":
+            return v
+    return None
+
+
+# The whole standard library of the language. Each entry is a plain, total function
+# on JSON-like values: adding one here is the only way to extend what flows can compute.
+FUNCTIONS: Mapping[str, Callable[..., Any]] = {
+    "len": lambda v: len(v) if v is not None else 0,
+    "lower": lambda v: str(v).lower(),
+    "upper": lambda v: str(v).upper(),
+    "trim": lambda v: str(v).strip(),
+    "str": lambda v: "" if v is None else (("true" if v else "false") if isinstance(v, bool) else str(v)),
+    "int": _to_int,
+    "float": lambda v: float(_num(v)),
+    "round": _round,
+    "abs": lambda v: abs(_num(v)),
+    "min": lambda *a: min(a[0]) if len(a) == 1 else min(a),
+    "max": lambda *a: max(a[0]) if len(a) == 1 else max(a),
+    "sum": lambda v: sum(_num(x) for x in v),
+    "startswith": lambda s, p: str(s).startswith(str(p)),
+    "endswith": lambda s, p: str(s).endswith(str(p)),
+    "contains": lambda s, p: (p in s) if isinstance(s, (list, dict)) else str(p) in str(s),
+    "matches": lambda s, p: re.fullmatch(str(p), str(s)) is not None,
+    "coalesce": _coalesce,
+    "floor": lambda v: math.floor(_num(v)),
+    "ceil": lambda v: math.ceil(_num(v)),
+}
+
+# Arity (min, max) per function, checked at parse time so a typo fails at load.
+_ARITY: Mapping[str, tuple[int, int]] = {
+    "len": (1, 1), "lower": (1, 1), "upper": (1, 1), "trim": (1, 1), "str": (1, 1),
+    "int": (1, 1), "float": (1, 1), "round": (1, 2), "abs": (1, 1), "min": (1, 16),
+    "max": (1, 16), "sum": (1, 1), "startswith": (2, 2), "endswith": (2, 2),
+    "contains": (2, 2), "matches": (2, 2), "coalesce": (1, 16), "floor": (1, 1), "ceil": (1, 1),
+}
+
+KEYWORDS = {"and", "or", "not", "in", "true", "false", "null", "True", "False", "None"}
+
+# ---------------------------------------------------------------- tokenizer
+
+_TOKEN = re.compile(
+    r"""
+    (?P<ws>\s+)
+  | (?P<number>\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)
+  | (?P<string>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")
+  | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
+  | (?P<op>==|!=|<=|>=|//|[<>+\-*/%().,\[\]])
+    """,
+    re.VERBOSE,
+)
+
+_ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", "'": "'", '"': '"'}
+
+
+@dataclass(frozen=True)
+class _Tok:
+    kind: str
+    text: str
+    pos: int
+
+
+def _tokenize(src: str) -> list[_Tok]:
+    toks: list[_Tok] = []
+    i = 0
+    while i < len(src):
+        m = _TOKEN.match(src, i)
+        if m is None:
+            if src[i] in "'\"":
+                raise ExpressionError("unterminated string", src, i)
+            if src[i] == "=":
+                raise ExpressionError("unexpected '=' (use '==' to compare)", src, i)
+            raise ExpressionError(f"unexpected character {src[i]!r}", src, i)
+        kind = m.lastgroup or ""
+        if kind != "ws":
+            toks.append(_Tok(kind, m.group(), i))
+        i = m.end()
+    toks.append(_Tok("end", "", len(src)))
+    return toks
+
+
+def _unquote(text: str, src: str, pos: int) -> str:
+    body = text[1:-1]
+    out: list[str] = []
+    i = 0
+    while i < len(body):
+        c = body[i]
+        if c == "\\":
+            nxt = body[i + 1]
+            if nxt not in _ESCAPES:
+                raise ExpressionError(f"unknown escape \\{nxt}", src, pos + 1 + i)
+            out.append(_ESCAPES[nxt])
+            i += 2
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+# ---------------------------------------------------------------- parser
+
+
+class _Parser:
+    def __init__(self, src: str) -> None:
+        self.src = src
+        self.toks = _tokenize(src)
+        self.i = 0
+
+    @property
+    def tok(self) -> _Tok:
+        return self.toks[self.i]
+
+    def _error(self, msg: str, tok: _Tok | None = None) -> ExpressionError:
+        return ExpressionError(msg, self.src, (tok or self.tok).pos)
+
+    def _is(self, kind: str, text: str | None = None) -> bool:
+        t = self.tok
+        return t.kind == kind and (text is None or t.text == text)
+
+    def _take(self) -> _Tok:
+        t = self.tok
+        self.i += 1
+        return t
+
+    def _expect(self, kind: str, text: str) -> _Tok:
+        if not self._is(kind, text):
+            found = self.tok.text or "end of expression"
+            raise self._error(f"expected {text!r} but found {found!r}")
+        return self._take()
+
+    def parse(self) -> Node:
+        if self._is("end"):
+            raise self._error("empty expression")
+        node = self._or()
+        if not self._is("end"):
+            raise self._error(f"unexpected {self.tok.text!r}")
+        return node
+
+    def _or(self) -> Node:
+        first = self._and()
+        items = [first]
+        while self._is("name", "or"):
+            self._take()
+            items.append(self._and())
+        return first if len(items) == 1 else BoolOp(first.pos, "or", tuple(items))
+
+    def _and(self) -> Node:
+        first = self._not()
+        items = [first]
+        while self._is("name", "and"):
+            self._take()
+            items.append(self._not())
+        return first if len(items) == 1 else BoolOp(first.pos, "and", tuple(items))
+
+    def _not(self) -> Node:
+        if self._is("name", "not"):
+            t = self._take()
+            return Unary(t.pos, "not", self._not())
+        return self._compare()
+
+    def _compare(self) -> Node:
+        first = self._arith()
+        ops: list[str] = []
+        rest: list[Node] = []
+        while True:
+            t = self.tok
+            if t.kind == "op" and t.text in ("==", "!=", "<", "<=", ">", ">="):
+                op = self._take().text
+            elif self._is("name", "in"):
+                self._take()
+                op = "in"
+            elif self._is("name", "not") and self.toks[self.i + 1].kind == "name" and self.toks[self.i + 1].text == "in":
+                self.i += 2
+                op = "not in"
+            else:
+                break
+            ops.append(op)
+            rest.append(self._arith())
+        if not ops:
+            return first
+        return Compare(first.pos, first, tuple(ops), tuple(rest))
+
+    def _arith(self) -> Node:
+        node = self._term()
+        while self.tok.kind == "op" and self.tok.text in ("+", "-"):
+            op = self._take()
+            node = BinOp(op.pos, op.text, node, self._term())
+        return node
+
+    def _term(self) -> Node:
+        node = self._unary()
+        while self.tok.kind == "op" and self.tok.text in ("*", "/", "//", "%"):
+            op = self._take()
+            node = BinOp(op.pos, op.text, node, self._unary())
+        return node
+
+    def _unary(self) -> Node:
+        if self._is("op", "-"):
+            t = self._take()
+            return Unary(t.pos, "-", self._unary())
+        return self._postfix()
+
+    def _postfix(self) -> Node:
+        node = self._primary()
+        while True:
+            if self._is("op", "."):
+                self._take()
+                if self.tok.kind != "name":
+                    raise self._error("expected a field name after '.'")
+                t = self._take()
+                node = Attr(t.pos, node, t.text)
+            elif self._is("op", "["):
+                t = self._take()
+                idx = self._or()
+                self._expect("op", "]")
+                node = Index(t.pos, node, idx)
+            else:
+                return node
+
+    def _primary(self) -> Node:
+        t = self.tok
+        if t.kind == "number":
+            self._take()
+            return Const(t.pos, float(t.text) if any(c in t.text for c in ".eE") else int(t.text))
+        if t.kind == "string":
+            self._take()
+            return Const(t.pos, _unquote(t.text, self.src, t.pos))
+        if t.kind == "name":
+            self._take()
+            if t.text in ("true", "True"):
+                return Const(t.pos, True)
+            if t.text in ("false", "False"):
+                return Const(t.pos, False)
+            if t.text in ("null", "None"):
+                return Const(t.pos, None)
+            if t.text in KEYWORDS:
+                raise ExpressionError(f"unexpected keyword {t.text!r}", self.src, t.pos)
+            if self._is("op", "("):
+                return self._call(t)
+            return Name(t.pos, t.text)
+        if self._is("op", "("):
+            self._take()
+            node = self._or()
+            self._expect("op", ")")
+            return node
+        if self._is("op", "["):
+            self._take()
+            items: list[Node] = []
+            if not self._is("op", "]"):
+                items.append(self._or())
+                while self._is("op", ","):
+                    self._take()
+                    items.append(self._or())
+            self._expect("op", "]")
+            return ListExpr(t.pos, tuple(items))
+        if t.kind == "end":
+            raise self._error("expression ends too early")
+        raise self._error(f"unexpected {t.text!r}")
+
+    def _call(self, name: _Tok) -> Node:
+        if name.text not in FUNCTIONS:
+            known = ", ".join(sorted(FUNCTIONS))
+            raise ExpressionError(f"unknown function {name.text!r} (available: {known})", self.src, name.pos)
+        self._expect("op", "(")
+        args: list[Node] = []
+        if not self._is("op", ")"):
+            args.append(self._or())
+            while self._is("op", ","):
+                self._take()
+                args.append(self._or())
+        self._expect("op", ")")
+        lo, hi = _ARITY[name.text]
+        if not lo <= len(args) <= hi:
+            want = str(lo) if lo == hi else f"{lo} to {hi}"
+            raise ExpressionError(
+                f"{name.text}() takes {want} argument{'s' if hi != 1 else ''}, got {len(args)}", self.src, name.pos
+            )
+        return Call(name.pos, name.text, tuple(args))
+
+
+# ---------------------------------------------------------------- public API
+
+
+@dataclass(frozen=True)
+class Expr:
+    """A parsed expression: its source text and its AST."""
+
+    source: str
+    tree: Node
+
+    def names(self) -> frozenset[str]:
+        """Root names the expression reads (slots, ``profile``, ...)."""
+        return frozenset(_names(self.tree))
+
+    def evaluate(self, env: Mapping[str, Any]) -> Any:
+        try:
+            return _eval(self.tree, env, self.source)
+        except ExpressionError:
+            raise
+        except (TypeError, ValueError, ZeroDivisionError, OverflowError, re.error) as exc:
+            raise ExpressionError(f"cannot evaluate: {exc}", self.source, 0) from None
+
+    def __str__(self) -> str:
+        return self.source
+
+
+def parse_expr(source: str) -> Expr:
+    """Parse ``source`` into an :class:`Expr`; raise :class:`ExpressionError` with a position."""
+    if not isinstance(source, str):
+        raise ExpressionError(f"an expression must be a string, got {type(source).__name__}", str(source), 0)
+    if len(source) > 2000:
+        raise ExpressionError("expression longer than 2000 characters", source[:60] + "...", 0)
+    return Expr(source, _Parser(source).parse())
+
+
+def _names(node: Node) -> set[str]:
+    match node:
+        case Name(name=n):
+            return {n}
+        case Attr(target=t):
+            return _names(t)
+        case Index(target=t, index=i):
+            return _names(t) | _names(i)
+        case ListExpr(items=items) | BoolOp(operands=items) | Call(args=items):
+            return set().union(*(_names(x) for x in items)) if items else set()
+        case Unary(operand=o):
+            return _names(o)
+        case BinOp(left=a, right=b):
+            return _names(a) | _names(b)
+        case Compare(first=f, rest=r):
+            return _names(f).union(*(_names(x) for x in r))
+    return set()
+
+
+_MISSING = object()
+
+
+def _eval(node: Node, env: Mapping[str, Any], src: str) -> Any:
+    match node:
+        case Const(value=v):
+            return v
+        case Name(name=n):
+            if n not in env:
+                raise ExpressionError(f"unknown name {n!r}", src, node.pos)
+            return env[n]
+        case Attr(target=t, attr=a):
+            base = _eval(t, env, src)
+            if isinstance(base, Mapping):
+                return base.get(a)
+            if base is None:
+                return None
+            raise ExpressionError(f"cannot read field {a!r} of a {type(base).__name__}", src, node.pos)
+        case Index(target=t, index=i):
+            base = _eval(t, env, src)
+            key = _eval(i, env, src)
+            if isinstance(base, Mapping):
+                return base.get(key)
+            if isinstance(base, (list, str)) and isinstance(key, int) and not isinstance(key, bool):
+                return base[key] if -len(base) <= key < len(base) else None
+            if base is None:
+                return None
+            raise ExpressionError(f"cannot index a {type(base).__name__} with {key!r}", src, node.pos)
+        case ListExpr(items=items):
+            return [_eval(x, env, src) for x in items]
+        case Unary(op="not", operand=o):
+            return not _eval(o, env, src)
+        case Unary(op="-", operand=o):
+            v = _eval(o, env, src)
+            _need_number(v, "-", src, node.pos)
+            return -v
+        case BoolOp(op="and", operands=items):
+            result: Any = True
+            for x in items:
+                result = _eval(x, env, src)
+                if not result:
+                    return result
+            return result
+        case BoolOp(op="or", operands=items):
+            result = False
+            for x in items:
+                result = _eval(x, env, src)
+                if result:
+                    return result
+            return result
+        case BinOp(op=op, left=a, right=b):
+            return _binop(op, _eval(a, env, src), _eval(b, env, src), src, node.pos)
+        case Compare(first=f, ops=ops, rest=rest):
+            left = _eval(f, env, src)
+            for op, r in zip(ops, rest, strict=True):
+                right = _eval(r, env, src)
+                if not _compare(op, left, right, src, node.pos):
+                    return False
+                left = right
+            return True
+        case Call(func=fn, args=args):
+            values = [_eval(a, env, src) for a in args]
+            try:
+                return FUNCTIONS[fn](*values)
+            except (TypeError, ValueError, AttributeError) as exc:
+                raise ExpressionError(f"{fn}() failed: {exc}", src, node.pos) from None
+    raise ExpressionError(f"unsupported node {type(node).__name__}", src, node.pos)  # pragma: no cover
+
+
+def _need_number(v: Any, op: str, src: str, pos: int) -> None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        what = "no value" if v is None else f"a {type(v).__name__} ({v!r})"
+        raise ExpressionError(f"'{op}' needs a number but got {what}", src, pos)
+
+
+def _binop(op: str, a: Any, b: Any, src: str, pos: int) -> Any:
+    if op == "+" and isinstance(a, str) and isinstance(b, str):
+        return a + b
+    if op == "+" and isinstance(a, list) and isinstance(b, list):
+        return a + b
+    _need_number(a, op, src, pos)
+    _need_number(b, op, src, pos)
+    if op in ("/", "//", "%") and b == 0:
+        raise ExpressionError("division by zero", src, pos)
+    match op:
+        case "+":
+            return a + b
+        case "-":
+            return a - b
+        case "*":
+            return a * b
+        case "/":
+            return a / b
+        case "//":
+            return a // b
+        case "%":
+            return a % b
+    raise ExpressionError(f"unknown operator {op!r}", src, pos)  # pragma: no cover
+
+
+def _compare(op: str, a: Any, b: Any, src: str, pos: int) -> bool:
+    if op == "==":
+        return bool(a == b)
+    if op == "!=":
+        return bool(a != b)
+    if op in ("in", "not in"):
+        if b is None:
+            found = False
+        elif isinstance(b, str):
+            found = a is not None and str(a) in b
+        elif isinstance(b, (list, Mapping)):
+            found = a in b
+        else:
+            raise ExpressionError(f"'{op}' needs a list, text or map on the right, got {type(b).__name__}", src, pos)
+        return found if op == "in" else not found
+    # Ordering: None never orders (False), numbers with numbers, text with text.
+    if a is None or b is None:
+        return False
+    num_a = isinstance(a, (int, float)) and not isinstance(a, bool)
+    num_b = isinstance(b, (int, float)) and not isinstance(b, bool)
+    if not ((num_a and num_b) or (isinstance(a, str) and isinstance(b, str))):
+        raise ExpressionError(f"cannot order {type(a).__name__} and {type(b).__name__} with '{op}'", src, pos)
+    return bool({"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op])

@@ -1,0 +1,216 @@
+"""Checks on a parsed flow that need the whole model: targets, graph shape, slots, inputs.
+
+Like python-statemachine's definition-time checks, a flow that could strand a user
+(unreachable steps, dead ends, loops without exit) never loads.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+
+from flowkit.errors import Problem
+from flowkit.flow import graph
+from flowkit.flow.expr import Expr
+from flowkit.flow.model import (
+    BUILTIN_NAMES,
+    AskStep,
+    CallStep,
+    EndStep,
+    Flow,
+    FlowStep,
+    InputSpec,
+    Loc,
+    SayStep,
+    SetStep,
+    SlotSpec,
+    Step,
+)
+from flowkit.flow.template import Template
+
+# Which slot types can hold what an input type produces.
+_INPUT_FITS: Mapping[str, frozenset[str]] = {
+    "text": frozenset({"text"}),
+    "regex": frozenset({"text"}),
+    "int": frozenset({"int", "number"}),
+    "number": frozenset({"number"}),
+    "choice": frozenset({"choice", "text"}),
+    "yes_no": frozenset({"bool"}),
+    "email": frozenset({"email", "text"}),
+    "phone": frozenset({"phone", "text"}),
+    "date": frozenset({"date", "text"}),
+    "location": frozenset({"location"}),
+    "media": frozenset({"media"}),
+}
+
+
+def _problem(loc: Loc, code: str, message: str) -> Problem:
+    return Problem(loc.file, loc.line, loc.column, code, message)
+
+
+def _hint(name: str, known: Iterable[str]) -> str:
+    match = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f"; did you mean {match[0]!r}?" if match else ""
+
+
+def validate_flow(flow: Flow) -> list[Problem]:
+    """Every problem of one flow (targets, reachability, dead ends, slots, inputs)."""
+    problems = _targets(flow)
+    problems += _shape(flow)
+    problems += _slots(flow)
+    return problems
+
+
+def _targets(flow: Flow) -> list[Problem]:
+    out = []
+    if flow.start not in flow.steps:
+        out.append(_problem(flow.loc, "unknown-target", f"start step {flow.start!r} does not exist{_hint(flow.start, flow.steps)}"))
+    for name, step in flow.steps.items():
+        for b in step.next:
+            if b.goto not in flow.steps:
+                out.append(_problem(b.loc, "unknown-target", f"step {name!r} goes to {b.goto!r}, which does not exist{_hint(b.goto, flow.steps)}"))
+        for attr in ("on_fail", "on_error", "on_timeout"):
+            target = getattr(step, attr, None)
+            if target and target not in flow.steps:
+                out.append(
+                    _problem(step.loc_of(attr), "unknown-target", f"`{attr}` of step {name!r} goes to {target!r}, which does not exist{_hint(target, flow.steps)}")
+                )
+    return out
+
+
+def _shape(flow: Flow) -> list[Problem]:
+    if flow.start not in flow.steps:
+        return []
+    out = []
+    if not graph.end_steps(flow):
+        out.append(_problem(flow.loc, "dead-end", f"flow {flow.name!r} has no end step (`end: completed`), so no session can ever finish"))
+        return out
+    for name in graph.unreachable(flow):
+        out.append(_problem(flow.steps[name].loc, "unreachable", f"step {name!r} can never be reached from the start step {flow.start!r}"))
+    loops = graph.loops_without_exit(flow)
+    in_loop = {n for loop in loops for n in loop}
+    for loop in loops:
+        cycle = " -> ".join([*loop, loop[0]])
+        first = flow.steps[loop[0]]
+        out.append(_problem(first.loc, "no-exit-loop", f"steps {cycle} form a loop with no way to an end step; add an exit (e.g. `on_fail` or a branch to an end)"))
+    for name in graph.dead_ends(flow):
+        if name in in_loop:
+            continue
+        step = flow.steps[name]
+        out.append(_problem(step.loc, "dead-end", f"step {name!r} has no path to an end step; the session would be stuck there"))
+    return out
+
+
+def _located(step: Step) -> list[tuple[Expr | Template, Loc, str]]:
+    """Every expression and template of a step, with where it was written and what it is."""
+    items: list[tuple[Expr | Template, Loc, str]] = []
+    if isinstance(step, (SayStep, EndStep)) and step.say is not None:
+        items += [(t, step.loc_of("say"), "`say`") for t in step.say.templates()]
+    if isinstance(step, AskStep):
+        items += [(t, step.loc_of("ask"), "`ask`") for t in step.ask.templates()]
+        if step.invalid is not None:
+            items.append((step.invalid, step.loc_of("invalid"), "`invalid`"))
+    if isinstance(step, SetStep):
+        items += [(e, step.loc_of(f"set.{k}.value"), f"`set.{k}`") for k, e in step.assign]
+    if isinstance(step, (CallStep, FlowStep)):
+        items += [(e, step.loc_of(f"args.{k}.value"), f"`args.{k}`") for k, e in step.args]
+    items += [(b.when, b.when_loc, "condition") for b in step.next if b.when is not None]
+    return items
+
+
+def _slots(flow: Flow) -> list[Problem]:
+    out = []
+    known = set(flow.slots) | BUILTIN_NAMES
+    if flow.help is not None:
+        for n in sorted(flow.help.names() - known):
+            out.append(_problem(flow.loc, "unknown-slot", f"`help` uses {n!r}, which is not a slot{_hint(n, known)}"))
+    for name, step in flow.steps.items():
+        for item, loc, what in _located(step):
+            for n in sorted(item.names() - known):
+                out.append(
+                    _problem(loc, "unknown-slot", f"{what} of step {name!r} uses {n!r}, which is not a slot; declare it under `slots:`{_hint(n, known)}")
+                )
+        targets: list[tuple[str, str]] = []
+        if isinstance(step, (AskStep, CallStep)) and step.save:
+            targets.append((step.save, "save"))
+        if isinstance(step, SetStep):
+            targets += [(k, f"set.{k}") for k, _ in step.assign]
+        if isinstance(step, FlowStep):
+            targets += [(parent, f"save.{parent}") for parent, _ in step.save]
+        for slot, key in targets:
+            if slot not in flow.slots:
+                out.append(
+                    _problem(step.loc_of(key), "unknown-slot", f"step {name!r} saves into {slot!r}, which is not a slot; declare it under `slots:`{_hint(slot, flow.slots)}")
+                )
+        if isinstance(step, AskStep) and step.save in flow.slots:
+            out += _input_fits(step, step.input, flow.slots[step.save])
+    return out
+
+
+def _input_fits(step: AskStep, spec: InputSpec, slot: SlotSpec) -> list[Problem]:
+    loc = step.loc_of("input")
+    where = f"step {step.name!r}"
+    if slot.type == "any":
+        return []
+    if slot.type not in _INPUT_FITS[spec.type]:
+        return [
+            _problem(loc, "input-contradicts-slot", f"{where} reads a {spec.type} input but saves it into slot {slot.name!r} of type {slot.type}")
+        ]
+    out = []
+    if spec.type == "choice" and slot.options is not None and spec.options is not None:
+        extra = [o for o in spec.options if o not in slot.options]
+        if extra:
+            out.append(
+                _problem(loc, "input-contradicts-slot", f"{where} offers {', '.join(map(repr, extra))}, which slot {slot.name!r} does not allow (options: {', '.join(slot.options)})")
+            )
+    if spec.type in ("int", "number"):
+        lo, hi = spec.min, spec.max
+        if (lo is not None and slot.max is not None and float(lo) > slot.max) or (
+            hi is not None and slot.min is not None and float(hi) < slot.min
+        ):
+            out.append(
+                _problem(loc, "input-contradicts-slot", f"{where} accepts {lo}..{hi} but slot {slot.name!r} only allows {slot.min}..{slot.max}: no answer could be saved")
+            )
+    return out
+
+
+def validate_flow_set(flows: Mapping[str, Flow]) -> list[Problem]:
+    """Checks across flows loaded together: sub-flow references, recursion, shared triggers."""
+    out = []
+    by_trigger: dict[str, Flow] = {}
+    for flow in flows.values():
+        for t in flow.triggers:
+            if t in by_trigger:
+                out.append(_problem(flow.loc, "duplicate-trigger", f"trigger {t!r} of flow {flow.name!r} already starts flow {by_trigger[t].name!r}"))
+            else:
+                by_trigger[t] = flow
+        for name, step in flow.steps.items():
+            if not isinstance(step, FlowStep):
+                continue
+            child = flows.get(step.flow)
+            if child is None:
+                out.append(
+                    _problem(step.loc_of("flow"), "unknown-flow", f"step {name!r} runs sub-flow {step.flow!r}, which is not loaded; pass its file too{_hint(step.flow, flows)}")
+                )
+                continue
+            for k, _ in step.args:
+                if k not in child.slots:
+                    out.append(_problem(step.loc_of(f"args.{k}"), "unknown-slot", f"step {name!r} passes {k!r}, which is not a slot of sub-flow {child.name!r}"))
+            for _, c in step.save:
+                if c not in child.slots:
+                    out.append(_problem(step.loc_of("save"), "unknown-slot", f"step {name!r} reads {c!r} back, which is not a slot of sub-flow {child.name!r}"))
+    # A flow that (transitively) runs itself would grow the stack without bound.
+    calls = {f.name: {s.flow for s in f.steps.values() if isinstance(s, FlowStep) and s.flow in flows} for f in flows.values()}
+    for name in calls:
+        seen: set[str] = set()
+        todo = list(calls[name])
+        while todo:
+            cur = todo.pop()
+            if cur == name:
+                flow = flows[name]
+                out.append(_problem(flow.loc, "recursive-subflow", f"flow {name!r} runs itself through its sub-flows; break the cycle"))
+                break
+            if cur not in seen:
+                seen.add(cur)
+                todo.extend(calls.get(cur, ()))
+    return out
