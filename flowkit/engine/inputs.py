@@ -1,0 +1,272 @@
+"""Validate and normalise a user's answer for an ``ask`` step.
+
+Rules are locale-independent and documented here so users and analysts can predict them:
+
+- text: trimmed; must not be empty.
+- int: optional sign, digits, thousands grouped by ``,`` ``.`` ``'`` ``_`` or spaces in groups
+  of three (``1,000``), or a number word from zero to twenty (``three``).
+- number: as int, plus one decimal separator. With both ``.`` and ``,`` the last one is the
+  decimal separator (``1.234,5`` and ``1,234.5`` are both 1234.5); a single ``,`` followed
+  by exactly three digits groups thousands (``1,500``), otherwise it is the decimal
+  separator (``12,50``). Currency signs and codes around the number are ignored.
+- choice: the option itself (case-insensitive), a tapped button/list row id, the option's
+  number (``2`` or ``2)``), its button/row title, or an unambiguous prefix of 3+ letters.
+- yes_no: yes/no in several languages, y/n, ok, true/false, 1/0, thumbs up/down.
+- email: ``local@domain.tld``, domain lower-cased.
+- phone: 6 to 15 digits after removing spaces, dashes, dots and brackets; ``+``/``00`` kept as ``+``.
+- date: ``YYYY-MM-DD``, day-first ``DD/MM/YYYY`` (also ``.`` and ``-``), ``25 Dec 2026``,
+  ``Dec 25 2026``, ``today``, ``tomorrow`` (relative to the engine's ``now``, UTC).
+  Stored as ``YYYY-MM-DD``.
+- location and media: only the matching WhatsApp message type is accepted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from flowkit.engine.events import Message
+from flowkit.engine.state import slot_problem
+from flowkit.flow.model import InputSpec, SlotSpec
+
+
+@dataclass(frozen=True)
+class InvalidInput(Exception):
+    """The answer does not fit; ``code`` is recorded in history (``error`` column)."""
+
+    code: str
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.detail}" if self.detail else self.code
+
+
+# Messages used when an ask step gives no `invalid:` text of its own.
+DEFAULT_INVALID: Mapping[str, str] = {
+    "empty": "Please type an answer.",
+    "wrong_type": "Please answer with a text message.",
+    "not_a_number": "Please send a number.",
+    "not_an_integer": "Please send a whole number.",
+    "too_small": "That number is too small.",
+    "too_large": "That number is too large.",
+    "too_short": "That answer is too short.",
+    "too_long": "That answer is too long.",
+    "not_an_option": "Please choose one of the options.",
+    "not_yes_no": "Please answer yes or no.",
+    "pattern_mismatch": "That doesn't look right, please check the format.",
+    "bad_email": "Please send a valid e-mail address.",
+    "bad_phone": "Please send a valid phone number.",
+    "bad_date": "Please send a date like 2026-12-31.",
+    "date_out_of_range": "That date is not available.",
+    "need_location": "Please share a location (tap + and choose Location).",
+    "need_media": "Please send a photo or a file.",
+    "wrong_media": "That kind of file is not accepted here.",
+    "slot_constraint": "That answer is not accepted here.",
+}
+
+_WORDS = {w: i for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+    "sixteen seventeen eighteen nineteen twenty".split()
+)}
+_YES = {"yes", "y", "yeah", "yep", "yup", "sure", "ok", "okay", "true", "1", "si", "sí", "oui", "ja", "sim",
+        "correct", "right", "affirmative", "👍", "✅"}
+_NO = {"no", "n", "nope", "nah", "false", "0", "non", "nein", "não", "nao", "wrong", "incorrect", "👎", "❌"}
+_MONTHS = {m: i + 1 for i, m in enumerate(
+    "jan feb mar apr may jun jul aug sep oct nov dec".split()
+)}
+_CURRENCY = re.compile(r"^(?:[$€£¥₹]|eur|usd|gbp|brl|inr)\s*|\s*(?:[$€£¥₹]|eur|usd|gbp|brl|inr)$", re.IGNORECASE)
+_EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@([A-Za-z0-9-]+\.)+[A-Za-z]{2,}$")
+
+
+def _text(msg: Message) -> str:
+    if msg.type not in ("text", "button_reply", "list_reply"):
+        raise InvalidInput("wrong_type", f"got a {msg.type} message")
+    text = unicodedata.normalize("NFC", (msg.text or "")).strip()
+    if not text and not msg.reply_id:
+        raise InvalidInput("empty")
+    return text
+
+
+def parse_int(text: str) -> int:
+    t = _CURRENCY.sub("", text.strip().lower()).strip()
+    if t in _WORDS:
+        return _WORDS[t]
+    if re.fullmatch(r"[+-]?\d{1,3}([,.' _]\d{3})+", t):
+        t = re.sub(r"[,.' _]", "", t)
+    t = t.replace(" ", "")
+    if re.fullmatch(r"[+-]?\d+", t):
+        return int(t)
+    if re.fullmatch(r"[+-]?\d+[.,]0+", t):  # "3.0" is a whole number
+        return int(re.split(r"[.,]", t)[0])
+    raise InvalidInput("not_an_integer", f"{text!r} is not a whole number")
+
+
+def parse_number(text: str) -> int | float:
+    t = _CURRENCY.sub("", text.strip().lower()).strip().replace(" ", "").replace("_", "").replace("'", "")
+    if t in _WORDS:
+        return _WORDS[t]
+    sign = ""
+    if t[:1] in "+-":
+        sign, t = t[0], t[1:]
+    if not re.fullmatch(r"[\d.,]+", t) or not re.search(r"\d", t):
+        raise InvalidInput("not_a_number", f"{text!r} is not a number")
+    if "." in t and "," in t:
+        dec = "." if t.rfind(".") > t.rfind(",") else ","
+        grp = "," if dec == "." else "."
+        t = t.replace(grp, "").replace(dec, ".")
+    elif "," in t:
+        parts = t.split(",")
+        if len(parts) > 2 or (len(parts) == 2 and len(parts[1]) == 3):
+            if not all(len(p) == 3 for p in parts[1:]):
+                raise InvalidInput("not_a_number", f"{text!r} is not a number")
+            t = t.replace(",", "")
+        else:
+            t = t.replace(",", ".")
+    elif t.count(".") > 1:
+        parts = t.split(".")
+        if not all(len(p) == 3 for p in parts[1:]):
+            raise InvalidInput("not_a_number", f"{text!r} is not a number")
+        t = t.replace(".", "")
+    try:
+        value = float(sign + t)
+    except ValueError:
+        raise InvalidInput("not_a_number", f"{text!r} is not a number") from None
+    return int(value) if value.is_integer() and "." not in t else value
+
+
+def parse_yes_no(text: str) -> bool:
+    t = text.strip().lower().rstrip("!.")
+    if t in _YES:
+        return True
+    if t in _NO:
+        return False
+    raise InvalidInput("not_yes_no", f"{text!r} is not yes or no")
+
+
+def parse_date(text: str, today: dt.date) -> str:
+    t = text.strip().lower().replace(",", " ")
+    t = re.sub(r"\s+", " ", t)
+    if t == "today":
+        return today.isoformat()
+    if t == "tomorrow":
+        return (today + dt.timedelta(days=1)).isoformat()
+    try:
+        if m := re.fullmatch(r"(\d{4})-(\d{1,2})-(\d{1,2})", t):
+            return dt.date(int(m[1]), int(m[2]), int(m[3])).isoformat()
+        if m := re.fullmatch(r"(\d{1,2})[/.-](\d{1,2})[/.-](\d{4})", t):
+            return dt.date(int(m[3]), int(m[2]), int(m[1])).isoformat()
+        if m := re.fullmatch(r"(\d{1,2})(?:st|nd|rd|th)? ([a-z]{3})[a-z]*\.? (\d{4})", t):
+            if m[2] in _MONTHS:
+                return dt.date(int(m[3]), _MONTHS[m[2]], int(m[1])).isoformat()
+        if m := re.fullmatch(r"([a-z]{3})[a-z]*\.? (\d{1,2})(?:st|nd|rd|th)? (\d{4})", t):
+            if m[1] in _MONTHS:
+                return dt.date(int(m[3]), _MONTHS[m[1]], int(m[2])).isoformat()
+    except ValueError:
+        raise InvalidInput("bad_date", f"{text!r} is not a real date") from None
+    raise InvalidInput("bad_date", f"{text!r} is not a date")
+
+
+def parse_phone(text: str) -> str:
+    t = re.sub(r"[\s\-.()/]", "", text.strip())
+    plus = t.startswith("+") or t.startswith("00")
+    digits = t[1:] if t.startswith("+") else (t[2:] if t.startswith("00") else t)
+    if not re.fullmatch(r"\d{6,15}", digits):
+        raise InvalidInput("bad_phone", f"{text!r} is not a phone number")
+    return ("+" if plus else "") + digits
+
+
+def parse_choice(text: str, reply_id: str | None, options: Sequence[str], labels: Mapping[str, str]) -> str:
+    """``labels`` maps button/row titles (lower-case) to option values."""
+    if reply_id is not None and reply_id in options:
+        return reply_id
+    t = text.strip().lower()
+    by_lower = {o.lower(): o for o in options}
+    if t in by_lower:
+        return by_lower[t]
+    if t in labels:
+        return labels[t]
+    if m := re.fullmatch(r"(\d{1,2})[).]?", t):
+        i = int(m[1])
+        if 1 <= i <= len(options):
+            return options[i - 1]
+    if len(t) >= 3:
+        hits = [o for o in options if o.lower().startswith(t)]
+        if len(hits) == 1:
+            return hits[0]
+    raise InvalidInput("not_an_option", f"{text!r} is not one of {', '.join(options)}")
+
+
+def parse_input(spec: InputSpec, msg: Message, *, slot: SlotSpec | None = None,
+                labels: Mapping[str, str] | None = None, today: dt.date | None = None) -> Any:
+    """The normalised value of ``msg`` for ``spec`` (and the slot it is saved into).
+
+    Raises :class:`InvalidInput` with a stable code when the answer does not fit.
+    """
+    t = spec.type
+    value: Any
+    if t == "location":
+        if msg.type != "location" or not msg.location:
+            raise InvalidInput("need_location")
+        loc = msg.location
+        value = {k: loc[k] for k in ("latitude", "longitude", "name", "address") if loc.get(k) is not None}
+    elif t == "media":
+        if msg.type != "media" or not msg.media:
+            raise InvalidInput("need_media")
+        media = dict(msg.media)
+        if spec.media and media.get("kind") not in spec.media:
+            raise InvalidInput("wrong_media", f"{media.get('kind')} is not one of {', '.join(spec.media)}")
+        value = {k: media[k] for k in ("id", "kind", "mime_type", "caption", "filename") if media.get(k) is not None}
+    else:
+        text = _text(msg)
+        if t == "text" or t == "regex":
+            value = text
+            if t == "regex" and spec.pattern and re.fullmatch(spec.pattern, text) is None:
+                raise InvalidInput("pattern_mismatch", f"{text!r} does not match")
+        elif t == "int":
+            value = parse_int(text)
+        elif t == "number":
+            value = parse_number(text)
+        elif t == "choice":
+            value = parse_choice(text, msg.reply_id, spec.options or (), labels or {})
+        elif t == "yes_no":
+            if msg.reply_id in ("yes", "no"):
+                value = msg.reply_id == "yes"
+            else:
+                value = parse_yes_no(text)
+        elif t == "email":
+            if not _EMAIL.match(text):
+                raise InvalidInput("bad_email", f"{text!r} is not an e-mail address")
+            local, domain = text.rsplit("@", 1)
+            value = f"{local}@{domain.lower()}"
+        elif t == "phone":
+            value = parse_phone(text)
+        elif t == "date":
+            value = parse_date(text, today or dt.date(1970, 1, 1))
+        else:  # pragma: no cover - the loader only admits INPUT_TYPES
+            raise InvalidInput("wrong_type", f"unsupported input type {t}")
+    _check_bounds(spec, value)
+    if slot is not None:
+        why = slot_problem(slot, value)
+        if why is not None:
+            raise InvalidInput("slot_constraint", why)
+    return value
+
+
+def _check_bounds(spec: InputSpec, value: Any) -> None:
+    if spec.type in ("int", "number"):
+        if spec.min is not None and value < float(spec.min):
+            raise InvalidInput("too_small", f"{value} < {spec.min}")
+        if spec.max is not None and value > float(spec.max):
+            raise InvalidInput("too_large", f"{value} > {spec.max}")
+    if spec.type == "date":
+        if (spec.min is not None and value < str(spec.min)) or (spec.max is not None and value > str(spec.max)):
+            raise InvalidInput("date_out_of_range", f"{value} is outside {spec.min}..{spec.max}")
+    if isinstance(value, str) and spec.type in ("text", "regex", "email", "phone"):
+        if spec.min_length is not None and len(value) < spec.min_length:
+            raise InvalidInput("too_short", f"{len(value)} < {spec.min_length} characters")
+        if spec.max_length is not None and len(value) > spec.max_length:
+            raise InvalidInput("too_long", f"{len(value)} > {spec.max_length} characters")

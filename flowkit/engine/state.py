@@ -1,0 +1,228 @@
+"""Session state and history records: frozen values with an exact JSON form.
+
+Times are integer epoch milliseconds so that a state serialises and parses back to an
+equal value. The user's WhatsApp profile lives in ``slots["profile"]`` (``profile`` is a
+reserved name, never a declared slot) so templates can greet by name at any step.
+
+Inside a sub-flow, ``step`` is qualified with the calling step (``contact/ask_email``),
+``slots`` are the sub-flow's own and ``stack`` holds the callers' frames; ``flow`` and
+``flow_version`` always name the session's root flow, so one session's history reads
+against one flow graph.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from flowkit.errors import StateValidationError
+from flowkit.flow.model import STATUSES, TERMINAL_STATUSES, SlotSpec
+
+PROFILE = "profile"
+
+
+@dataclass(frozen=True, kw_only=True)
+class State:
+    session_id: str
+    flow: str
+    flow_version: str
+    step: str | None
+    status: str
+    slots: Mapping[str, Any] = field(default_factory=dict)
+    attempts: Mapping[str, int] = field(default_factory=dict)
+    stack: tuple[Mapping[str, Any], ...] = ()
+    pending: Mapping[str, Any] | None = None
+    version: int = 0
+    started_at: int = 0
+    updated_at: int = 0
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def profile(self) -> Mapping[str, Any]:
+        p = self.slots.get(PROFILE)
+        return p if isinstance(p, Mapping) else {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id,
+            "flow": self.flow,
+            "flow_version": self.flow_version,
+            "step": self.step,
+            "status": self.status,
+            "slots": dict(self.slots),
+            "attempts": dict(self.attempts),
+            "stack": [dict(f) for f in self.stack],
+            "pending": dict(self.pending) if self.pending is not None else None,
+            "version": self.version,
+            "started_at": self.started_at,
+            "updated_at": self.updated_at,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> State:
+        missing = [k for k in _FIELDS if k not in d]
+        if missing:
+            raise StateValidationError(f"state is missing {', '.join(missing)}; it is not a flowkit session state")
+        return cls(
+            session_id=str(d["session_id"]),
+            flow=str(d["flow"]),
+            flow_version=str(d["flow_version"]),
+            step=d["step"],
+            status=str(d["status"]),
+            slots=dict(d["slots"] or {}),
+            attempts={str(k): int(v) for k, v in (d["attempts"] or {}).items()},
+            stack=tuple(dict(f) for f in (d["stack"] or ())),
+            pending=dict(d["pending"]) if d["pending"] is not None else None,
+            version=int(d["version"]),
+            started_at=int(d["started_at"]),
+            updated_at=int(d["updated_at"]),
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> State:
+        return cls.from_dict(json.loads(text))
+
+    def evolve(self, **changes: Any) -> State:
+        return replace(self, **changes)
+
+
+_FIELDS = ("session_id", "flow", "flow_version", "step", "status", "slots", "attempts", "stack", "pending",
+           "version", "started_at", "updated_at")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Record:
+    """One history record: exactly the history columns of DESIGN.md, minus what the store adds
+    (``session_id``, ``flow``, ``flow_version`` come from the state)."""
+
+    version: int
+    ts: int
+    event: str
+    from_step: str | None
+    to_step: str | None
+    path: tuple[str, ...]
+    status: str
+    message_id: str | None = None
+    input: str | None = None
+    error: str | None = None
+    actor: str = "runtime"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "ts": self.ts,
+            "event": self.event,
+            "from_step": self.from_step,
+            "to_step": self.to_step,
+            "path": list(self.path),
+            "status": self.status,
+            "message_id": self.message_id,
+            "input": self.input,
+            "error": self.error,
+            "actor": self.actor,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Record:
+        return cls(
+            version=int(d["version"]),
+            ts=int(d["ts"]),
+            event=d["event"],
+            from_step=d.get("from_step"),
+            to_step=d.get("to_step"),
+            path=tuple(d.get("path") or ()),
+            status=d["status"],
+            message_id=d.get("message_id"),
+            input=d.get("input"),
+            error=d.get("error"),
+            actor=d.get("actor", "runtime"),
+        )
+
+
+# ---------------------------------------------------------------- slot validation
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_PHONE = re.compile(r"^\+?\d{6,15}$")
+
+
+def slot_problem(spec: SlotSpec, value: Any) -> str | None:
+    """Why ``value`` does not fit ``spec`` (a short code-like reason), or None when it fits."""
+    if value is None or spec.type == "any":
+        return None
+    t = spec.type
+    if t in ("text", "choice", "email", "phone", "date") and not isinstance(value, str):
+        return f"expected text, got {type(value).__name__}"
+    if t == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+        return f"expected a whole number, got {type(value).__name__}"
+    if t == "number" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        return f"expected a number, got {type(value).__name__}"
+    if t == "bool" and not isinstance(value, bool):
+        return f"expected true/false, got {type(value).__name__}"
+    if t in ("location", "media") and not isinstance(value, Mapping):
+        return f"expected a {t} object, got {type(value).__name__}"
+    if t == "location" and not {"latitude", "longitude"} <= set(value):
+        return "a location needs latitude and longitude"
+    if t == "media" and "id" not in value:
+        return "media needs an id"
+    if t == "choice" and spec.options is not None and value not in spec.options:
+        return f"{value!r} is not one of {', '.join(spec.options)}"
+    if t == "email" and not _EMAIL.match(value):
+        return f"{value!r} is not an e-mail address"
+    if t == "phone" and not _PHONE.match(value):
+        return f"{value!r} is not a phone number"
+    if t == "date":
+        try:
+            dt.date.fromisoformat(value)
+        except ValueError:
+            return f"{value!r} is not a YYYY-MM-DD date"
+    if t in ("int", "number"):
+        if spec.min is not None and value < spec.min:
+            return f"{value} is below the minimum {spec.min:g}"
+        if spec.max is not None and value > spec.max:
+            return f"{value} is above the maximum {spec.max:g}"
+    if isinstance(value, str):
+        if spec.min_length is not None and len(value) < spec.min_length:
+            return f"shorter than {spec.min_length} characters"
+        if spec.max_length is not None and len(value) > spec.max_length:
+            return f"longer than {spec.max_length} characters"
+        if spec.pattern is not None and re.fullmatch(spec.pattern, value) is None:
+            return f"{value!r} does not match {spec.pattern}"
+    return None
+
+
+def check_slots(slots: Mapping[str, Any], schema: Mapping[str, SlotSpec], *, where: str) -> None:
+    """Raise :class:`StateValidationError` naming the slot if ``slots`` break ``schema``."""
+    for name, value in slots.items():
+        if name == PROFILE:
+            if not isinstance(value, Mapping):
+                raise StateValidationError(f"{where}: slot 'profile' must be a mapping, got {type(value).__name__}")
+            continue
+        spec = schema.get(name)
+        if spec is None:
+            raise StateValidationError(f"{where}: slot {name!r} is not declared by the flow")
+        why = slot_problem(spec, value)
+        if why is not None:
+            raise StateValidationError(f"{where}: slot {name!r} is invalid: {why}")
+
+
+def check_state_shape(state: State) -> None:
+    """The flow-independent invariants of a state."""
+    where = f"session {state.session_id!r} v{state.version}"
+    if state.status not in STATUSES:
+        raise StateValidationError(f"{where}: unknown status {state.status!r}")
+    if state.version < 0 or state.started_at < 0 or state.updated_at < state.started_at:
+        raise StateValidationError(f"{where}: bad version or timestamps")
+    if not state.terminal and state.pending is None:
+        raise StateValidationError(f"{where}: a {state.status} session must say what it waits for (pending)")
+    if state.terminal and state.pending is not None:
+        raise StateValidationError(f"{where}: a {state.status} session cannot wait for anything")

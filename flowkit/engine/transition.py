@@ -1,0 +1,621 @@
+"""The engine: ``step(flow, state, event, now) -> Transition``. Pure and deterministic.
+
+No I/O, no clock, no randomness: everything that varies comes in as an argument, so a
+recorded history replays to the same states, and a commit conflict is handled by simply
+running ``step`` again on the fresh state.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from flowkit.engine.events import (
+    CallService,
+    Command,
+    Effect,
+    End,
+    Event,
+    Message,
+    Reply,
+    Schedule,
+    ServiceResult,
+    Start,
+    Timeout,
+)
+from flowkit.engine.inputs import DEFAULT_INVALID, InvalidInput, parse_input
+from flowkit.engine.state import PROFILE, Record, State, check_slots, check_state_shape, slot_problem
+from flowkit.errors import EngineError, ExpressionError, StateValidationError
+from flowkit.flow.model import (
+    AskStep,
+    BranchStep,
+    CallStep,
+    EndStep,
+    Flow,
+    FlowStep,
+    Message as Say,
+    SayStep,
+    SetStep,
+    Step,
+)
+from flowkit.flow.template import Template
+
+MAX_AUTO_STEPS = 200
+FlowSource = Mapping[str, Flow] | Callable[[str, str | None], Flow]
+
+CANCELLED_TEXT = "OK, I've cancelled this. Send a message any time to start again."
+EXPIRED_TEXT = "This conversation has ended after a period of inactivity. Send a message to start again."
+NO_BACK_TEXT = "There's no earlier question to go back to."
+BUSY_TEXT = "One moment please, I'm still working on your request."
+
+
+@dataclass(frozen=True)
+class Transition:
+    """What one event does to a session: the new state, the effects to run after the
+    commit, and the history record. ``record`` is None when nothing changes (a late
+    service result or a timeout that is no longer due): do not commit then."""
+
+    state: State
+    effects: tuple[Effect, ...]
+    record: Record | None
+
+    @property
+    def changed(self) -> bool:
+        return self.record is not None
+
+
+def step(flow: Flow, state: State | None, event: Event, now: int | dt.datetime, *,
+         flows: FlowSource | None = None, session_id: str | None = None) -> Transition:
+    """Apply ``event`` to ``state`` under ``flow`` (the session's root flow, at its pinned version).
+
+    ``now`` is epoch milliseconds (or an aware datetime). ``flows`` resolves sub-flows by
+    name (and pinned version). ``state`` is None only for a :class:`Start` of a new session,
+    whose id is ``session_id``.
+    """
+    now_ms = _ms(now)
+    if state is None:
+        if not isinstance(event, Start):
+            raise EngineError(f"a new session can only begin with a Start event, not {event.kind}; route the message to a flow first")
+        if not session_id:
+            raise EngineError("a new session needs a session_id")
+    elif now_ms < state.updated_at:
+        # A clock behind the last commit would make durations negative; keep time monotonic.
+        now_ms = state.updated_at
+    return _Run(flow, state, now_ms, flows, session_id or (state.session_id if state else "")).apply(event)
+
+
+def fail(flow: Flow, state: State, reason: str, now: int | dt.datetime, *, actor: str = "runtime") -> Transition:
+    """End the session as failed (e.g. after an :class:`EngineError`), recording ``reason``."""
+    return step(flow, state, Command(name="fail", args={"reason": reason}, actor=actor), now)
+
+
+def _ms(now: int | dt.datetime) -> int:
+    if isinstance(now, dt.datetime):
+        if now.tzinfo is None:
+            raise EngineError("now must be timezone-aware (UTC); naive datetimes are ambiguous")
+        return int(now.timestamp() * 1000)
+    return int(now)
+
+
+def _iso(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class _Run:
+    """Mutable working copy of one transition; frozen into a :class:`Transition` at the end."""
+
+    def __init__(self, root: Flow, state: State | None, now: int, flows: FlowSource | None, session_id: str) -> None:
+        self.root = root
+        self.prev = state
+        self.now = now
+        self.flows = flows
+        self.session_id = session_id
+        self.version = (state.version if state else 0) + 1
+        self.flow_version = state.flow_version if state else root.version_id
+        if state is not None and state.flow != root.name:
+            raise EngineError(f"session {session_id!r} runs flow {state.flow!r}, but the engine was given flow {root.name!r}")
+        self.step_name: str | None = state.step if state else None
+        self.status = state.status if state else "active"
+        self.slots: dict[str, Any] = dict(state.slots) if state else {}
+        self.attempts: dict[str, int] = dict(state.attempts) if state else {}
+        self.stack: list[dict[str, Any]] = [dict(f) for f in state.stack] if state else []
+        self.pending: dict[str, Any] | None = dict(state.pending) if state and state.pending else None
+        self.trail: list[str] = list(self.pending.get("trail", [])) if self.pending else []
+        self.started_at = state.started_at if state else now
+        self.path: list[str] = []
+        self.effects: list[Effect] = []
+        self.error: str | None = None
+        self.redact = False
+        self.auto = 0
+
+    # ------------------------------------------------------------ flows and names
+
+    def resolve(self, name: str, version: str | None) -> Flow:
+        if name == self.root.name and version in (None, self.root.version_id):
+            return self.root
+        if self.flows is None:
+            raise EngineError(f"flow {name!r} is needed as a sub-flow but no flows were given to the engine")
+        if callable(self.flows):
+            return self.flows(name, version)
+        flow = self.flows.get(name)
+        if flow is None:
+            raise EngineError(f"sub-flow {name!r} is not loaded; load its file with the others")
+        if version is not None and flow.version_id != version:
+            raise EngineError(f"session is pinned to flow {name!r} version {version!r}, but version {flow.version_id!r} is loaded")
+        return flow
+
+    @property
+    def flow(self) -> Flow:
+        if not self.stack:
+            return self.root
+        top = self.stack[-1]
+        return self.resolve(top["flow"], top["flow_version"])
+
+    def qualify(self, local: str) -> str:
+        return "/".join([f["at"] for f in self.stack] + [local])
+
+    @staticmethod
+    def local(qualified: str) -> str:
+        return qualified.rsplit("/", 1)[-1]
+
+    def current_step(self) -> Step:
+        if self.step_name is None:
+            raise EngineError("the session has no current step")
+        try:
+            return self.flow.steps[self.local(self.step_name)]
+        except KeyError:
+            raise EngineError(
+                f"step {self.step_name!r} does not exist in flow {self.flow.name!r} version {self.flow.version_id}; migrate the session"
+            ) from None
+
+    # ------------------------------------------------------------ expressions
+
+    def env(self) -> dict[str, Any]:
+        env: dict[str, Any] = {name: None for name in self.flow.slots}
+        env.update({k: v for k, v in self.slots.items() if k != PROFILE})
+        env["profile"] = dict(self.slots.get(PROFILE) or {})
+        env["now"] = _iso(self.now)
+        env["today"] = _iso(self.now)[:10]
+        env["session"] = {"id": self.session_id, "flow": self.root.name, "step": self.step_name}
+        return env
+
+    def evaluate(self, expr: Any, where: str) -> Any:
+        try:
+            return expr.evaluate(self.env())
+        except ExpressionError as exc:
+            raise EngineError(f"step {self.step_name!r} of flow {self.flow.name!r}: {where}: {exc}") from None
+
+    def render(self, template: Template | None, where: str) -> str | None:
+        if template is None:
+            return None
+        try:
+            return template.render(self.env())
+        except ExpressionError as exc:
+            raise EngineError(f"step {self.step_name!r} of flow {self.flow.name!r}: {where}: {exc.reason} in {template.source!r}") from None
+
+    def say(self, msg: Say, where: str, *, extra: AskStep | None = None) -> None:
+        text = self.render(msg.text, where)
+        template = None
+        if msg.template is not None:
+            params = tuple(self.render(p, f"{where} template") or "" for p in msg.template.params)
+            template = (msg.template.name, msg.template.language, params)
+        buttons = tuple((b.id, b.title) for b in msg.buttons)
+        list_button = msg.list.button if msg.list else None
+        sections = tuple(
+            (s.title, tuple((r.id, r.title, r.description) for r in s.rows)) for s in msg.list.sections
+        ) if msg.list else ()
+        if extra is not None and not buttons and not sections and template is None:
+            spec = extra.input
+            if spec.type == "yes_no":
+                buttons = (("yes", "Yes"), ("no", "No"))
+            elif spec.type == "choice" and spec.options:
+                opts = spec.options
+                if len(opts) <= 3:
+                    buttons = tuple((o, o[:20]) for o in opts)
+                elif len(opts) <= 10:
+                    list_button, sections = "Choose", (("", tuple((o, o[:24], None) for o in opts)),)
+                else:
+                    text = (text or "") + "\n" + "\n".join(f"{i}) {o}" for i, o in enumerate(opts, 1))
+        self.effects.append(Reply(text=text, buttons=buttons, list_button=list_button, sections=sections, template=template))
+
+    # ------------------------------------------------------------ moving
+
+    def enter(self, local: str) -> None:
+        self.auto += 1
+        if self.auto > MAX_AUTO_STEPS:
+            tail = self.path[-12:]
+            raise EngineError(
+                f"flow {self.root.name!r} moved {MAX_AUTO_STEPS} steps without waiting for the user "
+                f"(cycle through {' -> '.join(tail)}); add an ask step or an exit condition to that loop"
+            )
+        flow = self.flow
+        if local not in flow.steps:
+            raise EngineError(f"flow {flow.name!r} has no step {local!r}")
+        st = flow.steps[local]
+        self.step_name = self.qualify(local)
+        self.path.append(self.step_name)
+        if isinstance(st, SayStep):
+            self.say(st.say, "say")
+            self.follow(st)
+        elif isinstance(st, SetStep):
+            for slot, expr in st.assign:
+                self.slots[slot] = self.evaluate(expr, f"set {slot}")
+            self.follow(st)
+        elif isinstance(st, BranchStep):
+            self.follow(st)
+        elif isinstance(st, AskStep):
+            self.say(st.ask, "ask", extra=st)
+            self.attempts = {}
+            self.wait({"wait": "input", "step": self.step_name,
+                       "deadline": self.now + int(st.timeout * 1000) if st.timeout else None})
+        elif isinstance(st, CallStep):
+            args = {k: self.evaluate(e, f"argument {k}") for k, e in st.args}
+            call_id = f"{self.session_id}/{self.version}/{self.step_name}"
+            self.effects.append(CallService(call_id=call_id, service=st.call, args=args, timeout=st.timeout))
+            self.wait({"wait": "service", "step": self.step_name, "call_id": call_id, "service": st.call,
+                       "deadline": self.now + int(st.timeout * 1000)})
+            self.status = "waiting_service"
+        elif isinstance(st, FlowStep):
+            args = {k: self.evaluate(e, f"argument {k}") for k, e in st.args}
+            child = self.resolve(st.flow, None)
+            self.stack.append({"at": local, "flow": child.name, "flow_version": child.version_id,
+                               "slots": self.slots, "attempts": self.attempts, "trail": self.trail})
+            profile = self.slots.get(PROFILE)
+            self.slots = {**({PROFILE: profile} if profile is not None else {}), **args}
+            self.attempts, self.trail = {}, []
+            self.enter(child.start)
+        elif isinstance(st, EndStep):
+            if st.say is not None:
+                self.say(st.say, "say")
+            if self.stack:
+                self.return_from_subflow(st.end)
+            else:
+                self.finish(st.end)
+        else:  # pragma: no cover - every kind is handled above
+            raise EngineError(f"unknown step kind {st.kind}")
+
+    def wait(self, pending: dict[str, Any]) -> None:
+        pending["trail"] = self.trail
+        self.pending = pending
+        self.status = "waiting_input" if pending["wait"] == "input" else "waiting_service"
+
+    def follow(self, st: Step) -> None:
+        for b in st.next:
+            if b.when is None or self.evaluate(b.when, f"condition {b.when.source!r}"):
+                self.enter(b.goto)
+                return
+        raise EngineError(f"step {self.step_name!r} of flow {self.flow.name!r} has no branch to follow; add a final `goto` without `if`")
+
+    def finish(self, status: str) -> None:
+        self.status = status
+        self.pending = None
+        self.attempts = {}
+        self.trail = []
+        if self.stack:  # ending from inside a sub-flow ends the whole session
+            root_slots = self.stack[0]["slots"]
+            self.stack = []
+            self.slots = root_slots
+        self.effects.append(End(status=status))
+
+    def return_from_subflow(self, end: str) -> None:
+        frame = self.stack.pop()
+        child_slots = self.slots
+        self.slots, self.attempts, self.trail = dict(frame["slots"]), dict(frame["attempts"]), list(frame["trail"])
+        st = self.flow.steps[frame["at"]]
+        assert isinstance(st, FlowStep)
+        self.step_name = self.qualify(frame["at"])
+        if end == "completed":
+            for parent, child in st.save:
+                self.slots[parent] = child_slots.get(child)
+            self.follow(st)
+        elif st.on_fail:
+            self.enter(st.on_fail)
+        else:
+            self.finish(end)
+
+    # ------------------------------------------------------------ events
+
+    def apply(self, event: Event) -> Transition:
+        name = event.kind
+        actor = event.actor
+        message_id = getattr(event, "message_id", None)
+        from_step = self.step_name
+        if isinstance(event, Start):
+            if self.prev is not None and not self.prev.terminal:
+                raise EngineError(f"session {self.session_id!r} is still in flow {self.prev.flow!r}; cancel it before starting another")
+            from_step = None
+            self.start(event)
+        elif self.prev is None:  # pragma: no cover - guarded in step()
+            raise EngineError("no session")
+        elif isinstance(event, Command):
+            name = self.command(event)
+            if name is None:
+                return self.noop()
+        elif self.prev.terminal:
+            raise EngineError(f"session {self.session_id!r} has ended ({self.prev.status}); start a flow to talk again")
+        elif isinstance(event, Message):
+            name = self.message(event)
+        elif isinstance(event, ServiceResult):
+            if not self.service_result(event):
+                return self.noop()
+        elif isinstance(event, Timeout):
+            name = self.timeout()
+            if name is None:
+                return self.noop()
+        else:  # pragma: no cover
+            raise EngineError(f"unknown event {event!r}")
+        return self.freeze(event, name, actor, message_id, from_step)
+
+    def noop(self) -> Transition:
+        assert self.prev is not None
+        return Transition(self.prev, (), None)
+
+    def start(self, event: Start) -> None:
+        self.root_reset()
+        if event.profile:
+            self.slots[PROFILE] = dict(event.profile)
+        elif self.prev is not None and PROFILE in self.prev.slots:
+            self.slots[PROFILE] = self.prev.slots[PROFILE]
+        self.slots.update(event.args)
+        self.flow_version = self.root.version_id
+        self.started_at = self.now
+        self.enter(self.root.start)
+
+    def root_reset(self) -> None:
+        profile = self.slots.get(PROFILE)
+        self.slots = {PROFILE: profile} if profile is not None else {}
+        self.stack, self.attempts, self.trail, self.pending = [], {}, [], None
+
+    def message(self, msg: Message) -> str:
+        assert self.pending is not None
+        if msg.profile and msg.profile != self.slots.get(PROFILE):
+            self.slots[PROFILE] = dict(msg.profile)
+        if msg.type == "text" and msg.text:
+            cmd = self.root.commands.match(msg.text)
+            if cmd is not None:
+                self.command(Command(name=cmd, message_id=msg.message_id))
+                return "command"
+        if self.pending["wait"] == "service":
+            self.effects.append(Reply(text=BUSY_TEXT))
+            self.error = "busy"
+            return "message"
+        self.answer(msg)
+        return "message"
+
+    def answer(self, msg: Message) -> None:
+        st = self.current_step()
+        if not isinstance(st, AskStep):
+            raise EngineError(f"session waits for input at {self.step_name!r}, which is a {st.kind} step")
+        slot = self.flow.slots.get(st.save) if st.save else None
+        self.redact = bool(slot and slot.sensitive)
+        try:
+            value = parse_input(st.input, msg, slot=slot, labels=_labels(st),
+                                today=dt.date.fromisoformat(_iso(self.now)[:10]))
+        except InvalidInput as exc:
+            self.invalid(st, exc)
+            return
+        if st.save:
+            self.slots[st.save] = value
+        self.attempts = {}
+        assert self.step_name is not None
+        self.trail = [*self.trail, self.step_name]
+        self.follow(st)
+
+    def invalid(self, st: AskStep, exc: InvalidInput) -> None:
+        assert self.step_name is not None
+        self.error = f"invalid_input:{exc.code}"
+        count = self.attempts.get(self.step_name, 0) + 1
+        if count > st.retries and st.on_fail:
+            self.attempts = {}
+            self.enter(st.on_fail)
+            return
+        self.attempts = {self.step_name: count}
+        self.path.append(self.step_name)  # a re-prompt re-enters the step (the retry self-edge)
+        text = self.render(st.invalid, "invalid") if st.invalid is not None else (
+            f"{DEFAULT_INVALID.get(exc.code, 'Sorry, I did not understand.')} {self.render(st.ask.text, 'ask') or ''}".strip()
+        )
+        self.say(Say(text=Template(text, (text,)), buttons=st.ask.buttons, list=st.ask.list), "invalid", extra=st)
+
+    def service_result(self, res: ServiceResult) -> bool:
+        p = self.pending
+        if not p or p.get("wait") != "service" or p.get("call_id") != res.call_id:
+            return False  # late or duplicated result for a call the session no longer waits on
+        st = self.current_step()
+        assert isinstance(st, CallStep)
+        slot = self.flow.slots.get(st.save) if st.save else None
+        self.redact = bool(slot and slot.sensitive)
+        if res.ok:
+            why = slot_problem(slot, res.value) if slot is not None else None
+            if why is None:
+                if st.save:
+                    self.slots[st.save] = res.value
+                self.follow(st)
+                return True
+            self.error = f"service_error:bad_result ({why})"
+        else:
+            self.error = f"service_error:{res.error or 'unknown'}"
+        self.call_failed(st, timeout=False)
+        return True
+
+    def call_failed(self, st: CallStep, *, timeout: bool) -> None:
+        target = (st.on_timeout or st.on_error) if timeout else st.on_error
+        if target:
+            self.enter(target)
+        else:
+            self.finish("failed")
+
+    def timeout(self) -> str | None:
+        p = self.pending or {}
+        deadline = p.get("deadline")
+        if deadline is not None and self.now >= deadline:
+            st = self.current_step()
+            self.error = "timeout"
+            if isinstance(st, CallStep):
+                self.call_failed(st, timeout=True)
+                return "timeout"
+            if isinstance(st, AskStep) and st.on_timeout:
+                self.attempts = {}
+                self.enter(st.on_timeout)
+                return "timeout"
+            self.effects.append(Reply(text=EXPIRED_TEXT))
+            self.finish("expired")
+            return "expire"
+        if self.root.timeout is not None and self.prev is not None and self.now >= self.prev.updated_at + int(self.root.timeout * 1000):
+            self.error = "inactive"
+            self.effects.append(Reply(text=EXPIRED_TEXT))
+            self.finish("expired")
+            return "expire"
+        return None
+
+    def command(self, cmd: Command) -> str | None:
+        name = cmd.name
+        assert self.prev is not None
+        terminal = self.prev.terminal
+        if name in ("cancel", "restart", "back", "help") and terminal:
+            raise EngineError(f"session {self.session_id!r} has ended ({self.prev.status}); {name} needs an active session")
+        if name == "cancel":
+            self.effects.append(Reply(text=CANCELLED_TEXT))
+            self.finish("cancelled")
+        elif name in ("restart", "reset"):
+            self.root_reset()
+            self.flow_version = self.root.version_id if name == "reset" else self.flow_version
+            self.enter(self.root.start)
+        elif name == "back":
+            self.back()
+        elif name == "help":
+            text = self.render(self.root.help, "help") or _default_help(self.root)
+            self.effects.append(Reply(text=text))
+            self.reprompt()
+        elif name in ("rollback", "recover"):
+            target = cmd.args.get("state")
+            if not isinstance(target, Mapping):
+                raise EngineError(f"{name} needs the target state in args['state']")
+            self.restore(State.from_dict(target))
+            return "rollback" if name == "rollback" else "recovery"
+        elif name == "migrate":
+            self.migrate(cmd.args.get("step"))
+            return "migrate"
+        elif name == "fail":
+            self.error = str(cmd.args.get("reason") or "failed")[:500]
+            if terminal:
+                return None
+            self.finish("failed")
+        else:
+            raise EngineError(f"unknown command {name!r} (known: cancel, restart, back, help, reset, rollback, migrate, recover, fail)")
+        return "command"
+
+    def back(self) -> None:
+        if not self.trail or (self.pending or {}).get("wait") != "input":
+            self.effects.append(Reply(text=NO_BACK_TEXT))
+            self.reprompt()
+            return
+        target = self.trail[-1]
+        self.trail = self.trail[:-1]
+        self.attempts = {}
+        self.enter(self.local(target))
+
+    def reprompt(self) -> None:
+        if (self.pending or {}).get("wait") == "input":
+            st = self.current_step()
+            if isinstance(st, AskStep):
+                self.say(st.ask, "ask", extra=st)
+
+    def restore(self, target: State) -> None:
+        self.step_name, self.status = target.step, target.status
+        self.slots, self.attempts = dict(target.slots), dict(target.attempts)
+        self.stack = [dict(f) for f in target.stack]
+        self.pending = dict(target.pending) if target.pending is not None else None
+        self.trail = list(self.pending.get("trail", [])) if self.pending else []
+        self.flow_version, self.started_at = target.flow_version, target.started_at
+        if self.step_name and self.step_name != (self.prev.step if self.prev else None):
+            self.path.append(self.step_name)
+
+    def migrate(self, new_step: Any) -> None:
+        if self.stack:
+            raise EngineError("cannot migrate a session inside a sub-flow; wait until it returns or map the calling step")
+        self.flow_version = self.root.version_id
+        target = new_step or (self.local(self.step_name) if self.step_name else None)
+        if self.prev is not None and self.prev.terminal:
+            return
+        if not isinstance(target, str) or target not in self.root.steps:
+            raise EngineError(f"step {target!r} does not exist in flow {self.root.name!r} version {self.root.version_id}; give a step mapping")
+        self.slots = {k: v for k, v in self.slots.items() if k == PROFILE or k in self.root.slots}
+        self.attempts, self.pending = {}, None
+        self.enter(target)
+
+    # ------------------------------------------------------------ result
+
+    def freeze(self, event: Event, name: str, actor: str, message_id: str | None, from_step: str | None) -> Transition:
+        if self.pending is not None:
+            self.pending["trail"] = self.trail
+        state = State(
+            session_id=self.session_id,
+            flow=self.root.name,
+            flow_version=self.flow_version,
+            step=self.step_name,
+            status=self.status,
+            slots=self.slots,
+            attempts=self.attempts,
+            stack=tuple(self.stack),
+            pending=self.pending,
+            version=self.version,
+            started_at=self.started_at,
+            updated_at=self.now,
+        )
+        self.validate(state)
+        if not state.terminal:
+            self.effects.append(self.schedule(state))
+        payload = event.payload()
+        if self.redact and isinstance(event, (Message, ServiceResult)):
+            payload = {"type": getattr(event, "type", "service_result"), "redacted": True}
+        record = Record(
+            version=self.version,
+            ts=self.now,
+            event=name,
+            from_step=from_step,
+            to_step=state.step,
+            path=tuple(self.path),
+            status=state.status,
+            message_id=message_id,
+            input=json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str),
+            error=self.error,
+            actor=actor,
+        )
+        return Transition(state, tuple(self.effects), record)
+
+    def schedule(self, state: State) -> Schedule:
+        due: list[tuple[int, str]] = []
+        if state.pending and state.pending.get("deadline") is not None:
+            due.append((int(state.pending["deadline"]), state.pending["wait"]))
+        if self.root.timeout is not None:
+            due.append((self.now + int(self.root.timeout * 1000), "session"))
+        at, reason = min(due) if due else (0, "none")
+        return Schedule(at=at, reason=reason)
+
+    def validate(self, state: State) -> None:
+        try:
+            check_state_shape(state)
+            check_slots(state.slots, self.flow.slots, where=f"step {state.step!r} of flow {self.flow.name!r}")
+            for i, frame in enumerate(state.stack):
+                owner = self.root if i == 0 else self.resolve(state.stack[i - 1]["flow"], state.stack[i - 1]["flow_version"])
+                check_slots(frame["slots"], owner.slots, where=f"step {frame['at']!r} of flow {owner.name!r}")
+        except StateValidationError as exc:
+            raise StateValidationError(f"{exc} (event would leave an invalid state; nothing was changed)") from None
+
+
+def _labels(st: AskStep) -> dict[str, str]:
+    """Button and list-row titles that name an option (lower-case title -> option)."""
+    options = set(st.input.options or ())
+    out = {b.title.lower(): b.id for b in st.ask.buttons if b.id in options}
+    if st.ask.list is not None:
+        for s in st.ask.list.sections:
+            out.update({r.title.lower(): r.id for r in s.rows if r.id in options})
+    return out
+
+
+def _default_help(flow: Flow) -> str:
+    words = [f"'{getattr(flow.commands, n)[0]}'" for n in ("back", "restart", "cancel") if getattr(flow.commands, n)]
+    return "Please answer the question above." + (f" You can also say {', '.join(words)}." if words else "")
