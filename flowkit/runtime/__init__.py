@@ -1,0 +1,19 @@
+"""The Flow Handler: routing, load -> engine -> commit (CAS retry), effects after commit."""
+
+from flowkit.runtime.channel import (
+    AsyncChannel,
+    AsyncRecordingChannel,
+    AsyncWhatsAppChannel,
+    Channel,
+    RecordingChannel,
+    WhatsAppChannel,
+)
+from flowkit.runtime.handler import AsyncRuntime, Outcome, Runtime
+from flowkit.runtime.registry import FlowRegistry, VersionClash
+from flowkit.runtime.services import Retryable, RetryPolicy, ServiceRegistry
+
+__all__ = [
+    "AsyncChannel", "AsyncRecordingChannel", "AsyncRuntime", "AsyncWhatsAppChannel", "Channel", "FlowRegistry",
+    "Outcome", "RecordingChannel", "Retryable", "RetryPolicy", "Runtime", "ServiceRegistry", "VersionClash",
+    "WhatsAppChannel",
+]

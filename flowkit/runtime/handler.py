@@ -1,0 +1,447 @@
+"""The Flow Handler: load -> pure engine -> versioned commit, then effects (the outbox).
+
+One message is processed by :func:`_process`, a generator that *describes* the I/O it
+needs (load, commit, sleep) and gets the answers sent back in. :class:`Runtime` drives it
+with blocking calls and :class:`AsyncRuntime` with awaits, so the CAS retry loop —
+the part that must be right — exists once.
+
+No lock anywhere: two messages for one user race, one commit wins, the other gets
+``conflict`` and simply reruns the engine on the fresh state. A redelivered message gets
+``duplicate`` from the same commit script and changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Generator, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from flowkit.engine import (
+    CallService,
+    Command,
+    Event,
+    Message,
+    Reply,
+    Start,
+    State,
+    Timeout,
+    Transition,
+    effect_from_dict,
+    fail,
+    step,
+)
+from flowkit.errors import ChannelError, ConflictError, EngineError, FlowkitError, UnknownFlowError
+from flowkit.flow.model import Flow
+from flowkit.log import get_logger
+from flowkit.runtime.channel import AsyncChannel, Channel, RecordingChannel
+from flowkit.runtime.registry import FlowRegistry
+from flowkit.runtime.services import ServiceRegistry
+
+log = get_logger("flowkit.runtime")
+
+OutcomeStatus = Literal["applied", "duplicate", "noop", "unrouted"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What handling one event did."""
+
+    session_id: str
+    status: OutcomeStatus
+    version: int | None = None
+    record: Mapping[str, Any] | None = None
+    replies: tuple[Reply, ...] = ()
+    conflicts: int = 0
+    error: str | None = None
+    effects: tuple[Any, ...] = field(default=(), repr=False)
+
+
+# ---------------------------------------------------------------- the sans-io core
+
+
+@dataclass(frozen=True)
+class _Load:
+    session_id: str
+    fresh: bool
+
+
+@dataclass(frozen=True)
+class _Commit:
+    session_id: str
+    expected: int
+    transition: Transition
+    previous: dict[str, Any] | None
+    message_id: str | None
+
+
+@dataclass(frozen=True)
+class _Sleep:
+    seconds: float
+
+
+def unrouted_text(registry: FlowRegistry) -> str:
+    triggers = [f.triggers[0] for f in registry.flows() if f.triggers]
+    if not triggers:
+        return "Hi! I can't help with that here."
+    return "Hi! I can help with: " + ", ".join(triggers) + ". Send one of these words to start."
+
+
+class _Core:
+    """Routing and the CAS loop, shared by the sync and async runtimes."""
+
+    def __init__(self, store: Any, flows: FlowRegistry | Mapping[str, Flow] | Iterable[Flow], *,
+                 services: ServiceRegistry | None, default_flow: str | None, clock: Callable[[], int] | None,
+                 max_conflicts: int, cache_size: int, rng: random.Random | None) -> None:
+        self.store = store
+        self.registry = flows if isinstance(flows, FlowRegistry) else FlowRegistry(flows)
+        self.services = services or ServiceRegistry()
+        self.default_flow = default_flow
+        self.clock = clock or (lambda: int(time.time() * 1000))
+        self.max_conflicts = max_conflicts
+        self.rng = rng or random.Random()
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.stats = {"applied": 0, "duplicate": 0, "noop": 0, "unrouted": 0, "conflicts": 0, "engine_errors": 0,
+                      "send_failures": 0}
+
+    # -- state cache: the last state this process committed, so the happy path needs no load
+
+    def cached(self, sid: str) -> dict[str, Any] | None:
+        d = self._cache.get(sid)
+        if d is not None:
+            self._cache.move_to_end(sid)
+        return d
+
+    def remember(self, sid: str, state: dict[str, Any] | None) -> None:
+        if self.cache_size <= 0:
+            return
+        if state is None:
+            self._cache.pop(sid, None)
+            return
+        self._cache[sid] = state
+        self._cache.move_to_end(sid)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+    def forget(self, sid: str) -> None:
+        self._cache.pop(sid, None)
+
+    # -- routing
+
+    def route(self, state: State | None, event: Event) -> Event | None:
+        """Which event a message becomes: an answer in the active flow, a start, or nothing."""
+        if not isinstance(event, Message):
+            return event
+        if state is not None and not state.terminal:
+            return event
+        text = event.text or ""
+        flow = self.registry.match_trigger(text) if text else None
+        if flow is None and state is not None and text.strip().lower() in ("restart",):
+            flow = self.registry.latest(state.flow)
+        if flow is None and self.default_flow:
+            flow = self.registry.latest(self.default_flow)
+        if flow is None:
+            return None
+        return Start(flow=flow.name, message_id=event.message_id, text=event.text, profile=event.profile or {},
+                     actor=event.actor)
+
+    def flow_for(self, state: State | None, event: Event) -> Flow:
+        if isinstance(event, Start):
+            return self.registry.latest(event.flow)
+        assert state is not None
+        if isinstance(event, Command) and event.name == "migrate" and "flow_version" in event.args:
+            return self.registry.get(state.flow, event.args["flow_version"])
+        return self.registry.get(state.flow, state.flow_version)
+
+    def transition(self, sid: str, state: State | None, event: Event, now: int) -> Transition:
+        flow = self.flow_for(state, event)
+        try:
+            return step(flow, state, event, now, flows=self.registry, session_id=sid)
+        except (EngineError, UnknownFlowError) as exc:
+            # A broken flow or a state the flow no longer fits: fail the session visibly
+            # (a failed record with the reason) instead of leaving it stuck.
+            self.stats["engine_errors"] += 1
+            log.error("engine error", extra={"session_id": sid, "flow": flow.name, "error": str(exc)})
+            if state is None or state.terminal:
+                raise
+            return fail(flow, state, f"engine_error: {exc}", now)
+
+    def process(self, sid: str, event: Event) -> Generator[Any, Any, Outcome]:
+        conflicts = 0
+        fresh = False
+        while True:
+            raw = yield _Load(sid, fresh)
+            state = State.from_dict(raw) if raw else None
+            routed = self.route(state, event)
+            if routed is None:
+                return Outcome(sid, "unrouted", state.version if state else None,
+                               replies=(Reply(text=unrouted_text(self.registry)),))
+            now = self.clock()
+            t = self.transition(sid, state, routed, now)
+            if not t.changed:
+                return Outcome(sid, "noop", state.version if state else None, conflicts=conflicts)
+            message_id = getattr(routed, "message_id", None)
+            result = yield _Commit(sid, state.version if state else 0, t, raw, message_id)
+            if result.outcome == "ok":
+                self.remember(sid, t.state.to_dict())
+                assert t.record is not None
+                return Outcome(sid, "applied", result.version, t.record.to_dict(),
+                               tuple(e for e in t.effects if isinstance(e, Reply)), conflicts, t.record.error, t.effects)
+            if result.outcome == "duplicate":
+                return Outcome(sid, "duplicate", result.version, conflicts=conflicts)
+            conflicts += 1
+            self.stats["conflicts"] += 1
+            self.forget(sid)
+            fresh = True
+            if conflicts > self.max_conflicts:
+                raise ConflictError(
+                    f"session {sid!r}: {conflicts} commit conflicts in a row; another writer keeps winning. "
+                    "The message was not applied; WhatsApp will redeliver it"
+                )
+            yield _Sleep(self.rng.uniform(0, min(0.05, 0.001 * 2 ** conflicts)))
+
+    def commit_args(self, op: _Commit) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        t = op.transition
+        assert t.record is not None
+        effects = [e.to_dict() for e in t.effects if isinstance(e, (Reply, CallService))]
+        timeout_at = next((e.at for e in t.effects if e.kind == "schedule" and e.at), None)
+        return (op.session_id, op.expected, t.state.to_dict(), t.record.to_dict()), {
+            "previous": op.previous, "message_id": op.message_id, "effects": effects, "timeout_at_ms": timeout_at,
+        }
+
+    def count(self, outcome: Outcome, started: float) -> None:
+        self.stats[outcome.status] += 1
+        log.info(
+            "event handled",
+            extra={"session_id": outcome.session_id, "outcome": outcome.status, "version": outcome.version,
+                   "message_id": (outcome.record or {}).get("message_id"), "event": (outcome.record or {}).get("event"),
+                   "step": (outcome.record or {}).get("to_step"), "conflicts": outcome.conflicts,
+                   "latency_ms": round((time.perf_counter() - started) * 1000, 3)},
+        )
+
+
+# ---------------------------------------------------------------- sync
+
+
+class Runtime(_Core):
+    """The Flow Handler with blocking I/O (threads are fine: it holds no lock).
+
+        rt = Runtime(Store(connect()), load_flows("flows/"), channel=WhatsAppChannel(sender))
+        rt.handle_message("31612345678", Message(text="pizza", message_id="wamid.1"))
+    """
+
+    def __init__(self, store: Any, flows: FlowRegistry | Mapping[str, Flow] | Iterable[Flow], *,
+                 channel: Channel | None = None, services: ServiceRegistry | None = None,
+                 default_flow: str | None = None, clock: Callable[[], int] | None = None,
+                 max_conflicts: int = 32, cache_size: int = 10_000, rng: random.Random | None = None,
+                 run_services: bool = True) -> None:
+        super().__init__(store, flows, services=services, default_flow=default_flow, clock=clock,
+                         max_conflicts=max_conflicts, cache_size=cache_size, rng=rng)
+        self.channel: Channel = channel or RecordingChannel()
+        self.run_services = run_services
+
+    def _drive(self, gen: Generator[Any, Any, Outcome]) -> Outcome:
+        reply: Any = None
+        try:
+            while True:
+                op = gen.send(reply)
+                if isinstance(op, _Load):
+                    reply = (None if op.fresh else self.cached(op.session_id)) or self.store.load(op.session_id)
+                elif isinstance(op, _Commit):
+                    args, kwargs = self.commit_args(op)
+                    reply = self.store.commit(*args, **kwargs)
+                elif isinstance(op, _Sleep):
+                    time.sleep(op.seconds)
+                    reply = None
+        except StopIteration as stop:
+            return stop.value
+
+    def handle(self, session_id: str, event: Event) -> Outcome:
+        """Apply one event (message, service result, timeout, command) and run its effects."""
+        started = time.perf_counter()
+        outcome = self._drive(self.process(session_id, event))
+        self.count(outcome, started)
+        if outcome.status == "unrouted":
+            if not (isinstance(event, Message) and event.message_id and self.store.seen(session_id, event.message_id)):
+                self._send(session_id, outcome.replies)
+        elif outcome.status == "applied":
+            self.run_effects(session_id, outcome.version or 0, outcome.effects)
+        return outcome
+
+    handle_message = handle
+
+    def _send(self, sid: str, replies: Iterable[Reply]) -> bool:
+        for r in replies:
+            try:
+                self.channel.send(sid, r)
+            except (ChannelError, OSError) as exc:
+                self.stats["send_failures"] += 1
+                log.warning("reply send failed; left in the outbox for recovery", extra={"session_id": sid, "error": str(exc)})
+                return False
+        return True
+
+    def run_effects(self, sid: str, version: int, effects: Iterable[Any]) -> None:
+        """Send replies, then acknowledge the outbox, then run service calls and feed back their results."""
+        effects = list(effects)
+        if self._send(sid, [e for e in effects if isinstance(e, Reply)]):
+            self.store.ack_effects(sid, version)
+        if not self.run_services:
+            return
+        for call in (e for e in effects if isinstance(e, CallService)):
+            result = self.services.call(call)
+            self.handle(sid, result)
+
+    def fire_due_timeouts(self, now: int | None = None, limit: int = 500) -> int:
+        """Fire the timeouts that are due (from the Redis index). Returns how many changed a session."""
+        now = self.clock() if now is None else now
+        fired = 0
+        for sid in self.store.due_timeouts(now, limit):
+            try:
+                out = self.handle(sid, Timeout())
+            except FlowkitError as exc:
+                log.error("timeout failed", extra={"session_id": sid, "error": str(exc)})
+                continue
+            if out.status == "noop":
+                self._reschedule(sid)
+            else:
+                fired += 1
+        return fired
+
+    def _reschedule(self, sid: str) -> None:
+        raw = self.store.load(sid)
+        state = State.from_dict(raw) if raw else None
+        self.store.set_timeout(sid, _next_due(state, self.registry))
+
+    def redeliver_outbox(self, older_than_ms: int = 30_000, limit: int = 500) -> int:
+        """Re-send replies of commits whose outbox was never acknowledged (a crash or a failed send)."""
+        done = 0
+        for sid, version, effects in self.store.unacked_effects(older_than_ms=older_than_ms, limit=limit):
+            decoded = [effect_from_dict(e) for e in effects]
+            if self._send(sid, [e for e in decoded if isinstance(e, Reply)]):
+                self.store.ack_effects(sid, version)
+                done += 1
+            if self.run_services:
+                for call in (e for e in decoded if isinstance(e, CallService)):
+                    self.handle(sid, self.services.call(call))
+        return done
+
+
+# ---------------------------------------------------------------- async
+
+
+class AsyncRuntime(_Core):
+    """The Flow Handler on asyncio (``store`` is an :class:`flowkit.store.AsyncStore`)."""
+
+    def __init__(self, store: Any, flows: FlowRegistry | Mapping[str, Flow] | Iterable[Flow], *,
+                 channel: AsyncChannel | None = None, services: ServiceRegistry | None = None,
+                 default_flow: str | None = None, clock: Callable[[], int] | None = None,
+                 max_conflicts: int = 32, cache_size: int = 10_000, rng: random.Random | None = None,
+                 run_services: bool = True) -> None:
+        super().__init__(store, flows, services=services, default_flow=default_flow, clock=clock,
+                         max_conflicts=max_conflicts, cache_size=cache_size, rng=rng)
+        from flowkit.runtime.channel import AsyncRecordingChannel
+
+        self.channel: AsyncChannel = channel or AsyncRecordingChannel()
+        self.run_services = run_services
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def _drive(self, gen: Generator[Any, Any, Outcome]) -> Outcome:
+        reply: Any = None
+        try:
+            while True:
+                op = gen.send(reply)
+                if isinstance(op, _Load):
+                    reply = (None if op.fresh else self.cached(op.session_id)) or await self.store.load(op.session_id)
+                elif isinstance(op, _Commit):
+                    args, kwargs = self.commit_args(op)
+                    reply = await self.store.commit(*args, **kwargs)
+                elif isinstance(op, _Sleep):
+                    await asyncio.sleep(op.seconds)
+                    reply = None
+        except StopIteration as stop:
+            return stop.value
+
+    async def handle(self, session_id: str, event: Event, *, wait_services: bool = True) -> Outcome:
+        started = time.perf_counter()
+        outcome = await self._drive(self.process(session_id, event))
+        self.count(outcome, started)
+        if outcome.status == "unrouted":
+            if not (isinstance(event, Message) and event.message_id and await self.store.seen(session_id, event.message_id)):
+                await self._send(session_id, outcome.replies)
+        elif outcome.status == "applied":
+            await self.run_effects(session_id, outcome.version or 0, outcome.effects, wait_services=wait_services)
+        return outcome
+
+    handle_message = handle
+
+    async def _send(self, sid: str, replies: Iterable[Reply]) -> bool:
+        for r in replies:
+            try:
+                await self.channel.send(sid, r)
+            except (ChannelError, OSError) as exc:
+                self.stats["send_failures"] += 1
+                log.warning("reply send failed; left in the outbox for recovery", extra={"session_id": sid, "error": str(exc)})
+                return False
+        return True
+
+    async def run_effects(self, sid: str, version: int, effects: Iterable[Any], *, wait_services: bool = True) -> None:
+        effects = list(effects)
+        if await self._send(sid, [e for e in effects if isinstance(e, Reply)]):
+            await self.store.ack_effects(sid, version)
+        if not self.run_services:
+            return
+        for call in (e for e in effects if isinstance(e, CallService)):
+            if wait_services:
+                await self._call_and_feed(sid, call)
+            else:  # a webhook answers WhatsApp at once; the call finishes in the background
+                task = asyncio.create_task(self._call_and_feed(sid, call))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _call_and_feed(self, sid: str, call: CallService) -> None:
+        result = await self.services.acall(call)
+        await self.handle(sid, result)
+
+    async def drain(self) -> None:
+        """Wait for background service calls (tests and graceful shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def fire_due_timeouts(self, now: int | None = None, limit: int = 500) -> int:
+        now = self.clock() if now is None else now
+        fired = 0
+        for sid in await self.store.due_timeouts(now, limit):
+            try:
+                out = await self.handle(sid, Timeout())
+            except FlowkitError as exc:
+                log.error("timeout failed", extra={"session_id": sid, "error": str(exc)})
+                continue
+            if out.status == "noop":
+                raw = await self.store.load(sid)
+                await self.store.set_timeout(sid, _next_due(State.from_dict(raw) if raw else None, self.registry))
+            else:
+                fired += 1
+        return fired
+
+
+def _next_due(state: State | None, registry: FlowRegistry) -> int | None:
+    """When a session should next wake up (None: never), recomputed from its state."""
+    if state is None or state.terminal:
+        return None
+    due = []
+    if state.pending and state.pending.get("deadline") is not None:
+        due.append(int(state.pending["deadline"]))
+    try:
+        flow = registry.get(state.flow, state.flow_version)
+    except UnknownFlowError:
+        flow = None
+    if flow is not None and flow.timeout is not None:
+        due.append(state.updated_at + int(flow.timeout * 1000))
+    return min(due) if due else None
+
+
+__all__ = ["AsyncRuntime", "Outcome", "Runtime"]

@@ -1,0 +1,120 @@
+"""Flow versions: which flows exist, which version new sessions use, and the old versions
+that running sessions are pinned to.
+
+Definitions are kept in Redis (``fk:flowdef:<name>`` hash: version id -> YAML, plus a
+``latest`` field), so a deploy of a new version never strands sessions started on the
+old one, even on a runtime process that never loaded the old file.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from flowkit.errors import FlowkitError, UnknownFlowError
+from flowkit.flow.loader import parse_flow
+from flowkit.flow.model import Flow
+
+_LATEST = "__latest__"
+
+
+def flowdef_key(name: str) -> str:
+    return f"fk:flowdef:{name}"
+
+
+class VersionClash(FlowkitError):
+    """A version label was registered again with different content."""
+
+
+class FlowRegistry:
+    """Flows by name and version. Works in memory only (``client=None``) or backed by Redis."""
+
+    def __init__(self, flows: Iterable[Flow] | Mapping[str, Flow] = (), *, client: Any = None) -> None:
+        self.client = client
+        self._lock = threading.Lock()
+        self._versions: dict[tuple[str, str], Flow] = {}
+        self._latest: dict[str, Flow] = {}
+        for flow in (flows.values() if isinstance(flows, Mapping) else flows):
+            self.register(flow)
+
+    def register(self, flow: Flow) -> bool:
+        """Make ``flow`` the latest version of its name. Returns True if the version is new.
+
+        Re-registering the same content is a no-op; the same label with other content is
+        refused (bump ``version:``), because sessions pinned to that label would change
+        behaviour under their feet.
+        """
+        key = (flow.name, flow.version_id)
+        with self._lock:
+            known = self._versions.get(key)
+            if known is None and self.client is not None:
+                text = self.client.hget(flowdef_key(flow.name), flow.version_id)
+                if text is not None:
+                    known = parse_flow(_str(text), f"<redis:{flow.name}@{flow.version_id}>")
+            if known is not None and known.content_hash != flow.content_hash:
+                raise VersionClash(
+                    f"flow {flow.name!r} version {flow.version_id!r} is already registered with different content; "
+                    f"bump `version:` in {flow.source} so running sessions keep the old one"
+                )
+            self._versions[key] = flow
+            self._latest[flow.name] = flow
+            if self.client is not None:
+                self.client.hset(flowdef_key(flow.name), mapping={flow.version_id: flow.to_yaml(), _LATEST: flow.version_id})
+            return known is None
+
+    def latest(self, name: str) -> Flow:
+        flow = self._latest.get(name)
+        if flow is None and self.client is not None:
+            version = self.client.hget(flowdef_key(name), _LATEST)
+            if version is not None:
+                return self.get(name, _str(version))
+        if flow is None:
+            raise UnknownFlowError(f"no flow named {name!r} is registered; load its file (known: {', '.join(sorted(self.names())) or 'none'})")
+        return flow
+
+    def get(self, name: str, version: str | None = None) -> Flow:
+        """The flow ``name`` at ``version`` (None: the latest)."""
+        if version is None:
+            return self.latest(name)
+        flow = self._versions.get((name, version))
+        if flow is not None:
+            return flow
+        if self.client is not None:
+            text = self.client.hget(flowdef_key(name), version)
+            if text is not None:
+                flow = parse_flow(_str(text), f"<redis:{name}@{version}>")
+                with self._lock:
+                    self._versions[(name, version)] = flow
+                    self._latest.setdefault(name, flow)
+                return flow
+        raise UnknownFlowError(f"flow {name!r} version {version!r} is not registered; sessions pinned to it need that version loaded")
+
+    def __call__(self, name: str, version: str | None) -> Flow:
+        return self.get(name, version)
+
+    def names(self) -> list[str]:
+        return sorted(self._latest)
+
+    def versions(self, name: str) -> list[str]:
+        if self.client is not None:
+            return sorted(_str(v) for v in self.client.hkeys(flowdef_key(name)) if _str(v) != _LATEST)
+        return sorted(v for n, v in self._versions if n == name)
+
+    def flows(self) -> list[Flow]:
+        return [self._latest[n] for n in self.names()]
+
+    def match_trigger(self, text: str) -> Flow | None:
+        """The flow whose trigger the message says (whole words, case-insensitive, longest trigger wins)."""
+        words = " " + " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split()) + " "
+        best: tuple[int, Flow] | None = None
+        for flow in self._latest.values():
+            for t in flow.triggers:
+                if f" {t} " in words and (best is None or len(t) > best[0]):
+                    best = (len(t), flow)
+        return best[1] if best else None
+
+
+def _str(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)

@@ -1,0 +1,130 @@
+"""The webhook runner: a Starlette app for the WhatsApp Cloud API.
+
+- ``GET /webhook``: the subscription handshake (hub.mode, hub.verify_token, hub.challenge).
+- ``POST /webhook``: signed deliveries. A request that is too big (413), unsigned or
+  wrongly signed (401/403) or malformed (400) is rejected before anything is stored. If
+  Redis is down the answer is 503 so WhatsApp redelivers; messages already applied from
+  that delivery are deduplicated on redelivery, so nothing is lost or applied twice.
+- ``GET /healthz`` (process up), ``GET /readyz`` (Redis reachable), ``GET /metrics``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from flowkit.channels.whatsapp import (
+    InboundMessage,
+    parse_webhook_body,
+    verify_signature,
+    verify_subscription,
+)
+from flowkit.engine import Message
+from flowkit.errors import ConflictError, StoreUnavailable, WebhookError
+from flowkit.log import get_logger
+
+log = get_logger("flowkit.web")
+
+DEFAULT_MAX_BODY = 1024 * 1024  # WhatsApp deliveries are a few KB; 1 MiB is generous
+
+
+def to_event(m: InboundMessage) -> Message:
+    """A parsed WhatsApp message as an engine event."""
+    profile = {"name": m.profile_name, "wa_id": m.wa_id} if m.profile_name else {"wa_id": m.wa_id}
+    kind = m.kind
+    if kind == "button":  # a template's quick-reply button answers like a button reply
+        kind = "button_reply"
+    location = None
+    if m.location is not None:
+        location = {k: getattr(m.location, k) for k in ("latitude", "longitude", "name", "address") if getattr(m.location, k, None) is not None}
+    media = None
+    if m.media is not None:
+        media = {"id": m.media.id, "kind": m.raw_type, "mime_type": getattr(m.media, "mime_type", None)}
+        for extra in ("caption", "filename"):
+            if getattr(m.media, extra, None):
+                media[extra] = getattr(m.media, extra)
+    text = m.text if m.text is not None else m.reply_title
+    return Message(text=text, type=kind, reply_id=m.reply_id, location=location, media=media,  # type: ignore[arg-type]
+                   message_id=m.message_id, profile=profile)
+
+
+def create_app(runtime: Any, *, verify_token: str | None = None, app_secret: str | None = None,
+               max_body: int = DEFAULT_MAX_BODY, metrics: Any = None) -> Starlette:
+    """The webhook app around an :class:`~flowkit.runtime.AsyncRuntime`.
+
+    Secrets default to ``WHATSAPP_VERIFY_TOKEN`` and ``WHATSAPP_APP_SECRET``.
+    """
+    verify_token = verify_token if verify_token is not None else os.environ.get("WHATSAPP_VERIFY_TOKEN", "")
+    app_secret = app_secret if app_secret is not None else os.environ.get("WHATSAPP_APP_SECRET", "")
+    if not app_secret:
+        raise ValueError("WHATSAPP_APP_SECRET is not set; the webhook cannot check signatures without it")
+
+    def reject(exc: WebhookError, request: Request) -> Response:
+        log.warning("webhook rejected", extra={"status": exc.status, "reason": exc.reason, "detail": str(exc),
+                                               "client": request.client.host if request.client else None})
+        if metrics is not None:
+            metrics.webhook_rejected(exc.reason)
+        return JSONResponse({"error": exc.reason, "detail": str(exc)}, status_code=exc.status)
+
+    async def verify(request: Request) -> Response:
+        try:
+            challenge = verify_subscription(dict(request.query_params), verify_token)
+        except WebhookError as exc:
+            return reject(exc, request)
+        return PlainTextResponse(challenge)
+
+    async def receive(request: Request) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > max_body:
+            return reject(WebhookError(f"body of {length} bytes is over the {max_body} byte limit", 413, "too_large"), request)
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > max_body:
+                return reject(WebhookError(f"body is over the {max_body} byte limit", 413, "too_large"), request)
+        try:
+            verify_signature(body, request.headers.get("x-hub-signature-256"), app_secret)
+            batch = parse_webhook_body(body)
+        except WebhookError as exc:
+            return reject(exc, request)
+        applied = 0
+        try:
+            for m in batch.messages:
+                out = await runtime.handle(m.wa_id, to_event(m), wait_services=False)
+                applied += out.status == "applied"
+        except (StoreUnavailable, ConflictError) as exc:
+            log.error("webhook not processed; asking WhatsApp to redeliver", extra={"error": str(exc)})
+            return JSONResponse({"error": "unavailable", "detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
+        if metrics is not None:
+            for s in batch.statuses:
+                metrics.delivery_status(s.status)
+        return JSONResponse({"ok": True, "messages": len(batch.messages), "applied": applied, "statuses": len(batch.statuses)})
+
+    async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def readyz(request: Request) -> Response:
+        try:
+            await runtime.store.ping()
+        except StoreUnavailable as exc:
+            return JSONResponse({"ready": False, "redis": str(exc)}, status_code=503)
+        return JSONResponse({"ready": True})
+
+    async def metrics_endpoint(request: Request) -> Response:
+        if metrics is None:
+            return PlainTextResponse("# metrics are not configured\n", media_type="text/plain; version=0.0.4")
+        body, content_type = await metrics.exposition()
+        return Response(body, media_type=content_type)
+
+    return Starlette(routes=[
+        Route("/webhook", verify, methods=["GET"]),
+        Route("/webhook", receive, methods=["POST"]),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics_endpoint),
+    ])
