@@ -536,6 +536,8 @@ class _Parser:
                 continue
             goto = self.name(m["goto"], f"`goto` of {where}")
             cond = self.expr(m.get("if"), f"condition of branch {i + 1} of {where}") if "if" in m else None
+            if "if" in m and cond is None:
+                cond = _UNPARSED  # already reported; keep the branch conditional so no false follow-up errors
             if goto:
                 out.append(
                     Branch(goto=goto, when=cond, loc=self.loc(m["goto"]), when_loc=self.loc(m["if"]) if "if" in m else self.loc(m["goto"]))
@@ -793,6 +795,9 @@ class _Parser:
             if e is not None:
                 out.append((key, e))
         return tuple(out)
+
+
+_UNPARSED = parse_expr("false")
 
 
 class _Skip(Exception):
