@@ -215,19 +215,16 @@ class Message:
         if self.buttons:
             d["buttons"] = [{"id": b.id, "title": b.title} for b in self.buttons]
         if self.list is not None:
-            d["list"] = {
-                "button": self.list.button,
-                "sections": [
-                    {
-                        "title": s.title,
-                        "rows": [
-                            {"id": r.id, "title": r.title, **({"description": r.description} if r.description else {})}
-                            for r in s.rows
-                        ],
-                    }
-                    for s in self.list.sections
-                ],
-            }
+            def rows(section: ListSection) -> list[dict[str, str]]:
+                return [{"id": r.id, "title": r.title, **({"description": r.description} if r.description else {})}
+                        for r in section.rows]
+
+            secs = self.list.sections
+            if len(secs) == 1 and not secs[0].title:  # the `rows:` shorthand
+                d["list"] = {"button": self.list.button, "rows": rows(secs[0])}
+            else:
+                d["list"] = {"button": self.list.button,
+                             "sections": [{**({"title": s.title} if s.title else {}), "rows": rows(s)} for s in secs]}
         if self.template is not None:
             d["template"] = {
                 "name": self.template.name,
