@@ -10,6 +10,7 @@ from __future__ import annotations
 import typer
 
 from flowkit.cli import flows as _flows
+from flowkit.cli import runtime_cmds as _runtime
 
 app = typer.Typer(
     name="flowkit",
@@ -20,6 +21,7 @@ app = typer.Typer(
 )
 
 _flows.register(app)
+_runtime.register(app)
 
 
 def main() -> None:

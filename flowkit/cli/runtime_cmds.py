@@ -1,0 +1,170 @@
+"""``flowkit serve``, ``worker``, ``simulate`` and ``check``: the commands that run flows."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from flowkit.cli.flows import FormatOption, OutputFormat
+from flowkit.errors import FlowError, FlowkitError
+
+FlowsArg = Annotated[list[Path] | None, typer.Argument(help="Flow files or folders (default: $FLOWKIT_FLOWS).")]
+RedisOption = Annotated[str | None, typer.Option("--redis", help="Redis URL (default: $FLOWKIT_REDIS_URL, else the embedded server).")]
+ServicesOption = Annotated[str | None, typer.Option("--services", help="module:attribute of a ServiceRegistry, e.g. examples.services:services.")]
+
+
+def _registry(flows: list[Path] | None, client: Any = None) -> Any:
+    from flowkit.flow import load_flows
+    from flowkit.runtime import FlowRegistry
+
+    paths = flows or [Path(p) for p in os.environ.get("FLOWKIT_FLOWS", "").split(os.pathsep) if p]
+    if not paths:
+        typer.echo("error: give flow files or folders, or set FLOWKIT_FLOWS", err=True)
+        raise typer.Exit(2)
+    try:
+        loaded = load_flows(paths)
+    except FlowError as exc:
+        for p in exc.problems:
+            typer.echo(str(p), err=True)
+        raise typer.Exit(2) from None
+    return FlowRegistry(loaded.values(), client=client)
+
+
+def _services(spec: str | None) -> Any:
+    from flowkit.runtime import ServiceRegistry
+
+    if not spec:
+        return ServiceRegistry()
+    module, _, attr = spec.partition(":")
+    try:
+        obj = getattr(importlib.import_module(module), attr or "services")
+    except (ImportError, AttributeError) as exc:
+        typer.echo(f"error: cannot import services {spec!r}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    return obj
+
+
+def serve(
+    flows: FlowsArg = None,
+    redis: RedisOption = None,
+    services: ServicesOption = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    default_flow: Annotated[str | None, typer.Option(help="Flow for messages that match no trigger.")] = None,
+) -> None:
+    """Run the WhatsApp webhook runner (Starlette + uvicorn)."""
+    import uvicorn
+
+    from flowkit.channels.whatsapp import AsyncWhatsAppSender
+    from flowkit.runtime import AsyncRuntime, AsyncWhatsAppChannel
+    from flowkit.store import AsyncStore, connect, connect_async
+    from flowkit.web import create_app
+
+    registry = _registry(flows, connect(redis))
+    runtime = AsyncRuntime(AsyncStore(connect_async(redis)), registry, services=_services(services),
+                           channel=AsyncWhatsAppChannel(AsyncWhatsAppSender()), default_flow=default_flow)
+    uvicorn.run(create_app(runtime), host=host, port=port, log_level="info")
+
+
+def worker(
+    flows: FlowsArg = None,
+    redis: RedisOption = None,
+    services: ServicesOption = None,
+    interval: Annotated[float, typer.Option(help="Seconds between rounds.")] = 1.0,
+    once: Annotated[bool, typer.Option(help="Run one round and exit.")] = False,
+) -> None:
+    """Fire due timeouts and repair the outbox, forever (or --once)."""
+    from flowkit.runtime import Runtime
+    from flowkit.store import Store, connect
+
+    client = connect(redis)
+    rt = Runtime(Store(client), _registry(flows, client), services=_services(services))
+    while True:
+        fired = rt.fire_due_timeouts()
+        resent = rt.redeliver_outbox()
+        if once:
+            typer.echo(json.dumps({"timeouts_fired": fired, "outbox_redelivered": resent}))
+            return
+        time.sleep(interval)
+
+
+def simulate(
+    flows: FlowsArg = None,
+    users: Annotated[int, typer.Option(help="Simulated users.")] = 100,
+    concurrency: Annotated[int, typer.Option(help="Events handled at once.")] = 4,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same histories).")] = 0,
+    duplicate_rate: Annotated[float, typer.Option(help="Share of messages delivered twice.")] = 0.0,
+    invalid_rate: Annotated[float, typer.Option(help="Share of answers that are invalid.")] = 0.1,
+    abandon_rate: Annotated[float, typer.Option(help="Chance a user leaves at each question.")] = 0.03,
+    crash_rate: Annotated[float, typer.Option(help="Chance the runtime 'crashes' after a commit.")] = 0.0,
+    realtime: Annotated[bool, typer.Option(help="Run on the wall clock (for the live dashboard).")] = False,
+    redis: RedisOption = None,
+    services: ServicesOption = None,
+    log: Annotated[Path | None, typer.Option(help="Write the sent-message log (JSON lines) for `flowkit check`.")] = None,
+    format: FormatOption = OutputFormat.text,
+) -> None:
+    """Drive simulated users through the real runtime and print a summary."""
+    from flowkit.runtime import Runtime
+    from flowkit.sim import Persona, SimConfig, Simulator
+    from flowkit.store import Store, connect
+
+    client = connect(redis)
+    rt = Runtime(Store(client), _registry(flows, client), services=_services(services))
+    cfg = SimConfig(users=users, concurrency=concurrency, seed=seed, duplicate_rate=duplicate_rate,
+                    crash_rate=crash_rate, realtime=realtime,
+                    personas=(Persona(invalid_rate=invalid_rate, abandon_rate=abandon_rate),))
+    with Progress(transient=True, disable=format is OutputFormat.json) as bar:
+        task = bar.add_task("simulating", total=None)
+        result = Simulator(rt, cfg, progress=lambda done, total: bar.update(task, completed=done)).run()
+    if log:
+        result.write_log(log)
+    summary = result.summary()
+    if format is OutputFormat.json:
+        typer.echo(json.dumps(summary))
+        return
+    table = Table(title=f"simulation: {users} users, seed {seed}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in summary.items():
+        table.add_row(k, str(v))
+    Console().print(table)
+
+
+def check(
+    flows: FlowsArg = None,
+    redis: RedisOption = None,
+    sent: Annotated[Path | None, typer.Option(help="Sent-message log from `flowkit simulate --log`.")] = None,
+    format: FormatOption = OutputFormat.text,
+) -> None:
+    """Prove from the stored history that no message was lost or applied twice. Exit 1 on violations."""
+    from flowkit.check import check_store, load_sent_log
+    from flowkit.store import Store, connect
+
+    client = connect(redis)
+    try:
+        report = check_store(Store(client), _registry(flows, client), sent=load_sent_log(sent) if sent else ())
+    except FlowkitError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if format is OutputFormat.json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        for v in report.violations:
+            typer.echo(str(v))
+        typer.echo(f"{report.sessions} sessions, {report.records} records, {report.replayed} replayed: "
+                   + ("no violations" if report.ok else f"{len(report.violations)} violations"), err=True)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def register(app: typer.Typer) -> None:
+    for fn in (serve, worker, simulate, check):
+        app.command()(fn)
