@@ -135,3 +135,25 @@ class HistoryError(FlowkitError):
 
 class ConfigError(FlowkitError):
     """A configuration value (environment variable or option) is invalid."""
+
+
+class GraphAPIError(ChannelError):
+    """The WhatsApp Cloud (Graph) API refused a send, or could not be reached.
+
+    Carries what Graph said (``status``, ``code``, ``subcode``, ``graph_message``,
+    ``fbtrace_id`` for Meta support) and whether trying again later may help
+    (``retryable``: rate limits, 5xx, unreachable; ``retry_after`` in seconds if known).
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, code: int | None = None,
+                 subcode: int | None = None, graph_message: str | None = None, fbtrace_id: str | None = None,
+                 retry_after: float | None = None, attempts: int = 1, retryable: bool = False) -> None:
+        self.status = status
+        self.code = code
+        self.subcode = subcode
+        self.graph_message = graph_message
+        self.fbtrace_id = fbtrace_id
+        self.retry_after = retry_after
+        self.attempts = attempts
+        self.retryable = retryable
+        super().__init__(message)
