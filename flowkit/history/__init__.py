@@ -1,0 +1,55 @@
+"""History export and analysis for analysts (DESIGN.md, "History export" and "Analysis").
+
+- :mod:`~flowkit.history.columns`: the export format (columns, dtypes, reading and writing
+  Parquet, JSONL and CSV, validation);
+- :mod:`~flowkit.history.export`: streaming export from Redis;
+- :mod:`~flowkit.history.anomalies`: the anomaly codes, vectorised;
+- :mod:`~flowkit.history.analytics`: funnels, drop-off, dwell, rates, retries, variants, DFG;
+- :mod:`~flowkit.history.plots`: charts and the flow heatmap;
+- :mod:`~flowkit.history.replay`: what-if replay against a new flow version;
+- :mod:`~flowkit.history.impact`: change impact and the step mapping for migrations;
+- :mod:`~flowkit.history.synthetic`: synthetic histories with known injected anomalies.
+
+    from flowkit.history import read_export, find_anomalies, funnel
+    ex = read_export("out/")
+    report = find_anomalies(ex.history, ex.sessions, "flows/", exported_at=ex.exported_at)
+    report.to_frame()
+"""
+
+from flowkit.history.analytics import (
+    dfg,
+    drop_off,
+    dwell,
+    funnel,
+    journeys,
+    rates,
+    retries,
+    summary,
+    variants,
+)
+from flowkit.history.anomalies import CODES, AnalysisReport, Anomaly, analyze, find_anomalies
+from flowkit.history.columns import (
+    HISTORY_COLUMNS,
+    SESSION_COLUMNS,
+    Export,
+    normalize,
+    read_export,
+    read_history,
+    read_sessions,
+    write_export,
+)
+from flowkit.history.export import export_store
+from flowkit.history.flowset import FlowGraph, FlowSet, expanded_graph
+from flowkit.history.impact import ImpactReport, change_impact
+from flowkit.history.plots import heatmap
+from flowkit.history.replay import WhatIfReport, whatif
+from flowkit.history.synthetic import Synthetic, SyntheticConfig, generate
+
+__all__ = [
+    "CODES", "HISTORY_COLUMNS", "SESSION_COLUMNS",
+    "AnalysisReport", "Anomaly", "Export", "FlowGraph", "FlowSet", "ImpactReport", "Synthetic", "SyntheticConfig",
+    "WhatIfReport",
+    "analyze", "change_impact", "dfg", "drop_off", "dwell", "expanded_graph", "export_store", "find_anomalies",
+    "funnel", "generate", "heatmap", "journeys", "normalize", "rates", "read_export", "read_history", "read_sessions",
+    "retries", "summary", "variants", "whatif", "write_export",
+]

@@ -1,0 +1,355 @@
+"""The pure half of the store: canonical JSON, checksums, state/record schema, deltas and the
+encoding of history stream entries. No I/O here; the sync and async stores share all of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from flowkit.errors import InvalidCommitError
+
+STATE_KEYS = ("session_id", "flow", "flow_version", "step", "status", "slots", "attempts", "stack", "pending",
+              "version", "started_at", "updated_at")
+STATUSES = ("active", "waiting_input", "waiting_service", "completed", "failed", "cancelled", "handoff", "expired")
+TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "handoff", "expired"})
+EVENTS = ("start", "message", "service_result", "timeout", "command", "rollback", "recovery", "expire", "migrate")
+ACTORS = ("runtime", "admin", "recovery", "simulator")
+RECORD_KEYS = ("version", "ts", "event", "from_step", "to_step", "path", "status", "message_id", "input", "error",
+               "actor")
+#: what the store adds to every record it returns (from the state at that version)
+ADDED_KEYS = ("session_id", "flow", "flow_version")
+_NULLABLE = ("from_step", "to_step", "message_id", "input", "error")
+
+#: Fields of one history stream entry, always all of them and in this order: Redis then
+#: stores the field names once per stream node instead of once per entry. The entry id is
+#: ``<version>-<ts>`` (one entry per version, so the sequence part is free to hold the
+#: commit time: XRANGE by version still works and ts costs a few bytes, not a field); the
+#: session id is in the key. ``to_step`` is '' when it is what the path says (its last
+#: step, or from_step if the path is empty), else its JSON.
+ENTRY_FIELDS = ("event", "from_step", "to_step", "path", "status", "message_id", "input", "error", "actor",
+                "flow", "flow_version", "delta", "checksum")
+DELTA_INDEX = ENTRY_FIELDS.index("delta")
+#: state keys a delta never carries: the entry itself says them (commit enforces that the
+#: record's to_step and status are the state's step and status)
+FROM_ENTRY = ("version", "step", "status", "flow", "flow_version")
+
+
+def dumps(value: Any) -> str:
+    """Canonical JSON: sorted keys, no spaces, UTF-8 kept; equal values give equal text."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def checksum(text: str | bytes) -> str:
+    """64-bit BLAKE2b of the canonical JSON, as a signed decimal integer.
+
+    It catches corruption and stale bases (not attackers). Decimal because Redis stores an
+    integer-looking string as an 8-byte integer inside hashes, streams and sorted sets.
+    """
+    data = text.encode() if isinstance(text, str) else text
+    return str(int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big", signed=True))
+
+
+def message_key(message_id: str) -> str:
+    """What the dedupe set stores for a message id: its 64-bit digest (WhatsApp ids are ~60
+    bytes; the digest is 8, and a collision within one session's last 1000 ids is ~1e-14)."""
+    return checksum(message_id)
+
+
+def s(value: Any) -> str | None:
+    """A Redis reply value as text (clients may or may not decode responses)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode()
+    return str(value)
+
+
+def is_terminal(status: str | None) -> bool:
+    return status in TERMINAL_STATUSES
+
+
+# ---------------------------------------------------------------- schema
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def state_problem(state: Any, session_id: str | None = None, version: int | None = None) -> str | None:
+    """Why ``state`` is not a session state of the store contract (None if it is one)."""
+    if not isinstance(state, dict):
+        return f"state must be a JSON object, got {type(state).__name__}"
+    keys = set(state)
+    missing = [k for k in STATE_KEYS if k not in keys]
+    extra = sorted(keys - set(STATE_KEYS))
+    if missing or extra:
+        return "state keys: " + "; ".join(
+            ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unexpected {', '.join(extra)}"] if extra else []))
+    for k in ("session_id", "flow", "flow_version"):
+        if not isinstance(state[k], str) or not state[k]:
+            return f"{k} must be a non-empty string"
+    if state["step"] is not None and not isinstance(state["step"], str):
+        return "step must be a string or null"
+    if state["status"] not in STATUSES:
+        return f"unknown status {state['status']!r}"
+    for k, typ in (("slots", dict), ("attempts", dict), ("stack", list)):
+        if not isinstance(state[k], typ):
+            return f"{k} must be a {'list' if typ is list else 'object'}"
+    if state["pending"] is not None and not isinstance(state["pending"], dict):
+        return "pending must be an object or null"
+    for k in ("version", "started_at", "updated_at"):
+        if not _is_int(state[k]) or state[k] < 0:
+            return f"{k} must be a non-negative integer"
+    if session_id is not None and state["session_id"] != session_id:
+        return f"session_id is {state['session_id']!r}, the key says {session_id!r}"
+    if version is not None and state["version"] != version:
+        return f"version is {state['version']}, the state hash says {version}"
+    return None
+
+
+def record_problem(record: Any) -> str | None:
+    if not isinstance(record, dict):
+        return f"record must be a dict, got {type(record).__name__}"
+    keys = set(record)
+    missing = [k for k in RECORD_KEYS if k not in keys and k != "version"]
+    extra = sorted(keys - set(RECORD_KEYS) - set(ADDED_KEYS))
+    if missing or extra:
+        return "record keys: " + "; ".join(
+            ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unexpected {', '.join(extra)}"] if extra else []))
+    if not _is_int(record["ts"]) or record["ts"] < 0:
+        return "ts must be a non-negative integer (epoch ms)"
+    if record["event"] not in EVENTS:
+        return f"unknown event {record['event']!r}"
+    if record["actor"] not in ACTORS:
+        return f"unknown actor {record['actor']!r}"
+    if record["status"] not in STATUSES:
+        return f"unknown status {record['status']!r}"
+    for k in _NULLABLE:
+        if record[k] is not None and not isinstance(record[k], str):
+            return f"{k} must be a string or null"
+    path = record["path"]
+    if not isinstance(path, list | tuple) or not all(isinstance(p, str) for p in path):
+        return "path must be a list of step names"
+    return None
+
+
+def validate_commit(session_id: str, state: dict[str, Any], record: dict[str, Any],
+                    validator: Callable[[dict[str, Any]], None] | None) -> None:
+    """Refuse (before any I/O) a commit that would store something unreadable."""
+    why = state_problem(state, session_id) or record_problem(record)
+    if why is None and record["status"] != state["status"]:
+        why = f"record status {record['status']!r} differs from the state's {state['status']!r}"
+    if why is None and record["to_step"] != state["step"]:
+        why = f"record to_step {record['to_step']!r} differs from the state's step {state['step']!r}"
+    if why is None and validator is not None:
+        try:
+            validator(state)
+        except Exception as exc:  # the validator's own error type is not ours to know
+            why = f"validator: {exc}"
+    if why is not None:
+        raise InvalidCommitError(f"session {session_id!r}: cannot commit: {why}")
+
+
+# ---------------------------------------------------------------- deltas
+#
+# A delta is a JSON object: "s" {key: new value}, "d" [deleted keys], "p" {key: delta of a
+# nested object}; or {"r": whole state} when the base is unknown. Lists are replaced whole.
+# "version" is never in a delta (it is the entry id); "updated_at" is left out when it equals
+# the record's ts (the common case) and then always put back from ts.
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal *as JSON*: 1 and 1.0 or True and 1 compare equal in Python but not in the checksum."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(v, b[k]) for k, v in a.items())
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+def diff_values(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    sets = {}
+    patches = {}
+    for k, v in new.items():
+        if k not in old:
+            sets[k] = v
+            continue
+        o = old[k]
+        if isinstance(o, dict) and isinstance(v, dict):
+            sub = diff_values(o, v)
+            if sub:
+                patches[k] = sub
+        elif not same(o, v):
+            sets[k] = v
+    deleted = [k for k in old if k not in new]
+    if sets:
+        out["s"] = sets
+    if deleted:
+        out["d"] = sorted(deleted)
+    if patches:
+        out["p"] = patches
+    return out
+
+
+def patch_values(old: Mapping[str, Any], delta: Mapping[str, Any]) -> dict[str, Any]:
+    if "r" in delta:
+        return dict(delta["r"])
+    new = dict(old)
+    for k in delta.get("d", ()):
+        new.pop(k, None)
+    for k, v in delta.get("p", {}).items():
+        new[k] = patch_values(new.get(k) or {}, v)
+    new.update(delta.get("s", {}))
+    return new
+
+
+def state_delta(old: Mapping[str, Any], new: Mapping[str, Any], ts: int) -> dict[str, Any]:
+    skip = FROM_ENTRY + (("updated_at",) if new["updated_at"] == ts else ())
+    a = {k: v for k, v in old.items() if k not in skip}
+    b = {k: v for k, v in new.items() if k not in skip}
+    d = diff_values(a, b)
+    if "updated_at" not in skip:
+        d.setdefault("s", {})["updated_at"] = new["updated_at"]
+    return d
+
+
+def state_from_entry(old: Mapping[str, Any] | None, record: Mapping[str, Any], delta: Mapping[str, Any]) -> dict[str, Any]:
+    """The state after one history entry: ``old`` + the entry's delta + what the record says."""
+    if "r" in delta:
+        return dict(delta["r"])
+    if old is None:
+        raise ValueError("a partial delta needs the previous state")
+    new = patch_values(old, delta)
+    new.update(version=record["version"], step=record["to_step"], status=record["status"], flow=record["flow"],
+               flow_version=record["flow_version"])
+    if "updated_at" not in delta.get("s", {}):
+        new["updated_at"] = record["ts"]
+    return new
+
+
+def full_delta_json(state_json: str) -> str:
+    """The delta that replaces everything (what the script writes when the base was wrong)."""
+    return '{"r":' + state_json + "}"
+
+
+# ---------------------------------------------------------------- history entries
+
+
+def derived_to_step(from_step: str | None, path: list[str] | tuple[str, ...]) -> str | None:
+    return path[-1] if path else from_step
+
+
+def entry_id(version: int, ts: int) -> str:
+    return f"{version}-{ts}"
+
+
+def parse_entry_id(eid: Any) -> tuple[int, int]:
+    version, _, ts = s(eid).partition("-")  # type: ignore[union-attr]
+    return int(version), int(ts or 0)
+
+
+def entry_id_version(eid: Any) -> int:
+    return parse_entry_id(eid)[0]
+
+
+def entry_values(record: Mapping[str, Any], state: Mapping[str, Any], delta_json: str, state_sum: str) -> list[str]:
+    """The stream entry's values, in ENTRY_FIELDS order. null is stored as ''."""
+    def txt(v: Any) -> str:
+        return "" if v is None else v
+
+    path = list(record["path"])
+    to = record["to_step"]
+    to_txt = "" if to == derived_to_step(record["from_step"], path) else dumps(to)
+    return [record["event"], txt(record["from_step"]), to_txt, dumps(path), record["status"],
+            txt(record["message_id"]), txt(record["input"]), txt(record["error"]), record["actor"], state["flow"],
+            state["flow_version"], delta_json, state_sum]
+
+
+def entry_fields(raw: Any) -> dict[str, str]:
+    """A stream entry's fields as a str dict, from a raw reply (flat list) or a parsed dict."""
+    if isinstance(raw, dict):
+        return {s(k): s(v) for k, v in raw.items()}  # type: ignore[misc]
+    it = iter(raw)
+    return {s(k): s(v) for k, v in zip(it, it, strict=True)}  # type: ignore[misc]
+
+
+def decode_entry(session_id: str, eid: Any, raw: Any, *, with_delta: bool = False) -> dict[str, Any]:
+    """One stream entry as a history record (the columns of DESIGN.md's history export)."""
+    f = entry_fields(raw)
+    version, ts = parse_entry_id(eid)
+
+    def opt(k: str) -> str | None:
+        v = f.get(k) or ""
+        return v if v != "" else None
+
+    from_step = opt("from_step")
+    path = json.loads(f.get("path") or "[]")
+    to = f.get("to_step") or ""
+    rec: dict[str, Any] = {
+        "session_id": session_id,
+        "flow": f.get("flow"),
+        "flow_version": f.get("flow_version"),
+        "version": version,
+        "ts": ts,
+        "event": f.get("event"),
+        "from_step": from_step,
+        "to_step": json.loads(to) if to else derived_to_step(from_step, path),
+        "path": path,
+        "status": f.get("status"),
+        "message_id": opt("message_id"),
+        "input": opt("input"),
+        "error": opt("error"),
+        "actor": f.get("actor"),
+    }
+    if with_delta:
+        rec["delta"] = json.loads(f["delta"]) if f.get("delta") else None
+        rec["checksum"] = f.get("checksum")
+    return rec
+
+
+def normalize_record(record: dict[str, Any]) -> None:
+    """Empty strings in nullable fields are stored as null (an entry cannot tell them apart)."""
+    for k in _NULLABLE:
+        if record.get(k) == "":
+            record[k] = None
+    if isinstance(record.get("path"), tuple):
+        record["path"] = list(record["path"])
+
+
+# ---------------------------------------------------------------- counters (derived index)
+
+
+def counter_fields(flow: str | None, step: str | None, status: str | None) -> dict[tuple[str, str], int]:
+    """The counter increments one session contributes: per flow, per status, per current step."""
+    if not flow:
+        return {}
+    out = {(flow, "sessions"): 1}
+    if status:
+        out[(flow, f"status:{status}")] = 1
+    if step:
+        out[(flow, f"step:{step}")] = 1
+    return out
+
+
+def counter_move(old: tuple[str | None, str | None, str | None] | None,
+                 new: tuple[str | None, str | None, str | None] | None) -> dict[tuple[str, str], int]:
+    """Net HINCRBYs that move one session from ``old`` (flow, step, status) to ``new``."""
+    out: dict[tuple[str, str], int] = {}
+    for k, v in counter_fields(*(new or (None, None, None))).items():
+        out[k] = out.get(k, 0) + v
+    for k, v in counter_fields(*(old or (None, None, None))).items():
+        out[k] = out.get(k, 0) - v
+    return {k: v for k, v in out.items() if v}
+
+
+def subtract(a: Mapping[tuple[str, str], int], b: Mapping[tuple[str, str], int]) -> dict[tuple[str, str], int]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = out.get(k, 0) - v
+    return {k: v for k, v in out.items() if v}

@@ -1,0 +1,77 @@
+"""Redis key names (DESIGN.md, "Redis layout and the commit").
+
+Every key of one session carries the hash tag ``{s:<sid>}``, so the commit script touches a
+single slot and runs unchanged on Redis Cluster. Global derived indexes (``fk:idx:*``) live
+in other slots and are written beside the commit, never inside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PREFIX = "fk:{s:"
+STATE_SUFFIX = "}:state"
+#: SCAN pattern of every session's state hash (``{`` and ``}`` are not glob characters).
+STATE_PATTERN = PREFIX + "*" + STATE_SUFFIX
+
+IDX_ACTIVE = "fk:idx:active"  # zset sid -> updated_at, non-terminal sessions only
+IDX_TIMEOUTS = "fk:idx:timeouts"  # zset sid -> timeout_at (epoch ms)
+IDX_OUTBOX = "fk:idx:outbox"  # zset "sid#version" -> when the unacknowledged effects were committed
+IDX_FLOWS = "fk:idx:flows"  # set of flow names that have counters
+IDX_COUNT_PREFIX = "fk:idx:count:"  # hash per flow: sessions, status:<status>, step:<step>
+
+QUARANTINE_PREFIX = "fk:quarantine:"
+QUARANTINE_COUNT = "fk:quarantine:count"  # string counter: states ever quarantined
+QUARANTINE_INDEX = "fk:quarantine:index"  # zset quarantine key -> when
+
+
+@dataclass(frozen=True, slots=True)
+class SessionKeys:
+    """The per-session keys, in the order the Lua scripts expect them as KEYS."""
+
+    session_id: str
+    state: str  # hash: version, state (JSON), checksum, flow, step, status, updated_at, timeout_at
+    hist: str  # stream: one entry per commit, entry id "<version>-0"
+    seen: str  # zset: message id -> version that applied it (dedupe)
+    snap: str  # hash: version -> "<checksum>:<state JSON>"
+    fx: str  # hash: version -> {"at": ms, "effects": [...]} (the outbox, until acknowledged)
+
+    @property
+    def all(self) -> tuple[str, str, str, str, str]:
+        return (self.state, self.hist, self.seen, self.snap, self.fx)
+
+
+def session_keys(session_id: str) -> SessionKeys:
+    if not isinstance(session_id, str) or not session_id:
+        raise ValueError(f"a session id must be a non-empty string, got {session_id!r}")
+    base = f"fk:{{s:{session_id}}}:"
+    return SessionKeys(session_id, base + "state", base + "hist", base + "seen", base + "snap", base + "fx")
+
+
+def session_id_from_state_key(key: str | bytes) -> str:
+    """``fk:{s:abc}:state`` -> ``abc`` (works even if the id itself contains ``}``)."""
+    if isinstance(key, bytes):
+        key = key.decode()
+    if not (key.startswith(PREFIX) and key.endswith(STATE_SUFFIX)):
+        raise ValueError(f"{key!r} is not a session state key")
+    return key[len(PREFIX):-len(STATE_SUFFIX)]
+
+
+def counter_key(flow: str) -> str:
+    return IDX_COUNT_PREFIX + flow
+
+
+def quarantine_key(session_id: str, digest: str) -> str:
+    # Same hash tag as the session: the commit script moves the bad state there atomically.
+    return f"{QUARANTINE_PREFIX}{{s:{session_id}}}:{digest}"
+
+
+def outbox_member(session_id: str, version: int) -> str:
+    return f"{session_id}#{version}"
+
+
+def parse_outbox_member(member: str | bytes) -> tuple[str, int]:
+    if isinstance(member, bytes):
+        member = member.decode()
+    sid, _, version = member.rpartition("#")  # the version never contains '#', the id may
+    return sid, int(version)

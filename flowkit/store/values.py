@@ -1,0 +1,64 @@
+"""Values the store hands back (frozen, JSON-able with ``to_dict``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+Outcome = Literal["ok", "conflict", "duplicate"]
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    """What one commit did.
+
+    ``ok``: applied, ``version`` is the new version. ``conflict``: nothing written, another
+    writer got there first; ``version`` is the current version (reload and rerun the engine).
+    ``duplicate``: nothing written, the message id was applied before, by ``version``.
+    """
+
+    outcome: Outcome
+    version: int
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """The knobs of a store, shared by :class:`Store` and :class:`AsyncStore`.
+
+    - ``snapshot_every``: keep the full state of every Nth version (0: never), so ``state_at``
+      replays at most N deltas;
+    - ``history_max_len``: keep only the last N history entries in Redis (None: all); older
+      versions are then only in exports;
+    - ``dedupe_max``: message ids remembered per session for dedupe;
+    - ``validator``: called with every state committed or loaded (e.g. the flow's slot
+      schema); raising means "invalid";
+    - ``now_ms``: the store's clock (recovery, expiry and outbox times);
+    - ``terminal_ttl_ms``: a finished session's keys expire from Redis after this long
+      (None: kept until deleted).
+    """
+
+    snapshot_every: int = 20
+    history_max_len: int | None = None
+    dedupe_max: int = 1000
+    validator: Callable[[dict[str, Any]], None] | None = None
+    now_ms: Callable[[], int] = wall_ms
+    terminal_ttl_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.snapshot_every < 0 or self.dedupe_max < 0:
+            raise ValueError("snapshot_every and dedupe_max must be >= 0")
+        if self.history_max_len is not None and self.history_max_len < 1:
+            raise ValueError("history_max_len must be >= 1 or None")

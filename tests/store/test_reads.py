@@ -1,0 +1,156 @@
+"""History, time travel (state at any version, diff), rollback and history trimming."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from flowkit.errors import SessionNotFound, VersionUnavailable
+from flowkit.store import Store
+from flowkit.store import keys as K
+from tests.store.conftest import advance
+
+
+def build(store: Store, sid: str = "u1", n: int = 12) -> list[dict[str, Any]]:
+    states = []
+    prev = None
+    for i in range(n):
+        prev = advance(store, sid, prev, f"step{i % 4}", message_id=f"{sid}-m{i}", count=i,
+                       **({"size": "large"} if i == 3 else {}))
+        states.append(prev)
+    return states
+
+
+def test_history_ranges(store: Store) -> None:
+    states = build(store)
+    hist = store.history("u1")
+    assert [h["version"] for h in hist] == list(range(1, 13))
+    assert [h["to_step"] for h in hist] == [s["step"] for s in states]
+    assert [h["version"] for h in store.history("u1", 4, 6)] == [4, 5, 6]
+    assert [h["version"] for h in store.history("u1", 10)] == [10, 11, 12]
+    assert [h["version"] for h in store.history("u1", 2, limit=2)] == [2, 3]
+    assert store.history("nobody") == []
+    assert hist[0]["event"] == "start" and hist[0]["from_step"] is None
+    assert all(h["from_step"] == p["to_step"] for p, h in zip(hist, hist[1:], strict=False))
+
+
+@pytest.mark.parametrize("snapshot_every", [0, 1, 5, 20])
+def test_state_at_every_version(redis_client: Any, snapshot_every: int) -> None:
+    store = Store(redis_client, snapshot_every=snapshot_every)
+    states = build(store, n=23)
+    for s in states:
+        assert store.state_at("u1", s["version"]) == s
+    snaps = redis_client.hkeys(K.session_keys("u1").snap)
+    expected = [] if not snapshot_every else [v for v in range(1, 23) if v % snapshot_every == 0]
+    assert sorted(int(v) for v in snaps) == expected
+
+
+def test_state_at_errors(store: Store) -> None:
+    build(store, n=3)
+    for bad in (0, 4, -1):
+        with pytest.raises(VersionUnavailable):
+            store.state_at("u1", bad)
+    with pytest.raises(SessionNotFound):
+        store.state_at("nobody", 1)
+
+
+def test_diff_between_versions(store: Store) -> None:
+    build(store, n=6)
+    d = store.diff("u1", 2, 5)
+    assert d["session_id"] == "u1" and (d["from_version"], d["to_version"]) == (2, 5)
+    changes = {tuple(c["path"]): c for c in d["changes"]}
+    assert changes[("slots", "count")] == {"path": ["slots", "count"], "op": "changed", "from": 1, "to": 4}
+    assert changes[("slots", "size")] == {"path": ["slots", "size"], "op": "added", "to": "large"}
+    assert changes[("step",)]["to"] == "step0"
+    assert [e["version"] for e in d["events"]] == [3, 4, 5]
+    back = store.diff("u1", 5, 2)
+    assert {tuple(c["path"]): c["op"] for c in back["changes"]}[("slots", "size")] == "removed"
+    assert store.diff("u1", 3, 3)["changes"] == []
+
+
+def test_rollback_is_a_new_version_and_keeps_history(store: Store) -> None:
+    states = build(store, n=8)
+    before = store.history("u1")
+    res = store.rollback("u1", 3)
+    assert res.ok and res.version == 9
+    now = store.load("u1")
+    assert {k: v for k, v in now.items() if k not in ("version", "updated_at")} == \
+        {k: v for k, v in states[2].items() if k not in ("version", "updated_at")}
+    hist = store.history("u1")
+    assert hist[:8] == before  # never rewritten
+    last = hist[-1]
+    assert (last["event"], last["actor"], last["from_step"], last["to_step"]) == ("rollback", "admin", "step3", "step2")
+    assert '"to_version":3' in last["input"]
+    for s in states:  # time travel still works across the rollback
+        assert store.state_at("u1", s["version"]) == s
+    assert store.state_at("u1", 9) == now
+    assert 8 in [int(v) for v in store.client.hkeys(K.session_keys("u1").snap)]  # the replaced state is kept
+    assert store.counters()["order_pizza"]["step"] == {"step2": 1}
+    assert store.reconcile().fixed == 0
+
+
+def test_rollback_errors(store: Store) -> None:
+    build(store, n=3)
+    with pytest.raises(VersionUnavailable):
+        store.rollback("u1", 3)  # already there
+    with pytest.raises(VersionUnavailable):
+        store.rollback("u1", 7)
+    with pytest.raises(SessionNotFound):
+        store.rollback("nobody", 1)
+
+
+def test_rollback_keeps_a_timeout_for_a_live_session(store: Store) -> None:
+    states = build(store, n=3)
+    store.rollback("u1", 1)
+    assert store.due_timeouts(10**15) == ["u1"]
+    assert int(store.client.hget(K.session_keys("u1").state, "timeout_at")) == states[2]["updated_at"] + 60_000
+
+
+def test_history_trimming_keeps_the_last_n(redis_client: Any) -> None:
+    store = Store(redis_client, history_max_len=5, snapshot_every=4)
+    states = build(store, n=20)
+    assert [h["version"] for h in store.history("u1")] == [16, 17, 18, 19, 20]
+    for v in range(16, 21):  # rebuildable: snapshot 16 + deltas
+        assert store.state_at("u1", v) == states[v - 1]
+    with pytest.raises(VersionUnavailable, match="trimmed"):
+        store.state_at("u1", 3)
+    snaps = sorted(int(v) for v in redis_client.hkeys(K.session_keys("u1").snap))
+    assert snaps and min(snaps) >= 20 - 5 - 4  # old snapshots go with the entries they served
+    assert redis_client.xlen(K.session_keys("u1").hist) == 5
+
+
+def test_history_entries_are_compact(store: Store) -> None:
+    build(store, n=3)
+    [(eid, fields)] = store.client.xrange(K.session_keys("u1").hist, "2", "2")
+    version, ts = eid.decode().split("-")
+    assert int(version) == 2 and int(ts) == store.history("u1", 2, 2)[0]["ts"]  # ts lives in the entry id
+    assert fields[b"to_step"] == b""  # it is the path's last step, so it is not repeated
+    assert fields[b"checksum"].lstrip(b"-").isdigit()  # stored by Redis as an 8-byte integer
+
+
+def test_iterating_sessions(store: Store) -> None:
+    for i in range(30):
+        advance(store, f"s{i}", None, "welcome")
+    assert sorted(store.iter_session_ids(batch=7)) == sorted(f"s{i}" for i in range(30))
+    assert sorted(s["session_id"] for s in store.iter_sessions(batch=7)) == sorted(f"s{i}" for i in range(30))
+    pairs = list(store.iter_histories(batch=7))
+    assert len(pairs) == 30 and all(len(h) == 1 and h[0]["session_id"] == s["session_id"] for s, h in pairs)
+
+
+def test_odd_session_ids(store: Store) -> None:
+    for sid in ("a}b", "x:{y}", "ünï cödé", "*"):
+        s1 = advance(store, sid, None, "welcome")
+        advance(store, sid, s1, "ask")
+        assert store.load(sid)["session_id"] == sid and len(store.history(sid)) == 2
+    assert sorted(store.iter_session_ids()) == sorted(["a}b", "x:{y}", "ünï cödé", "*"])
+    with pytest.raises(ValueError):
+        store.load("")
+
+
+def test_load_raw_and_delete(store: Store) -> None:
+    s = build(store, n=2)[-1]
+    assert store.load_raw("u1") == s and store.load_raw("nobody") is None
+    assert store.delete_session("u1") is True and store.delete_session("u1") is False
+    assert store.load("u1") is None and store.history("u1") == [] and store.counters()["order_pizza"]["sessions"] == 0
+    assert store.active_count() == 0 and store.reconcile().fixed == 0
