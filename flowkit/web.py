@@ -64,6 +64,9 @@ def create_app(runtime: Any, *, verify_token: str | None = None, app_secret: str
     if not app_secret:
         raise ValueError("WHATSAPP_APP_SECRET is not set; the webhook cannot check signatures without it")
 
+    if metrics is not None and getattr(runtime, "metrics", None) is None:
+        runtime.metrics = metrics
+
     def reject(exc: WebhookError, request: Request) -> Response:
         log.warning("webhook rejected", extra={"status": exc.status, "reason": exc.reason, "detail": str(exc),
                                                "client": request.client.host if request.client else None})
@@ -99,6 +102,8 @@ def create_app(runtime: Any, *, verify_token: str | None = None, app_secret: str
                 applied += out.status == "applied"
         except (StoreUnavailable, ConflictError) as exc:
             log.error("webhook not processed; asking WhatsApp to redeliver", extra={"error": str(exc)})
+            if metrics is not None:
+                metrics.unavailable.inc()
             return JSONResponse({"error": "unavailable", "detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
         if metrics is not None:
             for s in batch.statuses:

@@ -95,8 +95,9 @@ class _Core:
 
     def __init__(self, store: Any, flows: FlowRegistry | Mapping[str, Flow] | Iterable[Flow], *,
                  services: ServiceRegistry | None, default_flow: str | None, clock: Callable[[], int] | None,
-                 max_conflicts: int, cache_size: int, rng: random.Random | None) -> None:
+                 max_conflicts: int, cache_size: int, rng: random.Random | None, metrics: Any = None) -> None:
         self.store = store
+        self.metrics = metrics
         self.registry = flows if isinstance(flows, FlowRegistry) else FlowRegistry(flows)
         self.services = services or ServiceRegistry()
         self.default_flow = default_flow
@@ -165,6 +166,8 @@ class _Core:
             # A broken flow or a state the flow no longer fits: fail the session visibly
             # (a failed record with the reason) instead of leaving it stuck.
             self.stats["engine_errors"] += 1
+            if self.metrics is not None:
+                self.metrics.engine_errors.inc()
             log.error("engine error", extra={"session_id": sid, "flow": flow.name, "error": str(exc)})
             if state is None or state.terminal:
                 raise
@@ -215,6 +218,8 @@ class _Core:
 
     def count(self, outcome: Outcome, started: float) -> None:
         self.stats[outcome.status] += 1
+        if self.metrics is not None:
+            self.metrics.handled(outcome.status, time.perf_counter() - started, outcome.conflicts)
         log.info(
             "event handled",
             extra={"session_id": outcome.session_id, "outcome": outcome.status, "version": outcome.version,
@@ -238,9 +243,9 @@ class Runtime(_Core):
                  channel: Channel | None = None, services: ServiceRegistry | None = None,
                  default_flow: str | None = None, clock: Callable[[], int] | None = None,
                  max_conflicts: int = 32, cache_size: int = 10_000, rng: random.Random | None = None,
-                 run_services: bool = True) -> None:
+                 run_services: bool = True, metrics: Any = None) -> None:
         super().__init__(store, flows, services=services, default_flow=default_flow, clock=clock,
-                         max_conflicts=max_conflicts, cache_size=cache_size, rng=rng)
+                         max_conflicts=max_conflicts, cache_size=cache_size, rng=rng, metrics=metrics)
         self.channel: Channel = channel or RecordingChannel()
         self.run_services = run_services
 
@@ -280,6 +285,8 @@ class Runtime(_Core):
                 self.channel.send(sid, r)
             except (ChannelError, OSError) as exc:
                 self.stats["send_failures"] += 1
+                if self.metrics is not None:
+                    self.metrics.send_failures.inc()
                 log.warning("reply send failed; left in the outbox for recovery", extra={"session_id": sid, "error": str(exc)})
                 return False
         return True
@@ -340,9 +347,9 @@ class AsyncRuntime(_Core):
                  channel: AsyncChannel | None = None, services: ServiceRegistry | None = None,
                  default_flow: str | None = None, clock: Callable[[], int] | None = None,
                  max_conflicts: int = 32, cache_size: int = 10_000, rng: random.Random | None = None,
-                 run_services: bool = True) -> None:
+                 run_services: bool = True, metrics: Any = None) -> None:
         super().__init__(store, flows, services=services, default_flow=default_flow, clock=clock,
-                         max_conflicts=max_conflicts, cache_size=cache_size, rng=rng)
+                         max_conflicts=max_conflicts, cache_size=cache_size, rng=rng, metrics=metrics)
         from flowkit.runtime.channel import AsyncRecordingChannel
 
         self.channel: AsyncChannel = channel or AsyncRecordingChannel()
@@ -384,6 +391,8 @@ class AsyncRuntime(_Core):
                 await self.channel.send(sid, r)
             except (ChannelError, OSError) as exc:
                 self.stats["send_failures"] += 1
+                if self.metrics is not None:
+                    self.metrics.send_failures.inc()
                 log.warning("reply send failed; left in the outbox for recovery", extra={"session_id": sid, "error": str(exc)})
                 return False
         return True
