@@ -12,7 +12,6 @@ import asyncio
 import random
 import threading
 from collections import Counter
-from typing import Any
 
 from flowkit.check import check_store
 from flowkit.engine import Message
