@@ -80,21 +80,56 @@ def worker(
     redis: RedisOption = None,
     services: ServicesOption = None,
     interval: Annotated[float, typer.Option(help="Seconds between rounds.")] = 1.0,
+    outbox_age: Annotated[float, typer.Option(help="Seconds before an unacknowledged outbox entry is redelivered.")] = 30.0,
     once: Annotated[bool, typer.Option(help="Run one round and exit.")] = False,
+    format: FormatOption = OutputFormat.text,
 ) -> None:
-    """Fire due timeouts and repair the outbox, forever (or --once)."""
+    """Fire due timeouts and run recovery (outbox, cut-short calls, expiry), forever (or --once)."""
     from flowkit.runtime import Runtime
     from flowkit.store import Store, connect
 
     client = connect(redis)
     rt = Runtime(Store(client), _registry(flows, client), services=_services(services))
     while True:
-        fired = rt.fire_due_timeouts()
-        resent = rt.redeliver_outbox()
+        report = rt.recover(outbox_age_ms=int(outbox_age * 1000))
         if once:
-            typer.echo(json.dumps({"timeouts_fired": fired, "outbox_redelivered": resent}))
+            _print_report(report.to_dict(), format, "recovery round")
             return
         time.sleep(interval)
+
+
+def recover(
+    flows: FlowsArg = None,
+    redis: RedisOption = None,
+    services: ServicesOption = None,
+    outbox_age: Annotated[float, typer.Option(help="Seconds before an unacknowledged outbox entry is redelivered.")] = 30.0,
+    scan: Annotated[bool, typer.Option(help="Also load every session, so corrupt states are quarantined and restored.")] = False,
+    format: FormatOption = OutputFormat.text,
+) -> None:
+    """Repair what crashes left: due timeouts, unsent replies, cut-short service calls, expired and corrupt sessions."""
+    from flowkit.runtime import Runtime
+    from flowkit.store import Store, connect
+
+    client = connect(redis)
+    rt = Runtime(Store(client), _registry(flows, client), services=_services(services))
+    try:
+        report = rt.recover(outbox_age_ms=int(outbox_age * 1000), scan=scan)
+    except FlowkitError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    _print_report(report.to_dict(), format, "recovery")
+
+
+def _print_report(data: dict[str, Any], format: OutputFormat, title: str) -> None:
+    if format is OutputFormat.json:
+        typer.echo(json.dumps(data))
+        return
+    table = Table(title=title)
+    table.add_column("repair")
+    table.add_column("count", justify="right")
+    for k, v in data.items():
+        table.add_row(k.replace("_", " "), str(v))
+    Console().print(table)
 
 
 def simulate(
@@ -166,5 +201,5 @@ def check(
 
 
 def register(app: typer.Typer) -> None:
-    for fn in (serve, worker, simulate, check):
+    for fn in (serve, worker, recover, simulate, check):
         app.command()(fn)

@@ -13,6 +13,7 @@ No lock anywhere: two messages for one user race, one commit wins, the other get
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from collections import OrderedDict
@@ -291,16 +292,28 @@ class Runtime(_Core):
                 return False
         return True
 
-    def run_effects(self, sid: str, version: int, effects: Iterable[Any]) -> None:
-        """Send replies, then acknowledge the outbox, then run service calls and feed back their results."""
+    def run_effects(self, sid: str, version: int, effects: Iterable[Any], *, actor: str = "runtime") -> None:
+        """Send replies, run service calls and feed back their results, then acknowledge the outbox.
+
+        The outbox entry is acknowledged last, so a crash anywhere in between leaves it for
+        :meth:`recover`: replies are at-least-once, service calls are retried with the same
+        idempotency key, and a result already applied is recognised as stale by the engine.
+        """
         effects = list(effects)
-        if self._send(sid, [e for e in effects if isinstance(e, Reply)]):
+        sent = self._send(sid, [e for e in effects if isinstance(e, Reply)])
+        if self.run_services:
+            for call in (e for e in effects if isinstance(e, CallService)):
+                self._call_and_feed(sid, call, actor)
+        elif any(isinstance(e, CallService) for e in effects):
+            return  # someone else runs the calls; recovery finds the entry if nobody does
+        if sent:
             self.store.ack_effects(sid, version)
-        if not self.run_services:
-            return
-        for call in (e for e in effects if isinstance(e, CallService)):
-            result = self.services.call(call)
-            self.handle(sid, result)
+
+    def _call_and_feed(self, sid: str, call: CallService, actor: str = "runtime") -> None:
+        result = self.services.call(call)
+        if self.metrics is not None:
+            self.metrics.service_called(call.service, result.ok)
+        self.handle(sid, dataclasses.replace(result, actor=actor))
 
     def fire_due_timeouts(self, now: int | None = None, limit: int = 500) -> int:
         """Fire the timeouts that are due (from the Redis index). Returns how many changed a session."""
@@ -323,18 +336,83 @@ class Runtime(_Core):
         state = State.from_dict(raw) if raw else None
         self.store.set_timeout(sid, _next_due(state, self.registry))
 
-    def redeliver_outbox(self, older_than_ms: int = 30_000, limit: int = 500) -> int:
-        """Re-send replies of commits whose outbox was never acknowledged (a crash or a failed send)."""
-        done = 0
+    def redeliver_outbox(self, older_than_ms: int = 30_000, limit: int = 500) -> tuple[int, int, int]:
+        """Finish the effects of commits whose outbox entry was never acknowledged (a crash, a
+        failed send, a call cut short). Returns (entries redelivered, calls resumed, superseded).
+
+        Replies are re-sent only if the session has not moved on since (a later commit means
+        the user already got newer messages; an old question out of context helps nobody).
+        A call is re-run only if the session still waits for that very call id.
+        """
+        redelivered = resumed = superseded = 0
         for sid, version, effects in self.store.unacked_effects(older_than_ms=older_than_ms, limit=limit):
+            raw = self.store.load(sid)
+            current = raw["version"] if raw else None
             decoded = [effect_from_dict(e) for e in effects]
-            if self._send(sid, [e for e in decoded if isinstance(e, Reply)]):
+            waiting = ((raw or {}).get("pending") or {}).get("call_id")
+            calls = [e for e in decoded if isinstance(e, CallService) and e.call_id == waiting]
+            if current != version and not calls:
+                superseded += 1
+                log.info("outbox entry superseded by a later commit", extra={"session_id": sid, "version": version,
+                                                                              "current": current})
                 self.store.ack_effects(sid, version)
-                done += 1
-            if self.run_services:
-                for call in (e for e in decoded if isinstance(e, CallService)):
-                    self.handle(sid, self.services.call(call))
-        return done
+                continue
+            if current == version and not self._send(sid, [e for e in decoded if isinstance(e, Reply)]):
+                continue  # still failing: try again next round
+            for call in calls if self.run_services else ():
+                self._call_and_feed(sid, call, "recovery")
+                resumed += 1
+            self.store.ack_effects(sid, version)
+            redelivered += 1
+        if self.metrics is not None:
+            self.metrics.recovered("outbox", redelivered)
+            self.metrics.recovered("call", resumed)
+        return redelivered, resumed, superseded
+
+    def recover(self, *, now: int | None = None, outbox_age_ms: int = 30_000, expire_grace_ms: int = 60_000,
+                scan: bool = False, limit: int = 1000) -> RecoveryReport:
+        """One round of repairs; each is a normal commit (actor ``recovery``) or a re-send.
+
+        - due timeouts (sessions waiting on input or a service past their deadline);
+        - unacknowledged outbox entries (unsent replies, calls cut short by a crash);
+        - sessions idle past their flow's timeout that the timeout index missed (``expire``);
+        - with ``scan``: every session is loaded, so corrupt states are quarantined and restored.
+        """
+        now = self.clock() if now is None else now
+        fired = self.fire_due_timeouts(now, limit)
+        redelivered, resumed, superseded = self.redeliver_outbox(outbox_age_ms, limit)
+        timeouts = {f.name: int(f.timeout * 1000) + expire_grace_ms for f in self.registry.flows() if f.timeout}
+        expired = self.store.expire_idle(now, flow_timeouts=timeouts, limit=limit) if timeouts else []
+        before = self.store.quarantine_count()
+        scanned = 0
+        if scan:
+            for sid in self.store.iter_session_ids():
+                self.store.load(sid)
+                scanned += 1
+        repaired = self.store.quarantine_count() - before
+        if self.metrics is not None:
+            self.metrics.recovered("timeout", fired)
+            self.metrics.recovered("expire", len(expired))
+            self.metrics.recovered("quarantine", repaired)
+        report = RecoveryReport(fired, redelivered, resumed, superseded, len(expired), repaired, scanned)
+        log.info("recovery round", extra=report.to_dict())
+        return report
+
+
+@dataclass(frozen=True)
+class RecoveryReport:
+    """What one :meth:`Runtime.recover` round repaired."""
+
+    timeouts_fired: int
+    outbox_redelivered: int
+    calls_resumed: int
+    outbox_superseded: int
+    expired: int
+    quarantined_restored: int
+    scanned: int
+
+    def to_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
 
 
 # ---------------------------------------------------------------- async
@@ -398,22 +476,32 @@ class AsyncRuntime(_Core):
         return True
 
     async def run_effects(self, sid: str, version: int, effects: Iterable[Any], *, wait_services: bool = True) -> None:
+        """Send replies, run calls and feed back results, then acknowledge the outbox (see Runtime.run_effects)."""
         effects = list(effects)
-        if await self._send(sid, [e for e in effects if isinstance(e, Reply)]):
-            await self.store.ack_effects(sid, version)
-        if not self.run_services:
+        sent = await self._send(sid, [e for e in effects if isinstance(e, Reply)])
+        calls = [e for e in effects if isinstance(e, CallService)] if self.run_services else []
+        if not self.run_services and any(isinstance(e, CallService) for e in effects):
             return
-        for call in (e for e in effects if isinstance(e, CallService)):
-            if wait_services:
-                await self._call_and_feed(sid, call)
-            else:  # a webhook answers WhatsApp at once; the call finishes in the background
-                task = asyncio.create_task(self._call_and_feed(sid, call))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+        if not calls:
+            if sent:
+                await self.store.ack_effects(sid, version)
+            return
+        job = self._calls_then_ack(sid, version, calls, sent)
+        if wait_services:
+            await job
+        else:  # a webhook answers WhatsApp at once; the calls finish in the background
+            task = asyncio.create_task(job)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
-    async def _call_and_feed(self, sid: str, call: CallService) -> None:
-        result = await self.services.acall(call)
-        await self.handle(sid, result)
+    async def _calls_then_ack(self, sid: str, version: int, calls: list[CallService], sent: bool) -> None:
+        for call in calls:
+            result = await self.services.acall(call)
+            if self.metrics is not None:
+                self.metrics.service_called(call.service, result.ok)
+            await self.handle(sid, result)
+        if sent:
+            await self.store.ack_effects(sid, version)
 
     async def drain(self) -> None:
         """Wait for background service calls (tests and graceful shutdown)."""
@@ -453,4 +541,4 @@ def _next_due(state: State | None, registry: FlowRegistry) -> int | None:
     return min(due) if due else None
 
 
-__all__ = ["AsyncRuntime", "Outcome", "Runtime"]
+__all__ = ["AsyncRuntime", "Outcome", "RecoveryReport", "Runtime"]
