@@ -10,7 +10,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
@@ -53,11 +56,24 @@ def to_event(m: InboundMessage) -> Message:
                    message_id=m.message_id, profile=profile)
 
 
+async def _scheduler(runtime: Any, interval: float) -> None:
+    """Fire due timeouts forever; a Redis outage only delays them."""
+    while True:
+        try:
+            await runtime.fire_due_timeouts()
+        except StoreUnavailable as exc:
+            log.warning("timeouts not fired: Redis is unavailable", extra={"error": str(exc)})
+        await asyncio.sleep(interval)
+
+
 def create_app(runtime: Any, *, verify_token: str | None = None, app_secret: str | None = None,
-               max_body: int = DEFAULT_MAX_BODY, metrics: Any = None) -> Starlette:
+               max_body: int = DEFAULT_MAX_BODY, metrics: Any = None,
+               scheduler_interval: float | None = None) -> Starlette:
     """The webhook app around an :class:`~flowkit.runtime.AsyncRuntime`.
 
-    Secrets default to ``WHATSAPP_VERIFY_TOKEN`` and ``WHATSAPP_APP_SECRET``.
+    Secrets default to ``WHATSAPP_VERIFY_TOKEN`` and ``WHATSAPP_APP_SECRET``. With
+    ``scheduler_interval`` the app also fires due timeouts every that many seconds (else
+    run ``flowkit worker``); on shutdown it waits for service calls still running.
     """
     verify_token = verify_token if verify_token is not None else os.environ.get("WHATSAPP_VERIFY_TOKEN", "")
     app_secret = app_secret if app_secret is not None else os.environ.get("WHATSAPP_APP_SECRET", "")
@@ -126,7 +142,19 @@ def create_app(runtime: Any, *, verify_token: str | None = None, app_secret: str
         body, content_type = await metrics.exposition()
         return Response(body, media_type=content_type)
 
-    return Starlette(routes=[
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        task = asyncio.create_task(_scheduler(runtime, scheduler_interval)) if scheduler_interval else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await runtime.drain()
+
+    return Starlette(lifespan=lifespan, routes=[
         Route("/webhook", verify, methods=["GET"]),
         Route("/webhook", receive, methods=["POST"]),
         Route("/healthz", healthz),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -45,6 +46,8 @@ def _services(spec: str | None) -> Any:
     if not spec:
         return ServiceRegistry()
     module, _, attr = spec.partition(":")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like `python -m` and uvicorn: the project's own modules import
     try:
         obj = getattr(importlib.import_module(module), attr or "services")
     except (ImportError, AttributeError) as exc:
@@ -60,19 +63,32 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     default_flow: Annotated[str | None, typer.Option(help="Flow for messages that match no trigger.")] = None,
+    scheduler: Annotated[float, typer.Option(help="Seconds between firing due timeouts in this process (0: leave it to `flowkit worker`).")] = 1.0,
 ) -> None:
-    """Run the WhatsApp webhook runner (Starlette + uvicorn)."""
+    """Run the WhatsApp webhook runner (Starlette + uvicorn).
+
+    Secrets come from the environment: WHATSAPP_APP_SECRET, WHATSAPP_VERIFY_TOKEN,
+    WHATSAPP_TOKEN, WHATSAPP_PHONE_NUMBER_ID (and WHATSAPP_API_URL for a local Graph API).
+    """
     import uvicorn
 
     from flowkit.channels.whatsapp import AsyncWhatsAppSender
+    from flowkit.errors import ConfigError
+    from flowkit.metrics import Metrics
     from flowkit.runtime import AsyncRuntime, AsyncWhatsAppChannel
     from flowkit.store import AsyncStore, connect, connect_async
     from flowkit.web import create_app
 
     registry = _registry(flows, connect(redis))
-    runtime = AsyncRuntime(AsyncStore(connect_async(redis)), registry, services=_services(services),
-                           channel=AsyncWhatsAppChannel(AsyncWhatsAppSender()), default_flow=default_flow)
-    uvicorn.run(create_app(runtime), host=host, port=port, log_level="info")
+    try:
+        channel = AsyncWhatsAppChannel(AsyncWhatsAppSender())
+        runtime = AsyncRuntime(AsyncStore(connect_async(redis)), registry, services=_services(services),
+                               channel=channel, default_flow=default_flow)
+        app = create_app(runtime, metrics=Metrics(), scheduler_interval=scheduler or None)
+    except (ConfigError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 def worker(
