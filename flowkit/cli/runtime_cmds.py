@@ -136,6 +136,58 @@ def recover(
     _print_report(report.to_dict(), format, "recovery")
 
 
+def migrate(
+    flow: Annotated[str, typer.Argument(help="Name of the flow whose running sessions move.")],
+    to: Annotated[str, typer.Option("--to", help="Target version id (its `version:` label, or content hash prefix).")],
+    flows: Annotated[list[Path] | None, typer.Option("--flows", help="Flow files or folders to register first (the new version).")] = None,
+    map_: Annotated[list[str] | None, typer.Option("--map", help="OLD_STEP=NEW_STEP for steps the new version renamed or removed; repeatable.")] = None,
+    partial: Annotated[bool, typer.Option(help="Move the sessions that can move even if others are refused.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Show the plan; change nothing.")] = False,
+    redis: RedisOption = None,
+    format: FormatOption = OutputFormat.text,
+) -> None:
+    """Move in-flight sessions of FLOW to version --to. Refuses (and lists) sessions whose step is gone unless mapped.
+
+    Exit 0 when every running session moved (or would move), 1 when some were refused or failed, 2 on bad input.
+    """
+    from flowkit.runtime import FlowRegistry, Runtime, apply_migration, plan_migration
+    from flowkit.store import Store, connect
+
+    mapping = {}
+    for m in map_ or []:
+        old, sep, new = m.partition("=")
+        if not sep or not old or not new:
+            typer.echo(f"error: --map {m!r} must look like OLD_STEP=NEW_STEP", err=True)
+            raise typer.Exit(2)
+        mapping[old.strip()] = new.strip()
+    client = connect(redis)
+    registry = _registry(flows, client) if flows else FlowRegistry(client=client)
+    store = Store(client)
+    try:
+        target = registry.get(flow, to)
+        plan = plan_migration(store.iter_sessions(), target, mapping)
+        result = apply_migration(Runtime(store, registry), plan, partial=partial) if not dry_run else None
+    except FlowkitError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    from flowkit.runtime.migrate import MigrationResult
+
+    data = (result or MigrationResult(plan)).to_dict() | {"dry_run": dry_run}
+    if format is OutputFormat.json:
+        typer.echo(json.dumps(data))
+    else:
+        for r in plan.refused:
+            typer.echo(f"refused {r.session_id} at {r.step}: {r.reason}", err=True)
+        for sid, err in (result.failed if result else ()):
+            typer.echo(f"failed {sid}: {err}", err=True)
+        verb = "would move" if dry_run else ("moved" if result and (plan.ok or partial) else "moved nothing of")
+        n = len(plan.moves) if dry_run or not result else len(result.migrated)
+        typer.echo(f"{verb} {n} session(s) of {flow} to version {plan.to_version}; {len(plan.refused)} refused, "
+                   f"{plan.already} already there" + ("" if plan.ok or partial or dry_run else " (use --map or --partial)"))
+    failed = bool(result and result.failed)
+    raise typer.Exit(1 if plan.refused or failed else 0)
+
+
 def _print_report(data: dict[str, Any], format: OutputFormat, title: str) -> None:
     if format is OutputFormat.json:
         typer.echo(json.dumps(data))
@@ -219,3 +271,4 @@ def check(
 def register(app: typer.Typer) -> None:
     for fn in (serve, worker, recover, simulate, check):
         app.command()(fn)
+    app.command("migrate")(migrate)

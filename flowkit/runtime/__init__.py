@@ -8,12 +8,13 @@ from flowkit.runtime.channel import (
     RecordingChannel,
     WhatsAppChannel,
 )
-from flowkit.runtime.handler import AsyncRuntime, Outcome, Runtime
+from flowkit.runtime.handler import AsyncRuntime, Outcome, RecoveryReport, Runtime
+from flowkit.runtime.migrate import MigrationPlan, MigrationResult, apply_migration, plan_migration
 from flowkit.runtime.registry import FlowRegistry, VersionClash
 from flowkit.runtime.services import Retryable, RetryPolicy, ServiceRegistry
 
 __all__ = [
     "AsyncChannel", "AsyncRecordingChannel", "AsyncRuntime", "AsyncWhatsAppChannel", "Channel", "FlowRegistry",
-    "Outcome", "RecordingChannel", "Retryable", "RetryPolicy", "Runtime", "ServiceRegistry", "VersionClash",
-    "WhatsAppChannel",
+    "MigrationPlan", "MigrationResult", "Outcome", "RecordingChannel", "RecoveryReport", "Retryable", "RetryPolicy", "Runtime", "ServiceRegistry", "VersionClash",
+    "WhatsAppChannel", "apply_migration", "plan_migration",
 ]

@@ -44,6 +44,8 @@ from flowkit.runtime.services import ServiceRegistry
 
 log = get_logger("flowkit.runtime")
 
+_ADMIN = frozenset({"migrate", "rollback", "reset", "recover"})
+
 OutcomeStatus = Literal["applied", "duplicate", "noop", "unrouted"]
 
 
@@ -170,8 +172,8 @@ class _Core:
             if self.metrics is not None:
                 self.metrics.engine_errors.inc()
             log.error("engine error", extra={"session_id": sid, "flow": flow.name, "error": str(exc)})
-            if state is None or state.terminal:
-                raise
+            if state is None or state.terminal or (isinstance(event, Command) and event.name in _ADMIN):
+                raise  # an admin's mistake is reported to the admin, never turned into a failed session
             return fail(flow, state, f"engine_error: {exc}", now)
 
     def process(self, sid: str, event: Event) -> Generator[Any, Any, Outcome]:

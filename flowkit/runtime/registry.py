@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -18,6 +19,9 @@ from flowkit.flow.loader import parse_flow
 from flowkit.flow.model import Flow
 
 _LATEST = "__latest__"
+
+
+FLOW_NAMES = "fk:flowdefs"  # set of every registered flow name
 
 
 def flowdef_key(name: str) -> str:
@@ -31,13 +35,47 @@ class VersionClash(FlowkitError):
 class FlowRegistry:
     """Flows by name and version. Works in memory only (``client=None``) or backed by Redis."""
 
-    def __init__(self, flows: Iterable[Flow] | Mapping[str, Flow] = (), *, client: Any = None) -> None:
+    def __init__(self, flows: Iterable[Flow] | Mapping[str, Flow] = (), *, client: Any = None,
+                 refresh_every: float = 5.0) -> None:
         self.client = client
+        self.refresh_every = refresh_every
         self._lock = threading.Lock()
         self._versions: dict[tuple[str, str], Flow] = {}
         self._latest: dict[str, Flow] = {}
+        self._refreshed = 0.0
         for flow in (flows.values() if isinstance(flows, Mapping) else flows):
             self.register(flow)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Pick up the latest version of every flow registered in Redis (by any process).
+
+        Called at start and then at most every ``refresh_every`` seconds by the lookups that
+        start sessions, so a deploy reaches running webhook processes without a restart.
+        """
+        self._refreshed = time.monotonic()
+        if self.client is None:
+            return
+        names = sorted(_str(n) for n in self.client.smembers(FLOW_NAMES))
+        if not names:
+            return
+        with self.client.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.hget(flowdef_key(name), _LATEST)
+            latest = pipe.execute()
+        for name, version in zip(names, latest, strict=True):
+            if version is None:
+                continue
+            version = _str(version)
+            current = self._latest.get(name)
+            if current is None or current.version_id != version:
+                flow = self.get(name, version)
+                with self._lock:
+                    self._latest[name] = flow
+
+    def _maybe_refresh(self) -> None:
+        if self.client is not None and time.monotonic() - self._refreshed >= self.refresh_every:
+            self.refresh()
 
     def register(self, flow: Flow) -> bool:
         """Make ``flow`` the latest version of its name. Returns True if the version is new.
@@ -61,10 +99,14 @@ class FlowRegistry:
             self._versions[key] = flow
             self._latest[flow.name] = flow
             if self.client is not None:
-                self.client.hset(flowdef_key(flow.name), mapping={flow.version_id: flow.to_yaml(), _LATEST: flow.version_id})
+                with self.client.pipeline(transaction=True) as pipe:
+                    pipe.hset(flowdef_key(flow.name), mapping={flow.version_id: flow.to_yaml(), _LATEST: flow.version_id})
+                    pipe.sadd(FLOW_NAMES, flow.name)
+                    pipe.execute()
             return known is None
 
     def latest(self, name: str) -> Flow:
+        self._maybe_refresh()
         flow = self._latest.get(name)
         if flow is None and self.client is not None:
             version = self.client.hget(flowdef_key(name), _LATEST)
@@ -107,6 +149,7 @@ class FlowRegistry:
 
     def match_trigger(self, text: str) -> Flow | None:
         """The flow whose trigger the message says (whole words, case-insensitive, longest trigger wins)."""
+        self._maybe_refresh()
         words = " " + " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split()) + " "
         best: tuple[int, Flow] | None = None
         for flow in self._latest.values():

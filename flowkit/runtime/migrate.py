@@ -1,0 +1,109 @@
+"""Moving in-flight sessions of a flow to another version (``flowkit migrate``).
+
+A session is pinned to the version it started on; a deploy never changes a conversation
+under a user's feet. Migration is the explicit, audited exception: each moved session gets
+a ``migrate`` commit (actor ``admin``) through the normal CAS path, with its step mapped
+to the new version. It is all-or-nothing by default, like a schema migration: if any
+session cannot be moved (its step is gone and not mapped, or it is inside a sub-flow),
+nothing is moved and the refusals are listed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from flowkit.engine import Command
+from flowkit.errors import FlowkitError
+from flowkit.flow.model import TERMINAL_STATUSES, Flow
+
+
+@dataclass(frozen=True)
+class Refusal:
+    session_id: str
+    step: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class MigrationPlan:
+    """Which running sessions of ``flow`` move to ``to_version`` and where."""
+
+    flow: str
+    to_version: str
+    moves: tuple[tuple[str, str, str], ...] = ()  # (session_id, from step, to step)
+    refused: tuple[Refusal, ...] = ()
+    already: int = 0  # running sessions already on the target version
+
+    @property
+    def ok(self) -> bool:
+        return not self.refused
+
+
+@dataclass(frozen=True)
+class MigrationResult:
+    plan: MigrationPlan
+    migrated: tuple[str, ...] = ()
+    failed: tuple[tuple[str, str], ...] = field(default=())  # (session_id, error)
+
+    def to_dict(self) -> dict[str, Any]:
+        p = self.plan
+        return {"flow": p.flow, "to_version": p.to_version, "already_on_version": p.already,
+                "migrated": list(self.migrated),
+                "moves": [{"session_id": s, "from": a, "to": b} for s, a, b in p.moves],
+                "refused": [{"session_id": r.session_id, "step": r.step, "reason": r.reason} for r in p.refused],
+                "failed": [{"session_id": s, "error": e} for s, e in self.failed]}
+
+
+def plan_migration(sessions: Any, target: Flow, mapping: Mapping[str, str] | None = None) -> MigrationPlan:
+    """Plan from the stored states (``store.iter_sessions()``); reads nothing else, writes nothing."""
+    mapping = dict(mapping or {})
+    bad = sorted(v for v in mapping.values() if v not in target.steps)
+    if bad:
+        raise FlowkitError(f"the step mapping points at steps that flow {target.name!r} version "
+                           f"{target.version_id} does not have: {', '.join(bad)}")
+    moves, refused, already = [], [], 0
+    for st in sessions:
+        if st.get("flow") != target.name or st.get("status") in TERMINAL_STATUSES:
+            continue
+        if st.get("flow_version") == target.version_id:
+            already += 1
+            continue
+        sid, step = st["session_id"], st.get("step") or ""
+        root_step = step.split("/", 1)[0]
+        if st.get("stack"):
+            refused.append(Refusal(sid, step, f"inside sub-flow {root_step!r}: wait until it returns"))
+        elif root_step in mapping:
+            moves.append((sid, step, mapping[root_step]))
+        elif root_step in target.steps:
+            moves.append((sid, step, root_step))
+        else:
+            refused.append(Refusal(sid, step, f"step {root_step!r} does not exist in version {target.version_id}; "
+                                              f"map it with --map {root_step}=NEW_STEP"))
+    return MigrationPlan(target.name, target.version_id, tuple(sorted(moves)),
+                         tuple(sorted(refused, key=lambda r: r.session_id)), already)
+
+
+def apply_migration(runtime: Any, plan: MigrationPlan, *, partial: bool = False) -> MigrationResult:
+    """Commit the plan through ``runtime`` (a sync :class:`~flowkit.runtime.Runtime`).
+
+    Refuses the whole plan if anything was refused, unless ``partial``."""
+    if plan.refused and not partial:
+        return MigrationResult(plan)
+    migrated, failed = [], []
+    for sid, _, to_step in plan.moves:
+        cmd = Command(name="migrate", args={"flow_version": plan.to_version, "step": to_step}, actor="admin")
+        try:
+            out = runtime.handle(sid, cmd)
+        except FlowkitError as exc:
+            failed.append((sid, str(exc)))
+            continue
+        if out.status == "applied" and not (out.error or "").startswith("engine_error"):
+            migrated.append(sid)
+        else:
+            failed.append((sid, out.error or out.status))
+    return MigrationResult(plan, tuple(migrated), tuple(failed))
+
+
+__all__ = ["MigrationPlan", "MigrationResult", "Refusal", "apply_migration", "plan_migration"]
