@@ -38,11 +38,9 @@ class Metrics:
                                      ["service", "outcome"], registry=r)
         self.recovery = Counter("flowkit_recovery_actions", "Repairs made by recovery, by kind.", ["action"], registry=r)
 
-    def handled(self, outcome: str, seconds: float, conflicts: int = 0) -> None:
+    def handled(self, outcome: str, seconds: float) -> None:
         self.messages.labels(outcome).inc()
         self.latency.observe(seconds)
-        if conflicts:
-            self.conflicts.inc(conflicts)
 
     def webhook_rejected(self, reason: str) -> None:
         self.rejected.labels(reason).inc()

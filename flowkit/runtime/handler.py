@@ -56,6 +56,7 @@ class Outcome:
     session_id: str
     status: OutcomeStatus
     version: int | None = None
+    flow: str | None = None
     record: Mapping[str, Any] | None = None
     replies: tuple[Reply, ...] = ()
     conflicts: int = 0
@@ -195,12 +196,14 @@ class _Core:
             if result.outcome == "ok":
                 self.remember(sid, t.state.to_dict())
                 assert t.record is not None
-                return Outcome(sid, "applied", result.version, t.record.to_dict(),
+                return Outcome(sid, "applied", result.version, t.state.flow, t.record.to_dict(),
                                tuple(e for e in t.effects if isinstance(e, Reply)), conflicts, t.record.error, t.effects)
             if result.outcome == "duplicate":
                 return Outcome(sid, "duplicate", result.version, conflicts=conflicts)
             conflicts += 1
             self.stats["conflicts"] += 1
+            if self.metrics is not None:
+                self.metrics.conflicts.inc()
             self.forget(sid)
             fresh = True
             if conflicts > self.max_conflicts:
@@ -222,10 +225,11 @@ class _Core:
     def count(self, outcome: Outcome, started: float) -> None:
         self.stats[outcome.status] += 1
         if self.metrics is not None:
-            self.metrics.handled(outcome.status, time.perf_counter() - started, outcome.conflicts)
+            self.metrics.handled(outcome.status, time.perf_counter() - started)
         log.info(
             "event handled",
-            extra={"session_id": outcome.session_id, "outcome": outcome.status, "version": outcome.version,
+            extra={"session_id": outcome.session_id, "flow": outcome.flow,
+                   "outcome": outcome.status, "version": outcome.version,
                    "message_id": (outcome.record or {}).get("message_id"), "event": (outcome.record or {}).get("event"),
                    "step": (outcome.record or {}).get("to_step"), "conflicts": outcome.conflicts,
                    "latency_ms": round((time.perf_counter() - started) * 1000, 3)},
