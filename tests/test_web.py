@@ -21,6 +21,7 @@ from flowkit.channels.whatsapp.payloads import (
     status_payload,
     text_payload,
 )
+from flowkit.engine import Message
 from flowkit.metrics import Metrics
 from flowkit.runtime import AsyncRecordingChannel, AsyncRuntime
 from flowkit.store import AsyncStore, RedisServer, Store, connect, connect_async
@@ -242,3 +243,28 @@ def test_metrics_endpoint(redis_url: str) -> None:
         assert "flowkit_handle_seconds_bucket" in r.text
 
     run_app(redis_url, scenario, metrics=metrics)
+
+
+def test_the_in_process_scheduler_fires_due_timeouts(redis_url: str, store: Store) -> None:
+    from tests.runtime.conftest import Clock
+
+    clock = Clock()
+
+    async def main() -> None:
+        astore = AsyncStore(connect_async(redis_url))
+        channel = AsyncRecordingChannel()
+        rt = AsyncRuntime(astore, EXAMPLE_FLOWS, channel=channel, services=EXAMPLE_SERVICES, clock=clock)
+        app = create_app(rt, verify_token=TOKEN, app_secret=SECRET, scheduler_interval=0.02)
+        for i, text in enumerate(["pizza", "small", "1"]):  # waiting at ask_address (10 minute timeout)
+            await rt.handle("31600000050", Message(text=text, message_id=f"m{i}"))
+        clock.advance(11 * 60)
+        async with app.router.lifespan_context(app):
+            for _ in range(200):
+                await asyncio.sleep(0.02)
+                if channel.texts("31600000050")[-1].startswith("We didn't hear back"):
+                    break
+        await astore.client.aclose()
+
+    asyncio.run(main())
+    assert store.load("31600000050")["status"] == "cancelled"
+    assert store.history("31600000050")[-1]["event"] == "timeout"
