@@ -16,6 +16,7 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -57,11 +58,14 @@ def to_event(m: InboundMessage) -> Message:
 
 
 async def _scheduler(runtime: Any, interval: float) -> None:
-    """Fire due timeouts forever; a Redis outage only delays them."""
+    """Fire due timeouts and flush metrics forever; a Redis outage only delays them."""
     while True:
         try:
             await runtime.fire_due_timeouts()
-        except StoreUnavailable as exc:
+            flush = getattr(runtime.metrics, "flush", None)
+            if flush is not None:  # counts of a quiet last second reach Redis too
+                await asyncio.to_thread(flush)
+        except (StoreUnavailable, RedisError, OSError) as exc:
             log.warning("timeouts not fired: Redis is unavailable", extra={"error": str(exc)})
         await asyncio.sleep(interval)
 
@@ -119,7 +123,7 @@ def create_app(runtime: Any, *, verify_token: str | None = None, app_secret: str
         except (StoreUnavailable, ConflictError) as exc:
             log.error("webhook not processed; asking WhatsApp to redeliver", extra={"error": str(exc)})
             if metrics is not None:
-                metrics.unavailable.inc()
+                metrics.webhook_unavailable()
             return JSONResponse({"error": "unavailable", "detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
         if metrics is not None:
             for s in batch.statuses:

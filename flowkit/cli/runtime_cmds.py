@@ -74,9 +74,9 @@ def serve(
 
     from flowkit.channels.whatsapp import AsyncWhatsAppSender
     from flowkit.errors import ConfigError
-    from flowkit.metrics import Metrics
+    from flowkit.metrics import Metrics, RedisCollector, RedisMetrics, Tee
     from flowkit.runtime import AsyncRuntime, AsyncWhatsAppChannel
-    from flowkit.store import AsyncStore, connect, connect_async
+    from flowkit.store import AsyncStore, Store, connect, connect_async
     from flowkit.web import create_app
 
     registry = _registry(flows, connect(redis))
@@ -84,7 +84,11 @@ def serve(
         channel = AsyncWhatsAppChannel(AsyncWhatsAppSender())
         runtime = AsyncRuntime(AsyncStore(connect_async(redis)), registry, services=_services(services),
                                channel=channel, default_flow=default_flow)
-        app = create_app(runtime, metrics=Metrics(), scheduler_interval=scheduler or None)
+        sync_client = connect(redis)
+        prom = Metrics()
+        prom.registry.register(RedisCollector(Store(sync_client)))  # deployment-wide totals at /metrics
+        runtime.metrics = Tee(prom, RedisMetrics(sync_client))
+        app = create_app(runtime, metrics=runtime.metrics, scheduler_interval=scheduler or None)
     except (ConfigError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -101,13 +105,16 @@ def worker(
     format: FormatOption = OutputFormat.text,
 ) -> None:
     """Fire due timeouts and run recovery (outbox, cut-short calls, expiry), forever (or --once)."""
+    from flowkit.metrics import RedisMetrics
     from flowkit.runtime import Runtime
     from flowkit.store import Store, connect
 
     client = connect(redis)
-    rt = Runtime(Store(client), _registry(flows, client), services=_services(services))
+    metrics = RedisMetrics(client)
+    rt = Runtime(Store(client), _registry(flows, client), services=_services(services), metrics=metrics)
     while True:
         report = rt.recover(outbox_age_ms=int(outbox_age * 1000))
+        metrics.flush()
         if once:
             _print_report(report.to_dict(), format, "recovery round")
             return
@@ -123,13 +130,16 @@ def recover(
     format: FormatOption = OutputFormat.text,
 ) -> None:
     """Repair what crashes left: due timeouts, unsent replies, cut-short service calls, expired and corrupt sessions."""
+    from flowkit.metrics import RedisMetrics
     from flowkit.runtime import Runtime
     from flowkit.store import Store, connect
 
     client = connect(redis)
-    rt = Runtime(Store(client), _registry(flows, client), services=_services(services))
+    metrics = RedisMetrics(client)
+    rt = Runtime(Store(client), _registry(flows, client), services=_services(services), metrics=metrics)
     try:
         report = rt.recover(outbox_age_ms=int(outbox_age * 1000), scan=scan)
+        metrics.flush()
     except FlowkitError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

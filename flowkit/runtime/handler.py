@@ -171,7 +171,7 @@ class _Core:
             # (a failed record with the reason) instead of leaving it stuck.
             self.stats["engine_errors"] += 1
             if self.metrics is not None:
-                self.metrics.engine_errors.inc()
+                self.metrics.engine_error()
             log.error("engine error", extra={"session_id": sid, "flow": flow.name, "error": str(exc)})
             if state is None or state.terminal or (isinstance(event, Command) and event.name in _ADMIN):
                 raise  # an admin's mistake is reported to the admin, never turned into a failed session
@@ -203,7 +203,7 @@ class _Core:
             conflicts += 1
             self.stats["conflicts"] += 1
             if self.metrics is not None:
-                self.metrics.conflicts.inc()
+                self.metrics.conflict()
             self.forget(sid)
             fresh = True
             if conflicts > self.max_conflicts:
@@ -226,6 +226,8 @@ class _Core:
         self.stats[outcome.status] += 1
         if self.metrics is not None:
             self.metrics.handled(outcome.status, time.perf_counter() - started)
+            if outcome.status == "applied" and outcome.record is not None:
+                self.metrics.applied(outcome.flow or "", outcome.record, len(outcome.replies))
         log.info(
             "event handled",
             extra={"session_id": outcome.session_id, "flow": outcome.flow,
@@ -276,10 +278,12 @@ class Runtime(_Core):
         """Apply one event (message, service result, timeout, command) and run its effects."""
         started = time.perf_counter()
         outcome = self._drive(self.process(session_id, event))
+        if outcome.status == "unrouted" and isinstance(event, Message) and event.message_id:
+            # a redelivery of a message that ended the session: a duplicate, not a stranger
+            outcome = _as_duplicate(outcome, self.store.seen(session_id, event.message_id))
         self.count(outcome, started)
         if outcome.status == "unrouted":
-            if not (isinstance(event, Message) and event.message_id and self.store.seen(session_id, event.message_id)):
-                self._send(session_id, outcome.replies)
+            self._send(session_id, outcome.replies)
         elif outcome.status == "applied":
             self.run_effects(session_id, outcome.version or 0, outcome.effects)
         return outcome
@@ -290,10 +294,12 @@ class Runtime(_Core):
         for r in replies:
             try:
                 self.channel.send(sid, r)
+                if self.metrics is not None:
+                    self.metrics.sent()
             except (ChannelError, OSError) as exc:
                 self.stats["send_failures"] += 1
                 if self.metrics is not None:
-                    self.metrics.send_failures.inc()
+                    self.metrics.send_failed()
                 log.warning("reply send failed; left in the outbox for recovery", extra={"session_id": sid, "error": str(exc)})
                 return False
         return True
@@ -316,9 +322,10 @@ class Runtime(_Core):
             self.store.ack_effects(sid, version)
 
     def _call_and_feed(self, sid: str, call: CallService, actor: str = "runtime") -> None:
+        t0 = time.perf_counter()
         result = self.services.call(call)
         if self.metrics is not None:
-            self.metrics.service_called(call.service, result.ok)
+            self.metrics.service_called(call.service, result.ok, time.perf_counter() - t0)
         self.handle(sid, dataclasses.replace(result, actor=actor))
 
     def fire_due_timeouts(self, now: int | None = None, limit: int = 500) -> int:
@@ -459,10 +466,11 @@ class AsyncRuntime(_Core):
     async def handle(self, session_id: str, event: Event, *, wait_services: bool = True) -> Outcome:
         started = time.perf_counter()
         outcome = await self._drive(self.process(session_id, event))
+        if outcome.status == "unrouted" and isinstance(event, Message) and event.message_id:
+            outcome = _as_duplicate(outcome, await self.store.seen(session_id, event.message_id))
         self.count(outcome, started)
         if outcome.status == "unrouted":
-            if not (isinstance(event, Message) and event.message_id and await self.store.seen(session_id, event.message_id)):
-                await self._send(session_id, outcome.replies)
+            await self._send(session_id, outcome.replies)
         elif outcome.status == "applied":
             await self.run_effects(session_id, outcome.version or 0, outcome.effects, wait_services=wait_services)
         return outcome
@@ -473,10 +481,12 @@ class AsyncRuntime(_Core):
         for r in replies:
             try:
                 await self.channel.send(sid, r)
+                if self.metrics is not None:
+                    self.metrics.sent()
             except (ChannelError, OSError) as exc:
                 self.stats["send_failures"] += 1
                 if self.metrics is not None:
-                    self.metrics.send_failures.inc()
+                    self.metrics.send_failed()
                 log.warning("reply send failed; left in the outbox for recovery", extra={"session_id": sid, "error": str(exc)})
                 return False
         return True
@@ -502,9 +512,10 @@ class AsyncRuntime(_Core):
 
     async def _calls_then_ack(self, sid: str, version: int, calls: list[CallService], sent: bool) -> None:
         for call in calls:
+            t0 = time.perf_counter()
             result = await self.services.acall(call)
             if self.metrics is not None:
-                self.metrics.service_called(call.service, result.ok)
+                self.metrics.service_called(call.service, result.ok, time.perf_counter() - t0)
             await self.handle(sid, result)
         if sent:
             await self.store.ack_effects(sid, version)
@@ -529,6 +540,10 @@ class AsyncRuntime(_Core):
             else:
                 fired += 1
         return fired
+
+
+def _as_duplicate(outcome: Outcome, seen_version: int | None) -> Outcome:
+    return outcome if not seen_version else Outcome(outcome.session_id, "duplicate", seen_version)
 
 
 def _next_due(state: State | None, registry: FlowRegistry) -> int | None:

@@ -7,6 +7,8 @@ the web app :meth:`webhook_rejected` and :meth:`delivery_status`.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 # Handling an event is one Redis round trip plus the engine: most answers take 0.2-5 ms.
@@ -42,13 +44,31 @@ class Metrics:
         self.messages.labels(outcome).inc()
         self.latency.observe(seconds)
 
+    def applied(self, flow: str, record: Any, replies: int) -> None:
+        pass  # per-flow business counters live in Redis (RedisMetrics), shared by all processes
+
+    def sent(self, n: int = 1) -> None:
+        pass
+
+    def conflict(self) -> None:
+        self.conflicts.inc()
+
+    def engine_error(self) -> None:
+        self.engine_errors.inc()
+
+    def send_failed(self) -> None:
+        self.send_failures.inc()
+
+    def webhook_unavailable(self) -> None:
+        self.unavailable.inc()
+
     def webhook_rejected(self, reason: str) -> None:
         self.rejected.labels(reason).inc()
 
     def delivery_status(self, status: str) -> None:
         self.statuses.labels(status).inc()
 
-    def service_called(self, service: str, ok: bool) -> None:
+    def service_called(self, service: str, ok: bool, seconds: float = 0.0) -> None:
         self.service_calls.labels(service, "ok" if ok else "error").inc()
 
     def recovered(self, action: str, n: int = 1) -> None:

@@ -1,0 +1,45 @@
+"""Prometheus view of the deployment-wide numbers: Redis counters and the store's gauges.
+
+Registered on a :class:`~flowkit.metrics.Metrics` registry, ``/metrics`` of any process
+then shows the totals of all processes (``flowkit_total_*``) next to its own series.
+Reading costs a few pipelined Redis calls; never a SCAN of sessions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from flowkit.metrics.redis import COUNTERS, by_label, totals
+from flowkit.store import keys as K
+
+
+class RedisCollector(Collector):
+    def __init__(self, store: Any) -> None:
+        self.store = store  # a sync flowkit.store.Store
+
+    def collect(self) -> Iterator[Any]:
+        counts = totals(self.store.client)
+        for name, labels in COUNTERS.items():
+            fam = CounterMetricFamily(f"flowkit_total_{name}", f"All processes: {name.replace('_', ' ')}.",
+                                      labels=list(labels))
+            for values, v in sorted(by_label(counts, name).items()):
+                fam.add_metric(list(values), v)
+            yield fam
+        active = GaugeMetricFamily("flowkit_sessions", "Sessions by flow and status.", labels=["flow", "status"])
+        steps = GaugeMetricFamily("flowkit_sessions_at_step", "Sessions by flow and step.", labels=["flow", "step"])
+        for flow, c in sorted(self.store.counters().items()):
+            for status, n in sorted(c.get("status", {}).items()):
+                active.add_metric([flow, status], n)
+            for step, n in sorted(c.get("step", {}).items()):
+                steps.add_metric([flow, step], n)
+        yield active
+        yield steps
+        yield GaugeMetricFamily("flowkit_active_sessions", "Sessions not yet finished.", value=self.store.active_count())
+        yield GaugeMetricFamily("flowkit_quarantined_states", "Corrupt states ever quarantined.",
+                                value=self.store.quarantine_count())
+        yield GaugeMetricFamily("flowkit_outbox_backlog", "Commits whose effects are not acknowledged yet.",
+                                value=self.store.client.zcard(K.IDX_OUTBOX))
