@@ -96,3 +96,11 @@ def cluster_client(redis_cluster: LocalCluster) -> Iterator[Any]:
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture
+def clock() -> Any:
+    """A settable clock in epoch ms (``clock.advance(seconds)``), so time is tested without sleeping."""
+    from tests.runtime.conftest import Clock
+
+    return Clock()

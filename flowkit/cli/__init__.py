@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import typer
 
+from flowkit.cli import alerts_cmds as _alerts
 from flowkit.cli import flows as _flows
 from flowkit.cli import history_cmds as _history
 from flowkit.cli import runtime_cmds as _runtime
@@ -26,6 +27,7 @@ _flows.register(app)
 _runtime.register(app)
 _store.register(app)
 _history.register(app)
+_alerts.register(app)
 
 
 def main() -> None:

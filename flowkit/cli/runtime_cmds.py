@@ -102,9 +102,10 @@ def worker(
     interval: Annotated[float, typer.Option(help="Seconds between rounds.")] = 1.0,
     outbox_age: Annotated[float, typer.Option(help="Seconds before an unacknowledged outbox entry is redelivered.")] = 30.0,
     once: Annotated[bool, typer.Option(help="Run one round and exit.")] = False,
+    alerts: Annotated[Path | None, typer.Option("--alerts", help="Alert rules YAML to evaluate every round.")] = None,
     format: FormatOption = OutputFormat.text,
 ) -> None:
-    """Fire due timeouts and run recovery (outbox, cut-short calls, expiry), forever (or --once)."""
+    """Fire due timeouts, run recovery (outbox, cut-short calls, expiry) and alert rules, forever (or --once)."""
     from flowkit.metrics import RedisMetrics
     from flowkit.runtime import Runtime
     from flowkit.store import Store, connect
@@ -112,11 +113,23 @@ def worker(
     client = connect(redis)
     metrics = RedisMetrics(client)
     rt = Runtime(Store(client), _registry(flows, client), services=_services(services), metrics=metrics)
+    manager = None
+    if alerts is not None:
+        from flowkit.alerts import AlertManager, load_rules
+
+        try:
+            rules, webhook = load_rules(alerts)
+        except (FlowkitError, OSError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        manager = AlertManager(client, rules, webhook_url=webhook)
     while True:
         report = rt.recover(outbox_age_ms=int(outbox_age * 1000))
         metrics.flush()
+        firing = len(manager.run().active) if manager is not None else None
         if once:
-            _print_report(report.to_dict(), format, "recovery round")
+            _print_report(report.to_dict() | ({"alerts_firing": firing} if firing is not None else {}), format,
+                          "recovery round")
             return
         time.sleep(interval)
 

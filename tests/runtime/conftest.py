@@ -35,11 +35,6 @@ class Clock:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
 def channel() -> RecordingChannel:
     return RecordingChannel()
 

@@ -1,1 +1,0 @@
-from tests.runtime.conftest import clock  # noqa: F401 - the settable clock fixture
