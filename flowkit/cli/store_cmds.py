@@ -291,13 +291,23 @@ def restore_cmd(src: Annotated[Path, typer.Argument(help="Backup file written by
 
 def reconcile_cmd(redis: RedisOption = None,
                   check: Annotated[bool, typer.Option("--check", help="Only report drift; exit 1 if there is any.")] = False,
+                  metrics: Annotated[bool, typer.Option("--metrics", help="Also rebuild the history-derived metrics counters.")] = False,
                   format: FormatOption = OutputFormat.text) -> None:
     """Rebuild the derived indexes (active, timeouts, outbox, counters) from the sessions."""
+    rebuilt = None
     with _errors():
-        report = _store(redis).reconcile(dry_run=check)
+        store = _store(redis)
+        report = store.reconcile(dry_run=check)
+        if metrics and not check:
+            from flowkit.metrics.rebuild import rebuild
+
+            rebuilt = rebuild(store)
     if format is OutputFormat.json:
-        _json(report.to_dict())
+        _json(report.to_dict() | ({"metrics": rebuilt} if rebuilt is not None else {}))
     else:
+        if rebuilt is not None:
+            typer.echo(f"metrics rebuilt from history: {sum(v for k, v in rebuilt.items() if k == 'messages_in'):g} "
+                       f"messages in, {len(rebuilt)} counters")
         verb = "would fix" if check else "fixed"
         typer.echo(f"{report.sessions} sessions scanned; {verb} {report.fixed} index entries")
         for name, f in report.fixes.items():

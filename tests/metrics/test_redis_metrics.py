@@ -128,3 +128,15 @@ def test_reconcile_rebuilds_what_the_history_proves(store: Store, clock: Clock) 
     assert rebuilt["messages_in"] == 6 and total(after, "duplicates") == 1
     frame = series_frame(store.client, clock.now - 60_000, clock.now, ["messages_in"])
     assert frame["messages_in"].sum() == 6
+
+
+def test_reconcile_metrics_cli(store: Store, redis_url: str, clock: Clock) -> None:
+    from typer.testing import CliRunner
+
+    from flowkit.cli import app
+
+    rt = Runtime(store, EXAMPLE_FLOWS, channel=RecordingChannel(), services=EXAMPLE_SERVICES, clock=clock)
+    talk(rt, "u1", ["pizza", "small"])  # no metrics were kept at all
+    r = CliRunner().invoke(app, ["reconcile", "--metrics", "--redis", redis_url, "--format", "json"])
+    assert r.exit_code == 0, r.output
+    assert total(totals(store.client), "messages_in") == 2
