@@ -2,48 +2,67 @@
 
 Virtual-clock mode (the default) runs days of traffic in seconds: events sit in a heap
 ordered by virtual time, the runtime's clock reads the time of the event being handled,
-and timeouts fire from the store's index at virtual time. Each user has its own seeded
-random generator, so the same seed gives the same histories whatever the concurrency.
+and timeouts fire from the store's timeout index exactly at their (virtual) deadlines.
+Each user has its own seeded random generator that only the main thread draws from, so
+the same seed gives the same histories whatever the concurrency.
 
-Hostile traffic is opt-in: duplicated deliveries (processed concurrently, as WhatsApp's
-retries can be), out-of-order pairs, runtime crashes between commit and effects (the
-message is then redelivered and the outbox repaired by recovery), and Redis restarts.
-Everything the simulator sent is kept in :attr:`SimResult.sent` for ``flowkit check``.
+Real-time mode (``realtime=True``) waits on the wall clock between events (think times,
+arrivals and service latencies divided by ``speed``) and leaves the runtime on the wall
+clock: that is the mode for watching a live dashboard. Over HTTP (``http=HttpTarget``)
+the users post signed webhook deliveries to a running ``flowkit serve`` and read the
+sessions from the same Redis to decide their next answer; that mode is always real-time
+(the server has its own clock) and the server runs the registered services itself.
+
+In process, the simulator answers service calls itself (:class:`ServiceBehaviour`:
+errors, slow answers, no answer at all), so flows run without their real integrations.
+
+Hostile traffic is opt-in: duplicated deliveries (some at once, processed concurrently as
+WhatsApp's retries can be, some later), out-of-order pairs, runtime crashes between the
+commit and its effects (the message is then redelivered and the outbox repaired by
+:meth:`Runtime.redeliver_outbox`, as a restarted process would), and Redis restarts while
+events are in flight (failed deliveries are redelivered, as WhatsApp does on a 5xx).
+Everything the simulator sent, and how many replies each user got, is kept in
+:class:`SimResult` and written by :meth:`SimResult.write_log` for ``flowkit check --sent``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import heapq
 import json
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 
-from flowkit.engine import CallService, Message, ServiceResult, State, Timeout
+from flowkit.engine import CallService, Message, Reply, ServiceResult, State
 from flowkit.engine.locate import locate
-from flowkit.errors import FlowkitError, StoreUnavailable
+from flowkit.errors import ConfigError, ConflictError, EngineError, StoreUnavailable
 from flowkit.flow.model import AskStep, CallStep, Flow
-from flowkit.runtime import Outcome, RecordingChannel, Runtime
+from flowkit.runtime import Runtime
+from flowkit.runtime.handler import unrouted_text
 from flowkit.sim.answers import invalid_answer, service_value, valid_answer
 
 SIM_EPOCH_MS = 1_790_812_800_000  # 2026-10-01T00:00:00Z: a fixed start so runs are reproducible
+_REDELIVER_MS = (2_000, 5_000)  # WhatsApp retries an unacknowledged delivery a few seconds later
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
 class Persona:
-    """How one kind of user behaves. Rates are per ask step."""
+    """How one kind of user behaves. Rates are per question (ask step) the user sees."""
 
     name: str = "typical"
     weight: float = 1.0
     invalid_rate: float = 0.1
     abandon_rate: float = 0.03
-    think_time: float = 20.0  # mean seconds between a question and the answer (exponential)
+    think_time: float = 20.0  # mean seconds between a question and the answer (exponential, + 0.5 s)
     back_rate: float = 0.01
     cancel_rate: float = 0.005
     help_rate: float = 0.01
@@ -51,16 +70,30 @@ class Persona:
 
 @dataclass(frozen=True)
 class ServiceBehaviour:
-    """Outcomes of a simulated service: errors, slow answers (after latency x 5) and timeouts (no answer)."""
+    """How a simulated service answers: an error, a slow answer (after ``slow_latency``),
+    no answer at all (the call step's timeout fires), else a value after ``latency``."""
 
     error_rate: float = 0.05
     slow_rate: float = 0.05
     timeout_rate: float = 0.02
     latency: float = 0.3  # seconds
+    slow_latency: float = 6.0  # seconds; above the step's timeout the answer arrives too late (stale)
+
+
+@dataclass(frozen=True)
+class HttpTarget:
+    """A running ``flowkit serve``: deliveries go to ``url + "/webhook"``, signed with ``app_secret``."""
+
+    url: str
+    app_secret: str
+    timeout: float = 10.0  # seconds per request
+    poll: float = 0.05  # seconds between looks at a session that waits for a service
 
 
 @dataclass(frozen=True)
 class SimConfig:
+    """What to simulate. Rates are probabilities in [0, 1]."""
+
     users: int = 100
     concurrency: int = 4
     seed: int = 0
@@ -68,68 +101,131 @@ class SimConfig:
     personas: Sequence[Persona] = (Persona(),)
     services: Mapping[str, ServiceBehaviour] = field(default_factory=dict)
     default_service: ServiceBehaviour = ServiceBehaviour()
-    duplicate_rate: float = 0.0
-    out_of_order_rate: float = 0.0
-    crash_rate: float = 0.0
-    redis_restart_every: int = 0  # restart Redis after every N events (0: never)
-    arrival_seconds: float = 600.0  # users start spread over this many (virtual) seconds
+    duplicate_rate: float = 0.0  # share of deliveries WhatsApp sends twice
+    out_of_order_rate: float = 0.0  # share of answers overtaken by a quick second message
+    crash_rate: float = 0.0  # share of deliveries after whose commit the runtime "dies"
+    redis_restart_every: int = 0  # restart Redis (``restart_redis``) after every N handled events; 0: never
+    arrival_seconds: float = 600.0  # users start spread over this many seconds
     realtime: bool = False
-    speed: float = 1.0  # realtime only: virtual seconds per real second
-    start_ms: int = SIM_EPOCH_MS
+    speed: float = 1.0  # realtime only: the simulator's own delays are divided by this
+    start_ms: int | None = None  # virtual start (default SIM_EPOCH_MS; realtime: now)
+    http: HttpTarget | None = None
+    id_prefix: str | None = None  # session ids are <prefix><7 digits>; default 999 + seed (digits: a WhatsApp wa_id)
+
+    def __post_init__(self) -> None:
+        rates = {"duplicate_rate": self.duplicate_rate, "out_of_order_rate": self.out_of_order_rate,
+                 "crash_rate": self.crash_rate}
+        for p in self.personas:
+            rates.update({f"{p.name}.{k}": getattr(p, k) for k in ("invalid_rate", "abandon_rate", "back_rate",
+                                                                    "cancel_rate", "help_rate")})
+        for name, b in {**self.services, "default_service": self.default_service}.items():
+            rates.update({f"{name}.{k}": getattr(b, k) for k in ("error_rate", "slow_rate", "timeout_rate")})
+        bad = [f"{k}={v}" for k, v in rates.items() if not 0.0 <= v <= 1.0]
+        if bad:
+            raise ConfigError(f"rates must be between 0 and 1: {', '.join(bad)}")
+        if self.users < 0 or self.concurrency < 1:
+            raise ConfigError(f"users must be >= 0 and concurrency >= 1 (got {self.users}, {self.concurrency})")
+        if not self.personas or sum(p.weight for p in self.personas) <= 0:
+            raise ConfigError("give at least one persona with a positive weight")
+        if self.speed <= 0 or self.arrival_seconds < 0:
+            raise ConfigError("speed must be > 0 and arrival_seconds >= 0")
+        if self.http is not None and self.crash_rate:
+            # The simulator cannot stop a server between its commit and its effects; kill the
+            # process instead (tests/runtime/test_crash.py does that to `flowkit serve`).
+            raise ConfigError("crash_rate needs the in-process runtime; over HTTP, kill the server instead")
+
+    @property
+    def live(self) -> bool:
+        """On the wall clock (realtime, or over HTTP)."""
+        return self.realtime or self.http is not None
 
 
 @dataclass(frozen=True)
 class Sent:
-    """One delivery the simulator made (a duplicate is a second Sent with the same message_id)."""
+    """One delivery the simulator made (a duplicate or redelivery is another Sent with the same message_id)."""
 
     session_id: str
     message_id: str
     ts: int
     text: str | None
     acked: bool
-    outcome: str
+    outcome: str  # applied, duplicate, noop, unrouted, crashed, unavailable (over HTTP: applied/not_applied)
+    delivery: str = "first"  # first, duplicate, redelivery
 
 
 @dataclass
 class SimResult:
+    """What a run did. ``sent`` and ``replies`` are the log the history checker reads."""
+
     users: int = 0
     started: int = 0
     completed: int = 0
     abandoned: int = 0
     failed: int = 0
-    other_end: int = 0
-    messages: int = 0
+    other_end: int = 0  # cancelled, handoff, expired without the user leaving
+    still_active: int = 0
+    ended: dict[str, int] = field(default_factory=dict)  # terminal status -> sessions (users who did not leave)
+    messages: int = 0  # deliveries handled, duplicates and redeliveries included
+    invalid_sent: int = 0
+    commands_sent: int = 0
     duplicates_sent: int = 0
     duplicates_absorbed: int = 0
+    out_of_order: int = 0
     conflicts: int = 0
     crashes: int = 0
     redis_restarts: int = 0
     unavailable: int = 0
+    redeliveries: int = 0
     timeouts_fired: int = 0
     service_calls: int = 0
+    service_errors: int = 0
+    service_slow: int = 0
+    service_timeouts: int = 0
+    engine_errors: int = 0  # events the runtime refused (EngineError): nothing stored
     seconds: float = 0.0
     virtual_seconds: float = 0.0
     sent: list[Sent] = field(default_factory=list, repr=False)
+    replies: dict[str, int] = field(default_factory=dict, repr=False)  # session -> replies the channel got
+    inexact: set[str] = field(default_factory=set, repr=False)  # sessions whose reply count is only at-least-once
 
     @property
     def messages_per_second(self) -> float:
         return self.messages / self.seconds if self.seconds else 0.0
 
+    @property
+    def users_per_second(self) -> float:
+        return self.users / self.seconds if self.seconds else 0.0
+
     def summary(self) -> dict[str, Any]:
-        d = {k: v for k, v in asdict(self).items() if k != "sent"}
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("sent", "replies", "inexact")}
+        d["seconds"] = round(self.seconds, 3)
         d["messages_per_second"] = round(self.messages_per_second, 1)
+        d["users_per_second"] = round(self.users_per_second, 1)
         return d
+
+    def log_records(self) -> Iterator[dict[str, Any]]:
+        """The sent-message log: one ``{"kind": "in", ...}`` per delivery, then one
+        ``{"kind": "replies", "session_id", "count", "exact"}`` per session (in-process runs)."""
+        for s in self.sent:
+            yield {"kind": "in", **dataclasses.asdict(s)}
+        for sid in sorted(self.replies):
+            yield {"kind": "replies", "session_id": sid, "count": self.replies[sid], "exact": sid not in self.inexact}
 
     def write_log(self, path: str | Path) -> Path:
         """The sent-message log as JSON lines (what ``flowkit check --sent`` reads)."""
         p = Path(path)
         with p.open("w", encoding="utf-8") as f:
-            for s in self.sent:
-                f.write(json.dumps(asdict(s)) + "\n")
+            for rec in self.log_records():
+                f.write(json.dumps(rec) + "\n")
         return p
 
 
-@dataclass
+# ---------------------------------------------------------------- internals
+
+UserState = Literal["active", "abandoned", "finished"]
+
+
+@dataclass(eq=False)
 class _User:
     index: int
     session_id: str
@@ -137,297 +233,551 @@ class _User:
     persona: Persona
     rng: random.Random
     seq: int = 0
-    done: bool = False
-    pending_ids: set[str] = field(default_factory=set)
+    state: UserState = "active"
+    inflight: int = 0  # own messages sent and not yet acknowledged (the user waits for them before answering)
+    answered: int = -1  # session version of the last question answered (one answer per question)
+    calls: set[str] = field(default_factory=set)  # call ids the simulated services took on
+    fresh: bool = False  # the runtime's cache holds this session's current state
+    polls: int = 0
 
     def next_id(self) -> str:
         self.seq += 1
-        return f"wamid.sim.{self.index}.{self.seq}"
+        return f"wamid.sim.{self.session_id}.{self.seq}"
+
+
+Kind = Literal["msg", "dup", "result", "poll"]
+
+
+@dataclass(frozen=True, eq=False)
+class _Item:
+    user: _User
+    event: Message | ServiceResult | None
+    crash: bool = False
+    delivery: str = "first"
+
+
+@dataclass(frozen=True)
+class _Done:
+    at: int
+    kind: Kind
+    item: _Item
+    status: str
+    acked: bool
+    conflicts: int = 0
+    version: int | None = None
+    calls: bool = False  # the commit asked for a service call (which the simulator runs)
+
+
+class _CountingChannel:
+    """Forwards to the runtime's channel and counts replies per session (the checker's
+    independent witness). The "I can help with ..." answer to an unrouted message is no
+    commit's effect, so it is left out."""
+
+    def __init__(self, inner: Any, unrouted: str) -> None:
+        self.inner = inner
+        self.unrouted = unrouted
+        self.counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def send(self, to: str, reply: Reply) -> Any:
+        out = self.inner.send(to, reply)
+        if reply.text != self.unrouted:
+            with self._lock:
+                self.counts[to] += 1
+        return out
 
 
 class Simulator:
-    """Runs :class:`SimConfig` traffic against ``runtime`` (its store must be a real Redis)."""
+    """Runs :class:`SimConfig` traffic against ``runtime`` (its store must be a real Redis).
+
+    In process the runtime's clock (virtual mode), ``run_services`` and channel are
+    borrowed for the run and given back afterwards. Over HTTP (``config.http``) the runtime
+    only lends its store and flow registry, to read the sessions the server writes.
+    ``restart_redis`` is called (in a thread, while events are in flight) for
+    ``redis_restart_every``; ``progress(users_done, users)`` after every batch.
+    """
 
     def __init__(self, runtime: Runtime, config: SimConfig, *, restart_redis: Callable[[], None] | None = None,
                  progress: Callable[[int, int], None] | None = None) -> None:
+        if config.redis_restart_every and restart_redis is None:
+            raise ConfigError("redis_restart_every needs a restart_redis callable (e.g. stop and start a RedisServer)")
         self.rt = runtime
         self.cfg = config
         self.restart_redis = restart_redis
         self.progress = progress
-        self._local = threading.local()
-        self._heap: list[tuple[int, int, str, Any]] = []
-        self._seq = 0
-        self._lock = threading.Lock()
         self.result = SimResult(users=config.users)
-        self.rt.run_services = False  # the simulator answers calls itself, on virtual time
-        if not config.realtime:
-            self.rt.clock = self._now
-        if not isinstance(self.rt.channel, RecordingChannel):
-            self.rt.channel = RecordingChannel()
-        self._virtual_now = config.start_ms
+        self._local = threading.local()
+        self._heap: list[tuple[int, int, Kind, _Item]] = []
+        self._seq = 0
+        self._scale = 1.0 / config.speed if config.live else 1.0
+        if config.start_ms is not None:
+            self._start = config.start_ms
+        else:
+            self._start = int(time.time() * 1000) if config.live else SIM_EPOCH_MS
+        self._virtual_now = self._start
+        self._users: list[_User] = []
+        self._by_sid: dict[str, _User] = {}
+        self._restart: threading.Thread | None = None
+        self._handled = 0
+        self._stuck_rounds = 0
+        self._http: Any = None
+        self._counting: _CountingChannel | None = None
 
     # -- clock and queue
 
     def _now(self) -> int:
+        """The runtime's clock in virtual mode: the time of the event this thread handles."""
         return getattr(self._local, "now", self._virtual_now)
 
-    def _push(self, at: int, kind: str, data: Any) -> None:
-        with self._lock:
-            self._seq += 1
-            heapq.heappush(self._heap, (at, self._seq, kind, data))
+    def _wall(self) -> int:
+        return int(time.time() * 1000)
+
+    def _ms(self, seconds: float) -> int:
+        """A delay the simulator chooses, in ms (scaled down by ``speed`` when live)."""
+        return max(1, int(seconds * 1000 * self._scale))
+
+    def _push(self, at: int, kind: Kind, item: _Item) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (at, self._seq, kind, item))
+
+    def _retry(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Main-thread store reads and repairs wait for Redis to come back (a restart in progress)."""
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                return fn(*args)
+            except StoreUnavailable:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     # -- users
 
     def _flows(self) -> list[Flow]:
-        names = self.cfg.flows or [f.name for f in self.rt.registry.flows() if f.triggers]
-        return [self.rt.registry.latest(n) for n in names]
+        names = list(self.cfg.flows or [f.name for f in self.rt.registry.flows() if f.triggers])
+        flows = [self.rt.registry.latest(n) for n in names]
+        for f in flows:
+            if not f.triggers:
+                raise ConfigError(f"flow {f.name!r} has no `triggers`, so a user cannot start it with a message")
+        if not flows:
+            raise ConfigError("no flow to simulate: give flows with `triggers`, or name them in SimConfig.flows")
+        return flows
 
     def _make_users(self) -> list[_User]:
         master = random.Random(self.cfg.seed)
         flows = self._flows()
-        if not flows:
-            raise FlowkitError("no flow to simulate: give flows with `triggers`, or name them in SimConfig.flows")
-        weights = [p.weight for p in self.cfg.personas]
+        personas = list(self.cfg.personas)
+        weights = [p.weight for p in personas]
+        prefix = self.cfg.id_prefix if self.cfg.id_prefix is not None else f"999{self.cfg.seed % 10_000:04d}"
         users = []
         for i in range(self.cfg.users):
             rng = random.Random(master.randrange(2**63))
-            persona = rng.choices(list(self.cfg.personas), weights)[0]
-            flow = flows[i % len(flows)]
-            users.append(_User(i, f"sim{self.cfg.seed}-{i:06d}", flow.name, persona, rng))
+            persona = rng.choices(personas, weights)[0]
+            users.append(_User(i, f"{prefix}{i:07d}", flows[i % len(flows)].name, persona, rng))
         return users
 
     def _deliver(self, user: _User, msg: Message, at: int) -> None:
-        """Schedule a message, with duplicated and reordered deliveries as configured."""
+        """Schedule a message from ``user``, duplicated and crashing as configured (decided
+        here, in the main thread, so the random draws do not depend on thread timing)."""
+        cfg = self.cfg
         mid = user.next_id()
-        msg = Message(text=msg.text, type=msg.type, reply_id=msg.reply_id, location=msg.location, media=msg.media,
-                      message_id=mid, profile={"name": f"User {user.index}", "wa_id": user.session_id}, actor="simulator")
-        user.pending_ids.add(mid)
-        self._push(at, "msg", (user, msg))
-        if self.cfg.duplicate_rate and user.rng.random() < self.cfg.duplicate_rate:
+        msg = dataclasses.replace(msg, message_id=mid, actor="simulator",
+                                  profile={"name": f"Sim user {user.index}", "wa_id": user.session_id})
+        crash = bool(cfg.crash_rate) and user.rng.random() < cfg.crash_rate
+        user.inflight += 1
+        self._push(at, "msg", _Item(user, msg, crash))
+        if cfg.duplicate_rate and user.rng.random() < cfg.duplicate_rate:
             self.result.duplicates_sent += 1
-            self._push(at, "dup", (user, msg))
+            # Half at once (two webhook calls racing each other), half as a late retry.
+            later = 0 if user.rng.random() < 0.5 else self._ms(user.rng.uniform(1, 60))
+            self._push(at + later, "dup", _Item(user, msg, delivery="duplicate"))
 
     def _answer(self, user: _User, state: State, at: int) -> None:
-        """Decide what the user does next at an ask step (answer, misbehave, leave)."""
+        """What the user does at a question: answer (validly or not), use a command, or leave."""
         p = user.persona
         r = user.rng
-        if state.step is None:
-            return
         flow = self.rt.registry.get(state.flow, state.flow_version)
-        _, st = locate(flow, state.step, self.rt.registry, [f["flow_version"] for f in state.stack])
+        owner, st = locate(flow, state.step or "", self.rt.registry, [f["flow_version"] for f in state.stack])
         if not isinstance(st, AskStep):
             return
         if r.random() < p.abandon_rate:
-            user.done = True
+            user.state = "abandoned"
             self.result.abandoned += 1
             return
-        think = int(r.expovariate(1 / max(p.think_time, 0.001)) * 1000) + 500
+        think = self._ms(r.expovariate(1 / max(p.think_time, 0.001)) + 0.5)
         roll = r.random()
-        if roll < p.cancel_rate:
-            msg = Message(text="cancel")
-        elif roll < p.cancel_rate + p.back_rate:
-            msg = Message(text="back")
-        elif roll < p.cancel_rate + p.back_rate + p.help_rate:
-            msg = Message(text="help")
-        elif r.random() < p.invalid_rate:
-            msg = invalid_answer(st, r)
-        else:
-            slot_flow, _ = locate(flow, state.step, self.rt.registry, [f["flow_version"] for f in state.stack])
-            slot = slot_flow.slots.get(st.save) if st.save else None
-            msg = valid_answer(st, slot, r, dt.datetime.fromtimestamp(at / 1000, dt.UTC).date())
+        commands = ((p.cancel_rate, "cancel"), (p.back_rate, "back"), (p.help_rate, "help"))
+        msg: Message | None = None
+        for rate, word in commands:
+            if roll < rate:
+                msg = Message(text=word)
+                self.result.commands_sent += 1
+                break
+            roll -= rate
+        if msg is None:
+            if r.random() < p.invalid_rate:
+                msg = invalid_answer(st, r)
+                self.result.invalid_sent += 1
+            else:
+                slot = owner.slots.get(st.save) if st.save else None
+                msg = valid_answer(st, slot, r, dt.datetime.fromtimestamp(at / 1000, dt.UTC).date())
         self._deliver(user, msg, at + think)
         if self.cfg.out_of_order_rate and r.random() < self.cfg.out_of_order_rate:
-            # A second, quick message that can overtake the first one (WhatsApp does not order deliveries).
-            self._deliver(user, Message(text=r.choice(["?", "hello?", "help"])), at + think - r.randint(1, 400))
+            # A quick second message sent after the answer that overtakes it (WhatsApp does
+            # not order deliveries): its message id is newer, its arrival earlier.
+            self.result.out_of_order += 1
+            self._deliver(user, Message(text=r.choice(["?", "hello?", "help"])), at + think - r.randint(1, think))
 
-    def _after(self, user: _User, outcome: Outcome, at: int) -> None:
-        """React to the new state of a user's session."""
-        if outcome.status in ("duplicate", "noop", "unrouted") or outcome.record is None:
+    def _call(self, user: _User, state: State, at: int) -> None:
+        """Answer the call the session waits for, as the configured service behaviour says."""
+        pending = state.pending or {}
+        call_id, service = str(pending.get("call_id")), str(pending.get("service"))
+        self.result.service_calls += 1
+        b = self.cfg.services.get(service, self.cfg.default_service)
+        r = user.rng
+        roll = r.random()
+        if roll < b.timeout_rate:
+            self.result.service_timeouts += 1
+            return  # never answers: the call step's timeout fires on virtual time
+        slow = roll < b.timeout_rate + b.slow_rate
+        self.result.service_slow += slow
+        latency = self._ms(b.slow_latency if slow else b.latency)
+        if r.random() < b.error_rate:
+            self.result.service_errors += 1
+            result = ServiceResult(call_id=call_id, ok=False, error="simulated_error", actor="simulator")
+        else:
+            flow = self.rt.registry.get(state.flow, state.flow_version)
+            owner, st = locate(flow, state.step or "", self.rt.registry, [f["flow_version"] for f in state.stack])
+            slot = owner.slots.get(st.save) if isinstance(st, CallStep) and isinstance(st.save, str) else None
+            result = ServiceResult(call_id=call_id, ok=True, value=service_value(slot, r, call_id), actor="simulator")
+        self._push(at + latency, "result", _Item(user, result))
+
+    def _load(self, user: _User) -> dict[str, Any] | None:
+        if self.cfg.http is None and user.fresh:
+            cached = self.rt.cached(user.session_id)
+            if cached is not None:
+                return cached
+        return self._retry(self.rt.store.load, user.session_id)
+
+    def _react(self, user: _User, at: int) -> None:
+        """Look at the user's session after its events were handled and decide what comes next."""
+        if user.inflight > 0:
+            return  # the user waits until every message it sent was acknowledged
+        raw = self._load(user)
+        if raw is None:
             return
-        self.result.conflicts += outcome.conflicts
-        for eff in outcome.effects:
-            if isinstance(eff, CallService):
-                self._call(user, eff, at)
-        status = outcome.record["status"]
-        if status in ("completed", "failed", "cancelled", "handoff", "expired"):
-            if not user.done:
-                user.done = True
-                if status == "completed":
+        state = State.from_dict(raw)
+        if state.terminal:
+            if user.state == "active":
+                user.state = "finished"
+                self.result.ended[state.status] = self.result.ended.get(state.status, 0) + 1
+                if state.status == "completed":
                     self.result.completed += 1
-                elif status == "failed":
+                elif state.status == "failed":
                     self.result.failed += 1
                 else:
                     self.result.other_end += 1
             return
-        if status == "waiting_input" and not user.done:
-            raw = self.rt.cached(user.session_id) or self.rt.store.load(user.session_id)
-            if raw is not None:
-                self._answer(user, State.from_dict(raw), at)
+        if state.status == "waiting_service":
+            if self.cfg.http is not None:  # the server runs the call: look again shortly
+                user.polls += 1
+                if user.polls < int(60 / self.cfg.http.poll):
+                    self._push(at + max(1, int(self.cfg.http.poll * 1000)), "poll", _Item(user, None))
+                return
+            call_id = str((state.pending or {}).get("call_id"))
+            if call_id not in user.calls:
+                user.calls.add(call_id)
+                self._call(user, state, at)
+            return
+        user.polls = 0
+        if user.state == "active" and state.status == "waiting_input" and state.version != user.answered:
+            user.answered = state.version
+            self._answer(user, state, at)
 
-    def _call(self, user: _User, call: CallService, at: int) -> None:
-        self.result.service_calls += 1
-        b = self.cfg.services.get(call.service, self.cfg.default_service)
-        r = user.rng
-        roll = r.random()
-        if roll < b.timeout_rate:
-            return  # never answers: the call's timeout fires on virtual time
-        latency = int(b.latency * 1000 * (5 if roll < b.timeout_rate + b.slow_rate else 1))
-        if r.random() < b.error_rate:
-            result = ServiceResult(call_id=call.call_id, ok=False, error="simulated_error", actor="simulator")
-        else:
-            state_raw = self.rt.cached(user.session_id)
-            slot = None
-            if state_raw is not None:
-                state = State.from_dict(state_raw)
-                flow = self.rt.registry.get(state.flow, state.flow_version)
-                if state.step:
-                    f, st = locate(flow, state.step, self.rt.registry, [fr["flow_version"] for fr in state.stack])
-                    if isinstance(st, CallStep) and st.save:
-                        slot = f.slots.get(st.save)
-            result = ServiceResult(call_id=call.call_id, ok=True, value=service_value(slot, r, call.call_id), actor="simulator")
-        self._push(at + latency, "result", (user, result))
+    # -- handling (worker threads)
+
+    def _handle(self, entry: tuple[int, int, Kind, _Item]) -> _Done:
+        at, _, kind, item = entry
+        if kind == "poll":
+            return _Done(at, kind, item, "poll", True)
+        if self.cfg.http is not None:
+            return self._post(at, kind, item)
+        self._local.now = at
+        sid = item.user.session_id
+        assert item.event is not None
+        try:
+            if item.crash:
+                # The process dies right after the commit: no replies, no calls, no ack to WhatsApp.
+                self.rt._drive(self.rt.process(sid, item.event))
+                self.rt.forget(sid)
+                return _Done(at, kind, item, "crashed", False)
+            out = self.rt.handle(sid, item.event)
+        except StoreUnavailable:
+            return _Done(at, kind, item, "unavailable", False)
+        except ConflictError:
+            return _Done(at, kind, item, "conflict", False)
+        except EngineError:
+            # The runtime refused the event. Seen: a result that arrives after its session
+            # ended (a slow answer after the call's timeout failed the session), and a
+            # trigger of another flow after the session ended. Nothing was stored; the
+            # simulator counts it and moves on (a webhook would answer 500 and get it again).
+            return _Done(at, kind, item, "engine_error", True)
+        calls = any(isinstance(e, CallService) for e in out.effects)
+        return _Done(at, kind, item, out.status, True, out.conflicts, out.version, calls)
+
+    def _post(self, at: int, kind: Kind, item: _Item) -> _Done:
+        import httpx
+
+        from flowkit.channels.whatsapp import sign
+
+        assert isinstance(item.event, Message) and self.cfg.http is not None
+        body = json.dumps(_payload(item.user, item.event, at)).encode()
+        headers = {"content-type": "application/json",
+                   "x-hub-signature-256": sign(body, self.cfg.http.app_secret)}
+        try:
+            r = self._http.post("/webhook", content=body, headers=headers)
+        except httpx.TransportError:
+            return _Done(at, kind, item, "unavailable", False)
+        if r.status_code != 200:
+            return _Done(at, kind, item, "unavailable", False)
+        return _Done(at, kind, item, "applied" if r.json().get("applied") else "not_applied", True)
 
     # -- running
-
-    def _handle(self, item: tuple[int, int, str, Any]) -> tuple[tuple[int, int, str, Any], Outcome | None, bool]:
-        at, _, kind, data = item
-        self._local.now = at
-        user, event = data if kind != "tick" else (None, None)
-        acked = True
-        outcome: Outcome | None = None
-        try:
-            if kind == "tick":
-                return item, None, True
-            sid = user.session_id
-            if kind in ("msg", "dup") and self.cfg.crash_rate and user.rng.random() < self.cfg.crash_rate:
-                # Crash after the commit, before the effects: nothing is acknowledged to WhatsApp.
-                self.rt._drive(self.rt.process(sid, event))
-                self.rt.forget(sid)
-                with self._lock:
-                    self.result.crashes += 1
-                return item, None, False
-            outcome = self.rt.handle(sid, event)
-        except StoreUnavailable:
-            with self._lock:
-                self.result.unavailable += 1
-            acked = False
-        return item, outcome, acked
 
     def run(self) -> SimResult:
         cfg = self.cfg
         started = time.perf_counter()
-        users = self._make_users()
-        spread = int(cfg.arrival_seconds * 1000)
-        for u in users:
-            at = cfg.start_ms + (u.rng.randrange(spread) if spread else 0)
-            flow = self.rt.registry.latest(u.flow)
-            self._deliver(u, Message(text=flow.triggers[0] if flow.triggers else flow.name), at)
-            self.result.started += 1
-        tick = 15_000
-        self._push(cfg.start_ms + tick, "tick", None)
-        processed = 0
-        total_hint = cfg.users * 8
-        with ThreadPoolExecutor(max_workers=max(1, cfg.concurrency), thread_name_prefix="flowkit-sim") as pool:
-            while self._heap:
-                batch = self._next_batch()
-                now = batch[0][0]
-                if cfg.realtime:
-                    delay = (now - self._virtual_now) / 1000 / max(cfg.speed, 1e-6)
-                    if delay > 0:
-                        time.sleep(min(delay, 5.0))
-                self._virtual_now = now
-                results = list(pool.map(self._handle, batch)) if len(batch) > 1 else [self._handle(batch[0])]
-                for (at, _, kind, data), outcome, acked in results:
-                    processed += 1
-                    if kind == "tick":
-                        self._tick(at, users)
-                        continue
-                    user, event = data
-                    if isinstance(event, Message):
-                        self.result.messages += 1
-                        self.result.sent.append(Sent(user.session_id, event.message_id or "", at, event.text, acked,
-                                                     outcome.status if outcome else "unacked"))
-                        if outcome is not None and outcome.status == "duplicate":
-                            self.result.duplicates_absorbed += 1
-                    if not acked:
-                        # WhatsApp redelivers what was not acknowledged, a little later.
-                        self._push(at + 2000 + user.rng.randint(0, 3000), "msg" if kind != "result" else "result", data)
-                        continue
-                    if outcome is not None:
-                        self._after(user, outcome, at)
-                    elif kind in ("msg", "dup") and outcome is None:
-                        pass
-                    if kind == "msg" and outcome is not None and outcome.status == "duplicate":
-                        self._resume(user, at)
-                if cfg.redis_restart_every and self.restart_redis and processed // cfg.redis_restart_every > self.result.redis_restarts:
-                    self.restart_redis()
-                    self.result.redis_restarts += 1
-                if self.progress:
-                    self.progress(processed, total_hint)
-        self.result.seconds = time.perf_counter() - started
-        self.result.virtual_seconds = (self._virtual_now - cfg.start_ms) / 1000
-        return self.result
+        saved = (self.rt.clock, self.rt.run_services, self.rt.channel)
+        if cfg.http is None:
+            self.rt.run_services = False  # the simulator answers calls itself, on its own clock
+            if not cfg.live:
+                self.rt.clock = self._now
+            self._counting = _CountingChannel(self.rt.channel, unrouted_text(self.rt.registry))
+            self.rt.channel = self._counting
+        else:
+            import httpx
 
-    def _resume(self, user: _User, at: int) -> None:
-        """After a redelivered message turned out to be applied already (the crash case),
-        repair the outbox and continue from the stored state."""
-        self.rt.redeliver_outbox(older_than_ms=0)
-        raw = self.rt.store.load(user.session_id)
-        if raw is None or user.done:
+            self._http = httpx.Client(base_url=cfg.http.url.rstrip("/"), timeout=cfg.http.timeout)
+        try:
+            self._users = self._make_users()
+            self._by_sid = {u.session_id: u for u in self._users}
+            spread = self._ms(cfg.arrival_seconds) if cfg.arrival_seconds else 0
+            for u in self._users:
+                flow = self.rt.registry.latest(u.flow)
+                self._deliver(u, Message(text=flow.triggers[0]), self._start + (u.rng.randrange(spread) if spread else 0))
+                self.result.started += 1
+            with ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="flowkit-sim") as pool:
+                self._loop(pool)
+            if self._restart is not None:
+                self._restart.join()
+                self._after_restart()
+        finally:
+            if self._http is not None:
+                self._http.close()
+            self.rt.clock, self.rt.run_services, self.rt.channel = saved
+        res = self.result
+        res.seconds = time.perf_counter() - started
+        res.virtual_seconds = (self._virtual_now - self._start) / 1000
+        res.still_active = sum(u.state == "active" for u in self._users)
+        if self._counting is not None:
+            res.replies = {u.session_id: self._counting.counts.get(u.session_id, 0) for u in self._users}
+        return res
+
+    def _loop(self, pool: ThreadPoolExecutor) -> None:
+        live = self.cfg.live
+        while True:
+            if self._restart is not None and not self._restart.is_alive():
+                self._after_restart()
+            head = self._heap[0][0] if self._heap else None
+            deadline = self._next_timeout()
+            if head is None and (deadline is None or not self._await_timeouts()):
+                return
+            target = min(t for t in (head, deadline) if t is not None)
+            if live:
+                wait = target - self._wall()
+                if wait > 0:
+                    time.sleep(min(wait / 1000, 0.25))
+                    continue
+            if deadline is not None and (head is None or deadline <= head):
+                self._fire(max(deadline, self._virtual_now) if not live else self._wall())
+                continue
+            if not live:
+                self._virtual_now = max(self._virtual_now, head or self._virtual_now)
+            batch = self._next_batch(self._wall() if live else None, deadline)
+            if self._restart is None and self._due_restart():
+                self._restart = threading.Thread(target=self._do_restart, name="flowkit-sim-redis-restart")
+                self._restart.start()
+            done = list(pool.map(self._handle, batch)) if len(batch) > 1 else [self._handle(batch[0])]
+            self._handled += len(batch)
+            self._settle(done)
+            if live:
+                self._virtual_now = max(self._virtual_now, self._wall())
+            if self.progress:
+                self.progress(sum(u.state != "active" for u in self._users), len(self._users))
+
+    def _next_timeout(self) -> int | None:
+        """When the next session timeout is due (in-process only: over HTTP the server fires its own)."""
+        if self.cfg.http is not None:
+            return None
+        if self._restart is not None:
+            return None  # Redis may be down; timeouts fire once it is back
+        try:
+            return self.rt.store.next_timeout_at()  # type: ignore[no-any-return]
+        except StoreUnavailable:
+            return None
+
+    def _await_timeouts(self) -> bool:
+        """With no user event left: run on to the remaining deadlines? Virtual time is free,
+        so yes (abandoned sessions expire); live, only while some user still waits."""
+        if self._stuck_rounds > 3:
+            return False
+        return not self.cfg.live or any(u.state == "active" for u in self._users)
+
+    def _fire(self, now: int) -> None:
+        """Fire due timeouts at ``now`` through the runtime, then let their users react."""
+        self._virtual_now = max(self._virtual_now, now)
+        self._local.now = now
+        try:
+            due = self.rt.store.due_timeouts(now, 500)
+            fired = self.rt.fire_due_timeouts(now, 500)
+        except StoreUnavailable:
             return
-        state = State.from_dict(raw)
-        if state.status == "waiting_input" and not any(k == "msg" and d[0] is user for _, _, k, d in self._heap if d):
-            self._answer(user, state, at)
+        self.result.timeouts_fired += fired
+        for sid in due:
+            # A timeout that led to another call (a retry loop) left its outbox entry open
+            # for the simulator, like _settle's; no crash entry can be open here, because
+            # recovery runs before any timeout fires.
+            for version, effects in self._retry(self.rt.store.pending_effects, sid).items():
+                if any(e.get("kind") == "call" for e in effects):
+                    self._retry(self.rt.store.ack_effects, sid, version)
+            user = self._by_sid.get(sid)
+            if user is not None:
+                user.fresh = False
+                self._react(user, now)
+        after = self._next_timeout()
+        # A deadline that stays due without firing (a noop the runtime could not reschedule)
+        # must not spin the loop forever.
+        self._stuck_rounds = self._stuck_rounds + 1 if fired == 0 and after is not None and after <= now else 0
 
-    def _next_batch(self) -> list[tuple[int, int, str, Any]]:
-        """Up to ``concurrency`` events, never two different events of one session at once
-        (so the per-session order stays deterministic); duplicates do run concurrently."""
+    def _next_batch(self, wall: int | None, deadline: int | None) -> list[tuple[int, int, Kind, _Item]]:
+        """Up to ``concurrency`` events handled at once: never two different events of one
+        session (so each session's order, and with it its history, does not depend on thread
+        timing); a message and its duplicate do race. Nothing at or after the next deadline
+        (the timeout comes first), nothing in the future when live."""
         first = heapq.heappop(self._heap)
         batch = [first]
-        sessions = {self._key(first)}
+        keys = {_key(first)}
+        sessions = {first[3].user.session_id}
         while self._heap and len(batch) < self.cfg.concurrency:
-            nxt = self._heap[0]
-            key = self._key(nxt)
-            if nxt[2] == "tick" or first[2] == "tick":
+            at, _, kind, item = nxt = self._heap[0]
+            if (deadline is not None and at >= deadline) or (wall is not None and at > wall):
                 break
-            if key[0] in {s[0] for s in sessions} and key not in sessions:
+            if item.user.session_id in sessions and _key(nxt) not in keys:
                 break
             batch.append(heapq.heappop(self._heap))
-            sessions.add(key)
+            keys.add(_key(nxt))
+            sessions.add(item.user.session_id)
         return batch
 
-    @staticmethod
-    def _key(item: tuple[int, int, str, Any]) -> tuple[str, str]:
-        _, _, kind, data = item
-        if kind == "tick":
-            return ("", "tick")
-        user, event = data
-        return (user.session_id, getattr(event, "message_id", None) or getattr(event, "call_id", ""))
-
-    def _tick(self, at: int, users: list[_User]) -> None:
-        """Fire due timeouts at virtual time ``at`` and schedule the next tick while anything can still happen."""
-        by_sid = {u.session_id: u for u in users}
-        for sid in self.rt.store.due_timeouts(at, 1000):
-            self._local.now = at
-            try:
-                out = self.rt.handle(sid, Timeout(actor="simulator"))
-            except StoreUnavailable:
+    def _settle(self, done: list[_Done]) -> None:
+        """Account for a handled batch (main thread), redeliver what was not acknowledged,
+        repair crashes like a restarted process would, then let the users react."""
+        res = self.result
+        touched: dict[_User, int] = {}
+        repair = False
+        for d in done:
+            user = d.item.user
+            if d.kind == "poll":
+                touched[user] = max(d.at, touched.get(user, d.at))
                 continue
-            if out.status == "applied":
-                self.result.timeouts_fired += 1
-                user = by_sid.get(sid)
-                if user is not None:
-                    self._after(user, out, at)
-        active = any(k != "tick" for _, _, k, _ in self._heap)
-        if active:
-            self._push(at + 15_000, "tick", None)
-        elif self.rt.store.due_timeouts(2**62, 1):
-            # Only sleeping sessions are left: jump to the next deadline.
-            nxt = self.rt.store.next_timeout_at()
-            if nxt is not None:
-                self._push(max(at + 1, nxt), "tick", None)
+            ev = d.item.event
+            if isinstance(ev, Message):
+                res.messages += 1
+                res.sent.append(Sent(user.session_id, ev.message_id or "", d.at, ev.text, d.acked, d.status,
+                                     d.item.delivery))
+            res.conflicts += d.conflicts
+            if not d.acked:
+                if d.status == "crashed":
+                    res.crashes += 1
+                else:
+                    res.unavailable += 1
+                    res.inexact.add(user.session_id)  # a reply may have gone out before the failure
+                repair = True
+                user.fresh = False
+                res.redeliveries += 1
+                delay = user.rng.randint(*_REDELIVER_MS)
+                self._push(d.at + self._ms(delay / 1000), d.kind, _Item(user, ev, delivery="redelivery"))
+                continue
+            if d.calls and d.version is not None:
+                # The runtime sent the replies and left the entry open for whoever runs the
+                # call (run_services is off): the simulator does, so the entry is done. Closing
+                # it here, before any recovery round, keeps recovery from sending them again.
+                self._retry(self.rt.store.ack_effects, user.session_id, d.version)
+            if d.kind == "msg":
+                user.inflight -= 1
+            if d.status == "engine_error":
+                res.engine_errors += 1
+            if d.status == "duplicate":
+                res.duplicates_absorbed += 1
+            user.fresh = d.status == "applied" and self.cfg.http is None
+            touched[user] = max(d.at, touched.get(user, d.at))
+        if repair and self.cfg.http is None and (self._restart is None or not self._restart.is_alive()):
+            self._recover()
+        for user, at in touched.items():
+            self._react(user, at)
+
+    def _recover(self) -> None:
+        """What a restarted runtime does: finish the effects of commits nobody acknowledged."""
+        self._retry(self.rt.redeliver_outbox, 0)
+
+    # -- Redis restarts
+
+    def _due_restart(self) -> bool:
+        n = self.cfg.redis_restart_every
+        return bool(n) and self._handled // n > self.result.redis_restarts
+
+    def _do_restart(self) -> None:
+        assert self.restart_redis is not None
+        self.restart_redis()
+
+    def _after_restart(self) -> None:
+        self._restart = None
+        self.result.redis_restarts += 1
+        self._recover()
+
+
+def _key(entry: tuple[int, int, Kind, _Item]) -> tuple[str, str]:
+    _, _, kind, item = entry
+    ev = item.event
+    ident = getattr(ev, "message_id", None) or getattr(ev, "call_id", None) or kind
+    return item.user.session_id, str(ident)
+
+
+def _payload(user: _User, msg: Message, at: int) -> dict[str, Any]:
+    """The WhatsApp webhook delivery that carries ``msg``."""
+    from flowkit.channels.whatsapp import payloads as P
+
+    opts: dict[str, Any] = {"message_id": msg.message_id, "timestamp": at // 1000,
+                            "profile_name": f"Sim user {user.index}"}
+    wa = user.session_id
+    if msg.type == "button_reply" and msg.reply_id:
+        return P.button_reply_payload(wa, msg.reply_id, msg.text or msg.reply_id, **opts)
+    if msg.type == "list_reply" and msg.reply_id:
+        return P.list_reply_payload(wa, msg.reply_id, msg.text or msg.reply_id, **opts)
+    if msg.type == "location" and msg.location:
+        loc = msg.location
+        return P.location_payload(wa, loc["latitude"], loc["longitude"], name=loc.get("name"), **opts)
+    if msg.type == "media" and msg.media:
+        return P.media_payload(wa, str(msg.media.get("id")), kind=str(msg.media.get("kind") or "image"), **opts)
+    if msg.type == "unsupported" or msg.text is None:
+        return P.message_payload(wa, "unsupported", None, **opts)
+    return P.text_payload(wa, msg.text, **opts)
 
 
 def simulate(runtime: Runtime, config: SimConfig, **kwargs: Any) -> SimResult:
-    """Run a simulation and return its summary (see :class:`Simulator`)."""
+    """Run a simulation and return its result (see :class:`Simulator`)."""
     return Simulator(runtime, config, **kwargs).run()
+
+
+__all__ = ["HttpTarget", "Persona", "SIM_EPOCH_MS", "ServiceBehaviour", "SimConfig", "SimResult", "Simulator",
+           "simulate"]
