@@ -2,22 +2,27 @@
 
 Rules are locale-independent and documented here so users and analysts can predict them:
 
-- text: trimmed; must not be empty.
+- text: trimmed; must not be empty (a tapped button answers with its title).
 - int: optional sign, digits, thousands grouped by ``,`` ``.`` ``'`` ``_`` or spaces in groups
-  of three (``1,000``), or a number word from zero to twenty (``three``).
+  of three (``1,000``; ``12 34`` is refused), or a number word from zero to twenty (``three``).
+  Digits of any script count (``١٢`` is 12); at most 30 digits.
 - number: as int, plus one decimal separator. With both ``.`` and ``,`` the last one is the
-  decimal separator (``1.234,5`` and ``1,234.5`` are both 1234.5); a single ``,`` followed
-  by exactly three digits groups thousands (``1,500``), otherwise it is the decimal
-  separator (``12,50``). Currency signs and codes around the number are ignored.
+  decimal separator and the other must group by three (``1.234,5`` and ``1,234.5`` are both
+  1234.5); a single ``,`` followed by exactly three digits groups thousands (``1,500``),
+  otherwise it is the decimal separator (``12,50``); a single ``.`` is always decimal
+  (``1.500`` is 1.5). Whole numbers stay exact ints. Currency signs and codes around the
+  number are ignored.
 - choice: the option itself (case-insensitive), a tapped button/list row id, the option's
   number (``2`` or ``2)``), its button/row title, or an unambiguous prefix of 3+ letters.
-- yes_no: yes/no in several languages, y/n, ok, true/false, 1/0, thumbs up/down.
+- yes_no: yes/no in several languages, y/n, ok, true/false, 1/0, thumbs up/down (any skin tone),
+  or the ``yes``/``no`` id of a tapped button.
 - email: ``local@domain.tld``, domain lower-cased.
 - phone: 6 to 15 digits after removing spaces, dashes, dots and brackets; ``+``/``00`` kept as ``+``.
 - date: ``YYYY-MM-DD``, day-first ``DD/MM/YYYY`` (also ``.`` and ``-``), ``25 Dec 2026``,
-  ``Dec 25 2026``, ``today``, ``tomorrow`` (relative to the engine's ``now``, UTC).
+  ``Dec 25 2026`` (English month names or their 3+ letter prefixes), ``today``, ``tomorrow`` (relative to the engine's ``now``, UTC).
   Stored as ``YYYY-MM-DD``.
-- location and media: only the matching WhatsApp message type is accepted.
+- location and media: only the matching WhatsApp message type is accepted; a location needs
+  latitude -90..90 and longitude -180..180, media an id.
 """
 
 from __future__ import annotations
@@ -75,48 +80,74 @@ _WORDS = {w: i for i, w in enumerate(
 _YES = {"yes", "y", "yeah", "yep", "yup", "sure", "ok", "okay", "true", "1", "si", "sí", "oui", "ja", "sim",
         "correct", "right", "affirmative", "👍", "✅"}
 _NO = {"no", "n", "nope", "nah", "false", "0", "non", "nein", "não", "nao", "wrong", "incorrect", "👎", "❌"}
-_MONTHS = {m: i + 1 for i, m in enumerate(
-    "jan feb mar apr may jun jul aug sep oct nov dec".split()
-)}
+_MONTH_NAMES = ("january", "february", "march", "april", "may", "june", "july", "august", "september",
+                "october", "november", "december")
+
+
+def _month(word: str) -> int | None:
+    """``dec``, ``Dec.``, ``sept``, ``december`` -> 12; not ``decxyz``."""
+    w = word.rstrip(".")
+    if len(w) < 3:
+        return None
+    for i, name in enumerate(_MONTH_NAMES):
+        if name.startswith(w):
+            return i + 1
+    return None
 _CURRENCY = re.compile(r"^(?:[$€£¥₹]|eur|usd|gbp|brl|inr)\s*|\s*(?:[$€£¥₹]|eur|usd|gbp|brl|inr)$", re.IGNORECASE)
 _EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@([A-Za-z0-9-]+\.)+[A-Za-z]{2,}$")
+
+
+_MAX_DIGITS = 30  # longer "numbers" are not answers (and Python refuses int() of 4300+ digits)
 
 
 def _text(msg: Message) -> str:
     if msg.type not in ("text", "button_reply", "list_reply"):
         raise InvalidInput("wrong_type", f"got a {msg.type} message")
     text = unicodedata.normalize("NFC", (msg.text or "")).strip()
-    if not text and not msg.reply_id:
+    if not text:
         raise InvalidInput("empty")
     return text
 
 
+def _ascii_digits(t: str) -> str:
+    """Any script's decimal digits (``١٢``, ``１２``) as ASCII digits."""
+    return "".join(str(unicodedata.decimal(c)) if c.isdecimal() and not c.isascii() else c for c in t)
+
+
 def parse_int(text: str) -> int:
-    t = _CURRENCY.sub("", text.strip().lower()).strip()
+    t = _ascii_digits(_CURRENCY.sub("", text.strip().lower()).strip())
     if t in _WORDS:
         return _WORDS[t]
+    t = re.sub(r"^([+-])\s+", r"\1", t)  # "- 5"
     if re.fullmatch(r"[+-]?\d{1,3}([,.' _]\d{3})+", t):
         t = re.sub(r"[,.' _]", "", t)
-    t = t.replace(" ", "")
-    if re.fullmatch(r"[+-]?\d+", t):
+    if re.fullmatch(r"[+-]?\d+", t) and len(t) <= _MAX_DIGITS:
         return int(t)
-    if re.fullmatch(r"[+-]?\d+[.,]0+", t):  # "3.0" is a whole number
+    if re.fullmatch(r"[+-]?\d+[.,]0+", t) and len(t) <= _MAX_DIGITS:  # "3.0" is a whole number
         return int(re.split(r"[.,]", t)[0])
     raise InvalidInput("not_an_integer", f"{text!r} is not a whole number")
 
 
 def parse_number(text: str) -> int | float:
-    t = _CURRENCY.sub("", text.strip().lower()).strip().replace(" ", "").replace("_", "").replace("'", "")
+    t = _ascii_digits(_CURRENCY.sub("", text.strip().lower()).strip())
     if t in _WORDS:
         return _WORDS[t]
     sign = ""
     if t[:1] in "+-":
-        sign, t = t[0], t[1:]
-    if not re.fullmatch(r"[\d.,]+", t) or not re.search(r"\d", t):
+        sign, t = t[0], t[1:].lstrip()
+    # Spaces, `_` and `'` only group thousands: "1 234,5" yes, "12 34" no.
+    if re.search(r"[ _']", t):
+        if not re.fullmatch(r"\d{1,3}([ _']\d{3})+([.,]\d+)?", t):
+            raise InvalidInput("not_a_number", f"{text!r} is not a number")
+        t = re.sub(r"[ _']", "", t)
+    if not re.fullmatch(r"[0-9.,]+", t) or not re.search(r"[0-9]", t) or len(t) > _MAX_DIGITS:
         raise InvalidInput("not_a_number", f"{text!r} is not a number")
     if "." in t and "," in t:
         dec = "." if t.rfind(".") > t.rfind(",") else ","
         grp = "," if dec == "." else "."
+        whole = t[: t.rfind(dec)]
+        if not re.fullmatch(r"\d{1,3}(" + re.escape(grp) + r"\d{3})+", whole):
+            raise InvalidInput("not_a_number", f"{text!r} is not a number")
         t = t.replace(grp, "").replace(dec, ".")
     elif "," in t:
         parts = t.split(",")
@@ -131,15 +162,20 @@ def parse_number(text: str) -> int | float:
         if not all(len(p) == 3 for p in parts[1:]):
             raise InvalidInput("not_a_number", f"{text!r} is not a number")
         t = t.replace(".", "")
+    if re.fullmatch(r"[0-9]+", t):
+        return int(sign + t)  # exact, however many digits (a float would round 2**53 + 1)
     try:
         value = float(sign + t)
     except ValueError:
         raise InvalidInput("not_a_number", f"{text!r} is not a number") from None
-    return int(value) if value.is_integer() and "." not in t else value
+    return value
+
+
+_EMOJI_MODIFIERS = re.compile("[\ufe0f\U0001F3FB-\U0001F3FF]")
 
 
 def parse_yes_no(text: str) -> bool:
-    t = text.strip().lower().rstrip("!.")
+    t = _EMOJI_MODIFIERS.sub("", text).strip().lower().rstrip("!.").strip()
     if t in _YES:
         return True
     if t in _NO:
@@ -148,7 +184,7 @@ def parse_yes_no(text: str) -> bool:
 
 
 def parse_date(text: str, today: dt.date) -> str:
-    t = text.strip().lower().replace(",", " ")
+    t = _ascii_digits(text.strip().lower().replace(",", " "))
     t = re.sub(r"\s+", " ", t)
     if t == "today":
         return today.isoformat()
@@ -159,19 +195,19 @@ def parse_date(text: str, today: dt.date) -> str:
             return dt.date(int(m[1]), int(m[2]), int(m[3])).isoformat()
         if m := re.fullmatch(r"(\d{1,2})[/.-](\d{1,2})[/.-](\d{4})", t):
             return dt.date(int(m[3]), int(m[2]), int(m[1])).isoformat()
-        if m := re.fullmatch(r"(\d{1,2})(?:st|nd|rd|th)? ([a-z]{3})[a-z]*\.? (\d{4})", t):
-            if m[2] in _MONTHS:
-                return dt.date(int(m[3]), _MONTHS[m[2]], int(m[1])).isoformat()
-        if m := re.fullmatch(r"([a-z]{3})[a-z]*\.? (\d{1,2})(?:st|nd|rd|th)? (\d{4})", t):
-            if m[1] in _MONTHS:
-                return dt.date(int(m[3]), _MONTHS[m[1]], int(m[2])).isoformat()
+        if m := re.fullmatch(r"(\d{1,2})(?:st|nd|rd|th)? ([a-z]+\.?) (\d{4})", t):
+            if month := _month(m[2]):
+                return dt.date(int(m[3]), month, int(m[1])).isoformat()
+        if m := re.fullmatch(r"([a-z]+\.?) (\d{1,2})(?:st|nd|rd|th)? (\d{4})", t):
+            if month := _month(m[1]):
+                return dt.date(int(m[3]), month, int(m[2])).isoformat()
     except ValueError:
         raise InvalidInput("bad_date", f"{text!r} is not a real date") from None
     raise InvalidInput("bad_date", f"{text!r} is not a date")
 
 
 def parse_phone(text: str) -> str:
-    t = re.sub(r"[\s\-.()/]", "", text.strip())
+    t = _ascii_digits(re.sub(r"[\s\-.()/]", "", text.strip()))
     plus = t.startswith("+") or t.startswith("00")
     digits = t[1:] if t.startswith("+") else (t[2:] if t.startswith("00") else t)
     if not re.fullmatch(r"\d{6,15}", digits):
@@ -212,14 +248,25 @@ def parse_input(spec: InputSpec, msg: Message, *, slot: SlotSpec | None = None,
         if msg.type != "location" or not msg.location:
             raise InvalidInput("need_location")
         loc = msg.location
-        value = {k: loc[k] for k in ("latitude", "longitude", "name", "address") if loc.get(k) is not None}
+        for k, limit in (("latitude", 90), ("longitude", 180)):
+            v = loc.get(k)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not -limit <= v <= limit:
+                raise InvalidInput("need_location", f"{k} {v!r} is not a number from -{limit} to {limit}")
+        value = {k: loc[k] for k in ("latitude", "longitude") if loc.get(k) is not None}
+        value.update({k: str(loc[k]) for k in ("name", "address") if loc.get(k) is not None})
     elif t == "media":
         if msg.type != "media" or not msg.media:
             raise InvalidInput("need_media")
         media = dict(msg.media)
+        if not isinstance(media.get("id"), str) or not media["id"]:
+            raise InvalidInput("need_media", "the media has no id")
         if spec.media and media.get("kind") not in spec.media:
             raise InvalidInput("wrong_media", f"{media.get('kind')} is not one of {', '.join(spec.media)}")
-        value = {k: media[k] for k in ("id", "kind", "mime_type", "caption", "filename") if media.get(k) is not None}
+        value = {k: str(media[k]) for k in ("id", "kind", "mime_type", "caption", "filename") if media.get(k) is not None}
+    elif t == "choice" and msg.reply_id is not None and msg.reply_id in (spec.options or ()):
+        value = msg.reply_id  # a tapped button or list row
+    elif t == "yes_no" and msg.reply_id in ("yes", "no"):
+        value = msg.reply_id == "yes"
     else:
         text = _text(msg)
         if t == "text" or t == "regex":
@@ -233,10 +280,7 @@ def parse_input(spec: InputSpec, msg: Message, *, slot: SlotSpec | None = None,
         elif t == "choice":
             value = parse_choice(text, msg.reply_id, spec.options or (), labels or {})
         elif t == "yes_no":
-            if msg.reply_id in ("yes", "no"):
-                value = msg.reply_id == "yes"
-            else:
-                value = parse_yes_no(text)
+            value = parse_yes_no(text)
         elif t == "email":
             if not _EMAIL.match(text):
                 raise InvalidInput("bad_email", f"{text!r} is not an e-mail address")

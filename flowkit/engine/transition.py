@@ -83,9 +83,12 @@ def step(flow: Flow, state: State | None, event: Event, now: int | dt.datetime, 
             raise EngineError(f"a new session can only begin with a Start event, not {event.kind}; route the message to a flow first")
         if not session_id:
             raise EngineError("a new session needs a session_id")
-    elif now_ms < state.updated_at:
-        # A clock behind the last commit would make durations negative; keep time monotonic.
-        now_ms = state.updated_at
+    else:
+        if session_id is not None and session_id != state.session_id:
+            raise EngineError(f"the state belongs to session {state.session_id!r}, not {session_id!r}")
+        if now_ms < state.updated_at:
+            # A clock behind the last commit would make durations negative; keep time monotonic.
+            now_ms = state.updated_at
     return _Run(flow, state, now_ms, flows, session_id or (state.session_id if state else "")).apply(event)
 
 
@@ -117,8 +120,6 @@ class _Run:
         self.session_id = session_id
         self.version = (state.version if state else 0) + 1
         self.flow_version = state.flow_version if state else root.version_id
-        if state is not None and state.flow != root.name:
-            raise EngineError(f"session {session_id!r} runs flow {state.flow!r}, but the engine was given flow {root.name!r}")
         self.step_name: str | None = state.step if state else None
         self.status = state.status if state else "active"
         self.slots: dict[str, Any] = dict(state.slots) if state else {}
@@ -228,10 +229,9 @@ class _Run:
     def enter(self, local: str) -> None:
         self.auto += 1
         if self.auto > MAX_AUTO_STEPS:
-            tail = self.path[-12:]
             raise EngineError(
                 f"flow {self.root.name!r} moved {MAX_AUTO_STEPS} steps without waiting for the user "
-                f"(cycle through {' -> '.join(tail)}); add an ask step or an exit condition to that loop"
+                f"(cycle {' -> '.join(_cycle(self.path))}); add an ask step or an exit condition to that loop"
             )
         flow = self.flow
         if local not in flow.steps:
@@ -297,7 +297,9 @@ class _Run:
         self.attempts = {}
         self.trail = []
         if self.stack:  # ending from inside a sub-flow ends the whole session
-            root_slots = self.stack[0]["slots"]
+            root_slots = dict(self.stack[0]["slots"])
+            if PROFILE in self.slots:
+                root_slots[PROFILE] = self.slots[PROFILE]
             self.stack = []
             self.slots = root_slots
         self.effects.append(End(status=status))
@@ -306,6 +308,8 @@ class _Run:
         frame = self.stack.pop()
         child_slots = self.slots
         self.slots, self.attempts, self.trail = dict(frame["slots"]), dict(frame["attempts"]), list(frame["trail"])
+        if PROFILE in child_slots:  # the profile may have been updated by a message inside the sub-flow
+            self.slots[PROFILE] = child_slots[PROFILE]
         st = self.flow.steps[frame["at"]]
         assert isinstance(st, FlowStep)
         self.step_name = self.qualify(frame["at"])
@@ -325,6 +329,11 @@ class _Run:
         actor = event.actor
         message_id = getattr(event, "message_id", None)
         from_step = self.step_name
+        if isinstance(event, Start) and event.flow != self.root.name:
+            raise EngineError(f"the Start event names flow {event.flow!r}, but the engine was given flow {self.root.name!r}")
+        if self.prev is not None and self.prev.flow != self.root.name and not (isinstance(event, Start) and self.prev.terminal):
+            # An ended session may start any flow; a live one only runs under its own flow.
+            raise EngineError(f"session {self.session_id!r} runs flow {self.prev.flow!r}, but the engine was given flow {self.root.name!r}")
         if isinstance(event, Start):
             if self.prev is not None and not self.prev.terminal:
                 raise EngineError(f"session {self.session_id!r} is still in flow {self.prev.flow!r}; cancel it before starting another")
@@ -336,6 +345,10 @@ class _Run:
             name = self.command(event)
             if name is None:
                 return self.noop()
+        elif self.prev.terminal and isinstance(event, (ServiceResult, Timeout)):
+            # A result of a call the user cancelled, or a deadline scheduled before the session
+            # ended: stale, not an error (like a late result of a live session).
+            return self.noop()
         elif self.prev.terminal:
             raise EngineError(f"session {self.session_id!r} has ended ({self.prev.status}); start a flow to talk again")
         elif isinstance(event, Message):
@@ -358,10 +371,12 @@ class _Run:
     def start(self, event: Start) -> None:
         self.root_reset()
         if event.profile:
-            self.slots[PROFILE] = dict(event.profile)
+            self.slots[PROFILE] = _json_value(dict(event.profile), "the Start event's profile")
         elif self.prev is not None and PROFILE in self.prev.slots:
             self.slots[PROFILE] = self.prev.slots[PROFILE]
-        self.slots.update(event.args)
+        if PROFILE in event.args:
+            raise EngineError("'profile' is reserved for the user's profile; pass it as Start(profile=...), not in args")
+        self.slots.update(_json_value(dict(event.args), "the Start event's args"))
         self.flow_version = self.root.version_id
         self.started_at = self.now
         self.enter(self.root.start)
@@ -374,7 +389,7 @@ class _Run:
     def message(self, msg: Message) -> str:
         assert self.pending is not None
         if msg.profile and msg.profile != self.slots.get(PROFILE):
-            self.slots[PROFILE] = dict(msg.profile)
+            self.slots[PROFILE] = _json_value(dict(msg.profile), "the message's profile")
         if msg.type == "text" and msg.text:
             cmd = self.root.commands.match(msg.text)
             if cmd is not None:
@@ -400,7 +415,7 @@ class _Run:
             self.invalid(st, exc)
             return
         if st.save:
-            self.slots[st.save] = value
+            self.slots[st.save] = _json_value(value, "the answer") if isinstance(value, Mapping) else value
         self.attempts = {}
         assert self.step_name is not None
         self.trail = [*self.trail, self.step_name]
@@ -430,10 +445,14 @@ class _Run:
         slot = self.flow.slots.get(st.save) if st.save else None
         self.redact = bool(slot and slot.sensitive)
         if res.ok:
-            why = slot_problem(slot, res.value) if slot is not None else None
+            try:
+                value = _json_value(res.value, "the service result")
+                why = slot_problem(slot, value) if slot is not None else None
+            except EngineError:
+                why = "not JSON (only text, numbers, true/false, null, lists and maps with text keys)"
             if why is None:
                 if st.save:
-                    self.slots[st.save] = res.value
+                    self.slots[st.save] = value
                 self.follow(st)
                 return True
             self.error = f"service_error:bad_result ({why})"
@@ -510,10 +529,21 @@ class _Run:
         return "command"
 
     def back(self) -> None:
-        if not self.trail or (self.pending or {}).get("wait") != "input":
+        # At a sub-flow's first question, `back` leaves the sub-flow for the caller's last question.
+        levels, trail = 0, self.trail
+        while not trail and levels < len(self.stack):
+            levels += 1
+            trail = self.stack[-levels]["trail"]
+        if not trail or (self.pending or {}).get("wait") != "input":
             self.effects.append(Reply(text=NO_BACK_TEXT))
             self.reprompt()
             return
+        for _ in range(levels):
+            frame = self.stack.pop()
+            profile = self.slots.get(PROFILE)
+            self.slots, self.attempts, self.trail = dict(frame["slots"]), dict(frame["attempts"]), list(frame["trail"])
+            if profile is not None:
+                self.slots[PROFILE] = profile
         target = self.trail[-1]
         self.trail = self.trail[:-1]
         self.attempts = {}
@@ -526,6 +556,13 @@ class _Run:
                 self.say(st.ask, "ask", extra=st)
 
     def restore(self, target: State) -> None:
+        if target.session_id != self.session_id or target.flow != self.root.name:
+            raise EngineError(f"the target state is session {target.session_id!r} in flow {target.flow!r}, "
+                              f"not session {self.session_id!r} in flow {self.root.name!r}")
+        if target.flow_version != self.root.version_id:
+            # The restored state is pinned to its own flow version: validate it (and run the
+            # session from now on) under that version, not the one the session had moved to.
+            self.root = self.resolve(self.root.name, target.flow_version)
         self.step_name, self.status = target.step, target.status
         self.slots, self.attempts = dict(target.slots), dict(target.attempts)
         self.stack = [dict(f) for f in target.stack]
@@ -546,6 +583,12 @@ class _Run:
             raise EngineError(f"step {target!r} does not exist in flow {self.root.name!r} version {self.root.version_id}; give a step mapping")
         self.slots = {k: v for k, v in self.slots.items() if k == PROFILE or k in self.root.slots}
         self.attempts, self.pending = {}, None
+        # `back` must only lead to questions of the new version, and never forward past the
+        # step the session is moved to: keep the earlier answered ask steps that still exist.
+        trail = [s for s in self.trail if isinstance(self.root.steps.get(s), AskStep)]
+        if target in trail:
+            trail = trail[: trail.index(target)]
+        self.trail = trail
         self.enter(target)
 
     # ------------------------------------------------------------ result
@@ -606,6 +649,26 @@ class _Run:
                 check_slots(frame["slots"], owner.slots, where=f"step {frame['at']!r} of flow {owner.name!r}")
         except StateValidationError as exc:
             raise StateValidationError(f"{exc} (event would leave an invalid state; nothing was changed)") from None
+
+
+def _cycle(path: list[str]) -> list[str]:
+    """The repeating loop at the end of ``path``: ``[a, b, c, b, c, b]`` -> ``[b, c, b]``."""
+    if not path:
+        return []
+    last = path[-1]
+    for i in range(len(path) - 2, -1, -1):
+        if path[i] == last:
+            return path[i:]
+    return path[-12:]
+
+
+def _json_value(value: Any, where: str) -> Any:
+    """``value`` as it reads back from the state's JSON (tuples become lists), or EngineError
+    when it has no exact JSON form (objects, sets, NaN/infinity, non-text keys)."""
+    try:
+        return json.loads(json.dumps(value, allow_nan=False, ensure_ascii=False))
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise EngineError(f"{where} cannot be stored in the session state: {exc}") from None
 
 
 def _labels(st: AskStep) -> dict[str, str]:
