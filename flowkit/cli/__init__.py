@@ -10,6 +10,7 @@ from __future__ import annotations
 import typer
 
 from flowkit.cli import alerts_cmds as _alerts
+from flowkit.cli import dashboard_cmds as _dashboard
 from flowkit.cli import flows as _flows
 from flowkit.cli import history_cmds as _history
 from flowkit.cli import runtime_cmds as _runtime
@@ -28,6 +29,7 @@ _runtime.register(app)
 _store.register(app)
 _history.register(app)
 _alerts.register(app)
+_dashboard.register(app)
 
 
 def main() -> None:
