@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from flowkit.errors import ExpressionError
@@ -160,6 +160,16 @@ _ARITY: Mapping[str, tuple[int, int]] = {
 
 KEYWORDS = {"and", "or", "not", "in", "true", "false", "null", "True", "False", "None"}
 
+# Python words that are not part of the language. They stay usable as slot names; they
+# only name what went wrong when an expression does not parse (``lambda x: x``).
+PYTHON_ONLY = (
+    "lambda", "import", "from", "for", "if", "else", "elif", "is", "def", "class", "yield", "await", "async",
+    "while", "with", "del", "global", "nonlocal", "assert", "raise", "try", "except", "finally", "return",
+)
+
+MAX_LENGTH = 2000  # characters in one expression
+MAX_DEPTH = 50  # nesting of the tree (parentheses, operators, fields); deeper would exhaust the stack
+
 # ---------------------------------------------------------------- tokenizer
 
 _TOKEN = re.compile(
@@ -168,7 +178,7 @@ _TOKEN = re.compile(
   | (?P<number>\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)
   | (?P<string>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")
   | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
-  | (?P<op>==|!=|<=|>=|//|[<>+\-*/%().,\[\]])
+  | (?P<op>==|!=|<=|>=|//|\*\*|[<>+\-*/%().,\[\]])
     """,
     re.VERBOSE,
 )
@@ -193,6 +203,8 @@ def _tokenize(src: str) -> list[_Tok]:
                 raise ExpressionError("unterminated string", src, i)
             if src[i] == "=":
                 raise ExpressionError("unexpected '=' (use '==' to compare)", src, i)
+            if src[i] == "|":
+                raise ExpressionError("unexpected '|' (there are no filters: write upper(name), not name | upper)", src, i)
             raise ExpressionError(f"unexpected character {src[i]!r}", src, i)
         kind = m.lastgroup or ""
         if kind != "ws":
@@ -228,6 +240,12 @@ class _Parser:
         self.src = src
         self.toks = _tokenize(src)
         self.i = 0
+        self.depth = 0
+
+    def _enter(self) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self._error(f"expression nested more than {MAX_DEPTH} levels deep")
 
     @property
     def tok(self) -> _Tok:
@@ -278,7 +296,10 @@ class _Parser:
     def _not(self) -> Node:
         if self._is("name", "not"):
             t = self._take()
-            return Unary(t.pos, "not", self._not())
+            self._enter()
+            node = Unary(t.pos, "not", self._not())
+            self.depth -= 1
+            return node
         return self._compare()
 
     def _compare(self) -> Node:
@@ -312,16 +333,27 @@ class _Parser:
 
     def _term(self) -> Node:
         node = self._unary()
-        while self.tok.kind == "op" and self.tok.text in ("*", "/", "//", "%"):
+        while self.tok.kind == "op" and self.tok.text in ("*", "/", "//", "%", "**"):
+            if self.tok.text == "**":
+                raise self._error("'**' (power) is not allowed: it can build numbers too big to compute; multiply instead")
             op = self._take()
-            node = BinOp(op.pos, op.text, node, self._unary())
+            right = self._unary()
+            if op.text == "*":
+                for side in (node, right):
+                    if isinstance(side, ListExpr) or (isinstance(side, Const) and isinstance(side.value, str)):
+                        raise ExpressionError("'*' only multiplies numbers (no repeating text or lists)", self.src, op.pos)
+            node = BinOp(op.pos, op.text, node, right)
         return node
 
     def _unary(self) -> Node:
+        self._enter()
         if self._is("op", "-"):
             t = self._take()
-            return Unary(t.pos, "-", self._unary())
-        return self._postfix()
+            node: Node = Unary(t.pos, "-", self._unary())
+        else:
+            node = self._postfix()
+        self.depth -= 1
+        return node
 
     def _postfix(self) -> Node:
         node = self._primary()
@@ -331,6 +363,8 @@ class _Parser:
                 if self.tok.kind != "name":
                     raise self._error("expected a field name after '.'")
                 t = self._take()
+                if t.text.startswith("__"):
+                    raise ExpressionError(f"field {t.text!r}: names starting with '__' are not allowed", self.src, t.pos)
                 node = Attr(t.pos, node, t.text)
             elif self._is("op", "["):
                 t = self._take()
@@ -358,6 +392,8 @@ class _Parser:
                 return Const(t.pos, None)
             if t.text in KEYWORDS:
                 raise ExpressionError(f"unexpected keyword {t.text!r}", self.src, t.pos)
+            if t.text.startswith("__"):
+                raise ExpressionError(f"name {t.text!r}: names starting with '__' are not allowed", self.src, t.pos)
             if self._is("op", "("):
                 return self._call(t)
             return Name(t.pos, t.text)
@@ -405,15 +441,47 @@ class _Parser:
 
 
 @dataclass(frozen=True)
+class Span:
+    """Where a text (an expression or template) was written, to turn offsets into places.
+
+    ``anchors`` are ``(offset in the text, line, column)``, ascending: the character at
+    ``offset`` was written at ``line:column`` and the characters after it follow on the
+    same line. ``exact`` is False when only the start of the text is known (folded YAML).
+    """
+
+    anchors: tuple[tuple[int, int, int], ...]
+    exact: bool = True
+
+    def at(self, offset: int) -> tuple[int, int]:
+        """(line, column) of the character at ``offset``."""
+        start, line, column = self.anchors[0]
+        if not self.exact:
+            return line, column
+        for a in self.anchors:
+            if a[0] > offset:
+                break
+            start, line, column = a
+        return line, column + max(0, offset - start)
+
+
+@dataclass(frozen=True)
 class Expr:
-    """A parsed expression: its source text and its AST."""
+    """A parsed expression: its source text and its AST (``span``: where it was written, if known)."""
 
     source: str
     tree: Node
+    span: Span | None = field(default=None, compare=False, repr=False)
 
     def names(self) -> frozenset[str]:
         """Root names the expression reads (slots, ``profile``, ...)."""
         return frozenset(_names(self.tree))
+
+    def name_positions(self) -> dict[str, int]:
+        """Each root name the expression reads, with the offset where it is first read."""
+        out: dict[str, int] = {}
+        for name, pos in sorted(_name_nodes(self.tree), key=lambda x: x[1]):
+            out.setdefault(name, pos)
+        return out
 
     def evaluate(self, env: Mapping[str, Any]) -> Any:
         try:
@@ -431,9 +499,62 @@ def parse_expr(source: str) -> Expr:
     """Parse ``source`` into an :class:`Expr`; raise :class:`ExpressionError` with a position."""
     if not isinstance(source, str):
         raise ExpressionError(f"an expression must be a string, got {type(source).__name__}", str(source), 0)
-    if len(source) > 2000:
-        raise ExpressionError("expression longer than 2000 characters", source[:60] + "...", 0)
-    return Expr(source, _Parser(source).parse())
+    if len(source) > MAX_LENGTH:
+        raise ExpressionError(f"expression longer than {MAX_LENGTH} characters", source[:60] + "...", 0)
+    try:
+        tree = _Parser(source).parse()
+    except ExpressionError as exc:
+        word = _python_word(source, exc.position)
+        if word is None:
+            raise
+        name, pos = word
+        raise ExpressionError(
+            f"{name!r} is Python, not part of flow expressions (no lambda, import, comprehensions or if/else; "
+            "use and/or, and a branch in `next`)", source, pos,
+        ) from None
+    deep = _too_deep(tree)
+    if deep is not None:
+        raise ExpressionError(f"expression nested more than {MAX_DEPTH} levels deep", source, deep.pos)
+    return Expr(source, tree)
+
+
+_WORDS = re.compile(r"""'(?:[^'\\]|\\.)*'?|"(?:[^"\\]|\\.)*"?|[A-Za-z_][A-Za-z0-9_]*""")
+
+
+def _python_word(source: str, limit: int) -> tuple[str, int] | None:
+    """The Python-only word (outside strings) that explains a parse error at ``limit``:
+    the word at the error, or the expression's first word (``lambda x: x``, ``import os``)."""
+    words = [(m.group(), m.start()) for m in _WORDS.finditer(source) if m.start() <= limit]
+    for word, pos in words:
+        if word in PYTHON_ONLY and (pos == limit or pos == len(source) - len(source.lstrip())):
+            return word, pos
+    return None
+
+
+def _children(node: Node) -> tuple[Node, ...]:
+    match node:
+        case Attr(target=t) | Unary(operand=t):
+            return (t,)
+        case Index(target=t, index=i):
+            return (t, i)
+        case ListExpr(items=items) | BoolOp(operands=items) | Call(args=items):
+            return items
+        case BinOp(left=a, right=b):
+            return (a, b)
+        case Compare(first=f, rest=r):
+            return (f, *r)
+    return ()
+
+
+def _too_deep(tree: Node) -> Node | None:
+    """A node deeper than MAX_DEPTH (left-leaning chains like ``1+1+...+1`` included), without recursion."""
+    todo = [(tree, 1)]
+    while todo:
+        node, depth = todo.pop()
+        if depth > MAX_DEPTH:
+            return node
+        todo.extend((c, depth + 1) for c in _children(node))
+    return None
 
 
 def _names(node: Node) -> set[str]:
@@ -455,7 +576,23 @@ def _names(node: Node) -> set[str]:
     return set()
 
 
-_MISSING = object()
+def _name_nodes(node: Node) -> list[tuple[str, int]]:
+    match node:
+        case Name(name=n):
+            return [(n, node.pos)]
+        case Attr(target=t):
+            return _name_nodes(t)
+        case Index(target=t, index=i):
+            return _name_nodes(t) + _name_nodes(i)
+        case ListExpr(items=items) | BoolOp(operands=items) | Call(args=items):
+            return [x for item in items for x in _name_nodes(item)]
+        case Unary(operand=o):
+            return _name_nodes(o)
+        case BinOp(left=a, right=b):
+            return _name_nodes(a) + _name_nodes(b)
+        case Compare(first=f, rest=r):
+            return _name_nodes(f) + [x for item in r for x in _name_nodes(item)]
+    return []
 
 
 def _eval(node: Node, env: Mapping[str, Any], src: str) -> Any:

@@ -8,10 +8,10 @@ a user fixing a file sees all of them at once.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,68 +47,17 @@ from flowkit.flow.model import (
     TemplateMessage,
     parse_duration,
 )
+from flowkit.flow.reader import Node as _N
+from flowkit.flow.reader import Reader
+from flowkit.flow.reader import type_name as _type_name
 from flowkit.flow.template import Template, parse_template
 
 FLOW_SUFFIXES = (".yaml", ".yml", ".json")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SERVICE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-_MAX_NODES = 200_000  # alias bombs ("billion laughs") stop here
 
 
-# ---------------------------------------------------------------- YAML with locations
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 booleans: only true/false, so ``options: [yes, no]`` stays text."""
-
-
-_StrictLoader.yaml_implicit_resolvers = {
-    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
-    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.copy().items()
-}
-_StrictLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-
-
-@dataclass
-class _N:
-    """A value with the place it was written (1-based line and column)."""
-
-    value: Any  # scalar, dict[str, tuple[_N, _N]] (key node, value node), or list[_N]
-    line: int
-    column: int
-    quoted: bool = False
-
-    @property
-    def is_map(self) -> bool:
-        return isinstance(self.value, dict)
-
-    @property
-    def is_list(self) -> bool:
-        return isinstance(self.value, list)
-
-    def plain(self) -> Any:
-        if self.is_map:
-            return {k: v.plain() for k, (_, v) in self.value.items()}
-        if self.is_list:
-            return [v.plain() for v in self.value]
-        return self.value
-
-
-def _type_name(v: Any) -> str:
-    if isinstance(v, dict):
-        return "a mapping"
-    if isinstance(v, list):
-        return "a list"
-    if v is None:
-        return "nothing (null)"
-    if isinstance(v, bool):
-        return "a boolean"
-    if isinstance(v, (int, float)):
-        return "a number"
-    return "text"
-
+# ---------------------------------------------------------------- the parser
 
 class _Parser:
     """Turns one flow file's text into a :class:`Flow`, collecting problems."""
@@ -117,11 +66,16 @@ class _Parser:
         self.source_text = text
         self.file = file
         self.problems: list[Problem] = []
-        self._nodes = 0
+        self._broken_next: dict[str, tuple[Branch, ...]] = {}
 
     # -- problems
 
     def loc(self, n: _N, offset: int = 0) -> Loc:
+        """Where ``n`` was written; ``offset`` points inside a text value (exact where the
+        file's layout allows, see :class:`~flowkit.flow.expr.Span`)."""
+        if n.span is not None:
+            line, column = n.span.at(offset)
+            return Loc(self.file, line, column)
         return Loc(self.file, n.line, n.column + (1 if n.quoted else 0) + offset)
 
     def err(self, n: _N | Loc, code: str, message: str) -> None:
@@ -131,64 +85,10 @@ class _Parser:
     # -- YAML to located nodes
 
     def compose(self) -> _N | None:
-        loader = _StrictLoader(self.source_text)
-        try:
-            node = loader.get_single_node()
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-            what = exc.problem or exc.context or "invalid YAML"
-            self.problems.append(Problem(self.file, line, col, "yaml-syntax", f"YAML syntax error: {what}"))
-            return None
-        except yaml.YAMLError as exc:
-            self.problems.append(Problem(self.file, 1, 1, "yaml-syntax", f"YAML error: {exc}"))
-            return None
-        finally:
-            loader.dispose()
-        if node is None:
-            self.problems.append(Problem(self.file, 1, 1, "empty-file", "the file is empty; a flow needs at least `flow`, `start` and `steps`"))
-            return None
-        try:
-            return self._convert(node, loader)
-        except _TooBig:
-            self.problems.append(Problem(self.file, 1, 1, "too-big", f"the file expands to more than {_MAX_NODES} values (alias bomb?)"))
-            return None
-
-    def _convert(self, node: yaml.Node, loader: yaml.SafeLoader) -> _N:
-        self._nodes += 1
-        if self._nodes > _MAX_NODES:
-            raise _TooBig
-        line, col = node.start_mark.line + 1, node.start_mark.column + 1
-        if isinstance(node, yaml.MappingNode):
-            out: dict[str, tuple[_N, _N]] = {}
-            for knode, vnode in node.value:
-                key = self._convert(knode, loader)
-                value = self._convert(vnode, loader)
-                if knode.tag == "tag:yaml.org,2002:merge":
-                    self.err(key, "unsupported", "YAML merge keys (<<) are not supported in flow files; write the keys out")
-                    continue
-                if not isinstance(key.value, str):
-                    if isinstance(key.value, (int, float, bool)) or key.value is None:
-                        key.value = "null" if key.value is None else str(key.value).lower()
-                    else:
-                        self.err(key, "wrong-type", "a mapping key must be text")
-                        continue
-                if key.value in out:
-                    first = out[key.value][0]
-                    self.err(key, "duplicate-key", f"duplicate key {key.value!r} (first defined at line {first.line})")
-                    continue
-                out[key.value] = (key, value)
-            return _N(out, line, col)
-        if isinstance(node, yaml.SequenceNode):
-            return _N([self._convert(v, loader) for v in node.value], line, col)
-        try:
-            value = loader.construct_object(node, deep=True)
-        except yaml.YAMLError as exc:
-            self.err(Loc(self.file, line, col), "bad-value", f"cannot read value: {exc}")
-            value = None
-        if not isinstance(value, (str, int, float, bool)) and value is not None:
-            value = str(value)  # dates and timestamps stay text; the model decides what they mean
-        return _N(value, line, col, quoted=getattr(node, "style", None) in ("'", '"'))
+        reader = Reader(self.source_text, self.file)
+        root = reader.read()
+        self.problems.extend(reader.problems)
+        return root
 
     # -- shape helpers
 
@@ -295,7 +195,7 @@ class _Parser:
             self.err(n, "wrong-type", f"{what} must be an expression (text), got {_type_name(n.value)}")
             return None
         try:
-            return parse_expr(source)
+            return dataclasses.replace(parse_expr(source), span=n.span)
         except ExpressionError as exc:
             self.err(self.loc(n, exc.position), "bad-expression", f"{what}: {exc.reason} in {source!r}")
             return None
@@ -310,10 +210,10 @@ class _Parser:
             self.err(n, "wrong-type", f"{what} must be text, got {_type_name(n.value)}")
             return None
         try:
-            return parse_template(source)
+            return dataclasses.replace(parse_template(source), span=n.span)
         except ExpressionError as exc:
             self.err(self.loc(n, exc.position), "bad-expression", f"{what}: {exc.reason} in {source!r}")
-            return None
+            return Template(source, (source,), span=n.span)  # reported; keep the step so nothing else fails for it
 
     # -- the flow
 
@@ -463,8 +363,11 @@ class _Parser:
             if self.name(knode, "step name") is None:
                 continue
             step = self.step(key, knode, vnode)
-            if step is not None:
-                out[key] = step
+            if step is None:
+                # Too broken to build (already reported). A stand-in keeps the name known and
+                # its `next` edges, so the rest of the flow gets no follow-up errors about it.
+                step = EndStep(name=key, end="failed", next=self._broken_next.pop(key, ()), loc=self.loc(knode))
+            out[key] = step
         return out
 
     def step(self, name: str, knode: _N, n: _N) -> Step | None:
@@ -491,29 +394,34 @@ class _Parser:
             return None
         locs: dict[str, Loc] = {k: self.loc(v) for k, v in m.items()}
         common: dict[str, Any] = {"name": name, "loc": self.loc(knode), "locs": locs, "next": self.next(m.get("next"), where)}
+        self._broken_next[name] = common["next"]
         if kind == "end" and "next" in m:
             self.err(n.value["next"][0], "end-with-next", f"{where} ends the session, so `next` would never be followed; remove it")
             common["next"] = ()
         try:
             if kind == "say":
                 msg = self.message(m["say"], f"`say` of {where}")
-                return SayStep(say=msg, **common) if msg else None
-            if kind == "ask":
-                return self.ask_step(m, where, common)
-            if kind == "set":
+                step: Step | None = SayStep(say=msg, **common) if msg else None
+            elif kind == "ask":
+                step = self.ask_step(m, where, common)
+            elif kind == "set":
                 assign = self.assignments(m["set"], f"`set` of {where}", locs, "set")
-                return SetStep(assign=assign, **common)
-            if kind == "call":
-                return self.call_step(m, where, common)
-            if kind == "flow":
-                return self.flow_step(m, where, common)
-            if kind == "end":
+                step = SetStep(assign=assign, **common)
+            elif kind == "call":
+                step = self.call_step(m, where, common)
+            elif kind == "flow":
+                step = self.flow_step(m, where, common)
+            elif kind == "end":
                 end = self.choice(m.get("end"), f"`end` of {where}", END_KINDS) or "completed"
                 say = self.message(m["say"], f"`say` of {where}") if "say" in m else None
-                return EndStep(end=end, say=say, **common)
-            return BranchStep(**common)
+                step = EndStep(end=end, say=say, **common)
+            else:
+                step = BranchStep(**common)
         except _Skip:
             return None
+        if step is not None:
+            self._broken_next.pop(name, None)
+        return step
 
     def next(self, n: _N | None, where: str) -> tuple[Branch, ...]:
         if n is None:
@@ -802,10 +710,6 @@ _UNPARSED = parse_expr("false")
 
 class _Skip(Exception):
     """A step too broken to build; its problems are already recorded."""
-
-
-class _TooBig(Exception):
-    pass
 
 
 # ---------------------------------------------------------------- public API

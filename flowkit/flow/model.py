@@ -509,6 +509,11 @@ class Flow:
         """SHA-256 of the canonical content (stable across key order and formatting; the version label excluded)."""
         body = self.to_dict()
         body.pop("version", None)
+        for name, step in self.steps.items():
+            if isinstance(step, SetStep):
+                # `set` assigns in order (a later value may read an earlier one), so the order
+                # is meaning; keep it through sort_keys by hashing a list of pairs.
+                body["steps"][name]["set"] = [[k, e.source] for k, e in step.assign]
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -1,24 +1,30 @@
-"""``{{ expression }}`` templates in reply texts, parsed once at load time."""
+"""``{{ expression }}`` templates in reply texts, parsed once at load time.
+
+There are no filters: a placeholder holds one expression of the safe language, so
+``{{ upper(name) }}`` and ``{{ profile.name or 'there' }}`` work and ``{{ name | upper }}``
+is refused at load time.
+"""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from flowkit.errors import ExpressionError
-from flowkit.flow.expr import Expr, parse_expr
-
-_PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
+from flowkit.flow.expr import Expr, Span, parse_expr
 
 
 @dataclass(frozen=True)
 class Template:
-    """Text with ``{{ expr }}`` placeholders; ``parts`` alternate literal text and expressions."""
+    """Text with ``{{ expr }}`` placeholders; ``parts`` alternate literal text and expressions.
+
+    ``span`` says where the text was written in a flow file, if it came from one.
+    """
 
     source: str
     parts: tuple[str | Expr, ...]
+    span: Span | None = field(default=None, compare=False, repr=False)
 
     def names(self) -> frozenset[str]:
         out: set[str] = set()
@@ -27,25 +33,50 @@ class Template:
                 out |= p.names()
         return frozenset(out)
 
+    def expressions(self) -> Iterator[tuple[Expr, int]]:
+        """Each placeholder's expression with the offset in ``source`` where its text starts."""
+        offset = 0
+        for p in self.parts:
+            if isinstance(p, str):
+                offset += len(p)
+            else:
+                yield p, offset + 2
+                offset += len(p.source) + 4
+
+    def name_positions(self) -> dict[str, int]:
+        """Each root name the placeholders read, with the offset in ``source`` where it is first read."""
+        out: dict[str, int] = {}
+        for e, start in self.expressions():
+            for name, pos in e.name_positions().items():
+                out.setdefault(name, start + pos)
+        return out
+
     @property
     def is_static(self) -> bool:
         return all(isinstance(p, str) for p in self.parts)
 
     def render(self, env: Mapping[str, Any]) -> str:
         out: list[str] = []
+        start = 0
         for p in self.parts:
             if isinstance(p, str):
                 out.append(p)
+                start += len(p)
                 continue
-            value = p.evaluate(env)
+            start += 2  # past "{{"
+            try:
+                value = p.evaluate(env)
+            except ExpressionError as exc:
+                raise ExpressionError(exc.reason, self.source, start + exc.position) from None
             if value is None:
                 raise ExpressionError(
                     f"{{{{ {p.source.strip()} }}}} has no value; set it before this reply or give a default "
                     f"with `or` (e.g. {{{{ {p.source.strip()} or '...' }}}})",
                     self.source,
-                    self.source.find(p.source),
+                    start + len(p.source) - len(p.source.lstrip()),
                 )
             out.append(format_value(value))
+            start += len(p.source) + 2
         return "".join(out)
 
     def __str__(self) -> str:
@@ -67,24 +98,48 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+def _closing(source: str, start: int) -> int:
+    """Index of the ``}}`` that closes a placeholder whose text starts at ``start`` (skipping
+    ``}}`` inside quoted strings), or -1."""
+    quote = None
+    j = start
+    while j < len(source):
+        c = source[j]
+        if quote is not None:
+            if c == "\\":
+                j += 2
+                continue
+            if c == quote:
+                quote = None
+        elif c in "'\"":
+            quote = c
+        elif source.startswith("}}", j):
+            return j
+        j += 1
+    return source.find("}}", start)  # an unterminated string: let the expression parser say so
+
+
 def parse_template(source: str) -> Template:
     """Parse a text with placeholders; errors carry the position inside the whole text."""
     if not isinstance(source, str):
         raise ExpressionError(f"a text must be a string, got {type(source).__name__}", str(source), 0)
     parts: list[str | Expr] = []
     last = 0
-    for m in _PLACEHOLDER.finditer(source):
-        if m.start() > last:
-            parts.append(source[last : m.start()])
-        inner = m.group(1)
+    while True:
+        open_at = source.find("{{", last)
+        if open_at < 0:
+            break
+        close_at = _closing(source, open_at + 2)
+        if close_at < 0:
+            raise ExpressionError("'{{' without a closing '}}'", source, open_at)
+        if open_at > last:
+            parts.append(source[last:open_at])
+        inner = source[open_at + 2 : close_at]
         try:
             parts.append(parse_expr(inner))
         except ExpressionError as exc:
-            raise ExpressionError(exc.reason, source, m.start(1) + exc.position) from None
-        last = m.end()
-    rest = source[last:]
-    if "{{" in rest:
-        raise ExpressionError("'{{' without a closing '}}'", source, last + rest.index("{{"))
-    if rest:
-        parts.append(rest)
+            raise ExpressionError(exc.reason, source, open_at + 2 + exc.position) from None
+        last = close_at + 2
+    if last < len(source):
+        parts.append(source[last:])
     return Template(source, tuple(parts))

@@ -82,11 +82,11 @@ def _shape(flow: Flow) -> list[Problem]:
     if flow.start not in flow.steps:
         return []
     out = []
+    for name in graph.unreachable(flow):
+        out.append(_problem(flow.steps[name].loc, "unreachable", f"step {name!r} can never be reached from the start step {flow.start!r}"))
     if not graph.end_steps(flow):
         out.append(_problem(flow.loc, "dead-end", f"flow {flow.name!r} has no end step (`end: completed`), so no session can ever finish"))
         return out
-    for name in graph.unreachable(flow):
-        out.append(_problem(flow.steps[name].loc, "unreachable", f"step {name!r} can never be reached from the start step {flow.start!r}"))
     loops = graph.loops_without_exit(flow)
     in_loop = {n for loop in loops for n in loop}
     for loop in loops:
@@ -118,17 +118,30 @@ def _located(step: Step) -> list[tuple[Expr | Template, Loc, str]]:
     return items
 
 
+def _unknown_names(item: Expr | Template, known: set[str]) -> list[tuple[str, int]]:
+    """Names ``item`` reads that are not known, with their offset, in order of appearance."""
+    return sorted(((n, pos) for n, pos in item.name_positions().items() if n not in known), key=lambda x: x[1])
+
+
+def _at(item: Expr | Template, offset: int, fallback: Loc) -> Loc:
+    """Where the character at ``offset`` of ``item`` was written (the fallback if unknown)."""
+    if item.span is None:
+        return fallback
+    line, column = item.span.at(offset)
+    return Loc(fallback.file, line, column)
+
+
 def _slots(flow: Flow) -> list[Problem]:
     out = []
     known = set(flow.slots) | BUILTIN_NAMES
     if flow.help is not None:
-        for n in sorted(flow.help.names() - known):
-            out.append(_problem(flow.loc, "unknown-slot", f"`help` uses {n!r}, which is not a slot{_hint(n, known)}"))
+        for n, pos in _unknown_names(flow.help, known):
+            out.append(_problem(_at(flow.help, pos, flow.loc), "unknown-slot", f"`help` uses {n!r}, which is not a slot{_hint(n, known)}"))
     for name, step in flow.steps.items():
         for item, loc, what in _located(step):
-            for n in sorted(item.names() - known):
+            for n, pos in _unknown_names(item, known):
                 out.append(
-                    _problem(loc, "unknown-slot", f"{what} of step {name!r} uses {n!r}, which is not a slot; declare it under `slots:`{_hint(n, known)}")
+                    _problem(_at(item, pos, loc), "unknown-slot", f"{what} of step {name!r} uses {n!r}, which is not a slot; declare it under `slots:`{_hint(n, known)}")
                 )
         targets: list[tuple[str, str]] = []
         if isinstance(step, (AskStep, CallStep)) and step.save:
