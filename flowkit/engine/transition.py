@@ -306,7 +306,7 @@ class _Run:
 
     def return_from_subflow(self, end: str) -> None:
         frame = self.stack.pop()
-        child_slots = self.slots
+        child_slots, child_step = self.slots, self.step_name
         self.slots, self.attempts, self.trail = dict(frame["slots"]), dict(frame["attempts"]), list(frame["trail"])
         if PROFILE in child_slots:  # the profile may have been updated by a message inside the sub-flow
             self.slots[PROFILE] = child_slots[PROFILE]
@@ -320,6 +320,9 @@ class _Run:
         elif st.on_fail:
             self.enter(st.on_fail)
         else:
+            # The session ends where the sub-flow ended (``contact/give_up``), so the record's
+            # path ends with its to_step, as when a session is cancelled inside a sub-flow.
+            self.step_name = child_step
             self.finish(end)
 
     # ------------------------------------------------------------ events
