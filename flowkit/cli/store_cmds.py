@@ -96,6 +96,8 @@ def redis_stop(data_dir: DataDirOption = None, format: FormatOption = OutputForm
 def redis_status(redis: RedisOption = None, data_dir: DataDirOption = None,
                  format: FormatOption = OutputFormat.text) -> None:
     """Is Redis up? Version, memory, sessions, quarantined states. Exit 1 if it is not reachable."""
+    from redis import exceptions as redis_errors
+
     from flowkit.store import Store, connect, embedded_status, redis_url_from_env
     from flowkit.store.connection import RedisSettings
 
@@ -105,18 +107,19 @@ def redis_status(redis: RedisOption = None, data_dir: DataDirOption = None,
         out["embedded"] = embedded_status(data_dir)
         url = out["embedded"]["url"]
     if url is not None:
-        out["url"] = RedisSettings.from_url(url).redacted
+        with _errors():  # a malformed URL is bad input (exit 2), not an unreachable server
+            out["url"] = RedisSettings.from_url(url).redacted
         try:
-            with _errors():
-                client = connect(url)
-                store = Store(client)
-                info = client.info()
-                out.update({"reachable": True, "redis_version": info.get("redis_version"),
-                            "used_memory_human": info.get("used_memory_human"),
-                            "aof_enabled": bool(info.get("aof_enabled")), "active_sessions": store.active_count(),
-                            "flows": {f: c["sessions"] for f, c in store.counters().items()},
-                            "quarantined": store.quarantine_count()})
-        except typer.Exit:
+            client = connect(url)
+            store = Store(client)
+            info = client.info()  # a plain redis-py call: raises redis.RedisError, not a FlowkitError
+            out.update({"reachable": True, "redis_version": info.get("redis_version"),
+                        "used_memory_human": info.get("used_memory_human"),
+                        "aof_enabled": bool(info.get("aof_enabled")), "active_sessions": store.active_count(),
+                        "flows": {f: c["sessions"] for f, c in store.counters().items()},
+                        "quarantined": store.quarantine_count()})
+        except (FlowkitError, redis_errors.RedisError) as exc:
+            typer.echo(f"error: {exc}", err=True)
             out["reachable"] = False
     else:
         out["reachable"] = False
@@ -195,8 +198,13 @@ def session_history(session_id: Annotated[str, typer.Argument(help="Session id."
                     limit: Annotated[int | None, typer.Option(help="At most this many records.")] = None,
                     redis: RedisOption = None, format: FormatOption = OutputFormat.text) -> None:
     """List a session's history records (one per commit)."""
+    from flowkit.errors import SessionNotFound
+
     with _errors():
-        records = _store(redis).history(session_id, start, end, limit=limit)
+        store = _store(redis)
+        records = store.history(session_id, start, end, limit=limit)
+        if not records and store.load_raw(session_id) is None:
+            raise SessionNotFound(f"no session {session_id!r}")
     if format is OutputFormat.json:
         _json(records)
         return
@@ -249,8 +257,9 @@ def session_rollback(session_id: Annotated[str, typer.Argument(help="Session id.
 
 
 def _progress(enabled: bool, label: str) -> Any:
+    # on stderr: stdout carries only the report, even when a terminal is forced (FORCE_COLOR)
     return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    transient=True, disable=not enabled)
+                    console=Console(stderr=True), transient=True, disable=not enabled)
 
 
 def backup_cmd(out: Annotated[Path, typer.Argument(help="Backup file to write (JSON lines).")],

@@ -131,7 +131,11 @@ def backup(store: Any, out: str | os.PathLike[str], *, batch: int = 200, resume:
     mode = "ab" if partial.exists() else "wb"
     written = resumed
     skipped: list[str] = []
-    with open(partial, mode) as fh:
+    try:
+        fh = open(partial, mode)  # noqa: SIM115 (closed by the with below)
+    except OSError as exc:
+        raise BackupError(f"cannot write the backup: {exc}") from exc
+    with fh:
         if mode == "wb":
             header = {"format": FORMAT, "version": FORMAT_VERSION, "flowkit": _flowkit_version(),
                       "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")}
@@ -189,41 +193,60 @@ def _verify(line: dict[str, Any], lineno: int) -> None:
 def _read_lines(fh: IO[bytes]) -> Iterator[tuple[int, dict[str, Any]]]:
     for lineno, raw in enumerate(fh, start=2):
         try:
-            yield lineno, json.loads(raw)
+            line = json.loads(raw)
         except ValueError as exc:
             raise BackupError(f"backup line {lineno} is not JSON (truncated or damaged file)") from exc
+        if not isinstance(line, dict):
+            raise BackupError(f"backup line {lineno} is not a session record (damaged file)")
+        yield lineno, line
 
 
 def restore(store: Any, src: str | os.PathLike[str], *, batch: int = 200,
             progress: Progress | None = None) -> RestoreReport:
-    """Put every session of a backup file back into ``store``; never replaces a newer version."""
+    """Put every session of a backup file back into ``store``; never replaces a newer version.
+
+    The whole file is verified first (a damaged line or a wrong count anywhere writes nothing),
+    then read again and written ``batch`` sessions per round trip.
+    """
     path = Path(src)
-    trailer = _trailer(path)
-    total = int(trailer["sessions"])
+    total = int(_trailer(path)["sessions"])
+    for _ in _verified_lines(path, total):
+        pass
     report = {"sessions": 0, "restored": 0, "skipped_newer": 0}
+    pending: list[dict[str, Any]] = []
+    for line in _verified_lines(path, total):
+        pending.append(line)
+        if len(pending) >= batch:
+            _restore_batch(store, pending, report)
+            pending = []
+            if progress:
+                progress(report["sessions"], total)
+    if pending:
+        _restore_batch(store, pending, report)
+    if progress:
+        progress(report["sessions"], total)
+    log.info("backup restored", extra={"path": str(path), **report})
+    return RestoreReport(str(path), report["sessions"], report["restored"], report["skipped_newer"])
+
+
+def _verified_lines(path: Path, total: int) -> Iterator[dict[str, Any]]:
+    """The session lines of a backup, each verified; raises BackupError on any damage."""
+    n = 0
     with open(path, "rb") as fh:
-        header = json.loads(fh.readline() or b"{}")
-        if header.get("format") != FORMAT or header.get("version") != FORMAT_VERSION:
+        try:
+            header = json.loads(fh.readline() or b"{}")
+        except ValueError:
+            header = None
+        if not isinstance(header, dict) or header.get("format") != FORMAT or header.get("version") != FORMAT_VERSION:
             raise BackupError(f"{path} is not a flowkit backup (version {FORMAT_VERSION})")
-        pending: list[dict[str, Any]] = []
         for lineno, line in _read_lines(fh):
             if line.get("end"):
                 break
             _verify(line, lineno)
-            pending.append(line)
-            if len(pending) >= batch:
-                _restore_batch(store, pending, report)
-                pending = []
-                if progress:
-                    progress(report["sessions"], total)
-        if pending:
-            _restore_batch(store, pending, report)
-    if progress:
-        progress(report["sessions"], total)
-    if report["sessions"] != total:
-        raise BackupError(f"{path}: the trailer says {total} sessions, the file holds {report['sessions']}")
-    log.info("backup restored", extra={"path": str(path), **report})
-    return RestoreReport(str(path), report["sessions"], report["restored"], report["skipped_newer"])
+            n += 1
+            yield line
+    if n != total:
+        raise BackupError(f"{path}: the trailer says {total} sessions, the file holds {n}")
 
 
 def _trailer(path: Path) -> dict[str, Any]:
