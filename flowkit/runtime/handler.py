@@ -258,6 +258,11 @@ class Runtime(_Core):
         self.channel: Channel = channel or RecordingChannel()
         self.run_services = run_services
 
+    def drain(self) -> None:
+        """Send the deferred outbox acknowledgements now (before exit; they otherwise ride
+        on the next round trip or go within 0.1 s)."""
+        self.store.flush()
+
     def _drive(self, gen: Generator[Any, Any, Outcome]) -> Outcome:
         reply: Any = None
         try:
@@ -319,7 +324,7 @@ class Runtime(_Core):
         elif any(isinstance(e, CallService) for e in effects):
             return  # someone else runs the calls; recovery finds the entry if nobody does
         if sent:
-            self.store.ack_effects(sid, version)
+            self.store.ack_effects(sid, version, defer=True)  # rides on the next round trip
 
     def _call_and_feed(self, sid: str, call: CallService, actor: str = "runtime") -> None:
         t0 = time.perf_counter()
@@ -500,7 +505,7 @@ class AsyncRuntime(_Core):
             return
         if not calls:
             if sent:
-                await self.store.ack_effects(sid, version)
+                await self.store.ack_effects(sid, version, defer=True)  # rides on the next round trip
             return
         job = self._calls_then_ack(sid, version, calls, sent)
         if wait_services:
@@ -518,12 +523,14 @@ class AsyncRuntime(_Core):
                 self.metrics.service_called(call.service, result.ok, time.perf_counter() - t0)
             await self.handle(sid, result)
         if sent:
-            await self.store.ack_effects(sid, version)
+            await self.store.ack_effects(sid, version, defer=True)
 
     async def drain(self) -> None:
-        """Wait for background service calls (tests and graceful shutdown)."""
+        """Wait for background service calls and send deferred acknowledgements (tests and
+        graceful shutdown)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self.store.flush()
 
     async def fire_due_timeouts(self, now: int | None = None, limit: int = 500) -> int:
         now = self.clock() if now is None else now

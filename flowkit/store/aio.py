@@ -80,8 +80,16 @@ class AsyncStore:
     async def pending_effects(self, session_id: str) -> dict[int, list[dict[str, Any]]]:
         return await self._run(ops.pending_effects(session_id))
 
-    async def ack_effects(self, session_id: str, version: int) -> bool:
+    async def ack_effects(self, session_id: str, version: int, *, defer: bool = False) -> bool:
+        """See :meth:`Store.ack_effects`."""
+        if defer:
+            await self.driver.defer(ops.ack_commands(session_id, version))
+            return True
         return await self._run(ops.ack_effects(session_id, version))
+
+    async def flush(self) -> None:
+        """Send deferred acknowledgements now."""
+        await self.driver.flush()
 
     async def unacked_effects(self, older_than_ms: int = 30_000,
                               limit: int = 500) -> list[tuple[str, int, list[dict[str, Any]]]]:

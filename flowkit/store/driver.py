@@ -14,6 +14,9 @@ objects, so one failed command never hides the others.
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -99,6 +102,62 @@ def _unavailable(exc: BaseException) -> StoreUnavailable:
 Pending = list[tuple[int, Op[Any], Batch]]
 
 
+class Deferred:
+    """Idempotent housekeeping writes (outbox acknowledgements) that ride along with the
+    driver's next round trip instead of costing one of their own.
+
+    That is what makes the runtime's happy path one round trip per message: the commit of
+    message N carries the acknowledgement of message N-1. A write that no round trip has
+    carried within ``max_delay`` seconds is flushed alone by a timer. A deferred write lost
+    to a crash only means recovery resends replies that were already sent (replies are
+    at-least-once anyway); a write that met a dead Redis is kept for the next round trip.
+    Thread-safe: a sync store is shared by threads.
+    """
+
+    def __init__(self, max_delay: float = 0.1) -> None:
+        self.max_delay = max_delay
+        self._lock = threading.Lock()
+        self._cmds: Batch = []
+        self._since: float | None = None  # when the oldest queued write was queued
+        self._timer = False  # a flush timer is running
+
+    def __len__(self) -> int:
+        return len(self._cmds)
+
+    def add(self, cmds: Batch) -> bool:
+        """Queue ``cmds``; True if the caller must start the flush timer."""
+        with self._lock:
+            self._cmds += cmds
+            if self._since is None:
+                self._since = time.monotonic()
+            start, self._timer = not self._timer, True
+            return start
+
+    def take(self) -> Batch:
+        with self._lock:
+            out, self._cmds, self._since = self._cmds, [], None
+            return out
+
+    def put_back(self, cmds: Batch) -> None:
+        with self._lock:
+            self._cmds[:0] = cmds
+            if cmds and self._since is None:
+                self._since = time.monotonic()
+
+    def due(self) -> float | None:
+        """For the timer: None (nothing queued: the timer stops), 0 (flush now), or how long
+        to wait until the oldest write is ``max_delay`` old."""
+        with self._lock:
+            if self._since is None:
+                self._timer = False
+                return None
+            return max(0.0, self._since + self.max_delay - time.monotonic())
+
+    def stop_timer(self) -> None:
+        with self._lock:
+            self._timer = False
+
+
 def _start(ops: Sequence[Op[Any]], results: list[Any]) -> Pending:
     pending: Pending = []
     for i, op in enumerate(ops):
@@ -132,6 +191,7 @@ class SyncDriver:
         self.client = client
         self.cluster = is_cluster(client)
         self.round_trips = 0
+        self.deferred = Deferred()
 
     def run(self, op: Op[T]) -> T:
         try:
@@ -140,6 +200,30 @@ class SyncDriver:
                 batch = op.send(self.execute(batch))
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
+
+    def defer(self, cmds: Batch) -> None:
+        """Send ``cmds`` (idempotent writes whose replies nobody needs) with the next round trip."""
+        if getattr(self.client, "connection", None) is not None:
+            self.execute(cmds)  # one shared connection: a flush timer could interleave with a caller
+            return
+        if self.deferred.add(cmds):
+            threading.Thread(target=self._timer, name="flowkit-ack-flush", daemon=True).start()
+
+    def flush(self) -> None:
+        """Send the deferred writes now (a no-op when there are none)."""
+        if len(self.deferred):
+            self.execute([])
+
+    def _timer(self) -> None:
+        while (wait := self.deferred.due()) is not None:
+            if wait > 0:
+                time.sleep(wait)
+                continue
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - Redis down: they stay queued for the next round trip
+                self.deferred.stop_timer()
+                return
 
     def run_many(self, ops: Sequence[Op[T]]) -> list[T]:
         """Run many operations side by side: each round sends every op's next batch in one
@@ -152,8 +236,15 @@ class SyncDriver:
         return results
 
     def execute(self, batch: Sequence[Command]) -> list[Any]:
+        extra = self.deferred.take()
+        if not extra and not batch:
+            return []
         try:
-            replies = self._send([_pack(c) for c in batch])
+            replies = self._send([_pack(c) for c in (*extra, *batch)])[len(extra):]
+        except UNAVAILABLE as exc:
+            self.deferred.put_back(extra)
+            raise _unavailable(exc) from exc
+        try:
             missing = _noscript(batch, replies)
             if missing:  # EVALSHA did nothing there; EVAL runs them and caches the script for next time
                 for i, reply in zip(missing, self._send([_eval(batch[i]) for i in missing]), strict=True):  # type: ignore[arg-type]
@@ -196,6 +287,32 @@ class AsyncDriver:
         self.client = client
         self.cluster = is_cluster(client)
         self.round_trips = 0
+        self.deferred = Deferred()
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def defer(self, cmds: Batch) -> None:
+        """Send ``cmds`` (idempotent writes whose replies nobody needs) with the next round trip."""
+        if getattr(self.client, "connection", None) is not None:
+            await self.execute(cmds)  # one shared connection: a flush task could interleave with a caller
+            return
+        if self.deferred.add(cmds):
+            self._flusher = asyncio.get_running_loop().create_task(self._timer())
+
+    async def _timer(self) -> None:
+        while (wait := self.deferred.due()) is not None:
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            try:
+                await self.flush()
+            except Exception:  # noqa: BLE001 - Redis down: they stay queued for the next round trip
+                self.deferred.stop_timer()
+                return
+
+    async def flush(self) -> None:
+        """Send the deferred writes now (a no-op when there are none)."""
+        if len(self.deferred):
+            await self.execute([])
 
     async def run(self, op: Op[T]) -> T:
         try:
@@ -214,8 +331,15 @@ class AsyncDriver:
         return results
 
     async def execute(self, batch: Sequence[Command]) -> list[Any]:
+        extra = self.deferred.take()
+        if not extra and not batch:
+            return []
         try:
-            replies = await self._send([_pack(c) for c in batch])
+            replies = (await self._send([_pack(c) for c in (*extra, *batch)]))[len(extra):]
+        except UNAVAILABLE as exc:
+            self.deferred.put_back(extra)
+            raise _unavailable(exc) from exc
+        try:
             missing = _noscript(batch, replies)
             if missing:
                 again = await self._send([_eval(batch[i]) for i in missing])  # type: ignore[arg-type]

@@ -542,8 +542,13 @@ def pending_effects(sid: str) -> Op[dict[int, list[dict[str, Any]]]]:
     return dict(sorted(out.items()))
 
 
+def ack_commands(sid: str, version: int) -> Batch:
+    """Drop one outbox entry: idempotent, so it may be sent late or twice (see driver.Deferred)."""
+    return [("HDEL", K.session_keys(sid).fx, version), ("ZREM", K.IDX_OUTBOX, K.outbox_member(sid, version))]
+
+
 def ack_effects(sid: str, version: int) -> Op[bool]:
-    r = yield [("HDEL", K.session_keys(sid).fx, version), ("ZREM", K.IDX_OUTBOX, K.outbox_member(sid, version))]
+    r = yield ack_commands(sid, version)
     return bool(check(r[0], sid))
 
 

@@ -147,9 +147,20 @@ class Store:
         """Unacknowledged effects of this session: {version: effects}, oldest first."""
         return self._run(ops.pending_effects(session_id))
 
-    def ack_effects(self, session_id: str, version: int) -> bool:
-        """The effects committed with ``version`` were executed: drop them from the outbox."""
+    def ack_effects(self, session_id: str, version: int, *, defer: bool = False) -> bool:
+        """The effects committed with ``version`` were executed: drop them from the outbox.
+
+        ``defer=True`` sends the acknowledgement with the next round trip (or within
+        0.1 s) instead of one of its own, and returns True without waiting.
+        """
+        if defer:
+            self.driver.defer(ops.ack_commands(session_id, version))
+            return True
         return self._run(ops.ack_effects(session_id, version))
+
+    def flush(self) -> None:
+        """Send deferred acknowledgements now (before a process exits, or to read the outbox)."""
+        self.driver.flush()
 
     def unacked_effects(self, older_than_ms: int = 30_000, limit: int = 500) -> list[tuple[str, int, list[dict[str, Any]]]]:
         """(session_id, version, effects) committed more than ``older_than_ms`` ago and never acknowledged."""

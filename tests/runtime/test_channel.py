@@ -36,6 +36,7 @@ def test_rate_limits_are_retried_by_the_async_sender(redis_url: str, store: Stor
             rt = AsyncRuntime(astore, EXAMPLE_FLOWS, channel=AsyncWhatsAppChannel(sender), services=EXAMPLE_SERVICES)
             graph.fail_next(1, 429, retry_after=0.05)
             await rt.handle("u1", Message(text="refund", message_id="m1"))
+            await rt.drain()  # the outbox acknowledgement is deferred to the next round trip
             await sender.aclose()
             await astore.client.aclose()
 

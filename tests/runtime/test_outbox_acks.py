@@ -1,0 +1,111 @@
+"""Outbox acknowledgements ride on the next round trip: the happy path costs one round trip
+per message, an idle runtime still acknowledges within the flush delay, and an
+acknowledgement that met a dead Redis is sent once Redis is back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from flowkit.engine import Message
+from flowkit.errors import StoreUnavailable
+from flowkit.runtime import AsyncRuntime, RecordingChannel, Runtime
+from flowkit.store import AsyncStore, RedisServer, Store, connect, connect_async
+from flowkit.store import keys as K
+from flowkit.store.server import free_port
+
+from .conftest import EXAMPLE_FLOWS, EXAMPLE_SERVICES
+from .test_concurrency import TALLY
+
+
+def _outbox(client: object, sid: str) -> int:
+    return client.hlen(K.session_keys(sid).fx)  # type: ignore[attr-defined,no-any-return]
+
+
+def _wait_until(cond, timeout: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return bool(cond())
+
+
+def test_happy_path_costs_one_round_trip_per_message(store: Store, clock: object) -> None:
+    store.driver.deferred.max_delay = 60  # no timer flush during the test: count only what messages cost
+    rt = Runtime(store, [TALLY], clock=clock)  # type: ignore[arg-type]
+    rt.handle("u1", Message(text="tally", message_id="m0"))  # a new session: one load, one commit
+    before = store.round_trips
+    for i in range(1, 21):
+        assert rt.handle("u1", Message(text=f"x{i}", message_id=f"m{i}")).status == "applied"
+    assert store.round_trips - before == 20  # each commit carries the previous message's ack
+    assert store.load("u1")["slots"]["n"] == 20
+    rt.drain()
+    assert _outbox(store.client, "u1") == 0
+
+
+def test_an_idle_runtime_acknowledges_within_the_flush_delay(store: Store, redis_url: str, clock: object) -> None:
+    other = connect(redis_url)  # another process's view: it does not see this store's queue
+    rt = Runtime(store, EXAMPLE_FLOWS, services=EXAMPLE_SERVICES, clock=clock)  # type: ignore[arg-type]
+    rt.handle("u1", Message(text="refund", message_id="m1"))
+    assert len(store.driver.deferred) > 0
+    assert _wait_until(lambda: _outbox(other, "u1") == 0 and other.zcard(K.IDX_OUTBOX) == 0, timeout=3)
+    assert len(store.driver.deferred) == 0
+
+
+def test_reads_of_the_outbox_see_this_process_acks_first(store: Store, clock: object) -> None:
+    store.driver.deferred.max_delay = 60
+    rt = Runtime(store, EXAMPLE_FLOWS, services=EXAMPLE_SERVICES, clock=clock)  # type: ignore[arg-type]
+    rt.handle("u1", Message(text="refund", message_id="m1"))
+    assert _outbox(store.client, "u1") == 1  # not yet sent...
+    assert store.pending_effects("u1") == {}  # ...but a read through the store sends it first
+    assert store.unacked_effects(older_than_ms=0) == []
+
+
+def test_an_ack_that_met_a_dead_redis_is_sent_when_it_returns(tmp_path: Path, clock: object) -> None:
+    with RedisServer(tmp_path, port=free_port()) as server:
+        store = Store(connect(server.url))
+        store.driver.deferred.max_delay = 60
+        rt = Runtime(store, EXAMPLE_FLOWS, services=EXAMPLE_SERVICES, channel=RecordingChannel(),
+                     clock=clock)  # type: ignore[arg-type]
+        rt.handle("u1", Message(text="refund", message_id="m1"))
+        server.stop()
+        with pytest.raises(StoreUnavailable):
+            store.flush()
+        assert len(store.driver.deferred) == 2  # HDEL + ZREM kept, not dropped
+        server.start()
+        assert _outbox(store.client, "u1") == 1  # AOF kept the commit and its outbox entry
+        store.flush()
+        assert _outbox(store.client, "u1") == 0 and store.client.zcard(K.IDX_OUTBOX) == 0
+
+
+def test_async_runtime_drain_sends_deferred_acks(redis_url: str, redis_client: object) -> None:
+    async def main() -> None:
+        astore = AsyncStore(connect_async(redis_url))
+        astore.driver.deferred.max_delay = 60
+        rt = AsyncRuntime(astore, EXAMPLE_FLOWS, services=EXAMPLE_SERVICES)
+        await rt.handle("u1", Message(text="refund", message_id="m1"))
+        assert _outbox(redis_client, "u1") == 1
+        await rt.drain()
+        assert _outbox(redis_client, "u1") == 0
+        await astore.client.aclose()
+
+    asyncio.run(main())
+
+
+def test_async_idle_flush(redis_url: str, redis_client: object) -> None:
+    async def main() -> None:
+        astore = AsyncStore(connect_async(redis_url))
+        rt = AsyncRuntime(astore, EXAMPLE_FLOWS, services=EXAMPLE_SERVICES)
+        await rt.handle("u1", Message(text="refund", message_id="m1"))
+        for _ in range(300):
+            if _outbox(redis_client, "u1") == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert _outbox(redis_client, "u1") == 0
+        await astore.client.aclose()
+
+    asyncio.run(main())
