@@ -14,6 +14,7 @@ from flowkit.cli import dashboard_cmds as _dashboard
 from flowkit.cli import flows as _flows
 from flowkit.cli import history_cmds as _history
 from flowkit.cli import runtime_cmds as _runtime
+from flowkit.cli import sim_cmds as _sim
 from flowkit.cli import store_cmds as _store
 
 app = typer.Typer(
@@ -26,6 +27,7 @@ app = typer.Typer(
 
 _flows.register(app)
 _runtime.register(app)
+_sim.register(app)
 _store.register(app)
 _history.register(app)
 _alerts.register(app)

@@ -1,4 +1,5 @@
-"""``flowkit serve``, ``worker``, ``simulate`` and ``check``: the commands that run flows."""
+"""``flowkit serve``, ``worker``, ``recover`` and ``migrate``: the commands that run flows
+(``simulate``, ``check`` and ``test`` are in :mod:`flowkit.cli.sim_cmds`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import Progress
 from rich.table import Table
 
 from flowkit.cli.flows import FormatOption, OutputFormat
@@ -223,75 +223,7 @@ def _print_report(data: dict[str, Any], format: OutputFormat, title: str) -> Non
     Console().print(table)
 
 
-def simulate(
-    flows: FlowsArg = None,
-    users: Annotated[int, typer.Option(help="Simulated users.")] = 100,
-    concurrency: Annotated[int, typer.Option(help="Events handled at once.")] = 4,
-    seed: Annotated[int, typer.Option(help="Random seed (same seed, same histories).")] = 0,
-    duplicate_rate: Annotated[float, typer.Option(help="Share of messages delivered twice.")] = 0.0,
-    invalid_rate: Annotated[float, typer.Option(help="Share of answers that are invalid.")] = 0.1,
-    abandon_rate: Annotated[float, typer.Option(help="Chance a user leaves at each question.")] = 0.03,
-    crash_rate: Annotated[float, typer.Option(help="Chance the runtime 'crashes' after a commit.")] = 0.0,
-    realtime: Annotated[bool, typer.Option(help="Run on the wall clock (for the live dashboard).")] = False,
-    redis: RedisOption = None,
-    services: ServicesOption = None,
-    log: Annotated[Path | None, typer.Option(help="Write the sent-message log (JSON lines) for `flowkit check`.")] = None,
-    format: FormatOption = OutputFormat.text,
-) -> None:
-    """Drive simulated users through the real runtime and print a summary."""
-    from flowkit.runtime import Runtime
-    from flowkit.sim import Persona, SimConfig, Simulator
-    from flowkit.store import Store, connect
-
-    client = connect(redis)
-    rt = Runtime(Store(client), _registry(flows, client), services=_services(services))
-    cfg = SimConfig(users=users, concurrency=concurrency, seed=seed, duplicate_rate=duplicate_rate,
-                    crash_rate=crash_rate, realtime=realtime,
-                    personas=(Persona(invalid_rate=invalid_rate, abandon_rate=abandon_rate),))
-    with Progress(transient=True, disable=format is OutputFormat.json) as bar:
-        task = bar.add_task("simulating", total=None)
-        result = Simulator(rt, cfg, progress=lambda done, total: bar.update(task, completed=done)).run()
-    if log:
-        result.write_log(log)
-    summary = result.summary()
-    if format is OutputFormat.json:
-        typer.echo(json.dumps(summary))
-        return
-    table = Table(title=f"simulation: {users} users, seed {seed}")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for k, v in summary.items():
-        table.add_row(k, str(v))
-    Console().print(table)
-
-
-def check(
-    flows: FlowsArg = None,
-    redis: RedisOption = None,
-    sent: Annotated[Path | None, typer.Option(help="Sent-message log from `flowkit simulate --log`.")] = None,
-    format: FormatOption = OutputFormat.text,
-) -> None:
-    """Prove from the stored history that no message was lost or applied twice. Exit 1 on violations."""
-    from flowkit.check import check_store, load_sent_log
-    from flowkit.store import Store, connect
-
-    client = connect(redis)
-    try:
-        report = check_store(Store(client), _registry(flows, client), sent=load_sent_log(sent) if sent else ())
-    except FlowkitError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    if format is OutputFormat.json:
-        typer.echo(json.dumps(report.to_dict(), indent=2))
-    else:
-        for v in report.violations:
-            typer.echo(str(v))
-        typer.echo(f"{report.sessions} sessions, {report.records} records, {report.replayed} replayed: "
-                   + ("no violations" if report.ok else f"{len(report.violations)} violations"), err=True)
-    raise typer.Exit(0 if report.ok else 1)
-
-
 def register(app: typer.Typer) -> None:
-    for fn in (serve, worker, recover, simulate, check):
+    for fn in (serve, worker, recover):
         app.command()(fn)
     app.command("migrate")(migrate)

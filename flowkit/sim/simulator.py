@@ -727,7 +727,19 @@ class Simulator:
             self._react(user, at)
 
     def _recover(self) -> None:
-        """What a restarted runtime does: finish the effects of commits nobody acknowledged."""
+        """What a restarted runtime does: finish the effects of commits nobody acknowledged.
+
+        Only the crashed event's process died: acknowledgements the live runtime deferred
+        (``ack_effects(defer=True)``) are sent first, else recovery would re-send replies
+        that did go out."""
+        flush = getattr(self.rt.store, "flush", None)
+        if flush is not None:
+            self._retry(flush)
+            # A flush timer may hold acknowledgements it took but has not written yet.
+            deferred = getattr(getattr(self.rt.store, "driver", None), "deferred", None)
+            until = time.monotonic() + 2.0
+            while getattr(deferred, "_timer", False) and time.monotonic() < until:
+                time.sleep(0.001)
         self._retry(self.rt.redeliver_outbox, 0)
 
     # -- Redis restarts
