@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -210,7 +211,7 @@ def _tokenize(src: str) -> list[_Tok]:
         if kind != "ws":
             toks.append(_Tok(kind, m.group(), i))
         i = m.end()
-    toks.append(_Tok("end", "", len(src)))
+    toks.append(_Tok("end", "", len(src.rstrip())))
     return toks
 
 
@@ -434,6 +435,13 @@ class _Parser:
             raise ExpressionError(
                 f"{name.text}() takes {want} argument{'s' if hi != 1 else ''}, got {len(args)}", self.src, name.pos
             )
+        if name.text == "matches" and isinstance(args[1], Const) and isinstance(args[1].value, str):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    re.compile(args[1].value)
+            except re.error as exc:
+                raise ExpressionError(f"matches(): {args[1].value!r} is not a valid regular expression ({exc})", self.src, args[1].pos) from None
         return Call(name.pos, name.text, tuple(args))
 
 

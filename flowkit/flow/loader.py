@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -324,7 +325,9 @@ class _Parser:
         if value is None or n is None:
             return None
         try:
-            re.compile(value)
+            with warnings.catch_warnings():  # e.g. FutureWarning "possible nested set": valid today
+                warnings.simplefilter("ignore")
+                re.compile(value)
         except re.error as exc:
             self.err(n, "bad-pattern", f"{what} is not a valid regular expression: {exc}")
             return None
@@ -453,7 +456,7 @@ class _Parser:
         for i, b in enumerate(out):
             if b.when is None and i != len(out) - 1:
                 self.err(b.loc, "unreachable-branch", f"in {where}, branch {i + 1} has no `if`, so the branches after it are never taken")
-        if out and out[-1].when is not None:
+        if out and all(b.when is not None for b in out):
             self.err(n, "no-default-branch", f"`next` of {where} needs a last branch without `if` (e.g. `- goto: other_step`) so there is always a way on")
         return tuple(out)
 
@@ -592,9 +595,9 @@ class _Parser:
             loc=self.loc(n),
         )
         self.check_range(n, what, spec.min, spec.max, spec.min_length, spec.max_length)
-        if typ == "choice" and not spec.options:
+        if typ == "choice" and not spec.options and "options" not in m:
             self.err(n, "missing-key", f"{what} has type choice and needs `options`")
-        if typ == "regex" and not spec.pattern:
+        if typ == "regex" and not spec.pattern and "pattern" not in m:
             self.err(n, "missing-key", f"{what} has type regex and needs `pattern`")
         if spec.options is not None and typ != "choice":
             self.err(m["options"], "bad-value", f"`options` only applies to choice inputs, not {typ}")

@@ -19,7 +19,7 @@ import yaml
 from flowkit.errors import Problem
 from flowkit.flow.expr import Span
 
-MAX_NODES = 200_000  # alias bombs ("billion laughs") stop here
+MAX_NODES = 50_000  # alias bombs ("billion laughs") stop here
 MAX_DEPTH = 100  # nesting deeper than this is not a flow file (and would exhaust the stack)
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Mapping
 
+import networkx as nx
+
 from flowkit.errors import Problem
 from flowkit.flow import graph
 from flowkit.flow.expr import Expr
@@ -87,14 +89,23 @@ def _shape(flow: Flow) -> list[Problem]:
     if not graph.end_steps(flow):
         out.append(_problem(flow.loc, "dead-end", f"flow {flow.name!r} has no end step (`end: completed`), so no session can ever finish"))
         return out
-    loops = graph.loops_without_exit(flow)
+    # A step with a target that does not exist is already reported; it would lead somewhere
+    # once fixed, so neither it nor the steps leading to it are called dead ends.
+    g = graph.to_networkx(flow)
+    unsure: set[str] = set()
+    for name, step in flow.steps.items():
+        if any(t not in flow.steps for _, t in step.targets()):
+            unsure |= {name} | nx.ancestors(g, name)
+    # Waiting steps without `next` are reported by the loader ("where does it go after...").
+    no_next = {n for n, s in flow.steps.items() if isinstance(s, (AskStep, CallStep, FlowStep)) and not s.next}
+    loops = [loop for loop in graph.loops_without_exit(flow) if not set(loop) & unsure]
     in_loop = {n for loop in loops for n in loop}
     for loop in loops:
         cycle = " -> ".join([*loop, loop[0]])
         first = flow.steps[loop[0]]
         out.append(_problem(first.loc, "no-exit-loop", f"steps {cycle} form a loop with no way to an end step; add an exit (e.g. `on_fail` or a branch to an end)"))
     for name in graph.dead_ends(flow):
-        if name in in_loop:
+        if name in in_loop or name in unsure or name in no_next:
             continue
         step = flow.steps[name]
         out.append(_problem(step.loc, "dead-end", f"step {name!r} has no path to an end step; the session would be stuck there"))
