@@ -298,25 +298,28 @@ def _pick(labels: list[str], *, first: bool, event: Any, error: str, same: bool)
 # ---------------------------------------------------------------- candidate answers and service values
 
 
-def _constants(flows: Iterable[Flow]) -> list[float]:
-    """Numbers the flows compare slots with (``tries < 3``, ``urgency >= 4``)."""
-    out: set[float] = set()
+def _constants(flows: Iterable[Flow]) -> dict[str, list[float]]:
+    """Per slot, the numbers the flows compare it with or compute it from (``tries < 3``,
+    ``urgency >= 4``): answers around them take both sides of a condition."""
+    out: dict[str, set[float]] = {}
 
-    def walk(node: Node) -> None:
+    def consts(node: Node, acc: set[float]) -> None:
         for f in dataclasses.fields(node):
             v = getattr(node, f.name)
-            kids = v if isinstance(v, tuple) else (v,)
-            for k in kids:
+            for k in (v if isinstance(v, tuple) else (v,)):
                 if isinstance(k, Const) and isinstance(k.value, (int, float)) and not isinstance(k.value, bool):
-                    out.add(float(k.value))
+                    acc.add(float(k.value))
                 elif isinstance(k, Node):
-                    walk(k)
+                    consts(k, acc)
 
     for flow in flows:
         for st in flow.steps.values():
             for e in st.expressions():
-                walk(e.tree)
-    return sorted(out)
+                found: set[float] = set()
+                consts(e.tree, found)
+                for name in e.names():
+                    out.setdefault(name, set()).update(found)
+    return {k: sorted(v) for k, v in out.items()}
 
 
 def _numbers(lo: float | None, hi: float | None, consts: list[float], integer: bool) -> list[float]:
@@ -444,7 +447,6 @@ class _Search:
         self.relevant = _relevant_names(self.flows)
         self.covered: set[Edge] = set()
         self.reached: set[tuple[str, str]] = set()  # (flow, local step) entered
-        self.rejected_at: set[tuple[str, str]] = set()  # ask steps where an invalid answer was tried
         self.engine_errors: list[str] = []
         self.states = 0
         self.truncated = False
@@ -495,7 +497,10 @@ class _Search:
             node = queue.popleft()
             if len(node.actions) >= self.max_depth:
                 continue
-            for action, event in self._actions(root, node):
+            rejected = False
+            for action, event, invalid in self._actions(root, node):
+                if invalid and rejected:
+                    continue  # one rejected answer per question is enough
                 if self.states >= self.max_states:
                     self.truncated = True
                     return
@@ -505,6 +510,8 @@ class _Search:
                 if not isinstance(out, tuple):
                     continue
                 state, edges = out
+                if invalid and any(e.label in ("retry", "on_fail") for e in edges):
+                    rejected = True
                 child = _Node(state, trail, node.edges | set(edges), action.at)
                 self._keep(root, child, edges)
                 key = _key(state, self.relevant)
@@ -522,31 +529,35 @@ class _Search:
         self.conversations.append(Conversation(f"{root.name}#{len(self.conversations) + 1}", root.name, node.actions,
                                                node.edges, s.step, s.status, s.version))
 
-    def _actions(self, root: Flow, node: _Node) -> list[tuple[Action, Any]]:
+    def _actions(self, root: Flow, node: _Node) -> list[tuple[Action, Any, bool]]:
+        """(action, event, is_invalid_answer) worth trying at the node's waiting step."""
         s = node.state
         if s.terminal or not s.pending or not s.step:
             return []
         owner, st = locate(root, s.step, self.registry, [f["flow_version"] for f in s.stack])
         at = node.now + THINK_MS
-        out: list[tuple[Action, Any]] = []
+        out: list[tuple[Action, Any, bool]] = []
         deadline = s.pending.get("deadline")
         if isinstance(st, AskStep) and s.pending.get("wait") == "input":
             slot = owner.slots.get(st.save) if st.save else None
             today = dt.datetime.fromtimestamp(at / 1000, dt.UTC).date()
-            for m in answers(st, slot, self.consts, today):
-                out.append((Action("say", at, message=m), m))
-            for m in invalid_answers(st):
-                out.append((Action("say", at, message=m), m))
-            self.rejected_at.add((owner.name, st.name))
+            cands = answers(st, slot, self.consts.get(st.save or "", []), today)
+            if not st.save or st.save not in self.relevant:
+                cands = cands[:1]  # where the answer is not read by a condition, one valid answer does
+            out += [(Action("say", at, message=m), m, False) for m in cands]
+            out += [(Action("say", at, message=m), m, True) for m in invalid_answers(st)]
         elif isinstance(st, CallStep) and s.pending.get("wait") == "service":
             call_id = str(s.pending.get("call_id"))
             slot = owner.slots.get(st.save) if st.save else None
-            for v in service_values(st, slot, self.consts, self.values.get(st.call)):
-                out.append((Action("result", at, ok=True, value=v), ServiceResult(call_id=call_id, ok=True, value=v)))
+            vals = service_values(st, slot, self.consts.get(st.save or "", []), self.values.get(st.call))
+            if not st.save or st.save not in self.relevant:
+                vals = vals[:1]
+            out += [(Action("result", at, ok=True, value=v), ServiceResult(call_id=call_id, ok=True, value=v), False)
+                    for v in vals]
             out.append((Action("result", at, ok=False, error="scripted_error"),
-                        ServiceResult(call_id=call_id, ok=False, error="scripted_error")))
+                        ServiceResult(call_id=call_id, ok=False, error="scripted_error"), False))
         if deadline is not None:
-            out.append((Action("timeout", int(deadline)), Timeout()))
+            out.append((Action("timeout", int(deadline)), Timeout(), False))
         return out
 
     def reasons(self, edges: list[Edge]) -> dict[Edge, str]:
