@@ -24,6 +24,7 @@ default). Comparisons chain (``1 <= qty <= 20``).
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import warnings
@@ -111,7 +112,10 @@ def _num(v: Any) -> int | float:
 
 def _to_int(v: Any) -> int:
     if isinstance(v, str):
-        return int(float(v.strip())) if re.fullmatch(r"\s*-?\d+(\.\d+)?\s*", v) else int(v)
+        text = v.strip()
+        if re.fullmatch(r"-?\d+\.\d+", text):  # "4.0": through float; whole numbers stay exact
+            return int(float(text))
+        return int(text)
     return int(v)
 
 
@@ -484,6 +488,12 @@ class Expr:
         """Root names the expression reads (slots, ``profile``, ...)."""
         return frozenset(_names(self.tree))
 
+    def canonical(self) -> str:
+        """The expression in one normal spelling (fully parenthesised, no extra spaces, one
+        quote style): equal for ``size=='large'`` and ``size == "large"``, different whenever
+        the trees differ. Content hashes use it, so reformatting is not a new flow version."""
+        return _canonical(self.tree)
+
     def name_positions(self) -> dict[str, int]:
         """Each root name the expression reads, with the offset where it is first read."""
         out: dict[str, int] = {}
@@ -584,6 +594,33 @@ def _names(node: Node) -> set[str]:
     return set()
 
 
+def _canonical(node: Node) -> str:
+    match node:
+        case Const(value=v):
+            if v is None or isinstance(v, (bool, str)):
+                return json.dumps(v, ensure_ascii=False)
+            return repr(v)
+        case Name(name=n):
+            return n
+        case Attr(target=t, attr=a):
+            return f"{_canonical(t)}.{a}"
+        case Index(target=t, index=i):
+            return f"{_canonical(t)}[{_canonical(i)}]"
+        case ListExpr(items=items):
+            return "[" + ",".join(_canonical(x) for x in items) + "]"
+        case Unary(op=op, operand=o):
+            return f"({op} {_canonical(o)})"
+        case BinOp(op=op, left=a, right=b):
+            return f"({_canonical(a)} {op} {_canonical(b)})"
+        case BoolOp(op=op, operands=items):
+            return "(" + f" {op} ".join(_canonical(x) for x in items) + ")"
+        case Compare(first=f, ops=ops, rest=rest):
+            return "(" + _canonical(f) + "".join(f" {op} {_canonical(r)}" for op, r in zip(ops, rest, strict=True)) + ")"
+        case Call(func=fn, args=args):
+            return f"{fn}(" + ",".join(_canonical(x) for x in args) + ")"
+    raise TypeError(f"unknown node {node!r}")  # pragma: no cover
+
+
 def _name_nodes(node: Node) -> list[tuple[str, int]]:
     match node:
         case Name(name=n):
@@ -664,7 +701,7 @@ def _eval(node: Node, env: Mapping[str, Any], src: str) -> Any:
             values = [_eval(a, env, src) for a in args]
             try:
                 return FUNCTIONS[fn](*values)
-            except (TypeError, ValueError, AttributeError) as exc:
+            except (TypeError, ValueError, AttributeError, OverflowError, re.error) as exc:
                 raise ExpressionError(f"{fn}() failed: {exc}", src, node.pos) from None
     raise ExpressionError(f"unsupported node {type(node).__name__}", src, node.pos)  # pragma: no cover
 

@@ -484,6 +484,43 @@ class Commands:
         return {n: list(getattr(self, n)) for n in COMMAND_NAMES if getattr(self, n) != getattr(default, n)}
 
 
+def _canonical_message(msg: Message, data: Any) -> Any:
+    if isinstance(data, str):
+        return msg.text.canonical() if msg.text is not None else data
+    if msg.text is not None:
+        data["text"] = msg.text.canonical()
+    if msg.template is not None and msg.template.params:
+        data["template"]["params"] = [p.canonical() for p in msg.template.params]
+    return data
+
+
+def _canonical_body(flow: Flow) -> dict[str, Any]:
+    """``flow.to_dict()`` in the form the content hash reads: no version label, expressions
+    and templates in canonical spelling, and ``set`` as a list of pairs (it assigns in
+    order, so its order is meaning and must survive ``sort_keys``)."""
+    body = flow.to_dict()
+    body.pop("version", None)
+    if flow.help is not None:
+        body["help"] = flow.help.canonical()
+    for name, step in flow.steps.items():
+        d = body["steps"][name]
+        if isinstance(d.get("next"), list):
+            for b, bd in zip(step.next, d["next"], strict=True):
+                if b.when is not None:
+                    bd["if"] = b.when.canonical()
+        if isinstance(step, SetStep):
+            d["set"] = [[k, e.canonical()] for k, e in step.assign]
+        if isinstance(step, (CallStep, FlowStep)) and step.args:
+            d["args"] = {k: e.canonical() for k, e in step.args}
+        if isinstance(step, (SayStep, EndStep)) and step.say is not None:
+            d["say"] = _canonical_message(step.say, d["say"])
+        if isinstance(step, AskStep):
+            d["ask"] = _canonical_message(step.ask, d["ask"])
+            if step.invalid is not None:
+                d["invalid"] = step.invalid.canonical()
+    return body
+
+
 @dataclass(frozen=True, kw_only=True)
 class Flow:
     """A validated conversation flow. Build one with :func:`flowkit.load_flow` or :class:`FlowBuilder`."""
@@ -506,14 +543,9 @@ class Flow:
 
     @cached_property
     def content_hash(self) -> str:
-        """SHA-256 of the canonical content (stable across key order and formatting; the version label excluded)."""
-        body = self.to_dict()
-        body.pop("version", None)
-        for name, step in self.steps.items():
-            if isinstance(step, SetStep):
-                # `set` assigns in order (a later value may read an earlier one), so the order
-                # is meaning; keep it through sort_keys by hashing a list of pairs.
-                body["steps"][name]["set"] = [[k, e.source] for k, e in step.assign]
+        """SHA-256 of the canonical content: stable across key order, YAML or JSON, comments,
+        quoting, shorthands and spacing inside expressions; the version label is excluded."""
+        body = _canonical_body(self)
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canonical.encode()).hexdigest()
 

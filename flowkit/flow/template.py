@@ -51,6 +51,10 @@ class Template:
                 out.setdefault(name, start + pos)
         return out
 
+    def canonical(self) -> str:
+        """The text with each placeholder's expression in its canonical spelling."""
+        return "".join(p if isinstance(p, str) else "{{" + p.canonical() + "}}" for p in self.parts)
+
     @property
     def is_static(self) -> bool:
         return all(isinstance(p, str) for p in self.parts)
