@@ -1,20 +1,33 @@
-"""Benchmark of flowkit.store (issue 5), one run, printed as a table.
+"""Benchmark of flowkit.store (issue 5), one run, printed as tables.
 
-    .venv/bin/python bench/store.py [--commits 20000] [--sessions 2000] [--fsync everysec]
+    .venv/bin/python bench/store.py                 # the full run (~2-3 minutes on 2 busy cores)
+    .venv/bin/python bench/store.py --quick         # a smoke run (~30 s)
+    .venv/bin/python bench/store.py [--commits 10000] [--race-updates 8000] [--tasks 64] [--hot 16]
+                                    [--sessions 2000] [--fsync everysec]
 
-It starts its own redis-server (flowkit's embedded configuration: AOF on) and measures:
+It starts its own redis-server (flowkit's embedded configuration: AOF on) and compares four
+ways of writing a session update, side by side in the same run, on the same server:
 
-- commits/s of the flowkit commit (a realistic pizza-flow session: state, history record with
-  a ~58-character WhatsApp message id, dedupe, one reply in the outbox, a timeout, derived
-  indexes) against a naive GET + SET read-modify-write (which can lose updates) and against a
-  bare EVALSHA of a no-op script (the round-trip floor), on one blocking connection and on
-  asyncio with 64 concurrent tasks;
-- Redis round trips per commit, counted by the client and cross-checked with INFO commandstats;
-- Redis bytes per session holding 20 history records (used_memory delta, and MEMORY USAGE of
-  the session's own keys).
+- **flowkit commit**: the one-round-trip Lua CAS (version check, state + checksum, history
+  entry with a delta, dedupe, outbox, snapshots; derived indexes in the same pipeline). The
+  caller keeps the state it last committed, so an update costs one round trip; after a
+  ``conflict`` it reloads (one more) and recomputes;
+- **WATCH/MULTI**: redis-py's optimistic transaction doing comparable writes (state hash with
+  version + checksum, history XADD, dedupe ZADD, outbox HSET, active index ZADD): WATCH, read,
+  MULTI..EXEC = three round trips; retried on WatchError;
+- **naive GET + SET** of the state JSON (two round trips, no history): the baseline that
+  *loses updates* when writers race;
+- **EVALSHA no-op**: one round trip that does nothing (the floor).
 
-Goals (issue 5): 1 round trip per commit, flowkit >= 50% of the EVALSHA floor, <= 4 KB per
-session with 20 records.
+Each is measured (a) on one blocking connection, no contention: throughput and per-commit
+p50/p99 latency; (b) on asyncio with ``--tasks`` concurrent writers updating ``--hot`` sessions
+(several writers per session), each update incrementing a counter in the state: throughput,
+latency per update (retries included), conflicts retried, and **lost updates** = updates the
+writer saw succeed minus the increments the final states hold. Also: Redis round trips per
+commit (client count and INFO commandstats) and Redis bytes per session with 20 records.
+
+Goals (issue 5): 1 round trip per commit, flowkit >= 50% of the EVALSHA floor, 0 lost updates,
+<= 4 KB per session with 20 records.
 """
 
 from __future__ import annotations
@@ -23,17 +36,24 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import os
 import platform
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import redis
+import redis.asyncio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from flowkit.store import AsyncStore, RedisServer, Store, connect, connect_async  # noqa: E402
 from flowkit.store import keys as K  # noqa: E402
+from flowkit.store.codec import checksum, dumps  # noqa: E402
 from flowkit.store.driver import Call  # noqa: E402
 from flowkit.store.scripts import NOOP  # noqa: E402
 
@@ -46,116 +66,313 @@ def wamid(sid: str, i: int) -> str:
     return f"wamid.HBgLMzE2MTIzNDU2NzgVAgASGBQz{sid[-6:]:>6}{i:08d}QTc2RUZGMEE4"
 
 
-def next_state(prev: dict[str, Any] | None, sid: str, i: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The session after commit ``i`` and its history record (what the engine would produce)."""
+def next_state(prev: dict[str, Any] | None, sid: str, i: int, *,
+               count: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The session after update ``i`` and its history record (what the engine would produce).
+
+    ``count``: ``slots.n`` counts the updates applied to this session (the lost-update check)."""
     now = T0 + i * 1500
     step = STEPS[i % len(STEPS)]
     slots = {"profile": {"name": "Ana"}, "size": ["small", "medium", "large"][i % 3], "qty": 1 + i % 5}
+    if count:
+        slots["n"] = prev["slots"]["n"] + 1 if prev else 0
     state = {"session_id": sid, "flow": "order_pizza", "flow_version": "3", "step": step, "status": "waiting_input",
              "slots": slots, "attempts": {step: i % 2}, "stack": [],
              "pending": {"wait": "input", "step": step, "deadline": now + 1_800_000, "trail": STEPS[:1 + i % 3]},
-             "version": 0, "started_at": prev["started_at"] if prev else now, "updated_at": now}
+             "version": prev["version"] + 1 if prev else 1, "started_at": prev["started_at"] if prev else now,
+             "updated_at": now}
     record = {"ts": now, "event": "message" if prev else "start", "from_step": prev["step"] if prev else None,
               "to_step": step, "path": [step], "status": "waiting_input", "message_id": wamid(sid, i),
               "input": json.dumps({"text": slots["size"]}), "error": None, "actor": "runtime"}
     return state, record
 
 
-def commit_args(prev: dict[str, Any] | None, sid: str, i: int) -> dict[str, Any]:
-    state, record = next_state(prev, sid, i)
+def commit_args(prev: dict[str, Any] | None, sid: str, i: int, *, count: bool = False) -> dict[str, Any]:
+    state, record = next_state(prev, sid, i, count=count)
     return {"session_id": sid, "expected_version": prev["version"] if prev else 0, "state": state, "record": record,
             "previous": prev, "message_id": record["message_id"],
             "effects": [{"kind": "reply", "text": f"Got it: {record['input']}"}],
             "timeout_at_ms": state["pending"]["deadline"]}
 
 
-# ---------------------------------------------------------------- sync
+# ---------------------------------------------------------------- the WATCH/MULTI and naive baselines
 
 
-def sync_flowkit(store: Store, n: int, sessions: int) -> float:
-    prev: dict[str, dict[str, Any] | None] = {f"b{j}": None for j in range(sessions)}
-    for j in range(sessions):  # warm: every session exists, the script is loaded
-        sid = f"b{j}"
-        args = commit_args(None, sid, 0)
-        store.commit(**args)
-        prev[sid] = args["state"]
-    t = time.perf_counter()
+def wm_key(sid: str) -> str:
+    return f"wm:{{s:{sid}}}:"
+
+
+def wm_writes(pipe: Any, sid: str, state: dict[str, Any], record: dict[str, Any]) -> None:
+    """What the WATCH/MULTI baseline writes inside MULTI: comparable to the flowkit commit."""
+    base, text = wm_key(sid), dumps(state)
+    v = state["version"]
+    pipe.hset(base + "state", mapping={"version": v, "state": text, "checksum": checksum(text), "step": state["step"],
+                                       "status": state["status"], "updated_at": state["updated_at"]})
+    pipe.xadd(base + "hist", {"record": dumps({**record, "version": v})}, id=f"{v}-1")
+    pipe.zadd(base + "seen", {checksum(record["message_id"]): v})
+    pipe.hset(base + "fx", str(v), dumps({"at": state["updated_at"], "effects": [{"kind": "reply", "text": "ok"}]}))
+    pipe.zadd("wm:idx:active", {sid: state["updated_at"]})
+
+
+def naive_key(sid: str) -> str:
+    return f"naive:{{s:{sid}}}"
+
+
+# ---------------------------------------------------------------- measurements
+
+
+@dataclass
+class Result:
+    ops: int  # updates that the writer saw succeed
+    seconds: float
+    latencies: list[float]  # seconds per update (retries included)
+    round_trips: int = 0
+    conflicts: int = 0  # attempts retried (conflict / WatchError)
+    lost: int | None = None  # None: not measured (no concurrency)
+
+    def __add__(self, o: Result) -> Result:
+        lost = None if self.lost is None or o.lost is None else self.lost + o.lost
+        return Result(self.ops + o.ops, self.seconds + o.seconds, self.latencies + o.latencies,
+                      self.round_trips + o.round_trips, self.conflicts + o.conflicts, lost)
+
+    @property
+    def rate(self) -> float:
+        return self.ops / self.seconds
+
+    def pct(self, q: float) -> float:
+        xs = sorted(self.latencies)
+        return xs[min(len(xs) - 1, int(q * len(xs)))] * 1000
+
+
+def timed(n: int, one: Callable[[int], None]) -> tuple[float, list[float]]:
+    lat = [0.0] * n
+    clock = time.perf_counter
+    t = clock()
     for i in range(n):
-        sid = f"b{i % sessions}"
+        s = clock()
+        one(i)
+        lat[i] = clock() - s
+    return clock() - t, lat
+
+
+# ---------------------------------------------------------------- (a) one connection, no contention
+
+
+def sync_flowkit(store: Store, n: int, sessions: int, prefix: str = "") -> Result:
+    prev: dict[str, dict[str, Any]] = {}
+    for j in range(sessions):  # warm: every session exists, the script is loaded
+        args = commit_args(None, f"{prefix}b{j}", 0)
+        store.commit(**args)
+        prev[f"{prefix}b{j}"] = args["state"]
+    trips = store.round_trips
+
+    def one(i: int) -> None:
+        sid = f"{prefix}b{i % sessions}"
         args = commit_args(prev[sid], sid, i + 1)
         if store.commit(**args).outcome != "ok":
             raise AssertionError("unexpected conflict")
         prev[sid] = args["state"]
-    return n / (time.perf_counter() - t)
+
+    seconds, lat = timed(n, one)
+    return Result(n, seconds, lat, store.round_trips - trips)
 
 
-def sync_naive(client: Any, n: int, sessions: int) -> float:
+def sync_watch(client: Any, n: int, sessions: int, prefix: str = "") -> Result:
     for j in range(sessions):
-        client.set(f"naive:{j}", json.dumps(next_state(None, f"n{j}", 0)[0]))
-    t = time.perf_counter()
-    for i in range(n):
-        key = f"naive:{i % sessions}"
+        with client.pipeline() as pipe:
+            wm_writes(pipe, f"{prefix}w{j}", *next_state(None, f"{prefix}w{j}", 0))
+            pipe.execute()
+    known: dict[str, int] = {f"{prefix}w{j}": 1 for j in range(sessions)}
+
+    def one(i: int) -> None:
+        sid = f"{prefix}w{i % sessions}"
+        key = wm_key(sid) + "state"
+        with client.pipeline() as pipe:
+            pipe.watch(key)  # round trip 1
+            raw = pipe.hget(key, "state")  # round trip 2
+            state = json.loads(raw)
+            if state["version"] != known[sid]:
+                raise AssertionError("unexpected concurrent writer")
+            new, rec = next_state(state, sid, i + 1)
+            pipe.multi()
+            wm_writes(pipe, sid, new, rec)
+            pipe.execute()  # round trip 3: MULTI..EXEC
+            known[sid] = new["version"]
+
+    seconds, lat = timed(n, one)
+    return Result(n, seconds, lat, 3 * n)
+
+
+def sync_naive(client: Any, n: int, sessions: int, prefix: str = "") -> Result:
+    for j in range(sessions):
+        client.set(naive_key(f"{prefix}n{j}"), dumps(next_state(None, f"{prefix}n{j}", 0)[0]))
+
+    def one(i: int) -> None:
+        key = naive_key(f"{prefix}n{i % sessions}")
         state = json.loads(client.get(key))  # round trip 1
         new, _ = next_state(state, state["session_id"], i + 1)
-        new["version"] = state["version"] + 1
-        client.set(key, json.dumps(new))  # round trip 2; a concurrent writer's update is lost
-    return n / (time.perf_counter() - t)
+        client.set(key, dumps(new))  # round trip 2; a concurrent writer's update is lost
+
+    seconds, lat = timed(n, one)
+    return Result(n, seconds, lat, 2 * n)
 
 
-def sync_floor(store: Store, n: int) -> float:
+def sync_floor(store: Store, n: int, sessions: int = 0, prefix: str = "") -> Result:
     store.driver.execute([Call(NOOP, ("fk:{s:floor}:state",), ())])
-    t = time.perf_counter()
-    for _ in range(n):
-        store.driver.execute([Call(NOOP, ("fk:{s:floor}:state",), ())])
-    return n / (time.perf_counter() - t)
+    trips = store.round_trips
+    seconds, lat = timed(n, lambda i: store.driver.execute([Call(NOOP, ("fk:{s:floor}:state",), ())]))
+    return Result(n, seconds, lat, store.round_trips - trips)
 
 
-def sync_redis_py_evalsha(client: Any, n: int) -> float:
+def sync_redis_py_evalsha(client: Any, n: int) -> Result:
     sha = client.script_load(NOOP.source)
+    seconds, lat = timed(n, lambda i: client.evalsha(sha, 1, "fk:{s:floor}:state"))
+    return Result(n, seconds, lat, n)
+
+
+# ---------------------------------------------------------------- (b) asyncio, writers racing on hot sessions
+
+
+async def warm(client: Any, tasks: int) -> None:
+    """Open the pool's connections before the clock starts (one per concurrent writer)."""
+    await asyncio.gather(*(client.ping() for _ in range(tasks)))
+
+
+async def _race(tasks: int, per: int, update: Callable[[int, int], Awaitable[int]]) -> tuple[float, list[float], int]:
+    """Run ``tasks`` writers, ``per`` updates each; ``update(task, i)`` returns the attempts retried."""
+    lat: list[float] = []
+    retried = 0
+
+    async def writer(k: int) -> None:
+        nonlocal retried
+        clock = time.perf_counter
+        for i in range(per):
+            s = clock()
+            r = await update(k, i)  # (not `retried += await …`: that loses updates across tasks)
+            retried += r
+            lat.append(clock() - s)
+
     t = time.perf_counter()
-    for _ in range(n):
-        client.evalsha(sha, 1, "fk:{s:floor}:state")
-    return n / (time.perf_counter() - t)
+    await asyncio.gather(*(writer(k) for k in range(tasks)))
+    return time.perf_counter() - t, lat, retried
 
 
-# ---------------------------------------------------------------- asyncio, 64 tasks
-
-
-async def async_run(kind: str, url: str, n: int, tasks: int = 64) -> float:
-    client = connect_async(url)
-    store = AsyncStore(client)
+async def race_flowkit(url: str, n: int, tasks: int, hot: int, prefix: str = "") -> Result:
+    store = AsyncStore(connect_async(url))
+    sids = [f"{prefix}h{j}" for j in range(hot)]
+    for sid in sids:
+        args = commit_args(None, sid, 0, count=True)
+        assert (await store.commit(**args)).ok
+    await warm(store.client, tasks)
+    cache: dict[int, dict[str, Any]] = {}  # each writer's last known state of its session
+    for k in range(tasks):
+        cache[k] = await store.load(sids[k % hot])  # type: ignore[assignment]
     per = n // tasks
+    trips = store.round_trips
 
-    async def flowkit_task(k: int) -> None:
-        sid = f"a{k}"  # one session per task: no conflicts, pure throughput
-        prev = None
-        for i in range(per):
-            args = commit_args(prev, sid, i)
-            if (await store.commit(**args)).outcome != "ok":
-                raise AssertionError("unexpected conflict")
-            prev = args["state"]
+    async def update(k: int, i: int) -> int:
+        sid, retried = sids[k % hot], 0
+        while True:
+            args = commit_args(cache[k], sid, k * per + i + 1, count=True)
+            args["record"]["message_id"] = args["message_id"] = f"{wamid(sid, i)}.{k}"
+            res = await store.commit(**args)
+            if res.ok:
+                cache[k] = args["state"]
+                return retried
+            retried += 1  # conflict: another writer got there first; reload and recompute
+            cache[k] = await store.load(sid)  # type: ignore[assignment]
 
-    async def naive_task(k: int) -> None:
-        key = f"anaive:{k}"
-        await client.set(key, json.dumps(next_state(None, f"n{k}", 0)[0]))
-        for i in range(per):
-            state = json.loads(await client.get(key))
-            new, _ = next_state(state, state["session_id"], i + 1)
-            await client.set(key, json.dumps(new))
+    seconds, lat, retried = await _race(tasks, per, update)
+    trips = store.round_trips - trips
+    held = 0
+    for sid in sids:
+        st = await store.load(sid)
+        assert st is not None and st["version"] == st["slots"]["n"] + 1
+        held += st["slots"]["n"]
+    await store.client.aclose()
+    return Result(per * tasks, seconds, lat, trips, retried, per * tasks - held)
 
-    async def floor_task(k: int) -> None:
-        for _ in range(per):
-            await store.driver.execute([Call(NOOP, (f"fk:{{s:f{k}}}:state",), ())])
 
-    fn = {"flowkit": flowkit_task, "naive": naive_task, "floor": floor_task}[kind]
-    await store.driver.execute([Call(NOOP, ("fk:{s:warm}:state",), ())])  # load the no-op script
-    if kind == "flowkit":
-        await store.driver.execute([Call(NOOP, ("fk:{s:warm}:state",), ())])
-    t = time.perf_counter()
-    await asyncio.gather(*(fn(k) for k in range(tasks)))
-    rate = per * tasks / (time.perf_counter() - t)
+async def race_watch(url: str, n: int, tasks: int, hot: int, prefix: str = "") -> Result:
+    client = redis.asyncio.Redis.from_url(url)
+    sids = [f"{prefix}hw{j}" for j in range(hot)]
+    for sid in sids:
+        async with client.pipeline() as pipe:
+            wm_writes(pipe, sid, *next_state(None, sid, 0, count=True))
+            await pipe.execute()
+    per = n // tasks
+    attempts = 0
+    await warm(client, tasks)
+
+    async def update(k: int, i: int) -> int:
+        nonlocal attempts
+        sid, retried = sids[k % hot], 0
+        key = wm_key(sid) + "state"
+        async with client.pipeline() as pipe:
+            while True:
+                attempts += 1
+                try:
+                    await pipe.watch(key)
+                    state = json.loads(await pipe.hget(key, "state"))
+                    new, rec = next_state(state, sid, k * per + i + 1, count=True)
+                    rec["message_id"] = f"{rec['message_id']}.{k}"
+                    pipe.multi()
+                    wm_writes(pipe, sid, new, rec)
+                    await pipe.execute()
+                    return retried
+                except redis.WatchError:
+                    retried += 1
+
+    seconds, lat, retried = await _race(tasks, per, update)
+    held = sum([json.loads(await client.hget(wm_key(sid) + "state", "state"))["slots"]["n"] for sid in sids])
     await client.aclose()
-    return rate
+    return Result(per * tasks, seconds, lat, 3 * attempts, retried, per * tasks - held)
+
+
+async def race_naive(url: str, n: int, tasks: int, hot: int, prefix: str = "") -> Result:
+    client = redis.asyncio.Redis.from_url(url)
+    sids = [f"{prefix}hn{j}" for j in range(hot)]
+    for sid in sids:
+        await client.set(naive_key(sid), dumps(next_state(None, sid, 0, count=True)[0]))
+    per = n // tasks
+    await warm(client, tasks)
+
+    async def update(k: int, i: int) -> int:
+        key = naive_key(sids[k % hot])
+        state = json.loads(await client.get(key))
+        new, _ = next_state(state, state["session_id"], k * per + i + 1, count=True)
+        await client.set(key, dumps(new))  # overwrites whatever another writer set meanwhile
+        return 0
+
+    seconds, lat, _ = await _race(tasks, per, update)
+    held = sum([json.loads(await client.get(naive_key(sid)))["slots"]["n"] for sid in sids])
+    await client.aclose()
+    return Result(per * tasks, seconds, lat, 2 * per * tasks, 0, per * tasks - held)
+
+
+async def race_floor(url: str, n: int, tasks: int, hot: int, prefix: str = "") -> Result:
+    store = AsyncStore(connect_async(url))
+    await store.driver.execute([Call(NOOP, ("fk:{s:warm}:state",), ())])  # load the script
+    await warm(store.client, tasks)
+    per = n // tasks
+    trips = store.round_trips
+
+    async def update(k: int, i: int) -> int:
+        await store.driver.execute([Call(NOOP, (f"fk:{{s:h{k % hot}}}:state",), ())])
+        return 0
+
+    seconds, lat, _ = await _race(tasks, per, update)
+    trips = store.round_trips - trips
+    await store.client.aclose()
+    return Result(per * tasks, seconds, lat, trips)
+
+
+SEQ: dict[str, Callable[..., Result]] = {
+    "flowkit commit (Lua CAS)": sync_flowkit, "WATCH/MULTI transaction": sync_watch, "naive GET + SET": sync_naive,
+    "EVALSHA no-op (floor)": sync_floor}
+RACE: dict[str, Callable[..., Awaitable[Result]]] = {
+    "flowkit commit (Lua CAS)": race_flowkit, "WATCH/MULTI transaction": race_watch, "naive GET + SET": race_naive,
+    "EVALSHA no-op (floor)": race_floor}
 
 
 # ---------------------------------------------------------------- round trips and memory
@@ -216,13 +433,35 @@ def bytes_per_session(store: Store, sessions: int, records: int = 20) -> tuple[f
 # ---------------------------------------------------------------- main
 
 
+def table(header: tuple[str, ...], rows: list[tuple[str, ...]], right: int = 1) -> None:
+    """A Markdown table; columns from ``right`` on are right-aligned."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def fmt(r: tuple[str, ...]) -> str:
+        return "| " + " | ".join(c.rjust(w) if i >= right else c.ljust(w)
+                                 for i, (c, w) in enumerate(zip(r, widths, strict=True))) + " |"
+
+    print(fmt(header))
+    print("| " + " | ".join("-" * (w - 1) + ":" if i >= right else "-" * w for i, w in enumerate(widths)) + " |")
+    for r in rows:
+        print(fmt(r))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--commits", type=int, default=20_000)
+    ap.add_argument("--commits", type=int, default=10_000, help="updates per row, one connection")
+    ap.add_argument("--race-updates", type=int, default=8_000, help="updates per row, racing writers")
     ap.add_argument("--sessions", type=int, default=2_000, help="sessions for the memory measurement")
+    ap.add_argument("--rounds", type=int, default=4, help="the methods take turns this many times")
+    ap.add_argument("--tasks", type=int, default=64, help="concurrent asyncio writers in the race")
+    ap.add_argument("--hot", type=int, default=16, help="sessions the racing writers share")
     ap.add_argument("--fsync", default=None, help="appendfsync of the bench server (default: flowkit's)")
+    ap.add_argument("--quick", action="store_true", help="a smoke run: 2,000 / 1,000 updates per row, 200 sessions")
     args = ap.parse_args()
-    n = args.commits
+    if args.quick:
+        args.commits, args.race_updates, args.sessions = 2_000, 1_000, 200
+    n, m, tasks, hot, rounds = args.commits, args.race_updates, args.tasks, args.hot, args.rounds
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         kw = {"fsync": args.fsync} if args.fsync else {}
         server = RedisServer(Path(tmp) / "redis", **kw).start()
@@ -230,43 +469,57 @@ def main() -> None:
             client = connect(server.url)
             store = Store(client)
             version = client.info()["redis_version"]
-            rows = []
-            fk = sync_flowkit(store, n, 1000)
-            naive = sync_naive(client, n, 1000)
-            floor = sync_floor(store, n)
+            # The methods take turns (``--rounds`` rounds, each a share of the updates), so a
+            # change in machine load hits all of them alike; the rows sum the rounds.
+            seq: dict[str, Result] = {}
+            race: dict[str, Result] = {}
+            for r in range(rounds):
+                for name, fn in SEQ.items():
+                    res = fn(store if fn in (sync_flowkit, sync_floor) else client, n // rounds, 1000, f"r{r}")
+                    seq[name] = seq[name] + res if name in seq else res
+                for name, afn in RACE.items():
+                    res = asyncio.run(afn(server.url, m // rounds, tasks, hot, f"r{r}"))
+                    race[name] = race[name] + res if name in race else res
             rp = sync_redis_py_evalsha(client, n)
-            afk = asyncio.run(async_run("flowkit", server.url, n))
-            anaive = asyncio.run(async_run("naive", server.url, n))
-            afloor = asyncio.run(async_run("floor", server.url, n))
             trips, evalsha, commands = round_trips(store)
             per_session, per_keys, breakdown = bytes_per_session(store, args.sessions)
-            rows.append(("sync commits/s: flowkit commit", f"{fk:,.0f}", f"{fk / floor:.0%} of floor", ">= 50%"))
-            rows.append(("sync commits/s: naive GET+SET (loses updates)", f"{naive:,.0f}", f"{naive / floor:.0%}", ""))
-            rows.append(("sync commits/s: EVALSHA no-op (floor)", f"{floor:,.0f}", "100%", ""))
-            rows.append(("sync: redis-py client.evalsha no-op (reference)", f"{rp:,.0f}", f"{rp / floor:.0%}", ""))
-            rows.append(("asyncio x64 commits/s: flowkit commit", f"{afk:,.0f}", f"{afk / afloor:.0%} of floor",
-                         ">= 50%"))
-            rows.append(("asyncio x64 commits/s: naive GET+SET", f"{anaive:,.0f}", f"{anaive / afloor:.0%}", ""))
-            rows.append(("asyncio x64 commits/s: EVALSHA no-op (floor)", f"{afloor:,.0f}", "100%", ""))
-            rows.append(("round trips per commit (client count)", f"{trips:.2f}", "", "1"))
-            rows.append(("EVALSHA per commit (INFO commandstats)", f"{evalsha:.2f}", "", "1"))
-            rows.append(("commands sent per commit (script + index writes)", f"{commands:.2f}", "", ""))
-            rows.append(("Redis bytes/session, 20 records (used_memory delta)", f"{per_session:,.0f}",
-                         f"{per_session / 1024:.2f} KB", "<= 4 KB"))
-            rows.append(("  of which the session's keys (MEMORY USAGE)", f"{per_keys:,.0f}",
-                         ", ".join(f"{k} {v:,.0f}" for k, v in breakdown.items() if v), ""))
             client.close()
         finally:
             server.stop()
+    elapsed = time.perf_counter() - started
     date = dt.date.today().isoformat()
-    print(f"flowkit.store benchmark, {date}, redis-server {version} (AOF on, appendfsync {server.fsync}), "
-          f"Python {platform.python_version()}, {platform.machine()}, {n:,} commits per row")
-    widths = [max(len(r[i]) for r in rows + [("measure", "value", "ratio", "goal")]) for i in range(4)]
-    header = ("measure", "value", "ratio", "goal")
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in rows:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"flowkit.store benchmark, {date}: redis-server {version} (AOF on, appendfsync {server.fsync}), "
+          f"Python {platform.python_version()}, redis-py {redis.__version__}, {platform.machine()}, "
+          f"{os.cpu_count()} CPUs (load {load:.1f} at the end); {n:,} / {m:,} updates per row in {rounds} interleaved rounds; "
+          f"run took {elapsed:.0f} s")
+    print()
+    header = ("method", "mode", "updates/s", "p50 ms", "p99 ms", "% of floor", "flowkit ÷ this", "round trips/update",
+              "conflicts retried", "lost updates")
+    rows: list[tuple[str, ...]] = []
+    for mode, results in ((f"1 connection, no contention ({1000} sessions)", seq),
+                          (f"asyncio, {tasks} writers on {hot} sessions", race)):
+        floor, fk = results["EVALSHA no-op (floor)"], results["flowkit commit (Lua CAS)"]
+        for name, r in results.items():
+            rows.append((name, mode, f"{r.rate:,.0f}", f"{r.pct(0.5):.2f}", f"{r.pct(0.99):.2f}",
+                         f"{r.rate / floor.rate:.0%}", f"{fk.rate / r.rate:.2f}x", f"{r.round_trips / r.ops:.2f}",
+                         f"{r.conflicts:,}" if r.lost is not None else "-",
+                         f"{r.lost:,} ({r.lost / r.ops:.1%})" if r.lost is not None else "-"))
+    table(header, rows, right=2)
+    print()
+    rows = [("round trips per commit (client count)", f"{trips:.2f}", "1"),
+            ("EVALSHA per commit (INFO commandstats)", f"{evalsha:.2f}", "1"),
+            ("commands sent per commit (script + index writes, one pipeline)", f"{commands:.2f}", ""),
+            ("flowkit commit, % of the EVALSHA floor (1 connection)",
+             f"{seq['flowkit commit (Lua CAS)'].rate / seq['EVALSHA no-op (floor)'].rate:.0%}", ">= 50%"),
+            ("flowkit driver no-op vs redis-py client.evalsha no-op (1 connection)",
+             f"{seq['EVALSHA no-op (floor)'].rate:,.0f} vs {rp.rate:,.0f}/s", ""),
+            ("lost updates, flowkit commit (race)", f"{race['flowkit commit (Lua CAS)'].lost:,}", "0"),
+            ("Redis bytes/session, 20 records (used_memory delta)", f"{per_session:,.0f} ({per_session / 1024:.2f} KB)",
+             "<= 4 KB"),
+            ("  of which the session's keys (MEMORY USAGE)",
+             f"{per_keys:,.0f}: " + ", ".join(f"{k} {v:,.0f}" for k, v in breakdown.items() if v), "")]
+    table(("measure", "value", "goal"), rows, right=3)
 
 
 if __name__ == "__main__":
