@@ -118,7 +118,7 @@ def test_template_errors_in_a_flow_are_located_at_the_character() -> None:
     assert got == [
         (3, 15, "unknown-slot"),
         (9, 60, "bad-expression"),
-        (13, 22, "unknown-slot"),
+        (13, 24, "unknown-slot"),
         (20, 36, "unknown-slot"),
     ]
     assert "'surname'" in info.value.problems[-1].message
