@@ -258,6 +258,8 @@ def _do_rollback() -> None:
         st.session_state["_rollback_done"] = f"Rollback failed: {exc}"
     else:
         st.session_state["_rollback_done"] = f"Rolled back {sid} to version {to}: now version {res.version}."
+        # a rolled-back session is no longer idle, so it leaves the stuck list: keep showing it
+        st.session_state["typed_sid"] = sid
 
 
 @st.fragment(run_every=every)

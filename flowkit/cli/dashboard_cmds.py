@@ -17,7 +17,7 @@ def streamlit_command(port: int, host: str, app: Path = APP) -> list[str]:
     """The command that serves the app: headless, no telemetry, no file watcher."""
     return [sys.executable, "-m", "streamlit", "run", str(app), "--server.headless", "true",
             "--server.port", str(port), "--server.address", host, "--browser.gatherUsageStats", "false",
-            "--server.fileWatcherType", "none", "--server.runOnSave", "false"]
+            "--server.fileWatcherType", "none", "--server.runOnSave", "false", "--client.toolbarMode", "viewer"]
 
 
 def dashboard(
