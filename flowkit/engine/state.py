@@ -157,23 +157,40 @@ _PHONE = re.compile(r"^\+?\d{6,15}$")
 
 def slot_problem(spec: SlotSpec, value: Any) -> str | None:
     """Why ``value`` does not fit ``spec`` (a short code-like reason), or None when it fits."""
-    if value is None or spec.type == "any":
+    if value is None:
         return None
-    t = spec.type
-    if t in ("text", "choice", "email", "phone", "date") and not isinstance(value, str):
-        return f"expected text, got {type(value).__name__}"
-    if t == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+    check = _CHECKS.get(spec.type)
+    return check(spec, value) if check is not None else None
+
+
+def _number(spec: SlotSpec, value: Any) -> str | None:
+    if spec.min is not None and value < spec.min:
+        return f"{value} is below the minimum {spec.min:g}"
+    if spec.max is not None and value > spec.max:
+        return f"{value} is above the maximum {spec.max:g}"
+    return None
+
+
+def _int(spec: SlotSpec, value: Any) -> str | None:
+    if value.__class__ is not int and (isinstance(value, bool) or not isinstance(value, int)):
         return f"expected a whole number, got {type(value).__name__}"
-    if t == "number" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+    return _number(spec, value)
+
+
+def _float(spec: SlotSpec, value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return f"expected a number, got {type(value).__name__}"
-    if t == "bool" and not isinstance(value, bool):
-        return f"expected true/false, got {type(value).__name__}"
-    if t in ("location", "media") and not isinstance(value, Mapping):
-        return f"expected a {t} object, got {type(value).__name__}"
-    if t == "location" and not {"latitude", "longitude"} <= set(value):
-        return "a location needs latitude and longitude"
-    if t == "media" and "id" not in value:
-        return "media needs an id"
+    return _number(spec, value)
+
+
+def _bool(spec: SlotSpec, value: Any) -> str | None:
+    return None if isinstance(value, bool) else f"expected true/false, got {type(value).__name__}"
+
+
+def _string(spec: SlotSpec, value: Any) -> str | None:
+    if not isinstance(value, str):
+        return f"expected text, got {type(value).__name__}"
+    t = spec.type
     if t == "choice" and spec.options is not None and value not in spec.options:
         return f"{value!r} is not one of {', '.join(spec.options)}"
     if t == "email" and not _EMAIL.match(value):
@@ -185,19 +202,28 @@ def slot_problem(spec: SlotSpec, value: Any) -> str | None:
             dt.date.fromisoformat(value)
         except ValueError:
             return f"{value!r} is not a YYYY-MM-DD date"
-    if t in ("int", "number"):
-        if spec.min is not None and value < spec.min:
-            return f"{value} is below the minimum {spec.min:g}"
-        if spec.max is not None and value > spec.max:
-            return f"{value} is above the maximum {spec.max:g}"
-    if isinstance(value, str):
-        if spec.min_length is not None and len(value) < spec.min_length:
-            return f"shorter than {spec.min_length} characters"
-        if spec.max_length is not None and len(value) > spec.max_length:
-            return f"longer than {spec.max_length} characters"
-        if spec.pattern is not None and re.fullmatch(spec.pattern, value) is None:
-            return f"{value!r} does not match {spec.pattern}"
+    if spec.min_length is not None and len(value) < spec.min_length:
+        return f"shorter than {spec.min_length} characters"
+    if spec.max_length is not None and len(value) > spec.max_length:
+        return f"longer than {spec.max_length} characters"
+    if spec.pattern is not None and re.fullmatch(spec.pattern, value) is None:
+        return f"{value!r} does not match {spec.pattern}"
     return None
+
+
+def _object(spec: SlotSpec, value: Any) -> str | None:
+    t = spec.type
+    if not isinstance(value, Mapping):
+        return f"expected a {t} object, got {type(value).__name__}"
+    if t == "location" and not {"latitude", "longitude"} <= set(value):
+        return "a location needs latitude and longitude"
+    if t == "media" and "id" not in value:
+        return "media needs an id"
+    return None
+
+
+_CHECKS = {"int": _int, "number": _float, "bool": _bool, "location": _object, "media": _object,
+           **{t: _string for t in ("text", "choice", "email", "phone", "date")}}
 
 
 def check_slots(slots: Mapping[str, Any], schema: Mapping[str, SlotSpec], *, where: str) -> None:

@@ -11,6 +11,7 @@ import datetime as dt
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from flowkit.engine.events import (
@@ -180,8 +181,8 @@ class _Run:
         env: dict[str, Any] = {name: None for name in self.flow.slots}
         env.update({k: v for k, v in self.slots.items() if k != PROFILE})
         env["profile"] = dict(self.slots.get(PROFILE) or {})
-        env["now"] = _iso(self.now)
-        env["today"] = _iso(self.now)[:10]
+        env["now"] = self.now_iso
+        env["today"] = self.now_iso[:10]
         env["session"] = {"id": self.session_id, "flow": self.root.name, "step": self.step_name}
         return env
 
@@ -191,9 +192,15 @@ class _Run:
         except ExpressionError as exc:
             raise EngineError(f"step {self.step_name!r} of flow {self.flow.name!r}: {where}: {exc}") from None
 
+    @cached_property
+    def now_iso(self) -> str:
+        return _iso(self.now)
+
     def render(self, template: Template | None, where: str) -> str | None:
         if template is None:
             return None
+        if template.is_static:
+            return template.source
         try:
             return template.render(self.env())
         except ExpressionError as exc:
@@ -413,7 +420,7 @@ class _Run:
         self.redact = bool(slot and slot.sensitive)
         try:
             value = parse_input(st.input, msg, slot=slot, labels=_labels(st),
-                                today=dt.date.fromisoformat(_iso(self.now)[:10]))
+                                today=dt.date.fromisoformat(self.now_iso[:10]))
         except InvalidInput as exc:
             self.invalid(st, exc)
             return
