@@ -122,7 +122,11 @@ def loops_without_exit(flow: Flow) -> list[list[str]]:
 
 
 def simple_paths(flow: Flow, *, limit: int = 1000, cutoff: int | None = None) -> list[list[str]]:
-    """Up to ``limit`` simple paths from the start step to any end step, shortest first."""
+    """Up to ``limit`` simple paths from the start step to any end step, shortest first.
+
+    Retry self-edges are left out (a path never repeats a step). ``cutoff`` keeps only
+    paths of at most that many moves (steps minus one).
+    """
     g = _progress_graph(flow)
     ends = end_steps(flow)
     if flow.start not in g or not ends:
@@ -132,10 +136,14 @@ def simple_paths(flow: Flow, *, limit: int = 1000, cutoff: int | None = None) ->
     h.add_edges_from((e, sink) for e in ends)
 
     def paths() -> Iterator[list[str]]:
-        if cutoff is None:
-            yield from nx.shortest_simple_paths(h, flow.start, sink)
-        else:
-            yield from nx.all_simple_paths(h, flow.start, sink, cutoff=cutoff + 1)
+        # shortest first; with a cutoff, stop at the first path with more than `cutoff` moves
+        try:
+            for p in nx.shortest_simple_paths(h, flow.start, sink):
+                if cutoff is not None and len(p) - 2 > cutoff:
+                    return
+                yield p
+        except nx.NetworkXNoPath:
+            return
 
     return [p[:-1] for p in islice(paths(), limit)]
 
