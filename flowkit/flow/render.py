@@ -35,6 +35,14 @@ def _short(text: str, n: int = 40) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+def _label(*lines: str) -> str:
+    """A DOT label from lines of plain text: backslashes and quotes in flow texts are
+    text (not DOT escapes like \\N or \\l), lines break with DOT's ``\\n``, and a text
+    that looks like ``<html>`` stays text."""
+    parts = [part for line in lines for part in str(line).split("\n")]
+    return graphviz.nohtml("\\n".join(p.replace("\\", "\\\\").replace('"', '\\"') for p in parts))
+
+
 def render(flow: Flow, *, node_labels: Mapping[str, str] | None = None, node_colours: Mapping[str, str] | None = None,
            edge_labels: Mapping[tuple[str, str], str] | None = None, edge_widths: Mapping[tuple[str, str], float] | None = None) -> graphviz.Digraph:
     """The flow as a ``graphviz.Digraph`` (shows inline in Jupyter).
@@ -44,7 +52,7 @@ def render(flow: Flow, *, node_labels: Mapping[str, str] | None = None, node_col
     """
     g = to_networkx(flow)
     dot = graphviz.Digraph(name=flow.name, comment=f"{flow.name} {flow.version_id}")
-    dot.attr(rankdir="TB", fontname="Helvetica", label=f"{flow.name} (version {flow.version_id})", labelloc="t")
+    dot.attr(rankdir="TB", fontname="Helvetica", label=_label(f"{flow.name} (version {flow.version_id})"), labelloc="t")
     dot.attr("node", fontname="Helvetica", fontsize="11", style="filled")
     dot.attr("edge", fontname="Helvetica", fontsize="9")
     dot.node("__start__", "", shape="circle", width="0.2", fillcolor="black")
@@ -55,12 +63,12 @@ def render(flow: Flow, *, node_labels: Mapping[str, str] | None = None, node_col
             style["fillcolor"] = END_COLOURS[data["end"]]
         if node_colours and name in node_colours:
             style["fillcolor"] = node_colours[name]
-        label = f"{name}\n[{data['kind']}{': ' + data['end'] if data['end'] else ''}]"
+        lines = [name, f"[{data['kind']}{': ' + data['end'] if data['end'] else ''}]"]
         if data["text"] and data["kind"] != "end":
-            label += f"\n{_short(data['text'])}"
+            lines.append(_short(data["text"]))
         if node_labels and name in node_labels:
-            label += f"\n{node_labels[name]}"
-        dot.node(name, label, **style)
+            lines.append(str(node_labels[name]))
+        dot.node(name, _label(*lines), **style)
     for a, b, data in g.edges(data=True):
         attrs: dict[str, str] = {}
         for kind in data["kinds"]:
@@ -72,7 +80,7 @@ def render(flow: Flow, *, node_labels: Mapping[str, str] | None = None, node_col
             label = ""
         if edge_widths and (a, b) in edge_widths:
             attrs["penwidth"] = f"{edge_widths[(a, b)]:.2f}"
-        dot.edge(a, b, label=_short(label, 60), **attrs)
+        dot.edge(a, b, label=_label(_short(label, 60)), **attrs)
     return dot
 
 
