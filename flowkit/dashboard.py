@@ -42,7 +42,7 @@ from flowkit.store.codec import TERMINAL_STATUSES, s
 from flowkit.store.store import Store
 
 DEFAULT_STUCK_AFTER_MS = 30 * 60_000
-DEFAULT_SAMPLE = 5_000
+DEFAULT_SAMPLE = 2_000
 LIVE_STATUSES = ("active", "waiting_input", "waiting_service")
 DROP_STATUSES = ("failed", "cancelled", "handoff", "expired")
 RATE_METRICS = ["messages_in", "messages_out", "sessions_started", "sessions_ended", "validation_failures",
@@ -65,6 +65,7 @@ class Source:
     url: str  # redacted (no password): safe to show
     flows: dict[str, Flow] = field(default_factory=dict)
     flow_problems: list[str] = field(default_factory=list)
+    registry: Any = None  # a FlowRegistry on ``client``, kept so each version is parsed once
 
 
 def open_source(url: str | None = None, flow_paths: Iterable[str | Path] | None = None) -> Source:
@@ -106,11 +107,16 @@ def load_flows(src: Source) -> dict[str, Flow]:
 
     out = dict(src.flows)
     try:
-        reg = FlowRegistry(client=src.client, refresh_every=float("inf"))
-        for name in reg.names():
-            out[name] = reg.latest(name)
+        if src.registry is None:
+            src.registry = FlowRegistry(client=src.client, refresh_every=float("inf"))
+        else:
+            src.registry.refresh()  # one HGET per flow; only a new version is parsed
+        for name in src.registry.names():
+            out[name] = src.registry.latest(name)
     except FlowkitError as exc:
-        src.flow_problems.append(f"flows in Redis: {exc}")
+        problem = f"flows in Redis: {exc}"
+        if problem not in src.flow_problems:
+            src.flow_problems.append(problem)
     return out
 
 
