@@ -7,7 +7,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test lint-flows lab bench clean system-deps venv
+.PHONY: demo test lint-flows lab bench clean system-deps venv cli-docs
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -30,6 +30,9 @@ demo: system-deps $(STAMP)
 
 test: system-deps $(STAMP)
 	$(BIN)/python -m pytest
+
+cli-docs: $(STAMP)
+	$(BIN)/python -m typer flowkit.cli utils docs --name flowkit --title "flowkit CLI reference" --output docs/cli.md
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/
