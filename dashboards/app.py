@@ -163,6 +163,14 @@ def flows() -> None:
                    "(an even sample of the activity index).")
     left, right = st.columns([2, 3])
     with left:
+        fsum = summary.set_index("flow").loc[name] if name in set(summary["flow"]) else None
+        if fsum is not None:
+            ended = int(fsum["completed"]) + sum(int(fsum[x]) for x in D.DROP_STATUSES)
+            fig = go.Figure(go.Funnel(y=["started", "finished", "completed"],
+                                      x=[int(fsum["sessions"]), ended, int(fsum["completed"])],
+                                      textinfo="value+percent initial"))
+            fig.update_layout(title=f"{name}: sessions", height=230, margin={"t": 40, "b": 10})
+            st.plotly_chart(fig)
         st.subheader("Drop-off by step")
         fig = go.Figure()
         for col, colour in (("active_here", "#5b8def"), ("completed_here", "#3cb371"), ("dropped", "#e0594a")):

@@ -123,3 +123,22 @@ def test_flowkit_dashboard_serves_the_page(traffic: Traffic, redis_url: str, tmp
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+
+
+def test_a_malformed_redis_url_is_a_usage_error() -> None:
+    from typer.testing import CliRunner
+
+    from flowkit.cli import app
+
+    result = CliRunner().invoke(app, ["dashboard", "--redis", "memcached://localhost:1"])
+    assert result.exit_code == 2 and "unsupported Redis URL scheme" in result.output
+
+
+def test_the_app_is_served_headless_without_telemetry() -> None:
+    from flowkit.cli.dashboard_cmds import APP, streamlit_command
+
+    cmd = streamlit_command(8600, "0.0.0.0")
+    assert APP.is_file() and cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4] == str(APP)
+    opts = dict(zip(cmd[5::2], cmd[6::2], strict=True))
+    assert opts["--server.headless"] == "true" and opts["--browser.gatherUsageStats"] == "false"
+    assert (opts["--server.port"], opts["--server.address"]) == ("8600", "0.0.0.0")
