@@ -34,6 +34,12 @@ class ExportFormat(StrEnum):
     csv = "csv"
 
 
+class Engine(StrEnum):
+    auto = "auto"
+    pandas = "pandas"
+    duckdb = "duckdb"
+
+
 class Table(StrEnum):
     funnel = "funnel"
     drop_off = "drop_off"
@@ -165,6 +171,8 @@ def analyze(
     as_of: Annotated[str | None, typer.Option(help="Judge staleness at this time (default: exported_at).")] = None,
     code: Annotated[list[str] | None, typer.Option("--code", help="Only these anomaly codes (repeatable).")] = None,
     format: ReportFormatOption = ReportFormat.text,
+    engine: Annotated[Engine, typer.Option(
+        "--engine", help="pandas, duckdb (same report; checks in SQL) or auto (duckdb when installed).")] = Engine.pandas,
 ) -> None:
     """Find stuck, looping and inconsistent sessions. Exit 1 when there are anomalies."""
     from flowkit.history.anomalies import CODES
@@ -178,7 +186,8 @@ def analyze(
             raise _fail(f"unknown code(s) {', '.join(bad)}; known: {', '.join(CODES)}")
     try:
         report = run_analysis(export_dir, fs, stuck_after=stuck_after, retry_threshold=retry_threshold,
-                              as_of=int(as_of) if as_of is not None and as_of.isdigit() else as_of, codes=code or None)
+                              as_of=int(as_of) if as_of is not None and as_of.isdigit() else as_of, codes=code or None,
+                              engine=engine.value)
     except FlowkitError as exc:
         raise _fail(str(exc)) from None
     if format is ReportFormat.json:

@@ -65,11 +65,23 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from flowkit.errors import HistoryError
 from flowkit.flow.model import parse_duration
 from flowkit.history._prep import Prepared, prepare
-from flowkit.history.columns import EVENTS, iso, normalize, read_export, to_ms
+from flowkit.history.columns import (
+    EVENTS,
+    SESSION_COLUMNS,
+    TERMINAL,
+    iso,
+    locate_export,
+    normalize,
+    read_export,
+    read_meta,
+    read_table,
+    to_ms,
+)
 from flowkit.history.flowset import FlowSet
 
 CODES = ("STUCK", "VERSION_GAP", "VERSION_DUPLICATE", "CHAIN_BREAK", "ILLEGAL_TRANSITION", "UNKNOWN_STEP",
@@ -151,6 +163,12 @@ def _fmt_duration(seconds: float) -> str:
     if not parts:
         parts.append(f"{s}s")
     return "".join(parts)
+
+
+def _stuck_text(status: str, step: Any, idle_ms: int, as_of_ms: int, stuck_after: float) -> str:
+    where = f" at step {step!r}" if isinstance(step, str) else ""
+    return (f"{status}{where}, idle for {_fmt_duration(idle_ms / 1000)} at {iso(as_of_ms)} "
+            f"(threshold {_fmt_duration(stuck_after)})")
 
 
 class _Finder:
@@ -458,9 +476,7 @@ class _Finder:
                                                          int(self.as_of_ms - p.ts[i])))
 
     def _stuck_detail(self, status: str, step: Any, idle_ms: int) -> str:
-        where = f" at step {step!r}" if isinstance(step, str) else ""
-        return (f"{status}{where}, idle for {_fmt_duration(idle_ms / 1000)} at {iso(self.as_of_ms or 0)} "
-                f"(threshold {_fmt_duration(self.stuck_after)})")
+        return _stuck_text(status, step, idle_ms, self.as_of_ms or 0, self.stuck_after)
 
     def run(self) -> list[Anomaly]:
         self.versions()
@@ -475,37 +491,37 @@ class _Finder:
         return sorted(self.out, key=lambda a: (a.session_id, a.version if a.version is not None else -1, order[a.code], a.detail))
 
 
-def find_anomalies(history: pd.DataFrame, sessions: pd.DataFrame | None = None, flows: Any = None, *,
-                   stuck_after: float | str | None = None, retry_threshold: int = DEFAULT_RETRY_THRESHOLD,
-                   as_of: Any = None, exported_at: Any = None, since: Any = None, partial: bool = False,
-                   codes: Iterable[str] | None = None) -> AnalysisReport:
-    """Every anomaly of DESIGN.md in ``history`` (a DataFrame with the documented columns).
+ENGINES = ("auto", "pandas", "duckdb")
 
-    ``sessions`` is the snapshot (enables STATE_MISMATCH and the STUCK check on it);
-    ``flows`` anything :meth:`FlowSet.of` takes (enables ILLEGAL_TRANSITION and
-    UNKNOWN_STEP); ``stuck_after`` seconds or text like ``"30m"``; ``as_of`` the time
-    staleness is judged at (default ``exported_at``, else the latest record); ``since``
-    (the export's ``--since``) or ``partial`` (the store trims old history) say that
-    histories may legitimately start after version 1; ``codes`` limits the report.
-    """
-    df = normalize(history, "history")
-    snap = normalize(sessions, "sessions") if sessions is not None else None
-    fs = FlowSet.of(flows) if flows is not None else None
-    stuck_s = _seconds(stuck_after, DEFAULT_STUCK_AFTER)
-    if retry_threshold < 1:
-        raise HistoryError(f"retry threshold must be at least 1, got {retry_threshold}")
-    p = prepare(df)
+
+def resolve_engine(engine: str, *, on_disk: bool) -> str:
+    """``pandas`` or ``duckdb``: ``auto`` is DuckDB when it can be imported and the input is on disk."""
+    from flowkit.history import duck
+
+    if engine not in ENGINES:
+        raise HistoryError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
+    if engine == "auto":
+        return "duckdb" if on_disk and duck.available() else "pandas"
+    if engine == "duckdb" and not duck.available():
+        raise HistoryError("engine 'duckdb' needs the duckdb package (pip install duckdb)")
+    return engine
+
+
+def _as_of(as_of: Any, exported_at: Any, latest_ms: int | None) -> tuple[int | None, str]:
     if as_of is not None:
-        as_of_ms, source = to_ms(as_of), "as_of"
-    elif exported_at is not None:
-        as_of_ms, source = to_ms(exported_at), "exported_at"
-    elif p.n:
-        as_of_ms, source = int(p.ts.max()), "latest record"
-    else:
-        as_of_ms, source = None, "none"
-    finder = _Finder(p, fs, snap, stuck_after=stuck_s, retry_threshold=retry_threshold, as_of_ms=as_of_ms,
-                     since=partial or (since is not None and since is not False))
-    found = finder.run()
+        return to_ms(as_of), "as_of"
+    if exported_at is not None:
+        return to_ms(exported_at), "exported_at"
+    if latest_ms is not None:
+        return latest_ms, "latest record"
+    return None, "none"
+
+
+def _finish(found: list[Anomaly], codes: Iterable[str] | None, *, rows: int, sessions: int, snapshot_sessions: int | None,
+            fv_pairs: Iterable[tuple[str, str]], as_of_ms: int | None, source: str, stuck_s: float,
+            retry_threshold: int, since: Any, partial: bool, graph: bool, unchecked: Mapping[tuple[str, str], int],
+            engine: str) -> AnalysisReport:
+    """The codes filter and the summary, shared by both engines."""
     if codes is not None:
         wanted = set(codes)
         unknown = wanted - set(CODES)
@@ -514,12 +530,12 @@ def find_anomalies(history: pd.DataFrame, sessions: pd.DataFrame | None = None, 
         found = [a for a in found if a.code in wanted]
     counts = Counter(a.code for a in found)
     flows_seen: dict[str, list[str]] = {}
-    for name, version in p.fv_pairs:
+    for name, version in fv_pairs:
         flows_seen.setdefault(name, []).append(version)
     summary = {
-        "rows": int(p.n),
-        "sessions": int(len(p.sessions)),
-        "snapshot_sessions": int(len(snap)) if snap is not None else None,
+        "rows": int(rows),
+        "sessions": int(sessions),
+        "snapshot_sessions": snapshot_sessions,
         "flows": {k: sorted(v) for k, v in sorted(flows_seen.items())},
         "as_of": iso(as_of_ms) if as_of_ms is not None else None,
         "as_of_source": source,
@@ -527,26 +543,220 @@ def find_anomalies(history: pd.DataFrame, sessions: pd.DataFrame | None = None, 
         "retry_threshold": retry_threshold,
         "since": iso(to_ms(since)) if since not in (None, False, True) else (True if since is True else None),
         "partial_history": bool(partial or since not in (None, False)),
-        "checks": {"graph": fs is not None, "snapshot": snap is not None},
-        "unchecked": [{"flow": f, "flow_version": v, "rows": n} for (f, v), n in sorted(finder.unchecked.items())],
+        "checks": {"graph": graph, "snapshot": snapshot_sessions is not None},
+        "unchecked": [{"flow": f, "flow_version": v, "rows": n} for (f, v), n in sorted(unchecked.items())],
         "counts": {c: counts.get(c, 0) for c in CODES if codes is None or c in set(codes)},
         "anomalies": len(found),
         "sessions_with_anomalies": len({a.session_id for a in found}),
+        "engine": engine,
     }
     return AnalysisReport(tuple(found), summary)
 
 
+def _check_codes(codes: Iterable[str] | None) -> set[str]:
+    if codes is None:
+        return set(CODES)
+    wanted = set(codes)
+    unknown = wanted - set(CODES)
+    if unknown:
+        raise HistoryError(f"unknown anomaly code(s) {', '.join(sorted(unknown))}; known: {', '.join(CODES)}")
+    return wanted
+
+
+def find_anomalies(history: pd.DataFrame, sessions: pd.DataFrame | None = None, flows: Any = None, *,
+                   stuck_after: float | str | None = None, retry_threshold: int = DEFAULT_RETRY_THRESHOLD,
+                   as_of: Any = None, exported_at: Any = None, since: Any = None, partial: bool = False,
+                   codes: Iterable[str] | None = None, engine: str = "auto") -> AnalysisReport:
+    """Every anomaly of DESIGN.md in ``history`` (a DataFrame with the documented columns).
+
+    ``sessions`` is the snapshot (enables STATE_MISMATCH and the STUCK check on it);
+    ``flows`` anything :meth:`FlowSet.of` takes (enables ILLEGAL_TRANSITION and
+    UNKNOWN_STEP); ``stuck_after`` seconds or text like ``"30m"``; ``as_of`` the time
+    staleness is judged at (default ``exported_at``, else the latest record); ``since``
+    (the export's ``--since``) or ``partial`` (the store trims old history) say that
+    histories may legitimately start after version 1; ``codes`` limits the report.
+    ``engine``: ``"pandas"``, ``"duckdb"`` (the same findings, computed in SQL) or
+    ``"auto"`` (pandas: the data is already in memory).
+    """
+    eng = resolve_engine(engine, on_disk=False)
+    df = normalize(history, "history")
+    snap = normalize(sessions, "sessions") if sessions is not None else None
+    fs = FlowSet.of(flows) if flows is not None else None
+    stuck_s = _seconds(stuck_after, DEFAULT_STUCK_AFTER)
+    if retry_threshold < 1:
+        raise HistoryError(f"retry threshold must be at least 1, got {retry_threshold}")
+    partial_history = partial or (since is not None and since is not False)
+    if eng == "duckdb":
+        from flowkit.history.duck import Engine
+
+        e = Engine()
+        try:
+            cols = list(ANALYSIS_COLUMNS)
+            e.load_history_arrow(pa.Table.from_pandas(df[cols], preserve_index=False))
+            if snap is not None:
+                e.load_snapshot(pa.Table.from_pandas(snap[list(SESSION_COLUMNS)], preserve_index=False))
+            return _find_duckdb(e, fs, snap is not None, stuck_s=stuck_s, retry_threshold=retry_threshold, as_of=as_of,
+                                exported_at=exported_at, since=since, partial=partial, codes=codes)
+        finally:
+            e.close()
+    p = prepare(df)
+    as_of_ms, source = _as_of(as_of, exported_at, int(p.ts.max()) if p.n else None)
+    finder = _Finder(p, fs, snap, stuck_after=stuck_s, retry_threshold=retry_threshold, as_of_ms=as_of_ms,
+                     since=partial_history)
+    found = finder.run()
+    return _finish(found, codes, rows=p.n, sessions=len(p.sessions),
+                   snapshot_sessions=int(len(snap)) if snap is not None else None, fv_pairs=p.fv_pairs,
+                   as_of_ms=as_of_ms, source=source, stuck_s=stuck_s, retry_threshold=retry_threshold, since=since,
+                   partial=partial, graph=fs is not None, unchecked=finder.unchecked,
+                   engine="pandas")
+
+
+def _find_duckdb(e: Any, fs: FlowSet | None, has_snapshot: bool, *, stuck_s: float, retry_threshold: int, as_of: Any,
+                 exported_at: Any, since: Any, partial: bool, codes: Iterable[str] | None) -> AnalysisReport:
+    """The checks of :class:`_Finder` in DuckDB (``e``: a :class:`flowkit.history.duck.Engine` with the data loaded)."""
+    from flowkit.history.duck import START
+
+    want = _check_codes(codes)
+    n, n_sessions, latest, pair_rows = e.stats()
+    as_of_ms, source = _as_of(as_of, exported_at, latest)
+    out: list[Anomaly] = []
+    add = out.append
+    since_flag = partial or (since is not None and since is not False)
+
+    dup_count: Counter[tuple[str, int]] = Counter()
+    for sid, v, prev_v, dup, event, exempt, from_step, prev_to, prev_status in e.row_checks(since=since_flag, want=want):
+        if dup:
+            dup_count[(sid, v)] += 1
+        if "VERSION_GAP" in want:
+            if prev_v is not None and v > prev_v + 1:
+                lo, hi = prev_v + 1, v - 1
+                what = f"version {lo} is missing" if lo == hi else f"versions {lo}-{hi} are missing"
+                add(Anomaly("VERSION_GAP", sid, lo, f"{what} (history goes from {lo - 1} to {hi + 1})"))
+            elif prev_v is None and v > 1 and not since_flag:
+                hi = v - 1
+                what = "version 1 is missing" if hi == 1 else f"versions 1-{hi} are missing"
+                add(Anomaly("VERSION_GAP", sid, 1, f"{what} (history starts at version {hi + 1})"))
+        if ("CHAIN_BREAK" in want and prev_v == v - 1 and not dup and event != "start" and not exempt
+                and from_step != prev_to):
+            add(Anomaly("CHAIN_BREAK", sid, v, f"from_step {from_step!r} but version {v - 1} ended at {prev_to!r}"))
+        if ("AFTER_TERMINAL" in want and prev_v is not None and prev_status in TERMINAL and event != "start"
+                and not exempt):
+            add(Anomaly("AFTER_TERMINAL", sid, v, f"{event} record after the session ended "
+                        f"({prev_status} at version {prev_v}) without a new start"))
+    if "VERSION_DUPLICATE" in want:
+        for (sid, v), count in dup_count.items():
+            add(Anomaly("VERSION_DUPLICATE", sid, v, f"{count} records carry version {v} (a lost or doubled update)"))
+    if "DUPLICATE_MESSAGE" in want:
+        for sid, v, mid, first_v in e.duplicate_messages():
+            add(Anomaly("DUPLICATE_MESSAGE", sid, v, f"message {mid} was already applied at version {first_v}"))
+
+    unchecked: dict[tuple[str, str], int] = {}
+    if n:
+        missing = set(e.load_graphs(fs, [(f, v) for f, v, _ in pair_rows]))
+        unchecked = {(f, v): c for f, v, c in pair_rows if (f, v) in missing}
+        if e.graphs:
+            if "UNKNOWN_STEP" in want:
+                for sid, v, name, version, step in e.unknown_steps():
+                    add(Anomaly("UNKNOWN_STEP", sid, v, f"step {step!r} is not in flow {name!r} version {version!r}"))
+            if "ILLEGAL_TRANSITION" in want:
+                rows: dict[tuple[str, int, int], list[tuple[int, str, str]]] = {}
+                info: dict[tuple[str, int, int], tuple[str, str, str]] = {}
+                for sid, v, rn, name, version, event, pos, prev, step in e.illegal_pairs():
+                    rows.setdefault((sid, v, rn), []).append((pos, prev, step))
+                    info[(sid, v, rn)] = (name, version, event)
+                for key, pairs in rows.items():
+                    name, version, event = info[key]
+                    texts = [f"{'(start)' if a == START else a} -> {b}" for _, a, b in sorted(pairs)]
+                    shown = ", ".join(texts[:3]) + (f" (+{len(texts) - 3} more)" if len(texts) > 3 else "")
+                    add(Anomaly("ILLEGAL_TRANSITION", key[0], key[1], f"{event} moved {shown}, not an edge of flow "
+                                f"{name!r} version {version!r}"))
+
+    if has_snapshot and "STATE_MISMATCH" in want:
+        dups, diffs = e.state_mismatch()
+        for sid, v in dups:
+            add(Anomaly("STATE_MISMATCH", sid, v, "the snapshot has several rows for this session"))
+        for s_sid, s_v, s_step, s_status, s_flow, s_fv, l_sid, l_v, l_step, l_status, l_flow, l_fv in diffs:
+            if l_sid is None:
+                add(Anomaly("STATE_MISMATCH", s_sid, s_v, "the snapshot has this session but the history has no record of it"))
+            elif s_sid is None:
+                add(Anomaly("STATE_MISMATCH", l_sid, l_v, "the session has history but is missing from the snapshot"))
+            else:
+                diffs_txt = []
+                if s_v != l_v:
+                    diffs_txt.append(f"version {s_v} vs {l_v}")
+                if s_step != l_step:
+                    diffs_txt.append(f"step {float('nan') if s_step is None else s_step!r} vs to_step {l_step!r}")
+                if s_status != l_status:
+                    diffs_txt.append(f"status {s_status!r} vs {l_status!r}")
+                if s_flow != l_flow:
+                    diffs_txt.append(f"flow {s_flow!r} vs {l_flow!r}")
+                if s_fv != l_fv:
+                    diffs_txt.append(f"flow_version {s_fv!r} vs {l_fv!r}")
+                add(Anomaly("STATE_MISMATCH", l_sid, l_v, "snapshot vs last record: " + "; ".join(diffs_txt)))
+
+    if retry_threshold and "RETRY_LOOP" in want:
+        for sid, v, step, length, first_v, last_v in e.retry_loops(retry_threshold):
+            add(Anomaly("RETRY_LOOP", sid, v, f"ask step {step!r} re-entered {length} times in a row "
+                        f"(versions {first_v}-{last_v}; threshold {retry_threshold})"))
+
+    if as_of_ms is not None and "STUCK" in want:
+        threshold_ms = int(stuck_s * 1000)
+        if has_snapshot:
+            for sid, v, status, step, upd in e.stuck_snapshot(as_of_ms=as_of_ms, threshold_ms=threshold_ms):
+                add(Anomaly("STUCK", sid, v, _stuck_text(status, step, as_of_ms - upd, as_of_ms, stuck_s)))
+        else:
+            for sid, v, status, step, ts in e.last_records(as_of_ms=as_of_ms, threshold_ms=threshold_ms):
+                add(Anomaly("STUCK", sid, v, _stuck_text(status, step, as_of_ms - ts, as_of_ms, stuck_s)))
+
+    order = {c: i for i, c in enumerate(CODES)}
+    found = sorted(out, key=lambda a: (a.session_id, a.version if a.version is not None else -1, order[a.code], a.detail))
+    return _finish(found, codes, rows=n, sessions=n_sessions,
+                   snapshot_sessions=e.snapshot_rows() if has_snapshot else None,
+                   fv_pairs=[(f, v) for f, v, _ in pair_rows], as_of_ms=as_of_ms, source=source, stuck_s=stuck_s,
+                   retry_threshold=retry_threshold, since=since, partial=partial, graph=fs is not None,
+                   unchecked=unchecked, engine="duckdb")
+
+
 def analyze(path: str | Path, flows: Any = None, *, stuck_after: float | str | None = None,
             retry_threshold: int = DEFAULT_RETRY_THRESHOLD, as_of: Any = None,
-            codes: Iterable[str] | None = None) -> AnalysisReport:
+            codes: Iterable[str] | None = None, engine: str = "pandas") -> AnalysisReport:
     """Read an export (folder or history file, any format) and find its anomalies.
 
-    Staleness is judged at ``as_of``, else the export's ``exported_at``.
+    Staleness is judged at ``as_of``, else the export's ``exported_at``. ``engine``:
+    ``"pandas"`` (the default) reads the files into pandas, ``"duckdb"`` into Arrow
+    tables that DuckDB scans, with the checks in SQL; both give the same report.
+    ``"auto"`` is DuckDB when the duckdb package can be imported. (DuckDB is not the
+    default: it measured no faster, see bench/README.md.)
     """
-    ex = read_export(path, columns=ANALYSIS_COLUMNS)
-    return find_anomalies(ex.history, ex.sessions, flows, stuck_after=stuck_after, retry_threshold=retry_threshold,
-                          as_of=as_of, exported_at=ex.meta.get("exported_at"), since=ex.meta.get("since"),
-                          partial=bool(ex.meta.get("history_trimmed")), codes=codes)
+    eng = resolve_engine(engine, on_disk=True)
+    if eng == "pandas":
+        ex = read_export(path, columns=ANALYSIS_COLUMNS)
+        return find_anomalies(ex.history, ex.sessions, flows, stuck_after=stuck_after, retry_threshold=retry_threshold,
+                              as_of=as_of, exported_at=ex.meta.get("exported_at"), since=ex.meta.get("since"),
+                              partial=bool(ex.meta.get("history_trimmed")), codes=codes, engine="pandas")
+    from flowkit.history.duck import Engine
+
+    loc = locate_export(path)
+    assert loc.history is not None and loc.history_format is not None
+    e = Engine()
+    try:
+        if loc.history_format == "parquet":
+            e.load_history_parquet(loc.history, ANALYSIS_COLUMNS)
+        else:
+            e.load_history_arrow(read_table(loc.history, "history", fmt=loc.history_format, columns=ANALYSIS_COLUMNS))
+        has_snapshot = loc.sessions is not None and loc.sessions_format is not None
+        if has_snapshot:
+            e.load_snapshot(read_table(loc.sessions, "sessions", fmt=loc.sessions_format))  # type: ignore[arg-type]
+        meta = read_meta(path)
+        fs = FlowSet.of(flows) if flows is not None else None
+        stuck_s = _seconds(stuck_after, DEFAULT_STUCK_AFTER)
+        if retry_threshold < 1:
+            raise HistoryError(f"retry threshold must be at least 1, got {retry_threshold}")
+        return _find_duckdb(e, fs, has_snapshot, stuck_s=stuck_s, retry_threshold=retry_threshold, as_of=as_of,
+                            exported_at=meta.get("exported_at"), since=meta.get("since"),
+                            partial=bool(meta.get("history_trimmed")), codes=codes)
+    finally:
+        e.close()
 
 
 def report_frame(anomalies: Iterable[Anomaly] | AnalysisReport) -> pd.DataFrame:

@@ -165,3 +165,18 @@ def test_export_command(store: Store, redis_url: str, tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["export", str(tmp_path / "q"), "--redis", redis_url, "--since", "whenever"])
     assert r.exit_code == 2 and "--since" in r.stderr
+
+
+def test_analyze_engines_give_the_same_report(dirty: tuple[Synthetic, Path], v4_file: Path) -> None:
+    syn, out = dirty
+    reports = {}
+    for engine in ("pandas", "duckdb", "auto"):
+        r = runner.invoke(app, ["analyze", str(out), "--flows", str(EXAMPLE_FLOWS), str(v4_file), "-f", "json",
+                                "--engine", engine])
+        assert r.exit_code == 1, r.output
+        reports[engine] = json.loads(r.stdout)
+    assert [reports[e]["summary"].pop("engine") for e in reports] == ["pandas", "duckdb", "duckdb"]
+    assert reports["pandas"] == reports["duckdb"] == reports["auto"]
+    assert {(a["code"], a["session_id"], a["version"]) for a in reports["duckdb"]["anomalies"]} == set(syn.truth)
+    r = runner.invoke(app, ["analyze", str(out), "--engine", "spark"])
+    assert r.exit_code == 2 and "spark" in r.stderr

@@ -1,21 +1,36 @@
 """Anomaly detection: precision and recall 1.0 on synthetic histories with a known ground
-truth, nothing on clean ones, and the exact rules on hand-made edge cases."""
+truth, nothing on clean ones, and the exact rules on hand-made edge cases — every test
+for both engines (pandas and DuckDB; ``test_engines.py`` compares their full reports)."""
 
 from __future__ import annotations
 
+import sys
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from flowkit.errors import HistoryError
-from flowkit.history.anomalies import CODES, analyze, find_anomalies
+from flowkit.history import anomalies
+from flowkit.history.anomalies import CODES
 from flowkit.history.columns import write_export
 from flowkit.history.flowset import FlowSet
 from flowkit.history.synthetic import Synthetic, generate
 from tests.history.helpers import T0, frame, pizza_ok, rec, snapshot
 
 MIN = 60_000
+find_anomalies = anomalies.find_anomalies
+analyze = anomalies.analyze
+
+
+@pytest.fixture(autouse=True, params=["pandas", "duckdb"])
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test of this module runs once per engine: its find_anomalies/analyze use that engine."""
+    module = sys.modules[__name__]
+    monkeypatch.setattr(module, "find_anomalies", partial(anomalies.find_anomalies, engine=request.param))
+    monkeypatch.setattr(module, "analyze", partial(anomalies.analyze, engine=request.param))
+    return request.param
 
 
 def keys(report: object) -> set[tuple[str, str, int | None]]:
@@ -31,9 +46,10 @@ def find(rows: list[dict], flows: FlowSet, *, snap: pd.DataFrame | None | bool =
 # ---------------------------------------------------------------- ground truth
 
 
-def test_precision_and_recall_are_one_for_every_code(syn: Synthetic) -> None:
+def test_precision_and_recall_are_one_for_every_code(syn: Synthetic, engine: str) -> None:
     report = find_anomalies(syn.history, syn.sessions, syn.flows, exported_at=syn.exported_at,
                             retry_threshold=syn.config.retry_threshold, stuck_after=syn.config.stuck_after_s)
+    assert report.summary["engine"] == engine
     score = syn.score(report)
     assert set(score["code"]) == set(CODES)
     assert (score["truth"] == syn.config.per_code).all()  # every code injected
@@ -52,9 +68,10 @@ def test_ground_truth_holds_for_other_seeds(flows: FlowSet, seed: int) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "jsonl", "csv"])
-def test_same_findings_from_files_of_every_format(syn: Synthetic, tmp_path: Path, fmt: str) -> None:
+def test_same_findings_from_files_of_every_format(syn: Synthetic, tmp_path: Path, fmt: str, engine: str) -> None:
     out = syn.write(tmp_path / fmt, fmt=fmt)  # type: ignore[arg-type]
     report = analyze(out, syn.flows)
+    assert report.summary["engine"] == engine
     assert keys(report) == set(syn.truth)
     assert report.summary["as_of_source"] == "exported_at"
 
