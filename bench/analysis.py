@@ -6,7 +6,8 @@
   history rows, against a plain pandas floor in the same run: read the same Parquet
   columns, last row per session (groupby), version diff per session — what any analysis
   must at least do;
-- the same floor in DuckDB, which reads Parquet with both cores.
+- the same floor in DuckDB, which reads Parquet with both cores;
+- ``analyze`` with ``engine="duckdb"`` (the same report, checks in SQL).
 
 Every measurement runs in a fresh subprocess, so "peak MB" is that step's own maximum
 resident memory (ru_maxrss), not what earlier steps left behind. The synthetic histories
@@ -19,7 +20,7 @@ runtime does, then cloned under new session ids (state JSON, checksums and the h
 entries rewritten) with the store's own backup/restore, because 1.1M individual commits
 would take the benchmark ~12 minutes of set-up.
 
-    python bench/analysis.py            # full run, appends the table to bench/README.md
+    python bench/analysis.py            # full run, replaces the table in bench/README.md
     python bench/analysis.py --quick    # small sizes, prints only
 """
 
@@ -79,6 +80,20 @@ def analyze_flowkit(path: str) -> dict:
     from flowkit.history.synthetic import example_flows
 
     report = analyze(path, example_flows())
+    truth = json.loads((Path(path) / "truth.json").read_text())
+    found = {(a.code, a.session_id, a.version) for a in report.anomalies}
+    want = {tuple(t) for t in truth}
+    tp = len(found & want)
+    return {"rows": report.summary["rows"], "anomalies": len(found),
+            "precision": tp / len(found) if found else 1.0, "recall": tp / len(want) if want else 1.0}
+
+
+@step
+def analyze_flowkit_duckdb(path: str) -> dict:
+    from flowkit.history import analyze
+    from flowkit.history.synthetic import example_flows
+
+    report = analyze(path, example_flows(), engine="duckdb")
     truth = json.loads((Path(path) / "truth.json").read_text())
     found = {(a.code, a.session_id, a.version) for a in report.anomalies}
     want = {tuple(t) for t in truth}
@@ -212,6 +227,7 @@ def main() -> None:
             for name, what in (("floor_pandas", "pandas floor (read + last row + diff)"),
                                ("floor_duckdb", "DuckDB floor (same query)"),
                                ("analyze_flowkit", "flowkit analyze (all 10 codes)"),
+                               ("analyze_flowkit_duckdb", "flowkit analyze (duckdb)"),
                                ("funnel_flowkit", "flowkit funnel (read + funnel)")):
                 r = measure(name, str(d))
                 rows.append((f"{what}", f"{info['rows']:,} rows", r))
@@ -254,7 +270,14 @@ def append_readme(table: str) -> None:
             f"`python bench/analysis.py` on {cpu} cores, Python {platform.python_version()}; one run, each step in "
             "its own process (peak MB = that process's max RSS).\n\n")
     text = readme.read_text() if readme.exists() else "# Benchmarks\n"
-    readme.write_text(text.rstrip("\n") + "\n" + head + table + "\n")
+    # Replace this benchmark's section (up to the next "## " heading), or append it.
+    start = text.find("\n## History export and analysis")
+    if start < 0:
+        readme.write_text(text.rstrip("\n") + "\n" + head + table + "\n")
+        return
+    end = text.find("\n## ", start + 1)
+    rest = text[end:] if end >= 0 else ""
+    readme.write_text(text[:start].rstrip("\n") + "\n" + head + table + "\n" + rest)
 
 
 if __name__ == "__main__":
