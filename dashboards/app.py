@@ -136,8 +136,11 @@ def traffic() -> None:
         fig.add_scatter(x=r.index, y=r[col], name=name, mode="lines")
     fig.update_layout(title="Sessions per minute", height=320, margin={"t": 40, "b": 20})
     c2.plotly_chart(fig)
-    st.caption("Problems per minute")
-    st.line_chart(r[["validation_failures", "engine_errors", "conflicts", "duplicates"]], height=200)
+    fig = go.Figure()
+    for col in ("validation_failures", "engine_errors", "conflicts", "duplicates"):
+        fig.add_scatter(x=r.index, y=r[col], name=col.replace("_", " "), mode="lines")
+    fig.update_layout(title="Problems per minute", height=260, margin={"t": 40, "b": 20})
+    st.plotly_chart(fig)
 
 
 @st.fragment(run_every=every)
@@ -153,7 +156,8 @@ def flows() -> None:
     if not names:
         st.info("No flows yet.")
         return
-    name = st.selectbox("Flow", names, key="flow")
+    busiest = max(names, key=lambda n: int(per_flow.get(n, {}).get("sessions", 0)))
+    name = st.selectbox("Flow", names, index=names.index(busiest), key="flow")
     from flowkit.metrics import totals
 
     live = D.live_by_step(src.client)
@@ -224,7 +228,7 @@ def drill_down() -> None:
     version = detail["version"]
     st.markdown(f"**{sid}** — version {version}")
     left, right = st.columns([2, 3])
-    left.json(detail["state"] or {}, expanded=True)
+    left.json(detail["state"] or {}, expanded=1)
     right.dataframe(detail["history"], hide_index=True)
     versions = list(range(detail["first_version"] or 1, version + 1))
     if len(versions) >= 2:

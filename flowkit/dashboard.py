@@ -305,8 +305,9 @@ def flow_graph(flow: Flow, table: pd.DataFrame) -> Any:
         if r is None:
             continue
         if r.kind == "end":
-            labels[step] = f"ended here: {r.sessions_here:,}"
-        else:
+            if r.sessions_here:
+                labels[step] = f"ended here: {r.sessions_here:,}"
+        elif r.active_here or r.dropped:
             labels[step] = f"live {r.active_here:,} · dropped {r.dropped:,}"
             if r.dropped:
                 # white -> red by the share of the worst step's drop-offs

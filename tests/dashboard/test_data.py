@@ -185,6 +185,7 @@ def test_flow_graph_draws_traffic_and_drop_off(traffic: Traffic) -> None:
     assert "live 1 · dropped 1" in dot  # ask_size: recent-1 waits there, cancel-1 left there
     assert "1 invalid" in dot and "ended here: 2" in dot
     assert "#ff6969" in dot  # the worst drop-off step is the reddest
+    assert "live 0 · dropped 0" not in dot  # quiet steps stay unlabelled
 
 
 def test_flows_come_from_redis_and_files(store: Store, tmp_path: Path) -> None:
