@@ -67,6 +67,7 @@ class Persona:
     back_rate: float = 0.01
     cancel_rate: float = 0.005
     help_rate: float = 0.01
+    patience: int = 8  # asked one question more than this many times in a session, the user gives up (abandons)
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,8 @@ class SimConfig:
             raise ConfigError(f"users must be >= 0 and concurrency >= 1 (got {self.users}, {self.concurrency})")
         if not self.personas or sum(p.weight for p in self.personas) <= 0:
             raise ConfigError("give at least one persona with a positive weight")
+        if any(p.patience < 1 for p in self.personas):
+            raise ConfigError("a persona's patience must be at least 1 (times one question is asked before giving up)")
         if self.speed <= 0 or self.arrival_seconds < 0:
             raise ConfigError("speed must be > 0 and arrival_seconds >= 0")
         if self.http is not None and self.crash_rate:
@@ -240,6 +243,7 @@ class _User:
     calls: set[str] = field(default_factory=set)  # call ids the simulated services took on
     fresh: bool = False  # the runtime's cache holds this session's current state
     polls: int = 0
+    asked: Counter[str] = field(default_factory=Counter)  # how often each question was asked
 
     def next_id(self) -> str:
         self.seq += 1
@@ -267,6 +271,7 @@ class _Done:
     conflicts: int = 0
     version: int | None = None
     calls: bool = False  # the commit asked for a service call (which the simulator runs)
+    absorbed: bool = False  # a crashed delivery whose commit found the message already applied
 
 
 class _CountingChannel:
@@ -401,7 +406,9 @@ class Simulator:
         owner, st = locate(flow, state.step or "", self.rt.registry, [f["flow_version"] for f in state.stack])
         if not isinstance(st, AskStep):
             return
-        if r.random() < p.abandon_rate:
+        user.asked[state.step or ""] += 1
+        if r.random() < p.abandon_rate or user.asked[state.step or ""] > p.patience:
+            # (a loop such as "more than you paid; how much?" can ask forever: people give up)
             user.state = "abandoned"
             self.result.abandoned += 1
             return
@@ -509,9 +516,10 @@ class Simulator:
         try:
             if item.crash:
                 # The process dies right after the commit: no replies, no calls, no ack to WhatsApp.
-                self.rt._drive(self.rt.process(sid, item.event))
+                out = self.rt._drive(self.rt.process(sid, item.event))
                 self.rt.forget(sid)
-                return _Done(at, kind, item, "crashed", False)
+                # (its duplicate, racing it, may have been applied first: count that once either way)
+                return _Done(at, kind, item, "crashed", False, absorbed=out.status == "duplicate")
             out = self.rt.handle(sid, item.event)
         except StoreUnavailable:
             return _Done(at, kind, item, "unavailable", False)
@@ -702,6 +710,7 @@ class Simulator:
             if not d.acked:
                 if d.status == "crashed":
                     res.crashes += 1
+                    res.duplicates_absorbed += d.absorbed
                 else:
                     res.unavailable += 1
                     res.inexact.add(user.session_id)  # a reply may have gone out before the failure
@@ -720,8 +729,8 @@ class Simulator:
                 user.inflight -= 1
             if d.status == "engine_error":
                 res.engine_errors += 1
-            if d.status == "duplicate":
-                res.duplicates_absorbed += 1
+            if d.status == "duplicate" or (d.status == "not_applied" and d.item.delivery != "first"):
+                res.duplicates_absorbed += 1  # (over HTTP the webhook only says nothing new was applied)
             user.fresh = d.status == "applied" and self.cfg.http is None
             touched[user] = max(d.at, touched.get(user, d.at))
         if repair and self.cfg.http is None and (self._restart is None or not self._restart.is_alive()):
