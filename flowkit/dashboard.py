@@ -263,30 +263,34 @@ def step_table(flow_name: str, per_flow: Mapping[str, Mapping[str, Any]], live: 
     live ones among them; ``completed_here`` those that ended here completed (a
     ``completed`` end step); ``dropped`` those that ended here otherwise (failed,
     cancelled, handoff, expired); ``drop_share`` dropped / all sessions of the flow;
-    ``invalid_inputs`` validation failures at the step (all time). With a sampled
+    ``invalid_inputs`` validation failures at the step (all time); ``entered`` how many
+    times sessions entered the step (the funnel, from the ``steps_entered`` counter;
+    re-entries after ``back`` or a loop count again). With a sampled
     ``live`` (``live.exact`` False) active_here, completed_here and dropped are estimates.
     """
     c = per_flow.get(flow_name, {})
     here: Mapping[str, int] = c.get("step", {})
     sessions = int(c.get("sessions", 0))
     invalid = {lab[1]: v for lab, v in by_label(counts, "validation_failures").items() if lab[0] == flow_name}
+    entered = {lab[1]: v for lab, v in by_label(counts, "steps_entered").items() if lab[0] == flow_name}
     live_here = {step: v for (f, step), v in live.counts.items() if f == flow_name}
     kinds: dict[str, tuple[str, str | None]] = {}
     if flow is not None:
         for name, data in to_networkx(flow).nodes(data=True):
             kinds[name] = (data["kind"], data["end"])
     rows = []
-    for step in _step_order(flow, [*here, *live_here, *invalid]):
+    for step in _step_order(flow, [*here, *live_here, *invalid, *entered]):
         n = int(here.get(step, 0))
         act = min(n, int(round(live_here.get(step, 0))))
         ended = n - act
         kind, end = kinds.get(step, (None, None))
         completed = ended if end == "completed" else 0
-        rows.append({"step": step, "kind": kind, "end": end, "sessions_here": n, "active_here": act,
+        rows.append({"step": step, "kind": kind, "end": end, "entered": int(entered.get(step, 0)),
+                     "sessions_here": n, "active_here": act,
                      "completed_here": completed, "dropped": ended - completed,
                      "drop_share": (ended - completed) / sessions if sessions else 0.0,
                      "invalid_inputs": int(invalid.get(step, 0))})
-    frame = pd.DataFrame(rows, columns=["step", "kind", "end", "sessions_here", "active_here", "completed_here",
+    frame = pd.DataFrame(rows, columns=["step", "kind", "end", "entered", "sessions_here", "active_here", "completed_here",
                                         "dropped", "drop_share", "invalid_inputs"])
     frame.attrs.update(flow=flow_name, sessions=sessions, exact=live.exact)
     return frame
@@ -307,8 +311,8 @@ def flow_graph(flow: Flow, table: pd.DataFrame) -> Any:
         if r.kind == "end":
             if r.sessions_here:
                 labels[step] = f"ended here: {r.sessions_here:,}"
-        elif r.active_here or r.dropped:
-            labels[step] = f"live {r.active_here:,} · dropped {r.dropped:,}"
+        elif r.active_here or r.dropped or r.entered:
+            labels[step] = f"entered {r.entered:,} · live {r.active_here:,} · dropped {r.dropped:,}"
             if r.dropped:
                 # white -> red by the share of the worst step's drop-offs
                 k = int(r.dropped) / worst

@@ -3,7 +3,7 @@
 Counters are flushed by each process about once a second, so a crash can lose up to a
 second of counts, and a restore from backup brings sessions without their counters. The
 history is the source of truth for what was *applied*: messages in, sessions started and
-ended, validation failures, engine errors, applied events. Those are recomputed from every
+ended, validation failures, engine errors, steps entered, applied events. Those are recomputed from every
 session's history and replace what is stored (totals, and per-minute buckets within
 ``retention_s``). Counters the history cannot know (conflicts, duplicates, webhook
 rejections, service latency, send failures, recovery actions) are left as they are.
@@ -18,7 +18,8 @@ from typing import Any
 
 from flowkit.metrics.redis import MINUTE_MS, PREFIX, SHARDS, RedisMetrics, shard_key, split_field
 
-DERIVED = ("messages_in", "sessions_started", "sessions_ended", "validation_failures", "engine_errors")
+DERIVED = ("messages_in", "sessions_started", "sessions_ended", "validation_failures", "engine_errors",
+           "steps_entered")
 
 
 def _is_derived(field: str) -> bool:

@@ -40,6 +40,8 @@ COUNTERS: dict[str, tuple[str, ...]] = {
     "conflicts": (),               # commits that lost a race and were re-run
     "duplicates": (),              # redelivered messages absorbed
     "validation_failures": ("flow", "step"),
+    "steps_entered": ("flow", "step"),  # a step entered by an applied commit (the funnel; re-prompts do not
+                                        # count, a return to the step after back or a loop counts again)
     "engine_errors": (),
     "service_calls": ("service",),
     "service_errors": ("service",),
@@ -116,6 +118,11 @@ class RedisMetrics:
             self.inc("validation_failures", flow, record.get("from_step") or "")
         if error.startswith("engine_error"):
             self.inc("engine_errors")
+        prev = record.get("from_step")
+        for step in record.get("path") or ():
+            if step != prev:  # a re-prompt stays at its step: not a new entry
+                self.inc("steps_entered", flow, step)
+            prev = step
 
     def sent(self, n: int = 1) -> None:
         self.inc("messages_out", n=n)

@@ -68,9 +68,9 @@ def test_drop_off_by_step_agrees_with_the_history_funnel(traffic: Traffic, tmp_p
         mine = table.set_index("step")
         theirs = exact[exact["flow"] == flow].set_index("step")
         for step, row in theirs.iterrows():
-            assert (mine.loc[step, "sessions_here"], mine.loc[step, "active_here"], mine.loc[step, "completed_here"],
-                    mine.loc[step, "dropped"]) == (row["ended_here"], row["active_here"], row["completed_here"],
-                                                   row["dropped"]), (flow, step)
+            assert (mine.loc[step, "entered"], mine.loc[step, "sessions_here"], mine.loc[step, "active_here"],
+                    mine.loc[step, "completed_here"], mine.loc[step, "dropped"]) == (
+                row["entered"], row["ended_here"], row["active_here"], row["completed_here"], row["dropped"]), (flow, step)
             compared += 1
         assert mine["sessions_here"].sum() == table.attrs["sessions"]
     assert compared > 20
@@ -182,10 +182,10 @@ def test_active_alerts_and_their_history(traffic: Traffic) -> None:
 def test_flow_graph_draws_traffic_and_drop_off(traffic: Traffic) -> None:
     data = D.refresh(source(traffic.store), traffic.now)
     dot = D.flow_graph(EXAMPLE_FLOWS["order_pizza"], data["steps"]["order_pizza"]).source
-    assert "live 1 · dropped 1" in dot  # ask_size: recent-1 waits there, cancel-1 left there
+    assert "entered 7 · live 1 · dropped 1" in dot  # ask_size: recent-1 waits there, cancel-1 left there
     assert "1 invalid" in dot and "ended here: 2" in dot
     assert "#ff6969" in dot  # the worst drop-off step is the reddest
-    assert "live 0 · dropped 0" not in dot  # quiet steps stay unlabelled
+    assert "entered 0 · live 0 · dropped 0" not in dot  # quiet steps stay unlabelled
 
 
 def test_flows_come_from_redis_and_files(store: Store, tmp_path: Path) -> None:
