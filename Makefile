@@ -21,12 +21,7 @@ system-deps:
 	@bash scripts/system-deps.sh
 
 demo: system-deps $(STAMP)
-	$(BIN)/flowkit lint examples/flows
-	mkdir -p out
-	for f in examples/flows/*.yaml; do \
-	  $(BIN)/flowkit render $$f -o out/$$(basename $$f .yaml).svg || exit 1; \
-	done
-	@echo "Rendered the example flows into out/*.svg"
+	@bash scripts/demo.sh
 
 test: system-deps $(STAMP)
 	$(BIN)/python -m pytest
