@@ -377,7 +377,9 @@ def serve(kind: str, redis_url: str, port: int, graph_url: str | None) -> None:
             return await stats(scope, receive, send)
         return await app(scope, receive, send)
 
-    uvicorn.run(wrapped, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    # keep-alive longer than the client's pauses (it signs 5k bodies between phases): a
+    # connection the server closed while idle would fail the client's next request on it
+    uvicorn.run(wrapped, host="127.0.0.1", port=port, log_level="warning", access_log=False, timeout_keep_alive=300)
 
 
 def fake_graph() -> None:
@@ -428,7 +430,14 @@ async def http_run(port: int, starts: list[Delivery], stream: list[Delivery],
     statuses: Counter[int] = Counter()
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=60) as client:
         async def post(sid: str, signed: tuple[bytes, dict[str, str]]) -> None:
-            r = await client.post("/webhook", content=signed[0], headers=signed[1])
+            for attempt in range(3):  # a dropped connection is redelivered, as WhatsApp would
+                try:
+                    r = await client.post("/webhook", content=signed[0], headers=signed[1])
+                    break
+                except httpx.TransportError:
+                    if attempt == 2:
+                        raise
+                    statuses[-1] += 1  # shows up in the row's notes
             statuses[r.status_code] += 1
 
         await drive_async(post, [(s, signed_body(s, m)) for s, m in starts], concurrency)
