@@ -293,6 +293,21 @@ class _CountingChannel:
         return out
 
 
+class _ImmediateAcks:
+    """The runtime's store with outbox acknowledgements written at once instead of deferred
+    to the next round trip: the simulator runs recovery rounds while the runtime is live,
+    and a deferred (or in-flight) acknowledgement would make recovery re-send replies."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def ack_effects(self, session_id: str, version: int, *, defer: bool = False) -> bool:
+        return self.inner.ack_effects(session_id, version)  # type: ignore[no-any-return]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
 class Simulator:
     """Runs :class:`SimConfig` traffic against ``runtime`` (its store must be a real Redis).
 
@@ -556,8 +571,9 @@ class Simulator:
     def run(self) -> SimResult:
         cfg = self.cfg
         started = time.perf_counter()
-        saved = (self.rt.clock, self.rt.run_services, self.rt.channel)
+        saved = (self.rt.clock, self.rt.run_services, self.rt.channel, self.rt.store)
         if cfg.http is None:
+            self.rt.store = _ImmediateAcks(self.rt.store)
             self.rt.run_services = False  # the simulator answers calls itself, on its own clock
             if not cfg.live:
                 self.rt.clock = self._now
@@ -583,7 +599,7 @@ class Simulator:
         finally:
             if self._http is not None:
                 self._http.close()
-            self.rt.clock, self.rt.run_services, self.rt.channel = saved
+            self.rt.clock, self.rt.run_services, self.rt.channel, self.rt.store = saved
         res = self.result
         res.seconds = time.perf_counter() - started
         res.virtual_seconds = (self._virtual_now - self._start) / 1000
@@ -741,17 +757,9 @@ class Simulator:
     def _recover(self) -> None:
         """What a restarted runtime does: finish the effects of commits nobody acknowledged.
 
-        Only the crashed event's process died: acknowledgements the live runtime deferred
-        (``ack_effects(defer=True)``) are sent first, else recovery would re-send replies
-        that did go out."""
-        flush = getattr(self.rt.store, "flush", None)
-        if flush is not None:
-            self._retry(flush)
-            # A flush timer may hold acknowledgements it took but has not written yet.
-            deferred = getattr(getattr(self.rt.store, "driver", None), "deferred", None)
-            until = time.monotonic() + 2.0
-            while getattr(deferred, "_timer", False) and time.monotonic() < until:
-                time.sleep(0.001)
+        Only the crashed event's process died, so the live runtime's acknowledgements must
+        all be in Redis by now: :class:`_ImmediateAcks` makes sure none is still deferred
+        (recovery would re-send replies that did go out)."""
         self._retry(self.rt.redeliver_outbox, 0)
 
     # -- Redis restarts
