@@ -617,21 +617,22 @@ def _registry(flows: FlowRegistry | Mapping[str, Flow] | Iterable[Flow]) -> Flow
 
 
 def _search(registry: FlowRegistry, values: Mapping[str, Sequence[Any]] | None, max_states: int,
-            max_depth: int) -> _Search:
+            max_depth: int, only: str | None = None) -> _Search:
     search = _Search(registry, values=values or {}, max_states=max_states, max_depth=max_depth)
-    for root in search.entries():
+    for root in ([registry.latest(only)] if only else search.entries()):
         search.run(root)
     return search
 
 
-def generate_conversations(flows: FlowRegistry | Mapping[str, Flow] | Iterable[Flow], *,
+def generate_conversations(flows: FlowRegistry | Mapping[str, Flow] | Iterable[Flow], flow: str | None = None, *,
                            values: Mapping[str, Sequence[Any]] | None = None, max_states: int = 20_000,
                            max_depth: int = 60) -> list[Conversation]:
     """Conversations that together take every edge of ``flows`` the search can reach
     (found with the pure engine; :func:`run_edge_coverage` says why the others are not).
-    ``values``: sample results per service name for ``call`` steps (default: values that
-    fit the step's ``save`` slot)."""
-    return _minimal(_search(_registry(flows), values, max_states, max_depth).conversations)
+    ``flow``: only conversations that start in that flow (its sub-flows are covered through
+    it). ``values``: sample results per service name for ``call`` steps (default: values
+    that fit the step's ``save`` slot)."""
+    return _minimal(_search(_registry(flows), values, max_states, max_depth, flow).conversations)
 
 
 def _minimal(convs: list[Conversation]) -> list[Conversation]:

@@ -168,3 +168,11 @@ def test_flowkit_test_command_exit_codes(fmt: str, redis_url: str, redis_client:
         n = sum(len(edge_list(f)) for f in EXAMPLE_FLOWS.values())
         assert f"edge coverage {n}/{n}" in ok.stdout
         assert "uncovered broken: ask_qty -> late [on_timeout]" in bad.stdout
+
+
+def test_conversations_of_one_flow_only() -> None:
+    convs = generate_conversations(EXAMPLE_FLOWS, "refund")
+    assert convs and {c.flow for c in convs} == {"refund"}
+    covered = set().union(*(c.covers for c in convs))
+    assert covered == set(flow_edges(EXAMPLE_FLOWS["refund"]))
+    assert all(c.actions[0].describe() == "say 'refund'" for c in convs)  # started by its trigger

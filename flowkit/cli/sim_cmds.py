@@ -60,7 +60,12 @@ def simulate(
     log: Annotated[Path | None, typer.Option(help="Write the sent-message log (JSON lines) for `flowkit check --sent`.")] = None,
     format: FormatOption = OutputFormat.text,
 ) -> None:
-    """Drive simulated users through the real runtime (virtual clock unless --realtime) and print a summary."""
+    """Drive simulated users through the real runtime (virtual clock unless --realtime) and print a summary.
+
+    The simulator answers the flows' service calls itself (a few errors, slow and silent
+    calls), so flows run without their real integrations; --services only checks that the
+    registry imports, as `serve` would. Check the run afterwards with `flowkit check --sent LOG`.
+    """
     from flowkit.runtime import Runtime
     from flowkit.sim import Persona, SimConfig, Simulator
     from flowkit.store import Store, connect
