@@ -36,6 +36,7 @@ from typing import Any
 
 from flowkit.engine.events import Message
 from flowkit.engine.state import slot_problem
+from flowkit.flow import patterns
 from flowkit.flow.model import InputSpec, SlotSpec
 
 
@@ -271,7 +272,7 @@ def parse_input(spec: InputSpec, msg: Message, *, slot: SlotSpec | None = None,
         text = _text(msg)
         if t == "text" or t == "regex":
             value = text
-            if t == "regex" and spec.pattern and re.fullmatch(spec.pattern, text) is None:
+            if t == "regex" and spec.pattern and not patterns.fullmatch(spec.pattern, text):
                 raise InvalidInput("pattern_mismatch", f"{text!r} does not match")
         elif t == "int":
             value = parse_int(text)

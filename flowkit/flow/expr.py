@@ -27,12 +27,12 @@ from __future__ import annotations
 import json
 import math
 import re
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from flowkit.errors import ExpressionError
+from flowkit.flow import patterns
 
 # ---------------------------------------------------------------- AST
 
@@ -149,7 +149,7 @@ FUNCTIONS: Mapping[str, Callable[..., Any]] = {
     "startswith": lambda s, p: str(s).startswith(str(p)),
     "endswith": lambda s, p: str(s).endswith(str(p)),
     "contains": lambda s, p: (p in s) if isinstance(s, (list, dict)) else str(p) in str(s),
-    "matches": lambda s, p: re.fullmatch(str(p), str(s)) is not None,
+    "matches": lambda s, p: patterns.fullmatch(str(p), str(s)),
     "coalesce": _coalesce,
     "floor": lambda v: math.floor(_num(v)),
     "ceil": lambda v: math.ceil(_num(v)),
@@ -441,10 +441,8 @@ class _Parser:
             )
         if name.text == "matches" and isinstance(args[1], Const) and isinstance(args[1].value, str):
             try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    re.compile(args[1].value)
-            except re.error as exc:
+                patterns.compile_pattern(args[1].value)
+            except patterns.PatternError as exc:
                 raise ExpressionError(f"matches(): {args[1].value!r} is not a valid regular expression ({exc})", self.src, args[1].pos) from None
         return Call(name.pos, name.text, tuple(args))
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
-import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,7 @@ from flowkit.flow.model import (
     TemplateMessage,
     parse_duration,
 )
+from flowkit.flow.patterns import PatternError, compile_pattern
 from flowkit.flow.reader import Node as _N
 from flowkit.flow.reader import Reader
 from flowkit.flow.reader import type_name as _type_name
@@ -325,10 +325,8 @@ class _Parser:
         if value is None or n is None:
             return None
         try:
-            with warnings.catch_warnings():  # e.g. FutureWarning "possible nested set": valid today
-                warnings.simplefilter("ignore")
-                re.compile(value)
-        except re.error as exc:
+            compile_pattern(value)
+        except PatternError as exc:
             self.err(n, "bad-pattern", f"{what} is not a valid regular expression: {exc}")
             return None
         return value
