@@ -274,8 +274,8 @@ class _Generator:
             if st is None or st.terminal:
                 if st is not None and (starts >= 3 or rng.random() >= cfg.restart_rate):
                     return
-                # A new start in an ended session keeps its flow: the engine refuses another flow
-                # for an existing session id (it checks state.flow against the root flow).
+                # A new start in an ended session keeps its flow (the engine would start another
+                # one, but keeping it keeps the generated ground truth simple).
                 root = self.roots[rng.randrange(len(self.roots))] if st is None else self.flows.get(st.flow)
                 flow = self.flows.get(root.name)
                 if root.name == "order_pizza" and self.flows.has("order_pizza", "3") and rng.random() >= cfg.v4_share:
