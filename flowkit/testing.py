@@ -44,7 +44,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from flowkit.engine import Message, ServiceResult, Start, State, Timeout, step
+from flowkit.engine import CallService, Message, ServiceResult, Start, State, Timeout, step
 from flowkit.engine.locate import locate
 from flowkit.engine.state import slot_problem
 from flowkit.errors import EngineError, FlowkitError, StateValidationError, UnknownFlowError
@@ -231,6 +231,9 @@ def _owner(root: Flow, prefix: tuple[str, ...], registry: FlowRegistry) -> Flow:
 
 def record_moves(root: Flow, record: Mapping[str, Any], registry: FlowRegistry) -> tuple[list[Edge], list[str]]:
     """The graph edges one history record traverses, and the moves that are no edge at all.
+
+    (Where two conditional branches of one step lead to the same target, the move is
+    counted for the first of them: a record does not say which condition held.)
 
     Pairs of ``[from_step] + path`` are read with the record's event and error: a
     re-entered ask step after invalid input is ``retry``, the first move after a deadline
@@ -674,9 +677,7 @@ class ScriptedServices:
         result = (ServiceResult(call_id=call_id, ok=True, value=action.value) if action.ok
                   else ServiceResult(call_id=call_id, ok=False, error=action.error))
         self.clock.now = action.at
-        out = self.rt.handle(sid, result)
-        self.rt.store.ack_effects(sid, out.version or 0)  # the calls ran here: close the outbox entry
-        return out, None
+        return self.rt.handle(sid, result), None
 
 
 def run_conversation(conv: Conversation, runtime: Any, session_id: str, clock: _Clock | None = None) -> ConversationResult:
@@ -717,6 +718,10 @@ def run_conversation(conv: Conversation, runtime: Any, session_id: str, clock: _
         if out is None or out.status != "applied":
             res.problems.append(f"{what}: expected a commit, the runtime answered {getattr(out, 'status', None)!r}")
             break
+        if any(isinstance(e, CallService) for e in out.effects):
+            # The runtime sent the replies and left the entry open for whoever runs the call:
+            # this test does (the next action answers it), so the entry is done.
+            runtime.store.ack_effects(session_id, out.version or 0)
     state = runtime.store.load(session_id)
     records = runtime.store.history(session_id)
     root = registry.latest(conv.flow)
@@ -735,6 +740,12 @@ def run_conversation(conv: Conversation, runtime: Any, session_id: str, clock: _
             res.problems.append("the stored history does not take " + ", ".join(sorted(map(str, missing))))
     for v in check_session(session_id, records, state, registry):
         res.problems.append(str(v))
+    flush = getattr(runtime.store, "flush", None)
+    if flush is not None:
+        flush()  # acknowledgements the runtime deferred
+    left = runtime.store.pending_effects(session_id)
+    if left:
+        res.problems.append(f"effects of version(s) {sorted(left)} were never finished (outbox not acknowledged)")
     return res
 
 
