@@ -60,12 +60,10 @@ def simulate(
     log: Annotated[Path | None, typer.Option(help="Write the sent-message log (JSON lines) for `flowkit check --sent`.")] = None,
     format: FormatOption = OutputFormat.text,
 ) -> None:
-    """Drive simulated users through the real runtime (virtual clock unless --realtime) and print a summary.
-
-    The simulator answers the flows' service calls itself (a few errors, slow and silent
-    calls), so flows run without their real integrations; --services only checks that the
-    registry imports, as `serve` would. Check the run afterwards with `flowkit check --sent LOG`.
-    """
+    """Drive simulated users through the real runtime (virtual clock unless --realtime) and print a summary."""
+    # In process the simulator answers the flows' service calls itself (a few errors, slow
+    # and silent calls), so flows run without their real integrations; --services only
+    # imports the registry, as `serve` would. (docs/cli.md is generated from the docstring.)
     from flowkit.runtime import Runtime
     from flowkit.sim import Persona, SimConfig, Simulator
     from flowkit.store import Store, connect
