@@ -278,7 +278,11 @@ def test_http_mode_against_flowkit_serve(redis_url: str, store: Store, tmp_path:
             res = Simulator(runtime(store), cfg).run()
         finally:
             proc.terminate()
-            proc.wait(timeout=30)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # a slow graceful shutdown on a loaded machine is not this test's subject
+                proc.kill()
+                proc.wait(timeout=30)
         assert res.still_active == 0 and res.started == 10
         applied = [s for s in res.sent if s.outcome == "applied"]
         assert len(applied) >= 30 and all(s.acked for s in applied)
