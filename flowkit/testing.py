@@ -492,6 +492,7 @@ class _Search:
         if not isinstance(out, tuple):
             return
         state, edges = out
+        budget = self.states + self.max_states  # each entry flow gets its own share of states
         start = _Node(state, (first,), frozenset(edges), now)
         self._keep(root, start, edges)
         queue: deque[_Node] = deque([start])
@@ -504,7 +505,7 @@ class _Search:
             for action, event, invalid in self._actions(root, node):
                 if invalid and rejected:
                     continue  # one rejected answer per question is enough
-                if self.states >= self.max_states:
+                if self.states >= budget:
                     self.truncated = True
                     return
                 self.states += 1
@@ -569,7 +570,8 @@ class _Search:
         flows = {f.name: f for f in self.flows}
         started = {f.name for f in self.entries()} | {st.flow for f in self.flows for st in f.steps.values()
                                                        if isinstance(st, FlowStep) and (f.name, st.name) in self.reached}
-        limit = f" (the search stopped after {self.states} states; raise max_states)" if self.truncated else ""
+        limit = (f" (the search of some flow stopped at max_states={self.max_states}; raise it)"
+                 if self.truncated else "")
         for e in edges:
             if e in self.covered:
                 continue

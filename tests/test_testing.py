@@ -176,3 +176,10 @@ def test_conversations_of_one_flow_only() -> None:
     covered = set().union(*(c.covers for c in convs))
     assert covered == set(flow_edges(EXAMPLE_FLOWS["refund"]))
     assert all(c.actions[0].describe() == "say 'refund'" for c in convs)  # started by its trigger
+
+
+def test_a_search_cut_short_says_so(store: Store) -> None:
+    report = run_edge_coverage(EXAMPLE_FLOWS, store, max_states=5)
+    assert not report.ok and report.uncovered
+    assert all("max_states=5" in why for why in report.uncovered.values())
+    assert all(r.passed for r in report.results)  # what was generated still runs through the runtime
