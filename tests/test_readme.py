@@ -98,3 +98,11 @@ def test_the_tour_runs(redis_url: str, redis_client: object, tmp_path: Path) -> 
         ran.append(words[1])
     assert ran == ["lint", "render", "simulate", "check", "test", "export", "analyze", "analytics"]
     assert (tmp_path / "out" / "order_pizza.svg").exists() and (tmp_path / "out" / "history").is_dir()
+
+
+def test_the_lint_example_is_what_flowkit_prints() -> None:
+    [block] = [b for b in blocks("text") if b.startswith("$ flowkit lint broken.yaml")]
+    r = subprocess.run([str(Path(sys.executable).parent / "flowkit"), "lint", "broken.yaml"],
+                       cwd=ROOT / "tests" / "flow" / "broken", capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert (r.stdout + r.stderr).splitlines() == block.splitlines()[1:]
