@@ -343,6 +343,7 @@ class Simulator:
         self._stuck_rounds = 0
         self._http: Any = None
         self._counting: _CountingChannel | None = None
+        self._held: set[_User] = set()  # users with a failed delivery that recovery has not repaired yet
 
     # -- clock and queue
 
@@ -484,8 +485,8 @@ class Simulator:
 
     def _react(self, user: _User, at: int) -> None:
         """Look at the user's session after its events were handled and decide what comes next."""
-        if user.inflight > 0:
-            return  # the user waits until every message it sent was acknowledged
+        if user.inflight > 0 or user in self._held:
+            return  # the user waits until every message it sent was acknowledged (and repaired)
         raw = self._load(user)
         if raw is None:
             return
@@ -714,6 +715,7 @@ class Simulator:
         res = self.result
         touched: dict[_User, int] = {}
         repair = False
+        restarting = self._restart is not None and self._restart.is_alive()
         for d in done:
             user = d.item.user
             if d.kind == "poll":
@@ -729,11 +731,21 @@ class Simulator:
                 if d.status == "crashed":
                     res.crashes += 1
                     res.duplicates_absorbed += d.absorbed
+                    if restarting:
+                        # Its repair waits for Redis; meanwhile the user's other messages in
+                        # flight (an out-of-order pair, a duplicate) may commit, and recovery
+                        # then drops the crashed commit's replies as superseded, by design.
+                        res.inexact.add(user.session_id)
                 else:
                     res.unavailable += 1
                     res.inexact.add(user.session_id)  # a reply may have gone out before the failure
                 repair = True
                 user.fresh = False
+                # The user never got the replies of a commit whose effects were cut short, so
+                # it cannot answer them: it waits until recovery has repaired the outbox (if it
+                # answered first, recovery would rightly drop those replies as superseded).
+                if self.cfg.http is None:  # (over HTTP the server repairs its own outbox)
+                    self._held.add(user)
                 res.redeliveries += 1
                 delay = user.rng.randint(*_REDELIVER_MS)
                 self._push(d.at + self._ms(delay / 1000), d.kind, _Item(user, ev, delivery="redelivery"))
@@ -763,6 +775,11 @@ class Simulator:
         all be in Redis by now: :class:`_ImmediateAcks` makes sure none is still deferred
         (recovery would re-send replies that did go out)."""
         self._retry(self.rt.redeliver_outbox, 0)
+        held, self._held = self._held, set()
+        now = self._wall() if self.cfg.live else self._virtual_now
+        for user in sorted(held, key=lambda u: u.index):
+            user.fresh = False
+            self._react(user, now)
 
     # -- Redis restarts
 
