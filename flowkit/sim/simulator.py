@@ -594,9 +594,12 @@ class Simulator:
                 self.result.started += 1
             with ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="flowkit-sim") as pool:
                 self._loop(pool)
-            if self._restart is not None:
-                self._restart.join()
-                self._after_restart()
+                while self._restart is not None:
+                    # Out of events while Redis restarts: wait for it, repair, and let the
+                    # users held for that repair go on.
+                    self._restart.join()
+                    self._after_restart()
+                    self._loop(pool)
         finally:
             if self._http is not None:
                 self._http.close()
