@@ -11,7 +11,7 @@ ways of writing a session update, side by side in the same run, on the same serv
 - **flowkit commit**: the one-round-trip Lua CAS (version check, state + checksum, history
   entry with a delta, dedupe, outbox, snapshots; derived indexes in the same pipeline). The
   caller keeps the state it last committed, so an update costs one round trip; after a
-  ``conflict`` it reloads (one more) and recomputes;
+  ``conflict`` it recomputes on the current state that the conflict reply carries (no reload);
 - **WATCH/MULTI**: redis-py's optimistic transaction doing comparable writes (state hash with
   version + checksum, history XADD, dedupe ZADD, outbox HSET, active index ZADD): WATCH, read,
   MULTI..EXEC = three round trips; retried on WatchError;
@@ -279,8 +279,8 @@ async def race_flowkit(url: str, n: int, tasks: int, hot: int, prefix: str = "")
             if res.ok:
                 cache[k] = args["state"]
                 return retried
-            retried += 1  # conflict: another writer got there first; reload and recompute
-            cache[k] = await store.load(sid)  # type: ignore[assignment]
+            retried += 1  # conflict: another writer got there first; recompute on the state it sent back
+            cache[k] = res.current if res.current is not None else await store.load(sid)  # type: ignore[assignment]
 
     seconds, lat, retried = await _race(tasks, per, update)
     trips = store.round_trips - trips

@@ -180,8 +180,10 @@ class _Core:
     def process(self, sid: str, event: Event) -> Generator[Any, Any, Outcome]:
         conflicts = 0
         fresh = False
+        known: dict[str, Any] | None = None  # the state a conflict reply brought back
         while True:
-            raw = yield _Load(sid, fresh)
+            raw = known if known is not None else (yield _Load(sid, fresh))
+            known = None
             state = State.from_dict(raw) if raw else None
             routed = self.route(state, event)
             if routed is None:
@@ -206,6 +208,7 @@ class _Core:
                 self.metrics.conflict()
             self.forget(sid)
             fresh = True
+            known = result.current  # usually there: no reload round trip
             if conflicts > self.max_conflicts:
                 raise ConflictError(
                     f"session {sid!r}: {conflicts} commit conflicts in a row; another writer keeps winning. "

@@ -42,7 +42,14 @@ if mode == 'c' then
   end
   local v = tonumber(cur[1] or '0')
   if v == nil then return truth('corrupt', -1) end
-  if v ~= tonumber(ARGV[2]) then return truth('conflict', v) end
+  if v ~= tonumber(ARGV[2]) then
+    -- the current state comes back with the conflict: the caller reruns its engine on it
+    -- without another round trip (it verifies the checksum, as a load would)
+    local t = truth('conflict', v)
+    t[9] = cur[2] or ''
+    t[10] = redis.call('HGET', KEYS[1], 'state') or ''
+    return t
+  end
 else
   ktype = redis.call('TYPE', KEYS[1]).ok
   if ktype == 'hash' or ktype == 'none' then

@@ -185,7 +185,12 @@ def commit(cfg: StoreConfig, sid: str, expected: int, state: dict[str, Any], rec
     yield undo
     if tag == "corrupt":
         raise CorruptStateError(f"session {sid!r}: the stored version is not a number; load() it to recover")
-    return CommitResult("duplicate" if tag == "duplicate" else "conflict", cur)
+    if tag == "duplicate":
+        return CommitResult("duplicate", cur)
+    current = None
+    if len(reply) >= 10 and cur > 0:
+        current, _why = verify(cfg, sid, cur, reply[9], reply[8])  # a bad one: the caller's load() deals with it
+    return CommitResult("conflict", cur, current)
 
 
 # ---------------------------------------------------------------- load, verify, recover

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Outcome = Literal["ok", "conflict", "duplicate"]
@@ -19,19 +19,22 @@ class CommitResult:
     """What one commit did.
 
     ``ok``: applied, ``version`` is the new version. ``conflict``: nothing written, another
-    writer got there first; ``version`` is the current version (reload and rerun the engine).
-    ``duplicate``: nothing written, the message id was applied before, by ``version``.
+    writer got there first; ``version`` is the current version and ``current`` the current
+    state, checksum-verified, when it could be read in the same round trip (rerun the engine
+    on it; when it is None, load). ``duplicate``: nothing written, the message id was
+    applied before, by ``version``.
     """
 
     outcome: Outcome
     version: int
+    current: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
         return self.outcome == "ok"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"outcome": self.outcome, "version": self.version}
 
 
 @dataclass(frozen=True)

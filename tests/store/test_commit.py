@@ -52,6 +52,26 @@ def test_conflict_when_expected_version_is_stale(store: Store) -> None:
     assert [r["version"] for r in store.history("u1")] == [1, 2]
 
 
+def test_a_conflict_brings_back_the_current_state_without_a_reload(store: Store) -> None:
+    s1 = advance(store, "u1", None, "welcome")
+    s2 = advance(store, "u1", s1, "ask_size")
+    stale = make_state("u1", 0, "ask_qty")
+    trips = store.round_trips
+    res = store.commit("u1", 1, stale, make_record(stale, "welcome"), previous=s1)
+    assert store.round_trips - trips == 2  # the script, then taking back its optimistic index writes
+    assert res.outcome == "conflict" and res.current == s2 == store.load("u1")
+    assert res.to_dict() == {"outcome": "conflict", "version": 2}
+
+
+def test_a_conflict_on_a_corrupt_state_brings_nothing_back(store: Store) -> None:
+    s1 = advance(store, "u1", None, "welcome")
+    advance(store, "u1", s1, "ask_size")
+    store.client.hset(K.session_keys("u1").state, "state", '{"tampered": true}')
+    stale = make_state("u1", 0, "ask_qty")
+    res = store.commit("u1", 1, stale, make_record(stale, "welcome"), previous=s1)
+    assert res.outcome == "conflict" and res.current is None  # the caller's load() quarantines it
+
+
 def test_expected_zero_means_the_session_must_not_exist(store: Store) -> None:
     advance(store, "u1", None, "welcome")
     again = make_state("u1", 0, "welcome")
