@@ -810,6 +810,10 @@ class Simulator:
     def _after_restart(self) -> None:
         self._restart = None
         self.result.redis_restarts += 1
+        # What an operator runs after Redis went down mid-write: the derived indexes written
+        # beside a commit (timeouts due, outbox) may have missed it, and a session whose
+        # deadline is not in the index would wait forever.
+        self._retry(self.rt.store.reconcile)
         self._recover()
 
 
