@@ -117,9 +117,11 @@ class Deferred:
     def __init__(self, max_delay: float = 0.1) -> None:
         self.max_delay = max_delay
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
         self._cmds: Batch = []
         self._since: float | None = None  # when the oldest queued write was queued
         self._timer = False  # a flush timer is running
+        self.inflight = 0  # batches taken and not yet answered (flush() waits for them)
 
     def __len__(self) -> int:
         return len(self._cmds)
@@ -136,13 +138,26 @@ class Deferred:
     def take(self) -> Batch:
         with self._lock:
             out, self._cmds, self._since = self._cmds, [], None
+            if out:
+                self.inflight += 1
             return out
 
-    def put_back(self, cmds: Batch) -> None:
+    def done(self, cmds: Batch, *, failed: bool = False) -> None:
+        """The batch ``cmds`` from take() was answered (or failed: queue it again)."""
+        if not cmds:
+            return
         with self._lock:
-            self._cmds[:0] = cmds
-            if cmds and self._since is None:
-                self._since = time.monotonic()
+            if failed:
+                self._cmds[:0] = cmds
+                if self._since is None:
+                    self._since = time.monotonic()
+            self.inflight -= 1
+            self._idle.notify_all()
+
+    def wait_idle(self, timeout: float = 10.0) -> None:
+        """Until no taken batch is on its way (another thread's round trip may carry one)."""
+        with self._lock:
+            self._idle.wait_for(lambda: self.inflight == 0, timeout)
 
     def due(self) -> float | None:
         """For the timer: None (nothing queued: the timer stops), 0 (flush now), or how long
@@ -210,9 +225,10 @@ class SyncDriver:
             threading.Thread(target=self._timer, name="flowkit-ack-flush", daemon=True).start()
 
     def flush(self) -> None:
-        """Send the deferred writes now (a no-op when there are none)."""
+        """Send the deferred writes now, and wait for any that another thread is sending."""
         if len(self.deferred):
             self.execute([])
+        self.deferred.wait_idle()
 
     def _timer(self) -> None:
         while (wait := self.deferred.due()) is not None:
@@ -242,8 +258,12 @@ class SyncDriver:
         try:
             replies = self._send([_pack(c) for c in (*extra, *batch)])[len(extra):]
         except UNAVAILABLE as exc:
-            self.deferred.put_back(extra)
+            self.deferred.done(extra, failed=True)
             raise _unavailable(exc) from exc
+        except BaseException:
+            self.deferred.done(extra, failed=True)
+            raise
+        self.deferred.done(extra)
         try:
             missing = _noscript(batch, replies)
             if missing:  # EVALSHA did nothing there; EVAL runs them and caches the script for next time
@@ -310,9 +330,11 @@ class AsyncDriver:
                 return
 
     async def flush(self) -> None:
-        """Send the deferred writes now (a no-op when there are none)."""
+        """Send the deferred writes now, and wait for any that another task is sending."""
         if len(self.deferred):
             await self.execute([])
+        while self.deferred.inflight:
+            await asyncio.sleep(0.001)
 
     async def run(self, op: Op[T]) -> T:
         try:
@@ -337,8 +359,12 @@ class AsyncDriver:
         try:
             replies = (await self._send([_pack(c) for c in (*extra, *batch)]))[len(extra):]
         except UNAVAILABLE as exc:
-            self.deferred.put_back(extra)
+            self.deferred.done(extra, failed=True)
             raise _unavailable(exc) from exc
+        except BaseException:
+            self.deferred.done(extra, failed=True)
+            raise
+        self.deferred.done(extra)
         try:
             missing = _noscript(batch, replies)
             if missing:

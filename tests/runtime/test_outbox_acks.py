@@ -109,3 +109,21 @@ def test_async_idle_flush(redis_url: str, redis_client: object) -> None:
         await astore.client.aclose()
 
     asyncio.run(main())
+
+
+def test_flush_waits_for_acks_another_thread_is_sending(store: Store, clock: object) -> None:
+    import threading
+
+    store.driver.deferred.max_delay = 60
+    rt = Runtime(store, EXAMPLE_FLOWS, services=EXAMPLE_SERVICES, clock=clock)  # type: ignore[arg-type]
+    rt.handle("u1", Message(text="refund", message_id="m1"))
+    taken = store.driver.deferred.take()  # as another thread's round trip would, before it sends
+
+    def slow_sender() -> None:
+        time.sleep(0.3)
+        store.driver._send(list(taken))
+        store.driver.deferred.done(taken)
+
+    threading.Thread(target=slow_sender).start()
+    rt.drain()  # nothing queued, but one batch on its way: drain waits for it
+    assert _outbox(store.client, "u1") == 0
