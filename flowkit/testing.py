@@ -753,11 +753,14 @@ def run_conversation(conv: Conversation, runtime: Any, session_id: str, clock: _
 
 def run_edge_coverage(flows: FlowRegistry | Mapping[str, Flow] | Iterable[Flow], store: Any, *,
                       values: Mapping[str, Sequence[Any]] | None = None, prefix: str | None = None,
-                      max_states: int = 20_000, max_depth: int = 60) -> CoverageReport:
+                      max_states: int = 20_000, max_depth: int = 60, keep: bool = False) -> CoverageReport:
     """Generate conversations for every edge of ``flows``, run each through a real
     :class:`flowkit.runtime.Runtime` on ``store`` (a :class:`flowkit.store.Store`) and
     report edge coverage. Session ids are ``<prefix><flow>.<n>`` (default prefix
-    ``fktest.<random>.``, so runs never meet sessions of an earlier run)."""
+    ``fktest.<random>.``, so runs never meet sessions of an earlier run). The test sessions
+    are deleted afterwards (with their indexes and counters), so a run against a live
+    Redis leaves nothing behind for the dashboard or an export; ``keep=True`` leaves them
+    to inspect (``flowkit session history``)."""
     from flowkit.runtime import RecordingChannel, Runtime
 
     registry = _registry(flows)
@@ -767,10 +770,17 @@ def run_edge_coverage(flows: FlowRegistry | Mapping[str, Flow] | Iterable[Flow],
     prefix = prefix if prefix is not None else f"fktest.{uuid.uuid4().hex[:8]}."
     report = CoverageReport(edges=[e for f in registry.flows() for e in flow_edges(f)],
                             engine_errors=list(search.engine_errors), states_explored=search.states)
-    for n, conv in enumerate(_minimal(search.conversations), 1):
-        result = run_conversation(conv, rt, f"{prefix}{conv.flow}.{n}", clock)
-        report.results.append(result)
-        report.covered |= result.covered
+    sids = []
+    try:
+        for n, conv in enumerate(_minimal(search.conversations), 1):
+            sids.append(f"{prefix}{conv.flow}.{n}")
+            result = run_conversation(conv, rt, sids[-1], clock)
+            report.results.append(result)
+            report.covered |= result.covered
+    finally:
+        if not keep:
+            for sid in sids:
+                store.delete_session(sid)
     report.covered &= set(report.edges)
     reasons = search.reasons(report.edges)
     for e in report.edges:

@@ -61,7 +61,7 @@ steps:
 
 
 def test_every_edge_of_every_example_flow_is_covered_through_the_runtime(store: Store) -> None:
-    report = run_edge_coverage(EXAMPLE_FLOWS, store)
+    report = run_edge_coverage(EXAMPLE_FLOWS, store, keep=True)
     assert report.ok, report.text()
     expected = {(f.name, r["source"], r["target"], r["label"]) for f in EXAMPLE_FLOWS.values() for r in edge_list(f)}
     assert {(e.flow, e.source, e.target, e.label) for e in report.edges} == expected
@@ -76,6 +76,16 @@ def test_every_edge_of_every_example_flow_is_covered_through_the_runtime(store: 
     data = report.to_dict()
     assert data["ok"] is True and data["covered"] == data["total"] == len(expected)
     assert data["flows"]["refund"]["covered"] == data["flows"]["refund"]["total"]
+
+
+def test_a_run_leaves_nothing_behind_in_a_live_redis(store: Store) -> None:
+    from flowkit.store import reconcile
+
+    report = run_edge_coverage(EXAMPLE_FLOWS, store)
+    assert report.ok and report.results
+    assert list(store.iter_session_ids()) == [] and store.active_count() == 0
+    assert all(not store.history(r.session_id) for r in report.results)
+    assert reconcile(store, dry_run=True).fixed == 0  # indexes and counters were taken back too
 
 
 def test_conversations_are_deterministic_and_take_the_hard_edges() -> None:

@@ -144,6 +144,7 @@ def test(
     redis: RedisOption = None,
     values: Annotated[Path | None, typer.Option(help="JSON file: service name -> list of sample results for `call` steps.")] = None,
     max_states: Annotated[int, typer.Option(help="Engine states the conversation search may explore.")] = 20_000,
+    keep: Annotated[bool, typer.Option(help="Keep the test sessions in Redis (default: deleted after the run).")] = False,
     format: FormatOption = OutputFormat.text,
 ) -> None:
     """Generate conversations covering every edge of the flow graphs and run them through the runtime.
@@ -164,7 +165,7 @@ def test(
             raise typer.Exit(2) from None
     registry = _registry(flows)
     try:
-        report = run_edge_coverage(registry, Store(connect(redis)), values=samples, max_states=max_states)
+        report = run_edge_coverage(registry, Store(connect(redis)), values=samples, max_states=max_states, keep=keep)
     except FlowkitError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
