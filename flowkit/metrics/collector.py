@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from flowkit.metrics.redis import COUNTERS, by_label, totals
+from flowkit.metrics.redis import COUNTERS, by_label, histogram, total, totals
 from flowkit.store import keys as K
 
 
@@ -23,7 +23,16 @@ class RedisCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         counts = totals(self.store.client)
+        yield _histogram("flowkit_total_handle_seconds", "All processes: time to handle an applied event.",
+                         histogram(counts, "latency_ms_le"), total(counts, "latency_ms_sum"))
+        services = HistogramMetricFamily("flowkit_total_service_seconds", "All processes: service call latency.",
+                                         labels=["service"])
+        for (service,), ms in sorted(by_label(counts, "service_ms").items()):
+            services.add_metric([service], _seconds(histogram(counts, "service_ms_le", service)), ms / 1000)
+        yield services
         for name, labels in COUNTERS.items():
+            if name.endswith("_le"):
+                continue  # exported as the histograms above
             fam = CounterMetricFamily(f"flowkit_total_{name}", f"All processes: {name.replace('_', ' ')}.",
                                       labels=list(labels))
             for values, v in sorted(by_label(counts, name).items()):
@@ -43,3 +52,13 @@ class RedisCollector(Collector):
                                 value=self.store.quarantine_count())
         yield GaugeMetricFamily("flowkit_outbox_backlog", "Commits whose effects are not acknowledged yet.",
                                 value=self.store.client.zcard(K.IDX_OUTBOX))
+
+
+def _seconds(buckets: list[tuple[float, float]]) -> list[tuple[str, float]]:
+    return [("+Inf" if b == float("inf") else repr(b / 1000), c) for b, c in buckets]
+
+
+def _histogram(name: str, doc: str, buckets: list[tuple[float, float]], sum_ms: float) -> HistogramMetricFamily:
+    fam = HistogramMetricFamily(name, doc)
+    fam.add_metric([], _seconds(buckets), sum_ms / 1000)
+    return fam

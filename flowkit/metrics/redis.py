@@ -52,7 +52,17 @@ COUNTERS: dict[str, tuple[str, ...]] = {
     "send_failures": (),
     "recovery": ("action",),
     "latency_ms_sum": (),          # summed handling latency of applied events
+    "latency_ms_le": ("le",),      # histogram of that latency: events per bucket (see BUCKETS_MS)
+    "service_ms_le": ("service", "le"),  # histogram of service call latency per service
 }
+
+#: histogram bucket upper bounds in ms; a bucket counts the values above the previous bound
+#: (not cumulative, so a flush is one HINCRBY per value); histogram() makes them cumulative
+BUCKETS_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+
+
+def bucket_of(ms: float) -> str:
+    return next((str(b) for b in BUCKETS_MS if ms <= b), "+Inf")
 
 
 def shard_key(shard: int, bucket: int | str) -> str:
@@ -103,6 +113,7 @@ class RedisMetrics:
             self.inc("duplicates")
         elif outcome == "applied":
             self.inc("latency_ms_sum", n=round(seconds * 1000, 3))
+            self.inc("latency_ms_le", bucket_of(seconds * 1000))
 
     def applied(self, flow: str, record: Mapping[str, Any], replies: int) -> None:
         """What one applied commit means for the counters (called by the runtime)."""
@@ -148,6 +159,7 @@ class RedisMetrics:
     def service_called(self, service: str, ok: bool, seconds: float = 0.0) -> None:
         self.inc("service_calls", service)
         self.inc("service_ms", service, n=round(seconds * 1000, 3))
+        self.inc("service_ms_le", service, bucket_of(seconds * 1000))
         if not ok:
             self.inc("service_errors", service)
 
@@ -246,6 +258,29 @@ def by_label(counts: Mapping[str, float], name: str) -> dict[tuple[str, ...], fl
 
 def total(counts: Mapping[str, float], name: str) -> float:
     return sum(by_label(counts, name).values())
+
+
+def histogram(counts: Mapping[str, float], name: str, *labels: str) -> list[tuple[float, float]]:
+    """Cumulative buckets ``[(upper bound in ms, count <= it), ..., (inf, all)]`` of a
+    ``*_le`` counter, for the label values given (all of them summed when none)."""
+    per: Counter[str] = Counter()
+    for lab, v in by_label(counts, name).items():
+        if lab[:len(labels)] == labels:
+            per[lab[-1]] += v
+    out, run = [], 0.0
+    for b in (*BUCKETS_MS, float("inf")):
+        run += per.get("+Inf" if b == float("inf") else str(b), 0)
+        out.append((float(b), run))
+    return out
+
+
+def quantile_ms(buckets: list[tuple[float, float]], q: float) -> float | None:
+    """The upper bound of the bucket holding quantile ``q`` (as Prometheus' histogram_quantile
+    would, without interpolation); None without data."""
+    n = buckets[-1][1] if buckets else 0
+    if not n:
+        return None
+    return next(b for b, c in buckets if c >= q * n)
 
 
 def reset(client: Any) -> None:

@@ -140,3 +140,32 @@ def test_reconcile_metrics_cli(store: Store, redis_url: str, clock: Clock) -> No
     r = CliRunner().invoke(app, ["reconcile", "--metrics", "--redis", redis_url, "--format", "json"])
     assert r.exit_code == 0, r.output
     assert total(totals(store.client), "messages_in") == 2
+
+
+def test_latency_histograms_are_kept_in_redis_and_exported(store: Store, clock: Clock) -> None:
+    from flowkit.metrics.redis import bucket_of, histogram, quantile_ms
+
+    m = RedisMetrics(store.client, clock=clock, flush_every=3600)
+    for ms in (3, 4, 7, 30, 30, 30, 900, 20_000):
+        m.handled("applied", ms / 1000)
+    m.service_called("payments.lookup", True, 0.04)
+    m.service_called("payments.lookup", False, 3.0)
+    m.service_called("calendar.reserve", True, 0.002)
+    m.flush()
+    counts = totals(store.client)
+    h = histogram(counts, "latency_ms_le")
+    assert dict(h)[5.0] == 2 and dict(h)[10.0] == 3 and dict(h)[50.0] == 6 and dict(h)[1000.0] == 7
+    assert h[-1] == (float("inf"), 8)
+    assert [c for _, c in h] == sorted(c for _, c in h)  # cumulative
+    assert quantile_ms(h, 0.5) == 50.0 and quantile_ms(h, 0.99) == float("inf")
+    assert quantile_ms(histogram({}, "latency_ms_le"), 0.5) is None
+    assert dict(histogram(counts, "service_ms_le", "payments.lookup"))[5000.0] == 2
+    assert dict(histogram(counts, "service_ms_le", "payments.lookup"))[25.0] == 0
+    assert bucket_of(5) == "5" and bucket_of(5.01) == "10" and bucket_of(10_001) == "+Inf"
+    prom = Metrics()
+    prom.registry.register(RedisCollector(store))
+    text = generate_latest(prom.registry).decode()
+    assert 'flowkit_total_handle_seconds_bucket{le="0.05"} 6.0' in text
+    assert "flowkit_total_handle_seconds_count 8.0" in text
+    assert 'flowkit_total_service_seconds_bucket{le="5.0",service="payments.lookup"} 2.0' in text
+    assert 'flowkit_total_service_seconds_count{service="calendar.reserve"} 1.0' in text
