@@ -122,3 +122,15 @@ def test_runs_top_to_bottom(path: Path, kernel_name: str) -> None:
     errors = [o for c in executed for o in c.outputs if o.output_type == "error"]
     assert not errors, f"{path.name}: {errors}"
     assert took < NOTEBOOK_BUDGET, f"{path.name} took {took:.0f} s; keep each notebook under {NOTEBOOK_BUDGET} s"
+
+
+def test_nbval_lax_passes_on_every_notebook(kernel_name: str, tmp_path: Path) -> None:
+    """The same notebooks under nbval (`pytest --nbval-lax notebooks/`), the check analysts
+    know from Jupyter projects: every cell runs without error on a fresh kernel."""
+    r = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-kernel-name", kernel_name,
+                        "-p", "no:cacheprovider", "-q", "-o", "addopts=", "-W", "ignore::DeprecationWarning",
+                        "--rootdir", str(tmp_path), *map(str, NOTEBOOKS)],
+                       capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    tail = ANSI.sub("", r.stdout)[-4000:]
+    assert r.returncode == 0, tail
+    assert re.search(rf"\b{sum(len(_code_cells(p)) for p in NOTEBOOKS)} passed\b", tail), tail
