@@ -33,8 +33,10 @@ def _text_between(rng: random.Random, lo: int, hi: int) -> str:
     return " ".join(words)[:n].strip().ljust(lo, "x")
 
 
-def valid_answer(step: AskStep, slot: SlotSpec | None, rng: random.Random, today: dt.date) -> Message:
-    """A message that ``step`` accepts (and the slot it saves into, if any)."""
+def valid_answer(step: AskStep, slot: SlotSpec | None, rng: random.Random, today: dt.date, *,
+                 upper: float | None = None) -> Message:
+    """A message that ``step`` accepts (and the slot it saves into, if any); a number is at
+    most ``upper`` when that is given and still allowed."""
     spec = step.input
     t = spec.type
     if t == "choice":
@@ -53,6 +55,8 @@ def valid_answer(step: AskStep, slot: SlotSpec | None, rng: random.Random, today
         return Message(text=rng.choice(["yes", "Yes!", "sure", "ok", "y"] if yes else ["no", "No", "nope", "n"]))
     if t in ("int", "number"):
         lo, hi = _bounds(spec, slot)
+        if upper is not None and (lo is None or upper >= lo) and (hi is None or upper < hi):
+            hi = upper if t == "number" or lo is None or int(upper) >= lo else hi
         lo_i = int(lo) if lo is not None else 1
         hi_i = int(hi) if hi is not None else lo_i + 50
         if t == "int" or rng.random() < 0.5:

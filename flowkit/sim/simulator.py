@@ -244,6 +244,7 @@ class _User:
     fresh: bool = False  # the runtime's cache holds this session's current state
     polls: int = 0
     asked: Counter[str] = field(default_factory=Counter)  # how often each question was asked
+    numbers: dict[str, float] = field(default_factory=dict)  # last number given to each question
 
     def next_id(self) -> str:
         self.seq += 1
@@ -444,7 +445,11 @@ class Simulator:
                 self.result.invalid_sent += 1
             else:
                 slot = owner.slots.get(st.save) if st.save else None
-                msg = valid_answer(st, slot, r, dt.datetime.fromtimestamp(at / 1000, dt.UTC).date())
+                # asked again after a number was accepted (a "more than you paid" loop): people go lower
+                upper = user.numbers[state.step or ""] / 4 if (state.step or "") in user.numbers else None
+                msg = valid_answer(st, slot, r, dt.datetime.fromtimestamp(at / 1000, dt.UTC).date(), upper=upper)
+                if st.input.type in ("int", "number") and msg.text:
+                    user.numbers[state.step or ""] = float(msg.text.replace(",", "."))
         self._deliver(user, msg, at + think)
         if self.cfg.out_of_order_rate and r.random() < self.cfg.out_of_order_rate:
             # A quick second message sent after the answer that overtakes it (WhatsApp does
