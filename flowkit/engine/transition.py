@@ -428,7 +428,10 @@ class _Run:
             self.slots[st.save] = _json_value(value, "the answer") if isinstance(value, Mapping) else value
         self.attempts = {}
         assert self.step_name is not None
-        self.trail = [*self.trail, self.step_name]
+        # answered again (a loop came back here): the trail returns to this question, so it
+        # stays as long as the distinct questions answered and `back` never repeats one
+        cut = self.trail.index(self.step_name) if self.step_name in self.trail else len(self.trail)
+        self.trail = [*self.trail[:cut], self.step_name]
         self.follow(st)
 
     def invalid(self, st: AskStep, exc: InvalidInput) -> None:

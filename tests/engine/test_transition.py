@@ -319,6 +319,20 @@ def test_back_follows_the_answered_path_including_branches() -> None:
     assert t.state.step == "ask_size"
 
 
+def test_a_question_loop_keeps_the_trail_short_and_back_never_repeats_a_question() -> None:
+    s = to_refund_call()
+    s.send(ServiceResult(call_id="s1/2/lookup", ok=True, value={"amount": 40}))
+    for amount in ("50", "45", "41", "60"):  # each more than paid: too_much loops back to ask_amount
+        t = s.send(amount)
+        assert t.state.step == "ask_amount"
+        assert t.state.pending is not None and t.state.pending["trail"] == ["ask_order", "ask_amount"]
+    t = s.send("20")
+    assert t.state.step == "confirm" and t.state.pending is not None
+    assert t.state.pending["trail"] == ["ask_order", "ask_amount"]
+    assert s.send("back").state.step == "ask_amount"
+    assert s.send("back").state.step == "ask_order"  # not ask_amount again
+
+
 def test_back_from_the_first_subflow_question_returns_to_the_caller() -> None:
     s = to_contact()
     t = s.send("back")
