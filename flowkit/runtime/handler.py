@@ -192,6 +192,11 @@ class _Core:
             now = self.clock()
             t = self.transition(sid, state, routed, now)
             if not t.changed:
+                if not fresh and state is not None:
+                    # Decided on a cached state: make sure it is the stored one (a commit whose
+                    # answer was lost, e.g. Redis died mid-reply, may have moved the session on).
+                    fresh = True
+                    continue
                 return Outcome(sid, "noop", state.version if state else None, conflicts=conflicts)
             message_id = getattr(routed, "message_id", None)
             result = yield _Commit(sid, state.version if state else 0, t, raw, message_id)
@@ -275,6 +280,7 @@ class Runtime(_Core):
                     reply = (None if op.fresh else self.cached(op.session_id)) or self.store.load(op.session_id)
                 elif isinstance(op, _Commit):
                     args, kwargs = self.commit_args(op)
+                    self.forget(op.session_id)  # until the outcome is known, the cached state may be stale
                     reply = self.store.commit(*args, **kwargs)
                 elif isinstance(op, _Sleep):
                     time.sleep(op.seconds)
@@ -464,6 +470,7 @@ class AsyncRuntime(_Core):
                     reply = (None if op.fresh else self.cached(op.session_id)) or await self.store.load(op.session_id)
                 elif isinstance(op, _Commit):
                     args, kwargs = self.commit_args(op)
+                    self.forget(op.session_id)  # until the outcome is known, the cached state may be stale
                     reply = await self.store.commit(*args, **kwargs)
                 elif isinstance(op, _Sleep):
                     await asyncio.sleep(op.seconds)
