@@ -203,7 +203,7 @@ def test_redis_restarts_mid_run_lose_nothing(own_redis: RedisServer) -> None:
         own_redis.start()
 
     sim = Simulator(runtime(store), SimConfig(users=120, seed=4, concurrency=8, duplicate_rate=0.1, crash_rate=0.03,
-                                              redis_restart_every=300), restart_redis=restart)
+                                              redis_restart_every=150), restart_redis=restart)
     res = sim.run()
     assert res.redis_restarts >= 2
     assert res.unavailable > 0 and res.redeliveries >= res.unavailable  # deliveries that met a dead Redis came again
