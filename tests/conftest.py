@@ -104,3 +104,14 @@ def clock() -> Any:
     from tests.runtime.conftest import Clock
 
     return Clock()
+
+
+@pytest.fixture(autouse=True)
+def _no_acknowledgement_outlives_its_test() -> Iterator[None]:
+    """Deferred outbox acknowledgements (flowkit.store.driver) are flushed when a test ends:
+    otherwise a flush timer of one test could HDEL an outbox entry with the same session id
+    and version that the next test (same server, flushed) has just written."""
+    from flowkit.store.driver import flush_all
+
+    yield
+    flush_all()

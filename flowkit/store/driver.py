@@ -15,8 +15,10 @@ objects, so one failed command never hides the others.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import threading
 import time
+import weakref
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -199,6 +201,22 @@ def is_cluster(client: Any) -> bool:
     return isinstance(client, redis.cluster.RedisCluster | redis.asyncio.cluster.RedisCluster)
 
 
+_drivers: weakref.WeakSet[SyncDriver] = weakref.WeakSet()
+
+
+def flush_all() -> None:
+    """Send every live sync driver's deferred writes now. Runs at interpreter exit, so a
+    process that never called ``drain()`` still acknowledges what it sent."""
+    for driver in list(_drivers):
+        try:
+            driver.flush()
+        except Exception:  # noqa: BLE001 - Redis gone: recovery resends, which is the documented cost
+            pass
+
+
+atexit.register(flush_all)
+
+
 class SyncDriver:
     """Executes batches on a ``redis.Redis`` or ``redis.cluster.RedisCluster``."""
 
@@ -207,6 +225,7 @@ class SyncDriver:
         self.cluster = is_cluster(client)
         self.round_trips = 0
         self.deferred = Deferred()
+        _drivers.add(self)
 
     def run(self, op: Op[T]) -> T:
         try:
