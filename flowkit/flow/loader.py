@@ -625,6 +625,11 @@ class _Parser:
         spec = self.input_spec(m["input"], where)
         if msg is None or spec is None:
             raise _Skip
+        node = m["input"]
+        options = node.value.get("options") if node.is_map else None
+        if options is not None and options[1].is_list:
+            for opt in options[1].value:  # so a problem with one option points at it
+                common["locs"].setdefault(f"input.options.{opt.value}", self.loc(opt))
         if not common["next"]:
             self.err(common["loc"], "dead-end", f"{where} has no `next`: where does the conversation go after a valid answer?")
         return AskStep(

@@ -185,7 +185,7 @@ def _input_fits(step: AskStep, spec: InputSpec, slot: SlotSpec) -> list[Problem]
         extra = [o for o in spec.options if o not in slot.options]
         if extra:
             out.append(
-                _problem(loc, "input-contradicts-slot", f"{where} offers {', '.join(map(repr, extra))}, which slot {slot.name!r} does not allow (options: {', '.join(slot.options)})")
+                _problem(step.loc_of(f"input.options.{extra[0]}"), "input-contradicts-slot", f"{where} offers {', '.join(map(repr, extra))}, which slot {slot.name!r} does not allow (options: {', '.join(slot.options)})")
             )
     if spec.type in ("int", "number"):
         lo, hi = spec.min, spec.max

@@ -469,7 +469,7 @@ def test_input_options_outside_slot_options() -> None:
           bye:
             end: completed
         """, "input-contradicts-slot")
-    assert where(p) == (8, 12)
+    assert where(p) == (8, 44)  # at the offending option itself
     assert "'huge'" in p.message
 
 
