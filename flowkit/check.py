@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flowkit.batching import batched
 from flowkit.engine import Reply, State, check_slots
 from flowkit.engine.locate import locate
 from flowkit.engine.replay import replay
@@ -321,7 +322,7 @@ def check_store(store: Any, registry: FlowRegistry, *, sent: Iterable[Mapping[st
     partial = getattr(getattr(store, "config", None), "history_max_len", None) is not None
     report = CheckReport(source="redis")
     seen: set[str] = set()
-    for sids in _chunks(store.iter_session_ids(), batch):
+    for sids in batched(store.iter_session_ids(), batch):
         for sid, state, why, records in read_sessions_atomic(store, sids):
             if sid in seen or (state is None and why is None and not records):
                 continue  # listed twice by SCAN, or deleted since
@@ -411,17 +412,6 @@ def _rows(df: Any) -> Iterator[dict[str, Any]]:
                 x = None
             row[c] = x
         yield row
-
-
-def _chunks(it: Iterable[str], n: int) -> Iterator[list[str]]:
-    chunk: list[str] = []
-    for x in it:
-        chunk.append(x)
-        if len(chunk) >= n:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 def check(source: Any, registry: FlowRegistry, **kwargs: Any) -> CheckReport:

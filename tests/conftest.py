@@ -9,7 +9,7 @@
 
 The session also points ``FLOWKIT_DATA_DIR`` at a temp dir and unsets ``FLOWKIT_REDIS_URL``,
 so nothing under test can touch a developer's own Redis, and stops any embedded server
-started there. No mocks: never fakeredis, and no test is skipped for lack of Redis.
+started there. Every server is a real redis-server process, and no test is skipped for lack of Redis.
 """
 
 from __future__ import annotations

@@ -24,11 +24,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+from flowkit.batching import batched
 from flowkit.errors import HistoryError
 from flowkit.history.columns import FORMATS, Format, TableWriter, iso, write_meta
 
@@ -112,17 +113,6 @@ def _decode(sid: str, eid: str, flat: list[str]) -> dict[str, Any]:
             "error": f.get("error") or None, "actor": f.get("actor")}
 
 
-def _batches(ids: Iterable[str], size: int) -> Iterator[list[str]]:
-    batch: list[str] = []
-    for sid in ids:
-        batch.append(sid)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def _snapshot_row(state: Mapping[str, Any]) -> dict[str, Any]:
     return {"session_id": state["session_id"], "flow": state["flow"], "flow_version": state["flow_version"],
             "version": state["version"], "step": state.get("step"), "status": state["status"],
@@ -159,7 +149,7 @@ def export_store(store: Any, out_dir: str | Path, *, fmt: Format = "parquet", si
     # on purpose; the analysis must not call that a VERSION_GAP.
     max_len = getattr(getattr(store, "config", None), "history_max_len", None)
     ids = session_ids if session_ids is not None else store.iter_session_ids()
-    for sids in _batches(ids, batch):
+    for sids in batched(ids, batch):
         for sid, state, why, records in read_sessions_atomic(store, sids):
             scanned += 1
             if state is None and not records:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
+from flowkit.batching import batched
 from flowkit.store import keys as K
 from flowkit.store import ops
 from flowkit.store.driver import AsyncDriver, Op, T
@@ -44,10 +45,10 @@ class AsyncStore:
                                           timeout_at_ms=timeout_at_ms))
 
     async def commit_many(self, commits: Iterable[Mapping[str, Any]], *, batch: int = 500) -> list[CommitResult]:
-        from flowkit.store.store import _chunks, _commit_kwargs
+        from flowkit.store.store import _commit_kwargs
 
         out: list[CommitResult] = []
-        for chunk in _chunks(commits, batch):
+        for chunk in batched(commits, batch):
             out += await self.driver.run_many([ops.commit(self.config, **_commit_kwargs(c)) for c in chunk])
         return out
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from flowkit.batching import batched
 from flowkit.errors import BackupError
 from flowkit.log import get_logger
 from flowkit.store import codec
@@ -140,7 +141,7 @@ def backup(store: Any, out: str | os.PathLike[str], *, batch: int = 200, resume:
             header = {"format": FORMAT, "version": FORMAT_VERSION, "flowkit": _flowkit_version(),
                       "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")}
             fh.write((dumps(header) + "\n").encode())
-        for chunk in _chunks((sid for sid in store.iter_session_ids(batch) if sid not in done), batch):
+        for chunk in batched((sid for sid in store.iter_session_ids(batch) if sid not in done), batch):
             replies = store.driver.execute([Call(DUMP, K.session_keys(sid).all, ()) for sid in chunk])
             lines = []
             for sid, reply in zip(chunk, replies, strict=True):
@@ -288,14 +289,3 @@ def _restore_batch(store: Any, lines: list[dict[str, Any]], report: dict[str, in
     if index:
         for reply in store.driver.execute(index):
             check(reply)
-
-
-def _chunks(it: Iterator[str], n: int) -> Iterator[list[str]]:
-    chunk: list[str] = []
-    for x in it:
-        chunk.append(x)
-        if len(chunk) >= n:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk

@@ -13,10 +13,10 @@ counted the old way until the next run.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from flowkit.batching import batched
 from flowkit.log import get_logger
 from flowkit.store import codec
 from flowkit.store import keys as K
@@ -51,7 +51,7 @@ def _expected(store: Any, batch: int) -> tuple[int, dict[str, dict[str, int]], d
     counts: dict[str, dict[str, int]] = {}
     skipped: list[str] = []
     n = 0
-    for chunk in _chunks(store.iter_session_ids(batch), batch):
+    for chunk in batched(store.iter_session_ids(batch), batch):
         cmds: Batch = []
         for sid in chunk:
             k = K.session_keys(sid)
@@ -119,14 +119,3 @@ def reconcile(store: Any, *, dry_run: bool = False, batch: int = 500) -> Reconci
     log.info("reconciled derived indexes", extra={"sessions": n, "fixed": report.fixed, "dry_run": dry_run,
                                                   "skipped": len(skipped)})
     return report
-
-
-def _chunks(it: Iterator[str], n: int) -> Iterator[list[str]]:
-    chunk: list[str] = []
-    for x in it:
-        chunk.append(x)
-        if len(chunk) >= n:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk

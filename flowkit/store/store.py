@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
+from flowkit.batching import batched
 from flowkit.log import get_logger
 from flowkit.store import keys as K
 from flowkit.store import ops
@@ -78,7 +79,7 @@ class Store:
         """Many commits (each a dict of :meth:`commit`'s arguments), pipelined ``batch`` at a
         time: one round trip per batch on the happy path. For importers, simulations, benchmarks."""
         out: list[CommitResult] = []
-        for chunk in _chunks(commits, batch):
+        for chunk in batched(commits, batch):
             out += self.driver.run_many([ops.commit(self.config, **_commit_kwargs(c)) for c in chunk])
         return out
 
@@ -225,14 +226,14 @@ class Store:
 
     def iter_sessions(self, batch: int = 500) -> Iterator[dict[str, Any]]:
         """Every session's stored state (unverified; see :meth:`load`), ``batch`` per round trip."""
-        for chunk in _chunks(self.iter_session_ids(batch), batch):
+        for chunk in batched(self.iter_session_ids(batch), batch):
             for _, state in self._run(ops.read_states(chunk)):
                 if state is not None:
                     yield state
 
     def iter_histories(self, batch: int = 200) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
         """(state, history records) of every session, ``batch`` sessions per round trip (for exports)."""
-        for chunk in _chunks(self.iter_session_ids(batch), batch):
+        for chunk in batched(self.iter_session_ids(batch), batch):
             yield from self._run(ops.read_histories(self.config, chunk))
 
     def ping(self) -> bool:
@@ -249,14 +250,3 @@ def _commit_kwargs(c: Mapping[str, Any]) -> dict[str, Any]:
     kw = dict(c)
     return {"sid": kw.pop("session_id"), "expected": kw.pop("expected_version"), "timeout_at_ms": kw.pop("timeout_at_ms", None),
             **kw}
-
-
-def _chunks(it: Iterable[T], n: int) -> Iterator[list[T]]:
-    chunk: list[T] = []
-    for x in it:
-        chunk.append(x)
-        if len(chunk) >= n:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
