@@ -4,8 +4,8 @@
                                       [--concurrency 64] [--no-graph] [--fsync everysec]
 
 It starts its own redis-server (flowkit's embedded configuration: AOF on) and pushes the same
-workload through every row: ``--sessions`` sessions of the TALLY flow (tests/runtime/
-test_concurrency.py: it counts every message it applies, ``n = n + 1``, and answers each one),
+workload through every row: ``--sessions`` sessions of the TALLY flow (examples/
+tally.yaml, as in the concurrency test: it counts every message it applies, ``n = n + 1``, and answers each one),
 started first (not timed), then ``--messages`` messages spread evenly over them, shuffled.
 Measured side by side:
 
@@ -44,7 +44,6 @@ import os
 import platform
 import random
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -60,41 +59,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from flowkit.channels.whatsapp import sign  # noqa: E402
 from flowkit.channels.whatsapp.payloads import text_payload  # noqa: E402
 from flowkit.engine import Message, Reply, Start, State, step  # noqa: E402
-from flowkit.flow import parse_flow  # noqa: E402
+from flowkit.flow import load_flow  # noqa: E402
 from flowkit.runtime import AsyncRecordingChannel, AsyncRuntime, FlowRegistry, RecordingChannel, Runtime  # noqa: E402
 from flowkit.store import AsyncStore, RedisServer, Store, connect, connect_async  # noqa: E402
 from flowkit.store.driver import Call  # noqa: E402
 from flowkit.store.scripts import NOOP  # noqa: E402
 
 SECRET = "bench-app-secret"
-TALLY_YAML = """
-flow: tally
-version: "1"
-start: init
-triggers: [tally]
-slots:
-  n: {type: int, min: 0}
-  last: {type: text}
-steps:
-  init:
-    set: {n: "0"}
-    next: ask
-  ask:
-    ask: "Send anything ({{ n }} so far)"
-    input: {type: text, max_length: 100}
-    save: last
-    next:
-      - if: "last == 'stop'"
-        goto: bye
-      - goto: count
-  count:
-    set: {n: "n + 1"}
-    next: ask
-  bye:
-    say: "Bye after {{ n }}"
-    end: completed
-"""
-TALLY = parse_flow(TALLY_YAML, "tally.yaml")
+TALLY = load_flow(Path(__file__).resolve().parents[1] / "examples" / "tally.yaml")
 Delivery = tuple[str, Message]
 
 

@@ -15,37 +15,12 @@ from collections import Counter
 
 from flowkit.check import check_store
 from flowkit.engine import Message
-from flowkit.flow import parse_flow
+from flowkit.flow import load_flow
 from flowkit.runtime import AsyncRecordingChannel, AsyncRuntime, FlowRegistry, RecordingChannel, Runtime
 from flowkit.store import AsyncStore, Store, connect_async
+from tests.runtime.conftest import ROOT
 
-TALLY = parse_flow("""
-flow: tally
-version: "1"
-start: init
-triggers: [tally]
-slots:
-  n: {type: int, min: 0}
-  last: {type: text}
-steps:
-  init:
-    set: {n: "0"}
-    next: ask
-  ask:
-    ask: "Send anything ({{ n }} so far)"
-    input: {type: text, max_length: 100}
-    save: last
-    next:
-      - if: "last == 'stop'"
-        goto: bye
-      - goto: count
-  count:
-    set: {n: "n + 1"}
-    next: ask
-  bye:
-    say: "Bye after {{ n }}"
-    end: completed
-""", "tally.yaml")
+TALLY = load_flow(ROOT / "examples" / "tally.yaml")  # counts every message it applies
 
 
 def workload(sessions: int, per_session: int, dup_rate: float, seed: int) -> list[tuple[str, Message]]:
