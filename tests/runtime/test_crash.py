@@ -26,31 +26,10 @@ from flowkit.runtime import FlowRegistry
 from flowkit.store import Store
 from flowkit.store.server import free_port
 from tests.runtime.conftest import EXAMPLE_FLOWS, ROOT
-from tests.runtime.webutil import SECRET, TOKEN, signed
+from tests.runtime.webutil import signed, start_serve
 
 PIZZA = ["pizza", "medium", "2", "12 Main Street"]
 USERS = 24
-
-
-def start_server(redis_url: str, graph: FakeGraphAPI, port: int, log: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, FLOWKIT_REDIS_URL=redis_url, WHATSAPP_APP_SECRET=SECRET, WHATSAPP_VERIFY_TOKEN=TOKEN,
-               **graph.env())
-    flowkit = Path(sys.executable).with_name("flowkit")
-    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
-        proc = subprocess.Popen([str(flowkit), "serve", "examples/flows", "--services", "examples.services:services",
-                                 "--port", str(port)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None:
-            raise AssertionError(f"flowkit serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        time.sleep(0.1)
-    proc.kill()
-    raise AssertionError(f"flowkit serve did not become ready:\n{log.read_text()[-3000:]}")
 
 
 def test_kill_9_mid_stream_loses_nothing(redis_url: str, store: Store, tmp_path: Path) -> None:
@@ -79,7 +58,7 @@ def test_kill_9_mid_stream_loses_nothing(redis_url: str, store: Store, tmp_path:
             time.sleep(0.01)
 
     with FakeGraphAPI() as graph:
-        proc = start_server(redis_url, graph, port, log)
+        proc = start_serve(redis_url, graph, port, log)
         threads = [threading.Thread(target=user, args=(i,)) for i in range(USERS)]
         for t in threads:
             t.start()
@@ -89,7 +68,7 @@ def test_kill_9_mid_stream_loses_nothing(redis_url: str, store: Store, tmp_path:
         proc.wait()
         killed_at = acked
         time.sleep(0.5)
-        proc = start_server(redis_url, graph, port, log)
+        proc = start_serve(redis_url, graph, port, log)
         try:
             for t in threads:
                 t.join(timeout=120)

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -11,6 +16,7 @@ import httpx
 from flowkit.channels.whatsapp import sign
 from flowkit.channels.whatsapp.payloads import text_payload
 
+ROOT = Path(__file__).resolve().parents[2]
 SECRET = "test-app-secret"
 TOKEN = "test-verify-token"
 _ids = itertools.count(1)
@@ -29,3 +35,26 @@ async def deliver(client: httpx.AsyncClient, payload: Any) -> httpx.Response:
 async def say(client: httpx.AsyncClient, wa_id: str, text: str, message_id: str | None = None) -> httpx.Response:
     mid = message_id or f"wamid.T{next(_ids):08d}"
     return await deliver(client, text_payload(wa_id, text, message_id=mid))
+
+
+def start_serve(redis_url: str, graph: Any, port: int, log: Path, *args: str) -> subprocess.Popen[bytes]:
+    """`flowkit serve examples/flows` in a subprocess (a FakeGraphAPI as its Graph API), ready
+    when /readyz answers 200; output appended to ``log``, which errors quote."""
+    env = dict(os.environ, FLOWKIT_REDIS_URL=redis_url, WHATSAPP_APP_SECRET=SECRET, WHATSAPP_VERIFY_TOKEN=TOKEN,
+               **graph.env())
+    flowkit = Path(sys.executable).with_name("flowkit")
+    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen([str(flowkit), "serve", "examples/flows", "--services", "examples.services:services",
+                                 "--port", str(port), *args], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None:
+            raise AssertionError(f"flowkit serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(f"flowkit serve did not become ready:\n{log.read_text()[-3000:]}")

@@ -6,16 +6,13 @@ speed, and over HTTP against a real `flowkit serve`."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from flowkit.channels.fake_graph import FakeGraphAPI
@@ -26,8 +23,8 @@ from flowkit.sim import HttpTarget, Persona, ServiceBehaviour, SimConfig, SimRes
 from flowkit.sim.simulator import SIM_EPOCH_MS
 from flowkit.store import RedisServer, Store
 from flowkit.store.server import free_port
-from tests.runtime.conftest import EXAMPLE_FLOWS, EXAMPLE_SERVICES, ROOT
-from tests.runtime.webutil import SECRET, TOKEN
+from tests.runtime.conftest import EXAMPLE_FLOWS, EXAMPLE_SERVICES
+from tests.runtime.webutil import SECRET, start_serve
 
 CALM = Persona(invalid_rate=0.0, abandon_rate=0.0, back_rate=0.0, cancel_rate=0.0, help_rate=0.0)
 RELIABLE = ServiceBehaviour(error_rate=0.0, slow_rate=0.0, timeout_rate=0.0)
@@ -245,32 +242,10 @@ def test_realtime_mode_at_high_speed(store: Store) -> None:
 # ---------------------------------------------------------------- over HTTP
 
 
-def start_serve(redis_url: str, graph: FakeGraphAPI, port: int, log: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, FLOWKIT_REDIS_URL=redis_url, WHATSAPP_APP_SECRET=SECRET, WHATSAPP_VERIFY_TOKEN=TOKEN,
-               **graph.env())
-    flowkit = Path(sys.executable).with_name("flowkit")
-    with log.open("ab") as out:
-        proc = subprocess.Popen([str(flowkit), "serve", "examples/flows", "--services", "examples.services:services",
-                                 "--port", str(port), "--scheduler", "0.2"], cwd=ROOT, env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None:
-            raise AssertionError(f"flowkit serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        time.sleep(0.1)
-    proc.kill()
-    raise AssertionError(f"flowkit serve did not become ready:\n{log.read_text()[-3000:]}")
-
-
 def test_http_mode_against_flowkit_serve(redis_url: str, store: Store, tmp_path: Path) -> None:
     port = free_port()
     with FakeGraphAPI() as graph:
-        proc = start_serve(redis_url, graph, port, tmp_path / "serve.log")
+        proc = start_serve(redis_url, graph, port, tmp_path / "serve.log", "--scheduler", "0.2")
         try:
             cfg = SimConfig(users=10, seed=6, concurrency=4, speed=200.0, arrival_seconds=10, duplicate_rate=0.2,
                             personas=(Persona(invalid_rate=0.1, abandon_rate=0.0),),
