@@ -23,6 +23,7 @@ from flowkit.engine import (
 )
 from flowkit.errors import (
     ChannelError,
+    CheckError,
     ConflictError,
     CorruptStateError,
     EngineError,
@@ -30,6 +31,7 @@ from flowkit.errors import (
     FlowError,
     FlowkitError,
     HistoryError,
+    PatternError,
     Problem,
     ServiceError,
     StateValidationError,
@@ -51,9 +53,9 @@ from flowkit.runtime import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "AsyncRuntime", "CallService", "ChannelError", "Command", "ConflictError", "CorruptStateError", "End",
+    "AsyncRuntime", "CallService", "ChannelError", "CheckError", "Command", "ConflictError", "CorruptStateError", "End",
     "EngineError", "ExpressionError", "Flow", "FlowBuilder", "FlowError", "FlowRegistry", "FlowkitError",
-    "HistoryError", "Message", "Outcome", "Problem", "Record", "RecordingChannel", "Reply", "Runtime",
+    "HistoryError", "Message", "Outcome", "PatternError", "Problem", "Record", "RecordingChannel", "Reply", "Runtime",
     "Schedule", "ServiceError", "ServiceRegistry", "ServiceResult", "Start", "State", "StateValidationError",
     "StoreError", "StoreUnavailable", "Timeout", "Transition", "WebhookError", "WhatsAppChannel",
     "__version__", "load_flow", "load_flows", "parse_flow", "render", "step", "to_networkx", "when",

@@ -42,17 +42,13 @@ from flowkit.engine import Reply, State, check_slots
 from flowkit.engine.locate import locate
 from flowkit.engine.replay import replay
 from flowkit.engine.state import check_state_shape
-from flowkit.errors import EngineError, FlowkitError, StateValidationError, UnknownFlowError
+from flowkit.errors import CheckError, EngineError, FlowkitError, StateValidationError, UnknownFlowError
 from flowkit.flow.model import STATUSES, TERMINAL_STATUSES, AskStep, CallStep
 from flowkit.runtime.registry import FlowRegistry
 
 CODES = ("LOST_MESSAGE", "DOUBLE_APPLY", "VERSION_GAP", "VERSION_DUPLICATE", "STATE_MISMATCH",
          "REPLAY_MISMATCH", "ILLEGAL_STATE", "REPLY_MISMATCH")
 STORED_OUTCOMES = frozenset({"applied", "duplicate"})  # a delivery answered so is in the history
-
-
-class CheckError(FlowkitError):
-    """The checker's input is unusable (an unreadable sent log, an export that is not one)."""
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,10 @@ class ExpressionError(FlowkitError):
         super().__init__(f"{message} in expression {expression!r} at position {position}\n  {expression}\n  {pointer}")
 
 
+class PatternError(FlowkitError, ValueError):
+    """A regular expression in a flow is not one RE2 accepts (matching must stay linear-time)."""
+
+
 # ---------------------------------------------------------------- engine
 
 
@@ -76,6 +80,10 @@ class EngineError(FlowkitError):
 
 class StateValidationError(EngineError):
     """A state does not satisfy its flow's slot schema."""
+
+
+class VersionClash(FlowkitError):
+    """A flow version label was registered again with different content."""
 
 
 class UnknownFlowError(FlowkitError):
@@ -129,6 +137,10 @@ class ServiceError(FlowkitError):
     """A registered service call failed or is unknown."""
 
 
+class Retryable(ServiceError):
+    """Raise from a service for a transient failure that is worth retrying."""
+
+
 class HistoryError(FlowkitError):
     """A history export is unreadable or does not follow the documented columns."""
 
@@ -174,3 +186,7 @@ class VersionUnavailable(StoreError):
 
 class RedisServerError(StoreUnavailable):
     """The embedded ``redis-server`` (or a local test cluster) could not be started or stopped."""
+
+
+class CheckError(FlowkitError):
+    """The history checker's input is unusable (an unreadable sent log, an export that is not one)."""

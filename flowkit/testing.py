@@ -192,14 +192,15 @@ class CoverageReport:
                  f"{len(self.results) - len(self.failed)}/{len(self.results)} conversations passed"]
         for flow, (c, t) in sorted(self.by_flow().items()):
             lines.append(f"  {flow}: {c}/{t}")
-        for e, why in self.uncovered.items():
-            lines.append(f"uncovered {e}: {why}")
+        return "\n".join(lines + self.findings())
+
+    def findings(self) -> list[str]:
+        """One line per uncovered edge, failed conversation (and its actions) and engine error."""
+        lines = [f"uncovered {e}: {why}" for e, why in self.uncovered.items()]
         for r in self.failed:
             lines.append(f"FAILED {r.conversation.name} ({r.session_id}): " + "; ".join(r.problems))
             lines.append("  actions: " + " | ".join(r.conversation.describe()))
-        for msg in self.engine_errors:
-            lines.append(f"engine error: {msg}")
-        return "\n".join(lines)
+        return lines + [f"engine error: {msg}" for msg in self.engine_errors]
 
 
 # ---------------------------------------------------------------- the graph's edges and the moves of a record

@@ -178,13 +178,8 @@ def test(
         for flow, (c, t) in sorted(report.by_flow().items()):
             table.add_row(flow, f"{c}/{t}")
         Console().print(table)
-        for e, why in report.uncovered.items():
-            typer.echo(f"uncovered {e}: {why}")
-        for r in report.failed:
-            typer.echo(f"FAILED {r.conversation.name} ({r.session_id}): " + "; ".join(r.problems))
-            typer.echo("  actions: " + " | ".join(r.conversation.describe()))
-        for msg in report.engine_errors:
-            typer.echo(f"engine error: {msg}")
+        for line in report.findings():
+            typer.echo(line)
         typer.echo(f"{len(report.results) - len(report.failed)}/{len(report.results)} conversations passed", err=True)
     raise typer.Exit(0 if report.ok else 1)
 

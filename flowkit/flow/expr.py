@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowkit.errors import ExpressionError
+from flowkit.errors import ExpressionError, PatternError
 from flowkit.flow import patterns
 
 # ---------------------------------------------------------------- AST
@@ -442,7 +442,7 @@ class _Parser:
         if name.text == "matches" and isinstance(args[1], Const) and isinstance(args[1].value, str):
             try:
                 patterns.compile_pattern(args[1].value)
-            except patterns.PatternError as exc:
+            except PatternError as exc:
                 raise ExpressionError(f"matches(): {args[1].value!r} is not a valid regular expression ({exc})", self.src, args[1].pos) from None
         return Call(name.pos, name.text, tuple(args))
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from flowkit.errors import ExpressionError, FlowError, Problem
+from flowkit.errors import ExpressionError, FlowError, PatternError, Problem
 from flowkit.flow.expr import Expr, parse_expr
 from flowkit.flow.model import (
     COMMAND_NAMES,
@@ -47,7 +47,7 @@ from flowkit.flow.model import (
     TemplateMessage,
     parse_duration,
 )
-from flowkit.flow.patterns import PatternError, compile_pattern
+from flowkit.flow.patterns import compile_pattern
 from flowkit.flow.reader import Node as _N
 from flowkit.flow.reader import Reader
 from flowkit.flow.reader import type_name as _type_name

@@ -15,12 +15,10 @@ from typing import Any
 
 import re2
 
+from flowkit.errors import PatternError
+
 _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False  # RE2 would print every refused pattern on stderr
-
-
-class PatternError(ValueError):
-    """The pattern is not one RE2 accepts; the message says why."""
 
 
 @functools.lru_cache(maxsize=1024)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from flowkit.errors import FlowkitError, UnknownFlowError
+from flowkit.errors import UnknownFlowError, VersionClash
 from flowkit.flow.loader import parse_flow
 from flowkit.flow.model import Flow
 
@@ -26,10 +26,6 @@ FLOW_NAMES = "fk:flowdefs"  # set of every registered flow name
 
 def flowdef_key(name: str) -> str:
     return f"fk:flowdef:{name}"
-
-
-class VersionClash(FlowkitError):
-    """A version label was registered again with different content."""
 
 
 class FlowRegistry:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flowkit.engine.events import CallService, ServiceResult
-from flowkit.errors import ServiceError
+from flowkit.errors import Retryable
 
 Service = Callable[..., Any] | Callable[..., Awaitable[Any]]
 
@@ -33,10 +33,6 @@ class RetryPolicy:
     def delay(self, attempt: int, rng: random.Random) -> float:
         base = min(self.max_backoff, self.backoff * (2 ** (attempt - 1)))
         return base * (0.5 + rng.random() / 2)  # jitter so retries of many sessions spread out
-
-
-class Retryable(ServiceError):
-    """Raise from a service for a transient failure that is worth retrying."""
 
 
 @dataclass

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import threading
 import time
 import weakref
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -156,6 +157,17 @@ class Deferred:
             self.inflight -= 1
             self._idle.notify_all()
 
+    @contextlib.contextmanager
+    def carried(self) -> Iterator[Batch]:
+        """The queued writes, to put in front of a batch; put back if the batch fails."""
+        cmds = self.take()
+        try:
+            yield cmds
+        except BaseException:
+            self.done(cmds, failed=True)
+            raise
+        self.done(cmds)
+
     def wait_idle(self, timeout: float = 10.0) -> None:
         """Until no taken batch is on its way (another thread's round trip may carry one)."""
         with self._lock:
@@ -271,18 +283,13 @@ class SyncDriver:
         return results
 
     def execute(self, batch: Sequence[Command]) -> list[Any]:
-        extra = self.deferred.take()
-        if not extra and not batch:
-            return []
-        try:
-            replies = self._send([_pack(c) for c in (*extra, *batch)])[len(extra):]
-        except UNAVAILABLE as exc:
-            self.deferred.done(extra, failed=True)
-            raise _unavailable(exc) from exc
-        except BaseException:
-            self.deferred.done(extra, failed=True)
-            raise
-        self.deferred.done(extra)
+        with self.deferred.carried() as extra:
+            if not extra and not batch:
+                return []
+            try:
+                replies = self._send([_pack(c) for c in (*extra, *batch)])[len(extra):]
+            except UNAVAILABLE as exc:
+                raise _unavailable(exc) from exc
         try:
             missing = _noscript(batch, replies)
             if missing:  # EVALSHA did nothing there; EVAL runs them and caches the script for next time
@@ -372,18 +379,13 @@ class AsyncDriver:
         return results
 
     async def execute(self, batch: Sequence[Command]) -> list[Any]:
-        extra = self.deferred.take()
-        if not extra and not batch:
-            return []
-        try:
-            replies = (await self._send([_pack(c) for c in (*extra, *batch)]))[len(extra):]
-        except UNAVAILABLE as exc:
-            self.deferred.done(extra, failed=True)
-            raise _unavailable(exc) from exc
-        except BaseException:
-            self.deferred.done(extra, failed=True)
-            raise
-        self.deferred.done(extra)
+        with self.deferred.carried() as extra:
+            if not extra and not batch:
+                return []
+            try:
+                replies = (await self._send([_pack(c) for c in (*extra, *batch)]))[len(extra):]
+            except UNAVAILABLE as exc:
+                raise _unavailable(exc) from exc
         try:
             missing = _noscript(batch, replies)
             if missing:

@@ -8,10 +8,10 @@ import textwrap
 import pytest
 
 from flowkit.engine import Message, Start, step
-from flowkit.errors import ExpressionError, FlowError
+from flowkit.errors import ExpressionError, FlowError, PatternError
 from flowkit.flow import parse_flow
 from flowkit.flow.expr import parse_expr
-from flowkit.flow.patterns import PatternError, fullmatch
+from flowkit.flow.patterns import fullmatch
 
 EVIL = "(a+)+$"  # exponential on Python's backtracking re for "aaaa...!"
 
