@@ -74,32 +74,28 @@ def floor_duckdb(path: str) -> dict:
     return {"rows": rows, "sessions": sessions, "gaps": gaps}
 
 
-@step
-def analyze_flowkit(path: str) -> dict:
+def _analyze(path: str, engine: str) -> dict:
+    """flowkit analyze on the generated export, scored against its ground truth."""
     from flowkit.history import analyze
     from flowkit.history.synthetic import example_flows
 
-    report = analyze(path, example_flows())
+    report = analyze(path, example_flows(), engine=engine)
     truth = json.loads((Path(path) / "truth.json").read_text())
     found = {(a.code, a.session_id, a.version) for a in report.anomalies}
     want = {tuple(t) for t in truth}
     tp = len(found & want)
     return {"rows": report.summary["rows"], "anomalies": len(found),
             "precision": tp / len(found) if found else 1.0, "recall": tp / len(want) if want else 1.0}
+
+
+@step
+def analyze_flowkit(path: str) -> dict:
+    return _analyze(path, "pandas")
 
 
 @step
 def analyze_flowkit_duckdb(path: str) -> dict:
-    from flowkit.history import analyze
-    from flowkit.history.synthetic import example_flows
-
-    report = analyze(path, example_flows(), engine="duckdb")
-    truth = json.loads((Path(path) / "truth.json").read_text())
-    found = {(a.code, a.session_id, a.version) for a in report.anomalies}
-    want = {tuple(t) for t in truth}
-    tp = len(found & want)
-    return {"rows": report.summary["rows"], "anomalies": len(found),
-            "precision": tp / len(found) if found else 1.0, "recall": tp / len(want) if want else 1.0}
+    return _analyze(path, "duckdb")
 
 
 @step
