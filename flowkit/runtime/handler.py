@@ -372,6 +372,7 @@ class Runtime(_Core):
         A call is re-run only if the session still waits for that very call id.
         """
         redelivered = resumed = superseded = 0
+        self.store.flush()  # this process's deferred (or in-flight) acknowledgements are not lost effects
         for sid, version, effects in self.store.unacked_effects(older_than_ms=older_than_ms, limit=limit):
             raw = self.store.load(sid)
             current = raw["version"] if raw else None

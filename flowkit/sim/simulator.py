@@ -294,20 +294,6 @@ class _CountingChannel:
         return out
 
 
-class _ImmediateAcks:
-    """The runtime's store with outbox acknowledgements written at once instead of deferred
-    to the next round trip: the simulator runs recovery rounds while the runtime is live,
-    and a deferred (or in-flight) acknowledgement would make recovery re-send replies."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-
-    def ack_effects(self, session_id: str, version: int, *, defer: bool = False) -> bool:
-        return self.inner.ack_effects(session_id, version)  # type: ignore[no-any-return]
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
 
 class Simulator:
     """Runs :class:`SimConfig` traffic against ``runtime`` (its store must be a real Redis).
@@ -579,7 +565,6 @@ class Simulator:
         started = time.perf_counter()
         saved = (self.rt.clock, self.rt.run_services, self.rt.channel, self.rt.store)
         if cfg.http is None:
-            self.rt.store = _ImmediateAcks(self.rt.store)
             self.rt.run_services = False  # the simulator answers calls itself, on its own clock
             if not cfg.live:
                 self.rt.clock = self._now
@@ -793,8 +778,7 @@ class Simulator:
         """What a restarted runtime does: finish the effects of commits nobody acknowledged.
 
         Only the crashed event's process died, so the live runtime's acknowledgements must
-        all be in Redis by now: :class:`_ImmediateAcks` makes sure none is still deferred
-        (recovery would re-send replies that did go out)."""
+        all be in Redis by now (redeliver_outbox flushes the deferred ones first)."""
         self._retry(self.rt.redeliver_outbox, 0)
         held, self._held = self._held, set()
         now = self._wall() if self.cfg.live else self._virtual_now
