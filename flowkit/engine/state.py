@@ -17,12 +17,13 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from flowkit.errors import StateValidationError
 from flowkit.flow.model import STATUSES, TERMINAL_STATUSES, SlotSpec
 
 PROFILE = "profile"
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,6 +95,27 @@ class State:
 
     def evolve(self, **changes: Any) -> State:
         return replace(self, **changes)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # pickles and copies carry the fields only, not the engine's validation mark
+        return {k: v for k, v in self.__dict__.items() if k != CHECKED}
+
+
+#: The key under which a state produced by the engine remembers the root flow it was fully
+#: validated against (the whole slot schema, outside any sub-flow). A state is immutable, so
+#: the mark stays true; the engine's fast path then only validates what an answer changed.
+CHECKED = "_checked_by"
+
+
+def make(cls: type[_T], values: dict[str, Any]) -> _T:
+    """A frozen dataclass from *all* its field values, without running ``__init__``.
+
+    For the engine's hot path only: a frozen ``__init__`` sets each field through
+    ``object.__setattr__`` (about 3x the cost). ``values`` must name every field.
+    """
+    obj = object.__new__(cls)
+    obj.__dict__.update(values)
+    return obj
 
 
 _FIELDS = ("session_id", "flow", "flow_version", "step", "status", "slots", "attempts", "stack", "pending",

@@ -28,7 +28,7 @@ from flowkit.engine.events import (
     Timeout,
 )
 from flowkit.engine.inputs import DEFAULT_INVALID, InvalidInput, parse_input
-from flowkit.engine.state import PROFILE, Record, State, check_slots, check_state_shape, slot_problem
+from flowkit.engine.state import CHECKED, PROFILE, Record, State, check_slots, check_state_shape, make, slot_problem
 from flowkit.errors import EngineError, ExpressionError, StateValidationError
 from flowkit.flow.model import (
     AskStep,
@@ -78,6 +78,18 @@ def step(flow: Flow, state: State | None, event: Event, now: int | dt.datetime, 
     name (and pinned version). ``state`` is None only for a :class:`Start` of a new session,
     whose id is ``session_id``.
     """
+    if type(event) is Message and type(now) is int and state is not None and now >= state.updated_at and (
+            session_id is None or session_id == state.session_id):
+        done = fast.answer(flow, state, event, now)
+        if done is not None:
+            return done
+    return interpret(flow, state, event, now, flows=flows, session_id=session_id)
+
+
+def interpret(flow: Flow, state: State | None, event: Event, now: int | dt.datetime, *,
+              flows: FlowSource | None = None, session_id: str | None = None) -> Transition:
+    """:func:`step` without its fast path (engine/fast.py): the general engine, for any event.
+    Both give equal transitions; the tests compare them."""
     now_ms = _ms(now)
     if state is None:
         if not isinstance(event, Start):
@@ -108,6 +120,78 @@ def _ms(now: int | dt.datetime) -> int:
 
 def _iso(ms: int) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def scope(names: frozenset[str], declared: Mapping[str, Any], slots: Mapping[str, Any], now: int,
+          session_id: str, flow: str, step: str | None) -> dict[str, Any]:
+    """What an expression reading ``names`` sees: its slots (None when declared but unset),
+    ``profile``, ``now`` and ``today`` (UTC, ISO-8601) and ``session``. Only the names it reads
+    are worked out (the clock's text is not cheap); a name that is none of these stays
+    missing, so the expression fails with "unknown name" as it should."""
+    env: dict[str, Any] = {}
+    for n in names:
+        if n == "profile":
+            env[n] = dict(slots.get(PROFILE) or {})
+        elif n == "now":
+            env[n] = _iso(now)
+        elif n == "today":
+            env[n] = _iso(now)[:10]
+        elif n == "session":
+            env[n] = {"id": session_id, "flow": flow, "step": step}
+        elif n in slots:
+            env[n] = slots[n]
+        elif n in declared:
+            env[n] = None
+    return env
+
+
+def build_reply(msg: Say, render: Callable[[Template | None, str], str | None], where: str,
+                extra: AskStep | None = None) -> Reply:
+    """The Reply effect for ``msg``; ``extra`` (an ask step) adds buttons or a list for its options."""
+    text = render(msg.text, where)
+    template = None
+    if msg.template is not None:
+        params = tuple(render(p, f"{where} template") or "" for p in msg.template.params)
+        template = (msg.template.name, msg.template.language, params)
+    buttons = tuple((b.id, b.title) for b in msg.buttons)
+    list_button = msg.list.button if msg.list else None
+    sections = tuple(
+        (s.title, tuple((r.id, r.title, r.description) for r in s.rows)) for s in msg.list.sections
+    ) if msg.list else ()
+    if extra is not None and not buttons and not sections and template is None:
+        spec = extra.input
+        if spec.type == "yes_no":
+            buttons = (("yes", "Yes"), ("no", "No"))
+        elif spec.type == "choice" and spec.options:
+            opts = spec.options
+            if len(opts) <= 3:
+                buttons = tuple((o, o[:20]) for o in opts)
+            elif len(opts) <= 10:
+                list_button, sections = "Choose", (("", tuple((o, o[:24], None) for o in opts)),)
+            else:
+                text = (text or "") + "\n" + "\n".join(f"{i}) {o}" for i, o in enumerate(opts, 1))
+    return Reply(text=text, buttons=buttons, list_button=list_button, sections=sections, template=template)
+
+
+def static_text(template: Template | None, where: str) -> str | None:
+    """``render`` for messages whose templates are all static."""
+    return None if template is None else template.source
+
+
+def schedule(pending: Mapping[str, Any] | None, root: Flow, now: int) -> Schedule:
+    """The next wake-up of a live session: its step's deadline or the flow's inactivity timeout."""
+    due: list[tuple[int, str]] = []
+    if pending and pending.get("deadline") is not None:
+        due.append((int(pending["deadline"]), pending["wait"]))
+    if root.timeout is not None:
+        due.append((now + int(root.timeout * 1000), "session"))
+    at, reason = min(due) if due else (0, "none")
+    return make(Schedule, {"at": at, "reason": reason, "kind": "schedule"})
+
+
+def payload_json(payload: Mapping[str, Any]) -> str:
+    """An event's payload as the history record's ``input`` text."""
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 class _Run:
@@ -177,18 +261,12 @@ class _Run:
 
     # ------------------------------------------------------------ expressions
 
-    def env(self) -> dict[str, Any]:
-        env: dict[str, Any] = {name: None for name in self.flow.slots}
-        env.update({k: v for k, v in self.slots.items() if k != PROFILE})
-        env["profile"] = dict(self.slots.get(PROFILE) or {})
-        env["now"] = self.now_iso
-        env["today"] = self.now_iso[:10]
-        env["session"] = {"id": self.session_id, "flow": self.root.name, "step": self.step_name}
-        return env
+    def env(self, names: frozenset[str]) -> dict[str, Any]:
+        return scope(names, self.flow.slots, self.slots, self.now, self.session_id, self.root.name, self.step_name)
 
     def evaluate(self, expr: Any, where: str) -> Any:
         try:
-            return expr.evaluate(self.env())
+            return expr.evaluate(self.env(expr.names()))
         except ExpressionError as exc:
             raise EngineError(f"step {self.step_name!r} of flow {self.flow.name!r}: {where}: {exc}") from None
 
@@ -202,34 +280,12 @@ class _Run:
         if template.is_static:
             return template.source
         try:
-            return template.render(self.env())
+            return template.render(self.env(template.names()))
         except ExpressionError as exc:
             raise EngineError(f"step {self.step_name!r} of flow {self.flow.name!r}: {where}: {exc.reason} in {template.source!r}") from None
 
     def say(self, msg: Say, where: str, *, extra: AskStep | None = None) -> None:
-        text = self.render(msg.text, where)
-        template = None
-        if msg.template is not None:
-            params = tuple(self.render(p, f"{where} template") or "" for p in msg.template.params)
-            template = (msg.template.name, msg.template.language, params)
-        buttons = tuple((b.id, b.title) for b in msg.buttons)
-        list_button = msg.list.button if msg.list else None
-        sections = tuple(
-            (s.title, tuple((r.id, r.title, r.description) for r in s.rows)) for s in msg.list.sections
-        ) if msg.list else ()
-        if extra is not None and not buttons and not sections and template is None:
-            spec = extra.input
-            if spec.type == "yes_no":
-                buttons = (("yes", "Yes"), ("no", "No"))
-            elif spec.type == "choice" and spec.options:
-                opts = spec.options
-                if len(opts) <= 3:
-                    buttons = tuple((o, o[:20]) for o in opts)
-                elif len(opts) <= 10:
-                    list_button, sections = "Choose", (("", tuple((o, o[:24], None) for o in opts)),)
-                else:
-                    text = (text or "") + "\n" + "\n".join(f"{i}) {o}" for i, o in enumerate(opts, 1))
-        self.effects.append(Reply(text=text, buttons=buttons, list_button=list_button, sections=sections, template=template))
+        self.effects.append(build_reply(msg, self.render, where, extra))
 
     # ------------------------------------------------------------ moving
 
@@ -420,7 +476,7 @@ class _Run:
         self.redact = bool(slot and slot.sensitive)
         try:
             value = parse_input(st.input, msg, slot=slot, labels=_labels(st),
-                                today=dt.date.fromisoformat(self.now_iso[:10]))
+                                today=dt.date.fromisoformat(self.now_iso[:10]) if st.input.type == "date" else None)
         except InvalidInput as exc:
             self.invalid(st, exc)
             return
@@ -609,49 +665,42 @@ class _Run:
     def freeze(self, event: Event, name: str, actor: str, message_id: str | None, from_step: str | None) -> Transition:
         if self.pending is not None:
             self.pending["trail"] = self.trail
-        state = State(
-            session_id=self.session_id,
-            flow=self.root.name,
-            flow_version=self.flow_version,
-            step=self.step_name,
-            status=self.status,
-            slots=self.slots,
-            attempts=self.attempts,
-            stack=tuple(self.stack),
-            pending=self.pending,
-            version=self.version,
-            started_at=self.started_at,
-            updated_at=self.now,
-        )
+        state = make(State, {
+            "session_id": self.session_id,
+            "flow": self.root.name,
+            "flow_version": self.flow_version,
+            "step": self.step_name,
+            "status": self.status,
+            "slots": self.slots,
+            "attempts": self.attempts,
+            "stack": tuple(self.stack),
+            "pending": self.pending,
+            "version": self.version,
+            "started_at": self.started_at,
+            "updated_at": self.now,
+        })
         self.validate(state)
+        if not self.stack:
+            state.__dict__[CHECKED] = fast.plan_of(self.root)
         if not state.terminal:
-            self.effects.append(self.schedule(state))
+            self.effects.append(schedule(state.pending, self.root, self.now))
         payload = event.payload()
         if self.redact and isinstance(event, (Message, ServiceResult)):
             payload = {"type": getattr(event, "type", "service_result"), "redacted": True}
-        record = Record(
-            version=self.version,
-            ts=self.now,
-            event=name,
-            from_step=from_step,
-            to_step=state.step,
-            path=tuple(self.path),
-            status=state.status,
-            message_id=message_id,
-            input=json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str),
-            error=self.error,
-            actor=actor,
-        )
-        return Transition(state, tuple(self.effects), record)
-
-    def schedule(self, state: State) -> Schedule:
-        due: list[tuple[int, str]] = []
-        if state.pending and state.pending.get("deadline") is not None:
-            due.append((int(state.pending["deadline"]), state.pending["wait"]))
-        if self.root.timeout is not None:
-            due.append((self.now + int(self.root.timeout * 1000), "session"))
-        at, reason = min(due) if due else (0, "none")
-        return Schedule(at=at, reason=reason)
+        record = make(Record, {
+            "version": self.version,
+            "ts": self.now,
+            "event": name,
+            "from_step": from_step,
+            "to_step": state.step,
+            "path": tuple(self.path),
+            "status": state.status,
+            "message_id": message_id,
+            "input": payload_json(payload),
+            "error": self.error,
+            "actor": actor,
+        })
+        return make(Transition, {"state": state, "effects": tuple(self.effects), "record": record})
 
     def validate(self, state: State) -> None:
         try:
@@ -697,3 +746,7 @@ def _labels(st: AskStep) -> dict[str, str]:
 def _default_help(flow: Flow) -> str:
     words = [f"'{getattr(flow.commands, n)[0]}'" for n in ("back", "restart", "cancel") if getattr(flow.commands, n)]
     return "Please answer the question above." + (f" You can also say {', '.join(words)}." if words else "")
+
+
+# The fast path uses this module's helpers, so it is imported once they exist.
+from flowkit.engine import fast  # noqa: E402

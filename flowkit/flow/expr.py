@@ -484,7 +484,12 @@ class Expr:
 
     def names(self) -> frozenset[str]:
         """Root names the expression reads (slots, ``profile``, ...)."""
-        return frozenset(_names(self.tree))
+        # memoised: the engine builds each evaluation's environment from these names only
+        names = self.__dict__.get("_names")
+        if names is None:
+            names = frozenset(_names(self.tree))
+            object.__setattr__(self, "_names", names)
+        return names
 
     def canonical(self) -> str:
         """The expression in one normal spelling (fully parenthesised, no extra spaces, one

@@ -27,11 +27,15 @@ class Template:
     span: Span | None = field(default=None, compare=False, repr=False)
 
     def names(self) -> frozenset[str]:
-        out: set[str] = set()
-        for p in self.parts:
-            if isinstance(p, Expr):
-                out |= p.names()
-        return frozenset(out)
+        names = self.__dict__.get("_names")
+        if names is None:
+            out: set[str] = set()
+            for p in self.parts:
+                if isinstance(p, Expr):
+                    out |= p.names()
+            names = frozenset(out)
+            object.__setattr__(self, "_names", names)
+        return names
 
     def expressions(self) -> Iterator[tuple[Expr, int]]:
         """Each placeholder's expression with the offset in ``source`` where its text starts."""

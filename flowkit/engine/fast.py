@@ -1,0 +1,290 @@
+"""The engine's fast path: a valid text answer to the current question of a root flow.
+
+That is most of what a live bot sees, so it is worth a direct route. ``_Run`` in
+transition.py interprets any event step by step; this module handles only that one case,
+with what can be worked out once per flow (each question's reply, its quick parser, the
+command words) kept in a :class:`Plan`, and gives up (returns None) on anything else or
+anything unusual: commands, invalid answers, sub-flows, states it has not
+seen validated. Giving up costs nothing but time: ``step`` then runs the general engine.
+
+Both routes must give equal transitions. tests/engine/test_fast.py drives random sessions
+of every example flow through both and compares states, effects and records.
+
+The state is validated incrementally: a state carrying the ``CHECKED`` mark for this very
+flow object passed the whole schema when the engine made it, and a state never changes, so
+checking the slots the answer and any ``set`` steps wrote is checking them all.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import unicodedata
+import weakref
+from collections.abc import Callable
+from json.encoder import encode_basestring
+from typing import Any
+
+from flowkit.engine.events import CallService, End, Message, Reply, Schedule
+from flowkit.engine.inputs import _NO, _YES, InvalidInput, _check_bounds, parse_input
+from flowkit.engine.state import CHECKED, PROFILE, Record, State, make, slot_problem
+from flowkit.engine.transition import (
+    MAX_AUTO_STEPS,
+    Transition,
+    _labels,
+    build_reply,
+    schedule,
+    scope,
+    static_text,
+)
+from flowkit.flow.model import TERMINAL_STATUSES, AskStep, BranchStep, CallStep, EndStep, Flow, SayStep, SetStep, SlotSpec, Step
+from flowkit.flow.model import Message as Say
+from flowkit.flow.template import Template
+
+_MISS = object()
+_MAX_DIGITS = 30
+_new = object.__new__
+_set = object.__setattr__  # frozen values are built by filling their __dict__ (see state.make)
+
+
+class _Ask:
+    """One question of the flow, prepared for answering and for being asked."""
+
+    __slots__ = ("step", "quick", "slot", "labels", "reply", "sensitive", "timeout_ms", "schedule")
+
+    def __init__(self, flow: Flow, st: AskStep) -> None:
+        self.step = st
+        self.slot = flow.slots.get(st.save) if st.save else None
+        self.quick = _quick_parser(st, self.slot)
+        self.labels = _labels(st)
+        self.reply = _static_reply(st.ask, "ask", st)
+        self.sensitive = self.slot is not None and self.slot.sensitive
+        self.timeout_ms = int(st.timeout * 1000) if st.timeout else None
+        # which of transition.schedule()'s two deadlines comes first, worked out once
+        session_ms = int(flow.timeout * 1000) if flow.timeout is not None else None
+        if self.timeout_ms is None and session_ms is None:
+            self.schedule: Any = make(Schedule, {"at": 0, "reason": "none", "kind": "schedule"})
+        elif session_ms is None or (self.timeout_ms is not None and self.timeout_ms <= session_ms):
+            self.schedule = (self.timeout_ms, "input")
+        else:
+            self.schedule = (session_ms, "session")
+
+
+class Plan:
+    """What the fast path needs of one flow, worked out once. States made by the engine carry
+    the plan of the flow they were validated against (the ``CHECKED`` mark)."""
+
+    def __init__(self, flow: Flow) -> None:
+        self.flow = flow
+        self.commands = frozenset(w for name in ("cancel", "restart", "back", "help") for w in getattr(flow.commands, name))
+        self.asks = {name: _Ask(flow, st) for name, st in flow.steps.items() if isinstance(st, AskStep)}
+        self.says = {name: _static_reply(st.say, "say") for name, st in flow.steps.items()
+                     if isinstance(st, (SayStep, EndStep)) and st.say is not None}
+
+
+_PLANS: dict[int, tuple[weakref.ref[Flow], Plan]] = {}
+
+
+def plan_of(flow: Flow) -> Plan:
+    # Keyed by identity: a Flow's equality compares every step, far too slow for each message.
+    entry = _PLANS.get(id(flow))
+    if entry is not None and entry[0]() is flow:
+        return entry[1]
+    plan = Plan(flow)
+    key = id(flow)
+    plans = _PLANS  # the callback may run at exit, after this module's globals are gone
+    plans[key] = (weakref.ref(flow, lambda _ref: plans.pop(key, None)), plan)
+    return plan
+
+
+def _static_reply(msg: Say, where: str, extra: AskStep | None = None) -> Reply | None:
+    if all(t.is_static for t in msg.templates()):
+        return build_reply(msg, static_text, where, extra)
+    return None
+
+
+def _quick_parser(st: AskStep, slot: SlotSpec | None) -> Callable[[str], Any]:
+    """The answer's value when the text is already in normal form (``42``, ``yes``, an option
+    as listed) and fits, else _MISS and ``parse_input`` decides (and explains a misfit). Only
+    shortcuts: whatever they accept, ``parse_input`` would have accepted with the same value."""
+    spec = st.input
+    t = spec.type
+
+    def fits(value: Any) -> bool:
+        try:
+            _check_bounds(spec, value)
+        except InvalidInput:
+            return False
+        return slot is None or slot_problem(slot, value) is None
+
+    if t in ("int", "number"):
+        if slot is None or slot.type in ("int", "number", "any"):
+            # the bounds of the input and of the slot, checked as _check_bounds and slot_problem do
+            lows = [float(spec.min)] if spec.min is not None else []  # type: ignore[arg-type]
+            highs = [float(spec.max)] if spec.max is not None else []  # type: ignore[arg-type]
+            if slot is not None and slot.type != "any":
+                lows += [slot.min] if slot.min is not None else []
+                highs += [slot.max] if slot.max is not None else []
+            lo, hi = (max(lows) if lows else None), (min(highs) if highs else None)
+
+            def digits(text: str) -> Any:
+                if text.isascii() and text.isdigit() and len(text) <= _MAX_DIGITS:
+                    v = int(text)
+                    if (lo is None or not v < lo) and (hi is None or not v > hi):
+                        return v
+                return _MISS
+            return digits
+        return lambda text: _MISS
+    if t == "choice":
+        by_lower = {o.lower(): o for o in spec.options or ()}
+        exact = {k: o for k, o in by_lower.items()
+                 if k and k == k.strip() == k.lower() and unicodedata.is_normalized("NFC", k) and fits(o)}
+        return lambda text: exact.get(text, _MISS)
+    if t == "yes_no":
+        # yes first, as parse_yes_no
+        words = {w: w in _YES for w in (*_YES, *_NO) if w.isascii() and w.isalnum() and fits(w in _YES)}
+        return lambda text: words.get(text, _MISS)
+    if t == "text":
+        def text_(text: str) -> Any:
+            if text and text == text.strip() and unicodedata.is_normalized("NFC", text) and fits(text):
+                return text
+            return _MISS
+        return text_
+    return lambda text: _MISS
+
+
+def answer(flow: Flow, state: State, msg: Message, now: int) -> Transition | None:
+    """The transition for ``msg`` answering ``state``'s question, or None: use the general engine."""
+    plan = state.__dict__.get(CHECKED)
+    text = msg.text
+    if (plan is None or plan.flow is not flow or text is None or msg.type != "text" or msg.reply_id is not None
+            or msg.location is not None or msg.media is not None or state.status != "waiting_input"):
+        return None
+    ask = plan.asks.get(state.step)
+    pending = state.pending
+    if ask is None or pending is None or pending.get("wait") != "input" or text.strip().lower() in plan.commands:
+        return None
+    if msg.profile and msg.profile != state.slots.get(PROFILE):
+        return None
+    st = ask.step
+    if st.save and ask.slot is None:
+        return None  # the general engine explains what is wrong with this flow
+    try:
+        value = ask.quick(text)
+        if value is _MISS:
+            value = parse_input(st.input, msg, slot=ask.slot, labels=ask.labels,
+                                today=dt.datetime.fromtimestamp(now / 1000, dt.UTC).date() if st.input.type == "date" else None)
+            if isinstance(value, (dict, list)):
+                return None  # locations and media: the general engine normalises them
+        return _advance(plan, state, msg, ask, value, now)
+    except Exception:  # an invalid answer, a failing expression, ...: the general engine says what
+        return None
+
+
+def _advance(plan: Plan, state: State, msg: Message, ask: _Ask, value: Any, now: int) -> Transition | None:
+    flow = plan.flow
+    slots = state.slots.copy()  # type: ignore[attr-defined]
+    st = ask.step
+    if st.save:
+        slots[st.save] = value
+    here = state.step
+    assert here is not None and state.pending is not None
+    trail = state.pending.get("trail", ())
+    trail = [*trail[: trail.index(here)], here] if here in trail else [*trail, here]
+    steps = flow.steps
+    declared = flow.slots
+    written: list[str] = []
+    path: list[str] = []
+    effects: list[Any] = []
+    node: Step = st
+    target: _Ask | None = None
+
+    def render(template: Template | None, where: str) -> str | None:
+        if template is None:
+            return None
+        if template.is_static:
+            return template.source
+        return template.render(scope(template.names(), declared, slots, now, state.session_id, flow.name, here))
+
+    while True:
+        goto = None
+        for b in node.next:
+            if b.when is None or b.when.evaluate(scope(b.when.names(), declared, slots, now, state.session_id,
+                                                       flow.name, here)):
+                goto = b.goto
+                break
+        if goto is None or len(path) >= MAX_AUTO_STEPS:
+            return None
+        node = steps[goto]
+        here = goto
+        path.append(goto)
+        kind = type(node)
+        if kind is AskStep:
+            target = plan.asks[goto]
+            reply = target.reply
+            effects.append(reply if reply is not None else build_reply(target.step.ask, render, "ask", target.step))
+            break
+        if kind is EndStep:
+            assert isinstance(node, EndStep)
+            if node.say is not None:
+                reply = plan.says[goto]
+                effects.append(reply if reply is not None else build_reply(node.say, render, "say"))
+            if node.end not in TERMINAL_STATUSES:
+                return None
+            effects.append(End(status=node.end))
+            break
+        if kind is SayStep:
+            assert isinstance(node, SayStep)
+            reply = plan.says[goto]
+            effects.append(reply if reply is not None else build_reply(node.say, render, "say"))
+        elif kind is SetStep:
+            assert isinstance(node, SetStep)
+            for slot, expr in node.assign:
+                slots[slot] = expr.evaluate(scope(expr.names(), declared, slots, now, state.session_id, flow.name, here))
+                written.append(slot)
+        elif kind is CallStep:
+            assert isinstance(node, CallStep)
+            args = {k: e.evaluate(scope(e.names(), declared, slots, now, state.session_id, flow.name, here))
+                    for k, e in node.args}
+            call_id = f"{state.session_id}/{state.version + 1}/{here}"
+            effects.append(CallService(call_id=call_id, service=node.call, args=args, timeout=node.timeout))
+            break
+        elif kind is not BranchStep:
+            return None  # a sub-flow
+
+    for name in written:  # the answer itself was checked against its slot while parsing
+        spec = declared.get(name)
+        if spec is None or name == PROFILE or slot_problem(spec, slots[name]) is not None:
+            return None
+    version = state.version + 1
+    d = state.__dict__.copy()  # the same session, flow, version pin and start; the CHECKED mark stays true
+    d["step"], d["slots"], d["attempts"], d["version"], d["updated_at"] = here, slots, {}, version, now
+    if target is not None:
+        status = d["status"] = "waiting_input"
+        tms = target.timeout_ms
+        d["pending"] = {"wait": "input", "step": here, "deadline": now + tms if tms is not None else None,
+                        "trail": trail}
+        sched = target.schedule
+        if type(sched) is tuple:
+            sched = _new(Schedule)
+            _set(sched, "__dict__", {"at": now + target.schedule[0], "reason": target.schedule[1], "kind": "schedule"})
+        effects.append(sched)
+    elif kind is CallStep:
+        status = d["status"] = "waiting_service"
+        d["pending"] = pending = {"wait": "service", "step": here, "call_id": call_id, "service": node.call,  # type: ignore[attr-defined]
+                                  "deadline": now + int(node.timeout * 1000), "trail": trail}  # type: ignore[attr-defined]
+        effects.append(schedule(pending, flow, now))
+    else:
+        status = d["status"] = node.end  # type: ignore[attr-defined]
+        d["pending"] = None
+    new = _new(State)
+    _set(new, "__dict__", d)
+    record = _new(Record)
+    _set(record, "__dict__", {
+        "version": version, "ts": now, "event": "message", "from_step": state.step, "to_step": here,
+        "path": tuple(path), "status": status, "message_id": msg.message_id,
+        "input": '{"redacted":true,"type":"text"}' if ask.sensitive else '{"text":' + encode_basestring(msg.text) + ',"type":"text"}',  # type: ignore[arg-type]
+        "error": None, "actor": msg.actor,
+    })
+    out = _new(Transition)
+    _set(out, "__dict__", {"state": new, "effects": tuple(effects), "record": record})
+    return out
