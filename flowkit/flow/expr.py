@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -491,6 +492,9 @@ class Expr:
             object.__setattr__(self, "_names", names)
         return names
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_run"}  # a closure does not pickle
+
     def canonical(self) -> str:
         """The expression in one normal spelling (fully parenthesised, no extra spaces, one
         quote style): equal for ``size=='large'`` and ``size == "large"``, different whenever
@@ -505,8 +509,12 @@ class Expr:
         return out
 
     def evaluate(self, env: Mapping[str, Any]) -> Any:
+        run = self.__dict__.get("_run")
+        if run is None:
+            run = _compile(self.tree, self.source)
+            object.__setattr__(self, "_run", run)
         try:
-            return _eval(self.tree, env, self.source)
+            return run(env)
         except ExpressionError:
             raise
         except (TypeError, ValueError, ZeroDivisionError, OverflowError, re.error) as exc:
@@ -643,70 +651,126 @@ def _name_nodes(node: Node) -> list[tuple[str, int]]:
     return []
 
 
-def _eval(node: Node, env: Mapping[str, Any], src: str) -> Any:
+Compiled = Callable[[Mapping[str, Any]], Any]
+
+
+def _compile(node: Node, src: str) -> Compiled:
+    """``node`` as a Python closure over its children's closures (no eval/exec: the flow file
+    only chooses which of these fixed functions are nested). Built once per expression, it
+    evaluates several times faster than walking the tree, with the same results and errors."""
+    pos = node.pos
     match node:
         case Const(value=v):
-            return v
+            return lambda env: v
         case Name(name=n):
-            if n not in env:
-                raise ExpressionError(f"unknown name {n!r}", src, node.pos)
-            return env[n]
+            def name(env: Mapping[str, Any]) -> Any:
+                if n not in env:
+                    raise ExpressionError(f"unknown name {n!r}", src, pos)
+                return env[n]
+            return name
         case Attr(target=t, attr=a):
-            base = _eval(t, env, src)
-            if isinstance(base, Mapping):
-                return base.get(a)
-            if base is None:
-                return None
-            raise ExpressionError(f"cannot read field {a!r} of a {type(base).__name__}", src, node.pos)
+            base_of = _compile(t, src)
+
+            def attr(env: Mapping[str, Any]) -> Any:
+                base = base_of(env)
+                if isinstance(base, Mapping):
+                    return base.get(a)
+                if base is None:
+                    return None
+                raise ExpressionError(f"cannot read field {a!r} of a {type(base).__name__}", src, pos)
+            return attr
         case Index(target=t, index=i):
-            base = _eval(t, env, src)
-            key = _eval(i, env, src)
-            if isinstance(base, Mapping):
-                return base.get(key)
-            if isinstance(base, (list, str)) and isinstance(key, int) and not isinstance(key, bool):
-                return base[key] if -len(base) <= key < len(base) else None
-            if base is None:
-                return None
-            raise ExpressionError(f"cannot index a {type(base).__name__} with {key!r}", src, node.pos)
+            base_of, key_of = _compile(t, src), _compile(i, src)
+
+            def index(env: Mapping[str, Any]) -> Any:
+                base = base_of(env)
+                key = key_of(env)
+                if isinstance(base, Mapping):
+                    return base.get(key)
+                if isinstance(base, (list, str)) and isinstance(key, int) and not isinstance(key, bool):
+                    return base[key] if -len(base) <= key < len(base) else None
+                if base is None:
+                    return None
+                raise ExpressionError(f"cannot index a {type(base).__name__} with {key!r}", src, pos)
+            return index
         case ListExpr(items=items):
-            return [_eval(x, env, src) for x in items]
+            fs = tuple(_compile(x, src) for x in items)
+            return lambda env: [f(env) for f in fs]
         case Unary(op="not", operand=o):
-            return not _eval(o, env, src)
+            f = _compile(o, src)
+            return lambda env: not f(env)
         case Unary(op="-", operand=o):
-            v = _eval(o, env, src)
-            _need_number(v, "-", src, node.pos)
-            return -v
+            f = _compile(o, src)
+
+            def neg(env: Mapping[str, Any]) -> Any:
+                v = f(env)
+                _need_number(v, "-", src, pos)
+                return -v
+            return neg
         case BoolOp(op="and", operands=items):
-            result: Any = True
-            for x in items:
-                result = _eval(x, env, src)
-                if not result:
-                    return result
-            return result
+            fs = tuple(_compile(x, src) for x in items)
+
+            def and_(env: Mapping[str, Any]) -> Any:
+                result: Any = True
+                for f in fs:
+                    result = f(env)
+                    if not result:
+                        return result
+                return result
+            return and_
         case BoolOp(op="or", operands=items):
-            result = False
-            for x in items:
-                result = _eval(x, env, src)
-                if result:
-                    return result
-            return result
+            fs = tuple(_compile(x, src) for x in items)
+
+            def or_(env: Mapping[str, Any]) -> Any:
+                result: Any = False
+                for f in fs:
+                    result = f(env)
+                    if result:
+                        return result
+                return result
+            return or_
         case BinOp(op=op, left=a, right=b):
-            return _binop(op, _eval(a, env, src), _eval(b, env, src), src, node.pos)
+            fa, fb = _compile(a, src), _compile(b, src)
+            if op in ("+", "-", "*"):
+                plain = {"+": operator.add, "-": operator.sub, "*": operator.mul}[op]
+
+                def arith(env: Mapping[str, Any]) -> Any:
+                    x, y = fa(env), fb(env)
+                    if type(x) in _NUMBERS and type(y) in _NUMBERS:  # what _binop would do, minus its checks
+                        return plain(x, y)
+                    return _binop(op, x, y, src, pos)
+                return arith
+            return lambda env: _binop(op, fa(env), fb(env), src, pos)
         case Compare(first=f, ops=ops, rest=rest):
-            left = _eval(f, env, src)
-            for op, r in zip(ops, rest, strict=True):
-                right = _eval(r, env, src)
-                if not _compare(op, left, right, src, node.pos):
-                    return False
-                left = right
-            return True
+            first = _compile(f, src)
+            pairs = tuple((op, _compile(r, src)) for op, r in zip(ops, rest, strict=True))
+
+            def compare(env: Mapping[str, Any]) -> bool:
+                left = first(env)
+                for op, right_of in pairs:
+                    right = right_of(env)
+                    if not _compare(op, left, right, src, pos):
+                        return False
+                    left = right
+                return True
+            return compare
         case Call(func=fn, args=args):
-            values = [_eval(a, env, src) for a in args]
-            try:
-                return FUNCTIONS[fn](*values)
-            except (TypeError, ValueError, AttributeError, OverflowError, re.error) as exc:
-                raise ExpressionError(f"{fn}() failed: {exc}", src, node.pos) from None
-    raise ExpressionError(f"unsupported node {type(node).__name__}", src, node.pos)  # pragma: no cover
+            fs = tuple(_compile(x, src) for x in args)
+
+            def call(env: Mapping[str, Any]) -> Any:
+                values = [f(env) for f in fs]
+                try:
+                    return FUNCTIONS[fn](*values)
+                except (TypeError, ValueError, AttributeError, OverflowError, re.error) as exc:
+                    raise ExpressionError(f"{fn}() failed: {exc}", src, pos) from None
+            return call
+
+    def unsupported(env: Mapping[str, Any]) -> Any:  # pragma: no cover - the parser builds no other node
+        raise ExpressionError(f"unsupported node {type(node).__name__}", src, pos)
+    return unsupported
+
+
+_NUMBERS = (int, float)  # exact types: bool is an int subclass, and not a number here
 
 
 def _need_number(v: Any, op: str, src: str, pos: int) -> None:

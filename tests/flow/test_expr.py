@@ -240,3 +240,17 @@ def test_whitelist_is_exactly_the_documented_functions() -> None:
         "len", "lower", "upper", "trim", "str", "int", "float", "round", "abs", "min", "max", "sum",
         "startswith", "endswith", "contains", "matches", "coalesce", "floor", "ceil",
     }
+
+
+def test_an_evaluated_expression_still_pickles_and_copies() -> None:
+    """Evaluation compiles the expression once into closures kept on it; they must not leak
+    into pickles (flows are sent to worker processes) or change equality."""
+    import copy
+    import pickle
+
+    e = parse_expr("(a or 0) + 2 * b > 3 and name in ['x', 'y']")
+    assert e.evaluate({"a": 1, "b": 2, "name": "x"}) is True
+    for twin in (pickle.loads(pickle.dumps(e)), copy.deepcopy(e)):
+        assert twin == e and hash(twin) == hash(e)
+        assert twin.evaluate({"a": None, "b": 1, "name": "y"}) is False
+        assert twin.names() == frozenset({"a", "b", "name"})
