@@ -19,8 +19,6 @@
 --       19 '1' = snapshot the old state (rollback)   20 drop snapshots below this version (0 = keep)
 --       21 terminal ttl ms (0 = none)   22 quarantine reason   23 now ms
 --       24 the history entry id "<version>-<ts>"   25.. the entry values, in FIELDS order
-local FIELDS = {--[[ENTRY_FIELDS]]}
-local DELTA = --[[DELTA_POS]]
 local mode = ARGV[1]
 local cur
 
@@ -77,23 +75,22 @@ end
 local new = tonumber(ARGV[5])
 local oldv = tonumber(cur[1] or '0') or 0
 local base_ok = '1'
-local delta = ARGV[24 + DELTA]
+local delta = ARGV[--[[DELTA_ARG]]]
 if mode == 'c' and oldv > 0 and (ARGV[8] == '' or ARGV[8] ~= (cur[2] or '')) then
   -- the caller diffed against something that is not the stored state: store the whole state
   base_ok = '0'
   delta = '{"r":' .. ARGV[6] .. '}'
 end
 
--- 1. the history entry (first write: it is the one that can fail)
-local x = {'XADD', KEYS[2]}
+-- 1. the history entry (first write: it is the one that can fail). The field/value list
+-- is written out by scripts.py ('event', ARGV[25], ..., 'delta', delta, ...): a literal
+-- call is cheaper than building a table and unpacking it on every commit.
 local maxlen = tonumber(ARGV[17])
-if maxlen > 0 then x[#x + 1] = 'MAXLEN'; x[#x + 1] = maxlen end
-x[#x + 1] = ARGV[24]
-for i, name in ipairs(FIELDS) do
-  x[#x + 1] = name
-  if i == DELTA then x[#x + 1] = delta else x[#x + 1] = ARGV[24 + i] end
+if maxlen > 0 then
+  redis.call('XADD', KEYS[2], 'MAXLEN', maxlen, ARGV[24], --[[ENTRY_ARGS]])
+else
+  redis.call('XADD', KEYS[2], ARGV[24], --[[ENTRY_ARGS]])
 end
-redis.call(unpack(x))
 
 -- 2. recovery: keep the bad state for inspection before it is replaced
 if mode == 'r' then
@@ -122,13 +119,14 @@ if mode == 'c' and oldv > 0 and cur[2] and ((every > 0 and oldv % every == 0) or
   end
 end
 
--- 4. the state
-redis.call('HSET', KEYS[1], 'version', new, 'state', ARGV[6], 'checksum', ARGV[7], 'flow', ARGV[9],
-  'step', ARGV[10], 'status', ARGV[11], 'updated_at', ARGV[12])
+-- 4. the state (timeout_at in the same HSET; HDEL only if one was stored: cur[7])
 if ARGV[13] ~= '' and ARGV[14] ~= '1' then
-  redis.call('HSET', KEYS[1], 'timeout_at', ARGV[13])
+  redis.call('HSET', KEYS[1], 'version', new, 'state', ARGV[6], 'checksum', ARGV[7], 'flow', ARGV[9],
+    'step', ARGV[10], 'status', ARGV[11], 'updated_at', ARGV[12], 'timeout_at', ARGV[13])
 else
-  redis.call('HDEL', KEYS[1], 'timeout_at')
+  redis.call('HSET', KEYS[1], 'version', new, 'state', ARGV[6], 'checksum', ARGV[7], 'flow', ARGV[9],
+    'step', ARGV[10], 'status', ARGV[11], 'updated_at', ARGV[12])
+  if cur[7] then redis.call('HDEL', KEYS[1], 'timeout_at') end
 end
 
 -- 5. dedupe: the message id -> the version that applied it (bounded)

@@ -31,6 +31,11 @@ import redis.cluster
 from redis import exceptions as rx
 
 from flowkit.errors import StoreUnavailable
+
+try:
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # pragma: no cover - hiredis is a dependency; this keeps a broken wheel non-fatal
+    _hiredis_pack = None
 from flowkit.store.scripts import Script
 
 T = TypeVar("T")
@@ -85,7 +90,17 @@ def _arg(a: Any) -> bytes:
 
 def pack(cmds: Sequence[tuple[Any, ...]]) -> bytes:
     """RESP-encode commands in one buffer. redis-py's general packer spends ~30 us on a
-    40-argument EVALSHA; this one does what the commit needs in a fraction of that."""
+    40-argument EVALSHA; hiredis' C packer ~4 us, the Python loop below (for what hiredis
+    refuses, e.g. a bool) ~15 us."""
+    if _hiredis_pack is not None:
+        try:
+            return b"".join([_hiredis_pack(c) for c in cmds])
+        except TypeError:
+            pass
+    return _pack_py(cmds)
+
+
+def _pack_py(cmds: Sequence[tuple[Any, ...]]) -> bytes:
     out = []
     for cmd in cmds:
         out.append(b"*%d\r\n" % len(cmd))

@@ -122,20 +122,24 @@ def commit(cfg: StoreConfig, sid: str, expected: int, state: dict[str, Any], rec
     codec.validate_commit(sid, state, record, cfg.validator)
     effects = list(effects)
     now = cfg.now_ms()
+    # Everything goes to Redis as UTF-8 bytes, encoded once (canonical JSON is bytes already).
+    # ``previous`` only feeds the base checksum, so it may be encoded ``trusted``: a value
+    # json.dumps would refuse can only make the checksum differ from the stored state's (the
+    # script then stores the whole state), and the delta compares values type-strictly, so
+    # an odd value in ``previous`` only turns into a "set" of the new one. The delta itself
+    # holds parts of ``state``, which passed the full check.
     try:
-        state_json = dumps(state)
-        fx = f"{now}:{dumps(effects)}" if effects else ""
+        state_json = codec.canonical(state)
+        fx = b"%d:%b" % (now, codec.canonical(effects)) if effects else b""
         base: Mapping[str, Any] | None = None
         base_sum = ""
         if previous is not None and expected > 0 and previous.get("version") == expected:
-            base, base_sum = previous, codec.checksum(dumps(previous))
+            base, base_sum = previous, codec.checksum(codec.canonical(previous, trusted=True))
+        delta_json = (codec.full_delta_json(state_json) if base is None
+                      else codec.canonical(codec.state_delta(base, state, record["ts"]), trusted=True))
     except (TypeError, ValueError) as exc:
         raise InvalidCommitError(f"session {sid!r}: state, previous or effects are not JSON: {exc}") from exc
     state_sum = codec.checksum(state_json)
-    if base is None:
-        delta_json = codec.full_delta_json(state_json)
-    else:
-        delta_json = dumps(codec.state_delta(base, state, record["ts"]))
     mid = message_id if message_id is not None else record["message_id"]
     dedupe = codec.message_key(mid) if mid else ""
     flow, step, status = state["flow"], state["step"], state["status"]

@@ -22,14 +22,20 @@ class Script:
     sha: str
 
 
-def _lua_list(items: tuple[str, ...] | list[str]) -> str:
-    return ", ".join(f"'{i}'" for i in items)
+#: commit.lua's ARGV index of the first history entry value (ENTRY_FIELDS order from there)
+ENTRY_ARG0 = 25
+
+
+def _entry_args() -> str:
+    """commit.lua's XADD field/value list: 'event', ARGV[25], ..., 'delta', delta, ..."""
+    return ", ".join(f"'{name}', " + ("delta" if i == DELTA_INDEX else f"ARGV[{ENTRY_ARG0 + i}]")
+                     for i, name in enumerate(ENTRY_FIELDS))
 
 
 def _load(name: str) -> Script:
     text = resources.files("flowkit.store").joinpath(f"{name}.lua").read_text(encoding="utf-8")
-    text = (text.replace("--[[ENTRY_FIELDS]]", _lua_list(ENTRY_FIELDS))
-                .replace("--[[DELTA_POS]]", str(DELTA_INDEX + 1))
+    text = (text.replace("--[[ENTRY_ARGS]]", _entry_args())
+                .replace("--[[DELTA_ARG]]", str(ENTRY_ARG0 + DELTA_INDEX))
                 .replace("--[[TERMINAL]]", ", ".join(f"{s} = true" for s in sorted(TERMINAL_STATUSES))))
     return Script(name, text, hashlib.sha1(text.encode()).hexdigest())
 
