@@ -34,6 +34,7 @@ import platform
 import sys
 import time
 import warnings
+from json.encoder import encode_basestring
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,8 @@ from statemachine import StateMachine  # noqa: E402
 from statemachine.factory import StateMachineMetaclass  # noqa: E402
 from transitions import Machine  # noqa: E402
 
-from flowkit.engine import Message, Start, State, step  # noqa: E402
+from flowkit.engine import Message, Record, Start, State, Transition, step  # noqa: E402
+from flowkit.engine.transition import interpret  # noqa: E402
 from flowkit.flow import Flow, FlowBuilder, when  # noqa: E402
 
 T0 = 1_790_000_000_000
@@ -113,7 +115,8 @@ def answers_branching(kind: str) -> list[str]:
 # ---------------------------------------------------------------- flowkit
 
 
-def flowkit_runner(flow: Flow, answers: list[str]) -> tuple[Callable[[int], Any], Callable[[Any], int]]:
+def flowkit_runner(flow: Flow, answers: list[str], engine: Callable[..., Transition] = step
+                   ) -> tuple[Callable[[int], Any], Callable[[Any], int]]:
     start = step(flow, None, Start(flow=flow.name), T0, session_id="bench").state
     msgs = [Message(text=a, message_id=f"m{i}") for i, a in enumerate(answers)]
 
@@ -126,11 +129,55 @@ def flowkit_runner(flow: Flow, answers: list[str]) -> tuple[Callable[[int], Any]
             now = T0
             for m in msgs:
                 now += 1000
-                state = step(flow, state, m, now).state
+                state = engine(flow, state, m, now).state
             assert state.status == "completed", state
         return sessions * len(msgs)
 
     return prepare, run
+
+
+def outputs_floor(flow: Flow, answers: list[str]) -> tuple[Callable[[int], Any], Callable[[Any], int]]:
+    """Only what a flowkit step hands back, built the cheapest way Python allows: the new
+    frozen state (slots, trail, pending), the history record with its input JSON, the reply
+    and schedule effects and the Transition, from the transitions flowkit itself computed.
+    No parsing, no validation, no choosing the next step: the cost of the result alone."""
+    new, put = object.__new__, object.__setattr__
+    start = step(flow, None, Start(flow=flow.name), T0, session_id="bench").state
+    plan: list[tuple[str, str, Any, Any, tuple[str, ...], tuple[Any, ...]]] = []
+    state = start
+    for i, a in enumerate(answers):
+        t = step(flow, state, Message(text=a, message_id=f"m{i}"), T0 + 1000 * (i + 1))
+        saved = {k: v for k, v in t.state.slots.items() if state.slots.get(k) != v}
+        plan.append((a, t.state.step, saved, t.state.pending, t.record.path, t.effects))  # type: ignore[union-attr]
+        state = t.state
+
+    def run(sessions: int) -> int:
+        for _ in range(sessions):
+            state = start
+            now = T0
+            for i, (text, to, saved, pending, path, effects) in enumerate(plan):
+                now += 1000
+                slots = state.slots.copy()  # type: ignore[attr-defined]
+                slots.update(saved)
+                trail = [*state.pending["trail"], state.step] if state.pending else []
+                d = state.__dict__.copy()
+                d["step"], d["slots"], d["attempts"], d["version"], d["updated_at"] = to, slots, {}, state.version + 1, now
+                d["pending"] = {**pending, "trail": trail} if pending else None
+                d["status"] = status = "waiting_input" if pending else "completed"
+                s = new(State)
+                put(s, "__dict__", d)
+                r = new(Record)
+                put(r, "__dict__", {"version": d["version"], "ts": now, "event": "message", "from_step": state.step,
+                                    "to_step": to, "path": path, "status": status, "message_id": f"m{i}",
+                                    "input": '{"text":' + encode_basestring(text) + ',"type":"text"}', "error": None,
+                                    "actor": "runtime"})
+                out = new(Transition)
+                put(out, "__dict__", {"state": s, "effects": effects, "record": r})
+                state = out.state
+            assert state.status == "completed", state
+        return sessions * len(plan)
+
+    return (lambda sessions: sessions), run
 
 
 # ---------------------------------------------------------------- pytransitions
@@ -392,7 +439,7 @@ def json_cost(flow: Flow, answers: list[str], seconds: float) -> tuple[float, in
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--steps", type=int, default=20, help="ask steps of the linear flow (default 20)")
+    ap.add_argument("--steps", type=int, default=10, help="ask steps of the linear flow (default 10, as issue 4 says)")
     ap.add_argument("--seconds", type=float, default=0.6, help="time per measuring round (default 0.6)")
     ap.add_argument("--quick", action="store_true", help="short rounds, for a smoke run")
     args = ap.parse_args()
@@ -408,12 +455,16 @@ def main() -> None:
     workloads = [
         (f"linear, {n} int asks", [
             ("flowkit step", flowkit_runner(lin, lin_answers)),
+            ("flowkit general engine only (interpret)", flowkit_runner(lin, lin_answers, interpret)),
+            ("flowkit outputs only (result floor)", outputs_floor(lin, lin_answers)),
             (f"transitions {transitions.__version__}", transitions_linear(n, lin_answers)),
             (f"python-statemachine {statemachine.__version__}", statemachine_linear(n, lin_answers)),
             ("dict-dispatch floor", floor_linear(n, lin_answers)),
         ]),
         (f"branching, choice + {CHAIN} int asks + set", [
             ("flowkit step", flowkit_runner(br, answers_branching("b"))),
+            ("flowkit general engine only (interpret)", flowkit_runner(br, answers_branching("b"), interpret)),
+            ("flowkit outputs only (result floor)", outputs_floor(br, answers_branching("b"))),
             (f"transitions {transitions.__version__}", transitions_branching(answers_branching("b"))),
             (f"python-statemachine {statemachine.__version__}", statemachine_branching(answers_branching("b"))),
             ("dict-dispatch floor", floor_branching(answers_branching("b"))),
@@ -438,6 +489,15 @@ def main() -> None:
           f"{os.cpu_count()} cores, {time.perf_counter() - started:.0f} s")
     print()
     print("\n".join(table))
+    print()
+    print("| workload | flowkit step ÷ faster library | goal | result floor ÷ faster library |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, _ in workloads:
+        got = {label: r for w, label, r, _ in rows if w == name}
+        best = max(r for label, r in got.items() if label.startswith(("transitions", "python-statemachine")))
+        fk = got["flowkit step"]
+        print(f"| {name} | {fk / best:.2f}x | >= 5x ({'met' if fk / best >= 5 else 'not met'}) | "
+              f"{got['flowkit outputs only (result floor)'] / best:.2f}x |")
 
 
 if __name__ == "__main__":

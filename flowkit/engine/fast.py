@@ -38,6 +38,7 @@ from flowkit.engine.transition import (
 )
 from flowkit.flow.model import TERMINAL_STATUSES, AskStep, BranchStep, CallStep, EndStep, Flow, SayStep, SetStep, SlotSpec, Step
 from flowkit.flow.model import Message as Say
+from flowkit.flow.expr import Expr
 from flowkit.flow.template import Template
 
 _MISS = object()
@@ -77,6 +78,9 @@ class Plan:
         self.flow = flow
         self.commands = frozenset(w for name in ("cancel", "restart", "back", "help") for w in getattr(flow.commands, name))
         self.asks = {name: _Ask(flow, st) for name, st in flow.steps.items() if isinstance(st, AskStep)}
+        # where a step goes when its `next` has no condition
+        self.goto = {name: st.next[0].goto for name, st in flow.steps.items()
+                     if len(st.next) == 1 and st.next[0].when is None}
         self.says = {name: _static_reply(st.say, "say") for name, st in flow.steps.items()
                      if isinstance(st, (SayStep, EndStep)) and st.say is not None}
 
@@ -159,14 +163,17 @@ def answer(flow: Flow, state: State, msg: Message, now: int) -> Transition | Non
     if (plan is None or plan.flow is not flow or text is None or msg.type != "text" or msg.reply_id is not None
             or msg.location is not None or msg.media is not None or state.status != "waiting_input"):
         return None
-    ask = plan.asks.get(state.step)
+    here = state.step
+    ask = plan.asks.get(here)
     pending = state.pending
     if ask is None or pending is None or pending.get("wait") != "input" or text.strip().lower() in plan.commands:
         return None
-    if msg.profile and msg.profile != state.slots.get(PROFILE):
+    slots = state.slots
+    if msg.profile and msg.profile != slots.get(PROFILE):
         return None
     st = ask.step
-    if st.save and ask.slot is None:
+    save = st.save
+    if save and ask.slot is None:
         return None  # the general engine explains what is wrong with this flow
     try:
         value = ask.quick(text)
@@ -175,86 +182,77 @@ def answer(flow: Flow, state: State, msg: Message, now: int) -> Transition | Non
                                 today=dt.datetime.fromtimestamp(now / 1000, dt.UTC).date() if st.input.type == "date" else None)
             if isinstance(value, (dict, list)):
                 return None  # locations and media: the general engine normalises them
-        return _advance(plan, state, msg, ask, value, now)
+        slots = slots.copy()  # type: ignore[attr-defined]
+        if save:
+            slots[save] = value
+        trail = pending.get("trail", ())
+        trail = [*trail[: trail.index(here)], here] if here in trail else [*trail, here]
+        path: list[str] = []
+        effects: list[Any] = []
+        written: list[str] | None = None
+        node: Step = st
+        target: _Ask | None = None
+        steps = flow.steps
+        while True:
+            goto = plan.goto.get(here)
+            if goto is None:  # conditions decide
+                for b in node.next:
+                    if b.when is None or b.when.evaluate(_scope(b.when, flow, slots, now, state, here)):
+                        goto = b.goto
+                        break
+                else:
+                    return None
+            if len(path) >= MAX_AUTO_STEPS:
+                return None
+            node = steps[goto]
+            here = goto
+            path.append(goto)
+            kind = type(node)
+            if kind is AskStep:
+                target = plan.asks[goto]
+                reply = target.reply
+                effects.append(reply if reply is not None else
+                               build_reply(target.step.ask, _renderer(flow, slots, now, state, here), "ask", target.step))
+                break
+            if kind is EndStep:
+                assert isinstance(node, EndStep)
+                if node.say is not None:
+                    reply = plan.says[goto]
+                    effects.append(reply if reply is not None else
+                                   build_reply(node.say, _renderer(flow, slots, now, state, here), "say"))
+                if node.end not in TERMINAL_STATUSES:
+                    return None
+                effects.append(End(status=node.end))
+                break
+            if kind is SayStep:
+                assert isinstance(node, SayStep)
+                reply = plan.says[goto]
+                effects.append(reply if reply is not None else
+                               build_reply(node.say, _renderer(flow, slots, now, state, here), "say"))
+            elif kind is SetStep:
+                assert isinstance(node, SetStep)
+                written = written or []
+                for slot, expr in node.assign:
+                    slots[slot] = expr.evaluate(_scope(expr, flow, slots, now, state, here))
+                    written.append(slot)
+            elif kind is CallStep:
+                assert isinstance(node, CallStep)
+                args = {k: e.evaluate(_scope(e, flow, slots, now, state, here)) for k, e in node.args}
+                call_id = f"{state.session_id}/{state.version + 1}/{here}"
+                effects.append(CallService(call_id=call_id, service=node.call, args=args, timeout=node.timeout))
+                break
+            elif kind is not BranchStep:
+                return None  # a sub-flow
+
+        if written:  # the answer itself was checked against its slot while parsing
+            declared = flow.slots
+            for name in written:
+                spec = declared.get(name)
+                if spec is None or name == PROFILE or slot_problem(spec, slots[name]) is not None:
+                    return None
     except Exception:  # an invalid answer, a failing expression, ...: the general engine says what
         return None
 
-
-def _advance(plan: Plan, state: State, msg: Message, ask: _Ask, value: Any, now: int) -> Transition | None:
-    flow = plan.flow
-    slots = state.slots.copy()  # type: ignore[attr-defined]
-    st = ask.step
-    if st.save:
-        slots[st.save] = value
-    here = state.step
-    assert here is not None and state.pending is not None
-    trail = state.pending.get("trail", ())
-    trail = [*trail[: trail.index(here)], here] if here in trail else [*trail, here]
-    steps = flow.steps
-    declared = flow.slots
-    written: list[str] = []
-    path: list[str] = []
-    effects: list[Any] = []
-    node: Step = st
-    target: _Ask | None = None
-
-    def render(template: Template | None, where: str) -> str | None:
-        if template is None:
-            return None
-        if template.is_static:
-            return template.source
-        return template.render(scope(template.names(), declared, slots, now, state.session_id, flow.name, here))
-
-    while True:
-        goto = None
-        for b in node.next:
-            if b.when is None or b.when.evaluate(scope(b.when.names(), declared, slots, now, state.session_id,
-                                                       flow.name, here)):
-                goto = b.goto
-                break
-        if goto is None or len(path) >= MAX_AUTO_STEPS:
-            return None
-        node = steps[goto]
-        here = goto
-        path.append(goto)
-        kind = type(node)
-        if kind is AskStep:
-            target = plan.asks[goto]
-            reply = target.reply
-            effects.append(reply if reply is not None else build_reply(target.step.ask, render, "ask", target.step))
-            break
-        if kind is EndStep:
-            assert isinstance(node, EndStep)
-            if node.say is not None:
-                reply = plan.says[goto]
-                effects.append(reply if reply is not None else build_reply(node.say, render, "say"))
-            if node.end not in TERMINAL_STATUSES:
-                return None
-            effects.append(End(status=node.end))
-            break
-        if kind is SayStep:
-            assert isinstance(node, SayStep)
-            reply = plan.says[goto]
-            effects.append(reply if reply is not None else build_reply(node.say, render, "say"))
-        elif kind is SetStep:
-            assert isinstance(node, SetStep)
-            for slot, expr in node.assign:
-                slots[slot] = expr.evaluate(scope(expr.names(), declared, slots, now, state.session_id, flow.name, here))
-                written.append(slot)
-        elif kind is CallStep:
-            assert isinstance(node, CallStep)
-            args = {k: e.evaluate(scope(e.names(), declared, slots, now, state.session_id, flow.name, here))
-                    for k, e in node.args}
-            call_id = f"{state.session_id}/{state.version + 1}/{here}"
-            effects.append(CallService(call_id=call_id, service=node.call, args=args, timeout=node.timeout))
-            break
-        elif kind is not BranchStep:
-            return None  # a sub-flow
-
-    for name in written:  # the answer itself was checked against its slot while parsing
-        spec = declared.get(name)
-        if spec is None or name == PROFILE or slot_problem(spec, slots[name]) is not None:
-            return None
     version = state.version + 1
     d = state.__dict__.copy()  # the same session, flow, version pin and start; the CHECKED mark stays true
     d["step"], d["slots"], d["attempts"], d["version"], d["updated_at"] = here, slots, {}, version, now
@@ -282,9 +280,24 @@ def _advance(plan: Plan, state: State, msg: Message, ask: _Ask, value: Any, now:
     _set(record, "__dict__", {
         "version": version, "ts": now, "event": "message", "from_step": state.step, "to_step": here,
         "path": tuple(path), "status": status, "message_id": msg.message_id,
-        "input": '{"redacted":true,"type":"text"}' if ask.sensitive else '{"text":' + encode_basestring(msg.text) + ',"type":"text"}',  # type: ignore[arg-type]
+        "input": '{"redacted":true,"type":"text"}' if ask.sensitive else '{"text":' + encode_basestring(text) + ',"type":"text"}',
         "error": None, "actor": msg.actor,
     })
     out = _new(Transition)
     _set(out, "__dict__", {"state": new, "effects": tuple(effects), "record": record})
     return out
+
+
+def _scope(expr: Expr | Template, flow: Flow, slots: dict[str, Any], now: int, state: State, here: str) -> dict[str, Any]:
+    return scope(expr.names(), flow.slots, slots, now, state.session_id, flow.name, here)
+
+
+def _renderer(flow: Flow, slots: dict[str, Any], now: int, state: State,
+              here: str) -> Callable[[Template | None, str], str | None]:
+    def render(template: Template | None, where: str) -> str | None:
+        if template is None:
+            return None
+        if template.is_static:
+            return template.source
+        return template.render(_scope(template, flow, slots, now, state, here))
+    return render

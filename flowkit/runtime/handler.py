@@ -109,19 +109,26 @@ class _Core:
         self.max_conflicts = max_conflicts
         self.rng = rng or random.Random()
         self.cache_size = cache_size
-        self._cache: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._cache: OrderedDict[str, State] = OrderedDict()
         self.stats = {"applied": 0, "duplicate": 0, "noop": 0, "unrouted": 0, "conflicts": 0, "engine_errors": 0,
                       "send_failures": 0}
 
-    # -- state cache: the last state this process committed, so the happy path needs no load
+    # -- state cache: the last state this process committed, so the happy path needs no load.
+    # It keeps the engine's own State object: the engine trusts a state it validated itself
+    # and takes its fast path for the next answer (engine/fast.py).
+
+    def cached_state(self, sid: str) -> State | None:
+        s = self._cache.get(sid)
+        if s is not None:
+            self._cache.move_to_end(sid)
+        return s
 
     def cached(self, sid: str) -> dict[str, Any] | None:
-        d = self._cache.get(sid)
-        if d is not None:
-            self._cache.move_to_end(sid)
-        return d
+        """The cached state's JSON form (what ``store.load`` returns), or None."""
+        s = self.cached_state(sid)
+        return s.to_dict() if s is not None else None
 
-    def remember(self, sid: str, state: dict[str, Any] | None) -> None:
+    def remember(self, sid: str, state: State | None) -> None:
         if self.cache_size <= 0:
             return
         if state is None:
@@ -182,9 +189,13 @@ class _Core:
         fresh = False
         known: dict[str, Any] | None = None  # the state a conflict reply brought back
         while True:
-            raw = known if known is not None else (yield _Load(sid, fresh))
+            got = known if known is not None else (yield _Load(sid, fresh))
             known = None
-            state = State.from_dict(raw) if raw else None
+            if isinstance(got, State):  # from this process's cache
+                state, raw = got, got.to_dict()
+            else:
+                raw = got
+                state = State.from_dict(raw) if raw else None
             routed = self.route(state, event)
             if routed is None:
                 return Outcome(sid, "unrouted", state.version if state else None,
@@ -201,7 +212,7 @@ class _Core:
             message_id = getattr(routed, "message_id", None)
             result = yield _Commit(sid, state.version if state else 0, t, raw, message_id)
             if result.outcome == "ok":
-                self.remember(sid, t.state.to_dict())
+                self.remember(sid, t.state)
                 assert t.record is not None
                 return Outcome(sid, "applied", result.version, t.state.flow, t.record.to_dict(),
                                tuple(e for e in t.effects if isinstance(e, Reply)), conflicts, t.record.error, t.effects)
@@ -277,7 +288,7 @@ class Runtime(_Core):
             while True:
                 op = gen.send(reply)
                 if isinstance(op, _Load):
-                    reply = (None if op.fresh else self.cached(op.session_id)) or self.store.load(op.session_id)
+                    reply = (None if op.fresh else self.cached_state(op.session_id)) or self.store.load(op.session_id)
                 elif isinstance(op, _Commit):
                     args, kwargs = self.commit_args(op)
                     self.forget(op.session_id)  # until the outcome is known, the cached state may be stale
@@ -468,7 +479,7 @@ class AsyncRuntime(_Core):
             while True:
                 op = gen.send(reply)
                 if isinstance(op, _Load):
-                    reply = (None if op.fresh else self.cached(op.session_id)) or await self.store.load(op.session_id)
+                    reply = (None if op.fresh else self.cached_state(op.session_id)) or await self.store.load(op.session_id)
                 elif isinstance(op, _Commit):
                     args, kwargs = self.commit_args(op)
                     self.forget(op.session_id)  # until the outcome is known, the cached state may be stale
