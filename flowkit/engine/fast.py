@@ -4,15 +4,16 @@ That is most of what a live bot sees, so it is worth a direct route. ``_Run`` in
 transition.py interprets any event step by step; this module handles only that one case,
 with what can be worked out once per flow (each question's reply, its quick parser, the
 command words) kept in a :class:`Plan`, and gives up (returns None) on anything else or
-anything unusual: commands, invalid answers, sub-flows, states it has not
-seen validated. Giving up costs nothing but time: ``step`` then runs the general engine.
+anything unusual: commands, invalid answers, sub-flows, states that do not fit
+the schema. Giving up costs nothing but time: ``step`` then runs the general engine.
 
 Both routes must give equal transitions. tests/engine/test_fast.py drives random sessions
 of every example flow through both and compares states, effects and records.
 
 The state is validated incrementally: a state carrying the ``CHECKED`` mark for this very
-flow object passed the whole schema when the engine made it, and a state never changes, so
-checking the slots the answer and any ``set`` steps wrote is checking them all.
+flow object passed the whole schema (when the engine made it, or when the fast path first
+saw it), and a state never changes, so checking the slots the answer and any ``set`` steps
+wrote is checking them all.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 
 from flowkit.engine.events import CallService, End, Message, Reply, Schedule
 from flowkit.engine.inputs import _NO, _YES, InvalidInput, _check_bounds, parse_input
-from flowkit.engine.state import CHECKED, PROFILE, Record, State, make, slot_problem
+from flowkit.engine.state import CHECKED, PROFILE, Record, State, check_slots, check_state_shape, make, slot_problem
 from flowkit.engine.transition import (
     MAX_AUTO_STEPS,
     Transition,
@@ -38,6 +39,7 @@ from flowkit.engine.transition import (
 )
 from flowkit.flow.model import TERMINAL_STATUSES, AskStep, BranchStep, CallStep, EndStep, Flow, SayStep, SetStep, SlotSpec, Step
 from flowkit.flow.model import Message as Say
+from flowkit.errors import StateValidationError
 from flowkit.flow.expr import Expr
 from flowkit.flow.template import Template
 
@@ -158,11 +160,15 @@ def _quick_parser(st: AskStep, slot: SlotSpec | None) -> Callable[[str], Any]:
 
 def answer(flow: Flow, state: State, msg: Message, now: int) -> Transition | None:
     """The transition for ``msg`` answering ``state``'s question, or None: use the general engine."""
-    plan = state.__dict__.get(CHECKED)
     text = msg.text
-    if (plan is None or plan.flow is not flow or text is None or msg.type != "text" or msg.reply_id is not None
-            or msg.location is not None or msg.media is not None or state.status != "waiting_input"):
+    if (text is None or msg.type != "text" or msg.reply_id is not None or msg.location is not None
+            or msg.media is not None or state.status != "waiting_input"):
         return None
+    plan = state.__dict__.get(CHECKED)
+    if plan is None or plan.flow is not flow:
+        plan = _trust(flow, state)
+        if plan is None:
+            return None
     here = state.step
     ask = plan.asks.get(here)
     pending = state.pending
@@ -286,6 +292,21 @@ def answer(flow: Flow, state: State, msg: Message, now: int) -> Transition | Non
     out = _new(Transition)
     _set(out, "__dict__", {"state": new, "effects": tuple(effects), "record": record})
     return out
+
+
+def _trust(flow: Flow, state: State) -> Plan | None:
+    """Validate a state the engine did not make (loaded from Redis, say) against the whole
+    schema once, and mark it; None if it does not fit (the general engine then says why)."""
+    if state.stack or state.flow != flow.name:
+        return None
+    try:
+        check_state_shape(state)
+        check_slots(state.slots, flow.slots, where="state")
+    except StateValidationError:
+        return None
+    plan = plan_of(flow)
+    state.__dict__[CHECKED] = plan
+    return plan
 
 
 def _scope(expr: Expr | Template, flow: Flow, slots: dict[str, Any], now: int, state: State, here: str) -> dict[str, Any]:

@@ -417,6 +417,9 @@ class _Run:
             return self.noop()
         elif self.prev.terminal:
             raise EngineError(f"session {self.session_id!r} has ended ({self.prev.status}); start a flow to talk again")
+        elif self.prev.pending is None:
+            raise StateValidationError(f"session {self.session_id!r} is {self.prev.status} but its state says nothing "
+                                       "about what it waits for (pending); recover or roll back the session")
         elif isinstance(event, Message):
             name = self.message(event)
         elif isinstance(event, ServiceResult):
