@@ -110,6 +110,29 @@ def _pack_py(cmds: Sequence[tuple[Any, ...]]) -> bytes:
     return b"".join(out)
 
 
+def _read_replies(conn: Any, n: int) -> list[Any]:
+    """``n`` replies from a redis-py connection, error replies in place as exception objects.
+
+    redis-py's parsers (hiredis and pure Python, RESP2 and 3) return an error reply as a
+    ResponseError object; ``Connection.read_response`` raises it, and formats the host name
+    for a possible error message on every call, ~2 us a reply, so the parser is read
+    directly (it turns socket timeouts and resets into redis-py's errors itself). Without
+    the ``_parser`` attribute (a redis-py that changed it), the public way."""
+    read = getattr(getattr(conn, "_parser", None), "read_response", None)
+    if read is None:
+        out: list[Any] = []
+        for _ in range(n):
+            try:
+                out.append(conn.read_response())
+            except rx.ResponseError as err:  # an error reply: the stream stays in sync
+                out.append(err)
+        return out
+    out = [read() for _ in range(n)]
+    if conn.health_check_interval:  # what read_response would have done: no PING before the next send
+        conn.next_health_check = time.monotonic() + conn.health_check_interval
+    return out
+
+
 def _unavailable(exc: BaseException) -> StoreUnavailable:
     return StoreUnavailable(
         f"Redis is unavailable ({type(exc).__name__}: {exc}). If this was a commit, it either applied "
@@ -326,13 +349,7 @@ class SyncDriver:
         conn = single or pool.get_connection()
         try:
             conn.send_packed_command([pack(cmds)])
-            out: list[Any] = []
-            for _ in cmds:
-                try:
-                    out.append(conn.read_response())
-                except rx.ResponseError as err:  # an error reply: the stream stays in sync
-                    out.append(err)
-            return out
+            return _read_replies(conn, len(cmds))
         except BaseException:
             conn.disconnect()  # unknown position in the reply stream: never reuse it
             raise
