@@ -1,4 +1,5 @@
-"""The engine's fast path: a valid text answer to the current question of a root flow.
+"""The engine's fast path: a valid answer (typed, or a tapped button or list row) to the
+current question of a root flow.
 
 That is most of what a live bot sees, so it is worth a direct route. ``_Run`` in
 transition.py interprets any event step by step; this module handles only that one case,
@@ -33,6 +34,7 @@ from flowkit.engine.transition import (
     Transition,
     _labels,
     build_reply,
+    payload_json,
     schedule,
     scope,
     static_text,
@@ -160,10 +162,12 @@ def _quick_parser(st: AskStep, slot: SlotSpec | None) -> Callable[[str], Any]:
 
 def answer(flow: Flow, state: State, msg: Message, now: int) -> Transition | None:
     """The transition for ``msg`` answering ``state``'s question, or None: use the general engine."""
-    text = msg.text
-    if (text is None or msg.type != "text" or msg.reply_id is not None or msg.location is not None
+    mtype = msg.type
+    if ((mtype != "text" and mtype != "button_reply" and mtype != "list_reply") or msg.location is not None
             or msg.media is not None or state.status != "waiting_input"):
         return None
+    text = msg.text
+    plain = mtype == "text" and text is not None and msg.reply_id is None  # typed text: the common case
     plan = state.__dict__.get(CHECKED)
     if plan is None or plan.flow is not flow:
         plan = _trust(flow, state)
@@ -172,7 +176,9 @@ def answer(flow: Flow, state: State, msg: Message, now: int) -> Transition | Non
     here = state.step
     ask = plan.asks.get(here)
     pending = state.pending
-    if ask is None or pending is None or pending.get("wait") != "input" or text.strip().lower() in plan.commands:
+    if ask is None or pending is None or pending.get("wait") != "input":
+        return None
+    if mtype == "text" and text and text.strip().lower() in plan.commands:
         return None
     slots = state.slots
     if msg.profile and msg.profile != slots.get(PROFILE):
@@ -182,7 +188,7 @@ def answer(flow: Flow, state: State, msg: Message, now: int) -> Transition | Non
     if save and ask.slot is None:
         return None  # the general engine explains what is wrong with this flow
     try:
-        value = ask.quick(text)
+        value = ask.quick(text) if plain else _MISS
         if value is _MISS:
             value = parse_input(st.input, msg, slot=ask.slot, labels=ask.labels,
                                 today=dt.datetime.fromtimestamp(now / 1000, dt.UTC).date() if st.input.type == "date" else None)
@@ -286,7 +292,8 @@ def answer(flow: Flow, state: State, msg: Message, now: int) -> Transition | Non
     _set(record, "__dict__", {
         "version": version, "ts": now, "event": "message", "from_step": state.step, "to_step": here,
         "path": tuple(path), "status": status, "message_id": msg.message_id,
-        "input": '{"redacted":true,"type":"text"}' if ask.sensitive else '{"text":' + encode_basestring(text) + ',"type":"text"}',
+        "input": ('{"redacted":true,"type":' + encode_basestring(mtype) + "}" if ask.sensitive else
+                  '{"text":' + encode_basestring(text) + ',"type":"text"}' if plain else payload_json(msg.payload())),  # type: ignore[arg-type]
         "error": None, "actor": msg.actor,
     })
     out = _new(Transition)

@@ -106,6 +106,7 @@ TEXTS = ["Ana", " Ana ", "ana", "A", "Ana Maria Lima Souza", "19", "35", "17", "
          "Red", "RED", " red ", "green", "blue", "blue ", "Blue ", "help", "Help", "back", "cancel", "stop", "restart",
          "2", "2)", "caf", "café", "cafe\u0301", "small", "large", "medium", "dental", "billing", "2026-12-01",
          "tomorrow", "31/02/2026", "ana@example.com", "+55 11 91234-5678", "12 Main Street", "", "   ", "x" * 300]
+REPLY_IDS = ["yes", "no", "green", "Red", "help", "large", "small", "dental", "billing", "09:00", "zzz", ""]
 
 
 def same(a: Transition, b: Transition, *, marks: bool = True) -> None:
@@ -172,6 +173,10 @@ def test_every_text_at_every_question_agrees_with_the_general_engine(name: str) 
         for i, text in enumerate(texts):
             msg = Message(text=text, message_id=f"w{i}", profile={"name": "Ana"} if i % 2 else None)
             answered += both(root, state, msg, T0 + 1000 + i) is not None
+        for i, reply_id in enumerate(REPLY_IDS):  # tapped buttons and list rows
+            msg = Message(type="list_reply" if i % 3 else "button_reply", reply_id=reply_id,
+                          text=None if i % 4 == 0 else reply_id.title(), message_id=f"r{i}")
+            answered += both(root, state, msg, T0 + 2000 + i) is not None
     assert answered > 0, f"the fast path never answered in flow {name}"
 
 
@@ -224,6 +229,10 @@ def test_the_common_case_takes_the_fast_path() -> None:
     assert t is not None and t.state.slots["age"] == 35 and t.state.step == "pin"
     t2 = fast.answer(MIXED, t.state, Message(text="1234", message_id="b"), T0 + 6)
     assert t2 is not None and t2.record is not None and t2.record.input == '{"redacted":true,"type":"text"}'
+    tap = Message(type="button_reply", reply_id="green", text="Green", message_id="c")
+    t3 = fast.answer(MIXED, t2.state, tap, T0 + 7)
+    assert t3 is not None and t3.state.slots["colour"] == "green" and t3.state.step == "ok"
+    assert t3.record is not None and t3.record.input == '{"reply_id":"green","text":"Green","type":"button_reply"}'
 
 
 def test_timeouts_come_from_the_question_or_the_flow() -> None:
@@ -241,7 +250,7 @@ def test_timeouts_come_from_the_question_or_the_flow() -> None:
 def test_commands_invalid_answers_and_media_go_to_the_general_engine() -> None:
     state = mixed_at("colour")
     for msg in [Message(text="help"), Message(text=" Cancel "), Message(text="purple"),
-                Message(type="button_reply", reply_id="green", text="green"),
+                Message(type="button_reply", reply_id="purple", text="purple"),
                 Message(type="location", location={"latitude": 1, "longitude": 2})]:
         assert fast.answer(MIXED, state, msg, T0 + 5) is None
         assert step(MIXED, state, msg, T0 + 5).changed
