@@ -7,6 +7,7 @@ in other slots and are written beside the commit, never inside it.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 PREFIX = "fk:{s:"
@@ -44,6 +45,11 @@ class SessionKeys:
 def session_keys(session_id: str) -> SessionKeys:
     if not isinstance(session_id, str) or not session_id:
         raise ValueError(f"a session id must be a non-empty string, got {session_id!r}")
+    return _session_keys(session_id)
+
+
+@functools.lru_cache(maxsize=4096)  # every commit needs them; live sessions repeat
+def _session_keys(session_id: str) -> SessionKeys:
     base = f"fk:{{s:{session_id}}}:"
     return SessionKeys(session_id, base + "state", base + "hist", base + "seen", base + "snap", base + "fx")
 
