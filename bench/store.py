@@ -129,11 +129,14 @@ class Result:
     round_trips: int = 0
     conflicts: int = 0  # attempts retried (conflict / WatchError)
     lost: int | None = None  # None: not measured (no concurrency)
+    client_cpu: float = 0.0  # seconds of this process's CPU (user + sys) while timed
+    server_cpu: float = 0.0  # seconds of redis-server CPU (INFO cpu, user + sys) while timed
 
     def __add__(self, o: Result) -> Result:
         lost = None if self.lost is None or o.lost is None else self.lost + o.lost
         return Result(self.ops + o.ops, self.seconds + o.seconds, self.latencies + o.latencies,
-                      self.round_trips + o.round_trips, self.conflicts + o.conflicts, lost)
+                      self.round_trips + o.round_trips, self.conflicts + o.conflicts, lost,
+                      self.client_cpu + o.client_cpu, self.server_cpu + o.server_cpu)
 
     @property
     def rate(self) -> float:
@@ -144,15 +147,23 @@ class Result:
         return xs[min(len(xs) - 1, int(q * len(xs)))] * 1000
 
 
-def timed(n: int, one: Callable[[int], None]) -> tuple[float, list[float]]:
+def server_cpu(client: Any) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_user"] + info["used_cpu_sys"])
+
+
+def timed(n: int, one: Callable[[int], None], client: Any) -> tuple[float, list[float], float, float]:
+    """(seconds, latency per call, client CPU seconds, server CPU seconds) of ``one(0..n-1)``."""
     lat = [0.0] * n
     clock = time.perf_counter
+    srv, cpu = server_cpu(client), time.process_time()
     t = clock()
     for i in range(n):
         s = clock()
         one(i)
         lat[i] = clock() - s
-    return clock() - t, lat
+    seconds = clock() - t
+    return seconds, lat, time.process_time() - cpu, server_cpu(client) - srv
 
 
 # ---------------------------------------------------------------- (a) one connection, no contention
@@ -173,8 +184,8 @@ def sync_flowkit(store: Store, n: int, sessions: int, prefix: str = "") -> Resul
             raise AssertionError("unexpected conflict")
         prev[sid] = args["state"]
 
-    seconds, lat = timed(n, one)
-    return Result(n, seconds, lat, store.round_trips - trips)
+    seconds, lat, cpu, srv = timed(n, one, store.client)
+    return Result(n, seconds, lat, store.round_trips - trips, client_cpu=cpu, server_cpu=srv)
 
 
 def sync_watch(client: Any, n: int, sessions: int, prefix: str = "") -> Result:
@@ -199,8 +210,8 @@ def sync_watch(client: Any, n: int, sessions: int, prefix: str = "") -> Result:
             pipe.execute()  # round trip 3: MULTI..EXEC
             known[sid] = new["version"]
 
-    seconds, lat = timed(n, one)
-    return Result(n, seconds, lat, 3 * n)
+    seconds, lat, cpu, srv = timed(n, one, client)
+    return Result(n, seconds, lat, 3 * n, client_cpu=cpu, server_cpu=srv)
 
 
 def sync_naive(client: Any, n: int, sessions: int, prefix: str = "") -> Result:
@@ -213,21 +224,22 @@ def sync_naive(client: Any, n: int, sessions: int, prefix: str = "") -> Result:
         new, _ = next_state(state, state["session_id"], i + 1)
         client.set(key, dumps(new))  # round trip 2; a concurrent writer's update is lost
 
-    seconds, lat = timed(n, one)
-    return Result(n, seconds, lat, 2 * n)
+    seconds, lat, cpu, srv = timed(n, one, client)
+    return Result(n, seconds, lat, 2 * n, client_cpu=cpu, server_cpu=srv)
 
 
 def sync_floor(store: Store, n: int, sessions: int = 0, prefix: str = "") -> Result:
     store.driver.execute([Call(NOOP, ("fk:{s:floor}:state",), ())])
     trips = store.round_trips
-    seconds, lat = timed(n, lambda i: store.driver.execute([Call(NOOP, ("fk:{s:floor}:state",), ())]))
-    return Result(n, seconds, lat, store.round_trips - trips)
+    seconds, lat, cpu, srv = timed(n, lambda i: store.driver.execute([Call(NOOP, ("fk:{s:floor}:state",), ())]),
+                                   store.client)
+    return Result(n, seconds, lat, store.round_trips - trips, client_cpu=cpu, server_cpu=srv)
 
 
 def sync_redis_py_evalsha(client: Any, n: int) -> Result:
     sha = client.script_load(NOOP.source)
-    seconds, lat = timed(n, lambda i: client.evalsha(sha, 1, "fk:{s:floor}:state"))
-    return Result(n, seconds, lat, n)
+    seconds, lat, cpu, srv = timed(n, lambda i: client.evalsha(sha, 1, "fk:{s:floor}:state"), client)
+    return Result(n, seconds, lat, n, client_cpu=cpu, server_cpu=srv)
 
 
 # ---------------------------------------------------------------- (b) asyncio, writers racing on hot sessions
@@ -378,8 +390,8 @@ RACE: dict[str, Callable[..., Awaitable[Result]]] = {
 # ---------------------------------------------------------------- round trips and memory
 
 
-def round_trips(store: Store, n: int = 2000) -> tuple[float, float, float]:
-    """(client-counted round trips, server EVALSHA calls, all top-level commands) per commit."""
+def round_trips(store: Store, n: int = 2000) -> tuple[float, float, float, float]:
+    """(client-counted round trips, server EVALSHA calls, all top-level commands, µs of Lua) per commit."""
     prev = None
     for i in range(3):  # warm
         args = commit_args(prev, "rt", i)
@@ -398,7 +410,8 @@ def round_trips(store: Store, n: int = 2000) -> tuple[float, float, float]:
     index_cmds = sum(stats.get(f"cmdstat_{c}", {}).get("calls", 0) for c in ("zadd", "zrem", "hincrby", "sadd"))
     script_inner_zadd = n  # the dedupe ZADD inside the script, once per commit
     evalsha = stats["cmdstat_evalsha"]["calls"]
-    return (store.round_trips - trips) / n, evalsha / n, (evalsha + index_cmds - script_inner_zadd) / n
+    lua_us = stats["cmdstat_evalsha"]["usec_per_call"]  # the script's time in Redis, its commands included
+    return (store.round_trips - trips) / n, evalsha / n, (evalsha + index_cmds - script_inner_zadd) / n, lua_us
 
 
 def bytes_per_session(store: Store, sessions: int, records: int = 20) -> tuple[float, float, dict[str, float]]:
@@ -481,7 +494,7 @@ def main() -> None:
                     res = asyncio.run(afn(server.url, m // rounds, tasks, hot, f"r{r}"))
                     race[name] = race[name] + res if name in race else res
             rp = sync_redis_py_evalsha(client, n)
-            trips, evalsha, commands = round_trips(store)
+            trips, evalsha, commands, lua_us = round_trips(store)
             per_session, per_keys, breakdown = bytes_per_session(store, args.sessions)
             client.close()
         finally:
@@ -510,6 +523,11 @@ def main() -> None:
     rows = [("round trips per commit (client count)", f"{trips:.2f}", "1"),
             ("EVALSHA per commit (INFO commandstats)", f"{evalsha:.2f}", "1"),
             ("commands sent per commit (script + index writes, one pipeline)", f"{commands:.2f}", ""),
+            ("Lua time per commit in Redis (INFO commandstats evalsha usec_per_call)", f"{lua_us:.1f} us", ""),
+            *((f"us per update, 1 connection, {name}: wall = client CPU + server CPU + rest",
+               f"{1e6 * r.seconds / r.ops:.0f} = {1e6 * r.client_cpu / r.ops:.0f} + {1e6 * r.server_cpu / r.ops:.0f}"
+               f" + {1e6 * (r.seconds - r.client_cpu - r.server_cpu) / r.ops:.0f}", "")
+              for name, r in seq.items() if name in ("flowkit commit (Lua CAS)", "EVALSHA no-op (floor)")),
             ("flowkit commit, % of the EVALSHA floor (1 connection)",
              f"{seq['flowkit commit (Lua CAS)'].rate / seq['EVALSHA no-op (floor)'].rate:.0%}", ">= 50%"),
             ("flowkit driver no-op vs redis-py client.evalsha no-op (1 connection)",
