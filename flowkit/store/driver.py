@@ -417,13 +417,19 @@ class AsyncDriver:
         return results
 
     async def execute(self, batch: Sequence[Command]) -> list[Any]:
-        with self.deferred.carried() as extra:
-            if not extra and not batch:
-                return []
+        if not len(self.deferred) and batch:  # the usual case: nothing to carry, so no lock taken
             try:
-                replies = (await self._send([_pack(c) for c in (*extra, *batch)]))[len(extra):]
+                replies = await self._send([_pack(c) for c in batch])
             except UNAVAILABLE as exc:
                 raise _unavailable(exc) from exc
+        else:
+            with self.deferred.carried() as extra:
+                if not extra and not batch:
+                    return []
+                try:
+                    replies = (await self._send([_pack(c) for c in (*extra, *batch)]))[len(extra):]
+                except UNAVAILABLE as exc:
+                    raise _unavailable(exc) from exc
         try:
             missing = _noscript(batch, replies)
             if missing:
