@@ -10,7 +10,7 @@ import pytest
 from flowkit.errors import CorruptStateError, InvalidCommitError, StoreError
 from flowkit.store import CommitResult, Store
 from flowkit.store import keys as K
-from tests.store.conftest import CountingConnection, advance, make_record, make_state
+from tests.store.conftest import T0, CountingConnection, advance, make_record, make_state
 
 
 def snapshot_db(client: Any, pattern: str = "*") -> dict[str, Any]:
@@ -279,3 +279,21 @@ def test_state_is_json_and_checksummed_in_redis(store: Store) -> None:
     assert json.loads(h[b"state"]) == s
     assert {k.decode() for k in h} == {"version", "state", "checksum", "flow", "step", "status", "updated_at",
                                        "timeout_at"}
+
+
+def test_timeout_at_follows_each_commit(store: Store) -> None:
+    """commit.lua writes timeout_at in the state's HSET and deletes it only when one is stored."""
+    key = K.session_keys("u1").state
+    s = make_state("u1", 1, "welcome")
+    store.commit("u1", 0, s, make_record(s, None, event="start"))  # no timeout, none stored: nothing to delete
+    assert store.client.hget(key, "timeout_at") is None
+    s2 = make_state("u1", 2, "ask_size")
+    store.commit("u1", 1, s2, make_record(s2, "welcome"), previous=s, timeout_at_ms=T0 + 5)
+    assert store.client.hget(key, "timeout_at") == str(T0 + 5).encode()
+    s3 = make_state("u1", 3, "ask_qty")
+    store.commit("u1", 2, s3, make_record(s3, "ask_size"), previous=s2)  # no timeout now: the stored one goes
+    assert store.client.hget(key, "timeout_at") is None
+    s4 = make_state("u1", 4, "ask_qty", "completed")
+    store.commit("u1", 3, s4, make_record(s4, "ask_qty"), previous=s3, timeout_at_ms=T0 + 9)  # terminal: none
+    assert store.client.hget(key, "timeout_at") is None and store.due_timeouts(10**15) == []
+    assert [r["version"] for r in store.history("u1")] == [1, 2, 3, 4] and store.load("u1") == s4
