@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import datetime as dt
 import unicodedata
-import weakref
 from collections.abc import Callable
 from json.encoder import encode_basestring
 from typing import Any
@@ -39,7 +38,7 @@ from flowkit.engine.transition import (
     scope,
     static_text,
 )
-from flowkit.flow.model import TERMINAL_STATUSES, AskStep, BranchStep, CallStep, EndStep, Flow, SayStep, SetStep, SlotSpec, Step
+from flowkit.flow.model import PLAN, TERMINAL_STATUSES, AskStep, BranchStep, CallStep, EndStep, Flow, SayStep, SetStep, SlotSpec, Step
 from flowkit.flow.model import Message as Say
 from flowkit.errors import StateValidationError
 from flowkit.flow.expr import Expr
@@ -89,18 +88,11 @@ class Plan:
                      if isinstance(st, (SayStep, EndStep)) and st.say is not None}
 
 
-_PLANS: dict[int, tuple[weakref.ref[Flow], Plan]] = {}
-
-
 def plan_of(flow: Flow) -> Plan:
-    # Keyed by identity: a Flow's equality compares every step, far too slow for each message.
-    entry = _PLANS.get(id(flow))
-    if entry is not None and entry[0]() is flow:
-        return entry[1]
-    plan = Plan(flow)
-    key = id(flow)
-    plans = _PLANS  # the callback may run at exit, after this module's globals are gone
-    plans[key] = (weakref.ref(flow, lambda _ref: plans.pop(key, None)), plan)
+    """The flow's plan, built on first use and kept on the flow object (not in its pickles)."""
+    plan = flow.__dict__.get(PLAN)
+    if plan is None:
+        plan = flow.__dict__[PLAN] = Plan(flow)
     return plan
 
 

@@ -521,6 +521,10 @@ def _canonical_body(flow: Flow) -> dict[str, Any]:
     return body
 
 
+#: Where the engine keeps its per-flow plan (flowkit/engine/fast.py) on a Flow object.
+PLAN = "_engine_plan"
+
+
 @dataclass(frozen=True, kw_only=True)
 class Flow:
     """A validated conversation flow. Build one with :func:`flowkit.load_flow` or :class:`FlowBuilder`."""
@@ -540,6 +544,10 @@ class Flow:
 
     def __hash__(self) -> int:
         return hash(self.content_hash)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the engine's plan for this flow (closures) is rebuilt where it is needed, not pickled
+        return {k: v for k, v in self.__dict__.items() if k != PLAN}
 
     @cached_property
     def content_hash(self) -> str:

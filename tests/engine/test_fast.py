@@ -279,3 +279,19 @@ def test_a_broken_state_is_still_refused() -> None:
         assert fast.answer(MIXED, broken, Message(text="35"), T0 + 5) is None
         with pytest.raises(StateValidationError):
             step(MIXED, broken, Message(text="35"), T0 + 5)
+
+
+def test_a_used_flow_still_pickles_and_its_plan_lives_with_it() -> None:
+    import gc
+    import weakref
+
+    f = flow(MIXED_YAML)
+    state = step(f, None, Start(flow="mixed"), T0, session_id="p").state
+    assert fast.answer(f, state, Message(text="Ana"), T0 + 1) is not None
+    twin = pickle.loads(pickle.dumps(f))
+    assert twin == f and "_engine_plan" not in twin.__dict__
+    assert step(twin, State.from_json(state.to_json()), Message(text="Ana"), T0 + 1).state.step == "age"
+    gone = weakref.ref(f)
+    del f, state, twin
+    gc.collect()
+    assert gone() is None  # no registry keeps flows alive
