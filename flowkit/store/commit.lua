@@ -129,11 +129,12 @@ else
   if cur[7] then redis.call('HDEL', KEYS[1], 'timeout_at') end
 end
 
--- 5. dedupe: the message id -> the version that applied it (bounded)
+-- 5. dedupe: the message id -> the version that applied it (bounded). Each version adds
+-- at most one id, so the set cannot outgrow max before the version does: no ZCARD before.
 if ARGV[4] ~= '' then
   redis.call('ZADD', KEYS[3], new, ARGV[4])
   local max = tonumber(ARGV[16])
-  if max > 0 then
+  if max > 0 and new > max then
     local n = redis.call('ZCARD', KEYS[3])
     if n > max then redis.call('ZREMRANGEBYRANK', KEYS[3], 0, n - max - 1) end
   end
