@@ -101,9 +101,11 @@ class State:
         return {k: v for k, v in self.__dict__.items() if k != CHECKED}
 
 
-#: The key under which a state produced by the engine remembers the root flow it was fully
-#: validated against (the whole slot schema, outside any sub-flow). A state is immutable, so
-#: the mark stays true; the engine's fast path then only validates what an answer changed.
+#: The key under which a state remembers the plan of the root flow it was fully validated
+#: against (the whole slot schema, outside any sub-flow); see engine/fast.py. A state is a
+#: value: nothing in flowkit mutates its dicts, and callers must not either (build a new one
+#: with ``evolve``), so the mark stays true and the fast path only validates what an answer
+#: changed.
 CHECKED = "_checked_by"
 
 
