@@ -295,3 +295,34 @@ def test_a_used_flow_still_pickles_and_its_plan_lives_with_it() -> None:
     del f, state, twin
     gc.collect()
     assert gone() is None  # no registry keeps flows alive
+
+
+def test_simulated_histories_are_the_same_without_the_fast_path(store, redis_client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """End to end: a hostile simulation through the real runtime and Redis gives the very same
+    histories and final states when every event goes through the general engine."""
+    from flowkit.engine import transition
+    from tests.sim.test_simulator import HOSTILE, histories, simulate, stable
+
+    def run() -> tuple[dict[str, object], dict[str, object], dict[str, object]]:
+        redis_client.flushall()
+        res = simulate(store, users=40, seed=31, concurrency=4, **HOSTILE)
+        hist = histories(store)
+        return hist, {sid: store.load(sid) for sid in hist}, stable(res.summary())
+
+    calls = {"fast": 0}
+    real = fast.answer
+
+    def counted(*args):  # type: ignore[no-untyped-def]
+        out = real(*args)
+        calls["fast"] += out is not None
+        return out
+
+    monkeypatch.setattr(transition.fast, "answer", counted)
+    with_fast = run()
+    answers = sum(r["event"] == "message" and not r["error"] for recs in with_fast[0].values() for r in recs)  # type: ignore[attr-defined]
+    assert calls["fast"] >= answers * 0.6, (calls, answers)  # most valid answers took it
+    monkeypatch.setattr(transition.fast, "answer", lambda *args: None)
+    without = run()
+    assert with_fast[2] == without[2]
+    assert with_fast[1] == without[1]
+    assert with_fast[0] == without[0]
