@@ -34,8 +34,8 @@ import platform
 import sys
 import time
 import warnings
-from json.encoder import encode_basestring
 from collections.abc import Callable
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any
 

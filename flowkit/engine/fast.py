@@ -27,7 +27,16 @@ from typing import Any
 
 from flowkit.engine.events import CallService, End, Message, Reply, Schedule
 from flowkit.engine.inputs import _NO, _YES, InvalidInput, _check_bounds, parse_input
-from flowkit.engine.state import CHECKED, PROFILE, Record, State, check_slots, check_state_shape, make, slot_problem
+from flowkit.engine.state import (
+    CHECKED,
+    PROFILE,
+    Record,
+    State,
+    check_slots,
+    check_state_shape,
+    make,
+    slot_problem,
+)
 from flowkit.engine.transition import (
     MAX_AUTO_STEPS,
     Transition,
@@ -38,10 +47,22 @@ from flowkit.engine.transition import (
     scope,
     static_text,
 )
-from flowkit.flow.model import PLAN, TERMINAL_STATUSES, AskStep, BranchStep, CallStep, EndStep, Flow, SayStep, SetStep, SlotSpec, Step
-from flowkit.flow.model import Message as Say
 from flowkit.errors import StateValidationError
 from flowkit.flow.expr import Expr
+from flowkit.flow.model import (
+    PLAN,
+    TERMINAL_STATUSES,
+    AskStep,
+    BranchStep,
+    CallStep,
+    EndStep,
+    Flow,
+    SayStep,
+    SetStep,
+    SlotSpec,
+    Step,
+)
+from flowkit.flow.model import Message as Say
 from flowkit.flow.template import Template
 
 _MISS = object()

@@ -28,7 +28,16 @@ from flowkit.engine.events import (
     Timeout,
 )
 from flowkit.engine.inputs import DEFAULT_INVALID, InvalidInput, parse_input
-from flowkit.engine.state import CHECKED, PROFILE, Record, State, check_slots, check_state_shape, make, slot_problem
+from flowkit.engine.state import (
+    CHECKED,
+    PROFILE,
+    Record,
+    State,
+    check_slots,
+    check_state_shape,
+    make,
+    slot_problem,
+)
 from flowkit.errors import EngineError, ExpressionError, StateValidationError
 from flowkit.flow.model import (
     AskStep,

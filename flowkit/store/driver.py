@@ -31,12 +31,12 @@ import redis.cluster
 from redis import exceptions as rx
 
 from flowkit.errors import StoreUnavailable
+from flowkit.store.scripts import Script
 
 try:
     from hiredis import pack_command as _hiredis_pack
 except ImportError:  # pragma: no cover - hiredis is a dependency; this keeps a broken wheel non-fatal
     _hiredis_pack = None
-from flowkit.store.scripts import Script
 
 T = TypeVar("T")
 
@@ -131,6 +131,11 @@ def _read_replies(conn: Any, n: int) -> list[Any]:
     if conn.health_check_interval:  # what read_response would have done: no PING before the next send
         conn.next_health_check = time.monotonic() + conn.health_check_interval
     return out
+
+
+#: What ``Deferred.carried()`` gives when nothing is queued (the usual case), without its lock.
+#: A write queued by another thread just after the check rides on the next batch or its timer.
+_NOTHING_DEFERRED: contextlib.AbstractContextManager[tuple[()]] = contextlib.nullcontext(())
 
 
 def _unavailable(exc: BaseException) -> StoreUnavailable:
@@ -321,19 +326,13 @@ class SyncDriver:
         return results
 
     def execute(self, batch: Sequence[Command]) -> list[Any]:
-        if not len(self.deferred) and batch:  # the usual case: nothing to carry, so no lock taken
+        with self.deferred.carried() if len(self.deferred) else _NOTHING_DEFERRED as extra:
+            if not extra and not batch:
+                return []
             try:
-                replies = self._send([_pack(c) for c in batch])
+                replies = self._send([_pack(c) for c in (*extra, *batch)])[len(extra):]
             except UNAVAILABLE as exc:
                 raise _unavailable(exc) from exc
-        else:
-            with self.deferred.carried() as extra:
-                if not extra and not batch:
-                    return []
-                try:
-                    replies = self._send([_pack(c) for c in (*extra, *batch)])[len(extra):]
-                except UNAVAILABLE as exc:
-                    raise _unavailable(exc) from exc
         try:
             missing = _noscript(batch, replies)
             if missing:  # EVALSHA did nothing there; EVAL runs them and caches the script for next time
@@ -417,19 +416,13 @@ class AsyncDriver:
         return results
 
     async def execute(self, batch: Sequence[Command]) -> list[Any]:
-        if not len(self.deferred) and batch:  # the usual case: nothing to carry, so no lock taken
+        with self.deferred.carried() if len(self.deferred) else _NOTHING_DEFERRED as extra:
+            if not extra and not batch:
+                return []
             try:
-                replies = await self._send([_pack(c) for c in batch])
+                replies = (await self._send([_pack(c) for c in (*extra, *batch)]))[len(extra):]
             except UNAVAILABLE as exc:
                 raise _unavailable(exc) from exc
-        else:
-            with self.deferred.carried() as extra:
-                if not extra and not batch:
-                    return []
-                try:
-                    replies = (await self._send([_pack(c) for c in (*extra, *batch)]))[len(extra):]
-                except UNAVAILABLE as exc:
-                    raise _unavailable(exc) from exc
         try:
             missing = _noscript(batch, replies)
             if missing:

@@ -16,8 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowkit.engine import Command, Message, Start, State, Transition, step
-from flowkit.engine import fast
+from flowkit.engine import Command, Message, Start, State, Transition, fast, step
 from flowkit.engine.transition import interpret
 from flowkit.errors import EngineError, StateValidationError
 from flowkit.flow import AskStep, Flow
