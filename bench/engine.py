@@ -180,6 +180,34 @@ def outputs_floor(flow: Flow, answers: list[str]) -> tuple[Callable[[int], Any],
     return (lambda sessions: sessions), run
 
 
+def _transitions_run(machine: Any, model: Any, initial: str, answers: list[str]
+                     ) -> tuple[Callable[[int], Any], Callable[[Any], int]]:
+    """Sessions of ``answers`` through a pytransitions machine, each from ``initial`` to done."""
+    def run(sessions: int) -> int:
+        for _ in range(sessions):
+            machine.set_state(initial, model)
+            model.slots = {}
+            for a in answers:
+                if not model.answer(text=a):
+                    raise AssertionError("refused")
+            assert model.state == "done"
+        return sessions * len(answers)
+
+    return (lambda sessions: sessions), run
+
+
+def _statemachine_run(cls: type[StateMachine], answers: list[str]) -> tuple[Callable[[int], Any], Callable[[Any], int]]:
+    """Sessions of ``answers`` through fresh python-statemachine machines (made before timing)."""
+    def run(machines: list[Any]) -> int:
+        for m in machines:
+            for a in answers:
+                m.send("answer", text=a)
+            assert m.current_state_value == "done"
+        return len(machines) * len(answers)
+
+    return (lambda sessions: [cls() for _ in range(sessions)]), run
+
+
 # ---------------------------------------------------------------- pytransitions
 
 
@@ -204,17 +232,7 @@ def transitions_linear(n: int, answers: list[str]) -> tuple[Callable[[int], Any]
     machine = Machine(model=model, states=states, transitions=trans, initial="q0", auto_transitions=False,
                       send_event=True)
 
-    def run(sessions: int) -> int:
-        for _ in range(sessions):
-            machine.set_state("q0", model)
-            model.slots = {}
-            for a in answers:
-                if not model.answer(text=a):  # type: ignore[attr-defined]
-                    raise AssertionError("refused")
-            assert model.state == "done"  # type: ignore[attr-defined]
-        return sessions * len(answers)
-
-    return (lambda sessions: sessions), run
+    return _transitions_run(machine, model, "q0", answers)
 
 
 def transitions_branching(answers: list[str]) -> tuple[Callable[[int], Any], Callable[[Any], int]]:
@@ -250,17 +268,7 @@ def transitions_branching(answers: list[str]) -> tuple[Callable[[int], Any], Cal
     machine = Machine(model=model, states=states, transitions=trans, initial="kind", auto_transitions=False,
                       send_event=True)
 
-    def run(sessions: int) -> int:
-        for _ in range(sessions):
-            machine.set_state("kind", model)
-            model.slots = {}
-            for a in answers:
-                if not model.answer(text=a):  # type: ignore[attr-defined]
-                    raise AssertionError("refused")
-            assert model.state == "done"  # type: ignore[attr-defined]
-        return sessions * len(answers)
-
-    return (lambda sessions: sessions), run
+    return _transitions_run(machine, model, "kind", answers)
 
 
 # ---------------------------------------------------------------- python-statemachine
@@ -292,14 +300,7 @@ def statemachine_linear(n: int, answers: list[str]) -> tuple[Callable[[int], Any
 
     cls = _sm_class("Linear", states, event, {"valid": valid, "save": save})
 
-    def run(machines: list[Any]) -> int:
-        for m in machines:
-            for a in answers:
-                m.send("answer", text=a)
-            assert m.current_state_value == "done"
-        return len(machines) * len(answers)
-
-    return (lambda sessions: [cls() for _ in range(sessions)]), run
+    return _statemachine_run(cls, answers)
 
 
 def statemachine_branching(answers: list[str]) -> tuple[Callable[[int], Any], Callable[[Any], int]]:
@@ -338,14 +339,7 @@ def statemachine_branching(answers: list[str]) -> tuple[Callable[[int], Any], Ca
                **{f"is_{k}": make_is(k) for k in KINDS}}
     cls = _sm_class("Branching", states, event, methods)
 
-    def run(machines: list[Any]) -> int:
-        for m in machines:
-            for a in answers:
-                m.send("answer", text=a)
-            assert m.current_state_value == "done"
-        return len(machines) * len(answers)
-
-    return (lambda sessions: [cls() for _ in range(sessions)]), run
+    return _statemachine_run(cls, answers)
 
 
 # ---------------------------------------------------------------- plain Python floor

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from json.encoder import encode_basestring
 from typing import Any
 
-from flowkit.engine.events import CallService, End, Message, Reply, Schedule
+from flowkit.engine.events import CallService, End, Message, Reply
 from flowkit.engine.inputs import _NO, _YES, InvalidInput, _check_bounds, parse_input
 from flowkit.engine.state import (
     CHECKED,
@@ -34,7 +34,6 @@ from flowkit.engine.state import (
     State,
     check_slots,
     check_state_shape,
-    make,
     slot_problem,
 )
 from flowkit.engine.transition import (
@@ -74,7 +73,7 @@ _set = object.__setattr__  # frozen values are built by filling their __dict__ (
 class _Ask:
     """One question of the flow, prepared for answering and for being asked."""
 
-    __slots__ = ("step", "quick", "slot", "labels", "reply", "sensitive", "timeout_ms", "schedule")
+    __slots__ = ("step", "quick", "slot", "labels", "reply", "sensitive", "timeout_ms")
 
     def __init__(self, flow: Flow, st: AskStep) -> None:
         self.step = st
@@ -84,14 +83,6 @@ class _Ask:
         self.reply = _static_reply(st.ask, "ask", st)
         self.sensitive = self.slot is not None and self.slot.sensitive
         self.timeout_ms = int(st.timeout * 1000) if st.timeout else None
-        # which of transition.schedule()'s two deadlines comes first, worked out once
-        session_ms = int(flow.timeout * 1000) if flow.timeout is not None else None
-        if self.timeout_ms is None and session_ms is None:
-            self.schedule: Any = make(Schedule, {"at": 0, "reason": "none", "kind": "schedule"})
-        elif session_ms is None or (self.timeout_ms is not None and self.timeout_ms <= session_ms):
-            self.schedule = (self.timeout_ms, "input")
-        else:
-            self.schedule = (session_ms, "session")
 
 
 class Plan:
@@ -286,19 +277,15 @@ def answer(flow: Flow, state: State, msg: Message, now: int) -> Transition | Non
         tms = target.timeout_ms
         d["pending"] = {"wait": "input", "step": here, "deadline": now + tms if tms is not None else None,
                         "trail": trail}
-        sched = target.schedule
-        if type(sched) is tuple:
-            sched = _new(Schedule)
-            _set(sched, "__dict__", {"at": now + target.schedule[0], "reason": target.schedule[1], "kind": "schedule"})
-        effects.append(sched)
     elif kind is CallStep:
         status = d["status"] = "waiting_service"
-        d["pending"] = pending = {"wait": "service", "step": here, "call_id": call_id, "service": node.call,  # type: ignore[attr-defined]
-                                  "deadline": now + int(node.timeout * 1000), "trail": trail}  # type: ignore[attr-defined]
-        effects.append(schedule(pending, flow, now))
+        d["pending"] = {"wait": "service", "step": here, "call_id": call_id, "service": node.call,  # type: ignore[attr-defined]
+                        "deadline": now + int(node.timeout * 1000), "trail": trail}  # type: ignore[attr-defined]
     else:
         status = d["status"] = node.end  # type: ignore[attr-defined]
         d["pending"] = None
+    if d["pending"] is not None:
+        effects.append(schedule(d["pending"], flow, now))
     new = _new(State)
     _set(new, "__dict__", d)
     record = _new(Record)
