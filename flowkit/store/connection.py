@@ -22,6 +22,7 @@ import redis
 import redis.asyncio
 import redis.asyncio.cluster
 import redis.cluster
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -125,13 +126,15 @@ class RedisSettings:
 
     def async_client(self) -> redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster:
         kw = self._kwargs()
+        # redis-py 8 warns (an error under our filterwarnings) when an async client gets the sync Retry
+        kw["retry"] = AsyncRetry(NoBackoff(), 0)
         if self.unix_socket:
             return redis.asyncio.Redis(unix_socket_path=self.unix_socket, db=self.db, **kw)
         if self.cluster:
             kw.pop("retry")
             return redis.asyncio.cluster.RedisCluster(
                 startup_nodes=[redis.asyncio.cluster.ClusterNode(h, p) for h, p in self.nodes], ssl=self.ssl,
-                retry=Retry(NoBackoff(), 0), **kw)
+                retry=AsyncRetry(NoBackoff(), 0), **kw)
         return redis.asyncio.Redis.from_url(self._single_url(), **kw)
 
 
