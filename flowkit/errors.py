@@ -190,3 +190,12 @@ class RedisServerError(StoreUnavailable):
 
 class CheckError(FlowkitError):
     """The history checker's input is unusable (an unreadable sent log, an export that is not one)."""
+
+
+class StoryError(FlowkitError):
+    """A conversation stories file is invalid; ``problems`` holds every located problem."""
+
+    def __init__(self, problems: list[Problem] | Problem) -> None:
+        self.problems: list[Problem] = [problems] if isinstance(problems, Problem) else list(problems)
+        head = "\n".join(str(p) for p in self.problems)
+        super().__init__(f"{len(self.problems)} problem(s) in the stories file:\n{head}")

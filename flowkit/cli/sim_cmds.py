@@ -145,14 +145,22 @@ def test(
     values: Annotated[Path | None, typer.Option(help="JSON file: service name -> list of sample results for `call` steps.")] = None,
     max_states: Annotated[int, typer.Option(help="Engine states the conversation search may explore.")] = 20_000,
     keep: Annotated[bool, typer.Option(help="Keep the test sessions in Redis (default: deleted after the run).")] = False,
+    stories: Annotated[list[Path] | None, typer.Option("--stories", help="Run the conversation stories in this YAML file instead (repeatable).")] = None,
+    services: ServicesOption = None,
     format: FormatOption = OutputFormat.text,
 ) -> None:
     """Generate conversations covering every edge of the flow graphs and run them through the runtime.
 
     Exit 0 at 100% edge coverage with every conversation passing, 1 otherwise, 2 on bad input.
+    With --stories: run the hand-written conversation stories instead; exit 0 when every story
+    passes, 1 when one fails (edges no story takes are reported, not failed), 2 on bad input.
     """
     from flowkit.store import Store, connect
     from flowkit.testing import run_edge_coverage
+
+    if stories:
+        _run_stories(flows, stories, redis, services, keep, format)
+        return
 
     samples: dict[str, Any] = {}
     if values is not None:
@@ -183,8 +191,40 @@ def test(
         typer.echo(f"{len(report.results) - len(report.failed)}/{len(report.results)} conversations passed", err=True)
     raise typer.Exit(0 if report.ok else 1)
 
+def _run_stories(flows: list[Path] | None, files: list[Path], redis: str | None, services: str | None, keep: bool,
+                 format: OutputFormat) -> None:
+    from flowkit.errors import StoryError
+    from flowkit.store import Store, connect
+    from flowkit.testing import load_stories, run_stories
+
+    collected = []
+    for f in files:
+        try:
+            found, settings = load_stories(f)
+        except StoryError as exc:
+            for p in exc.problems:
+                typer.echo(str(p), err=True)
+            raise typer.Exit(2) from None
+        collected += found
+        if not flows and settings.get("flows"):  # the file says where its flows are, relative to itself
+            flows = [f.parent / p for p in settings["flows"]]
+    registry = _registry(flows)
+    try:
+        report = run_stories(registry, Store(connect(redis)), collected, services=_services(services) if services else None,
+                             keep=keep)
+    except FlowkitError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if format is OutputFormat.json:
+        typer.echo(json.dumps(report.to_dict()))
+    else:
+        typer.echo(report.text())
+    raise typer.Exit(0 if report.ok else 1)
+
+
 
 def register(app: typer.Typer) -> None:
     for fn in (simulate, check):
         app.command()(fn)
     app.command("test")(test)
+

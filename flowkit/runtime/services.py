@@ -63,6 +63,12 @@ class ServiceRegistry:
 
         return deco
 
+    def copy(self) -> ServiceRegistry:
+        """A registry with the same services, to add to or override without touching this one."""
+        other = ServiceRegistry()
+        other._services = dict(self._services)
+        return other
+
     def __contains__(self, name: str) -> bool:
         return name in self._services
 

@@ -11,7 +11,7 @@ from flowkit.flow import load_flows
 from flowkit.flow.graph import edge_list
 from flowkit.runtime import FlowRegistry, RecordingChannel, Runtime
 from flowkit.store import Store
-from flowkit.testing import (
+from flowkit.testing.coverage import (
     TEST_EPOCH_MS,
     Action,
     Conversation,
