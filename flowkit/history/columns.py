@@ -34,11 +34,14 @@ error          ``str`` (nullable)                      string
 actor          ``category``                            string
 ============== ======================================= ==========================================
 
-Reading accepts what other writers plausibly produce and normalises it: timestamps as
-ISO-8601 with any offset (converted to UTC; naive ones are taken as UTC), epoch
-milliseconds or datetimes; ``path`` as a list or a ``>``-joined string. Anything else
-raises :class:`~flowkit.errors.HistoryError` naming the file, the column and an example
-of a bad value.
+Reading accepts what other writers plausibly produce and normalises it (docs/history.md,
+"Exports from other writers", lists every variant): timestamps as ISO-8601 with any offset
+(converted to UTC; naive ones are taken as UTC), datetimes, or epoch numbers in seconds,
+milliseconds, microseconds or nanoseconds (the unit read from the magnitude); ``path`` as a
+list, a ``>``-joined string or a quoted list (``["a", "b"]``); the optional columns
+(:data:`OPTIONAL`) left out; a re-prompt written with an empty path and an ``invalid_input``
+error. Anything else raises :class:`~flowkit.errors.HistoryError` naming the file, the
+column and an example of a bad value.
 """
 
 from __future__ import annotations
@@ -95,6 +98,12 @@ SESSION_CATEGORIES = ("flow", "flow_version", "step", "status")
 _REQUIRED = {
     "history": ("session_id", "flow", "flow_version", "version", "ts", "event", "status"),
     "sessions": ("session_id", "flow", "flow_version", "version", "status"),
+}
+# Columns another writer may leave out: filled with nulls (actor: taken as "runtime"). The others
+# carry what the checks judge by (path: the steps a record went through) and are required.
+OPTIONAL = {
+    "history": ("message_id", "input", "error", "actor"),
+    "sessions": ("started_at", "updated_at"),
 }
 _MEANING = {
     "history": "one row per commit: " + ", ".join(HISTORY_COLUMNS),
@@ -161,12 +170,9 @@ def _to_timestamp(arr: pa.ChunkedArray, kind: Kind, source: str, column: str) ->
         return arr.cast(TS)
     if pa.types.is_date(t):
         return arr.cast(pa.timestamp("ms")).cast(TS)
-    if pa.types.is_integer(t):
-        return arr.cast(pa.int64()).cast(TS)  # epoch milliseconds (what the store keeps)
-    if pa.types.is_floating(t):
-        if pc.any(pc.not_equal(pc.floor(arr), arr)).as_py():
-            raise _bad(kind, source, column, "holds fractional numbers; expected epoch milliseconds or ISO-8601 text")
-        return arr.cast(pa.int64()).cast(TS)
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        return pa.chunked_array([pa.array(_epoch_ms(arr.to_numpy(zero_copy_only=False), kind, source, column),
+                                          pa.int64(), mask=pc.is_null(arr).to_numpy(zero_copy_only=False)).cast(TS)])
     if pa.types.is_null(t):
         return pa.chunked_array([pa.nulls(len(arr), TS)])
     if pa.types.is_string(t) or pa.types.is_large_string(t):
@@ -177,9 +183,10 @@ def _to_timestamp(arr: pa.ChunkedArray, kind: Kind, source: str, column: str) ->
         # Mixed offsets, naive text (taken as UTC) or epoch milliseconds as text: value by value.
         values = pd.Series(arr.to_pylist(), dtype=object)
         present = values.notna()
-        digits = present & values.map(lambda v: isinstance(v, str) and v.strip().lstrip("-").isdigit())
+        digits = present & values.map(_numeric_text)
         ms = np.zeros(len(values), dtype=np.int64)
-        ms[digits.to_numpy()] = [int(v) for v in values[digits]]
+        if digits.any():
+            ms[digits.to_numpy()] = _epoch_ms(np.array([float(v) for v in values[digits]]), kind, source, column)
         rest = present & ~digits
         parsed = pd.to_datetime(values[rest], utc=True, format="ISO8601", errors="coerce")
         if parsed.isna().any():
@@ -188,6 +195,38 @@ def _to_timestamp(arr: pa.ChunkedArray, kind: Kind, source: str, column: str) ->
         ms[rest.to_numpy()] = parsed.astype("datetime64[ms, UTC]").array.asi8
         return pa.chunked_array([pa.array(ms, pa.int64(), mask=~present.to_numpy()).cast(TS)])
     raise _bad(kind, source, column, f"has type {t}; expected timestamp, epoch milliseconds or ISO-8601 text")
+
+
+# Epoch numbers from other writers come in seconds, milliseconds, microseconds or nanoseconds.
+# The unit is read from the magnitude, which is unambiguous for any date from 1973 to 5138:
+# below 1e11 only seconds make sense (as milliseconds it would be before March 1973), and
+# each further unit is 1000 times larger. One column must use one unit.
+_EPOCH_UNITS = ((1e11, 1000.0, "seconds"), (1e14, 1.0, "milliseconds"), (1e17, 1e-3, "microseconds"),
+                (np.inf, 1e-6, "nanoseconds"))
+
+
+def _epoch_ms(values: np.ndarray, kind: Kind, source: str, column: str) -> np.ndarray:
+    """Epoch numbers in one unit (found from their magnitude) as int64 milliseconds; NaN -> 0 (masked by the caller)."""
+    v = np.asarray(values, dtype=np.float64)
+    mag = np.abs(np.nan_to_num(v, nan=0.0))
+    seen = mag > 0
+    unit = np.searchsorted([u[0] for u in _EPOCH_UNITS], mag, side="right")
+    used = sorted(set(unit[seen].tolist()))
+    if len(used) > 1:
+        examples = ", ".join(f"{_EPOCH_UNITS[u][2]} (e.g. {v[seen & (unit == u)][0]:.0f})" for u in used)
+        raise _bad(kind, source, column, f"mixes epoch units: {examples}; write one unit per column, or ISO-8601 text")
+    factor = _EPOCH_UNITS[used[0]][1] if used else 1.0
+    if not np.isfinite(v[seen]).all():
+        raise _bad(kind, source, column, "holds a non-finite number; expected an epoch time or ISO-8601 text")
+    return np.rint(np.nan_to_num(v, nan=0.0) * factor).astype(np.int64)
+
+
+def _numeric_text(v: object) -> bool:
+    """'1764583200', '1764583200123' or '1764583200.5': an epoch number written as text."""
+    if not isinstance(v, str):
+        return False
+    head, _, tail = v.strip().lstrip("-").partition(".")
+    return head.isdigit() and (not tail or tail.isdigit())
 
 
 def _to_int(arr: pa.ChunkedArray, kind: Kind, source: str, column: str) -> pa.ChunkedArray:
@@ -246,13 +285,38 @@ def _to_path(arr: pa.ChunkedArray, kind: Kind, source: str, column: str) -> pa.C
         arr = arr.cast(pa.list_(pa.string()))
         return pc.if_else(pc.is_null(arr), pa.scalar([], pa.list_(pa.string())), arr) if arr.null_count else arr
     if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t):
-        # The CSV form: steps joined by '>', empty when the session stayed put.
         arr = arr.cast(pa.string())
+        if pc.any(pc.starts_with(pc.utf8_trim_whitespace(pc.fill_null(arr, "")), "[")).as_py():
+            return _quoted_paths(arr, kind, source, column)
+        # The CSV form: steps joined by '>', empty when the session stayed put.
         filled = pc.fill_null(arr, "")
         split = pc.split_pattern(filled, PATH_SEPARATOR)
         empty = pc.equal(filled, "")
         return pc.if_else(empty, pa.scalar([], pa.list_(pa.string())), split).cast(pa.list_(pa.string()))
     raise _bad(kind, source, column, f"has type {t}; expected a list of step names (or text joined by '>')")
+
+
+def _quoted_paths(arr: pa.ChunkedArray, kind: Kind, source: str, column: str) -> pa.ChunkedArray:
+    """Paths that another writer kept as list text: JSON (``["a", "b"]``), Python-style
+    (``['a', 'b']``) or bare (``[a, b]``); ``>``-joined text may sit beside them."""
+    out: list[list[str]] = []
+    for v in arr.to_pylist():
+        text = (v or "").strip()
+        if not text.startswith("["):
+            out.append([p.strip() for p in text.split(PATH_SEPARATOR)] if text else [])
+            continue
+        if not text.endswith("]"):
+            raise _bad(kind, source, column, f"holds an unterminated list {v!r}; expected e.g. [\"ask_size\", \"ask_qty\"]")
+        try:
+            items = json.loads(text)
+        except ValueError:
+            # Step names are identifiers joined by '/': no commas, quotes or brackets inside.
+            items = [p.strip().strip("'\"").strip() for p in text[1:-1].split(",")]
+            items = [p for p in items if p]
+        if not isinstance(items, list) or not all(isinstance(p, str) and p for p in items):
+            raise _bad(kind, source, column, f"holds {v!r}; expected a list of step names")
+        out.append(items)
+    return pa.chunked_array([pa.array(out, pa.list_(pa.string()))])
 
 
 def normalize_table(table: pa.Table, kind: Kind = "history", *, source: str = "<data>") -> pa.Table:
@@ -261,6 +325,7 @@ def normalize_table(table: pa.Table, kind: Kind = "history", *, source: str = "<
     Extra columns are dropped; missing or ill-typed columns raise :class:`HistoryError`.
     """
     schema = schema_of(kind)
+    table = _fill_optional(table, kind)
     missing = [c for c in schema.names if c not in table.column_names]
     if missing:
         raise HistoryError(
@@ -274,7 +339,46 @@ def normalize_table(table: pa.Table, kind: Kind = "history", *, source: str = "<
         cols.append(arr)
     out = pa.Table.from_arrays(cols, schema=schema)
     _check_values(out, kind, source)
-    return out
+    return canonical_reprompts(out) if kind == "history" else out
+
+
+def _fill_optional(table: pa.Table, kind: Kind) -> pa.Table:
+    for name in OPTIONAL[kind]:
+        if name not in table.column_names:
+            fill = pa.array(["runtime"] * len(table), pa.string()) if name == "actor" else pa.nulls(len(table))
+            table = table.append_column(name, fill)
+    return table
+
+
+def canonical_reprompts(table: pa.Table) -> pa.Table:
+    """Write a re-prompt the way flowkit's engine does, whoever wrote the record.
+
+    An invalid answer keeps the session at its question: flowkit records the retry
+    self-edge (``path == [step]``); other writers record an empty path with the
+    ``invalid_input`` error. Both mean the same, so the checks (RETRY_LOOP above all) see
+    one form: a ``message`` record with an empty path, ``from_step == to_step`` and an
+    ``invalid_input`` error gets ``path = [step]``. Needs ``event``, ``from_step``,
+    ``to_step``, ``path`` and ``error``; a table without them is returned as it is.
+    """
+    names = set(table.column_names)
+    if not {"event", "from_step", "to_step", "path", "error"} <= names or not len(table):
+        return table
+    def text(name: str) -> pa.ChunkedArray:
+        arr = table.column(name)
+        return arr.cast(pa.string()) if pa.types.is_dictionary(arr.type) else arr
+    frm = text("from_step")
+    error = pc.fill_null(text("error"), "")
+    mask = pc.and_(pc.and_(pc.equal(pc.list_value_length(pc.fill_null(table.column("path"), pa.scalar([], pa.list_(pa.string())))), 0),
+                           pc.equal(text("event"), "message")),
+                   pc.and_(pc.equal(frm, text("to_step")), pc.starts_with(error, "invalid_input")))
+    mask = pc.fill_null(mask, False)
+    if not pc.any(mask).as_py():
+        return table
+    n = len(table)
+    single = pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32)), frm.combine_chunks())
+    path = pc.if_else(mask, single, table.column("path").combine_chunks().cast(pa.list_(pa.string())))
+    i = table.column_names.index("path")
+    return table.set_column(i, table.schema.field(i).with_type(pa.list_(pa.string())), path)
 
 
 def _check_required(arr: pa.ChunkedArray, kind: Kind, source: str, column: str) -> None:
@@ -324,12 +428,14 @@ def table_to_frame(table: pa.Table, kind: Kind = "history") -> pd.DataFrame:
 
 def frame_to_table(df: pd.DataFrame, kind: Kind = "history", *, source: str = "<DataFrame>") -> pa.Table:
     """A DataFrame with the documented columns (any reasonable dtypes) as a canonical Arrow table."""
-    missing = [c for c in schema_of(kind).names if c not in df.columns]
+    missing = [c for c in schema_of(kind).names if c not in df.columns and c not in OPTIONAL[kind]]
     if missing:
         raise HistoryError(f"{source}: {kind} is missing column{'s' if len(missing) > 1 else ''} "
                            f"{', '.join(map(repr, missing))} (expected {_MEANING[kind]})")
     cols = {}
     for name in schema_of(kind).names:
+        if name not in df.columns:
+            continue  # an optional column: normalize_table fills it
         s = df[name]
         if isinstance(s.dtype, pd.CategoricalDtype):
             s = s.astype(object).where(s.notna(), None)
@@ -360,8 +466,16 @@ def normalize(df: pd.DataFrame, kind: Kind = "history", *, source: str = "<DataF
     analysis functions call this on whatever they are given at no cost.
     """
     if is_canonical(df, kind):
+        if kind == "history" and len(df) and _empty_path_reprompts(df):
+            return table_to_frame(canonical_reprompts(frame_to_table(df, kind, source=source)), kind)
         return df
     return table_to_frame(frame_to_table(df, kind, source=source), kind)
+
+
+def _empty_path_reprompts(df: pd.DataFrame) -> bool:
+    """A cheap look for rows canonical_reprompts would rewrite (flowkit's own exports have none)."""
+    candidates = df["error"].str.startswith("invalid_input", na=False)
+    return bool(candidates.any() and (candidates & (df["path"].list.len() == 0)).any())
 
 
 def is_canonical(df: pd.DataFrame, kind: Kind = "history") -> bool:
@@ -469,15 +583,21 @@ def read_table(path: str | Path, kind: Kind = "history", *, fmt: Format | None =
             if not files:
                 return schema.empty_table()
             want = list(columns) if columns is not None else None
+            # What a re-prompt means needs its error (canonical_reprompts): read it along with
+            # the path even when the caller does not want it, and blank it again afterwards.
+            extra = ["error"] if want is not None and kind == "history" and "path" in want and "error" not in want else []
             tables = []
             for f in files:
                 present = pq.read_schema(f).names
-                cols = [c for c in (want or present) if c in present]
-                missing = [c for c in schema.names if c not in present and (want is None or c in want)]
+                cols = [c for c in (want + extra if want is not None else present) if c in present]
+                missing = [c for c in schema.names if c not in present and (want is None or c in want)
+                           and c not in OPTIONAL[kind]]
                 if missing:
                     raise HistoryError(f"{f}: {kind} is missing column{'s' if len(missing) > 1 else ''} "
                                        f"{', '.join(map(repr, missing))} (expected {_MEANING[kind]}; see DESIGN.md 'History export')")
-                tables.append(pq.read_table(f, columns=cols))
+                tables.append(_fill_optional(pq.read_table(f, columns=cols), kind).select(
+                    [c for c in (want + extra if want is not None else schema.names)
+                     if c in present or c in OPTIONAL[kind]]))
             table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
             if want is not None:
                 # Fill the columns not read with typed nulls so the table has the whole schema.
@@ -485,7 +605,11 @@ def read_table(path: str | Path, kind: Kind = "history", *, fmt: Format | None =
                     if fld.name not in table.column_names:
                         table = table.append_column(fld.name, pa.nulls(len(table), fld.type))
                 table = table.select(schema.names)
-                return _normalize_partial(table, kind, source, want)
+                table = _normalize_partial(table, kind, source, want + [c for c in extra if c in table.column_names])
+                for c in extra:
+                    i = table.column_names.index(c)
+                    table = table.set_column(i, table.schema.field(i), pa.nulls(len(table), table.schema.field(i).type))
+                return table
         elif fmt == "jsonl":
             if p.stat().st_size == 0:
                 return schema.empty_table()
@@ -527,6 +651,8 @@ def _normalize_partial(table: pa.Table, kind: Kind, source: str, want: Sequence[
             cols.append(arr.cast(f.type))
     out = pa.Table.from_arrays(cols, schema=schema)
     _check_values(out, kind, source, only=want)
+    if kind == "history" and {"event", "from_step", "to_step", "path", "error"} <= set(want):
+        out = canonical_reprompts(out)
     return out
 
 

@@ -36,6 +36,7 @@ from flowkit.history.columns import (
     TERMINAL,
     TS,
     _parquet_files,
+    canonical_reprompts,
     read_table,
 )
 from flowkit.history.flowset import FlowSet
@@ -116,8 +117,12 @@ class Engine:
             self.load_history_arrow(read_table(path, "history", fmt="parquet", columns=cols))
             return
         dictionary = [c for c in ("flow", "flow_version", "event", "from_step", "to_step", "status", "actor") if c in cols]
-        tables = [pq.read_table(f, columns=cols, read_dictionary=dictionary) for f in files]
-        self.load_history_arrow(pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0])
+        # A re-prompt's meaning needs its error (columns.canonical_reprompts); read it, apply, drop it.
+        extra = ["error"] if "path" in cols and "error" not in cols and canonical_parquet(files, ["error"]) else []
+        tables = [pq.read_table(f, columns=cols + extra, read_dictionary=dictionary) for f in files]
+        table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+        table = canonical_reprompts(table)
+        self.load_history_arrow(table.drop_columns(extra) if extra else table)
         if not self._valid():
             # The same error as the pandas engine's reader (it reads only to raise).
             self.load_history_arrow(read_table(path, "history", fmt="parquet", columns=cols))

@@ -105,11 +105,11 @@ def test_timezone_aware_and_naive_timestamps_become_utc(tmp_path: Path) -> None:
 
 
 def test_missing_column_is_named(tmp_path: Path) -> None:
-    df = frame(pizza_ok("s1")).drop(columns=["to_step", "actor"])
+    df = frame(pizza_ok("s1")).drop(columns=["to_step", "path", "actor"])  # actor is optional
     pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp_path / "h.parquet")
-    with pytest.raises(HistoryError, match=r"missing columns 'to_step', 'actor'"):
+    with pytest.raises(HistoryError, match=r"missing columns 'to_step', 'path'"):
         read_history(tmp_path / "h.parquet")
-    with pytest.raises(HistoryError, match=r"missing columns 'to_step', 'actor'"):
+    with pytest.raises(HistoryError, match=r"missing columns 'to_step', 'path'"):
         normalize(df)
 
 
