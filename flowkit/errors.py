@@ -199,3 +199,7 @@ class StoryError(FlowkitError):
         self.problems: list[Problem] = [problems] if isinstance(problems, Problem) else list(problems)
         head = "\n".join(str(p) for p in self.problems)
         super().__init__(f"{len(self.problems)} problem(s) in the stories file:\n{head}")
+
+
+class QueryError(FlowkitError):
+    """A session query (``flowkit session find``) does not parse or reads an unknown name."""

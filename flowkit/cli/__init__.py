@@ -11,6 +11,7 @@ import typer
 
 from flowkit.cli import alerts_cmds as _alerts
 from flowkit.cli import dashboard_cmds as _dashboard
+from flowkit.cli import find_cmds as _find
 from flowkit.cli import flows as _flows
 from flowkit.cli import history_cmds as _history
 from flowkit.cli import runtime_cmds as _runtime
@@ -29,6 +30,7 @@ _flows.register(app)
 _runtime.register(app)
 _sim.register(app)
 _store.register(app)
+_find.register(app)
 _history.register(app)
 _alerts.register(app)
 _dashboard.register(app)

@@ -521,7 +521,7 @@ def rollback(cfg: StoreConfig, sid: str, to_version: int, actor: str = "admin",
 
 
 def expire(cfg: StoreConfig, sid: str, now: int, flow_timeouts: Mapping[str, int],
-           default_ms: int | None) -> Op[CommitResult | None]:
+           default_ms: int | None, *, actor: str = "runtime", reason: str = "inactive") -> Op[CommitResult | None]:
     """Mark one idle session ``expired`` (None if it is not idle, not live, or its flow never expires)."""
     cur = yield from load(cfg, sid)
     if cur is None or codec.is_terminal(cur["status"]):
@@ -531,7 +531,7 @@ def expire(cfg: StoreConfig, sid: str, now: int, flow_timeouts: Mapping[str, int
         return None
     new = dict(cur, status="expired", pending=None, updated_at=now)
     record = {"ts": now, "event": "expire", "from_step": cur["step"], "to_step": cur["step"], "path": [],
-              "status": "expired", "message_id": None, "input": None, "error": "inactive", "actor": "runtime"}
+              "status": "expired", "message_id": None, "input": None, "error": reason, "actor": actor}
     return (yield from commit(cfg, sid, cur["version"], new, record, previous=cur))
 
 

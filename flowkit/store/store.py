@@ -210,6 +210,13 @@ class Store:
                 done.append(sid)
         return done
 
+    def expire(self, session_id: str, *, actor: str = "admin", reason: str = "expired by an operator",
+               now_ms: int | None = None) -> CommitResult | None:
+        """End one live session as ``expired`` now, whatever its idle time (an ``expire`` commit
+        with ``reason`` as its error). None if it is not live."""
+        now = self.now_ms() if now_ms is None else now_ms
+        return self._run(ops.expire(self.config, session_id, now, {}, 0, actor=actor, reason=reason))
+
     def quarantined(self, limit: int = 100) -> list[dict[str, Any]]:
         """The most recent quarantined states: key, session_id, at, reason, type, version."""
         return self._run(ops.quarantined(limit))
