@@ -54,6 +54,11 @@ def _session_keys(session_id: str) -> SessionKeys:
     return SessionKeys(session_id, base + "state", base + "hist", base + "seen", base + "snap", base + "fx")
 
 
+def state_key(session_id: str) -> str:
+    """``session_keys(sid).state`` without the cache: for reads over many sessions once each."""
+    return f"fk:{{s:{session_id}}}:state"
+
+
 def session_id_from_state_key(key: str | bytes) -> str:
     """``fk:{s:abc}:state`` -> ``abc`` (works even if the id itself contains ``}``)."""
     if isinstance(key, bytes):

@@ -158,3 +158,15 @@ def test_cli_find_and_bulk(redis_url: str, store: Store, sessions: tuple[Runtime
     assert r.exit_code == 0, r.output
     data = json.loads(r.output)
     assert (data["done"], data["sessions"]) == (4, 4) and store.load("p7")["status"] == "expired"
+
+
+def test_idle_ranges_page_by_score_through_ties(store: Store) -> None:
+    from flowkit.store import keys as K
+    from flowkit.store.find import _idle_range
+
+    members = {f"s{i:02d}": 1000 + (i // 10) for i in range(25)}  # scores 1000, 1001, 1002 with ten-way ties
+    store.client.zadd(K.IDX_ACTIVE, members)
+    pages = list(_idle_range(store.client, 1001, 4))
+    got = [m for p in pages for m in p]
+    assert sorted(got) == sorted(m for m, sc in members.items() if sc <= 1001) and len(got) == len(set(got)) == 20
+    assert [members[m] for m in got] == sorted(members[m] for m in got)  # oldest first
