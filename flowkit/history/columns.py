@@ -1,8 +1,8 @@
 """The history export format: column names, types, reading, writing and validation.
 
-This module is the contract of DESIGN.md, "History export", in code. Other tools (DuckDB,
+This module is the contract of docs/design.md, "History export", in code. Other tools (DuckDB,
 Spark, the dashboard) read the files it writes, so names and types never change here
-without changing DESIGN.md.
+without changing docs/design.md.
 
 An export is a folder::
 
@@ -145,7 +145,7 @@ def utc_timestamp(value: Any) -> pd.Timestamp:
 
 
 def _bad(kind: Kind, source: str, column: str, why: str) -> HistoryError:
-    return HistoryError(f"{source}: {kind} column {column!r} {why} ({_MEANING[kind]}; see DESIGN.md 'History export')")
+    return HistoryError(f"{source}: {kind} column {column!r} {why} ({_MEANING[kind]}; see docs/design.md, 'History export')")
 
 
 def _example(arr: pa.ChunkedArray | pa.Array, mask: pa.Array | pa.ChunkedArray) -> str:
@@ -265,7 +265,7 @@ def normalize_table(table: pa.Table, kind: Kind = "history", *, source: str = "<
     if missing:
         raise HistoryError(
             f"{source}: {kind} is missing column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} "
-            f"(expected {_MEANING[kind]}; see DESIGN.md 'History export')")
+            f"(expected {_MEANING[kind]}; see docs/design.md, 'History export')")
     cols = []
     for f in schema:
         arr = _normalize_column(table.column(f.name), f, kind, source)
@@ -476,7 +476,7 @@ def read_table(path: str | Path, kind: Kind = "history", *, fmt: Format | None =
                 missing = [c for c in schema.names if c not in present and (want is None or c in want)]
                 if missing:
                     raise HistoryError(f"{f}: {kind} is missing column{'s' if len(missing) > 1 else ''} "
-                                       f"{', '.join(map(repr, missing))} (expected {_MEANING[kind]}; see DESIGN.md 'History export')")
+                                       f"{', '.join(map(repr, missing))} (expected {_MEANING[kind]}; see docs/design.md, 'History export')")
                 tables.append(pq.read_table(f, columns=cols))
             table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
             if want is not None:
