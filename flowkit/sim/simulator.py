@@ -471,6 +471,9 @@ class Simulator:
             owner, st = locate(flow, state.step or "", self.rt.registry, [f["flow_version"] for f in state.stack])
             slot = owner.slots.get(st.save) if isinstance(st, CallStep) and isinstance(st.save, str) else None
             result = ServiceResult(call_id=call_id, ok=True, value=service_value(slot, r, call_id), actor="simulator")
+        if self._metrics is not None:
+            # We stand in for the runtime's service call: count it as Runtime._call_and_feed would.
+            self._metrics.service_called(service, result.ok, b.slow_latency if slow else b.latency)
         self._push(at + latency, "result", _Item(user, result))
 
     def _load(self, user: _User) -> dict[str, Any] | None:

@@ -305,6 +305,10 @@ def test_simulated_traffic_records_the_runtime_metrics(store: Store) -> None:
     assert sum(by_label(counts, "sessions_started").values()) == res.started == 25
     assert total(counts, "events") >= len(recs) and by_label(counts, "events")[("duplicate",)] > 0
     assert total(counts, "messages_out") > 0
+    # the simulator stands in for the services: their calls count as the runtime counts its own
+    calls, errors = by_label(counts, "service_calls"), by_label(counts, "service_errors")
+    assert sum(calls.values()) == res.service_calls - res.service_timeouts > 0
+    assert sum(errors.values()) == res.service_errors
     # minutes on virtual time, where the commits are
     per_minute = minutes(store.client, SIM_EPOCH_MS - 60_000, max(r["ts"] for r in recs) + 60_000)
     assert per_minute and sum(m.get("messages_in", 0) for m in per_minute.values()) == len(user_msgs)
