@@ -17,6 +17,7 @@ The analysis walks :func:`flowkit.flow.graph.to_networkx`; it is pure and cached
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
@@ -83,16 +84,19 @@ class _Analysis:
     assured: dict[str, frozenset[str]]
 
 
-_CACHE: dict[tuple[str, str], _Analysis] = {}
+_CACHE: dict[tuple[str, str], _Analysis] = {}  # (name, content hash): a flow version never changes
+_CACHE_LOCK = threading.Lock()
 
 
 def _analyse(flow: Flow) -> _Analysis:
     key = (flow.name, flow.content_hash)
     got = _CACHE.get(key)
     if got is None:
-        if len(_CACHE) >= 64:
-            _CACHE.pop(next(iter(_CACHE)))
-        got = _CACHE[key] = _compute(flow)
+        got = _compute(flow)
+        with _CACHE_LOCK:
+            if len(_CACHE) >= 64:
+                _CACHE.pop(next(iter(_CACHE)))
+            _CACHE[key] = got
     return got
 
 

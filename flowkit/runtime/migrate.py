@@ -73,6 +73,7 @@ def plan_migration(sessions: Any, target: Flow, mapping: Mapping[str, str] | Non
         raise FlowkitError(f"the step mapping points at steps that flow {target.name!r} version "
                            f"{target.version_id} does not have: {', '.join(bad)}")
     moves, refused, already = [], [], 0
+    verdicts: dict[tuple[str, str, frozenset[str]], str] = {}  # sessions share few (step, answers) pairs
     for st in sessions:
         if st.get("flow") != target.name or st.get("status") in TERMINAL_STATUSES:
             continue
@@ -85,7 +86,10 @@ def plan_migration(sessions: Any, target: Flow, mapping: Mapping[str, str] | Non
             refused.append(Refusal(sid, step, f"inside sub-flow {root_step!r}: wait until it returns"))
         elif root_step in mapping or root_step in target.steps:
             to_step = mapping.get(root_step, root_step)
-            skipped = _skipped(target, root_step, to_step, held(st.get("slots")))
+            key = (root_step, to_step, held(st.get("slots")))
+            skipped = verdicts.get(key)
+            if skipped is None:
+                skipped = verdicts[key] = _skipped(target, *key)
             if skipped:
                 refused.append(Refusal(sid, step, skipped))
             else:
