@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.dashboard.test_e2e import FLOWKIT, ROOT, free_port
 
@@ -152,11 +153,12 @@ def test_the_demo_shows_its_traffic(redis_url: str, tmp_path: Path) -> None:
         assert (metric(text, "Sessions stored") or 0) > 0
 
 
-def test_sigterm_stops_the_streamlit_child(redis_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_stops_the_streamlit_child(sig: signal.Signals, redis_url: str, tmp_path: Path) -> None:
     with dashboard(redis_url, tmp_path / "dashboard.log") as (proc, _):
         kids = children(proc.pid)
         assert kids and all(alive(k) for k in kids)
-        os.kill(proc.pid, signal.SIGTERM)  # to flowkit only, as a supervisor would
+        os.kill(proc.pid, sig)  # to flowkit only, as a supervisor (or `kill -INT`) would
         proc.wait(timeout=30)
         wait_for(lambda: not any(alive(k) for k in kids), 30, f"Streamlit ({kids}) to stop")
         assert proc.returncode == 0, (tmp_path / "dashboard.log").read_text()
