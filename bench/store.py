@@ -477,7 +477,7 @@ def bytes_lower_bound(client: Any, sessions: int, records: int = 20) -> tuple[fl
 
 
 def packed_history_bytes(client: Any, sessions: int, records: int = 20) -> tuple[float, dict[str, float]]:
-    """Redis bytes per session for the least any layout keeping DESIGN.md's history could
+    """Redis bytes per session for the least any layout keeping the history of docs/design.md could
     store: the same sessions, but each stream entry holds only the export columns the store
     cannot derive (event, from_step, path, status, message id, input; no to_step, error,
     actor, flow, version pin, delta or checksum) packed into one field with small-int codes,

@@ -1,7 +1,7 @@
 """flowkit: design, run, simulate and debug WhatsApp conversation flows whose state lives
 in Redis and never silently loses an update.
 
-The layers (DESIGN.md): ``flowkit.flow`` (model, loader, graph) -> ``flowkit.engine``
+The layers (docs/design.md): ``flowkit.flow`` (model, loader, graph) -> ``flowkit.engine``
 (pure transitions) -> ``flowkit.store`` (Redis) -> ``flowkit.runtime`` (the Flow Handler)
 -> edges (``flowkit.channels``, ``flowkit.web``, ``flowkit.history``, ``flowkit.cli``).
 """

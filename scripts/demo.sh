@@ -38,4 +38,9 @@ pids+=($!)
 
 echo "simulating $USERS users in real time (x$SPEED); logs in out/demo-*.log"
 echo "dashboard: http://127.0.0.1:$PORT  (Ctrl-C stops the demo)"
-$BIN/flowkit dashboard examples/flows --port "$PORT"
+# The simulator records the runtime's Redis metrics, so the rates and charts move as users talk.
+# In the background and waited for: bash runs the trap (which stops everything, the dashboard
+# stopping its Streamlit) as soon as a signal arrives, not when a foreground child exits.
+$BIN/flowkit dashboard examples/flows --port "$PORT" &
+pids+=($!)
+wait "$!"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -58,14 +59,32 @@ def dashboard(
     except Exception as exc:  # noqa: BLE001 - the app shows "Redis unreachable" and keeps retrying
         typer.echo(f"warning: Redis does not answer yet ({type(exc).__name__}); the page will say so", err=True)
     proc = subprocess.Popen(streamlit_command(port, host), env=env)
+    # A supervisor (systemd, docker stop, the demo script) sends SIGTERM to us, not to our
+    # child: treat it like Ctrl-C so Streamlit never outlives the command.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         code = proc.wait()
     except KeyboardInterrupt:
-        proc.terminate()
-        code = proc.wait()
+        code = _stop(proc)
     finally:
+        if proc.poll() is None:
+            _stop(proc)
         keep.close()
     raise typer.Exit(code if code >= 0 else 0)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop(proc: subprocess.Popen[bytes], grace: float = 10.0) -> int:
+    """Terminate the Streamlit child, killing it if it ignores SIGTERM for ``grace`` seconds."""
+    proc.terminate()
+    try:
+        return proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
 
 
 def register(app: typer.Typer) -> None:

@@ -268,16 +268,21 @@ def whatif(
     export_dir: Annotated[Path, typer.Argument(help="An export folder, or a history file.")],
     new: Annotated[Path, typer.Option("--new", help="The new version of the flow (a flow file).")],
     flows: FlowsOption = None,
+    map_: Annotated[list[str] | None, typer.Option("--map", help="OLD_STEP=NEW_STEP for a step the new version renamed, as for `flowkit migrate`; repeatable.")] = None,
     format: ReportFormatOption = ReportFormat.text,
 ) -> None:
-    """Replay recorded journeys against a new flow version; report where they diverge. Exit 1 if any does."""
+    """Replay recorded journeys against a new flow version; report where they diverge. Exit 1 if any does.
+
+    With --map, a renamed step is not a divergence: the replay carries on past it.
+    """
     from flowkit.history.columns import read_history
     from flowkit.history.replay import whatif as run
 
+    mapping = _step_map(map_)
     fs = _load_flows(_flow_paths(ctx, flows))
     flow = _load_flow(new)
     try:
-        report = run(read_history(export_dir), flow, fs)
+        report = run(read_history(export_dir), flow, fs, mapping=mapping)
     except FlowkitError as exc:
         raise _fail(str(exc)) from None
     if format is ReportFormat.json:
@@ -291,6 +296,16 @@ def whatif(
         if not report.diverged.empty:
             _emit_frame(report.by_step(), format, title="where journeys diverge")
     raise typer.Exit(1 if report.summary["diverged"] else 0)
+
+
+def _step_map(pairs: list[str] | None) -> dict[str, str]:
+    out = {}
+    for m in pairs or []:
+        old, sep, new = m.partition("=")
+        if not sep or not old.strip() or not new.strip():
+            raise _fail(f"--map {m!r} must look like OLD_STEP=NEW_STEP")
+        out[old.strip()] = new.strip()
+    return out
 
 
 def impact(

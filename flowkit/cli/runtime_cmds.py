@@ -171,6 +171,9 @@ def migrate(
 ) -> None:
     """Move in-flight sessions of FLOW to version --to. Refuses (and lists) sessions whose step is gone unless mapped.
 
+    Also refuses a move that skips a question whose answer a later step reads (naming the
+    slot, the step that reads it and a safe step to map to instead).
+
     Exit 0 when every running session moved (or would move), 1 when some were refused or failed, 2 on bad input.
     """
     from flowkit.runtime import FlowRegistry, Runtime, apply_migration, plan_migration

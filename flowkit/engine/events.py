@@ -1,4 +1,4 @@
-"""Events into the engine and effects out of it (DESIGN.md, "Session state and events").
+"""Events into the engine and effects out of it (docs/design.md, "Session state and events").
 
 All are frozen values with a JSON form, so effects can sit in the store's outbox and
 events can be recorded in history and replayed.

@@ -126,7 +126,7 @@ _FIELDS = ("session_id", "flow", "flow_version", "step", "status", "slots", "att
 
 @dataclass(frozen=True, kw_only=True)
 class Record:
-    """One history record: exactly the history columns of DESIGN.md, minus what the store adds
+    """One history record: exactly the history columns of docs/design.md, minus what the store adds
     (``session_id``, ``flow``, ``flow_version`` come from the state)."""
 
     version: int

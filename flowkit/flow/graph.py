@@ -2,7 +2,7 @@
 
 The graph is a *view* of the model, never a second source of truth: edges come only
 from ``next``, ``on_fail``, ``on_error``, ``on_timeout``, sub-flow return and the retry
-self-edge of ``ask`` steps (DESIGN.md, "Flow files").
+self-edge of ``ask`` steps (docs/design.md, "Flow files").
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""History export and analysis for analysts (DESIGN.md, "History export" and "Analysis").
+"""History export and analysis for analysts (docs/design.md, "History export" and "Analysis").
 
 - :mod:`~flowkit.history.columns`: the export format (columns, dtypes, reading and writing
   Parquet, JSONL and CSV, validation);

@@ -1,4 +1,4 @@
-"""Find inconsistent, stuck and looping sessions in a history export (DESIGN.md, "Analysis").
+"""Find inconsistent, stuck and looping sessions in a history export (docs/design.md, "Analysis").
 
 Every check is vectorised over the whole history (see ``_prep``); a finding is an
 :class:`Anomaly` ``(code, session_id, version, detail)``. The codes are a contract:
@@ -24,7 +24,7 @@ RETRY_LOOP           an ask step re-entered more than ``retry_threshold`` times 
 AFTER_TERMINAL       a record after a terminal status without a new start
 ==================== ===================================================================
 
-Exact rules (where DESIGN.md leaves room):
+Exact rules (where docs/design.md leaves room):
 
 - *Exempt records* are those written by an administrator or by recovery: events
   ``rollback``, ``recovery``, ``migrate``, and any record whose actor is ``admin`` or
@@ -567,7 +567,7 @@ def find_anomalies(history: pd.DataFrame, sessions: pd.DataFrame | None = None, 
                    stuck_after: float | str | None = None, retry_threshold: int = DEFAULT_RETRY_THRESHOLD,
                    as_of: Any = None, exported_at: Any = None, since: Any = None, partial: bool = False,
                    codes: Iterable[str] | None = None, engine: str = "auto") -> AnalysisReport:
-    """Every anomaly of DESIGN.md in ``history`` (a DataFrame with the documented columns).
+    """Every anomaly of docs/design.md in ``history`` (a DataFrame with the documented columns).
 
     ``sessions`` is the snapshot (enables STATE_MISMATCH and the STUCK check on it);
     ``flows`` anything :meth:`FlowSet.of` takes (enables ILLEGAL_TRANSITION and

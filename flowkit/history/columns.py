@@ -1,8 +1,8 @@
 """The history export format: column names, types, reading, writing and validation.
 
-This module is the contract of DESIGN.md, "History export", in code. Other tools (DuckDB,
+This module is the contract of docs/design.md, "History export", in code. Other tools (DuckDB,
 Spark, the dashboard) read the files it writes, so names and types never change here
-without changing DESIGN.md.
+without changing docs/design.md.
 
 An export is a folder::
 
@@ -154,7 +154,7 @@ def utc_timestamp(value: Any) -> pd.Timestamp:
 
 
 def _bad(kind: Kind, source: str, column: str, why: str) -> HistoryError:
-    return HistoryError(f"{source}: {kind} column {column!r} {why} ({_MEANING[kind]}; see DESIGN.md 'History export')")
+    return HistoryError(f"{source}: {kind} column {column!r} {why} ({_MEANING[kind]}; see docs/design.md, 'History export')")
 
 
 def _example(arr: pa.ChunkedArray | pa.Array, mask: pa.Array | pa.ChunkedArray) -> str:
@@ -330,7 +330,7 @@ def normalize_table(table: pa.Table, kind: Kind = "history", *, source: str = "<
     if missing:
         raise HistoryError(
             f"{source}: {kind} is missing column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} "
-            f"(expected {_MEANING[kind]}; see DESIGN.md 'History export')")
+            f"(expected {_MEANING[kind]}; see docs/design.md, 'History export')")
     cols = []
     for f in schema:
         arr = _normalize_column(table.column(f.name), f, kind, source)
@@ -594,7 +594,7 @@ def read_table(path: str | Path, kind: Kind = "history", *, fmt: Format | None =
                            and c not in OPTIONAL[kind]]
                 if missing:
                     raise HistoryError(f"{f}: {kind} is missing column{'s' if len(missing) > 1 else ''} "
-                                       f"{', '.join(map(repr, missing))} (expected {_MEANING[kind]}; see DESIGN.md 'History export')")
+                                       f"{', '.join(map(repr, missing))} (expected {_MEANING[kind]}; see docs/design.md, 'History export')")
                 tables.append(_fill_optional(pq.read_table(f, columns=cols), kind).select(
                     [c for c in (want + extra if want is not None else schema.names)
                      if c in present or c in OPTIONAL[kind]]))

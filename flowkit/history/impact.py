@@ -9,7 +9,9 @@ change       meaning
 ============ ==================================================================
 unchanged    the step exists and means the same (its outgoing routes may differ)
 changed      the step exists but means something else: another kind, another
-             question (input type/options/bounds), another slot, service or sub-flow
+             question (input type/options/bounds), another slot, service or sub-flow;
+             or it means the same but the new version asks, before it, a question
+             whose answer a later step reads (see "needed answers" below)
 removed      the new version has no step of that name
 in_subflow   the session is inside a sub-flow: the engine migrates only at the root,
              so it is mapped by its calling step (which is classified as above)
@@ -27,6 +29,17 @@ Mapping proposals for removed and changed steps, in order of preference:
    still has (not an end step): the session skips what was removed;
 5. ``previous_surviving``: the nearest such step before it (the session repeats a step);
 6. ``start``: the new version's start step.
+
+Needed answers: whatever rule proposed a step, the proposal must not skip a question
+whose answer a later step reads (:func:`flowkit.flow.dataflow.unmet_needs`, with the
+slots the old version assures at the session's step). ``--map upsell=ask_address``
+would move a session that never gave its quantity past the quantity question, and the
+order service would be called without it. Such a proposal is replaced by
+
+7. ``before_need``: the latest step before it (walking back along the new version's
+   routes) where the session lacks nothing, usually the skipped question itself;
+8. ``none_safe``: no step is safe; nothing is proposed (let the session finish on its
+   version).
 """
 
 from __future__ import annotations
@@ -39,6 +52,7 @@ from typing import Any
 
 import pandas as pd
 
+from flowkit.flow.dataflow import assured, safe_step_before, unmet_needs
 from flowkit.flow.graph import to_networkx
 from flowkit.flow.model import Flow, Step
 from flowkit.history.columns import TERMINAL, normalize
@@ -79,7 +93,27 @@ class StepChange:
 
 
 def classify(old: Flow, new: Flow, step: str) -> StepChange:
-    """Compare the root-level ``step`` of ``old`` with the new version and propose a target."""
+    """Compare the root-level ``step`` of ``old`` with the new version and propose a target
+    that skips no needed answer (see the module docs)."""
+    sc = _classify(old, new, step)
+    if sc.change == "unknown" or sc.proposed is None:
+        return sc
+    have = assured(old, sc.step)
+    needs = unmet_needs(new, sc.proposed, have)
+    if not needs:
+        return sc
+    skipped = ", ".join(f"{n.slot!r} (read by {n.step!r})" for n in needs)
+    why = f"{sc.proposed!r} would skip the answer {skipped}"
+    change = "changed" if sc.change == "unchanged" else sc.change
+    detail = sc.detail if sc.change != "unchanged" else "same meaning, but a question before it is new"
+    safe = safe_step_before(new, sc.proposed, have)
+    if safe is None:
+        return StepChange(sc.step, change, None, "none_safe", f"{detail}; {why} and no step before it is safe")
+    return StepChange(sc.step, change, safe, "before_need", f"{detail}; {why}, so {safe!r}, the latest safe "
+                      "step before it")
+
+
+def _classify(old: Flow, new: Flow, step: str) -> StepChange:
     root = step.split("/", 1)[0]
     old_step = old.steps.get(root)
     new_step = new.steps.get(root)

@@ -23,6 +23,11 @@ redacted because it fills a ``sensitive`` slot) stops there as ``not_replayable`
 it diverged before. After the first divergence the user would have answered other
 questions, so the rest of the journey is not compared.
 
+A step map (``mapping``, ``flowkit whatif --map OLD=NEW``, the same map ``flowkit
+migrate`` takes) names the recorded versions' steps by the new version's names before
+comparing: with ``ask_address=ask_street`` a renamed question is not a divergence, and
+the replay carries on to the changes after it.
+
 Service results are matched to the new version's pending call when it waits at the
 same call step: call ids carry the version number, which shifts when steps are added.
 The user's WhatsApp profile is not in the history; ``profile`` stands in for it.
@@ -96,8 +101,19 @@ def _call_step(call_id: str) -> str:
     return parts[-1]
 
 
-def _compare(rec: Mapping[str, Any], got: Any) -> tuple[str, str] | None:
+def _renamed(step: Any, mapping: Mapping[str, str]) -> Any:
+    """A recorded step by the new version's name (only its root: sub-flow steps are the sub-flow's)."""
+    if not mapping or not isinstance(step, str):
+        return step
+    root, sep, rest = step.partition("/")
+    return mapping.get(root, root) + sep + rest
+
+
+def _compare(rec: Mapping[str, Any], got: Any, mapping: Mapping[str, str] | None = None) -> tuple[str, str] | None:
     """The kind of difference between a recorded record and the replayed one, with a detail."""
+    if mapping:
+        rec = {**rec, "to_step": _renamed(rec.get("to_step"), mapping),
+               "path": [_renamed(x, mapping) for x in rec.get("path") or []]}
     rec_err = rec.get("error") or ""
     got_err = got.error or ""
     if rec_err.startswith("invalid_input") != got_err.startswith("invalid_input"):
@@ -113,7 +129,8 @@ def _compare(rec: Mapping[str, Any], got: Any) -> tuple[str, str] | None:
     return None
 
 
-def _replay_journey(records: list[dict[str, Any]], new: Flow, flows: FlowSet, profile: Mapping[str, Any]) -> dict[str, Any]:
+def _replay_journey(records: list[dict[str, Any]], new: Flow, flows: FlowSet, profile: Mapping[str, Any],
+                    mapping: Mapping[str, str] | None = None) -> dict[str, Any]:
     first = records[0]
     out: dict[str, Any] = {"kind": "same", "replayed": 0, "version": None, "recorded_from": None, "recorded_step": None,
                            "replayed_step": None, "recorded_status": None, "replayed_status": None, "detail": ""}
@@ -130,7 +147,7 @@ def _replay_journey(records: list[dict[str, Any]], new: Flow, flows: FlowSet, pr
                           profile=profile, actor=event.actor)
         elif isinstance(event, ServiceResult) and state is not None and state.pending and state.pending.get("wait") == "service":
             pending_id = state.pending.get("call_id")
-            if pending_id != event.call_id and _call_step(event.call_id) == state.pending.get("step"):
+            if pending_id != event.call_id and _renamed(_call_step(event.call_id), mapping or {}) == state.pending.get("step"):
                 event = ServiceResult(call_id=pending_id, ok=event.ok, value=event.value, error=event.error, actor=event.actor)
         try:
             t = step(new, state, event, int(rec["ts"]), flows=flows, session_id=sid)
@@ -145,7 +162,7 @@ def _replay_journey(records: list[dict[str, Any]], new: Flow, flows: FlowSet, pr
                        replayed_step=state.step if state else None, replayed_status=state.status if state else None,
                        detail=f"the new version ignores this {rec['event']} event")
             return out
-        diff = _compare(rec, t.record)
+        diff = _compare(rec, t.record, mapping)
         if diff is not None:
             out.update(kind=diff[0], version=int(rec["version"]), recorded_from=rec.get("from_step"),
                        recorded_step=rec.get("to_step"), replayed_step=t.record.to_step, recorded_status=rec.get("status"),
@@ -156,13 +173,20 @@ def _replay_journey(records: list[dict[str, Any]], new: Flow, flows: FlowSet, pr
 
 
 def whatif(history: pd.DataFrame, new: Flow, flows: Any = None, *, sessions: Iterable[str] | None = None,
-           limit: int | None = None, profile: Mapping[str, Any] | None = None) -> WhatIfReport:
+           limit: int | None = None, profile: Mapping[str, Any] | None = None,
+           mapping: Mapping[str, str] | None = None) -> WhatIfReport:
     """Replay every journey of flow ``new.name`` in ``history`` against ``new`` and report
     where it diverges (see the module docs). ``flows`` resolves sub-flows (``new``
     itself is always used for its own name); ``sessions`` limits the replay to some
-    session ids, ``limit`` to the first N journeys."""
+    session ids, ``limit`` to the first N journeys; ``mapping`` ({old step: new step})
+    names renamed steps as ``flowkit migrate --map`` does."""
     if not isinstance(new, Flow):
         raise TypeError(f"whatif needs the new flow version as a Flow, got {type(new).__name__}")
+    mapping = dict(mapping or {})
+    bad = sorted(v for v in mapping.values() if v not in new.steps)
+    if bad:
+        raise FlowkitError(f"the step mapping points at steps that flow {new.name!r} version {new.version_id} "
+                           f"does not have: {', '.join(bad)}; give --map OLD_STEP=NEW_STEP with a step of the new version")
     df = normalize(history, "history")
     fs = FlowSet.of(flows) if flows is not None else FlowSet()
     fs = FlowSet(fs)  # a copy: adding `new` must not change the caller's set
@@ -202,7 +226,7 @@ def whatif(history: pd.DataFrame, new: Flow, flows: Any = None, *, sessions: Ite
                              "recorded_status": None, "replayed_status": None,
                              "detail": "the journey's start is not in the history (an export --since?)"})
                 continue
-            rows.append({**base, **_replay_journey(recs, new, fs, profile or DEFAULT_PROFILE)})
+            rows.append({**base, **_replay_journey(recs, new, fs, profile or DEFAULT_PROFILE, mapping)})
     out = pd.DataFrame(rows, columns=_COLUMNS)
     out["diverged"] = out["kind"].isin(DIVERGED).astype(bool)
     out["kind"] = pd.Categorical(out["kind"], categories=list(KINDS))
@@ -216,6 +240,7 @@ def whatif(history: pd.DataFrame, new: Flow, flows: Any = None, *, sessions: Ite
         "journeys": int(len(out)), "sessions": int(out["session_id"].nunique()),
         "diverged": int(out["diverged"].sum()),
         "counts": {k: int(counts.get(k, 0)) for k in KINDS},
+        "mapping": mapping,
     }
     return WhatIfReport(out, summary)
 

@@ -6,6 +6,14 @@ a ``migrate`` commit (actor ``admin``) through the normal CAS path, with its ste
 to the new version. It is all-or-nothing by default, like a schema migration: if any
 session cannot be moved (its step is gone and not mapped, or it is inside a sub-flow),
 nothing is moved and the refusals are listed.
+
+A move is also refused when it would skip a question whose answer a later step reads:
+the target step is past a question that every route of the new version asks, the
+session never answered it, and a step ahead reads the slot (see
+:mod:`flowkit.flow.dataflow`). Without that check ``--map upsell=ask_address`` would take
+a session that never gave a quantity to the address question, and ``orders.create``
+would then be called without ``qty``. The refusal names the slot, the step that reads it
+and the latest step before it that is safe to map to.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from typing import Any
 
 from flowkit.engine import Command
 from flowkit.errors import FlowkitError
+from flowkit.flow.dataflow import held, safe_step_before, unmet_needs
 from flowkit.flow.model import TERMINAL_STATUSES, Flow
 
 
@@ -64,6 +73,7 @@ def plan_migration(sessions: Any, target: Flow, mapping: Mapping[str, str] | Non
         raise FlowkitError(f"the step mapping points at steps that flow {target.name!r} version "
                            f"{target.version_id} does not have: {', '.join(bad)}")
     moves, refused, already = [], [], 0
+    verdicts: dict[tuple[str, str, frozenset[str]], str] = {}  # sessions share few (step, answers) pairs
     for st in sessions:
         if st.get("flow") != target.name or st.get("status") in TERMINAL_STATUSES:
             continue
@@ -74,15 +84,35 @@ def plan_migration(sessions: Any, target: Flow, mapping: Mapping[str, str] | Non
         root_step = step.split("/", 1)[0]
         if st.get("stack"):
             refused.append(Refusal(sid, step, f"inside sub-flow {root_step!r}: wait until it returns"))
-        elif root_step in mapping:
-            moves.append((sid, step, mapping[root_step]))
-        elif root_step in target.steps:
-            moves.append((sid, step, root_step))
+        elif root_step in mapping or root_step in target.steps:
+            to_step = mapping.get(root_step, root_step)
+            key = (root_step, to_step, held(st.get("slots")))
+            skipped = verdicts.get(key)
+            if skipped is None:
+                skipped = verdicts[key] = _skipped(target, *key)
+            if skipped:
+                refused.append(Refusal(sid, step, skipped))
+            else:
+                moves.append((sid, step, to_step))
         else:
             refused.append(Refusal(sid, step, f"step {root_step!r} does not exist in version {target.version_id}; "
                                               f"map it with --map {root_step}=NEW_STEP"))
     return MigrationPlan(target.name, target.version_id, tuple(sorted(moves)),
                          tuple(sorted(refused, key=lambda r: r.session_id)), already)
+
+
+def _skipped(target: Flow, root_step: str, to_step: str, have: frozenset[str]) -> str:
+    """Why moving a session holding ``have`` to ``to_step`` would skip a needed answer ("" if it would not)."""
+    needs = unmet_needs(target, to_step, have)
+    if not needs:
+        return ""
+    what = "; ".join(f"step {n.step!r} reads {n.slot!r}" for n in needs)
+    safe = safe_step_before(target, to_step, have)
+    fix = f"map it to a step that asks for it, e.g. --map {root_step}={safe}" if safe else \
+        "no step of the new version before it is safe: let the session finish on its version"
+    return (f"moving to {to_step!r} skips a needed answer: {what}, and the session has no "
+            f"{', '.join(repr(n.slot) for n in needs)} (version {target.version_id} asks for it before "
+            f"{to_step!r}); {fix}")
 
 
 def apply_migration(runtime: Any, plan: MigrationPlan, *, partial: bool = False) -> MigrationResult:

@@ -46,13 +46,17 @@ from flowkit.engine import CallService, Message, Reply, ServiceResult, State
 from flowkit.engine.locate import locate
 from flowkit.errors import ConfigError, ConflictError, EngineError, StoreUnavailable
 from flowkit.flow.model import AskStep, CallStep, Flow
+from flowkit.log import get_logger
+from flowkit.metrics.redis import RedisMetrics
 from flowkit.runtime import Runtime
 from flowkit.runtime.handler import unrouted_text
 from flowkit.sim.answers import invalid_answer, service_value, valid_answer
 
 SIM_EPOCH_MS = 1_790_812_800_000  # 2026-10-01T00:00:00Z: a fixed start so runs are reproducible
 _REDELIVER_MS = (2_000, 5_000)  # WhatsApp retries an unacknowledged delivery a few seconds later
+_METRICS_FLUSH_S = 1.0  # how often (wall clock) the simulator writes the runtime's counters to Redis
 _T = TypeVar("_T")
+log = get_logger("flowkit.sim")
 
 
 @dataclass(frozen=True)
@@ -331,6 +335,8 @@ class Simulator:
         self._http: Any = None
         self._counting: _CountingChannel | None = None
         self._held: set[_User] = set()  # users with a failed delivery that recovery has not repaired yet
+        self._metrics: RedisMetrics | None = None  # the deployment-wide counters we lent the runtime
+        self._metrics_flushed = 0.0
 
     # -- clock and queue
 
@@ -465,6 +471,9 @@ class Simulator:
             owner, st = locate(flow, state.step or "", self.rt.registry, [f["flow_version"] for f in state.stack])
             slot = owner.slots.get(st.save) if isinstance(st, CallStep) and isinstance(st.save, str) else None
             result = ServiceResult(call_id=call_id, ok=True, value=service_value(slot, r, call_id), actor="simulator")
+        if self._metrics is not None:
+            # We stand in for the runtime's service call: count it as Runtime._call_and_feed would.
+            self._metrics.service_called(service, result.ok, b.slow_latency if slow else b.latency)
         self._push(at + latency, "result", _Item(user, result))
 
     def _load(self, user: _User) -> dict[str, Any] | None:
@@ -564,10 +573,13 @@ class Simulator:
         cfg = self.cfg
         started = time.perf_counter()
         saved = (self.rt.clock, self.rt.run_services, self.rt.channel, self.rt.store)
+        saved_metrics = self.rt.metrics
         if cfg.http is None:
             self.rt.run_services = False  # the simulator answers calls itself, on its own clock
             if not cfg.live:
                 self.rt.clock = self._now
+            if self.rt.metrics is None:
+                self._lend_metrics()
             self._counting = _CountingChannel(self.rt.channel, unrouted_text(self.rt.registry))
             self.rt.channel = self._counting
         else:
@@ -593,7 +605,9 @@ class Simulator:
         finally:
             if self._http is not None:
                 self._http.close()
+            self._flush_metrics(final=True)
             self.rt.clock, self.rt.run_services, self.rt.channel, self.rt.store = saved
+            self.rt.metrics = saved_metrics
         res = self.result
         res.seconds = time.perf_counter() - started
         res.virtual_seconds = (self._virtual_now - self._start) / 1000
@@ -631,10 +645,41 @@ class Simulator:
             done = list(pool.map(self._handle, batch)) if len(batch) > 1 else [self._handle(batch[0])]
             self._handled += len(batch)
             self._settle(done)
+            self._flush_metrics()
             if live:
                 self._virtual_now = max(self._virtual_now, self._wall())
             if self.progress:
                 self.progress(sum(u.state != "active" for u in self._users), len(self._users))
+
+    # -- deployment-wide metrics
+
+    def _lend_metrics(self) -> None:
+        """Give the runtime the Redis counters ``flowkit serve`` gives it, so simulated traffic
+        moves the dashboard's rates and charts exactly as real traffic does (the runtime
+        counts; nothing here interprets a commit). Minutes follow the runtime's clock:
+        virtual time in virtual mode, the wall clock in real time."""
+        # The simulator flushes, not the counting call: a flush that meets a restarting
+        # Redis inside rt.handle() would look like a failed delivery after a good commit.
+        self._metrics = RedisMetrics(self.rt.store.client, flush_every=float("inf"), clock=lambda: self.rt.clock())
+        self.rt.metrics = self._metrics
+        self._metrics_flushed = time.monotonic()
+
+    def _flush_metrics(self, *, final: bool = False) -> None:
+        m = self._metrics
+        if m is None or (not final and time.monotonic() - self._metrics_flushed < _METRICS_FLUSH_S):
+            return
+        self._metrics_flushed = time.monotonic()
+        deadline = time.monotonic() + (10 if final else 0)
+        while True:
+            try:
+                m.flush()
+                return
+            except Exception as exc:  # noqa: BLE001 - Redis restarting: RedisMetrics keeps the counts for the next flush
+                if time.monotonic() >= deadline:
+                    if final:  # counters are not conversations: say so and give the result back
+                        log.warning("simulated traffic's metrics not written", extra={"error": type(exc).__name__})
+                    return
+                time.sleep(0.05)
 
     def _next_timeout(self) -> int | None:
         """When the next session timeout is due (in-process only: over HTTP the server fires its own)."""

@@ -368,7 +368,7 @@ def entry_fields(raw: Any) -> dict[str, str]:
 
 
 def decode_entry(session_id: str, eid: Any, raw: Any, *, with_delta: bool = False) -> dict[str, Any]:
-    """One stream entry as a history record (the columns of DESIGN.md's history export)."""
+    """One stream entry as a history record (the columns of the history export, docs/design.md)."""
     f = entry_fields(raw)
     version, ts = parse_entry_id(eid)
 

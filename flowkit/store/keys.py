@@ -1,4 +1,4 @@
-"""Redis key names (DESIGN.md, "Redis layout and the commit").
+"""Redis key names (docs/design.md, "Redis layout").
 
 Every key of one session carries the hash tag ``{s:<sid>}``, so the commit script touches a
 single slot and runs unchanged on Redis Cluster. Global derived indexes (``fk:idx:*``) live

@@ -105,7 +105,7 @@ class Store:
                 with_delta: bool = False) -> list[dict[str, Any]]:
         """History records of versions ``start..end`` (inclusive) still in Redis, oldest first.
 
-        Each record has the export columns (DESIGN.md); ``with_delta`` adds the stored
+        Each record has the export columns (docs/design.md); ``with_delta`` adds the stored
         ``delta`` and the ``checksum`` of the state after it.
         """
         return self._run(ops.history(session_id, start, end, limit=limit, with_delta=with_delta))

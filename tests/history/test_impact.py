@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from flowkit.flow.loader import flow_from_dict
+from flowkit.flow.model import Flow
 from flowkit.history.flowset import FlowSet
 from flowkit.history.impact import change_impact, classify
 from flowkit.history.synthetic import PIZZA_V3_TO_V4
@@ -28,11 +32,15 @@ def test_v3_sessions_against_v4(flows: FlowSet) -> None:
     by = report.sessions.set_index("session_id")
     assert set(by.index) == {"at_upsell", "at_address", "at_qty", "old"}  # not the ended one, not v4's
     assert by.loc["at_upsell", ["change", "proposed_step", "reason"]].tolist() == ["removed", "ask_qty", "next_surviving"]
-    assert by.loc["at_address", ["change", "proposed_step", "reason"]].tolist() == ["removed", "ask_delivery", "renamed"]
+    # ask_delivery is ask_address renamed, but v4 asks for the crust before it and orders.create
+    # reads it: the proposal is the crust question (the synthetic migrations, PIZZA_V3_TO_V4, skip it).
+    assert by.loc["at_address", ["change", "proposed_step", "reason"]].tolist() == ["removed", "ask_crust", "before_need"]
+    assert "'ask_delivery' has the same meaning" in by.loc["at_address", "detail"]
+    assert "'crust' (read by 'place_order')" in by.loc["at_address", "detail"]
     assert by.loc["at_qty", ["change", "proposed_step"]].tolist() == ["unchanged", "ask_qty"]
     assert by.loc["old", "change"] == "unknown"  # version 2 is not loaded
-    assert dict(report.mapping["3"]) == PIZZA_V3_TO_V4
-    assert report.migrate_args() == ["ask_address=ask_delivery", "upsell=ask_qty"]
+    assert dict(report.mapping["3"]) == {**PIZZA_V3_TO_V4, "ask_address": "ask_crust"}
+    assert report.migrate_args() == ["ask_address=ask_crust", "upsell=ask_qty"]
     assert report.summary["affected"] == 3 and report.summary["running_sessions"] == 4
     assert set(report.affected["session_id"]) == {"at_upsell", "at_address", "old"}
     steps = report.steps.set_index("step")
@@ -85,3 +93,50 @@ def test_sessions_inside_a_subflow(flows: FlowSet) -> None:
     row = report.sessions.iloc[0]
     assert (row["change"], row["proposed_step"]) == ("removed", "reserve")
     assert T0  # the helper's epoch is the test's clock
+
+
+def _pizza(flows: FlowSet, version: str, edit: Callable[[dict[str, Any]], None]) -> Flow:
+    d = flows.get("order_pizza", "3").to_dict()
+    d["version"] = version
+    d["slots"] = {**d["slots"], "floor": {"type": "int", "min": 0, "max": 99}}
+    edit(d["steps"])
+    return flow_from_dict(d, f"<order_pizza v{version}>")
+
+
+def _issue_v4(steps: dict[str, Any]) -> None:
+    """The issue's version 4: no upsell, and the quantity asked by a new question (other bounds)."""
+    steps.pop("upsell")
+    steps["ask_quantity"] = {**steps.pop("ask_qty"), "ask": "How many? (1-10)",
+                             "input": {"type": "int", "min": 1, "max": 10}}
+    steps["ask_size"] = {**steps["ask_size"], "next": "ask_quantity"}
+
+
+def test_impact_never_proposes_skipping_a_needed_answer(flows: FlowSet) -> None:
+    """Issue 18: `impact` proposed upsell=ask_address (the nearest surviving step), which skips
+    the quantity that orders.create reads. It proposes the quantity question instead."""
+    v3, v4 = flows.get("order_pizza", "3"), _pizza(flows, "4b", _issue_v4)
+    c = classify(v3, v4, "upsell")
+    assert (c.change, c.proposed, c.reason) == ("removed", "ask_quantity", "before_need")
+    assert "'ask_address' would skip the answer 'qty' (read by 'place_order')" in c.detail
+    q = classify(v3, v4, "ask_qty")
+    assert (q.change, q.proposed, q.reason) == ("removed", "ask_quantity", "same_slot")
+    rows = [rec("at_upsell", 1, None, ["welcome", "ask_size"], event="start"), rec("at_upsell", 2, "ask_size", ["upsell"])]
+    fs = FlowSet(flows)
+    fs.add(v4)
+    report = change_impact(snapshot(rows), v4, fs)
+    assert report.migrate_args() == ["upsell=ask_quantity"]
+
+
+def test_an_unchanged_step_behind_a_new_needed_question_is_affected(flows: FlowSet) -> None:
+    def new_question(steps: dict[str, Any]) -> None:
+        steps["ask_qty"] = {**steps["ask_qty"], "next": "ask_floor"}
+        steps["ask_floor"] = {"ask": "Which floor?", "input": {"type": "int", "min": 0, "max": 99}, "save": "floor",
+                              "next": "ask_address"}
+        steps["place_order"] = {**steps["place_order"],
+                                "args": {**steps["place_order"]["args"], "floor": "floor"}}
+
+    v3, v7 = flows.get("order_pizza", "3"), _pizza(flows, "7", new_question)
+    c = classify(v3, v7, "ask_address")
+    assert (c.change, c.proposed, c.reason) == ("changed", "ask_floor", "before_need")
+    assert c.detail.startswith("same meaning, but a question before it is new")
+    assert classify(v3, v7, "ask_qty").change == "unchanged"  # nothing it leads to lacks an answer

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
+from flowkit.errors import FlowkitError
 from flowkit.flow.loader import flow_from_dict
+from flowkit.flow.model import Flow
 from flowkit.history.flowset import FlowSet
 from flowkit.history.replay import KINDS, whatif
 from flowkit.history.synthetic import Synthetic
@@ -85,3 +90,64 @@ def test_flowset_is_not_modified(clean: Synthetic) -> None:
     d["version"] = "7"
     whatif(clean.history, flow_from_dict(d, "<refund 7>"), fs)
     assert not fs.has("refund", "7")
+
+
+def _renamed_address(clean: Synthetic, version: str, *, min_length: int = 5) -> Flow:
+    """order_pizza v3 with ``ask_address`` renamed ``ask_street`` (and, optionally, a longer minimum)."""
+    d = clean.flows.get("order_pizza", "3").to_dict()
+    d["version"] = version
+    steps = d["steps"]
+    steps["ask_street"] = {**steps.pop("ask_address"),
+                           "input": {"type": "text", "min_length": min_length, "max_length": 200}}
+    steps["ask_qty"] = {**steps["ask_qty"], "next": "ask_street"}
+    return flow_from_dict(d, f"<v{version}>")
+
+
+def test_a_step_map_carries_the_replay_past_a_renamed_step(clean: Synthetic) -> None:
+    v8 = _renamed_address(clean, "8")
+    plain = whatif(clean.history, v8, clean.flows)
+    v3 = plain.journeys[plain.journeys["recorded_version"] == "3"]
+    assert set(v3.loc[v3["diverged"], "kind"].astype(str)) == {"different_step"}  # the rename, nothing else
+    mapped = whatif(clean.history, v8, clean.flows, mapping={"ask_address": "ask_street"})
+    v3 = mapped.journeys[mapped.journeys["recorded_version"] == "3"]
+    assert len(v3) > 0 and not v3["diverged"].any()
+    assert mapped.summary["mapping"] == {"ask_address": "ask_street"}
+
+
+def test_a_renamed_step_no_longer_hides_the_changes_after_it(clean: Synthetic) -> None:
+    # v9 renames the address question and also wants longer addresses: without the map every
+    # journey stops at the rename, and the stricter input is never seen.
+    v9 = _renamed_address(clean, "9", min_length=14)
+    plain = whatif(clean.history, v9, clean.flows)
+    assert plain.summary["counts"]["now_invalid"] == 0
+    mapped = whatif(clean.history, v9, clean.flows, mapping={"ask_address": "ask_street"})
+    now_invalid = mapped.journeys[mapped.journeys["kind"] == "now_invalid"]
+    assert len(now_invalid) > 0 and set(now_invalid["recorded_from"]) == {"ask_address"}
+    assert now_invalid["detail"].str.contains("too_short").all()
+    with pytest.raises(FlowkitError, match="does not have: nowhere"):
+        whatif(clean.history, v9, clean.flows, mapping={"ask_address": "nowhere"})
+
+
+def test_whatif_command_takes_the_step_map(clean: Synthetic, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from flowkit.cli import app
+    from flowkit.history.synthetic import EXAMPLE_FLOWS
+
+    history = tmp_path / "history.parquet"
+    clean.history.to_parquet(history)
+    v8 = tmp_path / "order_pizza_v8.yaml"
+    v8.write_text(_renamed_address(clean, "8").to_yaml())
+    runner = CliRunner()
+    base = ["whatif", str(history), "--new", str(v8), "--flows", str(EXAMPLE_FLOWS), "-f", "json"]
+    r = runner.invoke(app, base)
+    assert r.exit_code == 1 and json.loads(r.stdout)["summary"]["diverged"] > 0
+    r = runner.invoke(app, [*base, "--map", "ask_address=ask_street"])
+    data = json.loads(r.stdout)
+    assert data["summary"]["mapping"] == {"ask_address": "ask_street"}
+    v3 = [j for j in data["journeys"] if j["recorded_version"] == "3"]
+    assert v3 == []  # no v3 journey diverges any more (v4's recorded journeys may: other changes)
+    r = runner.invoke(app, [*base, "--map", "ask_address"])
+    assert r.exit_code == 2 and "OLD_STEP=NEW_STEP" in r.stderr
+    r = runner.invoke(app, [*base, "--map", "ask_address=nowhere"])
+    assert r.exit_code == 2 and "does not have: nowhere" in r.stderr

@@ -287,6 +287,44 @@ def test_sent_log_file_is_what_check_reads(store: Store, tmp_path: Path) -> None
     assert [v.code for v in report.violations] == ["LOST_MESSAGE"]
 
 
+# ---------------------------------------------------------------- deployment-wide metrics
+
+
+def test_simulated_traffic_records_the_runtime_metrics(store: Store) -> None:
+    """The dashboard's rates read RedisMetrics: simulated traffic must count there, on its own clock."""
+    from flowkit.metrics import by_label, minutes, total, totals
+
+    rt = runtime(store)
+    res = Simulator(rt, SimConfig(users=25, seed=4, concurrency=4, duplicate_rate=0.2)).run()
+    assert rt.metrics is None  # lent for the run, given back
+    counts = totals(store.client)
+    recs = [r for rs in histories(store).values() for r in rs]
+    user_msgs = [r for r in recs if r["event"] in ("message", "start", "command") and r["message_id"]
+                 and not r["message_id"].startswith("result:")]
+    assert total(counts, "messages_in") == len(user_msgs) > 25
+    assert sum(by_label(counts, "sessions_started").values()) == res.started == 25
+    assert total(counts, "events") >= len(recs) and by_label(counts, "events")[("duplicate",)] > 0
+    assert total(counts, "messages_out") > 0
+    # the simulator stands in for the services: their calls count as the runtime counts its own
+    calls, errors = by_label(counts, "service_calls"), by_label(counts, "service_errors")
+    assert sum(calls.values()) == res.service_calls - res.service_timeouts > 0
+    assert sum(errors.values()) == res.service_errors
+    # minutes on virtual time, where the commits are
+    per_minute = minutes(store.client, SIM_EPOCH_MS - 60_000, max(r["ts"] for r in recs) + 60_000)
+    assert per_minute and sum(m.get("messages_in", 0) for m in per_minute.values()) == len(user_msgs)
+
+
+def test_a_runtime_with_its_own_metrics_keeps_them(store: Store) -> None:
+    from flowkit.metrics import RedisMetrics, total, totals
+
+    own = RedisMetrics(store.client, flush_every=3600)
+    rt = Runtime(store, EXAMPLE_FLOWS, channel=RecordingChannel(), services=EXAMPLE_SERVICES, metrics=own)
+    Simulator(rt, SimConfig(users=5, seed=1)).run()
+    assert rt.metrics is own and total(totals(store.client), "messages_in") == 0  # the caller flushes its own
+    own.flush()
+    assert total(totals(store.client), "messages_in") > 5
+
+
 # ---------------------------------------------------------------- configuration
 
 
