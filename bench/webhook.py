@@ -1,0 +1,259 @@
+"""The webhook measured honestly (issue 21): `wrk` (a C load generator) with pre-signed
+bodies against `flowkit serve` and against a minimal endpoint, side by side in one run.
+
+    apt-get install wrk                                   # Debian's package
+    .venv/bin/python bench/webhook.py                     # 20 s per row, 64 connections
+    .venv/bin/python bench/webhook.py --seconds 5 --connections 16
+
+Rows:
+
+- **floor**: uvicorn + Starlette, the HMAC-SHA256 signature check and one EVALSHA of a
+  no-op script per request: what any webhook that stores something must do at least;
+- **flowkit serve**: the real command (`flowkit serve`, its own uvicorn settings, flows
+  `examples/tally.yaml`), replies sent to the local Graph API imitation (a separate
+  process that answers at once); every request is a new answer of a live session (a
+  distinct user message id), so each one commits and replies.
+
+wrk's own Lua script cycles through the signed bodies; the Python client plays no part, so
+the numbers measure the server. Each row prints requests/s, its ratio to the floor, and
+wrk's latency percentiles (p50, p99), plus the server's non-2xx answers. Sessions are
+started before the clock (untimed) so the timed requests are answers, as in production.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from flowkit.channels.whatsapp import sign  # noqa: E402
+from flowkit.channels.whatsapp.payloads import text_payload  # noqa: E402
+from flowkit.store import RedisServer  # noqa: E402
+
+SECRET = "bench-app-secret"
+FLOWS = ROOT / "examples" / "tally.yaml"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[Any], what: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on {port}")
+
+
+@contextlib.contextmanager
+def running(args: list[str], env: dict[str, str], port: int | None, what: str, log: Path) -> Iterator[subprocess.Popen[Any]]:
+    with log.open("ab") as out:
+        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.PIPE, cwd=ROOT)
+    try:
+        if port is not None:
+            wait_port(port, proc, what)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def floor_app(redis_url: str, port: int) -> None:
+    """The floor server (run in a subprocess by this script with --floor)."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    from flowkit.channels.whatsapp import verify_signature
+    from flowkit.store import connect_async
+
+    client = connect_async(redis_url)
+    sha: list[str] = []
+
+    async def webhook(request: Request) -> Response:
+        body = await request.body()
+        verify_signature(body, request.headers.get("x-hub-signature-256"), SECRET)
+        if not sha:
+            sha.append(await client.script_load("return 1"))
+        await client.evalsha(sha[0], 1, "fk:{s:floor}:state")
+        return JSONResponse({"ok": True})
+
+    uvicorn.run(Starlette(routes=[Route("/webhook", webhook, methods=["POST"])]), host="127.0.0.1", port=port,
+                log_level="warning", access_log=False)
+
+
+def graph_app() -> None:
+    """The Graph API imitation in its own process (--graph): prints its environment, serves until stdin closes."""
+    from flowkit.channels.fake_graph import FakeGraphAPI
+
+    with FakeGraphAPI() as graph:
+        print(json.dumps(graph.env()), flush=True)
+        sys.stdin.read()
+
+
+def lua_script(bodies: list[tuple[bytes, str]], path: Path) -> None:
+    """wrk's request script: each thread walks its own slice of the signed bodies."""
+    def lua_str(b: bytes) -> str:
+        return "[==[" + b.decode() + "]==]"
+    items = ",\n".join(f"{{{lua_str(b)}, {lua_str(s.encode())}}}" for b, s in bodies)
+    path.write_text(f"""
+local bodies = {{
+{items}
+}}
+local counter = 0
+local threads = {{}}
+function setup(thread)
+  thread:set("id", #threads)
+  table.insert(threads, thread)
+end
+function init(args)
+  counter = id
+  wraps = 0
+end
+function request()
+  local i = (counter % #bodies) + 1
+  counter = counter + #threads
+  if counter >= #bodies then wraps = 1 end
+  local b = bodies[i]
+  return wrk.format("POST", "/webhook", {{["Content-Type"] = "application/json", ["X-Hub-Signature-256"] = b[2]}}, b[1])
+end
+function done(summary, latency, requests)
+  for _, p in ipairs({{50, 90, 99}}) do
+    io.write(string.format("PCT %d %.3f\\n", p, latency:percentile(p) / 1000.0))
+  end
+  io.write(string.format("NON2XX %d\\n", summary.errors.status))
+  local wrapped = 0
+  for _, t in ipairs(threads) do wrapped = wrapped + (t:get("wraps") or 0) end
+  io.write(string.format("WRAPPED %d\\n", wrapped))
+end
+""")
+
+
+def run_wrk(port: int, script: Path, seconds: int, connections: int, threads: int) -> dict[str, Any]:
+    out = subprocess.run(["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency",
+                          "-s", str(script), f"http://127.0.0.1:{port}/webhook"],
+                         capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    pct = {int(p): float(v) for p, v in re.findall(r"^PCT (\d+) ([\d.]+)$", out, re.M)}
+    non2xx = int(re.search(r"^NON2XX (\d+)$", out, re.M).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    wrapped = int(re.search(r"^WRAPPED (\d+)$", out, re.M).group(1))  # type: ignore[union-attr]
+    return {"rps": rps, "p50": pct.get(50), "p90": pct.get(90), "p99": pct.get(99), "non2xx": non2xx,
+            "requests": total, "wrapped": bool(wrapped)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=int, default=20)
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--users", type=int, default=2000)
+    ap.add_argument("--bodies", type=int, default=60_000)
+    ap.add_argument("--floor", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--graph", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--redis-url", help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.floor:
+        return floor_app(args.redis_url, args.port)
+    if args.graph:
+        return graph_app()
+    if shutil.which("wrk") is None:
+        sys.exit("bench/webhook.py needs wrk: apt-get install wrk")
+
+    with tempfile.TemporaryDirectory() as tmp_:
+        tmp = Path(tmp_)
+        log = tmp / "servers.log"
+        server = RedisServer(tmp / "redis", appendonly=True).start()
+        try:
+            import httpx
+
+            # bodies: one answer per (user, n), round-robin over users; signed before anything runs
+            users = [f"3162{u:08d}" for u in range(args.users)]
+            bodies = []
+            for i in range(args.bodies):
+                sid = users[i % len(users)]
+                body = json.dumps(text_payload(sid, f"x{i}", message_id=f"wamid.BENCH{i:010d}")).encode()
+                bodies.append((body, sign(body, SECRET)))
+            script = tmp / "bodies.lua"
+            lua_script(bodies, script)
+            print(f"# bench/webhook.py {dt.date.today()}: {platform.node()}, {os.cpu_count()} cores, load "
+                  f"{os.getloadavg()[0]:.1f}; wrk -t{args.threads} -c{args.connections} -d{args.seconds}s; "
+                  f"{len(bodies):,} distinct signed answers over {len(users):,} live sessions")
+            env = dict(os.environ, PYTHONPATH=str(ROOT))
+            rows = []
+            port = free_port()
+            with running([sys.executable, __file__, "--floor", "--redis-url", server.url, "--port", str(port)], env,
+                         port, "floor", log):
+                rows.append(("floor: HMAC + EVALSHA no-op", run_wrk(port, script, args.seconds, args.connections,
+                                                                    args.threads)))
+            with running([sys.executable, __file__, "--graph"], env, None, "graph", log) as g:
+                assert g.stdin is not None
+                graph_env = _graph_env(log, g)
+                port = free_port()
+                serve_env = dict(env, FLOWKIT_REDIS_URL=server.url, WHATSAPP_APP_SECRET=SECRET,
+                                 WHATSAPP_VERIFY_TOKEN="bench", **graph_env)
+                flowkit = Path(sys.executable).with_name("flowkit")
+                with running([str(flowkit), "serve", str(FLOWS), "--port", str(port)], serve_env, port, "flowkit serve", log):
+                    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+                        for u in users:  # start every session, untimed
+                            b = json.dumps(text_payload(u, "tally", message_id=f"wamid.START{u}")).encode()
+                            r = c.post("/webhook", content=b, headers={"content-type": "application/json",
+                                                                       "x-hub-signature-256": sign(b, SECRET)})
+                            r.raise_for_status()
+                    rows.append(("flowkit serve (tally, replies to the Graph API)",
+                                 run_wrk(port, script, args.seconds, args.connections, args.threads)))
+        finally:
+            server.stop()
+    floor = rows[0][1]["rps"]
+    print(f"{'row':50} {'req/s':>9} {'vs floor':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+    for name, r in rows:
+        note = "  (bodies wrapped: later requests were duplicates)" if r["wrapped"] and "flowkit" in name else ""
+        print(f"{name:50} {r['rps']:9,.0f} {r['rps'] / floor:9.0%} {r['p50']:8.1f} {r['p90']:8.1f} {r['p99']:8.1f} "
+              f"{r['non2xx']:8,}{note}")
+
+
+def _graph_env(log: Path, proc: subprocess.Popen[Any]) -> dict[str, str]:
+    # the graph process prints its env as the first line of the shared log
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for line in log.read_text().splitlines():
+            if line.startswith("{") and "WHATSAPP" in line:
+                return json.loads(line)
+        if proc.poll() is not None:
+            raise RuntimeError("the Graph API imitation exited")
+        time.sleep(0.05)
+    raise RuntimeError("the Graph API imitation did not start")
+
+
+if __name__ == "__main__":
+    main()
