@@ -1,41 +1,113 @@
-"""Flow model, loader, safe expressions, graph and rendering."""
+"""Flow model, loader, safe expressions, graph and rendering.
 
-from flowkit.flow.builder import FlowBuilder, when
-from flowkit.flow.expr import Expr, parse_expr
-from flowkit.flow.graph import edge_list, graph_json, to_networkx
-from flowkit.flow.loader import flow_files, flow_from_dict, load_flow, load_flows, parse_flow
-from flowkit.flow.model import (
-    END_KINDS,
-    INPUT_TYPES,
-    SLOT_TYPES,
-    STATUSES,
-    TERMINAL_STATUSES,
-    AskStep,
-    Branch,
-    BranchStep,
-    Button,
-    CallStep,
-    Commands,
-    EndStep,
-    Flow,
-    FlowStep,
-    InputSpec,
-    ListMenu,
-    ListRow,
-    ListSection,
-    Loc,
-    Message,
-    SayStep,
-    SetStep,
-    SlotSpec,
-    Step,
-    TemplateMessage,
-    format_duration,
-    parse_duration,
-)
-from flowkit.flow.render import render, render_to_file
-from flowkit.flow.template import Template, parse_template
-from flowkit.flow.validate import validate_flow, validate_flow_set
+Names are imported on first use (PEP 562): the engine imports ``flowkit.flow.model``
+without loading the YAML loader, networkx (graph) or graphviz (render).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each name is imported on first use
+    from flowkit.flow.builder import FlowBuilder, when
+    from flowkit.flow.expr import Expr, parse_expr
+    from flowkit.flow.graph import edge_list, graph_json, to_networkx
+    from flowkit.flow.loader import flow_files, flow_from_dict, load_flow, load_flows, parse_flow
+    from flowkit.flow.model import (
+        END_KINDS,
+        INPUT_TYPES,
+        SLOT_TYPES,
+        STATUSES,
+        TERMINAL_STATUSES,
+        AskStep,
+        Branch,
+        BranchStep,
+        Button,
+        CallStep,
+        Commands,
+        EndStep,
+        Flow,
+        FlowStep,
+        InputSpec,
+        ListMenu,
+        ListRow,
+        ListSection,
+        Loc,
+        Message,
+        SayStep,
+        SetStep,
+        SlotSpec,
+        Step,
+        TemplateMessage,
+        format_duration,
+        parse_duration,
+    )
+    from flowkit.flow.render import render, render_to_file
+    from flowkit.flow.template import Template, parse_template
+    from flowkit.flow.validate import validate_flow, validate_flow_set
+
+
+_LAZY = {
+    'END_KINDS': 'flowkit.flow.model',
+    'INPUT_TYPES': 'flowkit.flow.model',
+    'SLOT_TYPES': 'flowkit.flow.model',
+    'STATUSES': 'flowkit.flow.model',
+    'TERMINAL_STATUSES': 'flowkit.flow.model',
+    'AskStep': 'flowkit.flow.model',
+    'Branch': 'flowkit.flow.model',
+    'BranchStep': 'flowkit.flow.model',
+    'Button': 'flowkit.flow.model',
+    'CallStep': 'flowkit.flow.model',
+    'Commands': 'flowkit.flow.model',
+    'EndStep': 'flowkit.flow.model',
+    'Flow': 'flowkit.flow.model',
+    'FlowStep': 'flowkit.flow.model',
+    'InputSpec': 'flowkit.flow.model',
+    'ListMenu': 'flowkit.flow.model',
+    'ListRow': 'flowkit.flow.model',
+    'ListSection': 'flowkit.flow.model',
+    'Loc': 'flowkit.flow.model',
+    'Message': 'flowkit.flow.model',
+    'SayStep': 'flowkit.flow.model',
+    'SetStep': 'flowkit.flow.model',
+    'SlotSpec': 'flowkit.flow.model',
+    'Step': 'flowkit.flow.model',
+    'TemplateMessage': 'flowkit.flow.model',
+    'format_duration': 'flowkit.flow.model',
+    'parse_duration': 'flowkit.flow.model',
+    'FlowBuilder': 'flowkit.flow.builder',
+    'when': 'flowkit.flow.builder',
+    'Expr': 'flowkit.flow.expr',
+    'parse_expr': 'flowkit.flow.expr',
+    'edge_list': 'flowkit.flow.graph',
+    'graph_json': 'flowkit.flow.graph',
+    'to_networkx': 'flowkit.flow.graph',
+    'flow_files': 'flowkit.flow.loader',
+    'flow_from_dict': 'flowkit.flow.loader',
+    'load_flow': 'flowkit.flow.loader',
+    'load_flows': 'flowkit.flow.loader',
+    'parse_flow': 'flowkit.flow.loader',
+    'render': 'flowkit.flow.render',
+    'render_to_file': 'flowkit.flow.render',
+    'Template': 'flowkit.flow.template',
+    'parse_template': 'flowkit.flow.template',
+    'validate_flow': 'flowkit.flow.validate',
+    'validate_flow_set': 'flowkit.flow.validate',
+}
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "END_KINDS", "INPUT_TYPES", "SLOT_TYPES", "STATUSES", "TERMINAL_STATUSES",
