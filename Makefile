@@ -7,7 +7,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test lint-flows lab bench clean system-deps venv cli-docs
+.PHONY: demo test lint-flows lab bench clean system-deps venv cli-docs api-docs
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,9 @@ test: system-deps $(STAMP)
 
 cli-docs: $(STAMP)
 	$(BIN)/python -m typer flowkit.cli utils docs --name flowkit --title "flowkit CLI reference" --output docs/cli.md
+
+api-docs: $(STAMP)
+	$(BIN)/python -W error scripts/api_docs.py site/api
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/

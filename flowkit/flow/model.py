@@ -7,6 +7,7 @@ YAML and loaded again is equal to the original.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import re
@@ -200,7 +201,7 @@ class Message:
     template: TemplateMessage | None = None
     loc: Loc = _loc()
 
-    def templates(self) -> list[Template]:
+    def templates(self) -> builtins.list[Template]:  # `list` is a field of this class
         out = [self.text] if self.text is not None else []
         if self.template is not None:
             out.extend(self.template.params)

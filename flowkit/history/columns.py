@@ -121,7 +121,13 @@ def schema_of(kind: Kind) -> pa.Schema:
 
 
 def to_ms(value: Any) -> int:
-    """Epoch milliseconds from an int (ms), a datetime (naive = UTC), a pandas Timestamp or ISO-8601 text."""
+    """Epoch milliseconds from an int (ms), a datetime (naive = UTC), a pandas Timestamp or ISO-8601 text.
+
+    >>> to_ms("2026-10-01T02:00:00+02:00")
+    1790812800000
+    >>> iso(to_ms("2026-10-01 00:00:00"))
+    '2026-10-01T00:00:00.000Z'
+    """
     if isinstance(value, bool):
         raise HistoryError(f"not a time: {value!r}")
     if isinstance(value, (int, np.integer)):

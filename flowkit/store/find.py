@@ -82,7 +82,17 @@ class FindStats:
 
 
 def compile_query(text: str) -> Query:
-    """Parse and plan a query; an unknown name or a syntax error raises :class:`QueryError` with its position."""
+    """Parse and plan a query; an unknown name or a syntax error raises :class:`QueryError` with its position.
+
+    >>> compile_query("status == 'waiting_input' and idle > 2 * hours").plan
+    'active index, idle > 7200s'
+    >>> compile_query("flow == 'order_pizza' and slots.size == 'large'").plan
+    'scan every session'
+    >>> compile_query("stauts == 'failed'")
+    Traceback (most recent call last):
+    ...
+    flowkit.errors.QueryError: unknown name(s) 'stauts' in "stauts == 'failed'" (did you mean 'status'?); ...
+    """
     try:
         expr = parse_expr(text)
     except ExpressionError as exc:

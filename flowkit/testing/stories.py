@@ -240,7 +240,19 @@ def load_stories(path: str | Path) -> tuple[list[Story], dict[str, Any]]:
 
 
 def parse_stories(text: str, file: str = "<stories>") -> tuple[list[Story], dict[str, Any]]:
-    """:func:`load_stories` for text in memory."""
+    """:func:`load_stories` for text in memory.
+
+    >>> stories, _ = parse_stories('''
+    ... stories:
+    ...   - name: orders a pizza
+    ...     turns:
+    ...       - {user: pizza, bot: "What size?"}
+    ...       - {tap: Large, bot_regex: "drink"}
+    ...     status: waiting_input
+    ... ''')
+    >>> [(t.action, t.value, [e.mode for e in t.expect]) for t in stories[0].turns]
+    [('user', 'pizza', ['contains']), ('tap', 'Large', ['regex'])]
+    """
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
