@@ -13,6 +13,11 @@ from flowkit.errors import ChannelError
 
 
 class Channel(Protocol):
+    """``send`` returns the channel's message id (WhatsApp: the wamid its statuses name).
+
+    A channel with a customer-service window declares it as ``window_ms`` (an attribute;
+    absent means none): the runtime then sends free-form replies only inside it."""
+
     def send(self, to: str, reply: Reply) -> str | None: ...
 
 
@@ -85,8 +90,14 @@ def reply_call(reply: Reply) -> tuple[str, dict[str, Any]]:
     return "send_text", {"text": text}
 
 
+#: WhatsApp's customer-service window: free-form messages only within 24 h of the user's last one.
+WHATSAPP_WINDOW_MS = 24 * 3_600_000
+
+
 class WhatsAppChannel:
     """Sends replies through a :class:`flowkit.channels.whatsapp.WhatsAppSender`."""
+
+    window_ms = WHATSAPP_WINDOW_MS  # the runtime keeps free-form replies inside it
 
     def __init__(self, sender: Any) -> None:
         self.sender = sender
@@ -98,6 +109,8 @@ class WhatsAppChannel:
 
 class AsyncWhatsAppChannel:
     """Sends replies through a :class:`flowkit.channels.whatsapp.AsyncWhatsAppSender`."""
+
+    window_ms = WHATSAPP_WINDOW_MS
 
     def __init__(self, sender: Any) -> None:
         self.sender = sender
