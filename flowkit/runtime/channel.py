@@ -65,6 +65,15 @@ class RecordingChannel:
             self.sent.clear()
 
 
+class HeldChannel:
+    """Sends nothing: every reply stays in the outbox for a process that sends
+    (``flowkit worker --no-send``)."""
+
+    def send(self, to: str, reply: Reply) -> str:
+        raise ChannelError("sending is off in this process (--no-send); the reply stays in the outbox "
+                           "for `flowkit worker` with WhatsApp credentials")
+
+
 class AsyncRecordingChannel(RecordingChannel):
     async def send(self, to: str, reply: Reply) -> str:  # type: ignore[override]
         return RecordingChannel.send(self, to, reply)

@@ -38,7 +38,7 @@ from flowkit.engine import (
 from flowkit.errors import ChannelError, ConflictError, EngineError, FlowkitError, GraphAPIError, UnknownFlowError
 from flowkit.flow.model import Flow
 from flowkit.log import get_logger
-from flowkit.runtime.channel import AsyncChannel, Channel, RecordingChannel
+from flowkit.runtime.channel import AsyncChannel, Channel, HeldChannel, RecordingChannel
 from flowkit.runtime.registry import FlowRegistry
 from flowkit.runtime.services import ServiceRegistry
 from flowkit.runtime.sender import (
@@ -362,6 +362,8 @@ class Runtime(_Core):
         the caller's thread is the order per user."""
         if not replies:
             return True
+        if isinstance(self.channel, HeldChannel):
+            return False  # --no-send: the entry waits for a process that sends
         done = self.store.sent_replies(sid, version, len(replies)) if resend else {}
         window = self.window_ms()
         closed = False
@@ -494,17 +496,18 @@ class Runtime(_Core):
         return redelivered, resumed, superseded
 
     def recover(self, *, now: int | None = None, outbox_age_ms: int = 30_000, expire_grace_ms: int = 60_000,
-                scan: bool = False, limit: int = 1000) -> RecoveryReport:
+                scan: bool = False, limit: int = 1000, redeliver: bool = True) -> RecoveryReport:
         """One round of repairs; each is a normal commit (actor ``recovery``) or a re-send.
 
         - due timeouts (sessions waiting on input or a service past their deadline);
-        - unacknowledged outbox entries (unsent replies, calls cut short by a crash);
+        - unacknowledged outbox entries (unsent replies, calls cut short by a crash), unless ``redeliver`` is False;
         - sessions idle past their flow's timeout that the timeout index missed (``expire``);
         - with ``scan``: every session is loaded, so corrupt states are quarantined and restored.
         """
         now = self.clock() if now is None else now
         fired = self.fire_due_timeouts(now, limit)
-        redelivered, resumed, superseded = self.redeliver_outbox(outbox_age_ms, limit)
+        # redeliver=False: this process cannot send (--no-send); the entries wait for one that can
+        redelivered, resumed, superseded = self.redeliver_outbox(outbox_age_ms, limit) if redeliver else (0, 0, 0)
         timeouts = {f.name: int(f.timeout * 1000) + expire_grace_ms for f in self.registry.flows() if f.timeout}
         expired = self.store.expire_idle(now, flow_timeouts=timeouts, limit=limit) if timeouts else []
         before = self.store.quarantine_count()
@@ -561,6 +564,7 @@ class AsyncRuntime(_Core):
         # background=True: replies leave through a queue per user after handle() returns, so a
         # slow or rate-limited Graph API never holds the webhook's answer (runtime/sender.py)
         self.outbox: OutboxSender | None = OutboxSender(self, rate=rate) if background else None
+        self.drain_timeout = 10.0
 
     async def _drive(self, gen: Generator[Any, Any, Outcome]) -> Outcome:
         reply: Any = None
@@ -678,7 +682,8 @@ class AsyncRuntime(_Core):
         while self._tasks or (self.outbox is not None and self.outbox.backlog):
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
             if self.outbox is not None:
-                await self.outbox.drain()
+                # bounded: on shutdown with Graph down, what is unsent stays in the outbox
+                await self.outbox.close(self.drain_timeout)
         await self.store.flush()
 
     async def fire_due_timeouts(self, now: int | None = None, limit: int = 500) -> int:

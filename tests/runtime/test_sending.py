@@ -4,21 +4,28 @@ sender to the Graph API imitation over HTTP, with the real web app and a real Re
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import httpx
 import pytest
 
 from flowkit.channels.fake_graph import FakeGraphAPI
-from flowkit.channels.whatsapp import AsyncWhatsAppSender
+from flowkit.channels.whatsapp import AsyncWhatsAppSender, WhatsAppSender
+from flowkit.engine import Message
+from flowkit.engine.transition import EXPIRED_TEXT
 from flowkit.errors import GraphAPIError
 from flowkit.metrics import Metrics
-from flowkit.runtime import AsyncRuntime, AsyncWhatsAppChannel
+from flowkit.runtime import AsyncRuntime, AsyncWhatsAppChannel, Runtime, WhatsAppChannel
 from flowkit.runtime.sender import Pacer, classify
 from flowkit.store import AsyncStore, Store, connect_async
 from flowkit.web import create_app
-from tests.runtime.conftest import EXAMPLE_FLOWS, EXAMPLE_SERVICES
+from tests.runtime.conftest import EXAMPLE_FLOWS, EXAMPLE_SERVICES, ROOT
 from tests.runtime.webutil import SECRET, TOKEN, say
 
 Scenario = Callable[[httpx.AsyncClient, AsyncRuntime], Awaitable[None]]
@@ -168,3 +175,61 @@ def test_replies_outside_a_commit_are_sent_in_the_background_too(redis_url: str)
 
         run(redis_url, graph, scenario)
         assert "I can help with" in (texts(graph, "31600000006")[0] or "")
+
+
+# ---------------------------------------------------------------- flowkit worker / recover send for real
+
+
+def _flowkit(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    flowkit = Path(sys.executable).with_name("flowkit")
+    return subprocess.run([str(flowkit), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+def _env(redis_url: str, graph: FakeGraphAPI | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WHATSAPP_")}
+    return env | {"FLOWKIT_REDIS_URL": redis_url} | (graph.env() if graph is not None else {})
+
+
+def test_a_reply_left_in_the_outbox_is_sent_by_the_worker_exactly_once(redis_url: str, store: Store) -> None:
+    with FakeGraphAPI() as graph:
+        async def scenario(client: httpx.AsyncClient, rt: AsyncRuntime) -> None:
+            graph.fail_next(1000, 503)  # Graph is down for longer than the sender waits
+            await say(client, "31600000007", "pizza")
+            await until(lambda: rt.outbox is not None and rt.outbox.stats["left"] == 1, "the reply given up")
+
+        run(redis_url, graph, scenario, max_wait=0.2)
+        assert store.pending_effects("31600000007") and graph.sent == []
+        graph.reset()  # Graph heals
+        for _ in range(2):  # a second round finds nothing left to send
+            done = _flowkit("worker", "examples/flows", "--once", "--outbox-age", "0", "--format", "json",
+                            env=_env(redis_url, graph))
+            assert done.returncode == 0, done.stderr
+        assert len(graph.to("31600000007")) == 2 and WELCOME in (texts(graph, "31600000007")[0] or "")
+        assert not store.pending_effects("31600000007")
+
+
+def test_worker_without_credentials_says_what_to_set_or_no_send(redis_url: str) -> None:
+    done = _flowkit("worker", "examples/flows", "--once", env=_env(redis_url, None))
+    assert done.returncode == 2
+    assert "WHATSAPP_TOKEN is not set" in done.stderr and "--no-send" in done.stderr
+    done = _flowkit("recover", "examples/flows", env=_env(redis_url, None))
+    assert done.returncode == 2 and "--no-send" in done.stderr
+
+
+def test_timeouts_fired_with_no_send_wait_in_the_outbox_for_a_sending_worker(redis_url: str, store: Store) -> None:
+    with FakeGraphAPI() as graph:
+        started = int(time.time() * 1000) - 31 * 60_000  # the pizza flow expires after 30 minutes idle
+        sender = WhatsAppSender(config=graph.config())
+        rt = Runtime(store, EXAMPLE_FLOWS, channel=WhatsAppChannel(sender), clock=lambda: started)
+        rt.handle("31600000008", Message(text="pizza", message_id="m1"))
+        assert len(graph.to("31600000008")) == 2
+        done = _flowkit("worker", "examples/flows", "--once", "--no-send", "--format", "json",
+                        env=_env(redis_url, None))
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["timeouts_fired"] == 1
+        assert store.load("31600000008")["status"] == "expired" and store.pending_effects("31600000008")
+        done = _flowkit("worker", "examples/flows", "--once", "--outbox-age", "0", env=_env(redis_url, graph))
+        assert done.returncode == 0, done.stderr
+        assert texts(graph, "31600000008")[-1] == EXPIRED_TEXT and len(graph.to("31600000008")) == 3
+        assert not store.pending_effects("31600000008")
+        sender.close()
