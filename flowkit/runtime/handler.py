@@ -602,6 +602,32 @@ class AsyncRuntime(_Core):
                                    route=_routes(outcome))
         return outcome
 
+    async def delivery_status(self, status: Any) -> str | None:
+        """Match a WhatsApp status (a ``StatusUpdate``) to the session and reply it is about.
+
+        Every status joins the session's bounded delivery list (for transcripts); a
+        ``failed`` one also becomes a ``delivery_failed`` history record (the flow's
+        ``on_undeliverable`` may route it). Returns the session id, or None for a message
+        flowkit did not send (or whose mapping expired after 30 days)."""
+        found = await self.store.lookup_wamid(status.message_id)
+        if found is None:
+            return None
+        sid, version, index = found
+        code = next((e.code for e in status.errors if e.code is not None), None)
+        entry: dict[str, Any] = {"wamid": status.message_id, "status": status.status, "ts": status.timestamp * 1000,
+                                 "version": version, "index": index}
+        if code is not None:
+            entry["error"] = f"whatsapp:{code}"
+        await self.store.defer(delivery.status_commands(sid, entry))
+        if status.status == "failed":
+            error = f"whatsapp:{code}" if code is not None else "whatsapp:failed"
+            out = await self.record_undeliverable(sid, version, index, error, wamid=status.message_id)
+            if out is not None and out.status == "applied":  # a redelivered status is a duplicate
+                metric(self.metrics, "delivery_failed", error)
+                log.warning("WhatsApp could not deliver a reply", extra={"session_id": sid, "version": version,
+                                                                         "index": index, "error_code": error})
+        return sid
+
     async def record_undeliverable(self, sid: str, version: int, index: int, error: str, wamid: str | None = None, *,
                                    route: bool = True) -> Outcome | None:
         """See :meth:`Runtime.record_undeliverable`."""

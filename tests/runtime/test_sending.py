@@ -17,6 +17,7 @@ import pytest
 
 from flowkit.channels.fake_graph import FakeGraphAPI
 from flowkit.channels.whatsapp import AsyncWhatsAppSender, WhatsAppSender
+from flowkit.channels.whatsapp.payloads import status_payload
 from flowkit.engine import Message
 from flowkit.engine.transition import EXPIRED_TEXT
 from flowkit.errors import GraphAPIError
@@ -26,7 +27,7 @@ from flowkit.runtime.sender import Pacer, classify
 from flowkit.store import AsyncStore, Store, connect_async
 from flowkit.web import create_app
 from tests.runtime.conftest import EXAMPLE_FLOWS, EXAMPLE_SERVICES, ROOT
-from tests.runtime.webutil import SECRET, TOKEN, say
+from tests.runtime.webutil import SECRET, TOKEN, deliver, say
 
 Scenario = Callable[[httpx.AsyncClient, AsyncRuntime], Awaitable[None]]
 WELCOME = "Let's get you a pizza."  # the end of order_pizza's first reply
@@ -233,3 +234,37 @@ def test_timeouts_fired_with_no_send_wait_in_the_outbox_for_a_sending_worker(red
         assert texts(graph, "31600000008")[-1] == EXPIRED_TEXT and len(graph.to("31600000008")) == 3
         assert not store.pending_effects("31600000008")
         sender.close()
+
+
+# ---------------------------------------------------------------- statuses close the loop
+
+
+def test_statuses_are_matched_to_the_session_and_a_failure_is_recorded(redis_url: str, store: Store) -> None:
+    metrics = Metrics()
+    with FakeGraphAPI() as graph:
+        async def scenario(client: httpx.AsyncClient, rt: AsyncRuntime) -> None:
+            await say(client, "31600000009", "pizza")
+            await until(lambda: len(graph.to("31600000009")) == 2, "both replies")
+            await rt.drain()  # the wamid mapping is written once Graph accepted the replies
+            welcome, question = graph.to("31600000009")
+            for status in ("sent", "delivered", "read"):
+                r = await deliver(client, status_payload(welcome.id, "31600000009", status))
+                assert r.status_code == 200
+            r = await deliver(client, status_payload(question.id, "31600000009", "failed"))  # 131026
+            assert r.status_code == 200
+            r = await deliver(client, status_payload(question.id, "31600000009", "failed"))  # redelivered
+            assert r.status_code == 200
+            r = await deliver(client, status_payload("wamid.not-ours", "31600000009", "failed"))
+            assert r.status_code == 200
+            await rt.drain()
+
+        run(redis_url, graph, scenario, metrics=metrics)
+    history = store.history("31600000009")
+    failed = [h for h in history if h["event"] == "delivery_failed"]
+    assert len(failed) == 1  # the redelivered status is a duplicate
+    assert failed[0]["error"] == "whatsapp:131026" and failed[0]["to_step"] == "ask_size"
+    statuses = store.delivery_statuses("31600000009")
+    assert [(s["status"], s["index"]) for s in statuses] == [("sent", 0), ("delivered", 0), ("read", 0), ("failed", 1),
+                                                             ("failed", 1)]
+    assert statuses[-1]["error"] == "whatsapp:131026" and statuses[0]["version"] == 1
+    assert 'flowkit_delivery_failures_total{error="whatsapp:131026"} 1.0' in metrics.render().decode()
