@@ -120,6 +120,7 @@ class _Core:
         self.rng = rng or random.Random()
         self.cache_size = cache_size
         self._cache: OrderedDict[str, State] = OrderedDict()
+        self._inbound: OrderedDict[str, int] = OrderedDict()  # sid -> last inbound ms this process saw
         self.stats = {"applied": 0, "duplicate": 0, "noop": 0, "unrouted": 0, "conflicts": 0, "engine_errors": 0,
                       "send_failures": 0}
 
@@ -251,7 +252,25 @@ class _Core:
         window = self.window_ms()
         if not window or not isinstance(event, Message) or event.actor != "runtime":
             return None
-        return delivery.inbound_commands(sid, self.clock(), window)
+        now = self.clock()
+        self._inbound[sid] = now
+        self._inbound.move_to_end(sid)
+        while len(self._inbound) > max(self.cache_size, 1):
+            self._inbound.popitem(last=False)
+        return delivery.inbound_commands(sid, now, window)
+
+    def window_closed(self, sid: str, read: Callable[[], int | None]) -> bool:
+        """Is the user's 24-hour window closed now? What this process saw answers without a
+        round trip (the reply to a message just handled); else ``read`` asks the store, since
+        another process may have received a newer message."""
+        window = self.window_ms()
+        if not window:
+            return False
+        now = self.clock()
+        seen = self._inbound.get(sid)
+        if seen is not None and not outside_window(seen, now, window):
+            return False
+        return outside_window(read(), now, window)
 
     def commit_args(self, op: _Commit) -> tuple[tuple[Any, ...], dict[str, Any]]:
         t = op.transition
@@ -365,10 +384,9 @@ class Runtime(_Core):
         if isinstance(self.channel, HeldChannel):
             return False  # --no-send: the entry waits for a process that sends
         done = self.store.sent_replies(sid, version, len(replies)) if resend else {}
-        window = self.window_ms()
         closed = False
-        if window and any(r.template is None for i, r in enumerate(replies) if i not in done):
-            closed = outside_window(self.store.last_inbound(sid), self.clock(), window)
+        if any(r.template is None for i, r in enumerate(replies) if i not in done):
+            closed = self.window_closed(sid, lambda: self.store.last_inbound(sid))
         for i, reply in enumerate(replies):
             if i in done:
                 continue

@@ -260,10 +260,12 @@ class OutboxSender:
 
     async def _deliver(self, job: _Job) -> Result:
         rt = self.runtime
-        window = getattr(rt.channel, "window_ms", None)
         closed = False
-        if window and job.record and any(r.template is None for r in job.replies):
-            closed = outside_window(await rt.store.last_inbound(job.sid), rt.clock(), window)
+        if job.record and rt.window_ms() and any(r.template is None for r in job.replies):
+            closed = rt.window_closed(job.sid, lambda: None)
+            if closed:  # not by what this process saw: ask the store (another process may know better)
+                last = await rt.store.last_inbound(job.sid)
+                closed = rt.window_closed(job.sid, lambda: last)
         for i in range(job.first, len(job.replies)):
             reply = job.replies[i]
             if closed and reply.template is None:
