@@ -89,3 +89,13 @@ def test_a_failure_of_the_undeliverable_steps_own_reply_does_not_loop(store: Sto
         ("start", "ask_name"), ("delivery_failed", "wait_more"), ("delivery_failed", "wait_more")]
     assert graph.requests == 2 and not store.pending_effects("u2")
     sender.close()
+
+
+def test_erasing_a_session_erases_its_delivery_records(rt: Runtime, graph: FakeGraphAPI, store: Store) -> None:
+    rt.handle("u3", Message(text="remind", message_id="m1"))
+    rt.drain()
+    wamid = graph.to("u3")[0].id
+    assert store.lookup_wamid(wamid) == ("u3", 1, 0) and store.last_inbound("u3") is not None
+    assert store.delete_session("u3")
+    assert store.lookup_wamid(wamid) is None and store.last_inbound("u3") is None
+    assert list(store.client.scan_iter("fk:*u3*")) == []
