@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
 import logging
-import datetime as dt
 import platform
 import statistics
 import subprocess

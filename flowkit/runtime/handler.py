@@ -35,12 +35,17 @@ from flowkit.engine import (
     fail,
     step,
 )
-from flowkit.errors import ChannelError, ConflictError, EngineError, FlowkitError, GraphAPIError, UnknownFlowError
+from flowkit.errors import (
+    ChannelError,
+    ConflictError,
+    EngineError,
+    FlowkitError,
+    UnknownFlowError,
+)
 from flowkit.flow.model import Flow
 from flowkit.log import get_logger
 from flowkit.runtime.channel import AsyncChannel, Channel, HeldChannel, RecordingChannel
 from flowkit.runtime.registry import FlowRegistry
-from flowkit.runtime.services import ServiceRegistry
 from flowkit.runtime.sender import (
     OutboxSender,
     Pacer,
@@ -50,6 +55,7 @@ from flowkit.runtime.sender import (
     outside_window,
     undeliverable_event,
 )
+from flowkit.runtime.services import ServiceRegistry
 from flowkit.store import delivery
 
 log = get_logger("flowkit.runtime")

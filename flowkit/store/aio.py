@@ -9,9 +9,8 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
 from flowkit.batching import batched
-from flowkit.store import delivery
+from flowkit.store import delivery, ops
 from flowkit.store import keys as K
-from flowkit.store import ops
 from flowkit.store.driver import AsyncDriver, Op, T
 from flowkit.store.values import CommitResult, StoreConfig
 
