@@ -35,13 +35,7 @@ from flowkit.engine import (
     fail,
     step,
 )
-from flowkit.errors import (
-    ChannelError,
-    ConflictError,
-    EngineError,
-    FlowkitError,
-    UnknownFlowError,
-)
+from flowkit.errors import ChannelError, ConflictError, EngineError, FlowkitError, UnknownFlowError
 from flowkit.flow.model import Flow
 from flowkit.log import get_logger
 from flowkit.runtime.channel import AsyncChannel, Channel, HeldChannel, RecordingChannel
