@@ -128,6 +128,12 @@ def create_app(runtime: Any, *, verify_token: str | None = None, app_secret: str
         if metrics is not None:
             for s in batch.statuses:
                 metrics.delivery_status(s.status)
+        try:  # statuses close the loop: matched to their session, a failure recorded on it
+            for s in batch.statuses:
+                await runtime.delivery_status(s)
+        except StoreUnavailable as exc:
+            log.error("statuses not recorded; asking WhatsApp to redeliver", extra={"error": str(exc)})
+            return JSONResponse({"error": "unavailable", "detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
         return JSONResponse({"ok": True, "messages": len(batch.messages), "applied": applied, "statuses": len(batch.statuses)})
 
     async def healthz(request: Request) -> Response:

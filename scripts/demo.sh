@@ -32,8 +32,21 @@ $BIN/flowkit simulate examples/flows --users "$USERS" --realtime --speed "$SPEED
   --invalid-rate 0.12 --abandon-rate 0.04 --duplicate-rate 0.05 --services examples.services:services \
   --log out/demo-sent.jsonl > out/demo-simulate.log 2>&1 &
 pids+=($!)
-$BIN/flowkit worker examples/flows --services examples.services:services --alerts examples/alerts.yaml \
-  > out/demo-worker.log 2>&1 &
+# The worker sends timeout messages and recovered replies through WhatsApp; simulated users
+# have no phone, so it sends to the local Graph API imitation (its settings in out/demo-graph.env).
+rm -f out/demo-graph.env
+$BIN/python -c '
+import time
+from flowkit.channels.fake_graph import FakeGraphAPI
+graph = FakeGraphAPI().start()
+print(" ".join(f"{k}={v}" for k, v in graph.env().items()), flush=True)
+while True:
+    time.sleep(3600)
+' > out/demo-graph.env &
+pids+=($!)
+while [ ! -s out/demo-graph.env ]; do sleep 0.1; done
+env $(cat out/demo-graph.env) $BIN/flowkit worker examples/flows --services examples.services:services \
+  --alerts examples/alerts.yaml > out/demo-worker.log 2>&1 &
 pids+=($!)
 
 echo "simulating $USERS users in real time (x$SPEED); logs in out/demo-*.log"

@@ -21,6 +21,29 @@ from flowkit.errors import FlowError, FlowkitError
 FlowsArg = Annotated[list[Path] | None, typer.Argument(help="Flow files or folders (default: $FLOWKIT_FLOWS).")]
 RedisOption = Annotated[str | None, typer.Option("--redis", help="Redis URL (default: $FLOWKIT_REDIS_URL, else the embedded server).")]
 ServicesOption = Annotated[str | None, typer.Option("--services", help="module:attribute of a ServiceRegistry, e.g. examples.services:services.")]
+RateOption = Annotated[float, typer.Option("--rate", min=0.1, help="Messages per second this process sends at most: "
+                                           "the phone number's throughput tier divided by the processes that send "
+                                           "(default: $FLOWKIT_SEND_RATE, else 80).", envvar="FLOWKIT_SEND_RATE")]
+NoSendOption = Annotated[bool, typer.Option("--no-send", help="Send nothing: fire timeouts and run calls, but "
+                                            "leave every reply in the outbox (and skip outbox redelivery) for a "
+                                            "process that sends. For operators without WhatsApp credentials here.")]
+
+
+def _sync_channel(no_send: bool) -> Any:
+    """The WhatsApp channel from the environment, or one that holds every reply (``--no-send``)."""
+    from flowkit.channels.whatsapp import WhatsAppSender
+    from flowkit.errors import ConfigError
+    from flowkit.runtime import WhatsAppChannel
+    from flowkit.runtime.channel import HeldChannel
+
+    if no_send:
+        return HeldChannel()
+    try:
+        return WhatsAppChannel(WhatsAppSender())
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}. Replies of timeouts and recovered outbox entries are sent from here; "
+                   "pass --no-send to only fire timeouts and leave the replies to a process that sends", err=True)
+        raise typer.Exit(2) from None
 
 
 def _registry(flows: list[Path] | None, client: Any = None) -> Any:
@@ -64,6 +87,7 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     default_flow: Annotated[str | None, typer.Option(help="Flow for messages that match no trigger.")] = None,
     scheduler: Annotated[float, typer.Option(help="Seconds between firing due timeouts in this process (0: leave it to `flowkit worker`).")] = 1.0,
+    rate: RateOption = 80.0,
 ) -> None:
     """Run the WhatsApp webhook runner (Starlette + uvicorn).
 
@@ -81,9 +105,10 @@ def serve(
 
     registry = _registry(flows, connect(redis))
     try:
-        channel = AsyncWhatsAppChannel(AsyncWhatsAppSender())
+        # one attempt per call: the background sender retries, pacing the whole number
+        channel = AsyncWhatsAppChannel(AsyncWhatsAppSender(max_attempts=1))
         runtime = AsyncRuntime(AsyncStore(connect_async(redis)), registry, services=_services(services),
-                               channel=channel, default_flow=default_flow)
+                               channel=channel, default_flow=default_flow, background=True, rate=rate)
         sync_client = connect(redis)
         prom = Metrics()
         prom.registry.register(RedisCollector(Store(sync_client)))  # deployment-wide totals at /metrics
@@ -103,16 +128,23 @@ def worker(
     outbox_age: Annotated[float, typer.Option(help="Seconds before an unacknowledged outbox entry is redelivered.")] = 30.0,
     once: Annotated[bool, typer.Option(help="Run one round and exit.")] = False,
     alerts: Annotated[Path | None, typer.Option("--alerts", help="Alert rules YAML to evaluate every round.")] = None,
+    rate: RateOption = 80.0,
+    no_send: NoSendOption = False,
     format: FormatOption = OutputFormat.text,
 ) -> None:
-    """Fire due timeouts, run recovery (outbox, cut-short calls, expiry) and alert rules, forever (or --once)."""
+    """Fire due timeouts, run recovery (outbox, cut-short calls, expiry) and alert rules, forever (or --once).
+
+    Replies (of timeouts, and unsent ones left in the outbox) go out through WhatsApp, configured
+    like `serve` (WHATSAPP_TOKEN, WHATSAPP_PHONE_NUMBER_ID); see --no-send."""
     from flowkit.metrics import RedisMetrics
     from flowkit.runtime import Runtime
     from flowkit.store import Store, connect
 
+    channel = _sync_channel(no_send)
     client = connect(redis)
     metrics = RedisMetrics(client)
-    rt = Runtime(Store(client), _registry(flows, client), services=_services(services), metrics=metrics)
+    rt = Runtime(Store(client), _registry(flows, client), services=_services(services), metrics=metrics,
+                 channel=channel, rate=rate)
     manager = None
     if alerts is not None:
         from flowkit.alerts import AlertManager, load_rules
@@ -124,7 +156,7 @@ def worker(
             raise typer.Exit(2) from None
         manager = AlertManager(client, rules, webhook_url=webhook)
     while True:
-        report = rt.recover(outbox_age_ms=int(outbox_age * 1000))
+        report = rt.recover(outbox_age_ms=int(outbox_age * 1000), redeliver=not no_send)
         metrics.flush()
         firing = len(manager.run().active) if manager is not None else None
         if once:
@@ -140,18 +172,24 @@ def recover(
     services: ServicesOption = None,
     outbox_age: Annotated[float, typer.Option(help="Seconds before an unacknowledged outbox entry is redelivered.")] = 30.0,
     scan: Annotated[bool, typer.Option(help="Also load every session, so corrupt states are quarantined and restored.")] = False,
+    rate: RateOption = 80.0,
+    no_send: NoSendOption = False,
     format: FormatOption = OutputFormat.text,
 ) -> None:
-    """Repair what crashes left: due timeouts, unsent replies, cut-short service calls, expired and corrupt sessions."""
+    """Repair what crashes left: due timeouts, unsent replies, cut-short service calls, expired and corrupt sessions.
+
+    Replies go out through WhatsApp (WHATSAPP_TOKEN, WHATSAPP_PHONE_NUMBER_ID); see --no-send."""
     from flowkit.metrics import RedisMetrics
     from flowkit.runtime import Runtime
     from flowkit.store import Store, connect
 
+    channel = _sync_channel(no_send)
     client = connect(redis)
     metrics = RedisMetrics(client)
-    rt = Runtime(Store(client), _registry(flows, client), services=_services(services), metrics=metrics)
+    rt = Runtime(Store(client), _registry(flows, client), services=_services(services), metrics=metrics,
+                 channel=channel, rate=rate)
     try:
-        report = rt.recover(outbox_age_ms=int(outbox_age * 1000), scan=scan)
+        report = rt.recover(outbox_age_ms=int(outbox_age * 1000), scan=scan, redeliver=not no_send)
         metrics.flush()
     except FlowkitError as exc:
         typer.echo(f"error: {exc}", err=True)

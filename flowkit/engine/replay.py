@@ -42,7 +42,7 @@ def event_from_record(record: Mapping[str, Any]) -> Event | None:
     if kind == "service_result":
         return ServiceResult(call_id=payload["call_id"], ok=bool(payload.get("ok")), value=payload.get("value"),
                              error=payload.get("error"), actor=actor)
-    if kind == "command" and "command" in payload:
+    if kind in ("command", "delivery_failed") and "command" in payload:
         return Command(name=payload["command"], args=payload.get("args") or {}, message_id=mid, actor=actor)
     if kind in ("message", "command"):
         return Message(text=payload.get("text"), type=payload.get("type", "text"), reply_id=payload.get("reply_id"),

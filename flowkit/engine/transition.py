@@ -600,14 +600,35 @@ class _Run:
         elif name == "migrate":
             self.migrate(cmd.args.get("step"))
             return "migrate"
+        elif name == "delivery_failed":
+            return self.undeliverable(cmd)
         elif name == "fail":
             self.error = str(cmd.args.get("reason") or "failed")[:500]
             if terminal:
                 return None
             self.finish("failed")
         else:
-            raise EngineError(f"unknown command {name!r} (known: cancel, restart, back, help, reset, rollback, migrate, recover, fail)")
+            raise EngineError(f"unknown command {name!r} (known: cancel, restart, back, help, reset, rollback, migrate, recover, fail, "
+                              "delivery_failed)")
         return "command"
+
+    def undeliverable(self, cmd: Command) -> str:
+        """A reply could not be delivered (a failed status, a permanent send error, or a
+        free-form message outside the 24-hour window): record it; follow the step's or the
+        flow's ``on_undeliverable`` only if the failed reply belongs to the current version
+        (a late status about an old question must not move the session) and the session is
+        not already there (its own message failing must not loop)."""
+        assert self.prev is not None
+        self.error = str(cmd.args.get("error") or "undeliverable")[:200]
+        if (self.prev.terminal or cmd.args.get("version") != self.prev.version or not self.step_name
+                or cmd.args.get("route") is False):
+            return "delivery_failed"
+        st = self.current_step()
+        target = getattr(st, "on_undeliverable", None) or getattr(self.flow, "on_undeliverable", None)
+        if target and target != self.local(self.step_name):
+            self.attempts = {}
+            self.enter(target)
+        return "delivery_failed"
 
     def back(self) -> None:
         # At a sub-flow's first question, `back` leaves the sub-flow for the caller's last question.

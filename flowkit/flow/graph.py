@@ -15,7 +15,7 @@ import networkx as nx
 
 from flowkit.flow.model import AskStep, CallStep, EndStep, Flow, FlowStep, SayStep, Step
 
-EDGE_KINDS = ("next", "branch", "retry", "on_fail", "on_error", "on_timeout", "return")
+EDGE_KINDS = ("next", "branch", "retry", "on_fail", "on_error", "on_timeout", "return", "on_undeliverable")
 
 
 def _summary(step: Step) -> str:

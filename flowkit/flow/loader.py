@@ -222,7 +222,8 @@ class _Parser:
         top = self.mapping(
             root,
             "the flow",
-            ["flow", "version", "description", "start", "triggers", "timeout", "commands", "help", "slots", "steps"],
+            ["flow", "version", "description", "start", "triggers", "timeout", "commands", "help", "slots", "steps",
+             "on_undeliverable"],
             required=["flow", "start", "steps"],
         )
         if top is None:
@@ -241,6 +242,11 @@ class _Parser:
         steps = self.steps(top.get("steps"))
         if name is None or start is None or steps is None:
             return None
+        undeliverable = self.name(top.get("on_undeliverable"), "`on_undeliverable`")
+        if undeliverable:  # the flow-wide default: every waiting step without its own
+            steps = {n: (dataclasses.replace(s, on_undeliverable=undeliverable)
+                         if isinstance(s, (AskStep, CallStep)) and not s.on_undeliverable else s)
+                     for n, s in steps.items()}
         return Flow(
             name=name,
             start=start,
@@ -342,9 +348,10 @@ class _Parser:
     _KIND_KEYS = ("ask", "call", "flow", "set", "say", "end")
     _STEP_KEYS: Mapping[str, tuple[str, ...]] = {
         "say": ("say", "next"),
-        "ask": ("ask", "input", "save", "retries", "invalid", "on_fail", "timeout", "on_timeout", "next"),
+        "ask": ("ask", "input", "save", "retries", "invalid", "on_fail", "timeout", "on_timeout", "next",
+                "on_undeliverable"),
         "set": ("set", "next"),
-        "call": ("call", "args", "save", "timeout", "on_error", "on_timeout", "next"),
+        "call": ("call", "args", "save", "timeout", "on_error", "on_timeout", "next", "on_undeliverable"),
         "flow": ("flow", "args", "save", "on_fail", "next"),
         "end": ("end", "say", "next"),  # `next` is accepted here only to report it precisely
         "branch": ("next",),
@@ -641,6 +648,7 @@ class _Parser:
             on_fail=self.name(m.get("on_fail"), f"`on_fail` of {where}"),
             timeout=self.duration(m.get("timeout"), f"`timeout` of {where}"),
             on_timeout=self.name(m.get("on_timeout"), f"`on_timeout` of {where}"),
+            on_undeliverable=self.name(m.get("on_undeliverable"), f"`on_undeliverable` of {where}"),
             **common,
         )
 
@@ -661,6 +669,7 @@ class _Parser:
             timeout=timeout if timeout is not None else 10.0,
             on_error=self.name(m.get("on_error"), f"`on_error` of {where}"),
             on_timeout=self.name(m.get("on_timeout"), f"`on_timeout` of {where}"),
+            on_undeliverable=self.name(m.get("on_undeliverable"), f"`on_undeliverable` of {where}"),
             **common,
         )
 

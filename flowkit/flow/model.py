@@ -270,7 +270,7 @@ class Step:
     def targets(self) -> list[tuple[str, str]]:
         """Every (label, target step) this step can go to, in definition order."""
         out = [((f"if {b.when.source}" if b.when is not None else "next"), b.goto) for b in self.next]
-        for attr in ("on_fail", "on_error", "on_timeout"):
+        for attr in ("on_fail", "on_error", "on_timeout", "on_undeliverable"):
             target = getattr(self, attr, None)
             if target:
                 out.append((attr, target))
@@ -321,6 +321,7 @@ class AskStep(Step):
     on_fail: str | None = None
     timeout: float | None = None
     on_timeout: str | None = None
+    on_undeliverable: str | None = None  # where a reply WhatsApp could not deliver leads (runtime/sender.py)
 
     @property
     def waits(self) -> bool:
@@ -346,6 +347,8 @@ class AskStep(Step):
             d["timeout"] = format_duration(self.timeout)
         if self.on_timeout:
             d["on_timeout"] = self.on_timeout
+        if self.on_undeliverable:
+            d["on_undeliverable"] = self.on_undeliverable
         return d
 
 
@@ -379,6 +382,7 @@ class CallStep(Step):
     timeout: float = 10.0
     on_error: str | None = None
     on_timeout: str | None = None
+    on_undeliverable: str | None = None
 
     @property
     def waits(self) -> bool:
@@ -399,6 +403,8 @@ class CallStep(Step):
             d["on_error"] = self.on_error
         if self.on_timeout:
             d["on_timeout"] = self.on_timeout
+        if self.on_undeliverable:
+            d["on_undeliverable"] = self.on_undeliverable
         return d
 
 

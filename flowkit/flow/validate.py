@@ -71,7 +71,7 @@ def _targets(flow: Flow) -> list[Problem]:
         for b in step.next:
             if b.goto not in flow.steps:
                 out.append(_problem(b.loc, "unknown-target", f"step {name!r} goes to {b.goto!r}, which does not exist{_hint(b.goto, flow.steps)}"))
-        for attr in ("on_fail", "on_error", "on_timeout"):
+        for attr in ("on_fail", "on_error", "on_timeout", "on_undeliverable"):
             target = getattr(step, attr, None)
             if target and target not in flow.steps:
                 out.append(

@@ -247,7 +247,7 @@ class _Finder:
         if p.n < 2:
             return
         prev_terminal = np.concatenate(([False], p.terminal[:-1]))
-        bad = p.same & prev_terminal & ~p.event_is("start") & ~p.exempt
+        bad = p.same & prev_terminal & ~p.event_is("start") & ~p.event_is("delivery_failed") & ~p.exempt  # a late status may follow the end
         for i in np.flatnonzero(bad):
             prev_status = p.status_names[p.status[i - 1]]
             self.add("AFTER_TERMINAL", int(i), f"{EVENTS[p.event[i]]} record after the session ended "

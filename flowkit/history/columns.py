@@ -72,7 +72,8 @@ HISTORY_COLUMNS = ("session_id", "flow", "flow_version", "version", "ts", "event
                    "status", "message_id", "input", "error", "actor")
 SESSION_COLUMNS = ("session_id", "flow", "flow_version", "version", "step", "status", "started_at", "updated_at")
 
-EVENTS = ("start", "message", "service_result", "timeout", "command", "rollback", "recovery", "expire", "migrate")
+EVENTS = ("start", "message", "service_result", "timeout", "command", "rollback", "recovery", "expire", "migrate",
+          "delivery_failed")
 ACTORS = ("runtime", "admin", "recovery", "simulator")
 STATUS_VALUES = STATUSES
 TERMINAL = TERMINAL_STATUSES

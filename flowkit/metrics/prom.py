@@ -39,6 +39,10 @@ class Metrics:
         self.service_calls = Counter("flowkit_service_calls", "Service calls, by service and outcome.",
                                      ["service", "outcome"], registry=r)
         self.recovery = Counter("flowkit_recovery_actions", "Repairs made by recovery, by kind.", ["action"], registry=r)
+        self.delivery_failures = Counter("flowkit_delivery_failures", "Replies WhatsApp did not deliver, by error "
+                                         "(whatsapp:<code>, outside_window).", ["error"], registry=r)
+        self.whatsapp_alerts = Counter("flowkit_whatsapp_alerts", "Account-level WhatsApp errors (190: token "
+                                       "expired); nothing is sent until an operator acts.", ["error"], registry=r)
 
     def handled(self, outcome: str, seconds: float) -> None:
         self.messages.labels(outcome).inc()
@@ -74,6 +78,12 @@ class Metrics:
     def recovered(self, action: str, n: int = 1) -> None:
         if n:
             self.recovery.labels(action).inc(n)
+
+    def delivery_failed(self, error: str) -> None:
+        self.delivery_failures.labels(error).inc()
+
+    def whatsapp_alert(self, error: str) -> None:
+        self.whatsapp_alerts.labels(error).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -166,6 +166,12 @@ class RedisMetrics:
     def recovered(self, action: str, n: int = 1) -> None:
         self.inc("recovery", action, n=n)
 
+    def delivery_failed(self, error: str) -> None:
+        self.inc("delivery_failed", error)
+
+    def whatsapp_alert(self, error: str) -> None:
+        self.inc("whatsapp_alert", error)
+
     # -- writing
 
     def flush(self) -> int:

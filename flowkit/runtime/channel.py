@@ -13,6 +13,11 @@ from flowkit.errors import ChannelError
 
 
 class Channel(Protocol):
+    """``send`` returns the channel's message id (WhatsApp: the wamid its statuses name).
+
+    A channel with a customer-service window declares it as ``window_ms`` (an attribute;
+    absent means none): the runtime then sends free-form replies only inside it."""
+
     def send(self, to: str, reply: Reply) -> str | None: ...
 
 
@@ -60,6 +65,15 @@ class RecordingChannel:
             self.sent.clear()
 
 
+class HeldChannel:
+    """Sends nothing: every reply stays in the outbox for a process that sends
+    (``flowkit worker --no-send``)."""
+
+    def send(self, to: str, reply: Reply) -> str:
+        raise ChannelError("sending is off in this process (--no-send); the reply stays in the outbox "
+                           "for `flowkit worker` with WhatsApp credentials")
+
+
 class AsyncRecordingChannel(RecordingChannel):
     async def send(self, to: str, reply: Reply) -> str:  # type: ignore[override]
         return RecordingChannel.send(self, to, reply)
@@ -85,8 +99,14 @@ def reply_call(reply: Reply) -> tuple[str, dict[str, Any]]:
     return "send_text", {"text": text}
 
 
+#: WhatsApp's customer-service window: free-form messages only within 24 h of the user's last one.
+WHATSAPP_WINDOW_MS = 24 * 3_600_000
+
+
 class WhatsAppChannel:
     """Sends replies through a :class:`flowkit.channels.whatsapp.WhatsAppSender`."""
+
+    window_ms = WHATSAPP_WINDOW_MS  # the runtime keeps free-form replies inside it
 
     def __init__(self, sender: Any) -> None:
         self.sender = sender
@@ -98,6 +118,8 @@ class WhatsAppChannel:
 
 class AsyncWhatsAppChannel:
     """Sends replies through a :class:`flowkit.channels.whatsapp.AsyncWhatsAppSender`."""
+
+    window_ms = WHATSAPP_WINDOW_MS
 
     def __init__(self, sender: Any) -> None:
         self.sender = sender

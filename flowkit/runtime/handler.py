@@ -38,9 +38,19 @@ from flowkit.engine import (
 from flowkit.errors import ChannelError, ConflictError, EngineError, FlowkitError, UnknownFlowError
 from flowkit.flow.model import Flow
 from flowkit.log import get_logger
-from flowkit.runtime.channel import AsyncChannel, Channel, RecordingChannel
+from flowkit.runtime.channel import AsyncChannel, Channel, HeldChannel, RecordingChannel
 from flowkit.runtime.registry import FlowRegistry
+from flowkit.runtime.sender import (
+    OutboxSender,
+    Pacer,
+    classify,
+    error_name,
+    metric,
+    outside_window,
+    undeliverable_event,
+)
 from flowkit.runtime.services import ServiceRegistry
+from flowkit.store import delivery
 
 log = get_logger("flowkit.runtime")
 
@@ -110,6 +120,7 @@ class _Core:
         self.rng = rng or random.Random()
         self.cache_size = cache_size
         self._cache: OrderedDict[str, State] = OrderedDict()
+        self._inbound: OrderedDict[str, int] = OrderedDict()  # sid -> last inbound ms this process saw
         self.stats = {"applied": 0, "duplicate": 0, "noop": 0, "unrouted": 0, "conflicts": 0, "engine_errors": 0,
                       "send_failures": 0}
 
@@ -232,6 +243,35 @@ class _Core:
                 )
             yield _Sleep(self.rng.uniform(0, min(0.05, 0.001 * 2 ** conflicts)))
 
+    def window_ms(self) -> int | None:
+        """The channel's customer-service window (None: the channel has none, e.g. in tests)."""
+        return getattr(getattr(self, "channel", None), "window_ms", None)
+
+    def inbound_writes(self, sid: str, event: Event) -> list[Any] | None:
+        """A user's message opens the 24-hour window: a deferred write, riding on the commit."""
+        window = self.window_ms()
+        if not window or not isinstance(event, Message) or event.actor != "runtime":
+            return None
+        now = self.clock()
+        self._inbound[sid] = now
+        self._inbound.move_to_end(sid)
+        while len(self._inbound) > max(self.cache_size, 1):
+            self._inbound.popitem(last=False)
+        return delivery.inbound_commands(sid, now, window)
+
+    def window_closed(self, sid: str, read: Callable[[], int | None]) -> bool:
+        """Is the user's 24-hour window closed now? What this process saw answers without a
+        round trip (the reply to a message just handled); else ``read`` asks the store, since
+        another process may have received a newer message."""
+        window = self.window_ms()
+        if not window:
+            return False
+        now = self.clock()
+        seen = self._inbound.get(sid)
+        if seen is not None and not outside_window(seen, now, window):
+            return False
+        return outside_window(read(), now, window)
+
     def commit_args(self, op: _Commit) -> tuple[tuple[Any, ...], dict[str, Any]]:
         t = op.transition
         assert t.record is not None
@@ -271,11 +311,12 @@ class Runtime(_Core):
                  channel: Channel | None = None, services: ServiceRegistry | None = None,
                  default_flow: str | None = None, clock: Callable[[], int] | None = None,
                  max_conflicts: int = 32, cache_size: int = 10_000, rng: random.Random | None = None,
-                 run_services: bool = True, metrics: Any = None) -> None:
+                 run_services: bool = True, metrics: Any = None, rate: float = 80.0) -> None:
         super().__init__(store, flows, services=services, default_flow=default_flow, clock=clock,
                          max_conflicts=max_conflicts, cache_size=cache_size, rng=rng, metrics=metrics)
         self.channel: Channel = channel or RecordingChannel()
         self.run_services = run_services
+        self.pacer = Pacer(rate)
 
     def drain(self) -> None:
         """Send the deferred outbox acknowledgements now (before exit; they otherwise ride
@@ -302,6 +343,9 @@ class Runtime(_Core):
     def handle(self, session_id: str, event: Event) -> Outcome:
         """Apply one event (message, service result, timeout, command) and run its effects."""
         started = time.perf_counter()
+        writes = self.inbound_writes(session_id, event)
+        if writes:
+            self.store.defer(writes)
         outcome = self._drive(self.process(session_id, event))
         if outcome.status == "unrouted" and isinstance(event, Message) and event.message_id:
             # a redelivery of a message that ended the session: a duplicate, not a stranger
@@ -310,7 +354,7 @@ class Runtime(_Core):
         if outcome.status == "unrouted":
             self._send(session_id, outcome.replies)
         elif outcome.status == "applied":
-            self.run_effects(session_id, outcome.version or 0, outcome.effects)
+            self.run_effects(session_id, outcome.version or 0, outcome.effects, route=_routes(outcome))
         return outcome
 
     handle_message = handle
@@ -329,7 +373,67 @@ class Runtime(_Core):
                 return False
         return True
 
-    def run_effects(self, sid: str, version: int, effects: Iterable[Any], *, actor: str = "runtime") -> None:
+    def deliver(self, sid: str, version: int, replies: list[Reply], *, resend: bool = False, route: bool = True) -> bool:
+        """Send an outbox entry's replies in order (see runtime/sender.py); True if the entry
+        is done with (all accepted, or a permanent failure recorded on the session).
+
+        ``resend`` (recovery): skip the replies Graph accepted before. Blocking, so no queue:
+        the caller's thread is the order per user."""
+        if not replies:
+            return True
+        if isinstance(self.channel, HeldChannel):
+            return False  # --no-send: the entry waits for a process that sends
+        done = self.store.sent_replies(sid, version, len(replies)) if resend else {}
+        closed = False
+        if any(r.template is None for i, r in enumerate(replies) if i not in done):
+            closed = self.window_closed(sid, lambda: self.store.last_inbound(sid))
+        for i, reply in enumerate(replies):
+            if i in done:
+                continue
+            if closed and reply.template is None:
+                self._undeliverable(sid, version, i, "outside_window", route)
+                return True
+            self.pacer.wait_sync()
+            try:
+                wamid = self.channel.send(sid, reply)
+            except (ChannelError, OSError) as exc:
+                self.stats["send_failures"] += 1
+                metric(self.metrics, "send_failed")
+                kind = classify(exc)
+                if kind == "permanent":
+                    self._undeliverable(sid, version, i, error_name(exc), route)
+                    return True
+                if kind == "account":
+                    metric(self.metrics, "whatsapp_alert", error_name(exc))
+                    log.error("WhatsApp refuses every send from this account; fix it, the replies wait in the outbox",
+                              extra={"session_id": sid, "error": str(exc), "alert": "whatsapp_account"})
+                else:
+                    log.warning("reply send failed; left in the outbox for recovery",
+                                extra={"session_id": sid, "error": str(exc)})
+                return False
+            metric(self.metrics, "sent")
+            if wamid:
+                self.store.defer(delivery.sent_commands(sid, version, i, wamid))
+        return True
+
+    def _undeliverable(self, sid: str, version: int, index: int, error: str, route: bool) -> None:
+        metric(self.metrics, "delivery_failed", error)
+        log.error("reply not delivered", extra={"session_id": sid, "version": version, "index": index,
+                                                "error_code": error})
+        self.record_undeliverable(sid, version, index, error, route=route)
+
+    def record_undeliverable(self, sid: str, version: int, index: int, error: str, wamid: str | None = None, *,
+                             route: bool = True) -> Outcome | None:
+        """Record a reply that could not be delivered on its session (a ``delivery_failed``
+        history record; the flow's ``on_undeliverable`` may route it)."""
+        try:
+            return self.handle(sid, undeliverable_event(version, index, error, wamid, route=route))
+        except FlowkitError as exc:
+            log.error("delivery failure not recorded", extra={"session_id": sid, "error": str(exc)})
+            return None
+
+    def run_effects(self, sid: str, version: int, effects: Iterable[Any], *, actor: str = "runtime",
+                    route: bool = True) -> None:
         """Send replies, run service calls and feed back their results, then acknowledge the outbox.
 
         The outbox entry is acknowledged last, so a crash anywhere in between leaves it for
@@ -337,7 +441,7 @@ class Runtime(_Core):
         idempotency key, and a result already applied is recognised as stale by the engine.
         """
         effects = list(effects)
-        sent = self._send(sid, [e for e in effects if isinstance(e, Reply)])
+        sent = self.deliver(sid, version, [e for e in effects if isinstance(e, Reply)], route=route)
         if self.run_services:
             for call in (e for e in effects if isinstance(e, CallService)):
                 self._call_and_feed(sid, call, actor)
@@ -396,7 +500,8 @@ class Runtime(_Core):
                                                                               "current": current})
                 self.store.ack_effects(sid, version)
                 continue
-            if current == version and not self._send(sid, [e for e in decoded if isinstance(e, Reply)]):
+            if current == version and not self.deliver(sid, version, [e for e in decoded if isinstance(e, Reply)],
+                                                       resend=True):
                 continue  # still failing: try again next round
             for call in calls if self.run_services else ():
                 self._call_and_feed(sid, call, "recovery")
@@ -409,17 +514,18 @@ class Runtime(_Core):
         return redelivered, resumed, superseded
 
     def recover(self, *, now: int | None = None, outbox_age_ms: int = 30_000, expire_grace_ms: int = 60_000,
-                scan: bool = False, limit: int = 1000) -> RecoveryReport:
+                scan: bool = False, limit: int = 1000, redeliver: bool = True) -> RecoveryReport:
         """One round of repairs; each is a normal commit (actor ``recovery``) or a re-send.
 
         - due timeouts (sessions waiting on input or a service past their deadline);
-        - unacknowledged outbox entries (unsent replies, calls cut short by a crash);
+        - unacknowledged outbox entries (unsent replies, calls cut short by a crash), unless ``redeliver`` is False;
         - sessions idle past their flow's timeout that the timeout index missed (``expire``);
         - with ``scan``: every session is loaded, so corrupt states are quarantined and restored.
         """
         now = self.clock() if now is None else now
         fired = self.fire_due_timeouts(now, limit)
-        redelivered, resumed, superseded = self.redeliver_outbox(outbox_age_ms, limit)
+        # redeliver=False: this process cannot send (--no-send); the entries wait for one that can
+        redelivered, resumed, superseded = self.redeliver_outbox(outbox_age_ms, limit) if redeliver else (0, 0, 0)
         timeouts = {f.name: int(f.timeout * 1000) + expire_grace_ms for f in self.registry.flows() if f.timeout}
         expired = self.store.expire_idle(now, flow_timeouts=timeouts, limit=limit) if timeouts else []
         before = self.store.quarantine_count()
@@ -464,7 +570,8 @@ class AsyncRuntime(_Core):
                  channel: AsyncChannel | None = None, services: ServiceRegistry | None = None,
                  default_flow: str | None = None, clock: Callable[[], int] | None = None,
                  max_conflicts: int = 32, cache_size: int = 10_000, rng: random.Random | None = None,
-                 run_services: bool = True, metrics: Any = None) -> None:
+                 run_services: bool = True, metrics: Any = None, background: bool = False,
+                 rate: float = 80.0) -> None:
         super().__init__(store, flows, services=services, default_flow=default_flow, clock=clock,
                          max_conflicts=max_conflicts, cache_size=cache_size, rng=rng, metrics=metrics)
         from flowkit.runtime.channel import AsyncRecordingChannel
@@ -472,6 +579,10 @@ class AsyncRuntime(_Core):
         self.channel: AsyncChannel = channel or AsyncRecordingChannel()
         self.run_services = run_services
         self._tasks: set[asyncio.Task[Any]] = set()
+        # background=True: replies leave through a queue per user after handle() returns, so a
+        # slow or rate-limited Graph API never holds the webhook's answer (runtime/sender.py)
+        self.outbox: OutboxSender | None = OutboxSender(self, rate=rate) if background else None
+        self.drain_timeout = 10.0
 
     async def _drive(self, gen: Generator[Any, Any, Outcome]) -> Outcome:
         reply: Any = None
@@ -492,15 +603,58 @@ class AsyncRuntime(_Core):
 
     async def handle(self, session_id: str, event: Event, *, wait_services: bool = True) -> Outcome:
         started = time.perf_counter()
+        writes = self.inbound_writes(session_id, event)
+        if writes:
+            await self.store.defer(writes)
         outcome = await self._drive(self.process(session_id, event))
         if outcome.status == "unrouted" and isinstance(event, Message) and event.message_id:
             outcome = _as_duplicate(outcome, await self.store.seen(session_id, event.message_id))
         self.count(outcome, started)
         if outcome.status == "unrouted":
-            await self._send(session_id, outcome.replies)
+            if self.outbox is not None:
+                self.outbox.submit(session_id, 0, list(outcome.replies), ack=False, record=False)
+            else:
+                await self._send(session_id, outcome.replies)
         elif outcome.status == "applied":
-            await self.run_effects(session_id, outcome.version or 0, outcome.effects, wait_services=wait_services)
+            await self.run_effects(session_id, outcome.version or 0, outcome.effects, wait_services=wait_services,
+                                   route=_routes(outcome))
         return outcome
+
+    async def delivery_status(self, status: Any) -> str | None:
+        """Match a WhatsApp status (a ``StatusUpdate``) to the session and reply it is about.
+
+        Every status joins the session's bounded delivery list (for transcripts); a
+        ``failed`` one also becomes a ``delivery_failed`` history record (the flow's
+        ``on_undeliverable`` may route it). Returns the session id, or None for a message
+        flowkit did not send (or whose mapping expired after 30 days)."""
+        found = await self.store.lookup_wamid(status.message_id)
+        if found is None:
+            return None
+        sid, version, index = found
+        code = next((e.code for e in status.errors if e.code is not None), None)
+        entry: dict[str, Any] = {"wamid": status.message_id, "status": status.status, "ts": status.timestamp * 1000,
+                                 "version": version, "index": index}
+        if code is not None:
+            entry["error"] = f"whatsapp:{code}"
+        await self.store.defer(delivery.status_commands(sid, entry))
+        if status.status == "failed":
+            error = f"whatsapp:{code}" if code is not None else "whatsapp:failed"
+            out = await self.record_undeliverable(sid, version, index, error, wamid=status.message_id)
+            if out is not None and out.status == "applied":  # a redelivered status is a duplicate
+                metric(self.metrics, "delivery_failed", error)
+                log.warning("WhatsApp could not deliver a reply", extra={"session_id": sid, "version": version,
+                                                                         "index": index, "error_code": error})
+        return sid
+
+    async def record_undeliverable(self, sid: str, version: int, index: int, error: str, wamid: str | None = None, *,
+                                   route: bool = True) -> Outcome | None:
+        """See :meth:`Runtime.record_undeliverable`."""
+        try:
+            return await self.handle(sid, undeliverable_event(version, index, error, wamid, route=route),
+                                     wait_services=False)
+        except FlowkitError as exc:
+            log.error("delivery failure not recorded", extra={"session_id": sid, "error": str(exc)})
+            return None
 
     handle_message = handle
 
@@ -518,10 +672,26 @@ class AsyncRuntime(_Core):
                 return False
         return True
 
-    async def run_effects(self, sid: str, version: int, effects: Iterable[Any], *, wait_services: bool = True) -> None:
+    async def run_effects(self, sid: str, version: int, effects: Iterable[Any], *, wait_services: bool = True,
+                          route: bool = True) -> None:
         """Send replies, run calls and feed back results, then acknowledge the outbox (see Runtime.run_effects)."""
         effects = list(effects)
-        sent = await self._send(sid, [e for e in effects if isinstance(e, Reply)])
+        replies = [e for e in effects if isinstance(e, Reply)]
+        has_calls = any(isinstance(e, CallService) for e in effects)
+        sent: bool | asyncio.Future[str]
+        if self.outbox is not None:
+            # the sender acknowledges the entry itself unless calls must finish first
+            owns_ack = not has_calls
+            if replies:
+                sent = self.outbox.submit(sid, version, replies, ack=owns_ack, route=route)
+            else:
+                sent = True
+            if owns_ack:
+                if not replies and not has_calls:
+                    await self.store.ack_effects(sid, version, defer=True)
+                return
+        else:
+            sent = await self._send(sid, replies)
         calls = [e for e in effects if isinstance(e, CallService)] if self.run_services else []
         if not self.run_services and any(isinstance(e, CallService) for e in effects):
             return
@@ -537,21 +707,27 @@ class AsyncRuntime(_Core):
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _calls_then_ack(self, sid: str, version: int, calls: list[CallService], sent: bool) -> None:
+    async def _calls_then_ack(self, sid: str, version: int, calls: list[CallService],
+                              sent: bool | asyncio.Future[str]) -> None:
         for call in calls:
             t0 = time.perf_counter()
             result = await self.services.acall(call)
             if self.metrics is not None:
                 self.metrics.service_called(call.service, result.ok, time.perf_counter() - t0)
             await self.handle(sid, result)
+        if isinstance(sent, asyncio.Future):
+            sent = await sent != "left"
         if sent:
             await self.store.ack_effects(sid, version, defer=True)
 
     async def drain(self) -> None:
         """Wait for background service calls and send deferred acknowledgements (tests and
         graceful shutdown)."""
-        while self._tasks:
+        while self._tasks or (self.outbox is not None and self.outbox.backlog):
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            if self.outbox is not None:
+                # bounded: on shutdown with Graph down, what is unsent stays in the outbox
+                await self.outbox.close(self.drain_timeout)
         await self.store.flush()
 
     async def fire_due_timeouts(self, now: int | None = None, limit: int = 500) -> int:
@@ -569,6 +745,11 @@ class AsyncRuntime(_Core):
             else:
                 fired += 1
         return fired
+
+
+def _routes(outcome: Outcome) -> bool:
+    """May a failure of this outcome's replies follow on_undeliverable? Not if they answer a failure."""
+    return (outcome.record or {}).get("event") != "delivery_failed"
 
 
 def _as_duplicate(outcome: Outcome, seen_version: int | None) -> Outcome:

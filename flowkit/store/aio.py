@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
 from flowkit.batching import batched
+from flowkit.store import delivery, ops
 from flowkit.store import keys as K
-from flowkit.store import ops
 from flowkit.store.driver import AsyncDriver, Op, T
 from flowkit.store.values import CommitResult, StoreConfig
 
@@ -153,6 +153,24 @@ class AsyncStore:
 
     async def ping(self) -> bool:
         return await self._run(ops.ping())
+
+
+    # -- outbound delivery (flowkit.store.delivery); see Store for what each does
+
+    async def defer(self, cmds: list[Any]) -> None:
+        await self.driver.defer(cmds)
+
+    async def sent_replies(self, session_id: str, version: int, count: int) -> dict[int, str]:
+        return await self._run(delivery.sent_replies(session_id, version, count))
+
+    async def lookup_wamid(self, wamid: str) -> tuple[str, int, int] | None:
+        return await self._run(delivery.lookup_wamid(wamid))
+
+    async def delivery_statuses(self, session_id: str) -> list[dict[str, Any]]:
+        return await self._run(delivery.statuses(session_id))
+
+    async def last_inbound(self, session_id: str) -> int | None:
+        return await self._run(delivery.last_inbound(session_id))
 
 
 async def _chunks(it: AsyncIterator[str], n: int) -> AsyncIterator[list[str]]:

@@ -18,7 +18,8 @@ STATE_KEYS = ("session_id", "flow", "flow_version", "step", "status", "slots", "
               "version", "started_at", "updated_at")
 STATUSES = ("active", "waiting_input", "waiting_service", "completed", "failed", "cancelled", "handoff", "expired")
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "handoff", "expired"})
-EVENTS = ("start", "message", "service_result", "timeout", "command", "rollback", "recovery", "expire", "migrate")
+EVENTS = ("start", "message", "service_result", "timeout", "command", "rollback", "recovery", "expire", "migrate",
+          "delivery_failed")
 ACTORS = ("runtime", "admin", "recovery", "simulator")
 RECORD_KEYS = ("version", "ts", "event", "from_step", "to_step", "path", "status", "message_id", "input", "error",
                "actor")

@@ -86,3 +86,32 @@ def parse_outbox_member(member: str | bytes) -> tuple[str, int]:
         member = member.decode()
     sid, _, version = member.rpartition("#")  # the version never contains '#', the id may
     return sid, int(version)
+
+
+# ---------------------------------------------------------------- outbound delivery (runtime/sender.py)
+
+WAMID_PREFIX = "fk:wamid:"  # string per accepted send: "<version>#<index>#<sid>", for its statuses
+
+
+def wamid_key(wamid: str) -> str:
+    # A global key (no hash tag): a status names only the wamid, so it must be found by it alone.
+    return WAMID_PREFIX + wamid
+
+
+def sent_key(session_id: str) -> str:
+    """hash "<version>:<index>" -> wamid: which replies of an outbox entry were accepted already."""
+    return f"fk:{{s:{session_id}}}:sent"
+
+
+def delivery_key(session_id: str) -> str:
+    """list of the session's delivery statuses (JSON), newest last, bounded: for transcripts."""
+    return f"fk:{{s:{session_id}}}:dlv"
+
+
+def inbound_key(session_id: str) -> str:
+    """string: when the user last wrote (epoch ms); it expires when the 24-hour window closes."""
+    return f"fk:{{s:{session_id}}}:in"
+
+
+def delivery_keys(session_id: str) -> tuple[str, str, str]:
+    return sent_key(session_id), delivery_key(session_id), inbound_key(session_id)

@@ -700,10 +700,14 @@ def read_histories(cfg: StoreConfig, sids: list[str]) -> Op[list[tuple[dict[str,
 
 def delete_session(sid: str) -> Op[bool]:
     k = K.session_keys(sid)
-    r = yield [("HMGET", k.state, "flow", "step", "status"), ("HKEYS", k.fx), ("EXISTS", *k.all)]
+    r = yield [("HMGET", k.state, "flow", "step", "status"), ("HKEYS", k.fx), ("EXISTS", *k.all),
+               ("HVALS", K.sent_key(sid))]
     head = r[0] if not isinstance(r[0], Exception) else [None, None, None]
     members = [K.outbox_member(sid, int(s(v))) for v in (r[1] if not isinstance(r[1], Exception) else [])]  # type: ignore[arg-type]
     cmds: Batch = [("DEL", *k.all), ("ZREM", K.IDX_ACTIVE, sid), ("ZREM", K.IDX_TIMEOUTS, sid)]
+    # delivery records name the user too (an erasure request covers them)
+    wamids = [K.wamid_key(s(w) or "") for w in (r[3] if not isinstance(r[3], Exception) else [])]
+    cmds += [("DEL", *K.delivery_keys(sid)), *[("DEL", w) for w in wamids]]  # wamid keys: other slots
     if members:
         cmds.append(("ZREM", K.IDX_OUTBOX, *members))
     cmds += _counter_cmds(codec.counter_move(_triple(*head), None))

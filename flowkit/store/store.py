@@ -18,8 +18,8 @@ from typing import Any
 
 from flowkit.batching import batched
 from flowkit.log import get_logger
+from flowkit.store import delivery, ops
 from flowkit.store import keys as K
-from flowkit.store import ops
 from flowkit.store.driver import Op, SyncDriver, T
 from flowkit.store.values import CommitResult, StoreConfig
 
@@ -251,6 +251,29 @@ class Store:
         from flowkit.store.reconcile import reconcile
 
         return reconcile(self, dry_run=dry_run, batch=batch)
+
+
+    # -- outbound delivery (flowkit.store.delivery)
+
+    def defer(self, cmds: list[Any]) -> None:
+        """Queue idempotent writes (``flowkit.store.delivery.*_commands``) for the next round trip."""
+        self.driver.defer(cmds)
+
+    def sent_replies(self, session_id: str, version: int, count: int) -> dict[int, str]:
+        """Replies of outbox entry ``version`` that Graph accepted already: {index: wamid}."""
+        return self._run(delivery.sent_replies(session_id, version, count))
+
+    def lookup_wamid(self, wamid: str) -> tuple[str, int, int] | None:
+        """(session_id, outbox version, reply index) of a message flowkit sent, or None."""
+        return self._run(delivery.lookup_wamid(wamid))
+
+    def delivery_statuses(self, session_id: str) -> list[dict[str, Any]]:
+        """The session's recent delivery statuses (sent, delivered, read, failed), oldest first."""
+        return self._run(delivery.statuses(session_id))
+
+    def last_inbound(self, session_id: str) -> int | None:
+        """When the user last wrote (epoch ms) if the 24-hour window is still open, else None."""
+        return self._run(delivery.last_inbound(session_id))
 
 
 def _commit_kwargs(c: Mapping[str, Any]) -> dict[str, Any]:
