@@ -46,7 +46,9 @@ def start_serve(redis_url: str, graph: Any, port: int, log: Path, *args: str) ->
     with log.open("ab") as out:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen([str(flowkit), "serve", "examples/flows", "--services", "examples.services:services",
                                  "--port", str(port), *args], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
+    # a condition, not a time: on a 2-core machine running other suites, importing the app alone
+    # has taken over 30 s; 180 s only bounds a server that never comes up
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
