@@ -159,7 +159,9 @@ def commit(cfg: StoreConfig, sid: str, expected: int, state: dict[str, Any], rec
     member = K.outbox_member(sid, new)
     idx = _index_cmds(sid, status, state["updated_at"], timeout)
     if fx:
-        idx.append(("ZADD", K.IDX_OUTBOX, now, member))
+        # NX: an entry already there belongs to the commit that really wrote this version (a
+        # duplicate delivery or a lost race), so there is nothing to put back if ours fails.
+        idx.append(("ZADD", K.IDX_OUTBOX, "NX", now, member))
     idx += _counter_cmds(moves, [flow] if known_old and (assumed is None or assumed[0] != flow) else [])
 
     replies = yield [Call(COMMIT, (*k.all, k.state), args), *idx]
@@ -182,9 +184,12 @@ def commit(cfg: StoreConfig, sid: str, expected: int, state: dict[str, Any], rec
     cur = int(reply[1])
     t_status = s(reply[4]) if cur != 0 else None
     undo = _index_cmds(sid, t_status or None, s(reply[5]) or 0, s(reply[6]))
-    if fx:
-        fx_at = s(reply[7])
-        undo.append(("ZADD", K.IDX_OUTBOX, fx_at, member) if fx_at else ("ZREM", K.IDX_OUTBOX, member))
+    if fx and not s(reply[7]):
+        # No effects stored under this version: the entry can only be ours (or a leftover of an
+        # acknowledgement that already ran), so it goes. If effects are stored, the entry is left
+        # alone: re-adding it here could undo an acknowledgement (deferred, riding on another
+        # round trip) that removed it after the script looked.
+        undo.append(("ZREM", K.IDX_OUTBOX, member))
     undo += _counter_cmds({key: -n for key, n in moves.items()})
     yield undo
     if tag == "corrupt":
