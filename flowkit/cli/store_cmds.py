@@ -284,13 +284,17 @@ def backup_cmd(out: Annotated[Path, typer.Argument(help="Backup file to write (J
 
 
 def restore_cmd(src: Annotated[Path, typer.Argument(help="Backup file written by `flowkit backup`.")],
-                redis: RedisOption = None, format: FormatOption = OutputFormat.text) -> None:
-    """Restore a backup (verified first); never overwrites a newer version already in Redis."""
+                redis: RedisOption = None,
+                batch: Annotated[int, typer.Option(min=1, help="Sessions written per round trip.")] = 200,
+                format: FormatOption = OutputFormat.text) -> None:
+    """Restore a backup (verified first); never overwrites a newer version already in Redis.
+    Safe to interrupt: run it again and it completes what the interrupted run left."""
     from flowkit.store import restore
 
     with _errors(), _progress(format is OutputFormat.text, "restore") as bar:
         task = bar.add_task("restore", total=None)
-        report = restore(_store(redis), src, progress=lambda done, total: bar.update(task, completed=done, total=total))
+        report = restore(_store(redis), src, batch=batch,
+                         progress=lambda done, total: bar.update(task, completed=done, total=total))
     if format is OutputFormat.json:
         _json(report.to_dict())
     else:
