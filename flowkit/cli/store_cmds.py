@@ -98,19 +98,25 @@ def redis_status(redis: RedisOption = None, data_dir: DataDirOption = None,
     """Is Redis up? Version, memory, sessions, quarantined states. Exit 1 if it is not reachable."""
     from redis import exceptions as redis_errors
 
-    from flowkit.store import Store, connect, embedded_status, redis_url_from_env
-    from flowkit.store.connection import RedisSettings
+    from flowkit.store import Store, embedded_status, redis_url_from_env
+    from flowkit.store.connection import settings
+    from flowkit.store.server import embedded_url
 
-    url = redis or redis_url_from_env()
+    with _errors():  # an unreadable $FLOWKIT_REDIS_URL_FILE is bad input (exit 2)
+        url = redis or redis_url_from_env()
     out: dict[str, Any] = {}
+    cfg = None
     if url is None:
         out["embedded"] = embedded_status(data_dir)
-        url = out["embedded"]["url"]
-    if url is not None:
+        if out["embedded"]["running"]:  # its real URL (with the password from the data dir), never shown
+            cfg = settings(embedded_url(data_dir))
+    else:
         with _errors():  # a malformed URL is bad input (exit 2), not an unreachable server
-            out["url"] = RedisSettings.from_url(url).redacted
+            cfg = settings(url)
+    if cfg is not None:
+        out["url"] = cfg.redacted
         try:
-            client = connect(url)
+            client = cfg.client()
             store = Store(client)
             info = client.info()  # a plain redis-py call: raises redis.RedisError, not a FlowkitError
             out.update({"reachable": True, "redis_version": info.get("redis_version"),

@@ -41,6 +41,11 @@ def private_dir(path: str | os.PathLike[str]) -> Path:
     return p
 
 
+def private_file(path: str | os.PathLike[str]) -> None:
+    """Make a file another library wrote (pyarrow) 0600; its directory is 0700 already."""
+    os.chmod(path, FILE_MODE)
+
+
 def write_private(path: str | os.PathLike[str], text: str) -> None:
     """Replace ``path`` with ``text`` atomically (temp file + rename), mode 0600."""
     p = Path(path)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -429,9 +430,14 @@ def test_embedded_redis_start_status_stop_across_processes(tmp_path: Path) -> No
 
         started = json.loads(sh("redis", "start", "-f", "json", env=env).stdout)
         assert started["running"] is True and started["persistent"] is True
-        assert started["data_dir"] == str(data.resolve() / "redis") and started["url"].startswith("redis://127.0.0.1:")
+        # the embedded server has a password (made at first start, kept 0600 in the data dir); never shown
+        assert started["data_dir"] == str(data.resolve() / "redis") and started["url"].startswith("redis://:***@127.0.0.1:")
+        password = (data / "redis" / "password").read_text().strip()
+        assert len(password) >= 32 and stat.S_IMODE((data / "redis" / "password").stat().st_mode) == 0o600
+        real_url = started["url"].replace("***", password)
         pid = started["pid"]
-        assert ping(started["url"])  # alive after the starting process exited
+        assert ping(real_url)  # alive after the starting process exited
+        assert not ping(started["url"].replace(":***@", ""))  # and refuses clients without the password
 
         st = json.loads(sh("redis", "status", "-f", "json", env=env).stdout)
         assert st["reachable"] is True and st["url"] == started["url"] and st["aof_enabled"] is True
@@ -442,14 +448,14 @@ def test_embedded_redis_start_status_stop_across_processes(tmp_path: Path) -> No
         again = sh("redis", "start", env=env).stdout  # idempotent: the same server
         assert again.strip() == f"redis-server running at {started['url']} (pid {pid}, data in {data.resolve() / 'redis'})"
 
-        client = connect(started["url"])
+        client = connect(real_url)
         advance(Store(client), "e1", None, "ask_size")
         client.close()
         shown = json.loads(sh("session", "show", "e1", "-f", "json", env=env).stdout)  # no URL: the embedded one
         assert shown["version"] == 1
 
         assert sh("redis", "stop", env=env).stdout.strip() == "stopped"
-        assert not ping(started["url"])
+        assert not ping(real_url)
         st = json.loads(sh("redis", "status", "-f", "json", env=env, code=1).stdout)
         assert st["reachable"] is False and st["embedded"]["running"] is False
         assert json.loads(sh("redis", "stop", "-f", "json", env=env).stdout) == {"stopped": False}
