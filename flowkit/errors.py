@@ -190,3 +190,9 @@ class RedisServerError(StoreUnavailable):
 
 class CheckError(FlowkitError):
     """The history checker's input is unusable (an unreadable sent log, an export that is not one)."""
+
+
+class StoreOutOfMemory(StoreUnavailable):
+    """Redis refused a write because it reached ``maxmemory`` (an OOM reply; with the
+    ``noeviction`` policy flowkit needs, Redis never drops keys to make room). Nothing was
+    written: answer 503 and retry later, once memory is freed or ``maxmemory`` is raised."""

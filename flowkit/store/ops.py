@@ -25,6 +25,7 @@ from flowkit.errors import (
     InvalidCommitError,
     SessionNotFound,
     StoreError,
+    StoreOutOfMemory,
     StoreUnavailable,
     VersionUnavailable,
 )
@@ -50,9 +51,22 @@ def check(reply: Any, sid: str | None = None) -> Any:
         return reply
     if isinstance(reply, UNAVAILABLE):
         raise StoreUnavailable(f"Redis is unavailable: {reply}") from reply
+    if is_oom(reply):
+        where = f"session {sid!r}: " if sid else ""
+        raise StoreOutOfMemory(
+            f"{where}Redis is out of memory (maxmemory reached) and refused the write; the session is unchanged. Free "
+            "memory (export and delete finished sessions, set a terminal TTL) or raise maxmemory; retrying later "
+            "is safe") from reply
     if isinstance(reply, rx.ResponseError) and "WRONGTYPE" in str(reply):
         raise CorruptStateError(f"session {sid!r}: a key has the wrong Redis type ({reply}); load() it to recover")
     raise StoreError(f"Redis refused a command: {reply}") from reply
+
+
+def is_oom(reply: Any) -> bool:
+    """An OOM error reply (redis-py maps "-OOM" to OutOfMemoryError; inside a script the reply
+    is the script's error, which still starts with "OOM")."""
+    return isinstance(reply, rx.OutOfMemoryError) or (
+        isinstance(reply, rx.ResponseError) and str(reply).startswith("OOM "))
 
 
 def pairs(reply: Any) -> list[tuple[Any, Any]]:

@@ -57,6 +57,9 @@ local indexed = #KEYS >= 9
 local old_fx = {}
 if indexed then old_fx = redis.call('HKEYS', KEYS[5]) end
 
+-- First write: one Redis refuses when it is out of memory (HSET is deny-oom, DEL is not, and
+-- once a script has written, Redis lets it finish). Overwritten by the DEL right after.
+redis.call('HSET', KEYS[1], 'version', ARGV[1])
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 redis.call('HSET', KEYS[1], unpack(d.state))
 for _, e in ipairs(d.hist) do redis.call('XADD', KEYS[2], e[1], unpack(e[2])) end
