@@ -5,6 +5,10 @@
     connect("rediss://host:6380/0?ssl_cert_reqs=none")
     connect("redis+cluster://h1:7000,h2:7001")  # Redis Cluster (also: redis://h1:7000?cluster=true)
 
+Secrets stay out of argv and output: ``$FLOWKIT_REDIS_URL_FILE`` names a file holding the
+URL, ``$FLOWKIT_REDIS_PASSWORD`` / ``$FLOWKIT_REDIS_PASSWORD_FILE`` give the password when the
+URL has none, and :func:`mask_url` is the one way a URL is shown (``***`` for passwords).
+
 Clients never retry by themselves (``retry`` with 0 retries): a commit whose connection
 broke either applied or not, and retrying is the caller's decision (it is always safe —
 see :class:`~flowkit.errors.StoreUnavailable`). Timeouts are short so an unreachable Redis
@@ -14,6 +18,7 @@ turns into ``StoreUnavailable`` quickly; ``?socket_timeout=`` in the URL overrid
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +33,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from flowkit.errors import ConfigError
+from flowkit.log import get_logger
+
+log = get_logger("flowkit.store.connection")
 
 ENV_URL = "FLOWKIT_REDIS_URL"
 ENV_URL_FILE = "FLOWKIT_REDIS_URL_FILE"  # a file holding the URL (a mounted secret)
@@ -203,6 +211,11 @@ def _coerce(v: str) -> Any:
 
 def settings(url: str | None = None) -> RedisSettings:
     """Settings for ``url``; None: ``$FLOWKIT_REDIS_URL``, else the embedded server (started if needed)."""
+    if url and url in sys.argv[1:] and mask_url(url) != url:
+        # `--redis redis://:pw@...`: anyone on the machine sees argv (ps, /proc/<pid>/cmdline)
+        log.warning("the Redis password is visible in this process's command line; put the URL in "
+                    f"${ENV_URL_FILE} or the password in ${ENV_PASSWORD_FILE} instead",
+                    extra={"redis": mask_url(url)})
     url = url or redis_url_from_env()
     if url:
         cfg = RedisSettings.from_url(url)

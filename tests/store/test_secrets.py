@@ -95,6 +95,14 @@ def test_redis_status_text_and_json_never_print_the_password(locked: RedisServer
     assert "error:" in p.stderr and clean(p.stdout + p.stderr)
 
 
+def test_a_password_on_the_command_line_is_warned_about(locked: RedisServer) -> None:
+    p = flowkit("redis", "status", "--redis", urls(locked)["userinfo"])
+    assert "visible in this process's command line" in p.stderr and "FLOWKIT_REDIS_URL_FILE" in p.stderr
+    assert clean(p.stdout + p.stderr)
+    p = flowkit("redis", "status", env={"FLOWKIT_REDIS_URL": urls(locked)["userinfo"]})
+    assert "command line" not in p.stderr
+
+
 def test_unsupported_scheme_error_is_masked() -> None:
     with pytest.raises(ConfigError) as err:
         RedisSettings.from_url(f"http://:{QUOTED}@h:1/0?password={QUOTED}")
