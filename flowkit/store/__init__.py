@@ -12,7 +12,14 @@ the embedded ``redis-server`` flowkit starts itself, and Redis Cluster.
 
 from flowkit.store.aio import AsyncStore
 from flowkit.store.backup import BackupReport, RestoreReport, backup, restore
-from flowkit.store.connection import RedisSettings, connect, connect_async, mask_url, redis_url_from_env, settings
+from flowkit.store.connection import (
+    RedisSettings,
+    connect,
+    connect_async,
+    mask_url,
+    redis_url_from_env,
+    settings,
+)
 from flowkit.store.reconcile import ReconcileReport, reconcile
 from flowkit.store.server import (
     LocalCluster,
