@@ -203,3 +203,9 @@ class StoryError(FlowkitError):
 
 class QueryError(FlowkitError):
     """A session query (``flowkit session find``) does not parse or reads an unknown name."""
+
+
+class StoreOutOfMemory(StoreUnavailable):
+    """Redis refused a write because it reached ``maxmemory`` (an OOM reply; with the
+    ``noeviction`` policy flowkit needs, Redis never drops keys to make room). Nothing was
+    written: answer 503 and retry later, once memory is freed or ``maxmemory`` is raised."""

@@ -98,19 +98,25 @@ def redis_status(redis: RedisOption = None, data_dir: DataDirOption = None,
     """Is Redis up? Version, memory, sessions, quarantined states. Exit 1 if it is not reachable."""
     from redis import exceptions as redis_errors
 
-    from flowkit.store import Store, connect, embedded_status, redis_url_from_env
-    from flowkit.store.connection import RedisSettings
+    from flowkit.store import Store, embedded_status, redis_url_from_env
+    from flowkit.store.connection import settings
+    from flowkit.store.server import embedded_url
 
-    url = redis or redis_url_from_env()
+    with _errors():  # an unreadable $FLOWKIT_REDIS_URL_FILE is bad input (exit 2)
+        url = redis or redis_url_from_env()
     out: dict[str, Any] = {}
+    cfg = None
     if url is None:
         out["embedded"] = embedded_status(data_dir)
-        url = out["embedded"]["url"]
-    if url is not None:
+        if out["embedded"]["running"]:  # its real URL (with the password from the data dir), never shown
+            cfg = settings(embedded_url(data_dir))
+    else:
         with _errors():  # a malformed URL is bad input (exit 2), not an unreachable server
-            out["url"] = RedisSettings.from_url(url).redacted
+            cfg = settings(url)
+    if cfg is not None:
+        out["url"] = cfg.redacted
         try:
-            client = connect(url)
+            client = cfg.client()
             store = Store(client)
             info = client.info()  # a plain redis-py call: raises redis.RedisError, not a FlowkitError
             out.update({"reachable": True, "redis_version": info.get("redis_version"),
@@ -284,13 +290,17 @@ def backup_cmd(out: Annotated[Path, typer.Argument(help="Backup file to write (J
 
 
 def restore_cmd(src: Annotated[Path, typer.Argument(help="Backup file written by `flowkit backup`.")],
-                redis: RedisOption = None, format: FormatOption = OutputFormat.text) -> None:
-    """Restore a backup (verified first); never overwrites a newer version already in Redis."""
+                redis: RedisOption = None,
+                batch: Annotated[int, typer.Option(min=1, help="Sessions written per round trip.")] = 200,
+                format: FormatOption = OutputFormat.text) -> None:
+    """Restore a backup (verified first); never overwrites a newer version already in Redis.
+    Safe to interrupt: run it again and it completes what the interrupted run left."""
     from flowkit.store import restore
 
     with _errors(), _progress(format is OutputFormat.text, "restore") as bar:
         task = bar.add_task("restore", total=None)
-        report = restore(_store(redis), src, progress=lambda done, total: bar.update(task, completed=done, total=total))
+        report = restore(_store(redis), src, batch=batch,
+                         progress=lambda done, total: bar.update(task, completed=done, total=total))
     if format is OutputFormat.json:
         _json(report.to_dict())
     else:

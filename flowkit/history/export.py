@@ -32,6 +32,7 @@ from typing import Any
 from flowkit.batching import batched
 from flowkit.errors import HistoryError
 from flowkit.history.columns import FORMATS, Format, TableWriter, iso, write_meta
+from flowkit.store.files import private_dir, private_file
 
 # The state hash's version/state/checksum and the whole stream, in one atomic step, as one
 # JSON text: Redis encodes it in C (cjson), Python decodes it in C (json.loads). Sending the
@@ -136,8 +137,7 @@ def export_store(store: Any, out_dir: str | Path, *, fmt: Format = "parquet", si
         raise HistoryError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
     if batch < 1:
         raise HistoryError("batch must be at least 1")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = private_dir(out_dir)  # 0700: the files hold personal data (made 0600 at the end)
     started = exported_at if exported_at is not None else int(dt.datetime.now(dt.UTC).timestamp() * 1000)
     hist_w = TableWriter(out, "history", fmt, rows_per_file=rows_per_file)
     sess_w = TableWriter(out, "sessions", fmt, rows_per_file=rows_per_file)
@@ -190,5 +190,6 @@ def export_store(store: Any, out_dir: str | Path, *, fmt: Format = "parquet", si
         "history": hist_w.close(),
         "sessions": sess_w.close(),
     }
-    write_meta(out, meta)
+    for path in (*hist_w.files, *sess_w.files, write_meta(out, meta)):
+        private_file(path)
     return meta

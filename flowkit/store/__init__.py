@@ -12,7 +12,14 @@ the embedded ``redis-server`` flowkit starts itself, and Redis Cluster.
 
 from flowkit.store.aio import AsyncStore
 from flowkit.store.backup import BackupReport, RestoreReport, backup, restore
-from flowkit.store.connection import RedisSettings, connect, connect_async, redis_url_from_env, settings
+from flowkit.store.connection import (
+    RedisSettings,
+    connect,
+    connect_async,
+    mask_url,
+    redis_url_from_env,
+    settings,
+)
 from flowkit.store.reconcile import ReconcileReport, reconcile
 from flowkit.store.server import (
     LocalCluster,
@@ -30,6 +37,6 @@ from flowkit.store.values import CommitResult, StoreConfig
 __all__ = [
     "AsyncStore", "BackupReport", "CommitResult", "LocalCluster", "ReconcileReport", "RedisServer", "RedisSettings",
     "RestoreReport", "Store", "StoreConfig", "backup", "connect", "connect_async", "embedded_server",
-    "embedded_status", "find_redis_cli", "find_redis_server", "reconcile", "redis_url_from_env", "restore",
+    "embedded_status", "find_redis_cli", "find_redis_server", "mask_url", "reconcile", "redis_url_from_env", "restore",
     "settings", "start_cluster", "stop_embedded",
 ]

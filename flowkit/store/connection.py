@@ -5,6 +5,10 @@
     connect("rediss://host:6380/0?ssl_cert_reqs=none")
     connect("redis+cluster://h1:7000,h2:7001")  # Redis Cluster (also: redis://h1:7000?cluster=true)
 
+Secrets stay out of argv and output: ``$FLOWKIT_REDIS_URL_FILE`` names a file holding the
+URL, ``$FLOWKIT_REDIS_PASSWORD`` / ``$FLOWKIT_REDIS_PASSWORD_FILE`` give the password when the
+URL has none, and :func:`mask_url` is the one way a URL is shown (``***`` for passwords).
+
 Clients never retry by themselves (``retry`` with 0 retries): a commit whose connection
 broke either applied or not, and retrying is the caller's decision (it is always safe —
 see :class:`~flowkit.errors.StoreUnavailable`). Timeouts are short so an unreachable Redis
@@ -14,9 +18,11 @@ turns into ``StoreUnavailable`` quickly; ``?socket_timeout=`` in the URL overrid
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import redis
 import redis.asyncio
@@ -27,17 +33,69 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from flowkit.errors import ConfigError
+from flowkit.log import get_logger
+
+log = get_logger("flowkit.store.connection")
 
 ENV_URL = "FLOWKIT_REDIS_URL"
+ENV_URL_FILE = "FLOWKIT_REDIS_URL_FILE"  # a file holding the URL (a mounted secret)
+ENV_PASSWORD = "FLOWKIT_REDIS_PASSWORD"  # the password, when the URL carries none
+ENV_PASSWORD_FILE = "FLOWKIT_REDIS_PASSWORD_FILE"
+MASK = "***"
+#: query parameters whose value is a secret (redis-py takes ``?password=``)
+_SECRET_PARAMS = ("password", "pass", "secret", "token", "auth")
 DEFAULT_SOCKET_TIMEOUT = 5.0
 DEFAULT_CONNECT_TIMEOUT = 2.0
 _SCHEMES = {"redis": False, "rediss": True, "redis+cluster": False, "rediss+cluster": True}
 _TRUE = ("1", "true", "yes", "on")
 
 
+def _secret_file(var: str) -> str | None:
+    path = os.environ.get(var)
+    if not path:
+        return None
+    try:
+        text = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"${var} names {path!r}, which cannot be read ({exc.strerror}): point it at a readable "
+                          "file or unset it") from None
+    if not text:
+        raise ConfigError(f"${var} names {path!r}, which is empty: write the secret into it or unset it")
+    return text
+
+
 def redis_url_from_env() -> str | None:
-    """``$FLOWKIT_REDIS_URL`` if set and not empty."""
-    return os.environ.get(ENV_URL) or None
+    """``$FLOWKIT_REDIS_URL`` if set and not empty, else the contents of ``$FLOWKIT_REDIS_URL_FILE``."""
+    return os.environ.get(ENV_URL) or _secret_file(ENV_URL_FILE)
+
+
+def password_from_env() -> str | None:
+    """``$FLOWKIT_REDIS_PASSWORD_FILE``'s contents, else ``$FLOWKIT_REDIS_PASSWORD``: used when a
+    URL carries no password, so the password stays out of URLs, argv and process lists."""
+    return _secret_file(ENV_PASSWORD_FILE) or os.environ.get(ENV_PASSWORD) or None
+
+
+def mask_url(url: str) -> str:
+    """``url`` with every password in it replaced by ``***``: the userinfo password
+    (``redis://user:pw@host``) and secret query parameters (``?password=pw``). The one helper
+    for every place a Redis URL is shown (status, dashboard, logs, errors, reprs)."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # not even a URL (a bad port): show nothing that could be a secret
+        return "<unparsable Redis URL>"
+    netloc = parts.netloc
+    if password is not None:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.partition(':')[0]}:{MASK}@{host}"
+    query = parts.query
+    if query:
+        items = parse_qsl(query, keep_blank_values=True)
+        query = "&".join(f"{quote(k, safe='')}=" + (MASK if k.lower() in _SECRET_PARAMS else quote(v, safe="/"))
+                         for k, v in items)
+    # by hand: geturl() drops the "//" of an empty netloc (unix:///path)
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "") + \
+        (f"#{parts.fragment}" if parts.fragment else "")
 
 
 @dataclass(frozen=True)
@@ -62,11 +120,12 @@ class RedisSettings:
         query = dict(parse_qsl(parts.query))
         username = unquote(parts.username) if parts.username else None
         password = unquote(parts.password) if parts.password else None
+        password = password or query.pop("password", None)  # ?password= is a password too (redis-py's form)
         if scheme == "unix":
-            return cls(url, (), int(query.pop("db", 0)), username, password or query.pop("password", None),
+            return cls(url, (), int(query.pop("db", 0)), username, password,
                        unix_socket=unquote(parts.path), options=tuple(sorted(query.items())))
         if scheme not in _SCHEMES:
-            raise ConfigError(f"unsupported Redis URL scheme {scheme!r} in {_redact(url)}: use redis://, rediss://, "
+            raise ConfigError(f"unsupported Redis URL scheme {scheme!r} in {mask_url(url)}: use redis://, rediss://, "
                               "redis+cluster:// or unix://")
         cluster = scheme.endswith("+cluster") or query.pop("cluster", "").lower() in _TRUE
         hostpart = parts.netloc.rpartition("@")[2]
@@ -78,7 +137,7 @@ class RedisSettings:
             try:
                 nodes.append((host.strip("[]") or "127.0.0.1", int(port)))
             except ValueError:
-                raise ConfigError(f"bad port {port!r} in Redis URL {_redact(url)}") from None
+                raise ConfigError(f"bad port {port!r} in Redis URL {mask_url(url)}") from None
         path = parts.path.strip("/")
         db = int(query.pop("db", path or 0))
         if cluster and db:
@@ -92,7 +151,7 @@ class RedisSettings:
     @property
     def redacted(self) -> str:
         """The URL without its password (for logs and messages)."""
-        return _redact(self.url)
+        return mask_url(self.url)
 
     def _kwargs(self) -> dict[str, Any]:
         kw: dict[str, Any] = {
@@ -150,21 +209,19 @@ def _coerce(v: str) -> Any:
     return v
 
 
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    user = quote(parts.username or "")
-    host = parts.netloc.rpartition("@")[2]
-    query = urlencode([(k, "***" if "password" in k else v) for k, v in parse_qsl(parts.query)])
-    return parts._replace(netloc=f"{user}:***@{host}", query=query).geturl()
-
-
 def settings(url: str | None = None) -> RedisSettings:
     """Settings for ``url``; None: ``$FLOWKIT_REDIS_URL``, else the embedded server (started if needed)."""
+    if url and url in sys.argv[1:] and mask_url(url) != url:
+        # `--redis redis://:pw@...`: anyone on the machine sees argv (ps, /proc/<pid>/cmdline)
+        log.warning("the Redis password is visible in this process's command line; put the URL in "
+                    f"${ENV_URL_FILE} or the password in ${ENV_PASSWORD_FILE} instead",
+                    extra={"redis": mask_url(url)})
     url = url or redis_url_from_env()
     if url:
-        return RedisSettings.from_url(url)
+        cfg = RedisSettings.from_url(url)
+        if cfg.password is None and (password := password_from_env()) is not None:
+            cfg = replace(cfg, password=password)
+        return cfg
     from flowkit.store.server import client_name, embedded_server
 
     server = embedded_server()

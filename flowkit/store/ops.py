@@ -25,6 +25,7 @@ from flowkit.errors import (
     InvalidCommitError,
     SessionNotFound,
     StoreError,
+    StoreOutOfMemory,
     StoreUnavailable,
     VersionUnavailable,
 )
@@ -50,9 +51,22 @@ def check(reply: Any, sid: str | None = None) -> Any:
         return reply
     if isinstance(reply, UNAVAILABLE):
         raise StoreUnavailable(f"Redis is unavailable: {reply}") from reply
+    if is_oom(reply):
+        where = f"session {sid!r}: " if sid else ""
+        raise StoreOutOfMemory(
+            f"{where}Redis is out of memory (maxmemory reached) and refused the write; the session is unchanged. Free "
+            "memory (export and delete finished sessions, set a terminal TTL) or raise maxmemory; retrying later "
+            "is safe") from reply
     if isinstance(reply, rx.ResponseError) and "WRONGTYPE" in str(reply):
         raise CorruptStateError(f"session {sid!r}: a key has the wrong Redis type ({reply}); load() it to recover")
     raise StoreError(f"Redis refused a command: {reply}") from reply
+
+
+def is_oom(reply: Any) -> bool:
+    """An OOM error reply (redis-py maps "-OOM" to OutOfMemoryError; inside a script the reply
+    is the script's error, which still starts with "OOM")."""
+    return isinstance(reply, rx.OutOfMemoryError) or (
+        isinstance(reply, rx.ResponseError) and str(reply).startswith("OOM "))
 
 
 def pairs(reply: Any) -> list[tuple[Any, Any]]:
@@ -159,7 +173,9 @@ def commit(cfg: StoreConfig, sid: str, expected: int, state: dict[str, Any], rec
     member = K.outbox_member(sid, new)
     idx = _index_cmds(sid, status, state["updated_at"], timeout)
     if fx:
-        idx.append(("ZADD", K.IDX_OUTBOX, now, member))
+        # NX: an entry already there belongs to the commit that really wrote this version (a
+        # duplicate delivery or a lost race), so there is nothing to put back if ours fails.
+        idx.append(("ZADD", K.IDX_OUTBOX, "NX", now, member))
     idx += _counter_cmds(moves, [flow] if known_old and (assumed is None or assumed[0] != flow) else [])
 
     replies = yield [Call(COMMIT, (*k.all, k.state), args), *idx]
@@ -182,9 +198,12 @@ def commit(cfg: StoreConfig, sid: str, expected: int, state: dict[str, Any], rec
     cur = int(reply[1])
     t_status = s(reply[4]) if cur != 0 else None
     undo = _index_cmds(sid, t_status or None, s(reply[5]) or 0, s(reply[6]))
-    if fx:
-        fx_at = s(reply[7])
-        undo.append(("ZADD", K.IDX_OUTBOX, fx_at, member) if fx_at else ("ZREM", K.IDX_OUTBOX, member))
+    if fx and not s(reply[7]):
+        # No effects stored under this version: the entry can only be ours (or a leftover of an
+        # acknowledgement that already ran), so it goes. If effects are stored, the entry is left
+        # alone: re-adding it here could undo an acknowledgement (deferred, riding on another
+        # round trip) that removed it after the script looked.
+        undo.append(("ZREM", K.IDX_OUTBOX, member))
     undo += _counter_cmds({key: -n for key, n in moves.items()})
     yield undo
     if tag == "corrupt":

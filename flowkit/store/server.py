@@ -21,6 +21,7 @@ import contextlib
 import fcntl
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -30,6 +31,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import redis
 from redis.backoff import NoBackoff
@@ -37,10 +39,14 @@ from redis.retry import Retry
 
 from flowkit.errors import RedisServerError
 from flowkit.log import get_logger
+from flowkit.store.files import private_dir, write_private
 
 log = get_logger("flowkit.store.server")
 
 STATE_FILE = "server.json"
+PASSWORD_FILE = "password"  # the embedded server's password, mode 0600 (requirepass)
+#: redis-server creates its files (AOF, logs) with the umask it inherits: owner only
+SERVER_UMASK = 0o077
 
 
 # ---------------------------------------------------------------- binaries and ports
@@ -170,7 +176,7 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        auth = f":{self.password}@" if self.password else ""
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
         if self.tls:
             return f"rediss://{auth}{self.host}:{self.port}/0?ssl_ca_certs={self.tls[0]}"
         return f"redis://{auth}{self.host}:{self.port}/0"
@@ -193,23 +199,28 @@ class RedisServer:
             return False
 
     def _args(self) -> list[str]:
-        args = [self.binary, "--port", str(self.port), "--bind", self.host, "--dir", str(self.data_dir),
+        # "-" (argv[1]): the rest of the config comes on stdin, so the password never is in argv
+        args = [self.binary, "-", "--port", str(self.port), "--bind", self.host, "--dir", str(self.data_dir),
                 "--save", "", "--logfile", "redis.log", "--pidfile", str(self.data_dir / "redis.pid"),
                 "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", self.fsync]
-        if self.password:
-            args += ["--requirepass", self.password]
         if self.tls:
-            args[1:3] = ["--port", "0", "--tls-port", str(self.port)]
+            args[2:4] = ["--port", "0", "--tls-port", str(self.port)]
             args += ["--tls-cert-file", self.tls[0], "--tls-key-file", self.tls[1], "--tls-ca-cert-file", self.tls[0],
                      "--tls-auth-clients", "no"]
         if self.cluster:
             args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000"]
         return [*args, *self.extra_args]
 
+    def _stdin_config(self) -> bytes:
+        if not self.password:
+            return b""
+        quoted = self.password.replace("\\", "\\\\").replace('"', '\\"')
+        return f'requirepass "{quoted}"\n'.encode()
+
     def start(self, timeout: float = 15.0) -> RedisServer:
         if self.pid is not None and self.running:
             return self
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_dir)
         pidfile = self.data_dir / "redis.pid"
         for _ in range(5):
             if self._auto_port:
@@ -221,13 +232,18 @@ class RedisServer:
             with open(self.data_dir / "redis.stderr", "wb") as err_file:
                 if self.detach:
                     # A daemon (redis forks itself): it outlives us and is no child of ours.
-                    subprocess.run([*self._args(), "--daemonize", "yes"], stdin=subprocess.DEVNULL,
+                    subprocess.run([*self._args(), "--daemonize", "yes"], input=self._stdin_config(),
                                    stdout=subprocess.DEVNULL, stderr=err_file, cwd=self.data_dir, timeout=timeout,
-                                   check=False)
+                                   check=False, umask=SERVER_UMASK)
                 else:
                     # A new session: Ctrl-C in the terminal goes to the tests, which then stop it.
-                    self._proc = subprocess.Popen(self._args(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                                  stderr=err_file, start_new_session=True, cwd=self.data_dir)
+                    self._proc = subprocess.Popen(self._args(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                                  stderr=err_file, start_new_session=True, cwd=self.data_dir,
+                                                  umask=SERVER_UMASK)
+                    assert self._proc.stdin is not None
+                    with contextlib.suppress(BrokenPipeError):
+                        self._proc.stdin.write(self._stdin_config())
+                        self._proc.stdin.close()
                     self.pid = self._proc.pid
                     with _live_lock:
                         _live.add(self)
@@ -338,7 +354,8 @@ def data_dir_from_env() -> Path:
 
 @contextlib.contextmanager
 def _locked(directory: Path) -> Iterator[None]:
-    directory.mkdir(parents=True, exist_ok=True)
+    private_dir(directory.parent)  # the data dir: sessions' personal data (AOF, backups, exports) live here
+    private_dir(directory)
     with open(directory / ".lock", "w") as fh:  # two processes must not start two servers
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
@@ -354,16 +371,57 @@ def _read_state(directory: Path) -> dict[str, Any] | None:
         return None
 
 
+def embedded_password(directory: Path, *, create: bool = True) -> str | None:
+    """The embedded server's password, from ``<dir>/password`` (0600); made at first start."""
+    path = directory / PASSWORD_FILE
+    try:
+        password = path.read_text(encoding="utf-8").strip()
+        if password:
+            return password
+    except FileNotFoundError:
+        pass
+    if not create:
+        return None
+    password = secrets.token_urlsafe(32)
+    write_private(path, password + "\n")
+    return password
+
+
+def _attach(directory: Path, info: dict[str, Any]) -> RedisServer:
+    """A handle on the server ``info`` describes; its password if it has one (a server started by
+    an older flowkit has none, and keeps running without until it is restarted)."""
+    port, pid = int(info["port"]), int(info["pid"])
+    server = RedisServer.attach(directory, port, pid, password=embedded_password(directory, create=False))
+    if server.password and not server.running:
+        legacy = RedisServer.attach(directory, port, pid)
+        if legacy.running:
+            return legacy
+    return server
+
+
 def embedded_status(data_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """What ``flowkit redis status`` shows for the embedded server of a data dir."""
+    """What ``flowkit redis status`` shows for the embedded server of a data dir (no password:
+    ``url`` is masked; ``connect()`` with no URL reads the password from the data dir)."""
+    from flowkit.store.connection import mask_url
+
     directory = (Path(data_dir).resolve() if data_dir else data_dir_from_env()) / "redis"
     info = _read_state(directory) or {}
-    server = (RedisServer.attach(directory, int(info["port"]), int(info["pid"]))
-              if info.get("port") and info.get("pid") else None)
+    server = _attach(directory, info) if info.get("port") and info.get("pid") else None
     running = bool(server and _pid_alive(server.pid or 0) and server.running)
-    return {"data_dir": str(directory), "running": running, "url": server.url if running and server else None,
+    return {"data_dir": str(directory), "running": running, "url": mask_url(server.url) if running and server else None,
             "pid": info.get("pid") if running else None, "port": info.get("port") if running else None,
             "persistent": bool(info.get("persistent")) if running else None}
+
+
+def embedded_url(data_dir: str | os.PathLike[str] | None = None) -> str | None:
+    """The running embedded server's URL, password included (to connect, never to show); None if
+    it is not running. Unlike :func:`embedded_server`, neither starts nor adopts it."""
+    directory = (Path(data_dir).resolve() if data_dir else data_dir_from_env()) / "redis"
+    info = _read_state(directory) or {}
+    if not (info.get("port") and info.get("pid") and _pid_alive(int(info["pid"]))):
+        return None
+    server = _attach(directory, info)
+    return server.url if server.running else None
 
 
 def embedded_server(data_dir: str | os.PathLike[str] | None = None, *, start: bool = True,
@@ -378,19 +436,20 @@ def embedded_server(data_dir: str | os.PathLike[str] | None = None, *, start: bo
     with _locked(directory):
         info = _read_state(directory)
         if info and info.get("pid") and _pid_alive(int(info["pid"])):
-            server = RedisServer.attach(directory, int(info["port"]), int(info["pid"]))
+            server = _attach(directory, info)
             if server.running:
                 if persistent and not info.get("persistent"):
                     info["persistent"] = True
-                    (directory / STATE_FILE).write_text(json.dumps(info))
+                    write_private(directory / STATE_FILE, json.dumps(info))
                 if not info.get("persistent"):
                     _stop_when_last(server)
                 return server
         if not start:
             return None
-        server = RedisServer(directory, port, detach=True).start()
-        (directory / STATE_FILE).write_text(json.dumps({"pid": server.pid, "port": server.port, "url": server.url,
-                                                        "persistent": persistent, "binary": server.binary}))
+        server = RedisServer(directory, port, detach=True, password=embedded_password(directory)).start()
+        # no url here: it would carry the password (connect() reads the password file instead)
+        write_private(directory / STATE_FILE, json.dumps({"pid": server.pid, "port": server.port,
+                                                          "persistent": persistent, "binary": server.binary}))
         if not persistent:
             _stop_when_last(server)
         return server
@@ -404,7 +463,7 @@ def stop_embedded(data_dir: str | os.PathLike[str] | None = None) -> bool:
         (directory / STATE_FILE).unlink(missing_ok=True)
         if not info or not info.get("pid") or not _pid_alive(int(info["pid"])):
             return False
-        RedisServer.attach(directory, int(info["port"]), int(info["pid"])).stop()
+        _attach(directory, info).stop()
         return True
 
 

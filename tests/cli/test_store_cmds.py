@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -190,7 +191,8 @@ def test_backup_then_restore_into_an_empty_redis(many: dict[str, Any], store: St
     assert rep == {"path": str(out), "sessions": 251, "resumed_from": 0, "skipped": []}
     lines = out.read_text().splitlines()
     assert json.loads(lines[0])["format"] == "flowkit-backup"
-    assert json.loads(lines[-1]) == {"end": True, "sessions": 251}
+    trailer = json.loads(lines[-1])
+    assert trailer.keys() == {"end", "sessions", "lines", "sum"} and trailer["sessions"] == 251
     assert not out.with_name("b.jsonl.partial").exists()
     redis_client.flushall()
     rep = json.loads(run("restore", str(out), "-f", "json", code=0).stdout)
@@ -246,6 +248,8 @@ def test_restore_bad_files_exit_2_and_write_nothing(u1: str, store: Store, redis
     tampered = json.loads(session)
     tampered["data"]["state"][tampered["data"]["state"].index("state") + 1] = \
         tampered["data"]["state"][tampered["data"]["state"].index("state") + 1].replace("large", "small")
+    forged_count = trailer.replace('"sessions":1', '"sessions":2')
+    future = header.replace('"version":2', '"version":3')
     cases = {
         str(tmp_path / "missing.jsonl"): "unreadable or incomplete",
         str(tmp_path): "unreadable or incomplete",  # a directory
@@ -257,13 +261,31 @@ def test_restore_bad_files_exit_2_and_write_nothing(u1: str, store: Store, redis
         f("list-line.jsonl", f"{header}\n[1, 2]\n{trailer}\n"): "line 2 is not a session record",
         f("torn-line.jsonl", f"{header}\n{session[:80]}\n{trailer}\n"): "line 2 is not JSON",
         f("tampered.jsonl", f"{header}\n{json.dumps(tampered)}\n{trailer}\n"): "line 2 (session 'u1'): checksum mismatch",
-        f("count.jsonl", f"{header}\n{session}\n" + '{"end": true, "sessions": 2}\n'): "the trailer says 2 sessions",
+        f("count.jsonl", f"{header}\n{session}\n{json.dumps(resummed(trailer, sessions=2))}\n"):
+            "the trailer says 2 sessions",
+        f("no-trailer-sum.jsonl", f"{header}\n{session}\n" + '{"end": true, "sessions": 1}\n'):
+            "the trailer has no checksum",
+        f("trailer-sum.jsonl", f"{header}\n{session}\n{forged_count}\n"):
+            "the trailer fails its checksum",
+        f("trailer-lines.jsonl", f"{header}\n{session}\n{json.dumps(resummed(trailer, lines='0' * 32))}\n"):
+            "do not match the trailer's digest",
+        f("future.jsonl", f"{future}\n{session}\n{trailer}\n"):
+            "format version 3",
     }
     for path, message in cases.items():
         bad_input("restore", path, message=message)
         bad_input("restore", path, "-f", "json", message=message)
     assert store.load("u1") is None, "a failed restore wrote a session"
     assert json.loads(run("restore", str(good), "-f", "json", code=0).stdout)["restored"] == 1
+
+
+def resummed(trailer: str, **changes: Any) -> dict[str, Any]:
+    """The trailer with ``changes``, its own checksum recomputed (only the line digest can catch them)."""
+    from flowkit.store.backup import _line_sum
+
+    out = {**json.loads(trailer), **changes}
+    out["sum"] = _line_sum(out)
+    return out
 
 
 def test_restore_verifies_the_whole_file_before_writing(many: dict[str, Any], redis_client: Any,
@@ -408,9 +430,14 @@ def test_embedded_redis_start_status_stop_across_processes(tmp_path: Path) -> No
 
         started = json.loads(sh("redis", "start", "-f", "json", env=env).stdout)
         assert started["running"] is True and started["persistent"] is True
-        assert started["data_dir"] == str(data.resolve() / "redis") and started["url"].startswith("redis://127.0.0.1:")
+        # the embedded server has a password (made at first start, kept 0600 in the data dir); never shown
+        assert started["data_dir"] == str(data.resolve() / "redis") and started["url"].startswith("redis://:***@127.0.0.1:")
+        password = (data / "redis" / "password").read_text().strip()
+        assert len(password) >= 32 and stat.S_IMODE((data / "redis" / "password").stat().st_mode) == 0o600
+        real_url = started["url"].replace("***", password)
         pid = started["pid"]
-        assert ping(started["url"])  # alive after the starting process exited
+        assert ping(real_url)  # alive after the starting process exited
+        assert not ping(started["url"].replace(":***@", ""))  # and refuses clients without the password
 
         st = json.loads(sh("redis", "status", "-f", "json", env=env).stdout)
         assert st["reachable"] is True and st["url"] == started["url"] and st["aof_enabled"] is True
@@ -421,14 +448,14 @@ def test_embedded_redis_start_status_stop_across_processes(tmp_path: Path) -> No
         again = sh("redis", "start", env=env).stdout  # idempotent: the same server
         assert again.strip() == f"redis-server running at {started['url']} (pid {pid}, data in {data.resolve() / 'redis'})"
 
-        client = connect(started["url"])
+        client = connect(real_url)
         advance(Store(client), "e1", None, "ask_size")
         client.close()
         shown = json.loads(sh("session", "show", "e1", "-f", "json", env=env).stdout)  # no URL: the embedded one
         assert shown["version"] == 1
 
         assert sh("redis", "stop", env=env).stdout.strip() == "stopped"
-        assert not ping(started["url"])
+        assert not ping(real_url)
         st = json.loads(sh("redis", "status", "-f", "json", env=env, code=1).stdout)
         assert st["reachable"] is False and st["embedded"]["running"] is False
         assert json.loads(sh("redis", "stop", "-f", "json", env=env).stdout) == {"stopped": False}

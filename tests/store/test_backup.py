@@ -4,6 +4,8 @@ restoring into a non-empty Redis without going back in time."""
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +65,8 @@ def test_round_trip_of_10k_sessions(store: Store, tmp_path: Path) -> None:
     assert seen[-1] == (10_000, 10_000)
     lines = out.read_text(encoding="utf-8").splitlines()
     assert len(lines) == 10_002 and json.loads(lines[0])["format"] == "flowkit-backup"
-    assert json.loads(lines[-1]) == {"end": True, "sessions": 10_000}
+    trailer = json.loads(lines[-1])
+    assert trailer.keys() == {"end", "sessions", "lines", "sum"} and trailer["sessions"] == 10_000
     assert not out.with_name("b.jsonl.partial").exists()
 
     store.client.flushall()
@@ -146,3 +149,104 @@ def test_damaged_or_incomplete_backups_are_refused(store: Store, tmp_path: Path)
         restore(store, cut)
     with pytest.raises(BackupError):
         restore(store, tmp_path / "missing.jsonl")
+
+
+def _rewrite(path: Path, out: Path, edit: Any) -> Path:
+    """``path`` with ``edit(line)`` applied to its first session line, re-checksummed (a crafted file)."""
+    from flowkit.store.backup import _Chain, _line_sum, _trailer_line
+
+    header, *sessions, _ = path.read_text().splitlines()
+    lines = [json.loads(x) for x in sessions]
+    edit(lines[0])
+    chain = _Chain()
+    for line in lines:
+        line["sum"] = _line_sum(line)
+        chain.add(line["sum"])
+    out.write_text("\n".join([header, *map(json.dumps, lines), json.dumps(_trailer_line(len(lines), chain))]) + "\n")
+    return out
+
+
+CRAFTED: dict[str, tuple[Any, str]] = {
+    "no data": (lambda line: line.pop("data"), "data does not hold"),
+    "version a string": (lambda line: line.update(version="2"), "version is not an integer"),
+    "odd state": (lambda line: line["data"]["state"].append("x"), "state hash is not a list of string pairs"),
+    "state not a list": (lambda line: line["data"].update(state={"a": 1}), "state hash is not a list"),
+    "hist not a list": (lambda line: line["data"].update(hist="x"), "hist is not a list"),
+    "hist entry": (lambda line: line["data"]["hist"].append(["9-9"]), "history entry is not \\[id, fields\\]"),
+    "hist id": (lambda line: line["data"]["hist"][0].__setitem__(0, "a-b"), "is malformed"),
+    "hist order": (lambda line: line["data"]["hist"].reverse(), "does not increase"),
+    "hist ahead": (lambda line: line["data"]["hist"].append(["99-0", ["event", "x"]]), "beyond the state's version"),
+    "seen score": (lambda line: line["data"]["seen"].extend(["x", "m"]), "dedupe score is not an integer"),
+    "ttl": (lambda line: line["data"].update(ttl="soon"), "ttl is not an integer"),
+    "fx": (lambda line: line["data"]["fx"].extend(["3", "no time"]), "outbox time is not an integer"),
+    "hash version": (lambda line: line["data"]["state"].__setitem__(
+        line["data"]["state"].index("version") + 1, "7"), "another version than the line"),
+    "hash status": (lambda line: line["data"]["state"].__setitem__(
+        line["data"]["state"].index("status") + 1, "completed"), "disagree with the state"),
+}
+
+
+def test_crafted_lines_with_valid_checksums_are_refused_and_write_nothing(store: Store, tmp_path: Path) -> None:
+    """Each crafted line used to crash with a traceback (KeyError, TypeError, ValueError) or, for
+    history ids that do not increase, rewrite the state and then fail in the middle of the script."""
+    prev = advance(store, "u0", None, "welcome")
+    advance(store, "u0", prev, "ask_size")
+    out = tmp_path / "b.jsonl"
+    backup(store, out)
+    store.client.flushall()
+    older = advance(store, "u0", None, "welcome")  # Redis holds v1; the backup v2 would replace it
+    for name, (edit, message) in CRAFTED.items():
+        crafted = _rewrite(out, tmp_path / f"{name}.jsonl", edit)
+        with pytest.raises(BackupError, match=message):
+            restore(store, crafted)
+        assert store.load("u0") == older and len(store.history("u0")) == 1, name
+    assert restore(store, out).restored == 1  # the untouched file still restores
+
+
+def test_the_restore_script_checks_everything_before_its_first_write(store: Store, tmp_path: Path) -> None:
+    """Even past the Python checks (a caller of the script, a flowkit bug), the script writes
+    nothing when history ids do not increase: Redis does not roll a failed script back."""
+    from flowkit.store.driver import Call
+    from flowkit.store.scripts import RESTORE
+
+    prev = advance(store, "u0", None, "welcome")
+    advance(store, "u0", prev, "ask_size")
+    out = tmp_path / "b.jsonl"
+    backup(store, out)
+    line = json.loads(out.read_text().splitlines()[1])
+    store.client.flushall()
+    older = advance(store, "u0", None, "welcome")
+    line["data"]["hist"].reverse()
+    keys = (*K.session_keys("u0").all, K.IDX_ACTIVE, K.IDX_TIMEOUTS, K.IDX_OUTBOX, K.IDX_FLOWS)
+    [reply] = store.driver.execute([Call(RESTORE, keys, (2, json.dumps(line["data"]), "u0", K.IDX_COUNT_PREFIX))])
+    assert isinstance(reply, Exception) and "do not increase; nothing was written" in str(reply)
+    assert store.load("u0") == older and len(store.history("u0")) == 1
+    assert store.reconcile(dry_run=True).fixed == 0
+
+
+def test_version_1_backups_are_still_restored(store: Store, tmp_path: Path) -> None:
+    populate(store, 30)
+    before = dump_all(store)
+    out = tmp_path / "b.jsonl"
+    backup(store, out)
+    header, *sessions, _ = out.read_text().splitlines()
+    old = tmp_path / "v1.jsonl"
+    old.write_text("\n".join([json.dumps({**json.loads(header), "version": 1}), *sessions,
+                              json.dumps({"end": True, "sessions": len(sessions)})]) + "\n")
+    store.client.flushall()
+    assert restore(store, old).restored == 30
+    assert dump_all(store) == before
+
+
+def test_backups_are_private_whatever_the_umask(store: Store, tmp_path: Path) -> None:
+    advance(store, "u0", None, "welcome")
+    out = tmp_path / "b.jsonl"
+    partial = out.with_name("b.jsonl.partial")
+    partial.write_text("")  # an old partial file, world-readable
+    partial.chmod(0o644)
+    old = os.umask(0)
+    try:
+        backup(store, out)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
