@@ -38,6 +38,7 @@ class Engine(StrEnum):
     auto = "auto"
     pandas = "pandas"
     duckdb = "duckdb"
+    dask = "dask"
 
 
 class Table(StrEnum):
@@ -173,6 +174,9 @@ def analyze(
     format: ReportFormatOption = ReportFormat.text,
     engine: Annotated[Engine, typer.Option(
         "--engine", help="pandas, duckdb (same report; checks in SQL) or auto (duckdb when installed).")] = Engine.pandas,
+    scheduler: Annotated[str | None, typer.Option(
+        "--scheduler", envvar="FLOWKIT_DASK_SCHEDULER",
+        help="--engine dask: address of a running Dask scheduler (tcp://host:8786); default: a local cluster.")] = None,
 ) -> None:
     """Find stuck, looping and inconsistent sessions. Exit 1 when there are anomalies."""
     from flowkit.history.anomalies import CODES
@@ -187,7 +191,7 @@ def analyze(
     try:
         report = run_analysis(export_dir, fs, stuck_after=stuck_after, retry_threshold=retry_threshold,
                               as_of=int(as_of) if as_of is not None and as_of.isdigit() else as_of, codes=code or None,
-                              engine=engine.value)
+                              engine=engine.value, scheduler=scheduler)
     except FlowkitError as exc:
         raise _fail(str(exc)) from None
     if format is ReportFormat.json:
