@@ -132,6 +132,8 @@ def export(
     redis: Annotated[str | None, typer.Option("--redis", help="Redis URL (default: $FLOWKIT_REDIS_URL, else the embedded server).")] = None,
     batch: Annotated[int, typer.Option(help="Sessions per pipelined round trip.")] = 500,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    partition_by: Annotated[str | None, typer.Option(
+        "--partition-by", help="Parquet history as hive folders, e.g. flow,day (history/flow=NAME/day=YYYY-MM-DD/).")] = None,
 ) -> None:
     """Stream every session's history and a sessions snapshot from Redis into OUT_DIR."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -140,6 +142,14 @@ def export(
     from flowkit.history.export import export_store
     from flowkit.store import Store, connect
 
+    from flowkit.history.partitioned import parse_partition_by
+
+    try:
+        partition = parse_partition_by(partition_by)
+    except FlowkitError as exc:
+        raise _fail(str(exc)) from None
+    if partition and format.value != "parquet":
+        raise _fail(f"--partition-by needs --format parquet, not {format.value} (hive folders hold Parquet files)")
     try:
         since_ms = to_ms(int(since) if since is not None and since.isdigit() else since) if since is not None else None
     except FlowkitError as exc:
@@ -153,7 +163,8 @@ def export(
         task = bar.add_task("export", total=None)
         try:
             meta = export_store(store, out_dir, fmt=format.value, since=since_ms, flow=flow, batch=batch,
-                                progress=lambda done, total: bar.update(task, completed=done, total=total))
+                                progress=lambda done, total: bar.update(task, completed=done, total=total),
+                                partition_by=partition)
         except FlowkitError as exc:
             raise _fail(str(exc)) from None
     typer.echo(f"exported {meta['sessions']['rows']} sessions, {meta['history']['rows']} records to {out_dir} "
