@@ -186,7 +186,7 @@ def analyze(
     engine: Annotated[Engine, typer.Option(
         "--engine", help="pandas, duckdb (same report; checks in SQL) or auto (duckdb when installed).")] = Engine.pandas,
     scheduler: Annotated[str | None, typer.Option(
-        "--scheduler", envvar="FLOWKIT_DASK_SCHEDULER",
+        "--scheduler",
         help="--engine dask: address of a running Dask scheduler (tcp://host:8786); default: a local cluster.")] = None,
 ) -> None:
     """Find stuck, looping and inconsistent sessions. Exit 1 when there are anomalies."""

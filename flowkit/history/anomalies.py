@@ -495,7 +495,7 @@ class _Finder:
 ENGINES = ("auto", "pandas", "duckdb", "dask")
 
 
-def resolve_engine(engine: str, *, on_disk: bool) -> str:
+def resolve_engine(engine: str, *, on_disk: bool, scheduler: str | None = None) -> str:
     """``pandas``, ``duckdb`` or ``dask``: ``auto`` is DuckDB when it can be imported and the input is on disk."""
     from flowkit.history import duck
 
@@ -506,6 +506,9 @@ def resolve_engine(engine: str, *, on_disk: bool) -> str:
 
         dask_engine._require()
         return engine
+    if scheduler is not None:
+        raise HistoryError(f"a Dask scheduler ({scheduler}) was given for engine {engine!r}; "
+                           "use --engine dask with --scheduler, or leave --scheduler out")
     if engine == "auto":
         return "duckdb" if on_disk and duck.available() else "pandas"
     if engine == "duckdb" and not duck.available():
@@ -587,7 +590,7 @@ def find_anomalies(history: pd.DataFrame, sessions: pd.DataFrame | None = None, 
     bucket of sessions on Dask distributed: the cluster at ``scheduler``, else a local one;
     ``buckets`` how many session buckets, default from the workers and rows).
     """
-    eng = resolve_engine(engine, on_disk=False)
+    eng = resolve_engine(engine, on_disk=False, scheduler=scheduler)
     df = normalize(history, "history")
     snap = normalize(sessions, "sessions") if sessions is not None else None
     fs = FlowSet.of(flows) if flows is not None else None
@@ -763,7 +766,7 @@ def analyze(path: str | Path, flows: Any = None, *, stuck_after: float | str | N
     Dask cluster at ``scheduler`` (else a local one) read the files and run the pandas
     checks per bucket of sessions (:mod:`flowkit.history.dask_engine`); the same report.
     """
-    eng = resolve_engine(engine, on_disk=True)
+    eng = resolve_engine(engine, on_disk=True, scheduler=scheduler)
     if eng == "dask":
         from flowkit.history import dask_engine
 
