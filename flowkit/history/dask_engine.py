@@ -209,3 +209,42 @@ def analyze_frames(history: pa.Table, sessions: pa.Table | None, flows: Any, *, 
         h = [client.scatter((split(history, n), latest))]
         s = [client.scatter((split(sessions, n), None))] if sessions is not None else None
         return run(client, h, s, flows, buckets=n, **kw)
+
+
+# ---------------------------------------------------------------- analytics
+
+#: The analytics tables the dask engine computes: those made of counts, which add up over
+#: buckets of sessions (a journey never crosses sessions). dwell, variants and dfg report
+#: medians and quantiles, which per-bucket results cannot give exactly.
+ANALYTICS_TABLES = ("funnel", "drop_off", "rates", "retries")
+
+
+def analytics_bucket(history: list[pa.Table], flows: Any, *, flow: str | None, by_version: bool) -> dict[str, Any]:
+    """The pandas analytics of one bucket of sessions (the parts the driver adds up)."""
+    from flowkit.history import analytics as an
+    from flowkit.history._prep import prepare
+
+    p = prepare(normalize(table_to_frame(pa.concat_tables(history, promote_options="permissive"), "history"), "history"))
+    return {"funnel": an.funnel(p, flows, flow=flow, by_version=by_version), "rates": an.rates(p, by_version=by_version),
+            "retries": an.retries(p, None, flow=flow), "fv_pairs": list(p.fv_pairs)}
+
+
+def analytics_files(path: str | Path, *, scheduler: str | None, buckets: int | None, flows: Any, flow: str | None,
+                    by_version: bool = False) -> list[dict[str, Any]]:
+    """:func:`analytics_bucket` on every bucket of an export on disk (read by the workers)."""
+    loc = locate_export(path)
+    assert loc.history is not None and loc.history_format is not None
+    meta = read_meta(path)
+    rows = (meta.get("history") or {}).get("rows") if isinstance(meta.get("history"), dict) else None
+    with connect(scheduler) as client:
+        n = buckets or default_buckets(client, rows if isinstance(rows, int) else None)
+        h = [client.submit(read_split, f, "history", loc.history_format, None, n, pure=False)
+             for f in _files(loc.history, loc.history_format)]
+        flows_f = client.scatter(flows, broadcast=True) if flows is not None else None
+
+        def piece(r: tuple[list[pa.Table], int | None], k: int) -> pa.Table:
+            return r[0][k]
+
+        jobs = [client.submit(analytics_bucket, [client.submit(piece, f, k, pure=False) for f in h], flows_f, flow=flow,
+                              by_version=by_version, pure=False) for k in range(n)]
+        return client.gather(jobs)
