@@ -238,6 +238,12 @@ def analytics(
     flow: Annotated[str | None, typer.Option(help="Only this flow.")] = None,
     heatmap: Annotated[Path | None, typer.Option(help="Also draw --flow as a traffic/drop-off heatmap (.svg, .png, .pdf, .dot).")] = None,
     format: ReportFormatOption = ReportFormat.text,
+    engine: Annotated[Engine, typer.Option(
+        "--engine", help="pandas (every table) or dask (funnel, drop_off, rates, retries: the same tables, "
+        "computed on a Dask cluster).")] = Engine.pandas,
+    scheduler: Annotated[str | None, typer.Option(
+        "--scheduler", help="--engine dask: address of a running Dask scheduler (tcp://host:8786); "
+        "default: a local cluster.")] = None,
 ) -> None:
     """Funnels, drop-off, dwell time, rates, retries, path variants or the directly-follows graph."""
     from flowkit.history import analytics as an
@@ -245,6 +251,23 @@ def analytics(
     from flowkit.history.columns import read_history
 
     fs = _load_flows(_flow_paths(ctx, flows))
+    if engine not in (Engine.pandas, Engine.dask):
+        raise _fail(f"analytics runs on --engine pandas or dask, not {engine.value}")
+    if scheduler is not None and engine is not Engine.dask:
+        raise _fail("--scheduler is for --engine dask")
+    if engine is Engine.dask:
+        from flowkit.history import dask_analytics
+
+        if heatmap is not None:
+            raise _fail("--heatmap draws from the whole history in this process: use --engine pandas for it")
+        try:
+            df = dask_analytics.table(export_dir, table.value, fs, flow=flow, scheduler=scheduler)
+        except FlowkitError as exc:
+            raise _fail(str(exc)) from None
+        if table.value == "rates" and flow is not None:
+            df = df[df["flow"] == flow]
+        _emit_frame(df, format, title=f"{table.value}{' of ' + flow if flow else ''}")
+        return
     try:
         history = read_history(export_dir)
     except FlowkitError as exc:

@@ -70,7 +70,7 @@ def connect(scheduler: str | None = None) -> Iterator[Any]:
 
     if scheduler:
         try:
-            client = Client(scheduler, timeout="30s")
+            client = Client(scheduler, timeout="10s")
         except (OSError, TimeoutError) as exc:
             raise HistoryError(f"cannot reach the Dask scheduler at {scheduler}: {exc}; start one "
                                "(dask scheduler) or leave --scheduler out for a local cluster") from None
