@@ -140,9 +140,8 @@ def export(
 
     from flowkit.history.columns import to_ms
     from flowkit.history.export import export_store
-    from flowkit.store import Store, connect
-
     from flowkit.history.partitioned import parse_partition_by
+    from flowkit.store import Store, connect
 
     try:
         partition = parse_partition_by(partition_by)
@@ -184,7 +183,8 @@ def analyze(
     code: Annotated[list[str] | None, typer.Option("--code", help="Only these anomaly codes (repeatable).")] = None,
     format: ReportFormatOption = ReportFormat.text,
     engine: Annotated[Engine, typer.Option(
-        "--engine", help="pandas, duckdb (same report; checks in SQL) or auto (duckdb when installed).")] = Engine.pandas,
+        "--engine", help="pandas, duckdb (same report; checks in SQL), dask (same report; on a Dask cluster, "
+        "see --scheduler) or auto (duckdb when installed).")] = Engine.pandas,
     scheduler: Annotated[str | None, typer.Option(
         "--scheduler",
         help="--engine dask: address of a running Dask scheduler (tcp://host:8786); default: a local cluster.")] = None,

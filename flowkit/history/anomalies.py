@@ -73,8 +73,8 @@ from flowkit.history._prep import Prepared, prepare
 from flowkit.history.columns import (
     EVENTS,
     SESSION_COLUMNS,
-    frame_to_table,
     TERMINAL,
+    frame_to_table,
     iso,
     locate_export,
     normalize,

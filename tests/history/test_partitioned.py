@@ -17,7 +17,14 @@ from typer.testing import CliRunner
 from flowkit.cli import app
 from flowkit.errors import HistoryError
 from flowkit.history.anomalies import analyze
-from flowkit.history.columns import HISTORY_COLUMNS, read_export, read_history, read_meta, sha256_file, write_export
+from flowkit.history.columns import (
+    HISTORY_COLUMNS,
+    read_export,
+    read_history,
+    read_meta,
+    sha256_file,
+    write_export,
+)
 from flowkit.history.export import export_store
 from flowkit.history.partitioned import parse_partition_by
 from flowkit.history.synthetic import Synthetic, load_into_store
