@@ -21,6 +21,7 @@ so on a real cluster the export must be on storage every worker sees at the same
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -80,8 +81,10 @@ def connect(scheduler: str | None = None) -> Iterator[Any]:
             client.close()
         return
     workers = max(1, min(os.cpu_count() or 1, 8))
-    # No dashboard: it needs bokeh and a port, and a one-off analysis has no one watching it.
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+    # No dashboard: it needs bokeh and a port, and a one-off analysis has no one watching it. Only the
+    # cluster's errors reach stderr: its start/stop chatter is not the command's output.
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                      silence_logs=logging.ERROR) as cluster, \
             Client(cluster) as client:
         yield client
 
