@@ -7,7 +7,10 @@
   columns, last row per session (groupby), version diff per session — what any analysis
   must at least do;
 - the same floor in DuckDB, which reads Parquet with both cores;
-- ``analyze`` with ``engine="duckdb"`` (the same report, checks in SQL).
+- ``analyze`` with ``engine="duckdb"`` (the same report, checks in SQL);
+- ``analyze`` with ``engine="dask"`` (the same report: the pandas checks per bucket of
+  sessions on a local Dask cluster started inside the step, so its start-up is counted;
+  "peak MB" there is the driver's, the largest worker's is in the notes).
 
 Every measurement runs in a fresh subprocess, so "peak MB" is that step's own maximum
 resident memory (ru_maxrss), not what earlier steps left behind. The synthetic histories
@@ -79,7 +82,8 @@ def _analyze(path: str, engine: str) -> dict:
     from flowkit.history import analyze
     from flowkit.history.synthetic import example_flows
 
-    report = analyze(path, example_flows(), engine=engine)
+    kw = {"scheduler": os.environ.get("FLOWKIT_DASK_SCHEDULER")} if engine == "dask" else {}
+    report = analyze(path, example_flows(), engine=engine, **kw)
     truth = json.loads((Path(path) / "truth.json").read_text())
     found = {(a.code, a.session_id, a.version) for a in report.anomalies}
     want = {tuple(t) for t in truth}
@@ -96,6 +100,11 @@ def analyze_flowkit(path: str) -> dict:
 @step
 def analyze_flowkit_duckdb(path: str) -> dict:
     return _analyze(path, "duckdb")
+
+
+@step
+def analyze_flowkit_dask(path: str) -> dict:
+    return _analyze(path, "dask")
 
 
 @step
@@ -124,6 +133,8 @@ def child(name: str, *args: str) -> None:
     out = STEPS[name](*args)
     out["seconds"] = time.perf_counter() - t0
     out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # Worker processes a step started and waited for (the dask engine's local cluster).
+    out["child_peak_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print("RESULT " + json.dumps(out))
 
 
@@ -224,6 +235,7 @@ def main() -> None:
                                ("floor_duckdb", "DuckDB floor (same query)"),
                                ("analyze_flowkit", "flowkit analyze (all 10 codes)"),
                                ("analyze_flowkit_duckdb", "flowkit analyze (duckdb)"),
+                               ("analyze_flowkit_dask", "flowkit analyze (dask, local cluster)"),
                                ("funnel_flowkit", "flowkit funnel (read + funnel)")):
                 r = measure(name, str(d))
                 rows.append((f"{what}", f"{info['rows']:,} rows", r))
@@ -253,6 +265,8 @@ def render(rows: list[tuple[str, str, dict]]) -> str:
         notes = ""
         if "precision" in r:
             notes = f"{r['anomalies']:,} anomalies, precision {r['precision']:.2f}, recall {r['recall']:.2f}"
+        if r.get("child_peak_mb", 0) > 1:
+            notes += f"; largest worker {r['child_peak_mb']:.0f} MB"
         out.append(f"| {what} | {size} | {r['seconds']:.1f} | {r['peak_mb']:.0f} | {ratio} | {notes} |")
     return "\n".join(out)
 

@@ -38,6 +38,7 @@ class Engine(StrEnum):
     auto = "auto"
     pandas = "pandas"
     duckdb = "duckdb"
+    dask = "dask"
 
 
 class Table(StrEnum):
@@ -131,14 +132,23 @@ def export(
     redis: Annotated[str | None, typer.Option("--redis", help="Redis URL (default: $FLOWKIT_REDIS_URL, else the embedded server).")] = None,
     batch: Annotated[int, typer.Option(help="Sessions per pipelined round trip.")] = 500,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    partition_by: Annotated[str | None, typer.Option(
+        "--partition-by", help="Parquet history as hive folders, e.g. flow,day (history/flow=NAME/day=YYYY-MM-DD/).")] = None,
 ) -> None:
     """Stream every session's history and a sessions snapshot from Redis into OUT_DIR."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from flowkit.history.columns import to_ms
     from flowkit.history.export import export_store
+    from flowkit.history.partitioned import parse_partition_by
     from flowkit.store import Store, connect
 
+    try:
+        partition = parse_partition_by(partition_by)
+    except FlowkitError as exc:
+        raise _fail(str(exc)) from None
+    if partition and format.value != "parquet":
+        raise _fail(f"--partition-by needs --format parquet, not {format.value} (hive folders hold Parquet files)")
     try:
         since_ms = to_ms(int(since) if since is not None and since.isdigit() else since) if since is not None else None
     except FlowkitError as exc:
@@ -152,7 +162,8 @@ def export(
         task = bar.add_task("export", total=None)
         try:
             meta = export_store(store, out_dir, fmt=format.value, since=since_ms, flow=flow, batch=batch,
-                                progress=lambda done, total: bar.update(task, completed=done, total=total))
+                                progress=lambda done, total: bar.update(task, completed=done, total=total),
+                                partition_by=partition)
         except FlowkitError as exc:
             raise _fail(str(exc)) from None
     typer.echo(f"exported {meta['sessions']['rows']} sessions, {meta['history']['rows']} records to {out_dir} "
@@ -172,7 +183,11 @@ def analyze(
     code: Annotated[list[str] | None, typer.Option("--code", help="Only these anomaly codes (repeatable).")] = None,
     format: ReportFormatOption = ReportFormat.text,
     engine: Annotated[Engine, typer.Option(
-        "--engine", help="pandas, duckdb (same report; checks in SQL) or auto (duckdb when installed).")] = Engine.pandas,
+        "--engine", help="pandas, duckdb (same report; checks in SQL), dask (same report; on a Dask cluster, "
+        "see --scheduler) or auto (duckdb when installed).")] = Engine.pandas,
+    scheduler: Annotated[str | None, typer.Option(
+        "--scheduler",
+        help="--engine dask: address of a running Dask scheduler (tcp://host:8786); default: a local cluster.")] = None,
 ) -> None:
     """Find stuck, looping and inconsistent sessions. Exit 1 when there are anomalies."""
     from flowkit.history.anomalies import CODES
@@ -187,7 +202,7 @@ def analyze(
     try:
         report = run_analysis(export_dir, fs, stuck_after=stuck_after, retry_threshold=retry_threshold,
                               as_of=int(as_of) if as_of is not None and as_of.isdigit() else as_of, codes=code or None,
-                              engine=engine.value)
+                              engine=engine.value, scheduler=scheduler)
     except FlowkitError as exc:
         raise _fail(str(exc)) from None
     if format is ReportFormat.json:
@@ -223,6 +238,12 @@ def analytics(
     flow: Annotated[str | None, typer.Option(help="Only this flow.")] = None,
     heatmap: Annotated[Path | None, typer.Option(help="Also draw --flow as a traffic/drop-off heatmap (.svg, .png, .pdf, .dot).")] = None,
     format: ReportFormatOption = ReportFormat.text,
+    engine: Annotated[Engine, typer.Option(
+        "--engine", help="pandas (every table) or dask (funnel, drop_off, rates, retries: the same tables, "
+        "computed on a Dask cluster).")] = Engine.pandas,
+    scheduler: Annotated[str | None, typer.Option(
+        "--scheduler", help="--engine dask: address of a running Dask scheduler (tcp://host:8786); "
+        "default: a local cluster.")] = None,
 ) -> None:
     """Funnels, drop-off, dwell time, rates, retries, path variants or the directly-follows graph."""
     from flowkit.history import analytics as an
@@ -230,6 +251,23 @@ def analytics(
     from flowkit.history.columns import read_history
 
     fs = _load_flows(_flow_paths(ctx, flows))
+    if engine not in (Engine.pandas, Engine.dask):
+        raise _fail(f"analytics runs on --engine pandas or dask, not {engine.value}")
+    if scheduler is not None and engine is not Engine.dask:
+        raise _fail("--scheduler is for --engine dask")
+    if engine is Engine.dask:
+        from flowkit.history import dask_analytics
+
+        if heatmap is not None:
+            raise _fail("--heatmap draws from the whole history in this process: use --engine pandas for it")
+        try:
+            df = dask_analytics.table(export_dir, table.value, fs, flow=flow, scheduler=scheduler)
+        except FlowkitError as exc:
+            raise _fail(str(exc)) from None
+        if table.value == "rates" and flow is not None:
+            df = df[df["flow"] == flow]
+        _emit_frame(df, format, title=f"{table.value}{' of ' + flow if flow else ''}")
+        return
     try:
         history = read_history(export_dir)
     except FlowkitError as exc:

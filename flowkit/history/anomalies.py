@@ -74,6 +74,7 @@ from flowkit.history.columns import (
     EVENTS,
     SESSION_COLUMNS,
     TERMINAL,
+    frame_to_table,
     iso,
     locate_export,
     normalize,
@@ -491,15 +492,23 @@ class _Finder:
         return sorted(self.out, key=lambda a: (a.session_id, a.version if a.version is not None else -1, order[a.code], a.detail))
 
 
-ENGINES = ("auto", "pandas", "duckdb")
+ENGINES = ("auto", "pandas", "duckdb", "dask")
 
 
-def resolve_engine(engine: str, *, on_disk: bool) -> str:
-    """``pandas`` or ``duckdb``: ``auto`` is DuckDB when it can be imported and the input is on disk."""
+def resolve_engine(engine: str, *, on_disk: bool, scheduler: str | None = None) -> str:
+    """``pandas``, ``duckdb`` or ``dask``: ``auto`` is DuckDB when it can be imported and the input is on disk."""
     from flowkit.history import duck
 
     if engine not in ENGINES:
         raise HistoryError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
+    if engine == "dask":
+        from flowkit.history import dask_engine
+
+        dask_engine._require()
+        return engine
+    if scheduler is not None:
+        raise HistoryError(f"a Dask scheduler ({scheduler}) was given for engine {engine!r}; "
+                           "use --engine dask with --scheduler, or leave --scheduler out")
     if engine == "auto":
         return "duckdb" if on_disk and duck.available() else "pandas"
     if engine == "duckdb" and not duck.available():
@@ -566,7 +575,8 @@ def _check_codes(codes: Iterable[str] | None) -> set[str]:
 def find_anomalies(history: pd.DataFrame, sessions: pd.DataFrame | None = None, flows: Any = None, *,
                    stuck_after: float | str | None = None, retry_threshold: int = DEFAULT_RETRY_THRESHOLD,
                    as_of: Any = None, exported_at: Any = None, since: Any = None, partial: bool = False,
-                   codes: Iterable[str] | None = None, engine: str = "auto") -> AnalysisReport:
+                   codes: Iterable[str] | None = None, engine: str = "auto", scheduler: str | None = None,
+                   buckets: int | None = None) -> AnalysisReport:
     """Every anomaly of docs/design.md in ``history`` (a DataFrame with the documented columns).
 
     ``sessions`` is the snapshot (enables STATE_MISMATCH and the STUCK check on it);
@@ -576,9 +586,11 @@ def find_anomalies(history: pd.DataFrame, sessions: pd.DataFrame | None = None, 
     (the export's ``--since``) or ``partial`` (the store trims old history) say that
     histories may legitimately start after version 1; ``codes`` limits the report.
     ``engine``: ``"pandas"``, ``"duckdb"`` (the same findings, computed in SQL) or
-    ``"auto"`` (pandas: the data is already in memory).
+    ``"auto"`` (pandas: the data is already in memory) or ``"dask"`` (the pandas checks per
+    bucket of sessions on Dask distributed: the cluster at ``scheduler``, else a local one;
+    ``buckets`` how many session buckets, default from the workers and rows).
     """
-    eng = resolve_engine(engine, on_disk=False)
+    eng = resolve_engine(engine, on_disk=False, scheduler=scheduler)
     df = normalize(history, "history")
     snap = normalize(sessions, "sessions") if sessions is not None else None
     fs = FlowSet.of(flows) if flows is not None else None
@@ -599,6 +611,17 @@ def find_anomalies(history: pd.DataFrame, sessions: pd.DataFrame | None = None, 
                                 exported_at=exported_at, since=since, partial=partial, codes=codes)
         finally:
             e.close()
+    if eng == "dask":
+        from flowkit.history import dask_engine
+
+        _check_codes(codes)
+        r = dask_engine.analyze_frames(frame_to_table(df, "history"),
+                                       frame_to_table(snap, "sessions") if snap is not None else None, fs,
+                                       scheduler=scheduler, buckets=buckets, stuck_after=stuck_s,
+                                       retry_threshold=retry_threshold, as_of=as_of, exported_at=exported_at,
+                                       since=partial_history)
+        return _finish_dask(r, codes, stuck_s=stuck_s, retry_threshold=retry_threshold, since=since, partial=partial,
+                            graph=fs is not None)
     p = prepare(df)
     as_of_ms, source = _as_of(as_of, exported_at, int(p.ts.max()) if p.n else None)
     finder = _Finder(p, fs, snap, stuck_after=stuck_s, retry_threshold=retry_threshold, as_of_ms=as_of_ms,
@@ -609,6 +632,18 @@ def find_anomalies(history: pd.DataFrame, sessions: pd.DataFrame | None = None, 
                    as_of_ms=as_of_ms, source=source, stuck_s=stuck_s, retry_threshold=retry_threshold, since=since,
                    partial=partial, graph=fs is not None, unchecked=finder.unchecked,
                    engine="pandas")
+
+
+def _finish_dask(r: Mapping[str, Any], codes: Iterable[str] | None, *, stuck_s: float, retry_threshold: int, since: Any,
+                 partial: bool, graph: bool) -> AnalysisReport:
+    """The merged per-bucket results of the dask engine as a report (the finder's order)."""
+    order = {c: i for i, c in enumerate(CODES)}
+    found = sorted(r["found"], key=lambda a: (a.session_id, a.version if a.version is not None else -1, order[a.code],
+                                               a.detail))
+    return _finish(found, codes, rows=r["rows"], sessions=r["sessions"], snapshot_sessions=r["snapshot_sessions"],
+                   fv_pairs=r["fv_pairs"], as_of_ms=r["as_of_ms"], source=r["source"], stuck_s=stuck_s,
+                   retry_threshold=retry_threshold, since=since, partial=partial, graph=graph,
+                   unchecked=r["unchecked"], engine="dask")
 
 
 def _find_duckdb(e: Any, fs: FlowSet | None, has_snapshot: bool, *, stuck_s: float, retry_threshold: int, as_of: Any,
@@ -719,16 +754,34 @@ def _find_duckdb(e: Any, fs: FlowSet | None, has_snapshot: bool, *, stuck_s: flo
 
 def analyze(path: str | Path, flows: Any = None, *, stuck_after: float | str | None = None,
             retry_threshold: int = DEFAULT_RETRY_THRESHOLD, as_of: Any = None,
-            codes: Iterable[str] | None = None, engine: str = "pandas") -> AnalysisReport:
+            codes: Iterable[str] | None = None, engine: str = "pandas", scheduler: str | None = None,
+            buckets: int | None = None) -> AnalysisReport:
     """Read an export (folder or history file, any format) and find its anomalies.
 
     Staleness is judged at ``as_of``, else the export's ``exported_at``. ``engine``:
     ``"pandas"`` (the default) reads the files into pandas, ``"duckdb"`` into Arrow
     tables that DuckDB scans, with the checks in SQL; both give the same report.
     ``"auto"`` is DuckDB when the duckdb package can be imported. (DuckDB is not the
-    default: it measured no faster, see bench/README.md.)
+    default: it measured no faster, see bench/README.md.) ``"dask"``: the workers of the
+    Dask cluster at ``scheduler`` (else a local one) read the files and run the pandas
+    checks per bucket of sessions (:mod:`flowkit.history.dask_engine`); the same report.
     """
-    eng = resolve_engine(engine, on_disk=True)
+    eng = resolve_engine(engine, on_disk=True, scheduler=scheduler)
+    if eng == "dask":
+        from flowkit.history import dask_engine
+
+        _check_codes(codes)
+        fs = FlowSet.of(flows) if flows is not None else None
+        stuck_s = _seconds(stuck_after, DEFAULT_STUCK_AFTER)
+        if retry_threshold < 1:
+            raise HistoryError(f"retry threshold must be at least 1, got {retry_threshold}")
+        meta = read_meta(path)
+        partial = bool(meta.get("history_trimmed"))
+        r = dask_engine.analyze_files(path, fs, scheduler=scheduler, buckets=buckets, stuck_after=stuck_s,
+                                      retry_threshold=retry_threshold, as_of=as_of,
+                                      since=partial or meta.get("since") not in (None, False))
+        return _finish_dask(r, codes, stuck_s=stuck_s, retry_threshold=retry_threshold, since=meta.get("since"),
+                            partial=partial, graph=fs is not None)
     if eng == "pandas":
         ex = read_export(path, columns=ANALYSIS_COLUMNS)
         return find_anomalies(ex.history, ex.sessions, flows, stuck_after=stuck_after, retry_threshold=retry_threshold,

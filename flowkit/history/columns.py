@@ -64,6 +64,7 @@ import pyarrow.parquet as pq
 
 from flowkit.errors import HistoryError
 from flowkit.flow.model import STATUSES, TERMINAL_STATUSES
+from flowkit.history.partitioned import clear_dataset, hive_values
 
 Format = Literal["parquet", "jsonl", "csv"]
 FORMATS: tuple[Format, ...] = ("parquet", "jsonl", "csv")
@@ -596,15 +597,20 @@ def read_table(path: str | Path, kind: Kind = "history", *, fmt: Format | None =
             tables = []
             for f in files:
                 present = pq.read_schema(f).names
+                # Hive folders (flow=NAME/...) hold the columns the files leave out (flowkit.history.partitioned).
+                hive = {k: v for k, v in hive_values(f, p).items() if k in schema.names and k not in present}
                 cols = [c for c in (want + extra if want is not None else present) if c in present]
-                missing = [c for c in schema.names if c not in present and (want is None or c in want)
+                missing = [c for c in schema.names if c not in present and c not in hive and (want is None or c in want)
                            and c not in OPTIONAL[kind]]
                 if missing:
                     raise HistoryError(f"{f}: {kind} is missing column{'s' if len(missing) > 1 else ''} "
                                        f"{', '.join(map(repr, missing))} (expected {_MEANING[kind]}; see docs/design.md, 'History export')")
-                tables.append(_fill_optional(pq.read_table(f, columns=cols), kind).select(
+                part = pq.read_table(f, columns=cols)
+                for k, v in hive.items():
+                    part = part.append_column(k, pa.repeat(pa.scalar(v, pa.string()), part.num_rows))
+                tables.append(_fill_optional(part, kind).select(
                     [c for c in (want + extra if want is not None else schema.names)
-                     if c in present or c in OPTIONAL[kind]]))
+                     if c in present or c in hive or c in OPTIONAL[kind]]))
             table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
             if want is not None:
                 # Fill the columns not read with typed nulls so the table has the whole schema.
@@ -809,9 +815,12 @@ class TableWriter:
     """
 
     def __init__(self, root: str | Path, kind: Kind, fmt: Format = "parquet", *, rows_per_file: int = 1_000_000,
-                 row_group_size: int = 128_000) -> None:
+                 row_group_size: int = 128_000, partition_by: Sequence[str] = ()) -> None:
         if fmt not in FORMATS:
             raise HistoryError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+        if partition_by and fmt != "parquet":
+            raise HistoryError(f"--partition-by needs the parquet format, not {fmt}: hive folders hold Parquet files")
+        self.partition_by = tuple(partition_by)
         self.root = Path(root)
         self.kind: Kind = kind
         self.fmt: Format = fmt
@@ -827,8 +836,12 @@ class TableWriter:
         if fmt == "parquet":
             self.path = self.root / name
             self.path.mkdir(parents=True, exist_ok=True)
-            for old in self.path.glob("part-*.parquet"):  # a re-export replaces the dataset, never mixes two
-                old.unlink()
+            clear_dataset(self.path)  # a re-export replaces the dataset, never mixes two (nor two layouts)
+            if self.partition_by:
+                from flowkit.history.partitioned import PartitionedWriter
+
+                self._hive: Any = PartitionedWriter(self.path, schema_of(kind), self.partition_by,
+                                                    rows_per_file=rows_per_file, row_group_size=row_group_size)
         else:
             self.path = self.root / f"{name}.{fmt}"
             self.root.mkdir(parents=True, exist_ok=True)
@@ -850,7 +863,9 @@ class TableWriter:
             return
         table = table.cast(schema_of(self.kind))
         self.rows += table.num_rows
-        if self.fmt == "parquet":
+        if self.partition_by:
+            self._hive.write_table(table)
+        elif self.fmt == "parquet":
             offset = 0
             while offset < table.num_rows:
                 if self._pq is None:
@@ -876,6 +891,10 @@ class TableWriter:
                                                                                 quoting_style="needed"))
 
     def close(self) -> dict[str, Any]:
+        if self.partition_by:
+            self.files = self._hive.close()
+            return {"rows": self.rows, "format": self.fmt, "layout": "hive", "partition_by": list(self.partition_by),
+                    "files": {str(f.relative_to(self.root)): sha256_file(f) for f in self.files}}
         if self._pq is not None:
             self._pq.close()
             self._pq = None
@@ -904,7 +923,7 @@ def write_meta(root: str | Path, meta: Mapping[str, Any]) -> Path:
 
 def write_export(out_dir: str | Path, history: pd.DataFrame | pa.Table, sessions: pd.DataFrame | pa.Table | None = None,
                  *, fmt: Format = "parquet", exported_at: Any = None, extra: Mapping[str, Any] | None = None,
-                 rows_per_file: int = 1_000_000) -> Path:
+                 rows_per_file: int = 1_000_000, partition_by: Sequence[str] = ()) -> Path:
     """Write DataFrames (or Arrow tables) as an export folder, with ``export.json``.
 
     ``exported_at`` defaults to now; give the time the data was taken at for reproducible
@@ -920,7 +939,8 @@ def write_export(out_dir: str | Path, history: pd.DataFrame | pa.Table, sessions
         tables.append(("sessions", sessions))
     for kind, data in tables:
         table = data if isinstance(data, pa.Table) else frame_to_table(data, kind)
-        w = TableWriter(out, kind, fmt, rows_per_file=rows_per_file)
+        w = TableWriter(out, kind, fmt, rows_per_file=rows_per_file,
+                        partition_by=partition_by if kind == "history" else ())
         w.write_table(table)
         meta[kind] = w.close()
     meta["exported_at"] = iso(to_ms(exported_at) if exported_at is not None else int(dt.datetime.now(dt.UTC).timestamp() * 1000))

@@ -123,13 +123,15 @@ def _snapshot_row(state: Mapping[str, Any]) -> dict[str, Any]:
 def export_store(store: Any, out_dir: str | Path, *, fmt: Format = "parquet", since: int | None = None,
                  flow: str | None = None, batch: int = 500, progress: Progress | None = None,
                  exported_at: int | None = None, rows_per_file: int = 1_000_000,
-                 session_ids: Iterable[str] | None = None) -> dict[str, Any]:
+                 session_ids: Iterable[str] | None = None, partition_by: tuple[str, ...] = ()) -> dict[str, Any]:
     """Export ``store`` (a :class:`flowkit.store.Store`) into ``out_dir``; returns ``export.json``'s content.
 
     ``since`` (epoch ms) keeps only records at or after it, and only sessions that have
     such records; ``flow`` keeps only sessions of that flow; ``session_ids`` exports just
     those. ``progress(done, total)`` is called after every batch (``total`` is None: SCAN
-    does not know it).
+    does not know it). ``partition_by`` (Parquet only; a subset of ``("flow", "day")``) writes
+    the history as hive folders ``history/flow=NAME/day=YYYY-MM-DD/`` (:mod:`flowkit.history.partitioned`);
+    the snapshot stays one dataset (one row per session).
     """
     from flowkit import __version__
 
@@ -139,7 +141,7 @@ def export_store(store: Any, out_dir: str | Path, *, fmt: Format = "parquet", si
         raise HistoryError("batch must be at least 1")
     out = private_dir(out_dir)  # 0700: the files hold personal data (made 0600 at the end)
     started = exported_at if exported_at is not None else int(dt.datetime.now(dt.UTC).timestamp() * 1000)
-    hist_w = TableWriter(out, "history", fmt, rows_per_file=rows_per_file)
+    hist_w = TableWriter(out, "history", fmt, rows_per_file=rows_per_file, partition_by=partition_by)
     sess_w = TableWriter(out, "sessions", fmt, rows_per_file=rows_per_file)
     hist_buf: list[dict[str, Any]] = []
     sess_buf: list[dict[str, Any]] = []

@@ -3,6 +3,8 @@ Redis fixtures (``store``, ``redis_url``, ``cluster_client``) come from ``tests/
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from flowkit.history.flowset import FlowSet
@@ -30,3 +32,12 @@ def clean(flows: FlowSet) -> Synthetic:
 def committed(flows: FlowSet) -> Synthetic:
     """Clean sessions with their states, to commit to a real store."""
     return generate(sessions=120, seed=13, per_code=0, flows=flows, keep_states=True)
+
+
+@pytest.fixture(scope="session")
+def dask_scheduler() -> Iterator[str]:
+    """A real Dask cluster (scheduler and two worker processes) for the dask engine; its address."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        yield cluster.scheduler_address

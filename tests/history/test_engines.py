@@ -1,9 +1,14 @@
-"""The DuckDB engine gives the pandas engine's report, word for word: on synthetic histories
-of several seeds and options, from every file form (a multi-file Parquet dataset in
-shuffled order included), on order-sensitive ties, and with the same errors on bad input."""
+"""The DuckDB and Dask engines give the pandas engine's report, word for word: on synthetic
+histories of several seeds and options, from every file form (a multi-file Parquet dataset
+in shuffled order included), on order-sensitive ties, and with the same errors on bad input.
+
+The Dask engine runs on a real local cluster (scheduler and worker processes, the
+``dask_scheduler`` fixture) with a bucket count that differs from the worker count, so
+sessions really are split over tasks and processes."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,19 +29,43 @@ from tests.history.helpers import T0, frame, pizza_ok, rec, snapshot
 MIN = 60_000
 
 
+DASK_BUCKETS = 5  # not the worker count: several buckets per worker, some sessions per bucket
+
+
+@pytest.fixture(autouse=True)
+def _dask(dask_scheduler: str) -> Iterator[None]:
+    global SCHEDULER
+    SCHEDULER = dask_scheduler
+    yield
+
+
+SCHEDULER = ""
+
+
 def both(history: pd.DataFrame, sessions: pd.DataFrame | None, flows: Any, **kw: Any) -> tuple[dict, dict]:
+    """The pandas and duckdb reports (engine keys removed); the dask report must equal the pandas one."""
     a = find_anomalies(history, sessions, flows, engine="pandas", **kw).to_dict()
     b = find_anomalies(history, sessions, flows, engine="duckdb", **kw).to_dict()
+    c = find_anomalies(history, sessions, flows, engine="dask", scheduler=SCHEDULER, buckets=DASK_BUCKETS, **kw).to_dict()
     assert a["summary"].pop("engine") == "pandas" and b["summary"].pop("engine") == "duckdb"
+    assert c["summary"].pop("engine") == "dask"
+    assert c == a
     return a, b
 
 
 def same_files(path: Path, flows: Any, **kw: Any) -> dict:
     a = analyze(path, flows, engine="pandas", **kw).to_dict()
     b = analyze(path, flows, engine="duckdb", **kw).to_dict()
+    c = analyze(path, flows, engine="dask", scheduler=SCHEDULER, buckets=DASK_BUCKETS, **kw).to_dict()
     assert a["summary"].pop("engine") == "pandas" and b["summary"].pop("engine") == "duckdb"
+    assert c["summary"].pop("engine") == "dask"
     assert a == b
+    assert c == a
     return a
+
+
+def engine_kw(engine: str) -> dict[str, Any]:
+    return {"scheduler": SCHEDULER, "buckets": DASK_BUCKETS} if engine == "dask" else {}
 
 
 @pytest.fixture(scope="module", params=[41, 42, 43])
@@ -156,11 +185,14 @@ def test_bad_values_in_a_canonical_dataset_give_the_same_error(syn: Synthetic, t
     pq.write_table(_with(table, column, values), tmp_path / "history" / "part-00000.parquet")
     assert duck.canonical_parquet([tmp_path / "history" / "part-00000.parquet"], HISTORY_SCHEMA.names)
     errors = []
-    for engine in ("pandas", "duckdb"):
+    for engine in ("pandas", "duckdb", "dask"):
         with pytest.raises(HistoryError) as exc:
-            analyze(tmp_path, engine=engine)
+            analyze(tmp_path, engine=engine, **engine_kw(engine))
         errors.append(str(exc.value))
     assert errors[0] == errors[1]
+    # The dask workers read file by file: the same error, naming the file (rows counted in it).
+    folder = str(tmp_path / "history")
+    assert errors[2] == errors[0].replace(folder + ":", folder + "/part-00000.parquet:")
     assert message in errors[0]
 
 
@@ -176,11 +208,11 @@ def test_missing_and_ill_typed_columns_give_the_same_error(syn: Synthetic, tmp_p
                           ("typed.parquet", "column 'version' must be an integer (int64); got 'two'"),
                           ("bad.csv", "column 'version' must be an integer (int64); got 'two'")):
         errors = []
-        for engine in ("pandas", "duckdb"):
+        for engine in ("pandas", "duckdb", "dask"):
             with pytest.raises(HistoryError) as exc:
-                analyze(tmp_path / name, engine=engine)
+                analyze(tmp_path / name, engine=engine, **engine_kw(engine))
             errors.append(str(exc.value))
-        assert errors[0] == errors[1] and message in errors[0], errors
+        assert errors[0] == errors[1] == errors[2] and message in errors[0], errors
 
 
 def test_non_canonical_parquet_is_read_like_pandas(syn: Synthetic, tmp_path: Path) -> None:
@@ -200,7 +232,7 @@ def test_engine_choice(syn: Synthetic, tmp_path: Path, monkeypatch: pytest.Monke
     assert analyze(out, syn.flows).summary["engine"] == "pandas"  # the default
     assert analyze(out, syn.flows, engine="auto").summary["engine"] == "duckdb"  # on disk, duckdb importable
     assert find_anomalies(syn.history, syn.sessions, syn.flows).summary["engine"] == "pandas"  # auto: in memory
-    with pytest.raises(HistoryError, match="unknown engine 'spark'; use one of auto, pandas, duckdb"):
+    with pytest.raises(HistoryError, match="unknown engine 'spark'; use one of auto, pandas, duckdb, dask"):
         analyze(out, engine="spark")
     monkeypatch.setattr(duck, "available", lambda: False)
     assert resolve_engine("auto", on_disk=True) == "pandas"
