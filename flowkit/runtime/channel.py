@@ -4,12 +4,24 @@ an in-memory recorder (tests, the simulator) is another."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from flowkit.channels.whatsapp import outgoing
+from flowkit.channels.whatsapp.outgoing import (
+    HEADER_MEDIA,
+    MAX_CAPTION,
+    MAX_FOOTER,
+    MAX_HEADER,
+    MAX_INTERACTIVE_BODY,
+    MAX_TEXT,
+)
 from flowkit.engine.events import Reply
 from flowkit.errors import ChannelError
+from flowkit.log import get_logger
+
+log = get_logger("flowkit.channels")
 
 
 class Channel(Protocol):
@@ -66,23 +78,83 @@ class AsyncRecordingChannel(RecordingChannel):
 
 
 def reply_call(reply: Reply) -> tuple[str, dict[str, Any]]:
-    """Which WhatsApp sender method sends ``reply``, and its keyword arguments."""
-    text = reply.text or ""
+    """Which WhatsApp sender method sends ``reply``, and its keyword arguments.
+
+    A reply is always one Graph message; combinations that cannot be one (a header on plain
+    text, a caption on a sticker, media on a list) raise :class:`ChannelError`, and
+    ``flowkit lint`` reports them before a flow loads. Rendered texts longer than WhatsApp
+    allows (a long slot value in a template) are shortened with "…" and logged rather than
+    refused by Graph after the session moved on.
+    """
     if reply.template is not None:
         name, language, params = reply.template
         components: Sequence[dict[str, Any]] | None = (
             [{"type": "body", "parameters": [{"type": "text", "text": p} for p in params]}] if params else None
         )
         return "send_template", {"name": name, "language": language, "components": components}
+    text = reply.text or ""
+    interactive = bool(reply.buttons or reply.sections or reply.cta or reply.location_request)
+    if reply.media is not None:
+        kind = reply.media[0]
+        if not interactive:
+            if reply.header is not None or reply.footer is not None:
+                raise ChannelError(f"a {kind} message takes no header or footer; add buttons or a cta, or drop them")
+            caption = _fit(text, MAX_CAPTION, "caption") if text else None
+            return "send_media", {"kind": kind, "ref": reply.media[1], "caption": caption}
+        if reply.header is not None:
+            raise ChannelError(f"a message with {kind} media uses it as its header; drop the text `header`")
+        if reply.sections or reply.location_request or kind not in HEADER_MEDIA:
+            raise ChannelError(f"{kind} media cannot go with {'a list' if reply.sections else 'a location request' if reply.location_request else 'buttons'}: "
+                               "WhatsApp takes image, video or document headers on buttons and cta messages only")
+    header: Any = reply.media if reply.media is not None else (
+        _fit(reply.header, MAX_HEADER, "header") if reply.header is not None else None)
+    dress: dict[str, Any] = {}
+    if header is not None:
+        dress["header"] = header
+    if reply.footer is not None:
+        dress["footer"] = _fit(reply.footer, MAX_FOOTER, "footer")
+    if interactive:
+        text = _fit(text, MAX_INTERACTIVE_BODY, "body")
+    if reply.cta is not None:
+        return "send_cta_url", {"text": text, "display_text": reply.cta[0], "url": reply.cta[1], **dress}
     if reply.buttons:
-        return "send_buttons", {"text": text, "buttons": list(reply.buttons)}
+        return "send_buttons", {"text": text, "buttons": list(reply.buttons), **dress}
     if reply.sections:
         sections = [
             {"title": title, "rows": [{"id": r[0], "title": r[1], **({"description": r[2]} if r[2] else {})} for r in rows]}
             for title, rows in reply.sections
         ]
-        return "send_list", {"text": text, "button": reply.list_button or "Choose", "sections": sections}
-    return "send_text", {"text": text}
+        return "send_list", {"text": text, "button": reply.list_button or "Choose", "sections": sections, **dress}
+    if dress:
+        raise ChannelError("a header or footer needs buttons, a list or a cta button; plain text messages have neither")
+    if reply.location_request:
+        return "send_location_request", {"text": text}
+    return "send_text", {"text": _fit(text, MAX_TEXT, "text")}
+
+
+def _fit(text: str, limit: int, what: str) -> str:
+    if len(text) <= limit:
+        return text
+    log.warning("reply text shortened to fit WhatsApp", extra={"field": what, "length": len(text), "limit": limit})
+    return text[: limit - 1] + "…"
+
+
+# The outgoing builder behind each sender method (what the sender posts for it).
+_BUILDERS: dict[str, Callable[..., dict[str, Any]]] = {
+    "send_template": outgoing.template_message,
+    "send_text": outgoing.text_message,
+    "send_buttons": outgoing.buttons_message,
+    "send_list": outgoing.list_message,
+    "send_media": outgoing.media_message,
+    "send_cta_url": outgoing.cta_url_message,
+    "send_location_request": outgoing.location_request_message,
+}
+
+
+def reply_payload(to: str, reply: Reply) -> dict[str, Any]:
+    """The ``/messages`` body a WhatsApp channel posts for ``reply`` (ChannelError if it cannot be sent)."""
+    method, kwargs = reply_call(reply)
+    return _BUILDERS[method](to, **kwargs)
 
 
 class WhatsAppChannel:
