@@ -97,6 +97,7 @@ def list_message(to: str, text: str, button: str, sections: Sequence[Mapping[str
            f"a list message takes 1 to {MAX_LIST_SECTIONS} sections, got {len(sections)}")
     out_sections: list[dict[str, Any]] = []
     row_ids: list[str] = []
+    row_titles: list[str] = []
     for s, section in enumerate(sections):
         _check(isinstance(section, Mapping), f"section {s} must be a mapping with 'rows', got {section!r}")
         out: dict[str, Any] = {}
@@ -108,10 +109,12 @@ def list_message(to: str, text: str, button: str, sections: Sequence[Mapping[str
             raise ChannelError(f"section {s} needs a non-empty list of rows")
         out["rows"] = [_row(row, f"section {s} row {r}") for r, row in enumerate(rows)]
         row_ids += [row["id"] for row in out["rows"]]
+        row_titles += [row["title"] for row in out["rows"]]
         out_sections.append(out)
     _check(len(row_ids) <= MAX_LIST_ROWS,
            f"a list message takes at most {MAX_LIST_ROWS} rows in all sections, got {len(row_ids)}")
     _unique(row_ids, "row ids")
+    _unique(row_titles, "row titles")
     return _base(to) | {"type": "interactive", "interactive": _dressed(
         {"type": "list", "body": {"text": body}, "action": {"button": label, "sections": out_sections}},
         header, footer, media_header=False)}
