@@ -113,23 +113,24 @@ def check_limits(flow: Flow) -> tuple[list[Problem], list[Problem]]:
     errors: list[Problem] = []
     warnings: list[Problem] = []
     seen: set[tuple[str, str]] = set()
+    failed: set[str] = set()
     for name, step in flow.steps.items():
         for msg, key, ask in _messages(flow, step):
-            if _loader_reported(msg):
-                continue
+            if _loader_reported(msg) or (key != "say" and name in failed):
+                continue  # reported already (by the loader, or for the question the re-prompt repeats)
             loc: Loc = step.loc_of(key)
             where = f"`{key}` of step {name!r}"
             try:
-                reply_payload("0", build_reply(msg, _renderer(flow, False, []), key, ask))
+                reply_payload("0", build_reply(msg, _renderer(flow, False, []), key, ask), fit=False)
             except ChannelError as exc:
-                if (name, str(exc)) not in seen:  # the re-prompt repeats the question's problems
-                    seen.add((name, str(exc)))
+                if name not in failed:
+                    failed.add(name)
                     errors.append(Problem(loc.file, loc.line, loc.column, "whatsapp-limit",
                                           f"{where}: {exc}; WhatsApp would refuse this message"))
                 continue
             unbounded: list[str] = []
             try:
-                reply_payload("0", build_reply(msg, _renderer(flow, True, unbounded), key, ask))
+                reply_payload("0", build_reply(msg, _renderer(flow, True, unbounded), key, ask), fit=False)
             except ChannelError as exc:
                 warnings.append(Problem(loc.file, loc.line, loc.column, "may-exceed-limit",
                                         f"{where} at its longest (every slot at its max length): {exc}; "

@@ -77,15 +77,19 @@ class AsyncRecordingChannel(RecordingChannel):
         return RecordingChannel.send(self, to, reply)
 
 
-def reply_call(reply: Reply) -> tuple[str, dict[str, Any]]:
+def reply_call(reply: Reply, *, fit: bool = True) -> tuple[str, dict[str, Any]]:
     """Which WhatsApp sender method sends ``reply``, and its keyword arguments.
 
     A reply is always one Graph message; combinations that cannot be one (a header on plain
     text, a caption on a sticker, media on a list) raise :class:`ChannelError`, and
     ``flowkit lint`` reports them before a flow loads. Rendered texts longer than WhatsApp
     allows (a long slot value in a template) are shortened with "…" and logged rather than
-    refused by Graph after the session moved on.
+    refused by Graph after the session moved on; ``fit=False`` (lint) leaves them for the
+    builders to refuse.
     """
+    def _fit(text: str, limit: int, what: str) -> str:
+        return _shorten(text, limit, what) if fit else text
+
     if reply.template is not None:
         name, language, params = reply.template
         components: Sequence[dict[str, Any]] | None = (
@@ -132,7 +136,7 @@ def reply_call(reply: Reply) -> tuple[str, dict[str, Any]]:
     return "send_text", {"text": _fit(text, MAX_TEXT, "text")}
 
 
-def _fit(text: str, limit: int, what: str) -> str:
+def _shorten(text: str, limit: int, what: str) -> str:
     if len(text) <= limit:
         return text
     log.warning("reply text shortened to fit WhatsApp", extra={"field": what, "length": len(text), "limit": limit})
@@ -151,9 +155,9 @@ _BUILDERS: dict[str, Callable[..., dict[str, Any]]] = {
 }
 
 
-def reply_payload(to: str, reply: Reply) -> dict[str, Any]:
+def reply_payload(to: str, reply: Reply, *, fit: bool = True) -> dict[str, Any]:
     """The ``/messages`` body a WhatsApp channel posts for ``reply`` (ChannelError if it cannot be sent)."""
-    method, kwargs = reply_call(reply)
+    method, kwargs = reply_call(reply, fit=fit)
     return _BUILDERS[method](to, **kwargs)
 
 
