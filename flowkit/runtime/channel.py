@@ -3,6 +3,7 @@ an in-memory recorder (tests, the simulator) is another."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -161,11 +162,30 @@ def reply_payload(to: str, reply: Reply, *, fit: bool = True) -> dict[str, Any]:
     return _BUILDERS[method](to, **kwargs)
 
 
-class WhatsAppChannel:
-    """Sends replies through a :class:`flowkit.channels.whatsapp.WhatsAppSender`."""
+def _read_receipts_from_env() -> bool:
+    return os.environ.get("FLOWKIT_READ_RECEIPTS", "").strip().lower() in ("1", "true", "yes", "on")
 
-    def __init__(self, sender: Any) -> None:
+
+class WhatsAppChannel:
+    """Sends replies through a :class:`flowkit.channels.whatsapp.WhatsAppSender`.
+
+    With ``read_receipts`` (default: the ``FLOWKIT_READ_RECEIPTS`` environment variable, off)
+    the runtime's :meth:`seen` marks each handled message read, with the typing indicator
+    while a service call runs."""
+
+    def __init__(self, sender: Any, *, read_receipts: bool | None = None) -> None:
         self.sender = sender
+        self.read_receipts = _read_receipts_from_env() if read_receipts is None else read_receipts
+
+    def seen(self, message_id: str, *, working: bool = False) -> None:
+        """Mark ``message_id`` read (and show "typing…" when ``working``). A receipt that fails
+        is logged, never raised: it must not cost the user their reply."""
+        if not self.read_receipts:
+            return
+        try:
+            self.sender.mark_read(message_id, typing=working)
+        except (ChannelError, OSError) as exc:
+            log.warning("read receipt failed", extra={"message_id": message_id, "error": str(exc)})
 
     def send(self, to: str, reply: Reply) -> str | None:
         method, kwargs = reply_call(reply)
@@ -173,10 +193,20 @@ class WhatsAppChannel:
 
 
 class AsyncWhatsAppChannel:
-    """Sends replies through a :class:`flowkit.channels.whatsapp.AsyncWhatsAppSender`."""
+    """Sends replies through a :class:`flowkit.channels.whatsapp.AsyncWhatsAppSender` (read
+    receipts as for :class:`WhatsAppChannel`)."""
 
-    def __init__(self, sender: Any) -> None:
+    def __init__(self, sender: Any, *, read_receipts: bool | None = None) -> None:
         self.sender = sender
+        self.read_receipts = _read_receipts_from_env() if read_receipts is None else read_receipts
+
+    async def seen(self, message_id: str, *, working: bool = False) -> None:
+        if not self.read_receipts:
+            return
+        try:
+            await self.sender.mark_read(message_id, typing=working)
+        except (ChannelError, OSError) as exc:
+            log.warning("read receipt failed", extra={"message_id": message_id, "error": str(exc)})
 
     async def send(self, to: str, reply: Reply) -> str | None:
         method, kwargs = reply_call(reply)

@@ -87,6 +87,11 @@ class _Sleep:
     seconds: float
 
 
+def _inbound(event: Event) -> str | None:
+    """The WhatsApp id of a user's message, to mark it read."""
+    return event.message_id if isinstance(event, Message) else None
+
+
 def unrouted_text(registry: FlowRegistry) -> str:
     triggers = [f.triggers[0] for f in registry.flows() if f.triggers]
     if not triggers:
@@ -310,7 +315,7 @@ class Runtime(_Core):
         if outcome.status == "unrouted":
             self._send(session_id, outcome.replies)
         elif outcome.status == "applied":
-            self.run_effects(session_id, outcome.version or 0, outcome.effects)
+            self.run_effects(session_id, outcome.version or 0, outcome.effects, inbound=_inbound(event))
         return outcome
 
     handle_message = handle
@@ -329,7 +334,8 @@ class Runtime(_Core):
                 return False
         return True
 
-    def run_effects(self, sid: str, version: int, effects: Iterable[Any], *, actor: str = "runtime") -> None:
+    def run_effects(self, sid: str, version: int, effects: Iterable[Any], *, actor: str = "runtime",
+                    inbound: str | None = None) -> None:
         """Send replies, run service calls and feed back their results, then acknowledge the outbox.
 
         The outbox entry is acknowledged last, so a crash anywhere in between leaves it for
@@ -338,6 +344,9 @@ class Runtime(_Core):
         """
         effects = list(effects)
         sent = self._send(sid, [e for e in effects if isinstance(e, Reply)])
+        seen = getattr(self.channel, "seen", None)
+        if inbound and seen is not None:  # read receipt, "typing…" while the calls below run
+            seen(inbound, working=self.run_services and any(isinstance(e, CallService) for e in effects))
         if self.run_services:
             for call in (e for e in effects if isinstance(e, CallService)):
                 self._call_and_feed(sid, call, actor)
@@ -499,7 +508,8 @@ class AsyncRuntime(_Core):
         if outcome.status == "unrouted":
             await self._send(session_id, outcome.replies)
         elif outcome.status == "applied":
-            await self.run_effects(session_id, outcome.version or 0, outcome.effects, wait_services=wait_services)
+            await self.run_effects(session_id, outcome.version or 0, outcome.effects, wait_services=wait_services,
+                                   inbound=_inbound(event))
         return outcome
 
     handle_message = handle
@@ -518,10 +528,14 @@ class AsyncRuntime(_Core):
                 return False
         return True
 
-    async def run_effects(self, sid: str, version: int, effects: Iterable[Any], *, wait_services: bool = True) -> None:
+    async def run_effects(self, sid: str, version: int, effects: Iterable[Any], *, wait_services: bool = True,
+                          inbound: str | None = None) -> None:
         """Send replies, run calls and feed back results, then acknowledge the outbox (see Runtime.run_effects)."""
         effects = list(effects)
         sent = await self._send(sid, [e for e in effects if isinstance(e, Reply)])
+        seen = getattr(self.channel, "seen", None)
+        if inbound and seen is not None:  # read receipt, "typing…" while the calls run
+            await seen(inbound, working=self.run_services and any(isinstance(e, CallService) for e in effects))
         calls = [e for e in effects if isinstance(e, CallService)] if self.run_services else []
         if not self.run_services and any(isinstance(e, CallService) for e in effects):
             return
