@@ -112,3 +112,28 @@ def test_media_ids_are_checked_before_any_request(send: Any, graph: FakeGraphAPI
     with pytest.raises(ChannelError, match="media id"):
         send.download_media("../../me/accounts")
     assert graph.requests == 0
+
+
+def test_inbound_media_keeps_id_type_hash_and_caption_and_downloads(graph: FakeGraphAPI) -> None:
+    import base64
+
+    from flowkit.channels.whatsapp import WhatsAppSender, media_payload, parse_webhook
+    from flowkit.engine import Start, step
+    from flowkit.flow import parse_flow
+    from flowkit.web import to_event
+
+    data = b"%PDF-1.7 receipt"
+    media_id = graph.add_media(data, "application/pdf")
+    webhook_sha = base64.b64encode(hashlib.sha256(data).digest()).decode()  # webhooks write base64
+    (inbound,) = parse_webhook(media_payload(TO, media_id, kind="document", mime_type="application/pdf",
+                                             sha256=webhook_sha, caption="my receipt", filename="r.pdf")).messages
+    flow = parse_flow("flow: f\nstart: s\nslots:\n  doc: {type: media}\nsteps:\n  s:\n    ask: Send the receipt\n"
+                      "    input: {type: media, media: [document]}\n    save: doc\n    next: done\n"
+                      "  done:\n    end: completed\n")
+    t = step(flow, None, Start(flow="f"), 1_790_000_000_000, session_id="x")
+    t = step(flow, t.state, to_event(inbound), 1_790_000_001_000)
+    doc = t.state.slots["doc"]
+    assert doc == {"id": media_id, "kind": "document", "mime_type": "application/pdf", "sha256": webhook_sha,
+                   "caption": "my receipt", "filename": "r.pdf"}
+    with WhatsAppSender(config=graph.config()) as sender:
+        assert sender.download_media(doc["id"]).data == data
