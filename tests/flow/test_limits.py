@@ -203,3 +203,30 @@ def test_location_question_with_a_footer_is_refused() -> None:
         ask: {text: "Where are you?", footer: Thanks}
         input: location
         """).message
+
+
+def test_the_readme_rich_message_example_lints_clean() -> None:
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    [block] = [b for b in re.findall(r"```yaml\n(.*?)```", readme, flags=re.S) if "  receipt:\n" in b]
+    for nxt in ("pay", "where", "reminder"):
+        block = block.replace(f"  {nxt}:\n", f"    next: {nxt}\n  {nxt}:\n")
+    text = ("flow: r\nstart: receipt\nslots:\n  name: {type: text, max_length: 30}\n  ref: {type: text, max_length: 12}\n"
+            f"steps:\n{block}    next: done\n  done:\n    end: completed\n")
+    assert flow_warnings(parse_flow(text, "README.md")) == []
+
+
+def test_new_message_fields_round_trip_through_yaml() -> None:
+    flow = parse_flow(flow_text("""
+        say:
+          text: "Pay {{ who }}"
+          header: Order
+          footer: Thanks
+          cta: {text: Pay, url: "https://pay.example.com/{{ who }}"}
+        """, "slots:\n  who: {type: text, max_length: 5}\n"), "f.yaml")
+    again = parse_flow(flow.to_yaml(), "again.yaml")
+    assert again == flow and again.content_hash == flow.content_hash
+    media = parse_flow(flow_text('say: {text: Look, media: {type: image, id: "77"}}'), "f.yaml")
+    assert parse_flow(media.to_yaml()) == media
