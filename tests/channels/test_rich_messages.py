@@ -1,5 +1,6 @@
 """Headers, footers, media, location requests, cta URL buttons, read receipts with the typing
 indicator and media downloads: through both senders, over HTTP, to the Graph imitation."""
+# ruff: noqa: F811
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import pytest
 from flowkit.channels.fake_graph import FakeGraphAPI
 from flowkit.errors import ChannelError, GraphAPIError
 
-from .test_sender import make, send  # noqa: F401 - fixtures: every test runs with the sync and async sender
+# The sync/async sender fixtures of test_sender: every test here runs with both senders.
+# (Fixtures are found by parameter name, which ruff reads as a redefinition.)
+from .test_sender import make, send  # noqa: F401
 
 TO = "15551234567"
 
@@ -93,7 +96,7 @@ def test_download_unknown_media_says_what_happened(send: Any) -> None:
     assert info.value.status == 400 and info.value.code == 100 and "does not exist" in str(info.value)
 
 
-def test_download_with_a_bad_token_is_190(make: Callable[..., Any], graph: FakeGraphAPI) -> None:  # noqa: F811
+def test_download_with_a_bad_token_is_190(make: Callable[..., Any], graph: FakeGraphAPI) -> None:
     media_id = graph.add_media(b"x")
     with pytest.raises(GraphAPIError) as info:
         make(config=graph.config(token="wrong")).download_media(media_id)

@@ -20,8 +20,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
-import hashlib
 import email.utils
+import hashlib
 import json
 import os
 import random
