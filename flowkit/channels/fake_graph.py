@@ -7,12 +7,16 @@ Tests, the simulator, benchmarks and ``make demo`` point ``WHATSAPP_API_URL`` at
         sender.send_text("15551234567", "hi")
         assert graph.sent[0].payload["text"]["body"] == "hi"
 
-It answers like Graph: bearer token check (401, code 190), request validation (400,
-code 100, message naming the field), unknown phone number ids (400, code 100/33), the
-success body with a fresh ``wamid``, read receipts. Failures are programmable
-(:meth:`FakeGraphAPI.fail_next`) and rate limits can be switched on (throughput: code
-130429; per recipient "pair" limit: 131056). Standard library only: a
-``ThreadingHTTPServer`` on 127.0.0.1 with a free port, in a daemon thread.
+It answers like Graph: bearer token check (401, code 190), request validation of every
+message kind flowkit sends, with WhatsApp's limits (400, code 100, message naming the
+field; docs/whatsapp-limits.md), unknown phone number ids (400, code 100/33), the success
+body with a fresh ``wamid``, read receipts with the typing indicator, and media lookup and
+download (``GET /{version}/{media-id}``, then its URL, both with the token). Failures and
+delays are programmable (:meth:`FakeGraphAPI.fail_next`, :meth:`FakeGraphAPI.delay_next`);
+rate limits can be switched on (throughput: code 130429; per recipient "pair" limit:
+131056; both with ``Retry-After``), and so can the 24-hour customer service window (code
+131047, on a clock tests can set). Standard library only: a ``ThreadingHTTPServer`` on
+127.0.0.1 with a free port, in a daemon thread.
 """
 
 from __future__ import annotations

@@ -114,33 +114,35 @@ def check_limits(flow: Flow) -> tuple[list[Problem], list[Problem]]:
     warnings: list[Problem] = []
     seen: set[tuple[str, str]] = set()
     failed: set[str] = set()
-    for name, step in flow.steps.items():
-        for msg, key, ask in _messages(flow, step):
-            if _loader_reported(msg) or (key != "say" and name in failed):
-                continue  # reported already (by the loader, or for the question the re-prompt repeats)
-            loc: Loc = step.loc_of(key)
-            where = f"`{key}` of step {name!r}"
-            try:
-                reply_payload("0", build_reply(msg, _renderer(flow, False, []), key, ask), fit=False)
-            except ChannelError as exc:
-                if name not in failed:
-                    failed.add(name)
-                    errors.append(Problem(loc.file, loc.line, loc.column, "whatsapp-limit",
-                                          f"{where}: {exc}; WhatsApp would refuse this message"))
-                continue
-            unbounded: list[str] = []
-            try:
-                reply_payload("0", build_reply(msg, _renderer(flow, True, unbounded), key, ask), fit=False)
-            except ChannelError as exc:
-                warnings.append(Problem(loc.file, loc.line, loc.column, "may-exceed-limit",
-                                        f"{where} at its longest (every slot at its max length): {exc}; "
-                                        "it would be shortened with '…' when sent"))
-                continue
-            fresh = [e for e in dict.fromkeys(unbounded) if (name, e) not in seen]
-            if fresh:
-                seen.update((name, e) for e in fresh)
-                shown = ", ".join(f"{{{{ {e} }}}}" for e in fresh)
-                warnings.append(Problem(loc.file, loc.line, loc.column, "unbounded-text",
-                                        f"{where} shows {shown}, with no maximum length; a value too long for "
-                                        "WhatsApp is shortened with '…' (give the slot a `max_length` to be sure)"))
+    items = [(name, step, m) for name, step in flow.steps.items() for m in _messages(flow, step)]
+    if flow.help is not None:  # the answer to the `help` command is a plain text reply
+        items.insert(0, ("", None, (Message(text=flow.help), "help", None)))
+    for name, step, (msg, key, ask) in items:
+        if _loader_reported(msg) or (key != "say" and name in failed):
+            continue  # reported already (by the loader, or for the question the re-prompt repeats)
+        loc: Loc = step.loc_of(key) if step is not None else flow.loc
+        where = f"`{key}` of step {name!r}" if step is not None else f"`help` of flow {flow.name!r}"
+        try:
+            reply_payload("0", build_reply(msg, _renderer(flow, False, []), key, ask), fit=False)
+        except ChannelError as exc:
+            if name not in failed:
+                failed.add(name)
+                errors.append(Problem(loc.file, loc.line, loc.column, "whatsapp-limit",
+                                      f"{where}: {exc}; WhatsApp would refuse this message"))
+            continue
+        unbounded: list[str] = []
+        try:
+            reply_payload("0", build_reply(msg, _renderer(flow, True, unbounded), key, ask), fit=False)
+        except ChannelError as exc:
+            warnings.append(Problem(loc.file, loc.line, loc.column, "may-exceed-limit",
+                                    f"{where} at its longest (every slot at its max length): {exc}; "
+                                    "it would be shortened with '…' when sent"))
+            continue
+        fresh = [e for e in dict.fromkeys(unbounded) if (name, e) not in seen]
+        if fresh:
+            seen.update((name, e) for e in fresh)
+            shown = ", ".join(f"{{{{ {e} }}}}" for e in fresh)
+            warnings.append(Problem(loc.file, loc.line, loc.column, "unbounded-text",
+                                    f"{where} shows {shown}, with no maximum length; a value too long for "
+                                    "WhatsApp is shortened with '…' (give the slot a `max_length` to be sure)"))
     return errors, warnings

@@ -230,3 +230,11 @@ def test_new_message_fields_round_trip_through_yaml() -> None:
     assert again == flow and again.content_hash == flow.content_hash
     media = parse_flow(flow_text('say: {text: Look, media: {type: image, id: "77"}}'), "f.yaml")
     assert parse_flow(media.to_yaml()) == media
+
+
+def test_help_text_is_checked_like_a_say() -> None:
+    text = flow_text('say: "Hi"').replace("start: s\n", f'start: s\nhelp: "{LONG_TEXT}"\n')
+    with pytest.raises(FlowError) as info:
+        parse_flow(text, "f.yaml")
+    [p] = info.value.problems
+    assert p.code == "whatsapp-limit" and "`help` of flow 'f'" in p.message
