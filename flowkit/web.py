@@ -49,7 +49,7 @@ def to_event(m: InboundMessage) -> Message:
     media = None
     if m.media is not None:
         media = {"id": m.media.id, "kind": m.raw_type, "mime_type": getattr(m.media, "mime_type", None)}
-        for extra in ("caption", "filename"):
+        for extra in ("caption", "filename", "sha256"):
             if getattr(m.media, extra, None):
                 media[extra] = getattr(m.media, extra)
     text = m.text if m.text is not None else m.reply_title

@@ -7,18 +7,24 @@ Tests, the simulator, benchmarks and ``make demo`` point ``WHATSAPP_API_URL`` at
         sender.send_text("15551234567", "hi")
         assert graph.sent[0].payload["text"]["body"] == "hi"
 
-It answers like Graph: bearer token check (401, code 190), request validation (400,
-code 100, message naming the field), unknown phone number ids (400, code 100/33), the
-success body with a fresh ``wamid``, read receipts. Failures are programmable
-(:meth:`FakeGraphAPI.fail_next`) and rate limits can be switched on (throughput: code
-130429; per recipient "pair" limit: 131056). Standard library only: a
-``ThreadingHTTPServer`` on 127.0.0.1 with a free port, in a daemon thread.
+It answers like Graph: bearer token check (401, code 190), request validation of every
+message kind flowkit sends, with WhatsApp's limits (400, code 100, message naming the
+field; docs/whatsapp-limits.md), unknown phone number ids (400, code 100/33), the success
+body with a fresh ``wamid``, read receipts with the typing indicator, and media lookup and
+download (``GET /{version}/{media-id}``, then its URL, both with the token). Failures and
+delays are programmable (:meth:`FakeGraphAPI.fail_next`, :meth:`FakeGraphAPI.delay_next`);
+rate limits can be switched on (throughput: code 130429; per recipient "pair" limit:
+131056; both with ``Retry-After``), and so can the 24-hour customer service window (code
+131047, on a clock tests can set). Standard library only: a ``ThreadingHTTPServer`` on
+127.0.0.1 with a free port, in a daemon thread.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import math
 import os
 import re
 import secrets
@@ -33,9 +39,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from flowkit.channels.whatsapp.outgoing import (
+    CAPTIONED,
+    HEADER_MEDIA,
     MAX_BUTTON_ID,
     MAX_BUTTON_TITLE,
     MAX_BUTTONS,
+    MAX_CAPTION,
+    MAX_CTA_DISPLAY,
+    MAX_FOOTER,
+    MAX_HEADER,
     MAX_INTERACTIVE_BODY,
     MAX_LIST_BUTTON,
     MAX_LIST_ROWS,
@@ -51,6 +63,11 @@ from flowkit.channels.whatsapp.sender import DEFAULT_API_VERSION, WhatsAppConfig
 
 DEFAULT_TOKEN = "test-token"
 _PATH = re.compile(r"^/(v\d+(?:\.\d+)?)/([^/?]+)/messages/?(?:\?.*)?$")
+_MEDIA_PATH = re.compile(r"^/(v\d+(?:\.\d+)?)/(\d+)/?(?:\?.*)?$")
+_DOWNLOAD_PATH = re.compile(r"^/download/(\d+)(?:\?.*)?$")
+WINDOW_SECONDS = 24 * 3600
+_WINDOW_DETAILS = ("Message failed to send because more than 24 hours have passed since the customer last replied "
+                   "to this number.")
 _MEDIA = ("image", "audio", "video", "document", "sticker")
 _DEFAULT_ERRORS: dict[int, tuple[int, str]] = {
     400: (100, "(#100) Invalid parameter"),
@@ -84,10 +101,17 @@ class GraphMessage:
 
 @dataclass(frozen=True)
 class _Scripted:
-    status: int
+    status: int | None  # None: no failure, only the delay
     code: int
     message: str
     retry_after: float | None
+    delay: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Media:
+    data: bytes
+    mime_type: str
 
 
 class _Invalid(Exception):
@@ -101,19 +125,27 @@ class FakeGraphAPI:
     (default: any). ``rate_limit``: messages per second per phone number id (None: no limit).
     ``pair_limit``: ``(n, seconds)``, at most n messages to one recipient per window.
     ``latency``: seconds to wait before each answer (benchmarks). ``rate_limit_status``:
-    the HTTP status of rate-limit answers.
+    the HTTP status of rate-limit answers (which carry ``Retry-After``: seconds until the window frees).
+    ``window``: enforce the 24-hour customer service window: a message other than a template
+    to a user who has not written (:meth:`user_wrote`) in the last 24 hours of the fake's clock
+    (:meth:`set_time`, :meth:`advance`) is refused with code 131047, as Graph does.
     """
 
     def __init__(self, token: str = DEFAULT_TOKEN, *, phone_number_ids: Iterable[str] | None = None,
                  rate_limit: float | None = None, pair_limit: tuple[int, float] | None = None,
-                 latency: float = 0.0, rate_limit_status: int = 429) -> None:
+                 latency: float = 0.0, rate_limit_status: int = 429, window: bool = False) -> None:
         self.token = token
         self.phone_number_ids = frozenset(phone_number_ids) if phone_number_ids is not None else None
         self.rate_limit = rate_limit
         self.pair_limit = pair_limit
         self.latency = latency
         self.rate_limit_status = rate_limit_status
+        self.window = window
         self._lock = threading.Lock()
+        self._clock: float | None = None  # None: the real time
+        self._wrote: dict[str, float] = {}
+        self._media: dict[str, _Media] = {}
+        self._typing: list[str] = []
         self._sent: list[GraphMessage] = []
         self._read: list[str] = []
         self._scripted: deque[_Scripted] = deque()
@@ -171,12 +203,59 @@ class FakeGraphAPI:
     # ------------------------------------------------------------ programming and inspection
 
     def fail_next(self, n: int = 1, status: int = 500, *, retry_after: float | None = None, code: int | None = None,
-                  message: str | None = None) -> None:
-        """Answer the next ``n`` authenticated requests with ``status`` (and a Graph error body)."""
+                  message: str | None = None, delay: float = 0.0) -> None:
+        """Answer the next ``n`` authenticated requests with ``status`` (and a Graph error body),
+        each after ``delay`` seconds."""
         default_code, default_message = _DEFAULT_ERRORS.get(status, (1, "An unknown error occurred"))
         with self._lock:
             self._scripted.extend([_Scripted(status, code if code is not None else default_code,
-                                             message or default_message, retry_after)] * n)
+                                             message or default_message, retry_after, delay)] * n)
+
+    def delay_next(self, seconds: float | Iterable[float], n: int = 1) -> None:
+        """Answer the next requests late but normally: ``n`` times ``seconds``, or one request
+        per item of a list of delays (a script: ``delay_next([0.5, 0, 2])``)."""
+        delays = [float(seconds)] * n if isinstance(seconds, int | float) else [float(d) for d in seconds]
+        with self._lock:
+            self._scripted.extend(_Scripted(None, 0, "", None, d) for d in delays)
+
+    # ------------------------------------------------------------ the clock and the 24-hour window
+
+    def now(self) -> float:
+        """The fake's clock (epoch seconds): the real time unless set."""
+        with self._lock:
+            return self._clock if self._clock is not None else time.time()
+
+    def set_time(self, at: float | None) -> None:
+        """Freeze the clock at ``at`` (epoch seconds); None goes back to the real time."""
+        with self._lock:
+            self._clock = at
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward (freezing it at the current time first if it runs)."""
+        with self._lock:
+            self._clock = (self._clock if self._clock is not None else time.time()) + seconds
+
+    def user_wrote(self, wa_id: str, at: float | None = None) -> None:
+        """Record that ``wa_id`` sent a message at ``at`` (default: now), opening their 24-hour window."""
+        when = self.now() if at is None else at
+        with self._lock:
+            self._wrote[wa_id] = max(when, self._wrote.get(wa_id, when))
+
+    # ------------------------------------------------------------ media
+
+    def add_media(self, data: bytes, mime_type: str = "image/jpeg") -> str:
+        """Store ``data`` as if a user had sent it; returns its media id (for webhooks and downloads)."""
+        with self._lock:
+            self._counter += 1
+            media_id = str(10**15 + self._counter)
+            self._media[media_id] = _Media(bytes(data), mime_type)
+        return media_id
+
+    @property
+    def typing_indicators(self) -> list[str]:
+        """Message ids whose read receipt also asked for the typing indicator, in order."""
+        with self._lock:
+            return list(self._typing)
 
     @property
     def sent(self) -> list[GraphMessage]:
@@ -205,6 +284,10 @@ class FakeGraphAPI:
         with self._lock:
             self._sent.clear()
             self._read.clear()
+            self._typing.clear()
+            self._wrote.clear()
+            self._media.clear()
+            self._clock = None
             self._scripted.clear()
             self._recent.clear()
             self._recent_pair.clear()
@@ -212,8 +295,8 @@ class FakeGraphAPI:
 
     # ------------------------------------------------------------ the endpoint
 
-    def _answer(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
-        """(status, JSON body, extra headers) for one request. Pure apart from the recorded state."""
+    def _answer(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> tuple[int, dict[str, Any] | bytes, dict[str, str]]:
+        """(status, JSON body or raw bytes, extra headers) for one request. Pure apart from the recorded state."""
         with self._lock:
             self._requests += 1
         if self.latency:
@@ -223,6 +306,8 @@ class FakeGraphAPI:
             reason = "Cannot parse access token" if auth else "An active access token must be used"
             return _error(401, 190, f"Invalid OAuth access token - {reason}",
                           headers={"WWW-Authenticate": f'OAuth "Facebook Platform" "invalid_token" "{reason}"'})
+        if method == "GET":
+            return self._scripted_answer() or self._media_answer(path)
         match = _PATH.match(path)
         if method != "POST" or not match:
             return _error(400, 100, f"Unsupported {method.lower()} request. Unknown path components: {path}", subcode=33)
@@ -231,12 +316,9 @@ class FakeGraphAPI:
             return _error(400, 100, f"Unsupported post request. Object with ID '{phone_number_id}' does not exist, "
                                     "cannot be loaded due to missing permissions, or does not support this operation.",
                           subcode=33)
-        with self._lock:
-            scripted = self._scripted.popleft() if self._scripted else None
-        if scripted is not None:
-            extra = {"Retry-After": f"{scripted.retry_after:g}"} if scripted.retry_after is not None else {}
-            return _error(scripted.status, scripted.code, scripted.message, transient=scripted.status >= 500,
-                          headers=extra)
+        failed = self._scripted_answer()
+        if failed is not None:
+            return failed
         try:
             payload = json.loads(body or b"null")
         except ValueError:
@@ -248,11 +330,17 @@ class FakeGraphAPI:
         if kind == "read":
             with self._lock:
                 self._read.append(payload["message_id"])
+                if payload.get("typing_indicator") is not None:
+                    self._typing.append(payload["message_id"])
             return 200, {"success": True}, {}
+        if self.window and kind != "template" and not self._in_window(to):
+            return _error(400, 131047, "(#131047) Re-engagement message", details=_WINDOW_DETAILS)
         with self._lock:
             limited = self._rate_limited(phone_number_id, to)
             if limited is not None:
-                return _error(self.rate_limit_status, *limited)
+                code, message, wait = limited
+                return _error(self.rate_limit_status, code, message,
+                              headers={"Retry-After": str(max(1, math.ceil(wait)))})
             self._counter += 1
             # Unique across servers and runs (random part), and ordered within one (counter).
             wamid = "wamid." + base64.b64encode(f"{to}:{self._counter}:".encode() + os.urandom(9)).decode("ascii")
@@ -260,8 +348,46 @@ class FakeGraphAPI:
         return 200, {"messaging_product": "whatsapp", "contacts": [{"input": to, "wa_id": to}],
                      "messages": [{"id": wamid}]}, {}
 
-    def _rate_limited(self, phone_number_id: str, to: str) -> tuple[int, str] | None:
-        """Sliding windows; called under the lock. Only accepted messages count."""
+    def _scripted_answer(self) -> tuple[int, dict[str, Any], dict[str, str]] | None:
+        """Wait out the next scripted delay and answer its failure, if one is queued."""
+        with self._lock:
+            scripted = self._scripted.popleft() if self._scripted else None
+        if scripted is None:
+            return None
+        if scripted.delay > 0:
+            time.sleep(scripted.delay)
+        if scripted.status is None:
+            return None
+        extra = {"Retry-After": f"{scripted.retry_after:g}"} if scripted.retry_after is not None else {}
+        return _error(scripted.status, scripted.code, scripted.message, transient=scripted.status >= 500, headers=extra)
+
+    def _in_window(self, wa_id: str) -> bool:
+        now = self.now()
+        with self._lock:
+            wrote = self._wrote.get(wa_id)
+        return wrote is not None and now - wrote < WINDOW_SECONDS
+
+    def _media_answer(self, path: str) -> tuple[int, dict[str, Any] | bytes, dict[str, str]]:
+        """``GET /{version}/{media-id}`` (the description with a download URL) and the download itself."""
+        info, download = _MEDIA_PATH.match(path), _DOWNLOAD_PATH.match(path)
+        media_id = info.group(2) if info else download.group(1) if download else None
+        if media_id is None:
+            return _error(400, 100, f"Unsupported get request. Unknown path components: {path}", subcode=33)
+        with self._lock:
+            media = self._media.get(media_id)
+        if media is None:
+            return _error(400, 100, f"Unsupported get request. Object with ID '{media_id}' does not exist, "
+                                    "cannot be loaded due to missing permissions, or does not support this operation.",
+                          subcode=33)
+        if download:
+            return 200, media.data, {"Content-Type": media.mime_type}
+        return 200, {"messaging_product": "whatsapp", "url": f"{self.url}/download/{media_id}",
+                     "mime_type": media.mime_type, "sha256": hashlib.sha256(media.data).hexdigest(),
+                     "file_size": len(media.data), "id": media_id}, {}
+
+    def _rate_limited(self, phone_number_id: str, to: str) -> tuple[int, str, float] | None:
+        """(code, message, seconds until it frees) when over a sliding window; called under the
+        lock. Only accepted messages count."""
         now = time.monotonic()
         checks: list[tuple[deque[float], int, float, tuple[int, str]]] = []
         if self.rate_limit is not None:
@@ -275,15 +401,17 @@ class FakeGraphAPI:
             while window and window[0] <= now - span:
                 window.popleft()
             if len(window) >= limit:
-                return error
+                return (*error, window[0] + span - now)
         for window, *_ in checks:
             window.append(now)
         return None
 
 
 def _error(status: int, code: int, message: str, *, subcode: int | None = None, transient: bool = False,
-           headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
+           headers: dict[str, str] | None = None, details: str | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
     err: dict[str, Any] = {"message": message, "type": "OAuthException", "code": code}
+    if details is not None:
+        err["error_data"] = {"messaging_product": "whatsapp", "details": details}
     if subcode is not None:
         err["error_subcode"] = subcode
     if transient:
@@ -325,6 +453,9 @@ def _validate(p: object) -> tuple[str, str]:
     if p.get("status") is not None:
         _need(p.get("status") == "read", "Param status must be 'read'.")
         _need(isinstance(p.get("message_id"), str) and p["message_id"] != "", "The parameter message_id is required.")
+        typing = p.get("typing_indicator")
+        _need(typing is None or (isinstance(typing, dict) and typing.get("type") == "text"),
+              "Param typing_indicator['type'] must be 'text'.")
         return "read", ""
     to = p.get("to")
     if not isinstance(to, str) or not to.strip():
@@ -340,8 +471,11 @@ def _validate(p: object) -> tuple[str, str]:
         _str(t.get("language") if isinstance(t, dict) else None, "code", "template['language']")
     elif kind in _MEDIA:
         media = p.get(kind)
-        _need(isinstance(media, dict) and (bool(media.get("id")) or bool(media.get("link"))),
-              f"The parameter {kind}['id'] or {kind}['link'] is required.")
+        _media_object(media, kind, kind)
+        assert isinstance(media, dict)
+        if "caption" in media:
+            _need(kind in CAPTIONED, f"Param {kind}['caption'] is not supported for {kind} messages.")
+            _str(media, "caption", kind, MAX_CAPTION)
     elif kind == "location":
         loc = p.get("location")
         for key in ("latitude", "longitude"):
@@ -357,14 +491,29 @@ def _validate(p: object) -> tuple[str, str]:
     return str(kind), to
 
 
+def _media_object(media: object, kind: str, where: str) -> None:
+    _need(isinstance(media, dict) and (bool(media.get("id")) or bool(media.get("link"))),
+          f"The parameter {where}['id'] or {where}['link'] is required.")
+    assert isinstance(media, dict)
+    _need(not (media.get("id") and media.get("link")), f"Param {where} must have either 'id' or 'link', not both.")
+    link = media.get("link")
+    _need(link is None or (isinstance(link, str) and link.startswith(("https://", "http://"))),
+          f"Param {where}['link'] must be a valid URL.")
+
+
+_INTERACTIVE_TYPES = "{button, list, cta_url, location_request_message, flow, product, product_list}"
+
+
 def _interactive(i: object) -> None:
     if not isinstance(i, dict):
         raise _Invalid("The parameter interactive is required.")
+    kind = i.get("type")
     _str(i.get("body"), "text", "interactive['body']", MAX_INTERACTIVE_BODY)
+    _dressing(i, kind)
     action = i.get("action")
     if not isinstance(action, dict):
         raise _Invalid("The parameter interactive['action'] is required.")
-    if i.get("type") == "button":
+    if kind == "button":
         buttons = _list(action.get("buttons"), 1, MAX_BUTTONS,
                         f"Param interactive['action']['buttons'] must contain 1 to {MAX_BUTTONS} elements.")
         ids: list[str] = []
@@ -376,26 +525,58 @@ def _interactive(i: object) -> None:
             titles.append(_str(reply, "title", where, MAX_BUTTON_TITLE))
         _need(len(set(ids)) == len(ids), "Button IDs must be unique.")
         _need(len(set(titles)) == len(titles), "Button titles must be unique.")
-    elif i.get("type") == "list":
+    elif kind == "list":
         _str(action, "button", "interactive['action']", MAX_LIST_BUTTON)
         sections = _list(action.get("sections"), 1, MAX_LIST_SECTIONS,
                          f"Param interactive['action']['sections'] must contain 1 to {MAX_LIST_SECTIONS} elements.")
         row_ids: list[str] = []
+        row_titles: list[str] = []
         for s, section in enumerate(sections):
             where = f"interactive['action']['sections'][{s}]"
             if len(sections) > 1:
+                _str(section, "title", where, MAX_SECTION_TITLE)
+            elif isinstance(section, dict) and section.get("title") is not None:
                 _str(section, "title", where, MAX_SECTION_TITLE)
             rows = _list(section.get("rows") if isinstance(section, dict) else None, 1, 10**6,
                          f"The parameter {where}['rows'] is required.")
             for r, row in enumerate(rows):
                 row_ids.append(_str(row, "id", f"{where}['rows'][{r}]", MAX_ROW_ID))
-                _str(row, "title", f"{where}['rows'][{r}]", MAX_ROW_TITLE)
+                row_titles.append(_str(row, "title", f"{where}['rows'][{r}]", MAX_ROW_TITLE))
                 if isinstance(row, dict) and row.get("description") is not None:
                     _str(row, "description", f"{where}['rows'][{r}]", MAX_ROW_DESCRIPTION)
         _need(len(row_ids) <= MAX_LIST_ROWS, f"Total row count exceed max allowed count: {MAX_LIST_ROWS}")
         _need(len(set(row_ids)) == len(row_ids), "Row IDs must be unique.")
+        _need(len(set(row_titles)) == len(row_titles), "Row titles must be unique.")
+    elif kind == "cta_url":
+        _need(action.get("name") == "cta_url", "Param interactive['action']['name'] must be 'cta_url'.")
+        params = action.get("parameters")
+        _str(params, "display_text", "interactive['action']['parameters']", MAX_CTA_DISPLAY)
+        url = _str(params, "url", "interactive['action']['parameters']", 2048)
+        _need(url.startswith(("https://", "http://")), "Param interactive['action']['parameters']['url'] must be a valid URL.")
+    elif kind == "location_request_message":
+        _need(action.get("name") == "send_location", "Param interactive['action']['name'] must be 'send_location'.")
     else:
-        raise _Invalid("Param interactive['type'] must be one of {button, list, cta_url, flow, product, product_list}.")
+        raise _Invalid(f"Param interactive['type'] must be one of {_INTERACTIVE_TYPES}.")
+
+
+def _dressing(i: dict[str, Any], kind: object) -> None:
+    """An interactive message's optional header (text, or media on buttons and cta_url) and footer."""
+    header = i.get("header")
+    if header is not None:
+        htype = header.get("type") if isinstance(header, dict) else None
+        _need(kind != "location_request_message", "Param interactive['header'] is not supported for location_request_message.")
+        if htype == "text":
+            _str(header, "text", "interactive['header']", MAX_HEADER)
+        elif htype in HEADER_MEDIA and kind in ("button", "cta_url"):
+            assert isinstance(header, dict)
+            _media_object(header.get(htype), str(htype), f"interactive['header']['{htype}']")
+        else:
+            allowed = "{text}" if kind == "list" else "{text, image, video, document}"
+            raise _Invalid(f"Param interactive['header']['type'] must be one of {allowed}.")
+    footer = i.get("footer")
+    if footer is not None:
+        _need(kind != "location_request_message", "Param interactive['footer'] is not supported for location_request_message.")
+        _str(footer, "text", "interactive['footer']", MAX_FOOTER)
 
 
 # ---------------------------------------------------------------- HTTP plumbing
@@ -428,9 +609,10 @@ def _handler_for(fake: FakeGraphAPI) -> type[BaseHTTPRequestHandler]:
             body = self.rfile.read(int(length)) if length.isdigit() and int(length) > 0 else b""
             headers = {k.lower(): v for k, v in self.headers.items()}
             status, payload, extra = fake._answer(method, self.path, headers, body)
-            data = json.dumps(payload).encode()
+            data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
             self.send_response(status)
-            self.send_header("Content-Type", "application/json; charset=UTF-8")
+            if "Content-Type" not in extra:
+                self.send_header("Content-Type", "application/json; charset=UTF-8")
             self.send_header("Content-Length", str(len(data)))
             for key, value in extra.items():
                 self.send_header(key, value)

@@ -12,6 +12,7 @@ from rich.console import Console
 
 from flowkit.errors import FlowError
 from flowkit.flow import flow_files, graph_json, load_flow, load_flows, render_to_file
+from flowkit.flow.validate import flow_warnings
 
 
 class OutputFormat(StrEnum):
@@ -38,14 +39,21 @@ def lint(
     except FlowError as exc:
         problems = exc.problems
         flows = {}
+    # Warnings (texts that may outgrow WhatsApp's limits once filled in) never fail lint.
+    warnings = [w for name in sorted(flows) for w in flow_warnings(flows[name])]
     if format is OutputFormat.json:
         typer.echo(json.dumps({"ok": not problems, "files": [str(p) for p in paths], "flows": sorted(flows),
-                               "problems": [p.to_dict() for p in problems]}, indent=2))
+                               "problems": [p.to_dict() for p in problems],
+                               "warnings": [w.to_dict() for w in warnings]}, indent=2))
     else:
         for p in problems:
             typer.echo(str(p))
+        for w in warnings:
+            typer.echo(f"{w.file}:{w.line}:{w.column}: warning: {w.message} [{w.code}]", err=True)
         n = len(problems)
         summary = f"{len(paths)} file(s): " + ("all valid" if not n else f"{n} problem{'s' if n != 1 else ''}")
+        if warnings:
+            summary += f" ({len(warnings)} warning{'s' if len(warnings) != 1 else ''})"
         Console(stderr=True).print(("[green]" if not n else "[red]") + summary)
     raise typer.Exit(1 if problems else 0)
 

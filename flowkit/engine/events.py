@@ -141,6 +141,11 @@ class Reply:
     list_button: str | None = None
     sections: tuple[tuple[str, tuple[tuple[str, str, str | None], ...]], ...] = ()
     template: tuple[str, str, tuple[str, ...]] | None = None  # (name, language, params)
+    header: str | None = None
+    footer: str | None = None
+    media: tuple[str, str] | None = None  # (kind, https URL or uploaded media id); text is its caption
+    cta: tuple[str, str] | None = None  # (button text, url): a call-to-action URL button
+    location_request: bool = False  # a "Send location" button under the text
 
     kind: Literal["reply"] = "reply"
 
@@ -155,6 +160,14 @@ class Reply:
             d["sections"] = [[title, [list(r) for r in rows]] for title, rows in self.sections]
         if self.template is not None:
             d["template"] = [self.template[0], self.template[1], list(self.template[2])]
+        for key in ("header", "footer"):
+            if getattr(self, key) is not None:
+                d[key] = getattr(self, key)
+        for key in ("media", "cta"):
+            if getattr(self, key) is not None:
+                d[key] = list(getattr(self, key))
+        if self.location_request:
+            d["location_request"] = True
         return d
 
 
@@ -212,6 +225,11 @@ def effect_from_dict(d: Mapping[str, Any]) -> Effect:
             list_button=d.get("list_button"),
             sections=tuple((s[0], tuple((r[0], r[1], r[2]) for r in s[1])) for s in d.get("sections", ())),
             template=(tpl[0], tpl[1], tuple(tpl[2])) if tpl else None,
+            header=d.get("header"),
+            footer=d.get("footer"),
+            media=(d["media"][0], d["media"][1]) if d.get("media") else None,
+            cta=(d["cta"][0], d["cta"][1]) if d.get("cta") else None,
+            location_request=bool(d.get("location_request")),
         )
     if kind == "call":
         return CallService(call_id=d["call_id"], service=d["service"], args=d["args"], timeout=float(d["timeout"]))

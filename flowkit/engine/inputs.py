@@ -263,7 +263,7 @@ def parse_input(spec: InputSpec, msg: Message, *, slot: SlotSpec | None = None,
             raise InvalidInput("need_media", "the media has no id")
         if spec.media and media.get("kind") not in spec.media:
             raise InvalidInput("wrong_media", f"{media.get('kind')} is not one of {', '.join(spec.media)}")
-        value = {k: str(media[k]) for k in ("id", "kind", "mime_type", "caption", "filename") if media.get(k) is not None}
+        value = {k: str(media[k]) for k in ("id", "kind", "mime_type", "sha256", "caption", "filename") if media.get(k) is not None}
     elif t == "choice" and msg.reply_id is not None and msg.reply_id in (spec.options or ()):
         value = msg.reply_id  # a tapped button or list row
     elif t == "yes_no" and msg.reply_id in ("yes", "no"):

@@ -167,19 +167,37 @@ def build_reply(msg: Say, render: Callable[[Template | None, str], str | None], 
     sections = tuple(
         (s.title, tuple((r.id, r.title, r.description) for r in s.rows)) for s in msg.list.sections
     ) if msg.list else ()
-    if extra is not None and not buttons and not sections and template is None:
+    location_request = False
+    if extra is not None and not buttons and not sections and template is None and msg.cta is None:
         spec = extra.input
         if spec.type == "yes_no":
             buttons = (("yes", "Yes"), ("no", "No"))
         elif spec.type == "choice" and spec.options:
-            opts = spec.options
-            if len(opts) <= 3:
-                buttons = tuple((o, o[:20]) for o in opts)
-            elif len(opts) <= 10:
-                list_button, sections = "Choose", (("", tuple((o, o[:24], None) for o in opts)),)
-            else:
-                text = (text or "") + "\n" + "\n".join(f"{i}) {o}" for i, o in enumerate(opts, 1))
-    return Reply(text=text, buttons=buttons, list_button=list_button, sections=sections, template=template)
+            text, buttons, list_button, sections = option_menu(text, spec.options)
+        elif spec.type == "location" and msg.media is None:
+            location_request = True
+    cta = (msg.cta.text, render(msg.cta.url, f"{where} cta") or "") if msg.cta is not None else None
+    return Reply(text=text, buttons=buttons, list_button=list_button, sections=sections, template=template,
+                 header=render(msg.header, f"{where} header"), footer=render(msg.footer, f"{where} footer"),
+                 media=(msg.media.kind, msg.media.ref) if msg.media is not None else None, cta=cta,
+                 location_request=location_request)
+
+
+# WhatsApp's limits on what options become (the channel's builders enforce them again).
+_BUTTON_TITLE, _BUTTON_ID, _ROW_TITLE, _ROW_ID = 20, 256, 24, 200
+
+
+def option_menu(text: str | None, options: tuple[str, ...]) -> tuple[
+        str | None, tuple[tuple[str, str], ...], str | None, tuple[tuple[str, tuple[tuple[str, str, None], ...]], ...]]:
+    """(text, buttons, list button, sections) offering ``options``: buttons when at most 3 fit
+    whole, a list when at most 10 fit whole, else numbered lines under the text. Labels are
+    never cut: two options cut to the same title could not be told apart."""
+    if len(options) <= 3 and all(len(o) <= _BUTTON_TITLE and len(o) <= _BUTTON_ID for o in options):
+        return text, tuple((o, o) for o in options), None, ()
+    if len(options) <= 10 and all(len(o) <= _ROW_TITLE and len(o) <= _ROW_ID for o in options):
+        return text, (), "Choose", (("", tuple((o, o, None) for o in options)),)
+    lines = "\n".join(f"{i}) {o}" for i, o in enumerate(options, 1))
+    return ((text + "\n" + lines) if text else lines), (), None, ()
 
 
 def static_text(template: Template | None, where: str) -> str | None:

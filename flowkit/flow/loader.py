@@ -31,6 +31,7 @@ from flowkit.flow.model import (
     Button,
     CallStep,
     Commands,
+    CtaButton,
     EndStep,
     Flow,
     FlowStep,
@@ -39,6 +40,7 @@ from flowkit.flow.model import (
     ListRow,
     ListSection,
     Loc,
+    MediaRef,
     Message,
     SayStep,
     SetStep,
@@ -469,19 +471,57 @@ class _Parser:
         if isinstance(n.value, str) or (isinstance(n.value, (int, float)) and not isinstance(n.value, bool)):
             t = self.template(n, what)
             return Message(text=t, loc=self.loc(n)) if t else None
-        m = self.mapping(n, what, ["text", "buttons", "list", "template"])
+        m = self.mapping(n, what, ["text", "buttons", "list", "template", "header", "footer", "media", "cta"])
         if m is None:
             return None
         text = self.template(m.get("text"), f"`text` of {what}")
         buttons = self.buttons(m.get("buttons"), what)
         menu = self.list_menu(m.get("list"), what)
         template = self.template_message(m.get("template"), what)
-        if text is None and template is None and "text" not in m:
-            self.err(n, "missing-key", f"{what} needs `text` (or `template`)")
+        media = self.media_ref(m.get("media"), what)
+        cta = self.cta_button(m.get("cta"), what)
+        if text is None and template is None and media is None and "text" not in m:
+            self.err(n, "missing-key", f"{what} needs `text` (or `template` or `media`)")
             return None
         if buttons and menu:
             self.err(n, "bad-value", f"{what} has both `buttons` and `list`; WhatsApp shows one or the other")
-        return Message(text=text, buttons=buttons, list=menu, template=template, loc=self.loc(n))
+        if cta is not None and (buttons or menu):
+            self.err(m["cta"], "bad-value", f"{what} has `cta` and `{'buttons' if buttons else 'list'}`; WhatsApp shows one kind of button per message")
+        if cta is not None and text is None:
+            self.err(m["cta"], "missing-key", f"{what} has `cta` and needs `text` to show above the button")
+        return Message(text=text, buttons=buttons, list=menu, template=template,
+                       header=self.template(m.get("header"), f"`header` of {what}"),
+                       footer=self.template(m.get("footer"), f"`footer` of {what}"),
+                       media=media, cta=cta, loc=self.loc(n))
+
+    def media_ref(self, n: _N | None, what: str) -> MediaRef | None:
+        if n is None:
+            return None
+        m = self.mapping(n, f"`media` of {what}", ["type", "url", "id"], required=["type"])
+        if m is None or "type" not in m:
+            return None
+        kind = self.choice(m["type"], f"the media type of {what}", MEDIA_KINDS)
+        if ("url" in m) == ("id" in m):
+            self.err(n, "missing-key", f"`media` of {what} needs exactly one of `url` (https) or `id` (an uploaded media id)")
+            return None
+        ref = self.text(m.get("url") or m.get("id"), "media `url`/`id`", allow_number=True)
+        if "url" in m and ref is not None and not ref.startswith(("https://", "http://")):
+            self.err(m["url"], "bad-value", f"media `url` of {what} must start with https://, got {ref!r}")
+            return None
+        return MediaRef(kind=kind, ref=ref) if kind and ref else None
+
+    def cta_button(self, n: _N | None, what: str) -> CtaButton | None:
+        if n is None:
+            return None
+        m = self.mapping(n, f"`cta` of {what}", ["text", "url"], required=["text", "url"])
+        if m is None or "text" not in m or "url" not in m:
+            return None
+        label = self.text(m["text"], "`cta` button `text`")
+        url = self.template(m["url"], f"`cta` url of {what}")
+        if url is not None and not url.source.startswith(("https://", "http://")):
+            self.err(m["url"], "bad-value", f"`cta` url of {what} must start with https://, got {url.source!r}")
+            return None
+        return CtaButton(text=label, url=url) if label and url else None
 
     def buttons(self, n: _N | None, what: str) -> tuple[Button, ...]:
         if n is None:

@@ -191,24 +191,54 @@ class TemplateMessage:
     params: tuple[Template, ...] = ()
 
 
+@dataclass(frozen=True)
+class MediaRef:
+    """An image, audio, video, document or sticker: ``ref`` is an https URL or an uploaded media id."""
+
+    kind: str
+    ref: str
+
+
+@dataclass(frozen=True)
+class CtaButton:
+    """A call-to-action button that opens ``url``."""
+
+    text: str
+    url: Template
+
+
 @dataclass(frozen=True, kw_only=True)
 class Message:
-    """Something the bot says: text, optionally with reply buttons or a list menu, or a template."""
+    """Something the bot says: text, optionally with reply buttons or a list menu, or a template;
+    optionally with a header and footer, a media attachment or a call-to-action URL button."""
 
     text: Template | None = None
     buttons: tuple[Button, ...] = ()
     list: ListMenu | None = None
     template: TemplateMessage | None = None
+    header: Template | None = None
+    footer: Template | None = None
+    media: MediaRef | None = None
+    cta: CtaButton | None = None
     loc: Loc = _loc()
 
     def templates(self) -> builtins.list[Template]:  # `list` is a field of this class
         out = [self.text] if self.text is not None else []
         if self.template is not None:
             out.extend(self.template.params)
+        out += [t for t in (self.header, self.footer) if t is not None]
+        if self.cta is not None:
+            out.append(self.cta.url)
         return out
 
+    @property
+    def plain(self) -> bool:
+        """Only text: written as a bare string in a flow file."""
+        return (not self.buttons and self.list is None and self.template is None and self.header is None
+                and self.footer is None and self.media is None and self.cta is None)
+
     def to_data(self) -> Any:
-        if self.text is not None and not self.buttons and self.list is None and self.template is None:
+        if self.text is not None and self.plain:
             return self.text.source
         d: dict[str, Any] = {}
         if self.text is not None:
@@ -232,6 +262,15 @@ class Message:
                 "language": self.template.language,
                 **({"params": [p.source for p in self.template.params]} if self.template.params else {}),
             }
+        if self.header is not None:
+            d["header"] = self.header.source
+        if self.footer is not None:
+            d["footer"] = self.footer.source
+        if self.media is not None:
+            key = "url" if self.media.ref.startswith(("https://", "http://")) else "id"
+            d["media"] = {"type": self.media.kind, key: self.media.ref}
+        if self.cta is not None:
+            d["cta"] = {"text": self.cta.text, "url": self.cta.url.source}
         return d
 
 
@@ -498,6 +537,11 @@ def _canonical_message(msg: Message, data: Any) -> Any:
         data["text"] = msg.text.canonical()
     if msg.template is not None and msg.template.params:
         data["template"]["params"] = [p.canonical() for p in msg.template.params]
+    for key in ("header", "footer"):
+        if getattr(msg, key) is not None:
+            data[key] = getattr(msg, key).canonical()
+    if msg.cta is not None:
+        data["cta"]["url"] = msg.cta.url.canonical()
     return data
 
 

@@ -14,6 +14,7 @@ import networkx as nx
 from flowkit.errors import Problem
 from flowkit.flow import graph
 from flowkit.flow.expr import Expr
+from flowkit.flow.limits import check_limits
 from flowkit.flow.model import (
     BUILTIN_NAMES,
     AskStep,
@@ -60,7 +61,14 @@ def validate_flow(flow: Flow) -> list[Problem]:
     problems = _targets(flow)
     problems += _shape(flow)
     problems += _slots(flow)
+    problems += check_limits(flow)[0]
     return problems
+
+
+def flow_warnings(flow: Flow) -> list[Problem]:
+    """What lint warns about but still loads: texts that may be too long for WhatsApp once
+    their placeholders are filled in (they are shortened with "…" when sent)."""
+    return check_limits(flow)[1]
 
 
 def _targets(flow: Flow) -> list[Problem]:

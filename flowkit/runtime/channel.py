@@ -3,13 +3,26 @@ an in-memory recorder (tests, the simulator) is another."""
 
 from __future__ import annotations
 
+import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from flowkit.channels.whatsapp import outgoing
+from flowkit.channels.whatsapp.outgoing import (
+    HEADER_MEDIA,
+    MAX_CAPTION,
+    MAX_FOOTER,
+    MAX_HEADER,
+    MAX_INTERACTIVE_BODY,
+    MAX_TEXT,
+)
 from flowkit.engine.events import Reply
 from flowkit.errors import ChannelError
+from flowkit.log import get_logger
+
+log = get_logger("flowkit.channels")
 
 
 class Channel(Protocol):
@@ -79,24 +92,92 @@ class AsyncRecordingChannel(RecordingChannel):
         return RecordingChannel.send(self, to, reply)
 
 
-def reply_call(reply: Reply) -> tuple[str, dict[str, Any]]:
-    """Which WhatsApp sender method sends ``reply``, and its keyword arguments."""
-    text = reply.text or ""
+def reply_call(reply: Reply, *, fit: bool = True) -> tuple[str, dict[str, Any]]:
+    """Which WhatsApp sender method sends ``reply``, and its keyword arguments.
+
+    A reply is always one Graph message; combinations that cannot be one (a header on plain
+    text, a caption on a sticker, media on a list) raise :class:`ChannelError`, and
+    ``flowkit lint`` reports them before a flow loads. Rendered texts longer than WhatsApp
+    allows (a long slot value in a template) are shortened with "…" and logged rather than
+    refused by Graph after the session moved on; ``fit=False`` (lint) leaves them for the
+    builders to refuse.
+    """
+    def _fit(text: str, limit: int, what: str) -> str:
+        return _shorten(text, limit, what) if fit else text
+
     if reply.template is not None:
         name, language, params = reply.template
         components: Sequence[dict[str, Any]] | None = (
             [{"type": "body", "parameters": [{"type": "text", "text": p} for p in params]}] if params else None
         )
         return "send_template", {"name": name, "language": language, "components": components}
+    text = reply.text or ""
+    interactive = bool(reply.buttons or reply.sections or reply.cta or reply.location_request)
+    if reply.media is not None:
+        kind = reply.media[0]
+        if not interactive:
+            if reply.header is not None or reply.footer is not None:
+                raise ChannelError(f"a {kind} message takes no header or footer; add buttons or a cta, or drop them")
+            caption = _fit(text, MAX_CAPTION, "caption") if text else None
+            return "send_media", {"kind": kind, "ref": reply.media[1], "caption": caption}
+        if reply.header is not None:
+            raise ChannelError(f"a message with {kind} media uses it as its header; drop the text `header`")
+        if reply.sections or reply.location_request or kind not in HEADER_MEDIA:
+            raise ChannelError(f"{kind} media cannot go with {'a list' if reply.sections else 'a location request' if reply.location_request else 'buttons'}: "
+                               "WhatsApp takes image, video or document headers on buttons and cta messages only")
+    header: Any = reply.media if reply.media is not None else (
+        _fit(reply.header, MAX_HEADER, "header") if reply.header is not None else None)
+    dress: dict[str, Any] = {}
+    if header is not None:
+        dress["header"] = header
+    if reply.footer is not None:
+        dress["footer"] = _fit(reply.footer, MAX_FOOTER, "footer")
+    if interactive:
+        text = _fit(text, MAX_INTERACTIVE_BODY, "body")
+    if reply.cta is not None:
+        return "send_cta_url", {"text": text, "display_text": reply.cta[0], "url": reply.cta[1], **dress}
     if reply.buttons:
-        return "send_buttons", {"text": text, "buttons": list(reply.buttons)}
+        return "send_buttons", {"text": text, "buttons": list(reply.buttons), **dress}
     if reply.sections:
         sections = [
             {"title": title, "rows": [{"id": r[0], "title": r[1], **({"description": r[2]} if r[2] else {})} for r in rows]}
             for title, rows in reply.sections
         ]
-        return "send_list", {"text": text, "button": reply.list_button or "Choose", "sections": sections}
-    return "send_text", {"text": text}
+        return "send_list", {"text": text, "button": reply.list_button or "Choose", "sections": sections, **dress}
+    if dress:
+        raise ChannelError("a header or footer needs buttons, a list or a cta button; plain text messages have neither")
+    if reply.location_request:
+        return "send_location_request", {"text": text}
+    return "send_text", {"text": _fit(text, MAX_TEXT, "text")}
+
+
+def _shorten(text: str, limit: int, what: str) -> str:
+    if len(text) <= limit:
+        return text
+    log.warning("reply text shortened to fit WhatsApp", extra={"field": what, "length": len(text), "limit": limit})
+    return text[: limit - 1] + "…"
+
+
+# The outgoing builder behind each sender method (what the sender posts for it).
+_BUILDERS: dict[str, Callable[..., dict[str, Any]]] = {
+    "send_template": outgoing.template_message,
+    "send_text": outgoing.text_message,
+    "send_buttons": outgoing.buttons_message,
+    "send_list": outgoing.list_message,
+    "send_media": outgoing.media_message,
+    "send_cta_url": outgoing.cta_url_message,
+    "send_location_request": outgoing.location_request_message,
+}
+
+
+def reply_payload(to: str, reply: Reply, *, fit: bool = True) -> dict[str, Any]:
+    """The ``/messages`` body a WhatsApp channel posts for ``reply`` (ChannelError if it cannot be sent)."""
+    method, kwargs = reply_call(reply, fit=fit)
+    return _BUILDERS[method](to, **kwargs)
+
+
+def _read_receipts_from_env() -> bool:
+    return os.environ.get("FLOWKIT_READ_RECEIPTS", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 #: WhatsApp's customer-service window: free-form messages only within 24 h of the user's last one.
@@ -104,12 +185,27 @@ WHATSAPP_WINDOW_MS = 24 * 3_600_000
 
 
 class WhatsAppChannel:
-    """Sends replies through a :class:`flowkit.channels.whatsapp.WhatsAppSender`."""
+    """Sends replies through a :class:`flowkit.channels.whatsapp.WhatsAppSender`.
+
+    With ``read_receipts`` (default: the ``FLOWKIT_READ_RECEIPTS`` environment variable, off)
+    the runtime's :meth:`seen` marks each handled message read, with the typing indicator
+    while a service call runs."""
 
     window_ms = WHATSAPP_WINDOW_MS  # the runtime keeps free-form replies inside it
 
-    def __init__(self, sender: Any) -> None:
+    def __init__(self, sender: Any, *, read_receipts: bool | None = None) -> None:
         self.sender = sender
+        self.read_receipts = _read_receipts_from_env() if read_receipts is None else read_receipts
+
+    def seen(self, message_id: str, *, working: bool = False) -> None:
+        """Mark ``message_id`` read (and show "typing…" when ``working``). A receipt that fails
+        is logged, never raised: it must not cost the user their reply."""
+        if not self.read_receipts:
+            return
+        try:
+            self.sender.mark_read(message_id, typing=working)
+        except (ChannelError, OSError) as exc:
+            log.warning("read receipt failed", extra={"message_id": message_id, "error": str(exc)})
 
     def send(self, to: str, reply: Reply) -> str | None:
         method, kwargs = reply_call(reply)
@@ -117,12 +213,22 @@ class WhatsAppChannel:
 
 
 class AsyncWhatsAppChannel:
-    """Sends replies through a :class:`flowkit.channels.whatsapp.AsyncWhatsAppSender`."""
+    """Sends replies through a :class:`flowkit.channels.whatsapp.AsyncWhatsAppSender` (read
+    receipts as for :class:`WhatsAppChannel`)."""
 
     window_ms = WHATSAPP_WINDOW_MS
 
-    def __init__(self, sender: Any) -> None:
+    def __init__(self, sender: Any, *, read_receipts: bool | None = None) -> None:
         self.sender = sender
+        self.read_receipts = _read_receipts_from_env() if read_receipts is None else read_receipts
+
+    async def seen(self, message_id: str, *, working: bool = False) -> None:
+        if not self.read_receipts:
+            return
+        try:
+            await self.sender.mark_read(message_id, typing=working)
+        except (ChannelError, OSError) as exc:
+            log.warning("read receipt failed", extra={"message_id": message_id, "error": str(exc)})
 
     async def send(self, to: str, reply: Reply) -> str | None:
         method, kwargs = reply_call(reply)

@@ -97,6 +97,11 @@ class _Sleep:
     seconds: float
 
 
+def _inbound(event: Event) -> str | None:
+    """The WhatsApp id of a user's message, to mark it read."""
+    return event.message_id if isinstance(event, Message) else None
+
+
 def unrouted_text(registry: FlowRegistry) -> str:
     triggers = [f.triggers[0] for f in registry.flows() if f.triggers]
     if not triggers:
@@ -354,7 +359,8 @@ class Runtime(_Core):
         if outcome.status == "unrouted":
             self._send(session_id, outcome.replies)
         elif outcome.status == "applied":
-            self.run_effects(session_id, outcome.version or 0, outcome.effects, route=_routes(outcome))
+            self.run_effects(session_id, outcome.version or 0, outcome.effects, route=_routes(outcome),
+                             inbound=_inbound(event))
         return outcome
 
     handle_message = handle
@@ -433,7 +439,7 @@ class Runtime(_Core):
             return None
 
     def run_effects(self, sid: str, version: int, effects: Iterable[Any], *, actor: str = "runtime",
-                    route: bool = True) -> None:
+                    route: bool = True, inbound: str | None = None) -> None:
         """Send replies, run service calls and feed back their results, then acknowledge the outbox.
 
         The outbox entry is acknowledged last, so a crash anywhere in between leaves it for
@@ -442,6 +448,9 @@ class Runtime(_Core):
         """
         effects = list(effects)
         sent = self.deliver(sid, version, [e for e in effects if isinstance(e, Reply)], route=route)
+        seen = getattr(self.channel, "seen", None)
+        if inbound and seen is not None:  # read receipt, "typing…" while the calls below run
+            seen(inbound, working=self.run_services and any(isinstance(e, CallService) for e in effects))
         if self.run_services:
             for call in (e for e in effects if isinstance(e, CallService)):
                 self._call_and_feed(sid, call, actor)
@@ -617,7 +626,7 @@ class AsyncRuntime(_Core):
                 await self._send(session_id, outcome.replies)
         elif outcome.status == "applied":
             await self.run_effects(session_id, outcome.version or 0, outcome.effects, wait_services=wait_services,
-                                   route=_routes(outcome))
+                                   route=_routes(outcome), inbound=_inbound(event))
         return outcome
 
     async def delivery_status(self, status: Any) -> str | None:
@@ -673,11 +682,12 @@ class AsyncRuntime(_Core):
         return True
 
     async def run_effects(self, sid: str, version: int, effects: Iterable[Any], *, wait_services: bool = True,
-                          route: bool = True) -> None:
+                          route: bool = True, inbound: str | None = None) -> None:
         """Send replies, run calls and feed back results, then acknowledge the outbox (see Runtime.run_effects)."""
         effects = list(effects)
         replies = [e for e in effects if isinstance(e, Reply)]
         has_calls = any(isinstance(e, CallService) for e in effects)
+        seen = getattr(self.channel, "seen", None)
         sent: bool | asyncio.Future[str]
         if self.outbox is not None:
             # the sender acknowledges the entry itself unless calls must finish first
@@ -686,12 +696,16 @@ class AsyncRuntime(_Core):
                 sent = self.outbox.submit(sid, version, replies, ack=owns_ack, route=route)
             else:
                 sent = True
+            if inbound and seen is not None:  # read receipt, "typing…" while the calls run
+                await seen(inbound, working=self.run_services and has_calls)
             if owns_ack:
                 if not replies and not has_calls:
                     await self.store.ack_effects(sid, version, defer=True)
                 return
         else:
             sent = await self._send(sid, replies)
+            if inbound and seen is not None:
+                await seen(inbound, working=self.run_services and has_calls)
         calls = [e for e in effects if isinstance(e, CallService)] if self.run_services else []
         if not self.run_services and any(isinstance(e, CallService) for e in effects):
             return

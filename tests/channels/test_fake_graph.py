@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import httpx
@@ -164,3 +165,109 @@ def test_lifecycle_and_env() -> None:
     fake.stop()  # stopping twice is harmless
     with fake:  # and it can start again
         assert post(fake, TEXT, token="abc").status_code == 200
+
+
+# ---------------------------------------------------------------- richer messages, the window, delays
+
+def _interactive(**interactive: Any) -> dict[str, Any]:
+    return {"messaging_product": "whatsapp", "to": TO, "type": "interactive", "interactive": interactive}
+
+
+_BUTTONS = {"buttons": [{"type": "reply", "reply": {"id": "a", "title": "A"}}]}
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (_interactive(type="button", body={"text": "b"}, action=_BUTTONS, header={"type": "text", "text": "h" * 61}),
+     "(#100) Param interactive['header']['text'] must be at most 60 characters long."),
+    (_interactive(type="button", body={"text": "b"}, action=_BUTTONS, footer={"text": "f" * 61}),
+     "(#100) Param interactive['footer']['text'] must be at most 60 characters long."),
+    (_interactive(type="list", body={"text": "b"}, header={"type": "image", "image": {"link": "https://e.com/a.png"}},
+                  action={"button": "Go", "sections": [{"rows": [{"id": "a", "title": "A"}]}]}),
+     "(#100) Param interactive['header']['type'] must be one of {text}."),
+    (_interactive(type="list", body={"text": "b"}, action={"button": "Go", "sections": [
+        {"rows": [{"id": "a", "title": "Same"}, {"id": "b", "title": "Same"}]}]}),
+     "(#100) Row titles must be unique."),
+    (_interactive(type="cta_url", body={"text": "b"},
+                  action={"name": "cta_url", "parameters": {"display_text": "x" * 21, "url": "https://e.com"}}),
+     "(#100) Param interactive['action']['parameters']['display_text'] must be at most 20 characters long."),
+    (_interactive(type="cta_url", body={"text": "b"},
+                  action={"name": "cta_url", "parameters": {"display_text": "Go", "url": "ftp://e.com"}}),
+     "(#100) Param interactive['action']['parameters']['url'] must be a valid URL."),
+    (_interactive(type="location_request_message", body={"text": "b" * 1025}, action={"name": "send_location"}),
+     "(#100) Param interactive['body']['text'] must be at most 1024 characters long."),
+    (_interactive(type="location_request_message", body={"text": "b"}, action={"name": "send_location"},
+                  footer={"text": "f"}),
+     "(#100) Param interactive['footer'] is not supported for location_request_message."),
+    ({"messaging_product": "whatsapp", "to": TO, "type": "sticker", "sticker": {"id": "1", "caption": "hi"}},
+     "(#100) Param sticker['caption'] is not supported for sticker messages."),
+    ({"messaging_product": "whatsapp", "to": TO, "type": "image", "image": {"id": "1", "caption": "c" * 1025}},
+     "(#100) Param image['caption'] must be at most 1024 characters long."),
+    ({"messaging_product": "whatsapp", "to": TO, "type": "image", "image": {"id": "1", "link": "https://e.com/a"}},
+     "(#100) Param image must have either 'id' or 'link', not both."),
+    ({"messaging_product": "whatsapp", "status": "read", "message_id": "wamid.1", "typing_indicator": {"type": "dots"}},
+     "(#100) Param typing_indicator['type'] must be 'text'."),
+])
+def test_new_message_kinds_are_checked_like_graph(graph: FakeGraphAPI, body: Any, message: str) -> None:
+    r = post(graph, body)
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert (err["code"], err["type"], err["message"]) == (100, "OAuthException", message)
+    assert graph.sent == [] and graph.read_receipts == []
+
+
+def test_window_refuses_free_form_messages_after_24_hours_but_not_templates() -> None:
+    with FakeGraphAPI(window=True) as graph:
+        graph.set_time(1_800_000_000)
+        r = post(graph, TEXT)  # the user never wrote
+        assert r.status_code == 400
+        err = r.json()["error"]
+        assert err["code"] == 131047 and err["message"] == "(#131047) Re-engagement message"
+        assert "more than 24 hours have passed" in err["error_data"]["details"]
+
+        graph.user_wrote(TO)
+        assert post(graph, TEXT).status_code == 200
+        graph.advance(24 * 3600 - 1)
+        assert post(graph, TEXT).status_code == 200
+        graph.advance(1)
+        assert post(graph, TEXT).json()["error"]["code"] == 131047
+        template = {"messaging_product": "whatsapp", "to": TO, "type": "template",
+                    "template": {"name": "hello_world", "language": {"code": "en_US"}}}
+        assert post(graph, template).status_code == 200
+        graph.user_wrote(TO, at=graph.now() - 3600)  # wrote an hour ago: open again
+        assert post(graph, TEXT).status_code == 200
+        assert [m.type for m in graph.sent] == ["text", "text", "template", "text"]
+
+
+def test_window_is_off_unless_asked(graph: FakeGraphAPI) -> None:
+    assert post(graph, TEXT).status_code == 200
+
+
+def test_rate_limit_answers_carry_retry_after() -> None:
+    with FakeGraphAPI(rate_limit=2) as graph:
+        assert [post(graph, TEXT).status_code for _ in range(2)] == [200, 200]
+        r = post(graph, TEXT)
+        assert r.status_code == 429 and r.json()["error"]["code"] == 130429
+        assert r.headers["Retry-After"] == "1"
+    with FakeGraphAPI(pair_limit=(1, 30)) as graph:
+        assert post(graph, TEXT).status_code == 200
+        r = post(graph, TEXT)
+        assert r.json()["error"]["code"] == 131056 and 29 <= int(r.headers["Retry-After"]) <= 30
+
+
+def test_delays_are_programmable(graph: FakeGraphAPI) -> None:
+    graph.delay_next([0.3, 0])
+    with httpx.Client(timeout=0.1) as client:
+        headers = {"Authorization": "Bearer test-token"}
+        url = graph.url + "/v21.0/106540352242922/messages"
+        with pytest.raises(httpx.ReadTimeout):
+            client.post(url, json=TEXT, headers=headers)
+        assert client.post(url, json=TEXT, headers=headers).status_code == 200  # the scripted 0
+    graph.fail_next(1, 503, delay=0.3)
+    with httpx.Client(timeout=0.1) as client, pytest.raises(httpx.ReadTimeout):
+        client.post(graph.url + "/v21.0/106540352242922/messages", json=TEXT, headers={"Authorization": "Bearer test-token"})
+    # both delayed requests were answered in the end: the first one was accepted, the failure consumed
+    deadline = time.monotonic() + 5
+    while len(graph.sent) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(graph.sent) == 2
+    assert post(graph, TEXT).status_code == 200

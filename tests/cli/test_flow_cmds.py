@@ -61,7 +61,7 @@ def test_lint_json_output_shape(bad: Path) -> None:
     result = runner.invoke(app, ["lint", "--format", "json", str(bad), str(EXAMPLES / "refund.yaml")])
     assert result.exit_code == 1
     data = json.loads(result.stdout)
-    assert set(data) == {"ok", "files", "flows", "problems"}
+    assert set(data) == {"ok", "files", "flows", "problems", "warnings"}
     assert data["ok"] is False
     assert data["files"] == [str(bad), str(EXAMPLES / "refund.yaml")]
     assert len(data["problems"]) == 4

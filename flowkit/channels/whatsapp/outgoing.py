@@ -24,6 +24,14 @@ MAX_ROW_ID = 200
 MAX_ROW_DESCRIPTION = 72
 MAX_SECTION_TITLE = 24
 MAX_LIST_BUTTON = 20
+MAX_HEADER = 60
+MAX_FOOTER = 60
+MAX_CTA_DISPLAY = 20
+MAX_CAPTION = 1024
+MEDIA_KINDS = ("image", "audio", "video", "document", "sticker")
+# Kinds that carry a caption, and kinds an interactive message takes as its header.
+CAPTIONED = frozenset({"image", "video", "document"})
+HEADER_MEDIA = frozenset({"image", "video", "document"})
 
 
 def _check(ok: bool, message: str) -> None:
@@ -49,8 +57,11 @@ def text_message(to: str, text: str, *, preview_url: bool = False) -> dict[str, 
                         "text": {"preview_url": preview_url, "body": _check_text(text, "text", MAX_TEXT)}}
 
 
-def buttons_message(to: str, text: str, buttons: Sequence[tuple[str, str]]) -> dict[str, Any]:
-    """The body of an interactive reply-buttons message: up to 3 ``(id, title)`` pairs."""
+def buttons_message(to: str, text: str, buttons: Sequence[tuple[str, str]], *, header: Header | None = None,
+                    footer: str | None = None) -> dict[str, Any]:
+    """The body of an interactive reply-buttons message: up to 3 ``(id, title)`` pairs.
+
+    ``header`` is a text or ``(kind, link_or_id)`` for an image, video or document header."""
     body = _check_text(text, "button message text", MAX_INTERACTIVE_BODY)
     _check(1 <= len(buttons) <= MAX_BUTTONS,
            f"a button message takes 1 to {MAX_BUTTONS} buttons, got {len(buttons)}; use send_list for up to "
@@ -69,12 +80,13 @@ def buttons_message(to: str, text: str, buttons: Sequence[tuple[str, str]]) -> d
         items.append({"type": "reply", "reply": {"id": bid, "title": title}})
     _unique([b["reply"]["id"] for b in items], "button ids")
     _unique([b["reply"]["title"] for b in items], "button titles")
-    return _base(to) | {"type": "interactive", "interactive": {
-        "type": "button", "body": {"text": body}, "action": {"buttons": items}}}
+    return _base(to) | {"type": "interactive", "interactive": _dressed(
+        {"type": "button", "body": {"text": body}, "action": {"buttons": items}}, header, footer, media_header=True)}
 
 
-def list_message(to: str, text: str, button: str, sections: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The body of an interactive list message.
+def list_message(to: str, text: str, button: str, sections: Sequence[Mapping[str, Any]], *,
+                 header: Header | None = None, footer: str | None = None) -> dict[str, Any]:
+    """The body of an interactive list message (its header can only be text).
 
     ``sections`` is ``[{"title": ..., "rows": [{"id", "title", "description"?}, ...]}]`` (the
     Graph shape); a row may also be an ``(id, title)`` or ``(id, title, description)`` tuple.
@@ -85,6 +97,7 @@ def list_message(to: str, text: str, button: str, sections: Sequence[Mapping[str
            f"a list message takes 1 to {MAX_LIST_SECTIONS} sections, got {len(sections)}")
     out_sections: list[dict[str, Any]] = []
     row_ids: list[str] = []
+    row_titles: list[str] = []
     for s, section in enumerate(sections):
         _check(isinstance(section, Mapping), f"section {s} must be a mapping with 'rows', got {section!r}")
         out: dict[str, Any] = {}
@@ -96,12 +109,77 @@ def list_message(to: str, text: str, button: str, sections: Sequence[Mapping[str
             raise ChannelError(f"section {s} needs a non-empty list of rows")
         out["rows"] = [_row(row, f"section {s} row {r}") for r, row in enumerate(rows)]
         row_ids += [row["id"] for row in out["rows"]]
+        row_titles += [row["title"] for row in out["rows"]]
         out_sections.append(out)
     _check(len(row_ids) <= MAX_LIST_ROWS,
            f"a list message takes at most {MAX_LIST_ROWS} rows in all sections, got {len(row_ids)}")
     _unique(row_ids, "row ids")
+    _unique(row_titles, "row titles")
+    return _base(to) | {"type": "interactive", "interactive": _dressed(
+        {"type": "list", "body": {"text": body}, "action": {"button": label, "sections": out_sections}},
+        header, footer, media_header=False)}
+
+
+Header = str | tuple[str, str]
+
+
+def _media_ref(kind: str, ref: str, what: str) -> dict[str, str]:
+    """``{"link": url}`` for an http(s) URL, else ``{"id": media_id}`` (an uploaded media id)."""
+    _check_text(ref, f"{what} link or media id", 2048)
+    return {"link": ref} if ref.startswith(("https://", "http://")) else {"id": ref}
+
+
+def _dressed(interactive: dict[str, Any], header: Header | None, footer: str | None, *,
+             media_header: bool) -> dict[str, Any]:
+    """``interactive`` with its optional header and footer, checked."""
+    if header is not None:
+        if isinstance(header, str):
+            interactive["header"] = {"type": "text", "text": _check_text(header, "header", MAX_HEADER)}
+        else:
+            kind, ref = header
+            _check(media_header, f"a {interactive['type']} message takes only a text header, not {kind}")
+            _check(kind in HEADER_MEDIA, f"an interactive header can be text, image, video or document, not {kind!r}")
+            interactive["header"] = {"type": kind, kind: _media_ref(kind, ref, f"{kind} header")}
+    if footer is not None:
+        interactive["footer"] = {"text": _check_text(footer, "footer", MAX_FOOTER)}
+    return interactive
+
+
+def media_message(to: str, kind: str, ref: str, *, caption: str | None = None,
+                  filename: str | None = None) -> dict[str, Any]:
+    """The body of an image, audio, video, document or sticker message.
+
+    ``ref`` is an https URL (sent as ``link``) or the id of uploaded media. Audio and
+    stickers take no caption; ``filename`` is for documents."""
+    _check(kind in MEDIA_KINDS, f"media kind must be one of {', '.join(MEDIA_KINDS)}, got {kind!r}")
+    media = _media_ref(kind, ref, kind)
+    if caption is not None:
+        _check(kind in CAPTIONED, f"a {kind} message takes no caption; send the text as its own message")
+        media["caption"] = _check_text(caption, f"{kind} caption", MAX_CAPTION)
+    if filename is not None:
+        _check(kind == "document", f"only documents take a filename, not {kind}")
+        media["filename"] = _check_text(filename, "document filename", 240)
+    return _base(to) | {"type": kind, kind: media}
+
+
+def location_request_message(to: str, text: str) -> dict[str, Any]:
+    """The body of an interactive location request: the user gets a "Send location" button."""
+    body = _check_text(text, "location request text", MAX_INTERACTIVE_BODY)
     return _base(to) | {"type": "interactive", "interactive": {
-        "type": "list", "body": {"text": body}, "action": {"button": label, "sections": out_sections}}}
+        "type": "location_request_message", "body": {"text": body}, "action": {"name": "send_location"}}}
+
+
+def cta_url_message(to: str, text: str, display_text: str, url: str, *, header: Header | None = None,
+                    footer: str | None = None) -> dict[str, Any]:
+    """The body of an interactive call-to-action URL button message (one button opening ``url``)."""
+    body = _check_text(text, "call-to-action message text", MAX_INTERACTIVE_BODY)
+    label = _check_text(display_text, "call-to-action button text", MAX_CTA_DISPLAY)
+    link = _check_text(url, "call-to-action url", 2048)
+    _check(link.startswith(("https://", "http://")), f"call-to-action url must start with https:// or http://, got {url!r}")
+    return _base(to) | {"type": "interactive", "interactive": _dressed(
+        {"type": "cta_url", "body": {"text": body},
+         "action": {"name": "cta_url", "parameters": {"display_text": label, "url": link}}},
+        header, footer, media_header=True)}
 
 
 def _row(row: object, what: str) -> dict[str, Any]:
@@ -132,7 +210,11 @@ def template_message(to: str, name: str, language: str = "en_US",
     return _base(to) | {"type": "template", "template": template}
 
 
-def read_receipt(message_id: str) -> dict[str, Any]:
-    """The body that marks an inbound message as read (blue ticks)."""
-    return {"messaging_product": "whatsapp", "status": "read",
-            "message_id": _check_text(message_id, "message_id", 512)}
+def read_receipt(message_id: str, *, typing: bool = False) -> dict[str, Any]:
+    """The body that marks an inbound message as read (blue ticks); with ``typing`` the user
+    also sees "typing…" until the next message or 25 seconds (the Cloud API sends both in one call)."""
+    body: dict[str, Any] = {"messaging_product": "whatsapp", "status": "read",
+                            "message_id": _check_text(message_id, "message_id", 512)}
+    if typing:
+        body["typing_indicator"] = {"type": "text"}
+    return body

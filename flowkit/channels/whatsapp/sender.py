@@ -18,8 +18,10 @@ and says what to check. The access token is sent in a header only and never logg
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import email.utils
+import hashlib
 import json
 import os
 import random
@@ -31,13 +33,17 @@ from typing import Any
 import httpx
 
 from flowkit.channels.whatsapp.outgoing import (
+    Header,
     buttons_message,
+    cta_url_message,
     list_message,
+    location_request_message,
+    media_message,
     read_receipt,
     template_message,
     text_message,
 )
-from flowkit.errors import ConfigError, GraphAPIError
+from flowkit.errors import ChannelError, ConfigError, GraphAPIError
 from flowkit.log import get_logger
 
 log = get_logger("flowkit.channels.whatsapp")
@@ -94,6 +100,47 @@ class WhatsAppConfig:
     @property
     def messages_url(self) -> str:
         return f"{self.api_url}/{self.api_version}/{self.phone_number_id}/messages"
+
+    def media_url(self, media_id: str) -> str:
+        """Where Graph describes an uploaded or received media object (its download URL, type, hash)."""
+        if not media_id or not media_id.replace("_", "").replace("-", "").isalnum():
+            raise ChannelError(f"media id must be letters and digits as in the webhook's media `id`, got {media_id!r}")
+        return f"{self.api_url}/{self.api_version}/{media_id}"
+
+
+@dataclass(frozen=True)
+class MediaDownload:
+    """A downloaded media object: the bytes and what Graph said about them."""
+
+    id: str
+    mime_type: str | None
+    sha256: str | None
+    data: bytes = field(repr=False)
+
+
+def _media_info(response: httpx.Response, media_id: str) -> tuple[str, str | None, str | None]:
+    """(download URL, mime type, sha256) from ``GET /{media-id}``, or GraphAPIError."""
+    if not 200 <= response.status_code < 300:
+        raise _error(_from_response(response), f"media lookup of {media_id}", 1)
+    body = _json(response)
+    url = body.get("url") if isinstance(body, dict) else None
+    if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+        raise GraphAPIError(f"WhatsApp media lookup of {media_id}: the answer has no download url", status=response.status_code)
+    mime = body.get("mime_type")
+    sha = body.get("sha256")
+    return url, mime if isinstance(mime, str) else None, sha if isinstance(sha, str) else None
+
+
+def _media_bytes(response: httpx.Response, media_id: str, mime: str | None, sha: str | None) -> MediaDownload:
+    if not 200 <= response.status_code < 300:
+        raise _error(_from_response(response), f"media download of {media_id}", 1)
+    data = response.content
+    if sha:
+        digest = hashlib.sha256(data).digest()
+        # Graph writes the hash as hex in media lookups and as base64 in webhooks; accept either.
+        if sha.lower() != digest.hex() and sha != base64.b64encode(digest).decode("ascii"):
+            raise ChannelError(f"media {media_id} arrived damaged: its sha256 does not match what WhatsApp announced; download it again")
+    return MediaDownload(media_id, mime, sha, data)
 
 
 @dataclass(frozen=True)
@@ -336,19 +383,46 @@ class WhatsAppSender(_SenderBase):
     def send_text(self, to: str, text: str, *, preview_url: bool = False) -> str:
         return _message_id(self._run(text_message(to, text, preview_url=preview_url), "send_text"), "send_text")
 
-    def send_buttons(self, to: str, text: str, buttons: Sequence[tuple[str, str]]) -> str:
-        return _message_id(self._run(buttons_message(to, text, buttons), "send_buttons"), "send_buttons")
+    def send_buttons(self, to: str, text: str, buttons: Sequence[tuple[str, str]], *, header: Header | None = None,
+                     footer: str | None = None) -> str:
+        return _message_id(self._run(buttons_message(to, text, buttons, header=header, footer=footer), "send_buttons"),
+                           "send_buttons")
 
-    def send_list(self, to: str, text: str, button: str, sections: Sequence[Mapping[str, Any]]) -> str:
-        return _message_id(self._run(list_message(to, text, button, sections), "send_list"), "send_list")
+    def send_list(self, to: str, text: str, button: str, sections: Sequence[Mapping[str, Any]], *,
+                  header: Header | None = None, footer: str | None = None) -> str:
+        return _message_id(self._run(list_message(to, text, button, sections, header=header, footer=footer),
+                                     "send_list"), "send_list")
+
+    def send_media(self, to: str, kind: str, ref: str, *, caption: str | None = None) -> str:
+        """Send an image, audio, video, document or sticker by https URL or uploaded media id."""
+        return _message_id(self._run(media_message(to, kind, ref, caption=caption), "send_media"), "send_media")
+
+    def send_cta_url(self, to: str, text: str, display_text: str, url: str, *, header: Header | None = None,
+                     footer: str | None = None) -> str:
+        return _message_id(self._run(cta_url_message(to, text, display_text, url, header=header, footer=footer),
+                                     "send_cta_url"), "send_cta_url")
+
+    def send_location_request(self, to: str, text: str) -> str:
+        return _message_id(self._run(location_request_message(to, text), "send_location_request"),
+                           "send_location_request")
+
+    def download_media(self, media_id: str) -> MediaDownload:
+        """The bytes of a received (or uploaded) media object: ``GET /{media-id}`` for its URL,
+        then that URL, both with the access token (the URL alone is not enough)."""
+        try:
+            url, mime, sha = _media_info(self._client.get(self.config.media_url(media_id), headers=self._headers), media_id)
+            return _media_bytes(self._client.get(url, headers=self._headers), media_id, mime, sha)
+        except httpx.TransportError as exc:
+            raise GraphAPIError(f"WhatsApp media download of {media_id} failed: cannot reach the WhatsApp API "
+                                f"({type(exc).__name__}); check WHATSAPP_API_URL and the network", retryable=True) from None
 
     def send_template(self, to: str, name: str, language: str = "en_US",
                       components: Sequence[Mapping[str, Any]] | None = None) -> str:
         return _message_id(self._run(template_message(to, name, language, components), "send_template"), "send_template")
 
-    def mark_read(self, message_id: str) -> str:
-        """Mark an inbound message as read; returns ``message_id``."""
-        self._run(read_receipt(message_id), "mark_read")
+    def mark_read(self, message_id: str, *, typing: bool = False) -> str:
+        """Mark an inbound message as read (and with ``typing`` show "typing…"); returns ``message_id``."""
+        self._run(read_receipt(message_id, typing=typing), "mark_read")
         return message_id
 
     def close(self) -> None:
@@ -400,19 +474,44 @@ class AsyncWhatsAppSender(_SenderBase):
     async def send_text(self, to: str, text: str, *, preview_url: bool = False) -> str:
         return _message_id(await self._run(text_message(to, text, preview_url=preview_url), "send_text"), "send_text")
 
-    async def send_buttons(self, to: str, text: str, buttons: Sequence[tuple[str, str]]) -> str:
-        return _message_id(await self._run(buttons_message(to, text, buttons), "send_buttons"), "send_buttons")
+    async def send_buttons(self, to: str, text: str, buttons: Sequence[tuple[str, str]], *,
+                           header: Header | None = None, footer: str | None = None) -> str:
+        return _message_id(await self._run(buttons_message(to, text, buttons, header=header, footer=footer),
+                                           "send_buttons"), "send_buttons")
 
-    async def send_list(self, to: str, text: str, button: str, sections: Sequence[Mapping[str, Any]]) -> str:
-        return _message_id(await self._run(list_message(to, text, button, sections), "send_list"), "send_list")
+    async def send_list(self, to: str, text: str, button: str, sections: Sequence[Mapping[str, Any]], *,
+                        header: Header | None = None, footer: str | None = None) -> str:
+        return _message_id(await self._run(list_message(to, text, button, sections, header=header, footer=footer),
+                                           "send_list"), "send_list")
+
+    async def send_media(self, to: str, kind: str, ref: str, *, caption: str | None = None) -> str:
+        return _message_id(await self._run(media_message(to, kind, ref, caption=caption), "send_media"), "send_media")
+
+    async def send_cta_url(self, to: str, text: str, display_text: str, url: str, *, header: Header | None = None,
+                           footer: str | None = None) -> str:
+        return _message_id(await self._run(cta_url_message(to, text, display_text, url, header=header, footer=footer),
+                                           "send_cta_url"), "send_cta_url")
+
+    async def send_location_request(self, to: str, text: str) -> str:
+        return _message_id(await self._run(location_request_message(to, text), "send_location_request"),
+                           "send_location_request")
+
+    async def download_media(self, media_id: str) -> MediaDownload:
+        try:
+            info = await self._client.get(self.config.media_url(media_id), headers=self._headers)
+            url, mime, sha = _media_info(info, media_id)
+            return _media_bytes(await self._client.get(url, headers=self._headers), media_id, mime, sha)
+        except httpx.TransportError as exc:
+            raise GraphAPIError(f"WhatsApp media download of {media_id} failed: cannot reach the WhatsApp API "
+                                f"({type(exc).__name__}); check WHATSAPP_API_URL and the network", retryable=True) from None
 
     async def send_template(self, to: str, name: str, language: str = "en_US",
                             components: Sequence[Mapping[str, Any]] | None = None) -> str:
         return _message_id(await self._run(template_message(to, name, language, components), "send_template"),
                            "send_template")
 
-    async def mark_read(self, message_id: str) -> str:
-        await self._run(read_receipt(message_id), "mark_read")
+    async def mark_read(self, message_id: str, *, typing: bool = False) -> str:
+        await self._run(read_receipt(message_id, typing=typing), "mark_read")
         return message_id
 
     async def aclose(self) -> None:
