@@ -72,6 +72,7 @@ DEFAULT_INVALID: Mapping[str, str] = {
     "need_media": "Please send a photo or a file.",
     "wrong_media": "That kind of file is not accepted here.",
     "slot_constraint": "That answer is not accepted here.",
+    "unreadable": "Sorry, I could not read that message. Please send it again.",
 }
 
 _WORDS = {w: i for i, w in enumerate(
@@ -105,6 +106,26 @@ _LABEL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01
 _ORDINALS = ("st", "nd", "rd", "th")
 # No regular expressions on answers: each rule below is a few linear string operations, so
 # the cost of any answer is bounded by its length (tests/engine/test_no_re.py keeps it so).
+
+
+def is_utf8(text: str) -> bool:
+    """False for a text with lone surrogates (``"\\ud800"`` in a JSON payload parses to one):
+    no UTF-8 form, so neither RE2 nor the session store could take it."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _field(value: Any, code: str, name: str) -> str:
+    """A text field of a location or media message, as bounded as a typed answer."""
+    text = str(value)
+    if len(text) > MAX_ANSWER_CHARS or not is_utf8(text):
+        raise InvalidInput(code, f"the {name} is not a readable text of at most {MAX_ANSWER_CHARS} characters")
+    return text
 
 
 def _digits(s: str) -> bool:
@@ -145,6 +166,8 @@ def _text(msg: Message) -> str:
     raw = msg.text or ""
     if len(raw) > MAX_ANSWER_CHARS:  # before any parsing (and before NFC, which can lengthen it)
         raise InvalidInput("too_long", f"{len(raw)} characters; answers hold at most {MAX_ANSWER_CHARS}")
+    if not is_utf8(raw):
+        raise InvalidInput("unreadable", "the text has lone surrogates (no UTF-8 form)")
     text = unicodedata.normalize("NFC", raw).strip()
     if not text:
         raise InvalidInput("empty")
@@ -341,7 +364,7 @@ def parse_input(spec: InputSpec, msg: Message, *, slot: SlotSpec | None = None,
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not -limit <= v <= limit:
                 raise InvalidInput("need_location", f"{k} {v!r} is not a number from -{limit} to {limit}")
         value = {k: loc[k] for k in ("latitude", "longitude") if loc.get(k) is not None}
-        value.update({k: str(loc[k]) for k in ("name", "address") if loc.get(k) is not None})
+        value.update({k: _field(loc[k], "need_location", k) for k in ("name", "address") if loc.get(k) is not None})
     elif t == "media":
         if msg.type != "media" or not msg.media:
             raise InvalidInput("need_media")
@@ -350,7 +373,8 @@ def parse_input(spec: InputSpec, msg: Message, *, slot: SlotSpec | None = None,
             raise InvalidInput("need_media", "the media has no id")
         if spec.media and media.get("kind") not in spec.media:
             raise InvalidInput("wrong_media", f"{media.get('kind')} is not one of {', '.join(spec.media)}")
-        value = {k: str(media[k]) for k in ("id", "kind", "mime_type", "caption", "filename") if media.get(k) is not None}
+        value = {k: _field(media[k], "need_media", k) for k in ("id", "kind", "mime_type", "caption", "filename")
+                 if media.get(k) is not None}
     elif t == "choice" and msg.reply_id is not None and msg.reply_id in (spec.options or ()):
         value = msg.reply_id  # a tapped button or list row
     elif t == "yes_no" and msg.reply_id in ("yes", "no"):

@@ -27,7 +27,7 @@ from flowkit.engine.events import (
     Start,
     Timeout,
 )
-from flowkit.engine.inputs import DEFAULT_INVALID, InvalidInput, parse_input
+from flowkit.engine.inputs import DEFAULT_INVALID, InvalidInput, is_utf8, parse_input
 from flowkit.engine.state import (
     CHECKED,
     PROFILE,
@@ -200,7 +200,10 @@ def schedule(pending: Mapping[str, Any] | None, root: Flow, now: int) -> Schedul
 
 def payload_json(payload: Mapping[str, Any]) -> str:
     """An event's payload as the history record's ``input`` text."""
-    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    if not text.isascii() and not is_utf8(text):  # lone surrogates: escaped, so the record has a UTF-8 form
+        text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+    return text
 
 
 class _Run:
