@@ -26,7 +26,15 @@ from json.encoder import encode_basestring
 from typing import Any
 
 from flowkit.engine.events import CallService, End, Message, Reply
-from flowkit.engine.inputs import _NO, _YES, MAX_ANSWER_CHARS, InvalidInput, _check_bounds, is_utf8, parse_input
+from flowkit.engine.inputs import (
+    _NO,
+    _YES,
+    MAX_ANSWER_CHARS,
+    InvalidInput,
+    _check_bounds,
+    is_utf8,
+    parse_input,
+)
 from flowkit.engine.state import (
     CHECKED,
     PROFILE,

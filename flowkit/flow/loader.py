@@ -48,9 +48,8 @@ from flowkit.flow.model import (
     parse_duration,
 )
 from flowkit.flow.patterns import compile_pattern
-from flowkit.flow.reader import MAX_FILE_BYTES
+from flowkit.flow.reader import MAX_FILE_BYTES, Reader
 from flowkit.flow.reader import Node as _N
-from flowkit.flow.reader import Reader
 from flowkit.flow.reader import type_name as _type_name
 from flowkit.flow.template import Template, parse_template
 
