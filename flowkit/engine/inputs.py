@@ -2,6 +2,10 @@
 
 Rules are locale-independent and documented here so users and analysts can predict them:
 
+- any typed answer: at most 4,096 characters (WhatsApp's text limit), checked before any
+  parsing (``too_long``); a text with lone surrogates has no UTF-8 form (``unreadable``).
+  No rule uses a backtracking regular expression: each is a few linear string operations,
+  and a flow's own ``pattern:`` runs in RE2.
 - text: trimmed; must not be empty (a tapped button answers with its title).
 - int: optional sign, digits, thousands grouped by ``,`` ``.`` ``'`` ``_`` or spaces in groups
   of three (``1,000``; ``12 34`` is refused), or a number word from zero to twenty (``three``).
