@@ -12,6 +12,7 @@ cannot backtrack on it. A new use of ``re`` needs a reviewed entry here; a stale
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import flowkit
@@ -56,6 +57,7 @@ def imports_of(path: Path) -> set[str]:
     return found
 
 
+@functools.cache
 def users_of_re() -> dict[str, set[str]]:
     out: dict[str, set[str]] = {}
     for path in sorted(PACKAGE.rglob("*.py")):
