@@ -502,10 +502,16 @@ class Expr:
         except (TypeError, ValueError, ZeroDivisionError, OverflowError, RecursionError) as exc:
             raise ExpressionError(f"cannot evaluate: {exc}", self.source, 0) from None
         cls = result.__class__
-        if cls is not bool and cls is not str and result is not None:  # e.g. a NaN read from a slot
-            why = bounds.size_problem(result)
-            if why is not None:
-                raise ExpressionError(why, self.source, 0)
+        if cls is int:
+            if -_MAX_INT < result < _MAX_INT:
+                return result
+        elif cls is bool or cls is str or result is None:
+            return result
+        elif cls is float and result - result == 0:  # finite (NaN and infinities give NaN)
+            return result
+        why = bounds.size_problem(result)  # e.g. a NaN read from a slot, or a list
+        if why is not None:
+            raise ExpressionError(why, self.source, 0)
         return result
 
     def __str__(self) -> str:
