@@ -173,6 +173,10 @@ FUNCTIONS: Mapping[str, Callable[..., Any]] = {
     "ceil": lambda v: math.ceil(_num(v)),
 }
 
+def _matches_value(s: Any, p: Any) -> bool:
+    return patterns.fullmatch_value(str(p), str(s))
+
+
 # Arity (min, max) per function, checked at parse time so a typo fails at load.
 _ARITY: Mapping[str, tuple[int, int]] = {
     "len": (1, 1), "lower": (1, 1), "upper": (1, 1), "trim": (1, 1), "str": (1, 1),
@@ -753,11 +757,14 @@ def _compile(node: Node, src: str) -> Compiled:
             return compare
         case Call(func=fn, args=args):
             fs = tuple(_compile(x, src) for x in args)
+            func = FUNCTIONS[fn]
+            if fn == "matches" and not isinstance(args[1], Const):  # the pattern may be a user's text
+                func = _matches_value
 
             def call(env: Mapping[str, Any]) -> Any:
                 values = [f(env) for f in fs]
                 try:
-                    result = FUNCTIONS[fn](*values)
+                    result = func(*values)
                 except (TypeError, ValueError, AttributeError, OverflowError) as exc:
                     raise ExpressionError(f"{fn}() failed: {exc}", src, pos) from None
                 return result if result.__class__ is bool or result is None else _bounded(result, src, pos)

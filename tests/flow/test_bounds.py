@@ -197,3 +197,18 @@ def test_a_flow_file_just_under_the_bound_still_loads(tmp_path: Path) -> None:
     crlf = tmp_path / "crlf.yaml"
     crlf.write_bytes(body.replace("\n", "\r\n").encode())
     assert load_flow(crlf) == parse_flow(body, str(crlf))
+
+
+def test_patterns_computed_at_run_time_are_bounded_and_cached_apart() -> None:
+    from flowkit.flow import patterns
+
+    e = parse_expr("matches(text, p)")
+    before = patterns.compile_pattern.cache_info().currsize
+    for i in range(100):  # a user sending pattern after pattern
+        assert ev("matches(text, p)", {"text": f"a{i}", "p": f"[a-z]{i}"}) is True
+        assert e.evaluate({"text": "zz", "p": f"[^a]{{1000}}x{i}"}) is False
+    assert patterns.compile_pattern.cache_info().currsize == before  # the flow files' cache is untouched
+    assert patterns._compile_value.cache_info().currsize <= 32
+    refused("matches(text, p)", {"text": "a", "p": "a" * 1001}, "at most 1000 characters")
+    refused("matches(text, p)", {"text": "a", "p": "(a)\\1"}, "RE2")
+    assert ev("matches(text, '[a-z]+')", {"text": "abc"}) is True
