@@ -505,17 +505,10 @@ class Expr:
             raise
         except (TypeError, ValueError, ZeroDivisionError, OverflowError, RecursionError) as exc:
             raise ExpressionError(f"cannot evaluate: {exc}", self.source, 0) from None
-        cls = result.__class__
-        if cls is int:
-            if -_MAX_INT < result < _MAX_INT:
-                return result
-        elif cls is bool or cls is str or result is None:
-            return result
-        elif cls is float and result - result == 0:  # finite (NaN and infinities give NaN)
-            return result
-        why = bounds.size_problem(result)  # e.g. a NaN read from a slot, or a list
-        if why is not None:
-            raise ExpressionError(why, self.source, 0)
+        # Values computed here were bounded where they were made; what comes straight from the
+        # session (a service's big result, a long id) passes as it is, except a non-finite number.
+        if result.__class__ is float and result - result != 0:  # NaN and infinities give NaN
+            raise ExpressionError(f"the result is {result} (not a finite number)", self.source, 0)
         return result
 
     def __str__(self) -> str:
@@ -767,7 +760,9 @@ def _compile(node: Node, src: str) -> Compiled:
                     result = func(*values)
                 except (TypeError, ValueError, AttributeError, OverflowError) as exc:
                     raise ExpressionError(f"{fn}() failed: {exc}", src, pos) from None
-                return result if result.__class__ is bool or result is None else _bounded(result, src, pos)
+                if result.__class__ is bool or result is None or any(result is v for v in values):
+                    return result  # nothing new was made (coalesce, min and max pick an argument)
+                return _bounded(result, src, pos)
             return call
 
     def unsupported(env: Mapping[str, Any]) -> Any:  # pragma: no cover - the parser builds no other node

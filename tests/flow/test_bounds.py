@@ -212,3 +212,14 @@ def test_patterns_computed_at_run_time_are_bounded_and_cached_apart() -> None:
     refused("matches(text, p)", {"text": "a", "p": "a" * 1001}, "at most 1000 characters")
     refused("matches(text, p)", {"text": "a", "p": "(a)\\1"}, "RE2")
     assert ev("matches(text, '[a-z]+')", {"text": "abc"}) is True
+
+
+def test_values_read_from_the_session_pass_as_they_are() -> None:
+    # a service's big result in an `any` slot, a long id: the bounds are on what flows compute
+    payment = {"items": ["x" * 100] * 500, "id": 10**40}
+    env = {"payment": payment, "n": 10**40}
+    assert ev("payment", env) is payment and ev("coalesce(payment, 1)", env) is payment
+    assert ev("payment.id", env) == 10**40 and ev("max(n, 1)", env) == 10**40
+    assert ev("payment and n > 5", env) is True and ev("len(payment.items)", env) == 500
+    refused("n + 1", env, "digits")
+    refused("str(payment)", env, "characters")
