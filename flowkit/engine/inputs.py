@@ -99,6 +99,8 @@ def _month(word: str) -> int | None:
         if name.startswith(w):
             return i + 1
     return None
+
+
 #: The longest answer the engine parses. WhatsApp text messages hold at most 4,096
 #: characters; anything longer did not come from WhatsApp and is refused as ``too_long``
 #: before any parsing, so no parser ever sees more than this.
