@@ -22,6 +22,7 @@ from flowkit.engine.inputs import MAX_ANSWER_CHARS, parse_number
 from flowkit.engine.transition import interpret
 from flowkit.errors import EngineError
 from flowkit.flow import AskStep, Flow, SlotSpec
+from flowkit.flow.model import INPUT_TYPES
 from flowkit.store import codec
 
 from .helpers import FLOWS, T0, flow
@@ -29,7 +30,8 @@ from .helpers import FLOWS, T0, flow
 STEP_BUDGET_S = 0.5  # generous: a step takes microseconds; a backtracking regex took seconds
 
 # A slot pattern that makes Python's re backtrack exponentially (lint accepts it: RE2 runs it
-# in linear time), and a number typed as text then computed with.
+# in linear time), a number typed as text then computed with, and a question of every input
+# type the example flows do not ask (number, phone, regex, location, media).
 TEMPTING = flow("""
     flow: tempting
     start: code
@@ -39,6 +41,12 @@ TEMPTING = flow("""
       x: {type: number}
       anything: {type: any}
       amount: {type: number, min: 0.01, max: 5000}
+      phone: {type: phone}
+      ref: {type: text, max_length: 40}
+      when: {type: date}
+      sure: {type: bool}
+      where: {type: location}
+      photo: {type: media}
     steps:
       code:
         ask: Your code?
@@ -61,6 +69,36 @@ TEMPTING = flow("""
         ask: How much?
         input: {type: number, min: 0.01, max: 5000}
         save: amount
+        next: phone
+      phone:
+        ask: Your phone?
+        input: {type: phone}
+        save: phone
+        next: ref
+      ref:
+        ask: Your reference?
+        input: {type: regex, pattern: "([A-Z]+[0-9]*)+"}
+        save: ref
+        next: when
+      when:
+        ask: Which day?
+        input: {type: date, min: "2026-01-01", max: "2027-12-31"}
+        save: when
+        next: sure
+      sure:
+        ask: Sure?
+        input: {type: yes_no}
+        save: sure
+        next: where
+      where:
+        ask: Where?
+        input: {type: location}
+        save: where
+        next: photo
+      photo:
+        ask: A photo?
+        input: {type: media, media: [image]}
+        save: photo
         next: done
       done:
         end: completed
@@ -154,6 +192,7 @@ def test_any_answer_to_any_question_is_quick_typed_and_storable(q: tuple[str, st
 
 @pytest.mark.parametrize("text", SPELLINGS)
 def test_every_hostile_spelling_at_every_question(text: str) -> None:
+    assert {ALL[n].steps[a].input.type for n, a in QUESTIONS} == set(INPUT_TYPES)  # type: ignore[union-attr]
     for q in QUESTIONS:
         answer(ALL[q[0]], STATES[q], text)
 
