@@ -269,3 +269,25 @@ def test_the_number_parser_never_returns_a_non_finite_value() -> None:
             assert type(exc).__name__ == "InvalidInput", (text, exc)
         else:
             assert v == v and abs(v) != float("inf"), text
+
+
+def test_a_profile_name_with_lone_surrogates_is_kept_legible_and_storable() -> None:
+    root = FLOWS["order_pizza"]
+    t = step(root, None, Start(flow=root.name, profile={"name": "Ana \ud800"}), T0, flows=ALL, session_id="p1")
+    storable(t)
+    assert t.state.slots["profile"] == {"name": "Ana \ufffd"}
+    msg = Message(text="large", message_id="p2", profile={"name": "Bia \udfff\U0001F600"})
+    t = step(root, t.state, msg, T0 + 1, flows=ALL)
+    storable(t)
+    assert t.state.slots["profile"] == {"name": "Bia \ufffd😀"}
+
+
+def test_a_service_result_with_lone_surrogates_is_a_visible_service_error() -> None:
+    from flowkit.engine import ServiceResult
+
+    t = answer(TEMPTING, at(TEMPTING, "raw"), "12")
+    assert t.state.status == "waiting_service"
+    call_id = t.state.pending["call_id"]  # type: ignore[index]
+    t = step(TEMPTING, t.state, ServiceResult(call_id=call_id, ok=True, value="x\ud800"), T0 + 20, flows=ALL)
+    storable(t)
+    assert t.record is not None and (t.record.error or "").startswith("service_error:bad_result")
