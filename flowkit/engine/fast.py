@@ -26,7 +26,15 @@ from json.encoder import encode_basestring
 from typing import Any
 
 from flowkit.engine.events import CallService, End, Message, Reply
-from flowkit.engine.inputs import _NO, _YES, InvalidInput, _check_bounds, parse_input
+from flowkit.engine.inputs import (
+    _NO,
+    _YES,
+    MAX_ANSWER_CHARS,
+    InvalidInput,
+    _check_bounds,
+    is_utf8,
+    parse_input,
+)
 from flowkit.engine.state import (
     CHECKED,
     PROFILE,
@@ -171,6 +179,8 @@ def answer(flow: Flow, state: State, msg: Message, now: int) -> Transition | Non
             or msg.media is not None or state.status != "waiting_input"):
         return None
     text = msg.text
+    if text is not None and (len(text) > MAX_ANSWER_CHARS or not is_utf8(text)):
+        return None  # refused before any parsing: the general engine says so
     plain = mtype == "text" and text is not None and msg.reply_id is None  # typed text: the common case
     plan = state.__dict__.get(CHECKED)
     if plan is None or plan.flow is not flow:

@@ -2,6 +2,10 @@
 
 Rules are locale-independent and documented here so users and analysts can predict them:
 
+- any typed answer: at most 4,096 characters (WhatsApp's text limit), checked before any
+  parsing (``too_long``); a text with lone surrogates has no UTF-8 form (``unreadable``).
+  No rule uses a backtracking regular expression: each is a few linear string operations,
+  and a flow's own ``pattern:`` runs in RE2.
 - text: trimmed; must not be empty (a tapped button answers with its title).
 - int: optional sign, digits, thousands grouped by ``,`` ``.`` ``'`` ``_`` or spaces in groups
   of three (``1,000``; ``12 34`` is refused), or a number word from zero to twenty (``three``).
@@ -28,7 +32,7 @@ Rules are locale-independent and documented here so users and analysts can predi
 from __future__ import annotations
 
 import datetime as dt
-import re
+import math
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -72,6 +76,7 @@ DEFAULT_INVALID: Mapping[str, str] = {
     "need_media": "Please send a photo or a file.",
     "wrong_media": "That kind of file is not accepted here.",
     "slot_constraint": "That answer is not accepted here.",
+    "unreadable": "Sorry, I could not read that message. Please send it again.",
 }
 
 _WORDS = {w: i for i, w in enumerate(
@@ -94,8 +99,68 @@ def _month(word: str) -> int | None:
         if name.startswith(w):
             return i + 1
     return None
-_CURRENCY = re.compile(r"^(?:[$€£¥₹]|eur|usd|gbp|brl|inr)\s*|\s*(?:[$€£¥₹]|eur|usd|gbp|brl|inr)$", re.IGNORECASE)
-_EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@([A-Za-z0-9-]+\.)+[A-Za-z]{2,}$")
+
+
+#: The longest answer the engine parses. WhatsApp text messages hold at most 4,096
+#: characters; anything longer did not come from WhatsApp and is refused as ``too_long``
+#: before any parsing, so no parser ever sees more than this.
+MAX_ANSWER_CHARS = 4096
+
+_CURRENCIES = ("$", "€", "£", "¥", "₹", "eur", "usd", "gbp", "brl", "inr")
+_LOCAL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.!#$%&'*+/=?^_`{|}~-")
+_LABEL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-")
+_ORDINALS = ("st", "nd", "rd", "th")
+# No regular expressions on answers: each rule below is a few linear string operations, so
+# the cost of any answer is bounded by its length (tests/engine/test_no_re.py keeps it so).
+
+
+def is_utf8(text: str) -> bool:
+    """False for a text with lone surrogates (``"\\ud800"`` in a JSON payload parses to one):
+    no UTF-8 form, so neither RE2 nor the session store could take it."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _field(value: Any, code: str, name: str) -> str:
+    """A text field of a location or media message, as bounded as a typed answer."""
+    text = str(value)
+    if len(text) > MAX_ANSWER_CHARS or not is_utf8(text):
+        raise InvalidInput(code, f"the {name} is not a readable text of at most {MAX_ANSWER_CHARS} characters")
+    return text
+
+
+def _digits(s: str) -> bool:
+    """Only ASCII digits, at least one."""
+    return s.isascii() and s.isdigit()
+
+
+def _grouped(s: str, seps: str) -> bool:
+    """``1,234,567``: 1 to 3 digits, then groups of exactly 3 after any of ``seps`` (at least one)."""
+    if not s or s[0] in seps:
+        return False
+    for c in seps[1:]:
+        s = s.replace(c, seps[0])
+    groups = s.split(seps[0])
+    return (len(groups) >= 2 and 1 <= len(groups[0]) <= 3 and _digits(groups[0])
+            and all(len(g) == 3 and _digits(g) for g in groups[1:]))
+
+
+def _strip_currency(t: str) -> str:
+    """Without one currency sign or code at the start and one at the end (lower-case ``t``)."""
+    for c in _CURRENCIES:
+        if t.startswith(c):
+            t = t[len(c):].lstrip()
+            break
+    for c in _CURRENCIES:
+        if t.endswith(c):
+            t = t[: len(t) - len(c)].rstrip()
+            break
+    return t
 
 
 _MAX_DIGITS = 30  # longer "numbers" are not answers (and Python refuses int() of 4300+ digits)
@@ -104,7 +169,12 @@ _MAX_DIGITS = 30  # longer "numbers" are not answers (and Python refuses int() o
 def _text(msg: Message) -> str:
     if msg.type not in ("text", "button_reply", "list_reply"):
         raise InvalidInput("wrong_type", f"got a {msg.type} message")
-    text = unicodedata.normalize("NFC", (msg.text or "")).strip()
+    raw = msg.text or ""
+    if len(raw) > MAX_ANSWER_CHARS:  # before any parsing (and before NFC, which can lengthen it)
+        raise InvalidInput("too_long", f"{len(raw)} characters; answers hold at most {MAX_ANSWER_CHARS}")
+    if not is_utf8(raw):
+        raise InvalidInput("unreadable", "the text has lone surrogates (no UTF-8 form)")
+    text = unicodedata.normalize("NFC", raw).strip()
     if not text:
         raise InvalidInput("empty")
     return text
@@ -116,38 +186,45 @@ def _ascii_digits(t: str) -> str:
 
 
 def parse_int(text: str) -> int:
-    t = _ascii_digits(_CURRENCY.sub("", text.strip().lower()).strip())
+    t = _ascii_digits(_strip_currency(text.strip().lower()))
     if t in _WORDS:
         return _WORDS[t]
-    t = re.sub(r"^([+-])\s+", r"\1", t)  # "- 5"
-    if re.fullmatch(r"[+-]?\d{1,3}([,.' _]\d{3})+", t):
-        t = re.sub(r"[,.' _]", "", t)
-    if re.fullmatch(r"[+-]?\d+", t) and len(t) <= _MAX_DIGITS:
-        return int(t)
-    if re.fullmatch(r"[+-]?\d+[.,]0+", t) and len(t) <= _MAX_DIGITS:  # "3.0" is a whole number
-        return int(re.split(r"[.,]", t)[0])
+    sign = ""
+    if t and t[0] in "+-":
+        sign, t = t[0], t[1:].lstrip()  # "- 5"
+    if _grouped(t, ",.' _"):
+        t = t.replace(",", "").replace(".", "").replace("'", "").replace(" ", "").replace("_", "")
+    if _digits(t) and len(sign) + len(t) <= _MAX_DIGITS:
+        return int(sign + t)
+    if len(sign) + len(t) <= _MAX_DIGITS:  # "3.0" is a whole number
+        cut = min((i for i in (t.find("."), t.find(",")) if i >= 0), default=-1)
+        if cut > 0 and _digits(t[:cut]) and len(t) > cut + 1 and t[cut + 1:] == "0" * (len(t) - cut - 1):
+            return int(sign + t[:cut])
     raise InvalidInput("not_an_integer", f"{text!r} is not a whole number")
 
 
 def parse_number(text: str) -> int | float:
-    t = _ascii_digits(_CURRENCY.sub("", text.strip().lower()).strip())
+    t = _ascii_digits(_strip_currency(text.strip().lower()))
     if t in _WORDS:
         return _WORDS[t]
     sign = ""
-    if t[:1] in "+-":
+    if t and t[0] in "+-":
         sign, t = t[0], t[1:].lstrip()
     # Spaces, `_` and `'` only group thousands: "1 234,5" yes, "12 34" no.
-    if re.search(r"[ _']", t):
-        if not re.fullmatch(r"\d{1,3}([ _']\d{3})+([.,]\d+)?", t):
+    if " " in t or "_" in t or "'" in t:
+        cut = min((i for i in (t.find("."), t.find(",")) if i >= 0), default=len(t))
+        whole, frac = t[:cut], t[cut + 1:]
+        if not _grouped(whole, " _'") or (cut < len(t) and not _digits(frac)):
             raise InvalidInput("not_a_number", f"{text!r} is not a number")
-        t = re.sub(r"[ _']", "", t)
-    if not re.fullmatch(r"[0-9.,]+", t) or not re.search(r"[0-9]", t) or len(t) > _MAX_DIGITS:
+        t = t.replace(" ", "").replace("_", "").replace("'", "")
+    if (not t or len(t) > _MAX_DIGITS or not t.isascii() or t.strip("0123456789.,")
+            or not any(c.isdigit() for c in t)):
         raise InvalidInput("not_a_number", f"{text!r} is not a number")
     if "." in t and "," in t:
         dec = "." if t.rfind(".") > t.rfind(",") else ","
         grp = "," if dec == "." else "."
         whole = t[: t.rfind(dec)]
-        if not re.fullmatch(r"\d{1,3}(" + re.escape(grp) + r"\d{3})+", whole):
+        if not _grouped(whole, grp):
             raise InvalidInput("not_a_number", f"{text!r} is not a number")
         t = t.replace(grp, "").replace(dec, ".")
     elif "," in t:
@@ -163,20 +240,23 @@ def parse_number(text: str) -> int | float:
         if not all(len(p) == 3 for p in parts[1:]):
             raise InvalidInput("not_a_number", f"{text!r} is not a number")
         t = t.replace(".", "")
-    if re.fullmatch(r"[0-9]+", t):
+    if _digits(t):
         return int(sign + t)  # exact, however many digits (a float would round 2**53 + 1)
     try:
         value = float(sign + t)
     except ValueError:
         raise InvalidInput("not_a_number", f"{text!r} is not a number") from None
+    if not math.isfinite(value):  # not reachable in 30 characters, but never let one through
+        raise InvalidInput("not_a_number", f"{text!r} is not a finite number")
     return value
 
 
-_EMOJI_MODIFIERS = re.compile("[\ufe0f\U0001F3FB-\U0001F3FF]")
+# variation selector-16 and the five skin tones: "👍🏽" is "👍"
+_EMOJI_MODIFIERS = {0xFE0F: None, **{c: None for c in range(0x1F3FB, 0x1F400)}}
 
 
 def parse_yes_no(text: str) -> bool:
-    t = _EMOJI_MODIFIERS.sub("", text).strip().lower().rstrip("!.").strip()
+    t = text.translate(_EMOJI_MODIFIERS).strip().lower().rstrip("!.").strip()
     if t in _YES:
         return True
     if t in _NO:
@@ -184,36 +264,71 @@ def parse_yes_no(text: str) -> bool:
     raise InvalidInput("not_yes_no", f"{text!r} is not yes or no")
 
 
+def _squash_spaces(t: str) -> str:
+    """Each run of whitespace as one space (the ends too, as a space)."""
+    words = t.split()
+    if not words:
+        return " " if t else ""
+    return (" " if t[0].isspace() else "") + " ".join(words) + (" " if t[-1].isspace() else "")
+
+
+def _day(word: str) -> str | None:
+    """``25``, ``25th`` -> ``25``; else None."""
+    if word[-2:] in _ORDINALS:
+        word = word[:-2]
+    return word if 1 <= len(word) <= 2 and _digits(word) else None
+
+
+def _month_word(word: str) -> int | None:
+    """``dec``, ``dec.`` (ASCII letters, an optional final dot) -> 12."""
+    letters = word[:-1] if word.endswith(".") else word
+    if not (letters.isascii() and letters.isalpha() and letters.islower()):
+        return None
+    return _month(word)
+
+
 def parse_date(text: str, today: dt.date) -> str:
-    t = _ascii_digits(text.strip().lower().replace(",", " "))
-    t = re.sub(r"\s+", " ", t)
+    t = _squash_spaces(_ascii_digits(text.strip().lower().replace(",", " ")))
     if t == "today":
         return today.isoformat()
     if t == "tomorrow":
         return (today + dt.timedelta(days=1)).isoformat()
     try:
-        if m := re.fullmatch(r"(\d{4})-(\d{1,2})-(\d{1,2})", t):
-            return dt.date(int(m[1]), int(m[2]), int(m[3])).isoformat()
-        if m := re.fullmatch(r"(\d{1,2})[/.-](\d{1,2})[/.-](\d{4})", t):
-            return dt.date(int(m[3]), int(m[2]), int(m[1])).isoformat()
-        if m := re.fullmatch(r"(\d{1,2})(?:st|nd|rd|th)? ([a-z]+\.?) (\d{4})", t):
-            if month := _month(m[2]):
-                return dt.date(int(m[3]), month, int(m[1])).isoformat()
-        if m := re.fullmatch(r"([a-z]+\.?) (\d{1,2})(?:st|nd|rd|th)? (\d{4})", t):
-            if month := _month(m[1]):
-                return dt.date(int(m[3]), month, int(m[2])).isoformat()
+        parts = t.split("-")
+        if len(parts) == 3 and len(parts[0]) == 4 and all(1 <= len(p) <= 2 for p in parts[1:]) and all(map(_digits, parts)):
+            return dt.date(int(parts[0]), int(parts[1]), int(parts[2])).isoformat()
+        parts = t.replace("/", "-").replace(".", "-").split("-")
+        if len(parts) == 3 and all(1 <= len(p) <= 2 for p in parts[:2]) and len(parts[2]) == 4 and all(map(_digits, parts)):
+            return dt.date(int(parts[2]), int(parts[1]), int(parts[0])).isoformat()
+        words = t.split(" ")
+        if len(words) == 3 and len(words[2]) == 4 and _digits(words[2]):
+            if (day := _day(words[0])) is not None and (month := _month_word(words[1])):
+                return dt.date(int(words[2]), month, int(day)).isoformat()
+            if (day := _day(words[1])) is not None and (month := _month_word(words[0])):
+                return dt.date(int(words[2]), month, int(day)).isoformat()
     except ValueError:
         raise InvalidInput("bad_date", f"{text!r} is not a real date") from None
     raise InvalidInput("bad_date", f"{text!r} is not a date")
 
 
 def parse_phone(text: str) -> str:
-    t = _ascii_digits(re.sub(r"[\s\-.()/]", "", text.strip()))
+    t = _ascii_digits("".join(c for c in text.strip() if not (c.isspace() or c in "-.()/")))
     plus = t.startswith("+") or t.startswith("00")
     digits = t[1:] if t.startswith("+") else (t[2:] if t.startswith("00") else t)
-    if not re.fullmatch(r"\d{6,15}", digits):
+    if not (6 <= len(digits) <= 15 and _digits(digits)):
         raise InvalidInput("bad_phone", f"{text!r} is not a phone number")
     return ("+" if plus else "") + digits
+
+
+def is_email(text: str) -> bool:
+    """``local@domain.tld``: the local part in RFC 5322's atom characters, dot-separated
+    domain labels of letters, digits and ``-``, a top-level domain of 2+ letters."""
+    local, at, domain = text.partition("@")
+    if not at or not local or not _LOCAL_CHARS.issuperset(local):
+        return False
+    labels = domain.split(".")
+    return (len(labels) >= 2 and all(label and _LABEL_CHARS.issuperset(label) for label in labels)
+            and len(labels[-1]) >= 2 and labels[-1].isascii() and labels[-1].isalpha())
 
 
 def parse_choice(text: str, reply_id: str | None, options: Sequence[str], labels: Mapping[str, str]) -> str:
@@ -226,8 +341,9 @@ def parse_choice(text: str, reply_id: str | None, options: Sequence[str], labels
         return by_lower[t]
     if t in labels:
         return labels[t]
-    if m := re.fullmatch(r"(\d{1,2})[).]?", t):
-        i = int(m[1])
+    num = t[:-1] if t.endswith((")", ".")) else t
+    if 1 <= len(num) <= 2 and num.isdecimal():  # "2", "2)", "2."
+        i = int(num)
         if 1 <= i <= len(options):
             return options[i - 1]
     if len(t) >= 3:
@@ -254,7 +370,7 @@ def parse_input(spec: InputSpec, msg: Message, *, slot: SlotSpec | None = None,
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not -limit <= v <= limit:
                 raise InvalidInput("need_location", f"{k} {v!r} is not a number from -{limit} to {limit}")
         value = {k: loc[k] for k in ("latitude", "longitude") if loc.get(k) is not None}
-        value.update({k: str(loc[k]) for k in ("name", "address") if loc.get(k) is not None})
+        value.update({k: _field(loc[k], "need_location", k) for k in ("name", "address") if loc.get(k) is not None})
     elif t == "media":
         if msg.type != "media" or not msg.media:
             raise InvalidInput("need_media")
@@ -263,7 +379,8 @@ def parse_input(spec: InputSpec, msg: Message, *, slot: SlotSpec | None = None,
             raise InvalidInput("need_media", "the media has no id")
         if spec.media and media.get("kind") not in spec.media:
             raise InvalidInput("wrong_media", f"{media.get('kind')} is not one of {', '.join(spec.media)}")
-        value = {k: str(media[k]) for k in ("id", "kind", "mime_type", "sha256", "caption", "filename") if media.get(k) is not None}
+        value = {k: _field(media[k], "need_media", k) for k in ("id", "kind", "mime_type", "sha256", "caption",
+                                                                  "filename") if media.get(k) is not None}
     elif t == "choice" and msg.reply_id is not None and msg.reply_id in (spec.options or ()):
         value = msg.reply_id  # a tapped button or list row
     elif t == "yes_no" and msg.reply_id in ("yes", "no"):
@@ -283,7 +400,7 @@ def parse_input(spec: InputSpec, msg: Message, *, slot: SlotSpec | None = None,
         elif t == "yes_no":
             value = parse_yes_no(text)
         elif t == "email":
-            if not _EMAIL.match(text):
+            if not is_email(text):
                 raise InvalidInput("bad_email", f"{text!r} is not an e-mail address")
             local, domain = text.rsplit("@", 1)
             value = f"{local}@{domain.lower()}"

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from flowkit.errors import StateValidationError
+from flowkit.flow import patterns
 from flowkit.flow.model import STATUSES, TERMINAL_STATUSES, SlotSpec
 
 PROFILE = "profile"
@@ -175,8 +176,44 @@ class Record:
 
 # ---------------------------------------------------------------- slot validation
 
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_PHONE = re.compile(r"^\+?\d{6,15}$")
+# Slot checks run on answers and on whatever expressions and services wrote, so they use no
+# backtracking regular expressions: a flow's `pattern:` goes through RE2 (linear time), the
+# rest are plain string tests.
+
+
+def _is_email(value: str) -> bool:
+    """``x@y.z``: one ``@``, no whitespace, a dot inside the domain."""
+    local, at, domain = value.partition("@")
+    return (bool(at and local) and "@" not in domain and "." in domain[1:-1]
+            and not any(c.isspace() for c in value))
+
+
+def _is_phone(value: str) -> bool:
+    digits = value[1:] if value.startswith("+") else value
+    return 6 <= len(digits) <= 15 and digits.isdecimal()
+
+
+#: Python writes no int of more than 4,300 digits as text (and JSON needs the text).
+_JSON_INT = 10**4000
+
+
+def json_problem(value: Any) -> str | None:
+    """Why ``value`` has no JSON form the store accepts (NaN, infinity, a gigantic int), or None."""
+    todo = [value]
+    while todo:
+        v = todo.pop()
+        cls = v.__class__
+        if cls is float:
+            if not math.isfinite(v):
+                return f"{v} is not a finite number"
+        elif cls is int:
+            if not -_JSON_INT < v < _JSON_INT:
+                return "a whole number with more than 4000 digits"
+        elif isinstance(v, Mapping):
+            todo.extend(v.values())
+        elif isinstance(v, (list, tuple)):
+            todo.extend(v)
+    return None
 
 
 def slot_problem(spec: SlotSpec, value: Any) -> str | None:
@@ -188,6 +225,10 @@ def slot_problem(spec: SlotSpec, value: Any) -> str | None:
 
 
 def _number(spec: SlotSpec, value: Any) -> str | None:
+    if value.__class__ is float and not math.isfinite(value):
+        return f"{value} is not a finite number"
+    if value.__class__ is int and not -_JSON_INT < value < _JSON_INT:
+        return "a whole number with more than 4000 digits"
     if spec.min is not None and value < spec.min:
         return f"{value} is below the minimum {spec.min:g}"
     if spec.max is not None and value > spec.max:
@@ -217,9 +258,9 @@ def _string(spec: SlotSpec, value: Any) -> str | None:
     t = spec.type
     if t == "choice" and spec.options is not None and value not in spec.options:
         return f"{value!r} is not one of {', '.join(spec.options)}"
-    if t == "email" and not _EMAIL.match(value):
+    if t == "email" and not _is_email(value):
         return f"{value!r} is not an e-mail address"
-    if t == "phone" and not _PHONE.match(value):
+    if t == "phone" and not _is_phone(value):
         return f"{value!r} is not a phone number"
     if t == "date":
         try:
@@ -230,7 +271,7 @@ def _string(spec: SlotSpec, value: Any) -> str | None:
         return f"shorter than {spec.min_length} characters"
     if spec.max_length is not None and len(value) > spec.max_length:
         return f"longer than {spec.max_length} characters"
-    if spec.pattern is not None and re.fullmatch(spec.pattern, value) is None:
+    if spec.pattern is not None and not patterns.fullmatch(spec.pattern, value):
         return f"{value!r} does not match {spec.pattern}"
     return None
 
@@ -243,10 +284,14 @@ def _object(spec: SlotSpec, value: Any) -> str | None:
         return "a location needs latitude and longitude"
     if t == "media" and "id" not in value:
         return "media needs an id"
-    return None
+    return json_problem(value)
 
 
-_CHECKS = {"int": _int, "number": _float, "bool": _bool, "location": _object, "media": _object,
+def _any(spec: SlotSpec, value: Any) -> str | None:
+    return json_problem(value)
+
+
+_CHECKS = {"int": _int, "number": _float, "bool": _bool, "location": _object, "media": _object, "any": _any,
            **{t: _string for t in ("text", "choice", "email", "phone", "date")}}
 
 

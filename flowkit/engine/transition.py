@@ -27,7 +27,7 @@ from flowkit.engine.events import (
     Start,
     Timeout,
 )
-from flowkit.engine.inputs import DEFAULT_INVALID, InvalidInput, parse_input
+from flowkit.engine.inputs import DEFAULT_INVALID, InvalidInput, is_utf8, parse_input
 from flowkit.engine.state import (
     CHECKED,
     PROFILE,
@@ -218,7 +218,10 @@ def schedule(pending: Mapping[str, Any] | None, root: Flow, now: int) -> Schedul
 
 def payload_json(payload: Mapping[str, Any]) -> str:
     """An event's payload as the history record's ``input`` text."""
-    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    if not text.isascii() and not is_utf8(text):  # lone surrogates: escaped, so the record has a UTF-8 form
+        text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+    return text
 
 
 class _Run:
@@ -467,7 +470,7 @@ class _Run:
     def start(self, event: Start) -> None:
         self.root_reset()
         if event.profile:
-            self.slots[PROFILE] = _json_value(dict(event.profile), "the Start event's profile")
+            self.slots[PROFILE] = _json_value(_readable(dict(event.profile)), "the Start event's profile")
         elif self.prev is not None and PROFILE in self.prev.slots:
             self.slots[PROFILE] = self.prev.slots[PROFILE]
         if PROFILE in event.args:
@@ -485,7 +488,7 @@ class _Run:
     def message(self, msg: Message) -> str:
         assert self.pending is not None
         if msg.profile and msg.profile != self.slots.get(PROFILE):
-            self.slots[PROFILE] = _json_value(dict(msg.profile), "the message's profile")
+            self.slots[PROFILE] = _json_value(_readable(dict(msg.profile)), "the message's profile")
         if msg.type == "text" and msg.text:
             cmd = self.root.commands.match(msg.text)
             if cmd is not None:
@@ -779,9 +782,24 @@ def _json_value(value: Any, where: str) -> Any:
     """``value`` as it reads back from the state's JSON (tuples become lists), or EngineError
     when it has no exact JSON form (objects, sets, NaN/infinity, non-text keys)."""
     try:
-        return json.loads(json.dumps(value, allow_nan=False, ensure_ascii=False))
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError, RecursionError) as exc:
         raise EngineError(f"{where} cannot be stored in the session state: {exc}") from None
+    if not text.isascii() and not is_utf8(text):  # the store writes UTF-8
+        raise EngineError(f"{where} cannot be stored in the session state: it has text with lone surrogates")
+    return json.loads(text)
+
+
+def _readable(value: Any) -> Any:
+    """``value`` with each lone surrogate in its texts replaced by U+FFFD. For the user's
+    profile only: a display name is worth keeping legible, and it cannot be asked again."""
+    if isinstance(value, str):
+        return value if is_utf8(value) else "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in value)
+    if isinstance(value, Mapping):
+        return {k: _readable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_readable(v) for v in value]
+    return value
 
 
 def _labels(st: AskStep) -> dict[str, str]:

@@ -27,13 +27,15 @@ from __future__ import annotations
 import json
 import math
 import operator
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from flowkit.errors import ExpressionError, PatternError
-from flowkit.flow import patterns
+from flowkit.flow import bounds, patterns
+from flowkit.flow.lexer import Tok as _Tok
+from flowkit.flow.lexer import source_words
+from flowkit.flow.lexer import tokenize as _tokenize
 
 # ---------------------------------------------------------------- AST
 
@@ -105,24 +107,39 @@ class Call(Node):
 # ---------------------------------------------------------------- functions
 
 
+_MAX_NUMBER_TEXT = 100  # characters of text that int()/float() read; longer is not a number
+
+
 def _num(v: Any) -> int | float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return float(str(v).strip())
+        text = str(v).strip()
+        if len(text) > _MAX_NUMBER_TEXT:
+            raise ValueError(f"a text of {len(text)} characters is not a number")
+        f = float(text)
+        if not math.isfinite(f):  # float("nan"), float("inf"), float("1e309")
+            raise ValueError(f"{text!r} is not a finite number")
+        return f
     return v
 
 
 def _to_int(v: Any) -> int:
     if isinstance(v, str):
         text = v.strip()
-        if re.fullmatch(r"-?\d+\.\d+", text):  # "4.0": through float; whole numbers stay exact
-            return int(float(text))
+        if len(text) > _MAX_NUMBER_TEXT:
+            raise ValueError(f"a text of {len(text)} characters is not a whole number")
+        head, dot, tail = text.partition(".")
+        if dot and head.removeprefix("-").isdecimal() and tail.isdecimal():
+            return int(float(text))  # "4.0": through float; whole numbers stay exact
         return int(text)
     return int(v)
 
 
 def _round(v: Any, digits: Any = 0) -> int | float:
-    r = round(_num(v), int(digits))
-    return int(r) if int(digits) == 0 else r
+    d = int(digits)
+    if not -bounds.MAX_ROUND_DIGITS <= d <= bounds.MAX_ROUND_DIGITS:
+        raise ValueError(f"round() keeps {-bounds.MAX_ROUND_DIGITS} to {bounds.MAX_ROUND_DIGITS} digits, not {d}")
+    r = round(_num(v), d)
+    return int(r) if d == 0 else r
 
 
 def _coalesce(*values: Any) -> Any:
@@ -156,6 +173,10 @@ FUNCTIONS: Mapping[str, Callable[..., Any]] = {
     "ceil": lambda v: math.ceil(_num(v)),
 }
 
+def _matches_value(s: Any, p: Any) -> bool:
+    return patterns.fullmatch_value(str(p), str(s))
+
+
 # Arity (min, max) per function, checked at parse time so a typo fails at load.
 _ARITY: Mapping[str, tuple[int, int]] = {
     "len": (1, 1), "lower": (1, 1), "upper": (1, 1), "trim": (1, 1), "str": (1, 1),
@@ -178,46 +199,7 @@ MAX_DEPTH = 50  # nesting of the tree (parentheses, operators, fields); deeper w
 
 # ---------------------------------------------------------------- tokenizer
 
-_TOKEN = re.compile(
-    r"""
-    (?P<ws>\s+)
-  | (?P<number>\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)
-  | (?P<string>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")
-  | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
-  | (?P<op>==|!=|<=|>=|//|\*\*|[<>+\-*/%().,\[\]])
-    """,
-    re.VERBOSE,
-)
-
 _ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", "'": "'", '"': '"'}
-
-
-@dataclass(frozen=True)
-class _Tok:
-    kind: str
-    text: str
-    pos: int
-
-
-def _tokenize(src: str) -> list[_Tok]:
-    toks: list[_Tok] = []
-    i = 0
-    while i < len(src):
-        m = _TOKEN.match(src, i)
-        if m is None:
-            if src[i] in "'\"":
-                raise ExpressionError("unterminated string", src, i)
-            if src[i] == "=":
-                raise ExpressionError("unexpected '=' (use '==' to compare)", src, i)
-            if src[i] == "|":
-                raise ExpressionError("unexpected '|' (there are no filters: write upper(name), not name | upper)", src, i)
-            raise ExpressionError(f"unexpected character {src[i]!r}", src, i)
-        kind = m.lastgroup or ""
-        if kind != "ws":
-            toks.append(_Tok(kind, m.group(), i))
-        i = m.end()
-    toks.append(_Tok("end", "", len(src.rstrip())))
-    return toks
 
 
 def _unquote(text: str, src: str, pos: int) -> str:
@@ -384,7 +366,11 @@ class _Parser:
         t = self.tok
         if t.kind == "number":
             self._take()
-            return Const(t.pos, float(t.text) if any(c in t.text for c in ".eE") else int(t.text))
+            value = float(t.text) if any(c in t.text for c in ".eE") else int(t.text)
+            why = bounds.number_problem(value)
+            if why is not None:
+                raise ExpressionError(f"the number {t.text} is out of range ({why})", self.src, t.pos)
+            return Const(t.pos, value)
         if t.kind == "string":
             self._take()
             return Const(t.pos, _unquote(t.text, self.src, t.pos))
@@ -514,11 +500,16 @@ class Expr:
             run = _compile(self.tree, self.source)
             object.__setattr__(self, "_run", run)
         try:
-            return run(env)
+            result = run(env)
         except ExpressionError:
             raise
-        except (TypeError, ValueError, ZeroDivisionError, OverflowError, re.error) as exc:
+        except (TypeError, ValueError, ZeroDivisionError, OverflowError, RecursionError) as exc:
             raise ExpressionError(f"cannot evaluate: {exc}", self.source, 0) from None
+        # Values computed here were bounded where they were made; what comes straight from the
+        # session (a service's big result, a long id) passes as it is, except a non-finite number.
+        if result.__class__ is float and result - result != 0:  # NaN and infinities give NaN
+            raise ExpressionError(f"the result is {result} (not a finite number)", self.source, 0)
+        return result
 
     def __str__(self) -> str:
         return self.source
@@ -547,13 +538,10 @@ def parse_expr(source: str) -> Expr:
     return Expr(source, tree)
 
 
-_WORDS = re.compile(r"""'(?:[^'\\]|\\.)*'?|"(?:[^"\\]|\\.)*"?|[A-Za-z_][A-Za-z0-9_]*""")
-
-
 def _python_word(source: str, limit: int) -> tuple[str, int] | None:
     """The Python-only word (outside strings) that explains a parse error at ``limit``:
     the word at the error, or the expression's first word (``lambda x: x``, ``import os``)."""
-    words = [(m.group(), m.start()) for m in _WORDS.finditer(source) if m.start() <= limit]
+    words = [(w, pos) for w, pos in source_words(source) if pos <= limit]
     for word, pos in words:
         if word in PYTHON_ONLY and (pos == limit or pos == len(source) - len(source.lstrip())):
             return word, pos
@@ -695,7 +683,10 @@ def _compile(node: Node, src: str) -> Compiled:
             return index
         case ListExpr(items=items):
             fs = tuple(_compile(x, src) for x in items)
-            return lambda env: [f(env) for f in fs]
+
+            def list_(env: Mapping[str, Any]) -> Any:
+                return _bounded([f(env) for f in fs], src, pos)
+            return list_
         case Unary(op="not", operand=o):
             f = _compile(o, src)
             return lambda env: not f(env)
@@ -737,7 +728,10 @@ def _compile(node: Node, src: str) -> Compiled:
                 def arith(env: Mapping[str, Any]) -> Any:
                     x, y = fa(env), fb(env)
                     if type(x) in _NUMBERS and type(y) in _NUMBERS:  # what _binop would do, minus its checks
-                        return plain(x, y)
+                        r = plain(x, y)
+                        if (r - r != 0) if r.__class__ is float else not -_MAX_INT < r < _MAX_INT:  # nan/inf, huge
+                            _bounded(r, src, pos)
+                        return r
                     return _binop(op, x, y, src, pos)
                 return arith
             return lambda env: _binop(op, fa(env), fb(env), src, pos)
@@ -756,13 +750,19 @@ def _compile(node: Node, src: str) -> Compiled:
             return compare
         case Call(func=fn, args=args):
             fs = tuple(_compile(x, src) for x in args)
+            func = FUNCTIONS[fn]
+            if fn == "matches" and not isinstance(args[1], Const):  # the pattern may be a user's text
+                func = _matches_value
 
             def call(env: Mapping[str, Any]) -> Any:
                 values = [f(env) for f in fs]
                 try:
-                    return FUNCTIONS[fn](*values)
-                except (TypeError, ValueError, AttributeError, OverflowError, re.error) as exc:
+                    result = func(*values)
+                except (TypeError, ValueError, AttributeError, OverflowError) as exc:
                     raise ExpressionError(f"{fn}() failed: {exc}", src, pos) from None
+                if result.__class__ is bool or result is None or any(result is v for v in values):
+                    return result  # nothing new was made (coalesce, min and max pick an argument)
+                return _bounded(result, src, pos)
             return call
 
     def unsupported(env: Mapping[str, Any]) -> Any:  # pragma: no cover - the parser builds no other node
@@ -771,6 +771,20 @@ def _compile(node: Node, src: str) -> Compiled:
 
 
 _NUMBERS = (int, float)  # exact types: bool is an int subclass, and not a number here
+_MAX_INT = bounds.MAX_INT
+
+
+def _bounded(value: Any, src: str, pos: int) -> Any:
+    """``value`` if it is within the bounds of flowkit/flow/bounds.py, else the located error."""
+    if value.__class__ is str:
+        if len(value) <= bounds.MAX_VALUE_SIZE:
+            return value
+        why: str | None = f"the text would be {len(value)} characters long (at most {bounds.MAX_VALUE_SIZE})"
+    else:
+        why = bounds.size_problem(value)
+        if why is None:
+            return value
+    raise ExpressionError(why, src, pos)
 
 
 def _need_number(v: Any, op: str, src: str, pos: int) -> None:
@@ -781,13 +795,24 @@ def _need_number(v: Any, op: str, src: str, pos: int) -> None:
 
 def _binop(op: str, a: Any, b: Any, src: str, pos: int) -> Any:
     if op == "+" and isinstance(a, str) and isinstance(b, str):
+        if len(a) + len(b) > bounds.MAX_VALUE_SIZE:  # checked before the text is built
+            raise ExpressionError(f"the text would be {len(a) + len(b)} characters long (at most {bounds.MAX_VALUE_SIZE})", src, pos)
         return a + b
     if op == "+" and isinstance(a, list) and isinstance(b, list):
-        return a + b
+        if len(a) + len(b) > bounds.MAX_VALUE_SIZE:
+            raise ExpressionError(f"the list would have {len(a) + len(b)} items (at most {bounds.MAX_VALUE_SIZE})", src, pos)
+        return _bounded(a + b, src, pos)
     _need_number(a, op, src, pos)
     _need_number(b, op, src, pos)
     if op in ("/", "//", "%") and b == 0:
         raise ExpressionError("division by zero", src, pos)
+    try:
+        return _bounded(_arith(op, a, b, src, pos), src, pos)
+    except OverflowError:  # int / int beyond float range
+        raise ExpressionError("the result is too large for a number", src, pos) from None
+
+
+def _arith(op: str, a: Any, b: Any, src: str, pos: int) -> Any:
     match op:
         case "+":
             return a + b

@@ -50,8 +50,8 @@ from flowkit.flow.model import (
     parse_duration,
 )
 from flowkit.flow.patterns import compile_pattern
+from flowkit.flow.reader import MAX_FILE_BYTES, Reader
 from flowkit.flow.reader import Node as _N
-from flowkit.flow.reader import Reader
 from flowkit.flow.reader import type_name as _type_name
 from flowkit.flow.template import Template, parse_template
 
@@ -774,6 +774,9 @@ def parse_flow(text: str, file: str = "<string>", *, validate: bool = True) -> F
     """Parse one flow from YAML or JSON text. Raises :class:`FlowError` with every problem found."""
     from flowkit.flow.validate import validate_flow
 
+    too_big = _too_big(len(text.encode("utf-8", "surrogatepass")) if len(text) * 4 > MAX_FILE_BYTES else len(text), file)
+    if too_big is not None:
+        raise FlowError(too_big)
     parser = _Parser(text, file)
     root = parser.compose()
     flow = parser.flow(root) if root is not None else None
@@ -791,12 +794,24 @@ def load_flow(path: str | Path) -> Flow:
     """Load and validate one flow file (``.yaml``, ``.yml`` or ``.json``)."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as fh:  # never more than the bound, whatever the file claims to be
+            data = fh.read(MAX_FILE_BYTES + 1)
+        too_big = _too_big(len(data), str(p))
+        if too_big is not None:
+            raise FlowError(too_big)
+        text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # as read_text's universal newlines
     except FileNotFoundError:
         raise FlowError(Problem(str(p), 0, 0, "not-found", "no such file")) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise FlowError(Problem(str(p), 0, 0, "unreadable", f"cannot read the file: {exc}")) from None
     return parse_flow(text, str(p))
+
+
+def _too_big(size: int, file: str) -> Problem | None:
+    if size <= MAX_FILE_BYTES:
+        return None
+    return Problem(file, 1, 1, "too-big", f"the file is larger than {MAX_FILE_BYTES // 1024} KiB, the most a flow file "
+                   "may be; split it into sub-flows (`flow:` steps)")
 
 
 def flow_files(paths: Iterable[str | Path]) -> list[Path]:

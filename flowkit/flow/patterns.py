@@ -34,3 +34,23 @@ def compile_pattern(pattern: str) -> Any:
 def fullmatch(pattern: str, text: str) -> bool:
     """Does all of ``text`` match ``pattern``? Raises PatternError for a pattern RE2 refuses."""
     return compile_pattern(pattern).fullmatch(text) is not None
+
+
+#: A pattern computed while a session runs (``matches(text, some_slot)``) may be a user's
+#: text. RE2 matches it in linear time, but compiling one can cost ~15 ms and ~250 KB
+#: (``[^a]{1000}[^b]{1000}...``), so such patterns are bounded in length and cached apart,
+#: a few at a time, instead of filling the cache of the patterns written in flow files.
+MAX_VALUE_PATTERN = 1000
+
+
+@functools.lru_cache(maxsize=32)
+def _compile_value(pattern: str) -> Any:
+    return compile_pattern.__wrapped__(pattern)
+
+
+def fullmatch_value(pattern: str, text: str) -> bool:
+    """:func:`fullmatch` for a pattern that is not written in the flow file."""
+    if len(pattern) > MAX_VALUE_PATTERN:
+        raise PatternError(f"a pattern computed at run time may have at most {MAX_VALUE_PATTERN} characters, "
+                           f"this one has {len(pattern)}")
+    return _compile_value(pattern).fullmatch(text) is not None

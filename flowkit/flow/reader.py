@@ -10,6 +10,7 @@ Problems (syntax errors, duplicate keys, alias bombs, nesting too deep) are coll
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,10 @@ from flowkit.errors import Problem
 from flowkit.flow.expr import Span
 
 MAX_NODES = 50_000  # alias bombs ("billion laughs") stop here
+#: The largest flow file read at all, checked before parsing (YAML costs about 2.5 s and
+#: hundreds of MB per MB of text). The example flows are about 2 KB; 256 KiB is a flow of
+#: a thousand steps.
+MAX_FILE_BYTES = 256 * 1024
 MAX_DEPTH = 100  # nesting deeper than this is not a flow file (and would exhaust the stack)
 
 
@@ -241,6 +246,10 @@ class Reader:
             value = None
         except (ValueError, OverflowError) as exc:  # e.g. a timestamp like 2024-13-45
             self.err(line, col, "bad-value", f"cannot read value {node.value!r}: {exc}")
+            value = None
+        if isinstance(value, float) and not math.isfinite(value):
+            # .nan, .inf, 1e999: no bound, threshold or value of a flow means anything as one
+            self.err(line, col, "bad-value", f"{node.value!r} is not a finite number; write the number itself")
             value = None
         if not isinstance(value, (str, int, float, bool)) and value is not None:
             value = str(node.value)  # dates and timestamps stay text as written; the model decides what they mean

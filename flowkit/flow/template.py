@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flowkit.errors import ExpressionError
+from flowkit.flow.bounds import MAX_VALUE_SIZE
 from flowkit.flow.expr import Expr, Span, parse_expr
 
 
@@ -66,10 +67,12 @@ class Template:
     def render(self, env: Mapping[str, Any]) -> str:
         out: list[str] = []
         start = 0
+        size = 0  # characters rendered so far: bounded like any value an expression builds
         for p in self.parts:
             if isinstance(p, str):
                 out.append(p)
                 start += len(p)
+                size += len(p)
                 continue
             start += 2  # past "{{"
             try:
@@ -83,7 +86,12 @@ class Template:
                     self.source,
                     start + len(p.source) - len(p.source.lstrip()),
                 )
-            out.append(format_value(value))
+            text = format_value(value)
+            size += len(text)
+            if size > MAX_VALUE_SIZE:
+                raise ExpressionError(f"the text would be longer than {MAX_VALUE_SIZE} characters",
+                                      self.source, start + len(p.source) - len(p.source.lstrip()))
+            out.append(text)
             start += len(p.source) + 2
         return "".join(out)
 

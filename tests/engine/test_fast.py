@@ -104,7 +104,9 @@ TEXTS = ["Ana", " Ana ", "ana", "A", "Ana Maria Lima Souza", "19", "35", "17", "
          "1,000", "٣", "²", "3.0", "12.5", "0.25", "1e3", "twenty", "yes", "no", "YES", "y", "ok", "👍", "nope", "red",
          "Red", "RED", " red ", "green", "blue", "blue ", "Blue ", "help", "Help", "back", "cancel", "stop", "restart",
          "2", "2)", "caf", "café", "cafe\u0301", "small", "large", "medium", "dental", "billing", "2026-12-01",
-         "tomorrow", "31/02/2026", "ana@example.com", "+55 11 91234-5678", "12 Main Street", "", "   ", "x" * 300]
+         "tomorrow", "31/02/2026", "ana@example.com", "+55 11 91234-5678", "12 Main Street", "", "   ", "x" * 300,
+         # hostile: too long for WhatsApp, currency without a number, NaN/inf spellings, lone surrogates
+         "x" * 4096, "x" * 4097, "1" + " " * 4000 + "1", "$", "€ ", "nan", "-inf", "1e309", "\ud800", "1\udfff"]
 REPLY_IDS = ["yes", "no", "green", "Red", "help", "large", "small", "dental", "billing", "09:00", "zzz", ""]
 
 

@@ -4,6 +4,8 @@ whose every problem carries a real location (line and column >= 1) in the file i
 from __future__ import annotations
 
 import json
+import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ from hypothesis import strategies as st
 
 from flowkit.errors import FlowError
 from flowkit.flow import Flow, parse_flow
+from flowkit.store import codec
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "flows"
 TEXTS = {p.name: p.read_text(encoding="utf-8") for p in sorted(EXAMPLES.glob("*.yaml"))}
@@ -156,3 +159,66 @@ def test_the_fuzzer_reaches_both_outcomes() -> None:
         assert any(p.code == "unknown-target" and p.line > 1 for p in exc.problems)
     else:
         raise AssertionError("a renamed target must be reported")
+
+
+# ---------------------------------------------------------------- hostile values (issue 17)
+
+# What a careless or hostile author might put anywhere in a flow file: non-finite and huge
+# numbers, backtracking patterns, expressions and templates that would compute for seconds,
+# texts past the file-size bound.
+HOSTILE = st.sampled_from([
+    float("nan"), float("inf"), -float("inf"), "__BIG_INT__", -(10**40), 1e308, "1e999", ".nan",
+    "([A-Za-z]+)+", "(a|aa)*$", "(?=x)y", r"(a)\1", "round(qty, -10000000)", "{{ round(1, -10000000) }}",
+    "{{ float('nan') }}", "float('inf') * 2", "{{ " + "(" * 60 + "1" + ")" * 60 + " }}", "1" + "0" * 40,
+    "size + size + size", "[size, size, size]", "__HUGE_TEXT__", "__MANY_PLACEHOLDERS__",
+])
+# put into the YAML text after dumping (dumping them is slow, or impossible for the int)
+LATE = {"__BIG_INT__": "9" * 5000, "__HUGE_TEXT__": "x" * 300_000, "__MANY_PLACEHOLDERS__": "'" + "{{ size }}" * 5_000 + "'"}
+
+
+@st.composite
+def hostile_data(draw: st.DrawFn) -> Any:
+    data = json.loads(json.dumps(DATA[draw(st.sampled_from(sorted(DATA)))]))
+    for _ in range(draw(st.integers(1, 3))):
+        paths = [p for p in _paths(data) if p]
+        path = draw(st.sampled_from(paths))
+        _get(data, path[:-1])[path[-1]] = draw(HOSTILE)
+    return data
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+          derandomize=True)
+@given(hostile_data())
+def test_hostile_values_in_a_flow_file_are_located_errors_or_a_bounded_flow(data: Any) -> None:
+    from flowkit.engine import Message, Start, step
+    from flowkit.errors import EngineError
+
+    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    for mark, value in LATE.items():
+        text = text.replace(mark, value)
+    start = time.perf_counter()
+    check_loads_or_located(text, "hostile.yaml")
+    assert time.perf_counter() - start < 2.0  # generous: a 30 MB file took 47 s before the size bound
+    try:
+        flow = parse_flow(text, "hostile.yaml")
+    except FlowError:
+        return
+    # a flow that loads holds only finite bounds, and runs within bounds: each step quick,
+    # only the engine's typed error, and every state one the store can write
+    specs = [*flow.slots.values(), *(st.input for st in flow.steps.values() if hasattr(st, "input"))]
+    for spec in specs:
+        for bound in (spec.min, spec.max):
+            assert not isinstance(bound, float) or math.isfinite(bound), spec
+    t = None
+    for i, answer in enumerate(["", "small", "2", "1" * 30, "nan", "x" * 4096]):
+        start = time.perf_counter()
+        try:
+            t = step(flow, t.state if t else None, Message(text=answer, message_id=f"m{i}") if t else Start(flow=flow.name),
+                     1_790_000_000_000 + i, session_id="h1")
+        except EngineError:
+            break
+        finally:
+            assert time.perf_counter() - start < 0.5
+        codec.canonical(t.state.to_dict())
+        if t.state.terminal:
+            break
