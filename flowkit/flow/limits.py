@@ -17,7 +17,6 @@ overlong rendered text with "…" rather than letting Graph refuse it.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 
 from flowkit.errors import ChannelError, Problem
@@ -25,7 +24,6 @@ from flowkit.flow.expr import Expr
 from flowkit.flow.model import AskStep, EndStep, Flow, Loc, Message, SayStep, SlotSpec, Step
 from flowkit.flow.template import Template
 
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # What a value of each fixed-size slot type reads as in a message (format_value).
 _FIXED = {"bool": 3, "date": 10, "phone": 16, "email": 254}
 _MAX_DIGITS = 30  # the engine reads at most 30 digits as a number
@@ -56,7 +54,7 @@ def slot_bound(slot: SlotSpec | None) -> int | None:
 
 def _bound(expr: Expr, flow: Flow) -> int | None:
     name = expr.source.strip()
-    return slot_bound(flow.slots.get(name)) if _NAME.match(name) else None
+    return slot_bound(flow.slots.get(name)) if name.isascii() and name.isidentifier() else None
 
 
 def _renderer(flow: Flow, longest: bool, unbounded: list[str]) -> Callable[[Template | None, str], str | None]:

@@ -12,7 +12,6 @@ pyarrow and Spark decode; flow names are identifiers, so in practice nothing is 
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -26,7 +25,12 @@ from flowkit.errors import HistoryError
 
 PARTITION_KEYS = ("flow", "day")  # what can be partitioned by
 MAX_OPEN = 64  # open part files; the least recently used is closed past this (a new part starts next time)
-_SEGMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
+
+
+def _segment(name: str) -> tuple[str, str] | None:
+    """``flow=order_pizza`` -> ("flow", "order_pizza"); None for a folder that is not a hive key."""
+    key, sep, value = name.partition("=")
+    return (key, value) if sep and key.isascii() and key.isidentifier() else None
 
 
 def parse_partition_by(text: str | None) -> tuple[str, ...]:
@@ -50,9 +54,9 @@ def hive_values(file: Path, root: Path) -> dict[str, str]:
         rel = file.parent
     out: dict[str, str] = {}
     for part in rel.parts:
-        m = _SEGMENT.match(part)
-        if m:
-            out[m.group(1)] = unquote(m.group(2))
+        seg = _segment(part)
+        if seg is not None:
+            out[seg[0]] = unquote(seg[1])
     return out
 
 
@@ -63,7 +67,7 @@ def clear_dataset(path: Path) -> None:
     for old in sorted(path.rglob("*.parquet")):
         old.unlink()
     for d in sorted((d for d in path.rglob("*") if d.is_dir()), key=lambda d: len(d.parts), reverse=True):
-        if _SEGMENT.match(d.name) and not any(d.iterdir()):
+        if _segment(d.name) is not None and not any(d.iterdir()):
             d.rmdir()
 
 
