@@ -83,7 +83,7 @@ def connect(scheduler: str | None = None) -> Iterator[Any]:
     workers = max(1, min(os.cpu_count() or 1, 8))
     # No dashboard: it needs bokeh and a port, and a one-off analysis has no one watching it. Only the
     # cluster's errors reach stderr: its start/stop chatter is not the command's output.
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                       silence_logs=logging.ERROR) as cluster, \
             Client(cluster) as client:
         yield client

@@ -39,5 +39,5 @@ def dask_scheduler() -> Iterator[str]:
     """A real Dask cluster (scheduler and two worker processes) for the dask engine; its address."""
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
         yield cluster.scheduler_address
