@@ -21,6 +21,24 @@ from flowkit.errors import FlowError, FlowkitError
 FlowsArg = Annotated[list[Path] | None, typer.Argument(help="Flow files or folders (default: $FLOWKIT_FLOWS).")]
 RedisOption = Annotated[str | None, typer.Option("--redis", help="Redis URL (default: $FLOWKIT_REDIS_URL, else the embedded server).")]
 ServicesOption = Annotated[str | None, typer.Option("--services", help="module:attribute of a ServiceRegistry, e.g. examples.services:services.")]
+TerminalTtlOption = Annotated[str | None, typer.Option(
+    "--terminal-ttl", help="How long an ended session stays in Redis, e.g. 30d, 12h; off keeps it "
+                           "(default: $FLOWKIT_TERMINAL_TTL, else 30d).", show_default=False)]
+
+
+def _terminal_ttl(option: str | None, client: Any = None, command: str | None = None) -> int | None:
+    """The retention of ended sessions (bad input: exit 2); a runtime process also records it in Redis."""
+    from flowkit.errors import ConfigError
+    from flowkit.store import retention
+
+    try:
+        ttl = retention.terminal_ttl_ms(option)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if client is not None and command is not None:
+        retention.record(client, ttl, command)
+    return ttl
 
 
 def _registry(flows: list[Path] | None, client: Any = None) -> Any:
@@ -64,6 +82,7 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     default_flow: Annotated[str | None, typer.Option(help="Flow for messages that match no trigger.")] = None,
     scheduler: Annotated[float, typer.Option(help="Seconds between firing due timeouts in this process (0: leave it to `flowkit worker`).")] = 1.0,
+    terminal_ttl: TerminalTtlOption = None,
 ) -> None:
     """Run the WhatsApp webhook runner (Starlette + uvicorn).
 
@@ -80,9 +99,10 @@ def serve(
     from flowkit.web import create_app
 
     registry = _registry(flows, connect(redis))
+    ttl = _terminal_ttl(terminal_ttl, registry.client, "serve")
     try:
         channel = AsyncWhatsAppChannel(AsyncWhatsAppSender())
-        runtime = AsyncRuntime(AsyncStore(connect_async(redis)), registry, services=_services(services),
+        runtime = AsyncRuntime(AsyncStore(connect_async(redis), terminal_ttl_ms=ttl), registry, services=_services(services),
                                channel=channel, default_flow=default_flow)
         sync_client = connect(redis)
         prom = Metrics()
@@ -104,6 +124,7 @@ def worker(
     once: Annotated[bool, typer.Option(help="Run one round and exit.")] = False,
     alerts: Annotated[Path | None, typer.Option("--alerts", help="Alert rules YAML to evaluate every round.")] = None,
     format: FormatOption = OutputFormat.text,
+    terminal_ttl: TerminalTtlOption = None,
 ) -> None:
     """Fire due timeouts, run recovery (outbox, cut-short calls, expiry) and alert rules, forever (or --once)."""
     from flowkit.metrics import RedisMetrics
@@ -112,7 +133,8 @@ def worker(
 
     client = connect(redis)
     metrics = RedisMetrics(client)
-    rt = Runtime(Store(client), _registry(flows, client), services=_services(services), metrics=metrics)
+    ttl = _terminal_ttl(terminal_ttl, client, "worker")
+    rt = Runtime(Store(client, terminal_ttl_ms=ttl), _registry(flows, client), services=_services(services), metrics=metrics)
     manager = None
     if alerts is not None:
         from flowkit.alerts import AlertManager, load_rules
@@ -149,7 +171,8 @@ def recover(
 
     client = connect(redis)
     metrics = RedisMetrics(client)
-    rt = Runtime(Store(client), _registry(flows, client), services=_services(services), metrics=metrics)
+    rt = Runtime(Store(client, terminal_ttl_ms=_terminal_ttl(None)), _registry(flows, client), services=_services(services),
+                 metrics=metrics)
     try:
         report = rt.recover(outbox_age_ms=int(outbox_age * 1000), scan=scan)
         metrics.flush()
@@ -185,7 +208,7 @@ def migrate(
         mapping[old.strip()] = new.strip()
     client = connect(redis)
     registry = _registry(flows, client) if flows else FlowRegistry(client=client)
-    store = Store(client)
+    store = Store(client, terminal_ttl_ms=_terminal_ttl(None))
     try:
         target = registry.get(flow, to)
         plan = plan_migration(store.iter_sessions(), target, mapping)

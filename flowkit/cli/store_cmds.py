@@ -46,8 +46,10 @@ def _errors() -> Iterator[None]:
 
 def _store(redis: str | None) -> Any:
     from flowkit.store import Store, connect
+    from flowkit.store.retention import terminal_ttl_ms
 
-    return Store(connect(redis))
+    # a rollback can end a session (or revive one): it commits under the deployment's retention
+    return Store(connect(redis), terminal_ttl_ms=terminal_ttl_ms())
 
 
 def _iso(ms: int | None) -> str:
@@ -98,7 +100,7 @@ def redis_status(redis: RedisOption = None, data_dir: DataDirOption = None,
     """Is Redis up? Version, memory, sessions, quarantined states. Exit 1 if it is not reachable."""
     from redis import exceptions as redis_errors
 
-    from flowkit.store import Store, connect, embedded_status, redis_url_from_env
+    from flowkit.store import Store, connect, embedded_status, redis_url_from_env, retention
     from flowkit.store.connection import RedisSettings
 
     url = redis or redis_url_from_env()
@@ -117,7 +119,7 @@ def redis_status(redis: RedisOption = None, data_dir: DataDirOption = None,
                         "used_memory_human": info.get("used_memory_human"),
                         "aof_enabled": bool(info.get("aof_enabled")), "active_sessions": store.active_count(),
                         "flows": {f: c["sessions"] for f, c in store.counters().items()},
-                        "quarantined": store.quarantine_count()})
+                        "quarantined": store.quarantine_count(), **retention.status(client)})
         except (FlowkitError, redis_errors.RedisError) as exc:
             typer.echo(f"error: {exc}", err=True)
             out["reachable"] = False
