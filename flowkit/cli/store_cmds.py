@@ -120,6 +120,8 @@ def redis_status(redis: RedisOption = None, data_dir: DataDirOption = None,
                         "aof_enabled": bool(info.get("aof_enabled")), "active_sessions": store.active_count(),
                         "flows": {f: c["sessions"] for f, c in store.counters().items()},
                         "quarantined": store.quarantine_count(), **retention.status(client)})
+            if hasattr(client, "get_primaries"):  # a cluster: INFO above came from one node only
+                out.update(_cluster_info(client))
         except (FlowkitError, redis_errors.RedisError) as exc:
             typer.echo(f"error: {exc}", err=True)
             out["reachable"] = False
@@ -131,6 +133,14 @@ def redis_status(redis: RedisOption = None, data_dir: DataDirOption = None,
         for k, v in out.items():
             typer.echo(f"{k}: {json.dumps(v) if isinstance(v, dict) else v}")
     raise typer.Exit(0 if out.get("reachable") else 1)
+
+
+def _cluster_info(client: Any) -> dict[str, Any]:
+    """Memory and persistence summed over a cluster's masters (plain INFO answers for one node)."""
+    nodes = client.info(target_nodes=client.PRIMARIES)
+    used = sum(int(info.get("used_memory", 0)) for info in nodes.values())
+    return {"masters": len(nodes), "used_memory_human": f"{used / 2**20:.2f}M",
+            "aof_enabled": all(bool(info.get("aof_enabled")) for info in nodes.values())}
 
 
 @redis_app.command("cli", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -146,7 +146,9 @@ def session(c: Cluster) -> None:
 
 def redis_status(c: Cluster) -> None:
     status = out("redis", "status", "--format", "json")
-    assert status["reachable"] and status["url"].startswith("redis+cluster://")
+    assert status["reachable"] and status["url"].startswith("redis+cluster://") and status["masters"] == 3
+    nodes = c.client.info("memory", target_nodes=c.client.PRIMARIES).values()
+    assert float(status["used_memory_human"].rstrip("M")) > max(n["used_memory"] for n in nodes) / 2**20  # all masters
     assert sum(status["flows"].values()) == 10 and status["quarantined"] == 0
     assert status["terminal_ttl"] == "30d" and status["terminal_ttl_source"].startswith("flowkit simulate")
 
