@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from flowkit import log as fklog
 from flowkit.channels.fake_graph import FakeGraphAPI
-from flowkit.channels.whatsapp.payloads import text_payload
+from flowkit.channels.whatsapp.payloads import status_payload, text_payload
 from flowkit.cli import app
 from flowkit.errors import ConfigError, GraphAPIError
 from flowkit.store.server import free_port
@@ -102,8 +102,13 @@ def test_rejections_and_send_failures_say_why(serving: Any) -> None:
     assert _post(port, text_payload("31600000003", "pizza"), secret="wrong").status_code == 403
     graph.fail_next(1, 400, code=131047, message="Re-engagement message")  # 24h window closed: not retried
     assert _post(port, text_payload("31600000003", "pizza", message_id="wamid.F1")).status_code == 200
-    _wait_for(log, lambda ls: any("reply send failed" in x for x in ls), "send failure")
+    assert _post(port, status_payload("wamid.OUT1", "31600000003", "failed")).status_code == 200
+    _wait_for(log, lambda ls: any("reply send failed" in x for x in ls) and any("delivery failed" in x for x in ls),
+              "send and delivery failures")
     records = _records(log)
+    undelivered = next(r for r in records if r["msg"] == "reply delivery failed")
+    assert undelivered["session_id"] == "31600000003" and undelivered["wa_message_id"] == "wamid.OUT1"
+    assert undelivered["graph_code"] == 131026 and "undeliverable" in undelivered["reason"].lower()
     rejected = next(r for r in records if r["msg"] == "webhook rejected")
     assert rejected["level"] == "warning" and rejected["status"] == 403 and rejected["reason"] == "bad_signature"
     failed = next(r for r in records if r["msg"].startswith("reply send failed"))
