@@ -143,6 +143,14 @@ def configure(level: str | int = "INFO", stream: Any = None, fmt: str = "json") 
     return restore
 
 
+def adopt(name: str) -> None:
+    """Send another library's logger (``uvicorn``) through flowkit's handler, so every line a
+    command writes to stderr has the same format."""
+    other = logging.getLogger(name)
+    other.handlers[:] = list(logging.getLogger("flowkit").handlers)
+    other.propagate = False
+
+
 def error_fields(exc: BaseException) -> dict[str, Any]:
     """Log fields that say why ``exc`` happened: its type and text, and for a Graph API
     error the HTTP status, Graph error code/subcode, fbtrace_id and whether a retry may help."""

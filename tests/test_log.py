@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -95,6 +96,12 @@ def test_serve_logs_one_json_line_per_handled_message(serving: Any) -> None:
     assert handled[1]["version"] == 2 and handled[3]["version"] == 2  # the duplicate names the version that applied it
     text = "\n".join(lines)
     assert graph.token not in text and SECRET not in text
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:  # not HTTP: uvicorn warns
+        raw.sendall(b"\x16\x03\x01 not http\r\n\r\n")
+        raw.recv(1024)
+    _wait_for(log, lambda ls: any("uvicorn" in x for x in ls), "uvicorn's warning")
+    server = next(r for r in _records(log) if r["logger"].startswith("uvicorn"))  # JSON like the rest
+    assert server["level"] == "warning" and "invalid http request" in server["msg"].lower()
 
 
 def test_rejections_and_send_failures_say_why(serving: Any) -> None:

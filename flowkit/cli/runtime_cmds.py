@@ -112,7 +112,10 @@ def serve(
     except (ConfigError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    from flowkit.log import adopt
+
+    adopt("uvicorn")  # uvicorn's own warnings (bad requests, shutdown) as flowkit's log lines too
+    uvicorn.run(app, host=host, port=port, log_level="warning", log_config=None)
 
 
 def worker(
