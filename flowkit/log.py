@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -124,6 +125,20 @@ def parse_level(level: str | int) -> int:
     return logging.getLevelName(name.upper())  # type: ignore[no-any-return]
 
 
+_current: dict[str, str] = {}
+
+
+def current() -> dict[str, str]:
+    """The ``FLOWKIT_LOG_FORMAT`` / ``FLOWKIT_LOG_LEVEL`` of the last :func:`configure` (empty if
+    none), for child processes that must log the same way (the dashboard's Streamlit app)."""
+    return dict(_current)
+
+
+def configure_from_env() -> Callable[[], None]:
+    """:func:`configure` from ``$FLOWKIT_LOG_FORMAT`` and ``$FLOWKIT_LOG_LEVEL`` (json, info)."""
+    return configure(os.environ.get("FLOWKIT_LOG_LEVEL") or "info", fmt=os.environ.get("FLOWKIT_LOG_FORMAT") or "json")
+
+
 def configure(level: str | int = "INFO", stream: Any = None, fmt: str = "json") -> Callable[[], None]:
     """Send flowkit's logs to ``stream`` (default: the current stderr) as JSON lines (or
     ``fmt="text"``). Returns a function that puts the previous logging setup back."""
@@ -136,9 +151,13 @@ def configure(level: str | int = "INFO", stream: Any = None, fmt: str = "json") 
     root.handlers[:] = [handler]
     root.setLevel(parse_level(level))
     root.propagate = False
+    saved_current = dict(_current)
+    _current.update({"FLOWKIT_LOG_FORMAT": fmt, "FLOWKIT_LOG_LEVEL": logging.getLevelName(root.level).lower()})
 
     def restore() -> None:
         root.handlers[:], root.level, root.propagate = saved[0], saved[1], saved[2]
+        _current.clear()
+        _current.update(saved_current)
 
     return restore
 

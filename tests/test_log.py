@@ -201,3 +201,48 @@ def test_bad_level_and_format_are_config_errors() -> None:
         fklog.configure("info", fmt="xml")
     assert fklog.parse_level("Debug") == logging.DEBUG
     assert os.environ.get("FLOWKIT_LOG_LEVEL") is None  # nothing above leaked into the environment
+
+
+def test_the_dashboard_app_logs_like_the_command_that_started_it(redis_url: str, redis_client: Any,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """`flowkit dashboard` hands its format and level to the Streamlit app through the
+    environment (``log.current()``); the app configures flowkit's logging from it."""
+    from streamlit.testing.v1 import AppTest
+
+    restore = fklog.configure("warning", fmt="text")
+    try:
+        handed = fklog.current()
+    finally:
+        restore()
+    assert handed == {"FLOWKIT_LOG_FORMAT": "text", "FLOWKIT_LOG_LEVEL": "warning"}
+    assert fklog.current() == {}
+    flowkit_logger = logging.getLogger("flowkit")
+    saved = (list(flowkit_logger.handlers), flowkit_logger.level, flowkit_logger.propagate)
+    monkeypatch.setenv("FLOWKIT_REDIS_URL", redis_url)
+    for k, v in handed.items():
+        monkeypatch.setenv(k, v)
+    try:
+        at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "dashboards" / "app.py"), default_timeout=60)
+        at.run()
+        assert not at.exception
+        assert flowkit_logger.level == logging.WARNING
+        assert [type(h.formatter) for h in flowkit_logger.handlers] == [fklog.TextFormatter]
+    finally:
+        flowkit_logger.handlers[:], flowkit_logger.level, flowkit_logger.propagate = saved
+
+
+def test_quiet_recovery_rounds_stay_out_of_info(store: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """`flowkit worker` runs a round a second: only rounds that repaired something are INFO."""
+    from flowkit.engine import Message
+    from flowkit.runtime import RecordingChannel, Runtime
+    from tests.runtime.conftest import EXAMPLE_FLOWS, EXAMPLE_SERVICES, Clock
+
+    clock = Clock()
+    rt = Runtime(store, EXAMPLE_FLOWS, channel=RecordingChannel(), services=EXAMPLE_SERVICES, clock=clock)
+    with caplog.at_level(logging.DEBUG, logger="flowkit.runtime"):
+        rt.recover()
+        rt.handle("u1", Message(text="pizza", message_id="m1"))
+        clock.advance(3 * 3600)  # past the flow's 30 min timeout
+        rt.recover(now=clock())
+    rounds = [(r.levelno, r.timeouts_fired) for r in caplog.records if r.msg == "recovery round"]  # type: ignore[attr-defined]
+    assert rounds == [(logging.DEBUG, 0), (logging.INFO, 1)]

@@ -439,7 +439,9 @@ class Runtime(_Core):
             self.metrics.recovered("expire", len(expired))
             self.metrics.recovered("quarantine", repaired)
         report = RecoveryReport(fired, redelivered, resumed, superseded, len(expired), repaired, scanned)
-        log.info("recovery round", extra=report.to_dict())
+        # a worker runs a round a second: quiet rounds only at DEBUG, repairs at INFO
+        (log.info if any(v for k, v in report.to_dict().items() if k != "scanned") else log.debug)(
+            "recovery round", extra=report.to_dict())
         return report
 
 
