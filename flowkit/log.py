@@ -37,9 +37,9 @@ _ACCESS_TOKEN = re.compile(r"(?i)(?P<head>access_token=)[^&\s\"']+")
 
 def redact(text: str) -> str:
     """``text`` with URL passwords, bearer tokens and access_token parameters masked."""
-    for pattern in (_URL_PASSWORD, _BEARER, _ACCESS_TOKEN):
-        text = pattern.sub(lambda m: m.group("head") + ("***@" if pattern is _URL_PASSWORD else "***"), text)
-    return text
+    text = _URL_PASSWORD.sub(r"\g<head>***@", text)
+    text = _BEARER.sub(r"\g<head>***", text)
+    return _ACCESS_TOKEN.sub(r"\g<head>***", text)
 
 
 def url_origin(url: str) -> str:

@@ -7,7 +7,7 @@ anomalies, violations), 2 usage or input errors.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -30,7 +30,7 @@ app = typer.Typer(
 
 
 
-class LogFormat(str, Enum):
+class LogFormat(StrEnum):
     json = "json"
     text = "text"
 
