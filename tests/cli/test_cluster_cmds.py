@@ -153,6 +153,13 @@ def redis_status(c: Cluster) -> None:
     assert status["terminal_ttl"] == "30d" and status["terminal_ttl_source"].startswith("flowkit simulate")
 
 
+def redis_cli(c: Cluster) -> None:
+    first = c.url.removeprefix("redis+cluster://").split(",")[0]  # the node redis-cli connects to
+    key = next(k for k in (f"fk:probe:{i}" for i in range(100)) if c.client.get_node_from_key(k).name != first)
+    cli("redis", "cli", "SET", key, "1")  # -c: redis-cli follows the MOVED redirect to the key's master
+    assert c.client.get(key) == b"1"
+
+
 def alerts(c: Cluster) -> None:
     report = out("alerts", "--rules", "examples/alerts.yaml", "--format", "json", code=(0, 1))
     assert set(report) >= {"fired", "resolved", "active"}
@@ -194,7 +201,7 @@ def serve(c: Cluster) -> None:
 
 
 CASES: list[Callable[[Cluster], None]] = [check_, edge_test, recover, worker, migrate, export_analyze, backup_restore,
-                                          reconcile, session, redis_status, alerts, dashboard_data, serve]
+                                          reconcile, session, redis_status, redis_cli, alerts, dashboard_data, serve]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f.__name__.strip("_") for f in CASES])
