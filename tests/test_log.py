@@ -84,6 +84,9 @@ def test_serve_logs_one_json_line_per_handled_message(serving: Any) -> None:
     for wa, text, mid in msgs:
         assert _post(port, text_payload(wa, text, message_id=mid)).status_code == 200
     lines = _wait_for(log, lambda ls: sum('"event handled"' in x for x in ls) >= 4, "4 handled messages")
+    started = next(r for r in _records(log) if r["msg"] == "serve started")
+    assert started["flows"]["order_pizza"] == "3" and started["terminal_ttl"] == "30d" and started["port"] == port
+    assert started["redis"].startswith("redis://127.0.0.1:")
     handled = [r for r in _records(log) if r["msg"] == "event handled"]
     assert [(r["session_id"], r["message_id"], r["outcome"]) for r in handled] == [
         ("31600000001", "wamid.L1", "applied"), ("31600000001", "wamid.L2", "applied"),
@@ -246,3 +249,23 @@ def test_quiet_recovery_rounds_stay_out_of_info(store: Any, caplog: pytest.LogCa
         rt.recover(now=clock())
     rounds = [(r.levelno, r.timeouts_fired) for r in caplog.records if r.msg == "recovery round"]  # type: ignore[attr-defined]
     assert rounds == [(logging.DEBUG, 0), (logging.INFO, 1)]
+
+
+def test_worker_says_what_it_runs(redis_url: str, redis_client: Any, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.runtime.conftest import ROOT
+
+    log = tmp_path / "worker.log"
+    env = dict(os.environ, FLOWKIT_REDIS_URL=redis_url, FLOWKIT_TERMINAL_TTL="7d")
+    with log.open("ab") as sink:
+        proc = subprocess.Popen([str(Path(sys.executable).with_name("flowkit")), "worker", "examples/flows",
+                                 "--interval", "0.2"], cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        _wait_for(log, lambda ls: any("worker started" in x for x in ls), "worker start line")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    started = next(r for r in _records(log) if r["msg"] == "worker started")
+    assert started["terminal_ttl"] == "7d" and started["interval_s"] == 0.2 and len(started["flows"]) == 5

@@ -58,6 +58,18 @@ def _registry(flows: list[Path] | None, client: Any = None) -> Any:
     return FlowRegistry(loaded.values(), client=client)
 
 
+def _started(command: str, registry: Any, ttl: int | None, **fields: Any) -> None:
+    """One INFO line when a long-running command starts: what it runs, against which Redis (no password)."""
+    from flowkit.log import get_logger
+    from flowkit.store.connection import settings
+    from flowkit.store.retention import describe
+
+    redis_url = fields.pop("redis", None)
+    get_logger("flowkit.cli").info(f"{command} started", extra={
+        "flows": {f.name: f.version_id for f in registry.flows()}, "terminal_ttl": describe(ttl),
+        "redis": settings(redis_url).redacted, **fields})
+
+
 def _services(spec: str | None) -> Any:
     from flowkit.runtime import ServiceRegistry
 
@@ -114,6 +126,7 @@ def serve(
         raise typer.Exit(2) from None
     from flowkit.log import adopt
 
+    _started("serve", registry, ttl, redis=redis, host=host, port=port, scheduler_s=scheduler)
     adopt("uvicorn")  # uvicorn's own warnings (bad requests, shutdown) as flowkit's log lines too
     uvicorn.run(app, host=host, port=port, log_level="warning", log_config=None)
 
@@ -148,6 +161,8 @@ def worker(
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
         manager = AlertManager(client, rules, webhook_url=webhook)
+    if not once:
+        _started("worker", rt.registry, ttl, redis=redis, interval_s=interval, alert_rules=str(alerts) if alerts else None)
     while True:
         report = rt.recover(outbox_age_ms=int(outbox_age * 1000))
         metrics.flush()
