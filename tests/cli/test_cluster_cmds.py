@@ -6,7 +6,11 @@ duplicate and out-of-order deliveries, and `flowkit check` finds nothing."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +27,7 @@ from flowkit.sim import HttpTarget, Persona, SimConfig, Simulator
 from flowkit.store import LocalCluster, Store
 from flowkit.store import keys as K
 from flowkit.store.server import free_port
-from tests.runtime.conftest import EXAMPLE_FLOWS, EXAMPLE_SERVICES
+from tests.runtime.conftest import EXAMPLE_FLOWS, EXAMPLE_SERVICES, ROOT
 from tests.runtime.test_versions import V4_TEXT, talk
 from tests.runtime.webutil import SECRET, start_serve
 
@@ -214,8 +218,9 @@ def test_command_on_cluster(cluster: Cluster, case: Callable[[Cluster], None]) -
 
 def test_four_serve_processes_share_the_cluster_and_check_finds_nothing(redis_cluster: LocalCluster,
                                                                          cluster_client: Any, tmp_path: Path) -> None:
-    """Four `flowkit serve` processes (each firing due timeouts) on one cluster; four simulated
-    crowds, one per process, with duplicate and out-of-order deliveries. Afterwards every
+    """Four `flowkit serve` processes (each firing due timeouts) and a `flowkit worker` on one
+    cluster; four simulated crowds, one per process, with duplicate and out-of-order
+    deliveries, while Graph refuses some replies. Afterwards the outbox is empty, every
     acknowledged message is in the history exactly once and every history replays."""
     ports = [free_port() for _ in range(4)]
     store = Store(cluster_client)
@@ -224,6 +229,13 @@ def test_four_serve_processes_share_the_cluster_and_check_finds_nothing(redis_cl
     with FakeGraphAPI() as graph:
         procs = [start_serve(redis_cluster.url, graph, port, tmp_path / f"serve{i}.log", "--scheduler", "0.2")
                  for i, port in enumerate(ports)]
+        # a worker beside them redelivers the replies Graph refuses now (24h window closed: not retried)
+        with (tmp_path / "worker.log").open("wb") as sink:  # the child keeps its own descriptor
+            procs.append(subprocess.Popen(
+                [str(Path(sys.executable).with_name("flowkit")), "worker", "examples/flows", "--services", SERVICES,
+                 "--interval", "0.2", "--outbox-age", "0.5"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=sink,
+                env=dict(os.environ, FLOWKIT_REDIS_URL=redis_cluster.url, **graph.env())))
+        graph.fail_next(8, 400, code=131047)
         try:
             def crowd(i: int) -> None:
                 try:
@@ -243,6 +255,10 @@ def test_four_serve_processes_share_the_cluster_and_check_finds_nothing(redis_cl
                 t.join(timeout=240)
             assert not errors, errors
             assert all(not t.is_alive() for t in threads)
+            deadline = time.monotonic() + 60
+            while cluster_client.zcard(K.IDX_OUTBOX) and time.monotonic() < deadline:
+                time.sleep(0.1)  # the worker finishes what the refused sends left
+            assert cluster_client.zcard(K.IDX_OUTBOX) == 0, (tmp_path / "worker.log").read_text()[-3000:]
         finally:
             for p in procs:
                 p.terminate()
@@ -250,6 +266,7 @@ def test_four_serve_processes_share_the_cluster_and_check_finds_nothing(redis_cl
                 p.wait(timeout=30)
     assert all(r.started == 6 and r.still_active == 0 for r in results)
     assert sum(r.duplicates_absorbed for r in results) > 0 and sum(r.out_of_order for r in results) > 0
+    assert any('"reply send failed' in (tmp_path / f"serve{i}.log").read_text() for i in range(4))
     sent = tmp_path / "sent.jsonl"
     sent.write_text("".join(json.dumps(rec) + "\n" for r in results for rec in r.log_records()))
     report = out("check", "examples/flows", "--redis", redis_cluster.url, "--sent", str(sent), "--format", "json")
