@@ -29,7 +29,6 @@ app = typer.Typer(
 )
 
 
-
 class LogFormat(StrEnum):
     json = "json"
     text = "text"
