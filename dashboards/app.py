@@ -20,6 +20,18 @@ st.set_page_config(page_title="flowkit dashboard", page_icon="💬", layout="wid
 
 
 @st.cache_resource(show_spinner=False)
+def _logging(fmt: str, level: str) -> None:
+    # `flowkit dashboard` passes its --log-format/--log-level down; run bare (tests), leave logging alone
+    if fmt:
+        from flowkit.log import configure_from_env
+
+        configure_from_env()
+
+
+_logging(os.environ.get("FLOWKIT_LOG_FORMAT", ""), os.environ.get("FLOWKIT_LOG_LEVEL", ""))
+
+
+@st.cache_resource(show_spinner=False)
 def _source(url: str, flows_env: str) -> D.Source:
     return D.open_source(url or None)
 

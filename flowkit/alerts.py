@@ -42,7 +42,7 @@ import yaml
 
 from flowkit.errors import ConfigError
 from flowkit.flow.model import parse_duration
-from flowkit.log import get_logger
+from flowkit.log import error_fields, get_logger, url_origin
 from flowkit.metrics.redis import COUNTERS, MINUTE_MS, minutes, split_field
 from flowkit.store import keys as K
 
@@ -363,7 +363,7 @@ class AlertManager:
 
     def _redis_down(self, now: int, exc: Exception) -> RunResult:
         if not any(r.signal == "redis_unreachable" for r in self.rules):
-            log.error("alerts not evaluated: Redis is unreachable", extra={"error": str(exc)})
+            log.error("alerts not evaluated: Redis is unreachable", extra=error_fields(exc))
             return RunResult([], [], [])
         alert = self._down_alert(self._unreachable_since or now, 1.0)
         if self._unreachable_since is None:
@@ -387,7 +387,11 @@ class AlertManager:
                 r = http.post(self.webhook_url, json=entry)
                 r.raise_for_status()
             except httpx.HTTPError as exc:  # an unreachable pager must not stop evaluation
-                log.error("alert webhook failed", extra={"url": self.webhook_url, "error": str(exc)})
+                # the URL's path is often its credential (Slack, Teams), and httpx quotes the URL
+                # in its messages: log only where it points, the status and the error type
+                status = exc.response.status_code if isinstance(exc, httpx.HTTPStatusError) else None
+                log.error("alert webhook failed", extra={"url": url_origin(self.webhook_url), "http_status": status,
+                                                         "error_type": type(exc).__name__})
 
 
 def active(client: Any) -> list[Alert]:

@@ -30,7 +30,7 @@ from flowkit.channels.whatsapp import (
 )
 from flowkit.engine import Message
 from flowkit.errors import ConflictError, StoreUnavailable, WebhookError
-from flowkit.log import get_logger
+from flowkit.log import error_fields, get_logger
 
 log = get_logger("flowkit.web")
 
@@ -66,7 +66,7 @@ async def _scheduler(runtime: Any, interval: float) -> None:
             if flush is not None:  # counts of a quiet last second reach Redis too
                 await asyncio.to_thread(flush)
         except (StoreUnavailable, RedisError, OSError) as exc:
-            log.warning("timeouts not fired: Redis is unavailable", extra={"error": str(exc)})
+            log.warning("timeouts not fired: Redis is unavailable", extra=error_fields(exc))
         await asyncio.sleep(interval)
 
 
@@ -116,12 +116,15 @@ def create_app(runtime: Any, *, verify_token: str | None = None, app_secret: str
         except WebhookError as exc:
             return reject(exc, request)
         applied = 0
+        m = None
         try:
             for m in batch.messages:
                 out = await runtime.handle(m.wa_id, to_event(m), wait_services=False)
                 applied += out.status == "applied"
         except (StoreUnavailable, ConflictError) as exc:
-            log.error("webhook not processed; asking WhatsApp to redeliver", extra={"error": str(exc)})
+            log.error("webhook not processed; asking WhatsApp to redeliver",
+                      extra={"session_id": m.wa_id if m else None, "message_id": m.message_id if m else None,
+                             "messages": len(batch.messages), **error_fields(exc)})
             if metrics is not None:
                 metrics.webhook_unavailable()
             return JSONResponse({"error": "unavailable", "detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
@@ -134,6 +137,9 @@ def create_app(runtime: Any, *, verify_token: str | None = None, app_secret: str
         except StoreUnavailable as exc:
             log.error("statuses not recorded; asking WhatsApp to redeliver", extra={"error": str(exc)})
             return JSONResponse({"error": "unavailable", "detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
+        for e in batch.errors:
+            log.warning("webhook carried an error from WhatsApp", extra={"graph_code": e.code, "reason": e.title,
+                                                                          "detail": e.details or e.message})
         return JSONResponse({"ok": True, "messages": len(batch.messages), "applied": applied, "statuses": len(batch.statuses)})
 
     async def healthz(request: Request) -> Response:

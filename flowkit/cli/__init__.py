@@ -7,6 +7,9 @@ anomalies, violations), 2 usage or input errors.
 
 from __future__ import annotations
 
+from enum import StrEnum
+from typing import Annotated
+
 import typer
 
 from flowkit.cli import alerts_cmds as _alerts
@@ -25,6 +28,36 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+class LogFormat(StrEnum):
+    json = "json"
+    text = "text"
+
+
+@app.callback()
+def _logging(
+    ctx: typer.Context,
+    log_format: Annotated[LogFormat, typer.Option(
+        "--log-format", envvar="FLOWKIT_LOG_FORMAT",
+        help="Logs on stderr as JSON lines (for collectors) or text (for people).")] = LogFormat.json,
+    log_level: Annotated[str, typer.Option(
+        "--log-level", envvar="FLOWKIT_LOG_LEVEL",
+        help="Least severe level logged: debug, info, warning, error or critical.")] = "info",
+) -> None:
+    """Design, run, simulate and debug WhatsApp conversation flows with Redis state."""
+    # One place for every command: long-running ones (serve, worker, simulate, backup, ...)
+    # log what they handle; the others log only what goes wrong.
+    from flowkit import log
+    from flowkit.errors import ConfigError
+
+    try:
+        restore = log.configure(log_level, fmt=log_format.value)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    ctx.call_on_close(restore)  # in-process callers (tests, notebooks) get their logging back
+
 
 _flows.register(app)
 _runtime.register(app)

@@ -50,7 +50,9 @@ def dashboard(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     keep: Any = cfg.client()  # our connection keeps an embedded server alive for the app's lifetime
-    env = dict(os.environ, FLOWKIT_REDIS_URL=cfg.url)
+    from flowkit.log import current
+
+    env = dict(os.environ, FLOWKIT_REDIS_URL=cfg.url, **current())  # the app logs like this command
     if flows:
         env["FLOWKIT_FLOWS"] = os.pathsep.join(str(p.resolve()) for p in flows)
     typer.echo(f"flowkit dashboard on http://{host}:{port} (Redis {cfg.redacted})")

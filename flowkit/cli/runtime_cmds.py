@@ -46,6 +46,26 @@ def _sync_channel(no_send: bool) -> Any:
         raise typer.Exit(2) from None
 
 
+TerminalTtlOption = Annotated[str | None, typer.Option(
+    "--terminal-ttl", help="How long an ended session stays in Redis, e.g. 30d, 12h; off keeps it "
+                           "(default: $FLOWKIT_TERMINAL_TTL, else 30d).", show_default=False)]
+
+
+def _terminal_ttl(option: str | None, client: Any = None, command: str | None = None) -> int | None:
+    """The retention of ended sessions (bad input: exit 2); a runtime process also records it in Redis."""
+    from flowkit.errors import ConfigError
+    from flowkit.store import retention
+
+    try:
+        ttl = retention.terminal_ttl_ms(option)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if client is not None and command is not None:
+        retention.record(client, ttl, command)
+    return ttl
+
+
 def _registry(flows: list[Path] | None, client: Any = None) -> Any:
     from flowkit.flow import load_flows
     from flowkit.runtime import FlowRegistry
@@ -61,6 +81,18 @@ def _registry(flows: list[Path] | None, client: Any = None) -> Any:
             typer.echo(str(p), err=True)
         raise typer.Exit(2) from None
     return FlowRegistry(loaded.values(), client=client)
+
+
+def _started(command: str, registry: Any, ttl: int | None, **fields: Any) -> None:
+    """One INFO line when a long-running command starts: what it runs, against which Redis (no password)."""
+    from flowkit.log import get_logger
+    from flowkit.store.connection import settings
+    from flowkit.store.retention import describe
+
+    redis_url = fields.pop("redis", None)
+    get_logger("flowkit.cli").info(f"{command} started", extra={
+        "flows": {f.name: f.version_id for f in registry.flows()}, "terminal_ttl": describe(ttl),
+        "redis": settings(redis_url).redacted, **fields})
 
 
 def _services(spec: str | None) -> Any:
@@ -88,6 +120,7 @@ def serve(
     default_flow: Annotated[str | None, typer.Option(help="Flow for messages that match no trigger.")] = None,
     scheduler: Annotated[float, typer.Option(help="Seconds between firing due timeouts in this process (0: leave it to `flowkit worker`).")] = 1.0,
     rate: RateOption = 80.0,
+    terminal_ttl: TerminalTtlOption = None,
 ) -> None:
     """Run the WhatsApp webhook runner (Starlette + uvicorn).
 
@@ -104,11 +137,13 @@ def serve(
     from flowkit.web import create_app
 
     registry = _registry(flows, connect(redis))
+    ttl = _terminal_ttl(terminal_ttl, registry.client, "serve")
     try:
         # one attempt per call: the background sender retries, pacing the whole number
         channel = AsyncWhatsAppChannel(AsyncWhatsAppSender(max_attempts=1))
-        runtime = AsyncRuntime(AsyncStore(connect_async(redis)), registry, services=_services(services),
-                               channel=channel, default_flow=default_flow, background=True, rate=rate)
+        runtime = AsyncRuntime(AsyncStore(connect_async(redis), terminal_ttl_ms=ttl), registry,
+                               services=_services(services), channel=channel, default_flow=default_flow,
+                               background=True, rate=rate)
         sync_client = connect(redis)
         prom = Metrics()
         prom.registry.register(RedisCollector(Store(sync_client)))  # deployment-wide totals at /metrics
@@ -117,7 +152,11 @@ def serve(
     except (ConfigError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    from flowkit.log import adopt
+
+    _started("serve", registry, ttl, redis=redis, host=host, port=port, scheduler_s=scheduler)
+    adopt("uvicorn")  # uvicorn's own warnings (bad requests, shutdown) as flowkit's log lines too
+    uvicorn.run(app, host=host, port=port, log_level="warning", log_config=None)
 
 
 def worker(
@@ -131,6 +170,7 @@ def worker(
     rate: RateOption = 80.0,
     no_send: NoSendOption = False,
     format: FormatOption = OutputFormat.text,
+    terminal_ttl: TerminalTtlOption = None,
 ) -> None:
     """Fire due timeouts, run recovery (outbox, cut-short calls, expiry) and alert rules, forever (or --once).
 
@@ -143,8 +183,9 @@ def worker(
     channel = _sync_channel(no_send)
     client = connect(redis)
     metrics = RedisMetrics(client)
-    rt = Runtime(Store(client), _registry(flows, client), services=_services(services), metrics=metrics,
-                 channel=channel, rate=rate)
+    ttl = _terminal_ttl(terminal_ttl, client, "worker")
+    rt = Runtime(Store(client, terminal_ttl_ms=ttl), _registry(flows, client), services=_services(services),
+                 metrics=metrics, channel=channel, rate=rate)
     manager = None
     if alerts is not None:
         from flowkit.alerts import AlertManager, load_rules
@@ -155,6 +196,8 @@ def worker(
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
         manager = AlertManager(client, rules, webhook_url=webhook)
+    if not once:
+        _started("worker", rt.registry, ttl, redis=redis, interval_s=interval, alert_rules=str(alerts) if alerts else None)
     while True:
         report = rt.recover(outbox_age_ms=int(outbox_age * 1000), redeliver=not no_send)
         metrics.flush()
@@ -186,8 +229,8 @@ def recover(
     channel = _sync_channel(no_send)
     client = connect(redis)
     metrics = RedisMetrics(client)
-    rt = Runtime(Store(client), _registry(flows, client), services=_services(services), metrics=metrics,
-                 channel=channel, rate=rate)
+    rt = Runtime(Store(client, terminal_ttl_ms=_terminal_ttl(None)), _registry(flows, client),
+                 services=_services(services), metrics=metrics, channel=channel, rate=rate)
     try:
         report = rt.recover(outbox_age_ms=int(outbox_age * 1000), scan=scan, redeliver=not no_send)
         metrics.flush()
@@ -226,7 +269,7 @@ def migrate(
         mapping[old.strip()] = new.strip()
     client = connect(redis)
     registry = _registry(flows, client) if flows else FlowRegistry(client=client)
-    store = Store(client)
+    store = Store(client, terminal_ttl_ms=_terminal_ttl(None))
     try:
         target = registry.get(flow, to)
         plan = plan_migration(store.iter_sessions(), target, mapping)

@@ -14,7 +14,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from flowkit.cli.flows import FormatOption, OutputFormat
-from flowkit.cli.runtime_cmds import FlowsArg, RedisOption, ServicesOption, _registry, _services
+from flowkit.cli.runtime_cmds import (
+    FlowsArg,
+    RedisOption,
+    ServicesOption,
+    TerminalTtlOption,
+    _registry,
+    _services,
+    _terminal_ttl,
+)
 from flowkit.errors import ConfigError, FlowkitError
 
 # The summary's headline rows, in the order a reader wants them.
@@ -59,6 +67,7 @@ def simulate(
     services: ServicesOption = None,
     log: Annotated[Path | None, typer.Option(help="Write the sent-message log (JSON lines) for `flowkit check --sent`.")] = None,
     format: FormatOption = OutputFormat.text,
+    terminal_ttl: TerminalTtlOption = None,
 ) -> None:
     """Drive simulated users through the real runtime (virtual clock unless --realtime) and print a summary."""
     # In process the simulator answers the flows' service calls itself (a few errors, slow
@@ -69,7 +78,8 @@ def simulate(
     from flowkit.store import Store, connect
 
     client = connect(redis)
-    rt = Runtime(Store(client), _registry(flows, client), services=_services(services))
+    ttl = _terminal_ttl(terminal_ttl, client, "simulate")
+    rt = Runtime(Store(client, terminal_ttl_ms=ttl), _registry(flows, client), services=_services(services))
     try:
         cfg = SimConfig(users=users, concurrency=concurrency, seed=seed, duplicate_rate=duplicate_rate,
                         out_of_order_rate=out_of_order_rate, crash_rate=crash_rate, realtime=realtime, speed=speed,

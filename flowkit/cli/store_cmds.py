@@ -46,8 +46,10 @@ def _errors() -> Iterator[None]:
 
 def _store(redis: str | None) -> Any:
     from flowkit.store import Store, connect
+    from flowkit.store.retention import terminal_ttl_ms
 
-    return Store(connect(redis))
+    # a rollback can end a session (or revive one): it commits under the deployment's retention
+    return Store(connect(redis), terminal_ttl_ms=terminal_ttl_ms())
 
 
 def _iso(ms: int | None) -> str:
@@ -98,7 +100,7 @@ def redis_status(redis: RedisOption = None, data_dir: DataDirOption = None,
     """Is Redis up? Version, memory, sessions, quarantined states. Exit 1 if it is not reachable."""
     from redis import exceptions as redis_errors
 
-    from flowkit.store import Store, embedded_status, redis_url_from_env
+    from flowkit.store import Store, embedded_status, redis_url_from_env, retention
     from flowkit.store.connection import settings
     from flowkit.store.server import embedded_url
 
@@ -123,7 +125,9 @@ def redis_status(redis: RedisOption = None, data_dir: DataDirOption = None,
                         "used_memory_human": info.get("used_memory_human"),
                         "aof_enabled": bool(info.get("aof_enabled")), "active_sessions": store.active_count(),
                         "flows": {f: c["sessions"] for f, c in store.counters().items()},
-                        "quarantined": store.quarantine_count()})
+                        "quarantined": store.quarantine_count(), **retention.status(client)})
+            if hasattr(client, "get_primaries"):  # a cluster: INFO above came from one node only
+                out.update(_cluster_info(client))
         except (FlowkitError, redis_errors.RedisError) as exc:
             typer.echo(f"error: {exc}", err=True)
             out["reachable"] = False
@@ -135,6 +139,14 @@ def redis_status(redis: RedisOption = None, data_dir: DataDirOption = None,
         for k, v in out.items():
             typer.echo(f"{k}: {json.dumps(v) if isinstance(v, dict) else v}")
     raise typer.Exit(0 if out.get("reachable") else 1)
+
+
+def _cluster_info(client: Any) -> dict[str, Any]:
+    """Memory and persistence summed over a cluster's masters (plain INFO answers for one node)."""
+    nodes = client.info(target_nodes=client.PRIMARIES)
+    used = sum(int(info.get("used_memory", 0)) for info in nodes.values())
+    return {"masters": len(nodes), "used_memory_human": f"{used / 2**20:.2f}M",
+            "aof_enabled": all(bool(info.get("aof_enabled")) for info in nodes.values())}
 
 
 @redis_app.command("cli", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

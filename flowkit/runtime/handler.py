@@ -37,7 +37,7 @@ from flowkit.engine import (
 )
 from flowkit.errors import ChannelError, ConflictError, EngineError, FlowkitError, UnknownFlowError
 from flowkit.flow.model import Flow
-from flowkit.log import get_logger
+from flowkit.log import error_fields, get_logger
 from flowkit.runtime.channel import AsyncChannel, Channel, HeldChannel, RecordingChannel
 from flowkit.runtime.registry import FlowRegistry
 from flowkit.runtime.sender import (
@@ -72,6 +72,7 @@ class Outcome:
     conflicts: int = 0
     error: str | None = None
     effects: tuple[Any, ...] = field(default=(), repr=False)
+    flow_version: str | None = None
 
 
 # ---------------------------------------------------------------- the sans-io core
@@ -195,7 +196,8 @@ class _Core:
             self.stats["engine_errors"] += 1
             if self.metrics is not None:
                 self.metrics.engine_error()
-            log.error("engine error", extra={"session_id": sid, "flow": flow.name, "error": str(exc)})
+            log.error("engine error", extra={"session_id": sid, "flow": flow.name, "flow_version": flow.version_id,
+                                             **error_fields(exc)})
             if state is None or state.terminal or (isinstance(event, Command) and event.name in _ADMIN):
                 raise  # an admin's mistake is reported to the admin, never turned into a failed session
             return fail(flow, state, f"engine_error: {exc}", now)
@@ -224,14 +226,16 @@ class _Core:
                     # answer was lost, e.g. Redis died mid-reply, may have moved the session on).
                     fresh = True
                     continue
-                return Outcome(sid, "noop", state.version if state else None, conflicts=conflicts)
+                return Outcome(sid, "noop", state.version if state else None, conflicts=conflicts,
+                               flow=state.flow if state else None, flow_version=state.flow_version if state else None)
             message_id = getattr(routed, "message_id", None)
             result = yield _Commit(sid, state.version if state else 0, t, raw, message_id)
             if result.outcome == "ok":
                 self.remember(sid, t.state)
                 assert t.record is not None
                 return Outcome(sid, "applied", result.version, t.state.flow, t.record.to_dict(),
-                               tuple(e for e in t.effects if isinstance(e, Reply)), conflicts, t.record.error, t.effects)
+                               tuple(e for e in t.effects if isinstance(e, Reply)), conflicts, t.record.error, t.effects,
+                               flow_version=t.state.flow_version)
             if result.outcome == "duplicate":
                 return Outcome(sid, "duplicate", result.version, conflicts=conflicts)
             conflicts += 1
@@ -286,7 +290,7 @@ class _Core:
             "previous": op.previous, "message_id": op.message_id, "effects": effects, "timeout_at_ms": timeout_at,
         }
 
-    def count(self, outcome: Outcome, started: float) -> None:
+    def count(self, outcome: Outcome, started: float, event: Event | None = None) -> None:
         self.stats[outcome.status] += 1
         if self.metrics is not None:
             self.metrics.handled(outcome.status, time.perf_counter() - started)
@@ -294,11 +298,12 @@ class _Core:
                 self.metrics.applied(outcome.flow or "", outcome.record, len(outcome.replies))
         log.info(
             "event handled",
-            extra={"session_id": outcome.session_id, "flow": outcome.flow,
+            extra={"session_id": outcome.session_id, "flow": outcome.flow, "flow_version": outcome.flow_version,
                    "outcome": outcome.status, "version": outcome.version,
-                   "message_id": (outcome.record or {}).get("message_id"), "event": (outcome.record or {}).get("event"),
+                   "message_id": (outcome.record or {}).get("message_id") or getattr(event, "message_id", None),
+                   "event": (outcome.record or {}).get("event") or (type(event).__name__.lower() if event else None),
                    "step": (outcome.record or {}).get("to_step"), "conflicts": outcome.conflicts,
-                   "latency_ms": round((time.perf_counter() - started) * 1000, 3)},
+                   "error": outcome.error, "latency_ms": round((time.perf_counter() - started) * 1000, 3)},
         )
 
 
@@ -355,7 +360,7 @@ class Runtime(_Core):
         if outcome.status == "unrouted" and isinstance(event, Message) and event.message_id:
             # a redelivery of a message that ended the session: a duplicate, not a stranger
             outcome = _as_duplicate(outcome, self.store.seen(session_id, event.message_id))
-        self.count(outcome, started)
+        self.count(outcome, started, event)
         if outcome.status == "unrouted":
             self._send(session_id, outcome.replies)
         elif outcome.status == "applied":
@@ -375,7 +380,7 @@ class Runtime(_Core):
                 self.stats["send_failures"] += 1
                 if self.metrics is not None:
                     self.metrics.send_failed()
-                log.warning("reply send failed; left in the outbox for recovery", extra={"session_id": sid, "error": str(exc)})
+                log.warning("reply send failed; left in the outbox for recovery", extra={"session_id": sid, **error_fields(exc)})
                 return False
         return True
 
@@ -474,7 +479,7 @@ class Runtime(_Core):
             try:
                 out = self.handle(sid, Timeout())
             except FlowkitError as exc:
-                log.error("timeout failed", extra={"session_id": sid, "error": str(exc)})
+                log.error("timeout failed", extra={"session_id": sid, **error_fields(exc)})
                 continue
             if out.status == "noop":
                 self._reschedule(sid)
@@ -549,7 +554,9 @@ class Runtime(_Core):
             self.metrics.recovered("expire", len(expired))
             self.metrics.recovered("quarantine", repaired)
         report = RecoveryReport(fired, redelivered, resumed, superseded, len(expired), repaired, scanned)
-        log.info("recovery round", extra=report.to_dict())
+        # a worker runs a round a second: quiet rounds only at DEBUG, repairs at INFO
+        (log.info if any(v for k, v in report.to_dict().items() if k != "scanned") else log.debug)(
+            "recovery round", extra=report.to_dict())
         return report
 
 
@@ -618,7 +625,7 @@ class AsyncRuntime(_Core):
         outcome = await self._drive(self.process(session_id, event))
         if outcome.status == "unrouted" and isinstance(event, Message) and event.message_id:
             outcome = _as_duplicate(outcome, await self.store.seen(session_id, event.message_id))
-        self.count(outcome, started)
+        self.count(outcome, started, event)
         if outcome.status == "unrouted":
             if self.outbox is not None:
                 self.outbox.submit(session_id, 0, list(outcome.replies), ack=False, record=False)
@@ -677,7 +684,7 @@ class AsyncRuntime(_Core):
                 self.stats["send_failures"] += 1
                 if self.metrics is not None:
                     self.metrics.send_failed()
-                log.warning("reply send failed; left in the outbox for recovery", extra={"session_id": sid, "error": str(exc)})
+                log.warning("reply send failed; left in the outbox for recovery", extra={"session_id": sid, **error_fields(exc)})
                 return False
         return True
 
@@ -751,7 +758,7 @@ class AsyncRuntime(_Core):
             try:
                 out = await self.handle(sid, Timeout())
             except FlowkitError as exc:
-                log.error("timeout failed", extra={"session_id": sid, "error": str(exc)})
+                log.error("timeout failed", extra={"session_id": sid, **error_fields(exc)})
                 continue
             if out.status == "noop":
                 raw = await self.store.load(sid)

@@ -95,10 +95,12 @@ class FlowRegistry:
             self._versions[key] = flow
             self._latest[flow.name] = flow
             if self.client is not None:
-                with self.client.pipeline(transaction=True) as pipe:
-                    pipe.hset(flowdef_key(flow.name), mapping={flow.version_id: flow.to_yaml(), _LATEST: flow.version_id})
-                    pipe.sadd(FLOW_NAMES, flow.name)
-                    pipe.execute()
+                # Two keys in two cluster slots, so no MULTI (Redis Cluster refuses it). The
+                # order makes one unneeded: a name is listed only once its definition is
+                # stored, and a crash in between leaves a definition that `latest(name)`
+                # still finds and the next register() of that flow lists.
+                self.client.hset(flowdef_key(flow.name), mapping={flow.version_id: flow.to_yaml(), _LATEST: flow.version_id})
+                self.client.sadd(FLOW_NAMES, flow.name)
             return known is None
 
     def latest(self, name: str) -> Flow:

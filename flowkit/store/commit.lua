@@ -149,6 +149,10 @@ if ttl > 0 then
   for i = 1, 5 do
     if ARGV[14] == '1' then redis.call('PEXPIRE', KEYS[i], ttl) else redis.call('PERSIST', KEYS[i]) end
   end
+elseif ARGV[14] ~= '1' and redis.call('PTTL', KEYS[1]) > 0 then
+  -- a session ended under a retention, restarted by a process that keeps ended sessions
+  -- (retention off): it is live again and must not expire
+  for i = 1, 5 do redis.call('PERSIST', KEYS[i]) end
 end
 
 return {'ok', new, base_ok, cur[3] or '', cur[4] or '', cur[5] or '', created}

@@ -116,3 +116,41 @@ def test_migrate_cli(store: Store, registry: FlowRegistry, redis_url: str, clock
     assert {store.load(s)["flow_version"] for s in "ab"} == {"4"}
     assert runner.invoke(app, [*base, "--map", "nonsense"]).exit_code == 2
     assert runner.invoke(app, ["migrate", "order_pizza", "--to", "99", "--redis", redis_url]).exit_code == 2
+
+
+# ---------------------------------------------------------------- the registry on Redis Cluster
+
+
+@pytest.mark.cluster
+def test_registry_on_a_cluster(cluster_client: Any) -> None:
+    """``fk:flowdef:<name>`` and ``fk:flowdefs`` live in different slots: registering must not
+    need a MULTI over both (Redis Cluster refuses it with CrossSlotTransactionError)."""
+    from flowkit.runtime.registry import FLOW_NAMES, flowdef_key
+
+    slots = {cluster_client.keyslot(k) for k in (FLOW_NAMES, *(flowdef_key(n) for n in EXAMPLE_FLOWS))}
+    assert len(slots) > 1
+    FlowRegistry(EXAMPLE_FLOWS.values(), client=cluster_client)
+    FlowRegistry([V4], client=cluster_client)  # a deploy from another process
+    other = FlowRegistry(client=cluster_client)
+    assert other.names() == sorted(EXAMPLE_FLOWS) and other.latest("order_pizza").version_id == "4"
+    assert other.versions("order_pizza") == ["3", "4"]
+    store = Store(cluster_client)
+    rt = Runtime(store, other, channel=RecordingChannel(), services=EXAMPLE_SERVICES)
+    talk(rt, "u1", ["pizza"])
+    assert store.load("u1")["flow_version"] == "4"
+
+
+def test_a_definition_stored_without_its_name_is_still_found_and_listed_again(redis_client: Any) -> None:
+    """The two writes of register() are ordered, not transactional: a crash between them
+    leaves a stored definition whose name is not listed yet. It is still served by name,
+    and the next register() of that flow (the restarted process) lists it."""
+    from flowkit.runtime.registry import FLOW_NAMES, flowdef_key
+
+    FlowRegistry(EXAMPLE_FLOWS.values(), client=redis_client)
+    redis_client.srem(FLOW_NAMES, "order_pizza")  # as if the process died after the HSET
+    assert redis_client.hget(flowdef_key("order_pizza"), "3") is not None
+    fresh = FlowRegistry(client=redis_client)
+    assert "order_pizza" not in fresh.names()
+    assert fresh.latest("order_pizza").version_id == "3"  # found by name all the same
+    assert FlowRegistry(EXAMPLE_FLOWS.values(), client=redis_client).register(EXAMPLE_FLOWS["order_pizza"]) is False
+    assert "order_pizza" in FlowRegistry(client=redis_client).names()

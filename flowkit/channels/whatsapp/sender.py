@@ -215,7 +215,8 @@ def _exchange(payload: Mapping[str, Any], what: str, policy: RetryPolicy,
             min(policy.max_backoff, policy.backoff * 2 ** (attempt - 1)) * rng.uniform(0.5, 1.0)
         log.warning("whatsapp request failed; retrying", extra={
             "op": what, "attempt": attempt, "http_status": failure.status, "graph_code": failure.code,
-            "delay_s": round(delay, 3)})
+            "graph_subcode": failure.subcode, "fbtrace_id": failure.fbtrace_id,
+            "reason": failure.graph_message or failure.detail, "to": payload.get("to"), "delay_s": round(delay, 3)})
         yield _Sleep(delay)
 
 
