@@ -326,7 +326,7 @@ def _validate(p: object) -> tuple[str, str]:
         _need(p.get("status") == "read", "Param status must be 'read'.")
         _need(isinstance(p.get("message_id"), str) and p["message_id"] != "", "The parameter message_id is required.")
         return "read", ""
-    to = p.get("to")
+    to = p.get("to") if "to" in p else p.get("recipient")  # `recipient`: a business-scoped user id
     if not isinstance(to, str) or not to.strip():
         raise _Invalid("The parameter to is required.")
     kind = p.get("type", "text")
