@@ -81,8 +81,8 @@ async def _number_changed(runtime: Any, m: InboundMessage) -> None:
                                            "new_wa_id": m.system.new_wa_id if m.system else None,
                                            "ended_session": live})
     if live:
-        await runtime.handle(m.wa_id, Command(name="fail", args={"reason": "number_changed"}, message_id=m.message_id,
-                                              actor="whatsapp"), wait_services=False)
+        await runtime.handle(m.wa_id, Command(name="fail", args={"reason": "number_changed"}, message_id=m.message_id),
+                             wait_services=False)
 
 
 async def _scheduler(runtime: Any, interval: float) -> None:
@@ -148,20 +148,22 @@ def create_app(runtime: Any, *, verify_token: str | None = None, app_secret: str
         except WebhookError as exc:
             return reject(exc, request)
         for item in batch.skipped:  # the rest of the delivery is processed; answering 4xx would lose it
-            log.warning("webhook item skipped", extra={"path": item.path, "reason": item.reason,
-                                                       "message_id": item.message_id})
+            # the reason is in the message too: it must reach the operator without a JSON log setup
+            log.warning("webhook item skipped: %s", item.reason, extra={"path": item.path, "reason": item.reason,
+                                                                         "message_id": item.message_id})
             if metrics is not None:
                 metrics.webhook_rejected("bad_item")
         for err in batch.errors:
-            log.warning("whatsapp reported an error", extra={"code": err.code, "title": err.title,
-                                                             "detail": err.details or err.message})
+            log.warning("whatsapp reported an error: %s %s", err.code, err.details or err.message or err.title,
+                        extra={"code": err.code, "title": err.title, "detail": err.details or err.message})
         applied = ignored = 0
         try:
             for m in batch.messages:
                 if ours and m.phone_number_id not in ours:
                     ignored += 1
-                    log.warning("message for another phone number id skipped",
-                                extra={"phone_number_id": m.phone_number_id, "message_id": m.message_id})
+                    log.warning("message for phone number id %s skipped: not one of WHATSAPP_PHONE_NUMBER_ID",
+                                m.phone_number_id, extra={"phone_number_id": m.phone_number_id,
+                                                          "message_id": m.message_id})
                     continue
                 if m.kind == "system" and m.system is not None and m.system.type in _NUMBER_CHANGES:
                     await _number_changed(runtime, m)
