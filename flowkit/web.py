@@ -2,7 +2,11 @@
 
 - ``GET /webhook``: the subscription handshake (hub.mode, hub.verify_token, hub.challenge).
 - ``POST /webhook``: signed deliveries. A request that is too big (413), unsigned or
-  wrongly signed (401/403) or malformed (400) is rejected before anything is stored. If
+  wrongly signed (401/403), not JSON or not a WhatsApp delivery at all (400) is rejected
+  before anything is stored. Inside a delivery, a malformed message or status is logged
+  with its reason and skipped, the rest is processed (200); updates that are not answers
+  (reactions, edits, revokes, system messages, unsupported types, statuses) and messages
+  to other phone number ids never reach a session (docs/whatsapp.md). If
   Redis is down the answer is 503 so WhatsApp redelivers; messages already applied from
   that delivery are deduplicated on redelivery, so nothing is lost or applied twice.
 - ``GET /healthz`` (process up), ``GET /readyz`` (Redis reachable), ``GET /metrics``.
@@ -69,7 +73,8 @@ def phone_number_ids_from_env(environ: Any = None) -> frozenset[str]:
 
 
 async def _number_changed(runtime: Any, m: InboundMessage) -> None:
-    """The user moved to another number: end the session on the old one, silently.
+    """The user moved to another number (or, without a phone number, another business-scoped
+    id): end the session on the old one, silently.
 
     Its history keeps why (``number_changed``); no reply, timeout or expiry notice can go
     to the old number afterwards. The user's next message comes from the new number (and
@@ -165,7 +170,10 @@ def create_app(runtime: Any, *, verify_token: str | None = None, app_secret: str
                                 m.phone_number_id, extra={"phone_number_id": m.phone_number_id,
                                                           "message_id": m.message_id})
                     continue
-                if m.kind == "system" and m.system is not None and m.system.type in _NUMBER_CHANGES:
+                if m.kind == "system" and m.system is not None and (
+                        m.system.type in _NUMBER_CHANGES
+                        # a new business-scoped id only orphans sessions keyed on the old one
+                        or (m.system.type == "user_changed_user_id" and m.wa_id == m.user_id)):
                     await _number_changed(runtime, m)
                     continue
                 if not m.is_answer:

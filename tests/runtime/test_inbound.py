@@ -336,3 +336,25 @@ def test_the_parser_replaces_lone_surrogates_everywhere() -> None:
     (m,) = parse_webhook(json.loads(json.dumps(payload))).messages
     assert m.message_id == "wamid.\ufffd"
     m.message_id.encode("utf-8")
+
+
+def test_a_new_business_scoped_id_ends_only_sessions_keyed_on_the_old_one(served: Served) -> None:
+    old_id, phone = f"US.{next(_users):020d}", user()
+    for who in (old_id, phone):
+        body = text_payload(who, "pizza")
+        msg = body["entry"][0]["changes"][0]["value"]["messages"][0]
+        if who == old_id:
+            msg["from_user_id"] = msg.pop("from")
+        assert served.post(body).status_code == 200
+        served.wait_for(who, 2)
+    for who in (old_id, phone):
+        change = message_payload(who, "system", {"body": "User changed their user id", "type": "user_changed_user_id",
+                                                 "user_id": f"US.{next(_users):020d}"})
+        msg = change["entry"][0]["changes"][0]["value"]["messages"][0]
+        msg["from_user_id"] = who if who == old_id else f"US.{next(_users):020d}"
+        if who == old_id:
+            del msg["from"]
+        assert served.post(change).status_code == 200
+    assert served.store.load(old_id)["status"] == "failed"
+    assert served.store.load(phone)["status"] == "waiting_input"  # keyed on the phone number, untouched
+    assert len(served.to(old_id)) == len(served.to(phone)) == 2
