@@ -399,22 +399,28 @@ def _parse_value(value: Mapping[str, Any], path: str, phone_number_id: str, out:
     # normalises, e.g. in Brazil), so with a single contact its name is the sender's.
     only_name = next(iter(names.values())) if len(set(names.values())) == 1 else None
 
-    for key, parse, target in (("messages", _parse_message, out.messages), ("statuses", _parse_status, out.statuses)):
+    for k, raw in enumerate(_items(value, "messages", path, out)):
+        item_path = f"{path}.messages[{k}]"
         try:
-            items = _optional(value, key, list, path) or ()
+            out.messages.append(_parse_message(raw, item_path, phone_number_id, names, only_name, usernames))
         except WebhookError as exc:
-            out.skip(f"{path}.{key}", exc)
-            continue
-        for k, raw in enumerate(items):
-            item_path = f"{path}.{key}[{k}]"
-            try:
-                if key == "messages":
-                    target.append(_parse_message(raw, item_path, phone_number_id, names, only_name, usernames))
-                else:
-                    target.append(_parse_status(raw, item_path, phone_number_id))
-            except WebhookError as exc:
-                out.skip(item_path, exc, raw)
+            out.skip(item_path, exc, raw)
+    for k, raw in enumerate(_items(value, "statuses", path, out)):
+        item_path = f"{path}.statuses[{k}]"
+        try:
+            out.statuses.append(_parse_status(raw, item_path, phone_number_id))
+        except WebhookError as exc:
+            out.skip(item_path, exc, raw)
     out.errors.extend(_error_details(value.get("errors")))
+
+
+def _items(value: Mapping[str, Any], key: str, path: str, out: _Collector) -> list[Any]:
+    """``value[key]`` when it is an array (absent: empty); anything else is skipped whole."""
+    try:
+        return _optional(value, key, list, path) or []
+    except WebhookError as exc:
+        out.skip(f"{path}.{key}", exc)
+        return []
 
 
 def _parse_message(raw: object, path: str, phone_number_id: str, names: Mapping[str, str],
