@@ -2,7 +2,11 @@
 
 - ``GET /webhook``: the subscription handshake (hub.mode, hub.verify_token, hub.challenge).
 - ``POST /webhook``: signed deliveries. A request that is too big (413), unsigned or
-  wrongly signed (401/403) or malformed (400) is rejected before anything is stored. If
+  wrongly signed (401/403), not JSON or not a WhatsApp delivery at all (400) is rejected
+  before anything is stored. Inside a delivery, a malformed message or status is logged
+  with its reason and skipped, the rest is processed (200); updates that are not answers
+  (reactions, edits, revokes, system messages, unsupported types, statuses) and messages
+  to other phone number ids never reach a session (docs/whatsapp.md). If
   Redis is down the answer is 503 so WhatsApp redelivers; messages already applied from
   that delivery are deduplicated on redelivery, so nothing is lost or applied twice.
 - ``GET /healthz`` (process up), ``GET /readyz`` (Redis reachable), ``GET /metrics``.
@@ -13,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -28,7 +32,7 @@ from flowkit.channels.whatsapp import (
     verify_signature,
     verify_subscription,
 )
-from flowkit.engine import Message
+from flowkit.engine import Command, Message, State
 from flowkit.errors import ConflictError, StoreUnavailable, WebhookError
 from flowkit.log import error_fields, get_logger
 
@@ -52,9 +56,38 @@ def to_event(m: InboundMessage) -> Message:
         for extra in ("caption", "filename", "sha256"):
             if getattr(m.media, extra, None):
                 media[extra] = getattr(m.media, extra)
+    if kind == "request_welcome":  # the user opened the chat: greet, never answer a question
+        kind = "welcome"
     text = m.text if m.text is not None else m.reply_title
     return Message(text=text, type=kind, reply_id=m.reply_id, location=location, media=media,  # type: ignore[arg-type]
                    message_id=m.message_id, profile=profile)
+
+
+_NUMBER_CHANGES = frozenset({"customer_changed_number", "user_changed_number"})
+
+
+def phone_number_ids_from_env(environ: Any = None) -> frozenset[str]:
+    """``WHATSAPP_PHONE_NUMBER_ID`` as a set: one id or several, comma-separated (empty: any)."""
+    raw = (os.environ if environ is None else environ).get("WHATSAPP_PHONE_NUMBER_ID", "")
+    return frozenset(p.strip() for p in raw.split(",") if p.strip())
+
+
+async def _number_changed(runtime: Any, m: InboundMessage) -> None:
+    """The user moved to another number (or, without a phone number, another business-scoped
+    id): end the session on the old one, silently.
+
+    Its history keeps why (``number_changed``); no reply, timeout or expiry notice can go
+    to the old number afterwards. The user's next message comes from the new number (and
+    a new business-scoped id) and starts afresh (docs/whatsapp.md).
+    """
+    raw = await runtime.store.load(m.wa_id)
+    live = raw is not None and not State.from_dict(raw).terminal
+    log.info("user changed number", extra={"session_id": m.wa_id, "message_id": m.message_id,
+                                           "new_wa_id": m.system.new_wa_id if m.system else None,
+                                           "ended_session": live})
+    if live:
+        await runtime.handle(m.wa_id, Command(name="fail", args={"reason": "number_changed"}, message_id=m.message_id),
+                             wait_services=False)
 
 
 async def _scheduler(runtime: Any, interval: float) -> None:
@@ -72,10 +105,12 @@ async def _scheduler(runtime: Any, interval: float) -> None:
 
 def create_app(runtime: Any, *, verify_token: str | None = None, app_secret: str | None = None,
                max_body: int = DEFAULT_MAX_BODY, metrics: Any = None,
-               scheduler_interval: float | None = None) -> Starlette:
+               scheduler_interval: float | None = None, phone_number_ids: Iterable[str] | None = None) -> Starlette:
     """The webhook app around an :class:`~flowkit.runtime.AsyncRuntime`.
 
-    Secrets default to ``WHATSAPP_VERIFY_TOKEN`` and ``WHATSAPP_APP_SECRET``. With
+    Secrets default to ``WHATSAPP_VERIFY_TOKEN`` and ``WHATSAPP_APP_SECRET``; the phone
+    number ids whose messages are this deployment's to ``WHATSAPP_PHONE_NUMBER_ID`` (one
+    or several, comma-separated; none: every number). With
     ``scheduler_interval`` the app also fires due timeouts every that many seconds (else
     run ``flowkit worker``); on shutdown it waits for service calls still running.
     """
@@ -83,6 +118,8 @@ def create_app(runtime: Any, *, verify_token: str | None = None, app_secret: str
     app_secret = app_secret if app_secret is not None else os.environ.get("WHATSAPP_APP_SECRET", "")
     if not app_secret:
         raise ValueError("WHATSAPP_APP_SECRET is not set; the webhook cannot check signatures without it")
+
+    ours = frozenset(phone_number_ids) if phone_number_ids is not None else phone_number_ids_from_env()
 
     if metrics is not None and getattr(runtime, "metrics", None) is None:
         runtime.metrics = metrics
@@ -115,10 +152,39 @@ def create_app(runtime: Any, *, verify_token: str | None = None, app_secret: str
             batch = parse_webhook_body(body)
         except WebhookError as exc:
             return reject(exc, request)
-        applied = 0
+        for item in batch.skipped:  # the rest of the delivery is processed; answering 4xx would lose it
+            # the reason is in the message too: it must reach the operator without a JSON log setup
+            log.warning("webhook item skipped: %s", item.reason, extra={"path": item.path, "reason": item.reason,
+                                                                         "message_id": item.message_id})
+            if metrics is not None:
+                metrics.webhook_rejected("bad_item")
+        for err in batch.errors:
+            log.warning("whatsapp reported an error: %s %s", err.code, err.details or err.message or err.title,
+                        extra={"code": err.code, "title": err.title, "detail": err.details or err.message})
+        applied = ignored = 0
         m = None
         try:
             for m in batch.messages:
+                if ours and m.phone_number_id not in ours:
+                    ignored += 1
+                    log.warning("message for phone number id %s skipped: not one of WHATSAPP_PHONE_NUMBER_ID",
+                                m.phone_number_id, extra={"phone_number_id": m.phone_number_id,
+                                                          "message_id": m.message_id})
+                    continue
+                if m.kind == "system" and m.system is not None and (
+                        m.system.type in _NUMBER_CHANGES
+                        # a new business-scoped id only orphans sessions keyed on the old one
+                        or (m.system.type == "user_changed_user_id" and m.wa_id == m.user_id)):
+                    await _number_changed(runtime, m)
+                    continue
+                if not m.is_answer:
+                    # reactions, edits, revokes, system messages, unsupported types: never an
+                    # answer, a session start or a reason to reply
+                    ignored += 1
+                    log.info("non-answer ignored", extra={"session_id": m.wa_id, "message_id": m.message_id,
+                                                          "kind": m.kind, "raw_type": m.raw_type,
+                                                          "errors": [e.code for e in m.errors]})
+                    continue
                 out = await runtime.handle(m.wa_id, to_event(m), wait_services=False)
                 applied += out.status == "applied"
         except (StoreUnavailable, ConflictError) as exc:
@@ -137,10 +203,8 @@ def create_app(runtime: Any, *, verify_token: str | None = None, app_secret: str
         except StoreUnavailable as exc:
             log.error("statuses not recorded; asking WhatsApp to redeliver", extra={"error": str(exc)})
             return JSONResponse({"error": "unavailable", "detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
-        for e in batch.errors:
-            log.warning("webhook carried an error from WhatsApp", extra={"graph_code": e.code, "reason": e.title,
-                                                                          "detail": e.details or e.message})
-        return JSONResponse({"ok": True, "messages": len(batch.messages), "applied": applied, "statuses": len(batch.statuses)})
+        return JSONResponse({"ok": True, "messages": len(batch.messages), "applied": applied, "ignored": ignored,
+                             "skipped": len(batch.skipped), "statuses": len(batch.statuses)})
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")

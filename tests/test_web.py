@@ -95,24 +95,28 @@ def test_interactive_location_and_media_messages(redis_url: str, store: Store) -
         assert (await deliver(client, location_payload(wa, 52.37, 4.89, name="Dam"))).status_code == 200
         # media outside what the step accepts: a polite re-prompt too
         assert (await deliver(client, media_payload(wa, kind="sticker"))).status_code == 200
+        # an unsupported message is not an answer: no re-prompt, nothing recorded
         assert (await deliver(client, message_payload(wa, "unsupported", None))).status_code == 200
         assert (await say(client, wa, "12 Main Street")).status_code == 200
         await rt.drain()
         texts = channel.texts(wa)
         asked = [t for t in texts if t and t.endswith("Where should we deliver?")]
-        assert len(asked) == 4  # asked once, re-asked after each of the three unusable messages
+        assert len(asked) == 3  # asked once, re-asked after each of the two unusable messages
         assert asked[1].startswith("Please answer with a text message.")
 
     run_app(redis_url, scenario)
     state = store.load(wa)
     assert state["status"] == "completed" and state["slots"]["size"] == "large" and state["slots"]["drink"] is True
     errors = [r["error"] for r in store.history(wa) if r["error"]]
-    assert len(errors) == 3 and all(e.startswith("invalid_input:") for e in errors)
+    assert len(errors) == 2 and all(e.startswith("invalid_input:") for e in errors)
 
 
-def test_unsupported_message_outside_a_flow_gets_a_polite_reply(redis_url: str, store: Store) -> None:
+def test_sticker_outside_a_flow_gets_a_polite_reply_and_unsupported_gets_none(redis_url: str, store: Store) -> None:
     async def scenario(client: httpx.AsyncClient, rt: AsyncRuntime, channel: AsyncRecordingChannel) -> None:
         r = await deliver(client, message_payload("31600000003", "unsupported", None))
+        assert r.status_code == 200 and r.json()["ignored"] == 1
+        assert channel.texts("31600000003") == []  # not a message flowkit could answer
+        r = await deliver(client, media_payload("31600000003", kind="sticker"))
         assert r.status_code == 200
         assert "pizza" in (channel.texts("31600000003")[0] or "")  # says what it can do
 
@@ -129,7 +133,8 @@ def test_several_messages_and_statuses_in_one_delivery(redis_url: str, store: St
                           status_payload("wamid.out1", "31600000010", "delivered"),
                           status_payload("wamid.out2", "31600000011", "read"))
         r = await deliver(client, payload)
-        assert r.status_code == 200 and r.json() == {"ok": True, "messages": 2, "applied": 2, "statuses": 2}
+        assert r.status_code == 200 and r.json() == {"ok": True, "messages": 2, "applied": 2, "ignored": 0,
+                                                "skipped": 0, "statuses": 2}
         r = await deliver(client, payload)  # WhatsApp redelivers the same batch
         assert r.json()["applied"] == 0
         assert len(channel.texts("31600000010")) == 2  # welcome + size question, once

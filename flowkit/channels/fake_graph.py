@@ -457,7 +457,7 @@ def _validate(p: object) -> tuple[str, str]:
         _need(typing is None or (isinstance(typing, dict) and typing.get("type") == "text"),
               "Param typing_indicator['type'] must be 'text'.")
         return "read", ""
-    to = p.get("to")
+    to = p.get("to") if "to" in p else p.get("recipient")  # `recipient`: a business-scoped user id
     if not isinstance(to, str) or not to.strip():
         raise _Invalid("The parameter to is required.")
     kind = p.get("type", "text")

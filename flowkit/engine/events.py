@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-MessageKind = Literal["text", "button_reply", "list_reply", "location", "media", "unsupported"]
+MessageKind = Literal["text", "button_reply", "list_reply", "location", "media", "unsupported",
+                      "contacts", "order", "nfm_reply", "welcome"]
 COMMANDS = ("cancel", "restart", "back", "help")
 ADMIN_COMMANDS = ("reset", "rollback", "migrate", "recover", "fail")
 

@@ -48,6 +48,7 @@ from flowkit.engine.transition import (
     MAX_AUTO_STEPS,
     Transition,
     _labels,
+    _offered,
     build_reply,
     payload_json,
     schedule,
@@ -81,13 +82,14 @@ _set = object.__setattr__  # frozen values are built by filling their __dict__ (
 class _Ask:
     """One question of the flow, prepared for answering and for being asked."""
 
-    __slots__ = ("step", "quick", "slot", "labels", "reply", "sensitive", "timeout_ms")
+    __slots__ = ("step", "quick", "slot", "labels", "offered", "reply", "sensitive", "timeout_ms")
 
     def __init__(self, flow: Flow, st: AskStep) -> None:
         self.step = st
         self.slot = flow.slots.get(st.save) if st.save else None
         self.quick = _quick_parser(st, self.slot)
         self.labels = _labels(st)
+        self.offered = _offered(st)
         self.reply = _static_reply(st.ask, "ask", st)
         self.sensitive = self.slot is not None and self.slot.sensitive
         self.timeout_ms = int(st.timeout * 1000) if st.timeout else None
@@ -204,7 +206,7 @@ def answer(flow: Flow, state: State, msg: Message, now: int) -> Transition | Non
     try:
         value = ask.quick(text) if plain else _MISS
         if value is _MISS:
-            value = parse_input(st.input, msg, slot=ask.slot, labels=ask.labels,
+            value = parse_input(st.input, msg, slot=ask.slot, labels=ask.labels, offered=ask.offered,
                                 today=dt.datetime.fromtimestamp(now / 1000, dt.UTC).date() if st.input.type == "date" else None)
             if isinstance(value, (dict, list)):
                 return None  # locations and media: the general engine normalises them

@@ -27,6 +27,13 @@ Rules are locale-independent and documented here so users and analysts can predi
   Stored as ``YYYY-MM-DD``.
 - location and media: only the matching WhatsApp message type is accepted; a location needs
   latitude -90..90 and longitude -180..180, media an id.
+- a tapped button or list row answers only if its id is one the question offers (its
+  buttons and rows, its options, ``yes``/``no``); a tap on an older message (``stale_reply``)
+  is never read as an answer, not even by its title.
+
+Other content (a sticker at a text question, a photo at a location question, a stale tap:
+see :func:`is_other_content`) gets a re-prompt that says what is expected but does not
+use up one of the question's retries (docs/decisions.md).
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,7 +84,24 @@ DEFAULT_INVALID: Mapping[str, str] = {
     "wrong_media": "That kind of file is not accepted here.",
     "slot_constraint": "That answer is not accepted here.",
     "unreadable": "Sorry, I could not read that message. Please send it again.",
+    "stale_reply": "That button belongs to an earlier message. Please answer this question:",
 }
+
+# What a question of each input type expects, said when something else arrives.
+EXPECTED: Mapping[str, str] = {
+    "int": DEFAULT_INVALID["not_an_integer"], "number": DEFAULT_INVALID["not_a_number"],
+    "choice": DEFAULT_INVALID["not_an_option"], "yes_no": DEFAULT_INVALID["not_yes_no"],
+    "email": DEFAULT_INVALID["bad_email"], "phone": DEFAULT_INVALID["bad_phone"], "date": DEFAULT_INVALID["bad_date"],
+    "location": DEFAULT_INVALID["need_location"], "media": DEFAULT_INVALID["need_media"],
+}
+_TAPS = ("button_reply", "list_reply")
+
+
+def is_other_content(msg: Message, exc: InvalidInput) -> bool:
+    """Whether ``msg`` was not an attempt at this question at all (another kind of message, or
+    a tap on an earlier message), rather than a wrong answer. Typed text is always an attempt."""
+    return exc.code in ("wrong_type", "stale_reply") or (
+        msg.type != "text" and exc.code in ("need_location", "need_media"))
 
 _WORDS = {w: i for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
@@ -354,13 +378,18 @@ def parse_choice(text: str, reply_id: str | None, options: Sequence[str], labels
 
 
 def parse_input(spec: InputSpec, msg: Message, *, slot: SlotSpec | None = None,
-                labels: Mapping[str, str] | None = None, today: dt.date | None = None) -> Any:
+                labels: Mapping[str, str] | None = None, today: dt.date | None = None,
+                offered: Collection[str] | None = None) -> Any:
     """The normalised value of ``msg`` for ``spec`` (and the slot it is saved into).
 
-    Raises :class:`InvalidInput` with a stable code when the answer does not fit.
+    ``offered``: the button and row ids the question offers; a tap on another id is a
+    ``stale_reply`` (None: taps are not checked). Raises :class:`InvalidInput` with a
+    stable code when the answer does not fit.
     """
     t = spec.type
     value: Any
+    if offered is not None and msg.type in _TAPS and msg.reply_id not in offered:
+        raise InvalidInput("stale_reply", f"{msg.reply_id!r} is not a button or row of this question")
     if t == "location":
         if msg.type != "location" or not msg.location:
             raise InvalidInput("need_location")

@@ -27,7 +27,14 @@ from flowkit.engine.events import (
     Start,
     Timeout,
 )
-from flowkit.engine.inputs import DEFAULT_INVALID, InvalidInput, is_utf8, parse_input
+from flowkit.engine.inputs import (
+    DEFAULT_INVALID,
+    EXPECTED,
+    InvalidInput,
+    is_other_content,
+    is_utf8,
+    parse_input,
+)
 from flowkit.engine.state import (
     CHECKED,
     PROFILE,
@@ -508,10 +515,10 @@ class _Run:
         slot = self.flow.slots.get(st.save) if st.save else None
         self.redact = bool(slot and slot.sensitive)
         try:
-            value = parse_input(st.input, msg, slot=slot, labels=_labels(st),
+            value = parse_input(st.input, msg, slot=slot, labels=_labels(st), offered=_offered(st),
                                 today=dt.date.fromisoformat(self.now_iso[:10]) if st.input.type == "date" else None)
         except InvalidInput as exc:
-            self.invalid(st, exc)
+            self.invalid(st, exc, counts=not is_other_content(msg, exc))
             return
         if st.save:
             self.slots[st.save] = _json_value(value, "the answer") if isinstance(value, Mapping) else value
@@ -523,18 +530,21 @@ class _Run:
         self.trail = [*self.trail[:cut], self.step_name]
         self.follow(st)
 
-    def invalid(self, st: AskStep, exc: InvalidInput) -> None:
+    def invalid(self, st: AskStep, exc: InvalidInput, *, counts: bool = True) -> None:
         assert self.step_name is not None
         self.error = f"invalid_input:{exc.code}"
-        count = self.attempts.get(self.step_name, 0) + 1
-        if count > st.retries and st.on_fail:
+        # Other content (a sticker, a stale tap) re-prompts without using up a retry.
+        count = self.attempts.get(self.step_name, 0) + counts
+        if counts and count > st.retries and st.on_fail:
             self.attempts = {}
             self.enter(st.on_fail)
             return
-        self.attempts = {self.step_name: count}
+        self.attempts = {self.step_name: count} if count else {}
         self.path.append(self.step_name)  # a re-prompt re-enters the step (the retry self-edge)
+        said = EXPECTED.get(st.input.type, DEFAULT_INVALID["wrong_type"]) if exc.code == "wrong_type" else (
+            DEFAULT_INVALID.get(exc.code, "Sorry, I did not understand."))
         text = self.render(st.invalid, "invalid") if st.invalid is not None else (
-            f"{DEFAULT_INVALID.get(exc.code, 'Sorry, I did not understand.')} {self.render(st.ask.text, 'ask') or ''}".strip()
+            f"{said} {self.render(st.ask.text, 'ask') or ''}".strip()
         )
         self.say(Say(text=Template(text, (text,)), buttons=st.ask.buttons, list=st.ask.list), "invalid", extra=st)
 
@@ -810,6 +820,17 @@ def _labels(st: AskStep) -> dict[str, str]:
         for s in st.ask.list.sections:
             out.update({r.title.lower(): r.id for r in s.rows if r.id in options})
     return out
+
+
+def _offered(st: AskStep) -> frozenset[str]:
+    """The button and row ids a question offers: its own buttons and rows, its options (the
+    buttons or rows build_reply makes of them) and yes/no."""
+    ids = {b.id for b in st.ask.buttons} | set(st.input.options or ())
+    if st.ask.list is not None:
+        ids.update(r.id for s in st.ask.list.sections for r in s.rows)
+    if st.input.type == "yes_no":
+        ids.update(("yes", "no"))
+    return frozenset(ids)
 
 
 def _default_help(flow: Flow) -> str:

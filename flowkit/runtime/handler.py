@@ -214,6 +214,13 @@ class _Core:
             else:
                 raw = got
                 state = State.from_dict(raw) if raw else None
+            if isinstance(event, Message) and event.type == "welcome" and state is not None and not state.terminal:
+                # WhatsApp's request_welcome (the chat was opened) greets a newcomer; it never
+                # answers or interrupts a live session. Decided on the stored state, not a cached one.
+                if not fresh:
+                    fresh = True
+                    continue
+                return Outcome(sid, "noop", state.version, conflicts=conflicts)
             routed = self.route(state, event)
             if routed is None:
                 return Outcome(sid, "unrouted", state.version if state else None,

@@ -144,7 +144,9 @@ def invalid_answer(step: AskStep, rng: random.Random) -> Message:
         return Message(text="x" * (spec.min_length - 1) if spec.min_length > 1 else "")
     if spec.max_length:
         return Message(text="y" * (spec.max_length + 1))
-    return Message(type="unsupported", text=None)
+    # A blank message: the one typed answer a plain text question rejects. (A sticker or an
+    # unsupported message is other content: re-prompted, but it does not use up a retry.)
+    return Message(text=" ")
 
 
 def service_value(slot: SlotSpec | None, rng: random.Random, call_id: str) -> Any:

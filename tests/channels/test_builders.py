@@ -90,7 +90,7 @@ def test_media_kind_is_checked() -> None:
 def test_any_type_via_message_payload() -> None:
     (m,) = parse_webhook(message_payload(WA, "reaction", {"message_id": "wamid.X", "emoji": "👍"},
                                          profile_name=None)).messages
-    assert (m.kind, m.raw_type, m.profile_name) == ("unsupported", "reaction", None)
+    assert (m.kind, m.raw_type, m.profile_name) == ("reaction", "reaction", None)
 
 
 @pytest.mark.parametrize("status", ["sent", "delivered", "read", "failed"])

@@ -79,7 +79,7 @@ def test_location() -> None:
     ("document.json", "document", Media("882734109283746", "application/pdf",
                                         "Tq1W1w6Cq8c3hW0oY6m+4mZr3R2p4l1q0vV5b9n7k3Q=", caption="invoice",
                                         filename="invoice-0042.pdf")),
-    ("audio_voice.json", "audio", Media("559182736450912", "audio/ogg; codecs=opus", "u8H2e3N1pQ==")),
+    ("audio_voice.json", "audio", Media("559182736450912", "audio/ogg; codecs=opus", "u8H2e3N1pQ==", voice=True)),
     ("sticker.json", "sticker", Media("745120398475612", "image/webp", "f9K2mQ==")),
 ])
 def test_media(name: str, raw_type: str, media: Media) -> None:
@@ -87,12 +87,13 @@ def test_media(name: str, raw_type: str, media: Media) -> None:
     assert (m.kind, m.raw_type, m.media, m.text) == ("media", raw_type, media, None)
 
 
-@pytest.mark.parametrize(("name", "raw_type"), [("reaction.json", "reaction"), ("contacts.json", "contacts"),
-                                                ("unsupported.json", "unsupported")])
-def test_other_types_are_unsupported_but_kept(name: str, raw_type: str) -> None:
+@pytest.mark.parametrize(("name", "kind"), [("reaction.json", "reaction"), ("contacts.json", "contacts"),
+                                            ("unsupported.json", "unsupported")])
+def test_other_types_have_their_own_kind_and_no_answer_text(name: str, kind: str) -> None:
     m = only(name)
-    assert (m.kind, m.raw_type, m.text, m.reply_id) == ("unsupported", raw_type, None, None)
+    assert (m.kind, m.raw_type, m.text, m.reply_id) == (kind, kind, None, None)
     assert m.profile_name is not None
+    assert m.is_answer is (kind == "contacts")
 
 
 def test_unsupported_message_keeps_whatsapp_errors() -> None:
@@ -109,12 +110,16 @@ def test_interactive_without_content_is_unsupported_and_change_errors_are_kept()
                                         "Unsupported webhook payload"),)
 
 
-def test_flow_reply_interactive_is_unsupported() -> None:
+def test_flow_reply_interactive_is_an_nfm_reply_and_other_interactive_types_unsupported() -> None:
     payload = text_payload("15551234567", "x")
     msg = payload["entry"][0]["changes"][0]["value"]["messages"][0]
     msg.update(type="interactive", interactive={"type": "nfm_reply", "nfm_reply": {"response_json": "{}"}})
     del msg["text"]
-    assert parse_webhook(payload).messages[0].kind == "unsupported"
+    m = parse_webhook(payload).messages[0]
+    assert m.kind == "nfm_reply" and m.flow_reply is not None and m.flow_reply.response_json == "{}"
+    msg["interactive"] = {"type": "call_permission_reply", "call_permission_reply": {}}
+    m = parse_webhook(payload).messages[0]
+    assert (m.kind, m.unsupported_type) == ("unsupported", "interactive.call_permission_reply")
 
 
 def test_username_user_without_phone_number_uses_business_scoped_id() -> None:
@@ -265,19 +270,35 @@ BAD_SHAPES = [
 ]
 
 
-@pytest.mark.parametrize(("payload", "message"), BAD_SHAPES, ids=[m for _, m in BAD_SHAPES])
-def test_bad_shapes_are_400_naming_the_path(payload: Any, message: str) -> None:
+ENVELOPE = 7  # the first BAD_SHAPES are not WhatsApp deliveries at all
+
+
+@pytest.mark.parametrize(("payload", "message"), BAD_SHAPES[:ENVELOPE], ids=[m for _, m in BAD_SHAPES[:ENVELOPE]])
+def test_bad_envelopes_are_400_naming_the_path(payload: Any, message: str) -> None:
     with pytest.raises(WebhookError) as err:
         parse_webhook(payload)
     assert (err.value.status, err.value.reason) == (400, "bad_payload")
     assert str(err.value) == message
 
 
-def test_media_without_id_is_rejected() -> None:
+@pytest.mark.parametrize(("payload", "message"), BAD_SHAPES[ENVELOPE:], ids=[m for _, m in BAD_SHAPES[ENVELOPE:]])
+def test_bad_items_are_skipped_naming_the_path_and_the_rest_is_kept(payload: Any, message: str) -> None:
+    batch = parse_webhook(payload)
+    assert [s.reason for s in batch.skipped] == [message]
+    assert batch.skipped[0].path in message
+    # everything the mutation did not touch is still there
+    whole = parse_webhook(load_payload("multi_entry.json"))
+    assert len(batch.messages) + len(batch.statuses) < len(whole.messages) + len(whole.statuses)
+    kept = {m.message_id for m in batch.messages} | {s.message_id for s in batch.statuses}
+    assert kept and kept <= {m.message_id for m in whole.messages} | {s.message_id for s in whole.statuses}
+
+
+def test_media_without_id_is_skipped() -> None:
     payload = load_payload("image.json")
     del payload["entry"][0]["changes"][0]["value"]["messages"][0]["image"]["id"]
-    with pytest.raises(WebhookError, match=r"messages\[0\]\.image\.id is missing"):
-        parse_webhook(payload)
+    batch = parse_webhook(payload)
+    assert batch.messages == () and batch.skipped[0].message_id is not None
+    assert batch.skipped[0].reason.endswith("messages[0].image.id is missing")
 
 
 @pytest.mark.parametrize("body", [b"", b"{", b"not json", b"\xff\xfe", b'{"a": 1}}', b"[" * 100_000,

@@ -46,9 +46,19 @@ def _check_text(value: object, what: str, limit: int) -> str:
     return value
 
 
+def is_user_id(recipient: str) -> bool:
+    """A business-scoped user id (``US.13491208655302741918``: country code, a period, letters and
+    digits) rather than a phone number, which is digits only (an optional ``+``)."""
+    head, dot, _ = recipient.partition(".")
+    return bool(dot) and len(head) == 2 and head.isalpha()
+
+
 def _base(to: str) -> dict[str, Any]:
     _check(isinstance(to, str) and to.strip() != "", f"recipient must be a phone number or WhatsApp id, got {to!r}")
-    return {"messaging_product": "whatsapp", "recipient_type": "individual", "to": to}
+    # The Cloud API addresses a user without a shared phone number (usernames) by their
+    # business-scoped user id in `recipient`, in place of `to`.
+    key = "recipient" if is_user_id(to) else "to"
+    return {"messaging_product": "whatsapp", "recipient_type": "individual", key: to}
 
 
 def text_message(to: str, text: str, *, preview_url: bool = False) -> dict[str, Any]:

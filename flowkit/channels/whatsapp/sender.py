@@ -91,7 +91,10 @@ class WhatsAppConfig:
         env = os.environ if environ is None else environ
         return cls(
             token=token if token is not None else env.get("WHATSAPP_TOKEN", ""),
-            phone_number_id=phone_number_id if phone_number_id is not None else env.get("WHATSAPP_PHONE_NUMBER_ID", ""),
+            # WHATSAPP_PHONE_NUMBER_ID may list several numbers (the webhook accepts all of them);
+            # replies go from the first.
+            phone_number_id=phone_number_id if phone_number_id is not None
+            else env.get("WHATSAPP_PHONE_NUMBER_ID", "").split(",")[0].strip(),
             api_url=api_url or env.get("WHATSAPP_API_URL") or DEFAULT_API_URL,
             api_version=api_version or env.get("WHATSAPP_API_VERSION") or DEFAULT_API_VERSION,
             timeout=timeout if timeout is not None else 10.0,

@@ -1,14 +1,15 @@
 """Inbound side of the WhatsApp Cloud API: the subscription handshake, the
 ``X-Hub-Signature-256`` check and the parser for ``messages`` webhook deliveries.
 
-The parser is strict about what flowkit acts on (message ids, senders, timestamps, the
-content of the types it understands): a delivery with those fields missing or of the
-wrong type is rejected with a 400 naming the JSON path, so a broken integration shows up
-at once instead of as silently dropped messages. It is lenient about everything else:
+The parser reads every update type the Cloud API sends on the ``messages`` field
+(docs/whatsapp.md has the table). It is strict about what flowkit acts on (message ids,
+senders, timestamps, the content of answers): a message or status with those fields
+missing or of the wrong type is left out and listed in :attr:`WebhookBatch.skipped` with
+the JSON path of the problem, and the rest of the delivery is processed. Only a body that
+is not a WhatsApp delivery envelope at all is a 400. It is lenient about everything else:
 unknown fields, unknown message types, non-``messages`` changes and decoration (profile
-names, error details, pricing) that does not have the expected type are ignored, because
-Meta adds fields and types over time and a 400 would make it redeliver the whole batch
-for days.
+names, error details, pricing, reactions, system messages) that does not have the
+expected type are ignored, because Meta adds fields and types over time.
 """
 
 from __future__ import annotations
@@ -17,16 +18,22 @@ import hashlib
 import hmac
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, NoReturn
 
 from flowkit.errors import ConfigError, WebhookError
 
-MessageKind = Literal["text", "button_reply", "list_reply", "button", "location", "media", "unsupported"]
+MessageKind = Literal["text", "button_reply", "list_reply", "button", "nfm_reply", "location", "media", "contacts",
+                      "order", "reaction", "edit", "revoke", "system", "request_welcome", "unsupported"]
 
 MEDIA_TYPES = ("image", "audio", "video", "document", "sticker")
-_CONTENT_TYPES = frozenset({"text", "interactive", "button", "location", *MEDIA_TYPES})
+# Kinds that are never an answer: flowkit neither starts a session for them nor replies
+# (docs/whatsapp.md, "What flowkit does with each update type").
+NON_ANSWER_KINDS: frozenset[str] = frozenset({"reaction", "edit", "revoke", "system", "unsupported"})
+_CONTENT_TYPES = frozenset({"text", "interactive", "button", "location", "contacts", "order", "reaction", "edit",
+                            "revoke", "system", "request_welcome", *MEDIA_TYPES})
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 _SIGNATURE_PREFIX = "sha256="
 
@@ -52,6 +59,8 @@ class Media:
     sha256: str | None = None
     caption: str | None = None
     filename: str | None = None
+    voice: bool = False
+    animated: bool = False
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,73 @@ class ErrorDetail:
     title: str | None = None
     message: str | None = None
     details: str | None = None
+    href: str | None = None
+
+
+@dataclass(frozen=True)
+class Reaction:
+    """An emoji on one of our messages (``message_id``); ``emoji`` None is the reaction taken back."""
+
+    message_id: str | None
+    emoji: str | None
+
+
+@dataclass(frozen=True)
+class SystemChange:
+    """A system message: ``customer_changed_number`` (also spelled ``user_changed_number``) with the
+    user's new ``wa_id``/``user_id``, or ``customer_identity_changed``."""
+
+    type: str | None
+    body: str | None = None
+    new_wa_id: str | None = None
+    new_user_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Referral:
+    """The ad or post a click-to-WhatsApp message came from (on the user's first message)."""
+
+    source_url: str | None = None
+    source_id: str | None = None
+    source_type: str | None = None
+    headline: str | None = None
+    body: str | None = None
+    media_type: str | None = None
+    ctwa_clid: str | None = None
+
+
+@dataclass(frozen=True)
+class SharedContact:
+    """A contact card the user sent: its formatted name and ``(phone, wa_id)`` pairs."""
+
+    name: str | None
+    phones: tuple[tuple[str | None, str | None], ...] = ()
+
+
+@dataclass(frozen=True)
+class OrderItem:
+    product_retailer_id: str | None
+    quantity: int | float | None
+    item_price: int | float | None
+    currency: str | None
+
+
+@dataclass(frozen=True)
+class Order:
+    """A cart sent from a catalog."""
+
+    catalog_id: str | None
+    text: str | None
+    items: tuple[OrderItem, ...] = ()
+
+
+@dataclass(frozen=True)
+class FlowReply:
+    """The response of a WhatsApp Flow form (``nfm_reply``); ``response_json`` as WhatsApp sent it."""
+
+    name: str | None
+    body: str | None
+    response_json: str | None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,8 +157,10 @@ class InboundMessage:
     ``kind`` is what flowkit understands; ``raw_type`` is WhatsApp's own ``type`` (``image``,
     ``reaction``, ``order``...). For replies, ``reply_id``/``reply_title`` hold the tapped
     button or row (for a template quick-reply ``button``: its payload and text); ``text``
-    is only set for typed text. ``wa_id`` is the sender's phone number, or their
-    business-scoped user id (``user_id``) when WhatsApp withholds the number (usernames).
+    is only set for typed text (and for an ``edit``: the new text or caption). ``wa_id`` is
+    the sender's phone number, or their business-scoped user id (``user_id``) when WhatsApp
+    withholds the number (usernames). ``refers_to`` is the message a reaction, edit or
+    revoke is about. :attr:`is_answer` says whether it may answer a question at all.
     """
 
     message_id: str
@@ -101,11 +179,26 @@ class InboundMessage:
     context: Context | None = None
     user_id: str | None = None
     errors: tuple[ErrorDetail, ...] = ()
+    refers_to: str | None = None
+    reaction: Reaction | None = None
+    system: SystemChange | None = None
+    referral: Referral | None = None
+    contacts: tuple[SharedContact, ...] = ()
+    order: Order | None = None
+    flow_reply: FlowReply | None = None
+    unsupported_type: str | None = None
+    username: str | None = None
+
+    @property
+    def is_answer(self) -> bool:
+        """False for reactions, edits, revokes, system messages and unsupported types."""
+        return self.kind not in NON_ANSWER_KINDS
 
 
 @dataclass(frozen=True, kw_only=True)
 class StatusUpdate:
-    """What happened to a message we sent: ``sent``, ``delivered``, ``read`` or ``failed`` (with ``errors``)."""
+    """What happened to a message we sent: ``sent``, ``delivered``, ``read``, ``played`` or ``failed``
+    (with ``errors``), and what WhatsApp says about its conversation and pricing."""
 
     message_id: str
     recipient_id: str
@@ -115,15 +208,35 @@ class StatusUpdate:
     phone_number_id: str | None = None
     conversation_id: str | None = None
     pricing_category: str | None = None
+    recipient_user_id: str | None = None
+    conversation_origin: str | None = None
+    conversation_expires_at: int | None = None
+    pricing_billable: bool | None = None
+    pricing_model: str | None = None
+    pricing_type: str | None = None
+    biz_opaque_callback_data: str | None = None
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A message, status, change or entry the parser could not use: where it was and why.
+    The rest of the delivery is processed; this one is logged and left out."""
+
+    path: str
+    reason: str
+    message_id: str | None = None
 
 
 @dataclass(frozen=True)
 class WebhookBatch:
-    """Everything in one delivery, in payload order. ``errors`` are change-level errors from WhatsApp."""
+    """Everything in one delivery, in payload order. ``errors`` are change-level errors from WhatsApp;
+    ``skipped`` what could not be parsed; ``other_fields`` the names of non-``messages`` changes."""
 
     messages: tuple[InboundMessage, ...] = ()
     statuses: tuple[StatusUpdate, ...] = ()
     errors: tuple[ErrorDetail, ...] = ()
+    skipped: tuple[Skipped, ...] = ()
+    other_fields: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------- handshake and signature
@@ -183,7 +296,8 @@ def verify_signature(body: bytes, header: str | None, app_secret: str) -> None:
 
 
 def parse_webhook_body(body: bytes) -> WebhookBatch:
-    """Parse a raw delivery body: malformed JSON is a 400 ``bad_json``, a wrong shape a 400 ``bad_payload``."""
+    """Parse a raw delivery body: malformed JSON is a 400 ``bad_json``, a body that is not a
+    WhatsApp delivery envelope a 400 ``bad_payload``; bad items inside are skipped (see :func:`parse_webhook`)."""
     try:
         payload = json.loads(body)
     except (ValueError, RecursionError) as exc:
@@ -196,60 +310,121 @@ def parse_webhook_body(body: bytes) -> WebhookBatch:
 def parse_webhook(payload: object) -> WebhookBatch:
     """Parse a decoded WhatsApp Cloud API webhook delivery (``object: whatsapp_business_account``).
 
-    Raises :class:`WebhookError` (400, ``bad_payload``) naming the JSON path of the first
-    problem, e.g. ``entry[0].changes[0].value.messages[1].id is missing``.
+    Only an envelope that is not a WhatsApp delivery at all (not an object, another
+    ``object``, no ``entry`` array) raises :class:`WebhookError` (400, ``bad_payload``).
+    An entry, change, message or status of the wrong shape is left out and listed in
+    :attr:`WebhookBatch.skipped` with the JSON path of its first problem (e.g.
+    ``entry[0].changes[0].value.messages[1].id is missing``), so one bad message never
+    costs the good ones next to it (WhatsApp would redeliver the whole batch for days).
+    Lone UTF-16 surrogates anywhere in the payload become U+FFFD first.
     """
-    root = _object(payload, "payload")
+    root = _object(clean_surrogates(payload), "payload")
     kind = root.get("object")
     if kind != "whatsapp_business_account":
         if "object" not in root:
             _bad("object is missing")
         _bad(f"object is {kind!r}, expected 'whatsapp_business_account'")
-    messages: list[InboundMessage] = []
-    statuses: list[StatusUpdate] = []
-    errors: list[ErrorDetail] = []
+    out = _Collector()
     for i, entry in enumerate(_required(root, "entry", list, "")):
         entry_path = f"entry[{i}]"
-        for j, change in enumerate(_required(_object(entry, entry_path), "changes", list, entry_path)):
+        try:
+            changes = _required(_object(entry, entry_path), "changes", list, entry_path)
+        except WebhookError as exc:
+            out.skip(entry_path, exc)
+            continue
+        for j, change in enumerate(changes):
             change_path = f"{entry_path}.changes[{j}]"
-            change = _object(change, change_path)
-            # Other fields (account_update, message_template_status_update...) are not ours.
-            if _required(change, "field", str, change_path) != "messages":
+            try:
+                change = _object(change, change_path)
+                field = _required(change, "field", str, change_path)
+                # Other fields (account_update, message_template_status_update...) are not ours.
+                if field != "messages":
+                    out.other_fields.append(field)
+                    continue
+                value_path = f"{change_path}.value"
+                value = _required(change, "value", dict, change_path)
+                metadata = _required(value, "metadata", dict, value_path)
+                phone_number_id = _required(metadata, "phone_number_id", str, f"{value_path}.metadata")
+            except WebhookError as exc:
+                out.skip(change_path, exc)
                 continue
-            value_path = f"{change_path}.value"
-            _parse_value(_required(change, "value", dict, change_path), value_path, messages, statuses, errors)
-    return WebhookBatch(tuple(messages), tuple(statuses), tuple(errors))
+            _parse_value(value, value_path, phone_number_id, out)
+    return WebhookBatch(tuple(out.messages), tuple(out.statuses), tuple(out.errors), tuple(out.skipped),
+                        tuple(out.other_fields))
 
 
-def _parse_value(value: Mapping[str, Any], path: str, messages: list[InboundMessage],
-                 statuses: list[StatusUpdate], errors: list[ErrorDetail]) -> None:
-    metadata = _required(value, "metadata", dict, path)
-    phone_number_id = _required(metadata, "phone_number_id", str, f"{path}.metadata")
+class _Collector:
+    def __init__(self) -> None:
+        self.messages: list[InboundMessage] = []
+        self.statuses: list[StatusUpdate] = []
+        self.errors: list[ErrorDetail] = []
+        self.skipped: list[Skipped] = []
+        self.other_fields: list[str] = []
 
+    def skip(self, path: str, exc: WebhookError, raw: object = None) -> None:
+        self.skipped.append(Skipped(path, str(exc), _loose_str(raw, "id")))
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_surrogates(value: Any) -> Any:
+    """``value`` with every lone UTF-16 surrogate (``"\\ud83d"`` without its pair, which JSON
+    allows and UTF-8 cannot encode) replaced by U+FFFD, in strings and keys at any depth.
+    Valid pairs were already joined into one character by the JSON decoder."""
+    if isinstance(value, str):
+        return value if value.isascii() else _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {clean_surrogates(k): clean_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clean_surrogates(v) for v in value]
+    return value
+
+
+def _parse_value(value: Mapping[str, Any], path: str, phone_number_id: str, out: _Collector) -> None:
     names: dict[str, str] = {}
+    usernames: dict[str, str] = {}
     contacts = value.get("contacts")
     for contact in contacts if isinstance(contacts, list) else ():
         if not isinstance(contact, dict):
             continue
         profile = contact.get("profile")
-        name = _loose_str(profile, "name")
-        if name is not None:
-            for ident in (_loose_str(contact, "wa_id"), _loose_str(contact, "user_id")):
-                if ident is not None:
-                    names[ident] = name
+        name, username = _loose_str(profile, "name"), _loose_str(profile, "username")
+        for ident in (_loose_str(contact, "wa_id"), _loose_str(contact, "user_id")):
+            if ident is not None and name is not None:
+                names[ident] = name
+            if ident is not None and username is not None:
+                usernames[ident] = username
     # A message's `from` can differ from its contact's `wa_id` (numbers that WhatsApp
     # normalises, e.g. in Brazil), so with a single contact its name is the sender's.
     only_name = next(iter(names.values())) if len(set(names.values())) == 1 else None
 
-    for k, raw in enumerate(_optional(value, "messages", list, path) or ()):
-        messages.append(_parse_message(raw, f"{path}.messages[{k}]", phone_number_id, names, only_name))
-    for k, raw in enumerate(_optional(value, "statuses", list, path) or ()):
-        statuses.append(_parse_status(raw, f"{path}.statuses[{k}]", phone_number_id))
-    errors.extend(_error_details(value.get("errors")))
+    for k, raw in enumerate(_items(value, "messages", path, out)):
+        item_path = f"{path}.messages[{k}]"
+        try:
+            out.messages.append(_parse_message(raw, item_path, phone_number_id, names, only_name, usernames))
+        except WebhookError as exc:
+            out.skip(item_path, exc, raw)
+    for k, raw in enumerate(_items(value, "statuses", path, out)):
+        item_path = f"{path}.statuses[{k}]"
+        try:
+            out.statuses.append(_parse_status(raw, item_path, phone_number_id))
+        except WebhookError as exc:
+            out.skip(item_path, exc, raw)
+    out.errors.extend(_error_details(value.get("errors")))
+
+
+def _items(value: Mapping[str, Any], key: str, path: str, out: _Collector) -> list[Any]:
+    """``value[key]`` when it is an array (absent: empty); anything else is skipped whole."""
+    try:
+        return _optional(value, key, list, path) or []
+    except WebhookError as exc:
+        out.skip(f"{path}.{key}", exc)
+        return []
 
 
 def _parse_message(raw: object, path: str, phone_number_id: str, names: Mapping[str, str],
-                   only_name: str | None) -> InboundMessage:
+                   only_name: str | None, usernames: Mapping[str, str]) -> InboundMessage:
     m = _object(raw, path)
     message_id = _required(m, "id", str, path)
     user_id = _optional(m, "from_user_id", str, path)
@@ -264,25 +439,16 @@ def _parse_message(raw: object, path: str, phone_number_id: str, names: Mapping[
     content_path = f"{path}.{raw_type}"
     # A known type without its content object is what WhatsApp sends when it could not
     # render the message itself (with `errors`): unsupported, not malformed.
-    if content is not None:
+    if raw_type == "contacts" and content is not None:
+        fields = {"kind": "contacts", "contacts": _shared_contacts(content)}  # an array, not an object
+    elif content is not None:
         content = _object(content, content_path)
-        if raw_type == "text":
-            fields = {"kind": "text", "text": _required(content, "body", str, content_path)}
-        elif raw_type == "interactive":
-            fields = _interactive(content, content_path)
-        elif raw_type == "button":
-            fields = {"kind": "button", "reply_id": _optional(content, "payload", str, content_path),
-                      "reply_title": _required(content, "text", str, content_path)}
-        elif raw_type == "location":
-            fields = {"kind": "location", "location": _location(content, content_path)}
-        elif raw_type in MEDIA_TYPES:
-            fields = {"kind": "media", "media": Media(
-                id=_required(content, "id", str, content_path),
-                mime_type=_optional(content, "mime_type", str, content_path),
-                sha256=_optional(content, "sha256", str, content_path),
-                caption=_optional(content, "caption", str, content_path),
-                filename=_optional(content, "filename", str, content_path),
-            )}
+        fields = _content(raw_type, content, content_path)
+    elif raw_type == "unsupported":
+        fields["unsupported_type"] = _loose_str(m.get("unsupported"), "type")
+    elif raw_type == "request_welcome":  # sent without a content object when a user first opens the chat
+        fields = {"kind": "request_welcome"}
+    referral = m.get("referral")
     return InboundMessage(
         message_id=message_id,
         wa_id=sender,
@@ -290,17 +456,94 @@ def _parse_message(raw: object, path: str, phone_number_id: str, names: Mapping[
         timestamp=timestamp,
         raw_type=raw_type,
         profile_name=names.get(sender) or (names.get(user_id) if user_id else None) or only_name,
+        username=usernames.get(sender) or (usernames.get(user_id) if user_id else None),
         context=_context(m.get("context")),
         user_id=user_id,
         errors=_error_details(m.get("errors")),
+        referral=Referral(**{k: _loose_str(referral, k) for k in (
+            "source_url", "source_id", "source_type", "headline", "body", "media_type", "ctwa_clid")})
+        if isinstance(referral, dict) else None,
         **fields,
     )
 
 
+def _content(raw_type: str, content: Mapping[str, Any], path: str) -> dict[str, Any]:
+    """The fields of a message of ``raw_type`` from its content object. Strict where flowkit
+    acts on a value (answers), loose (decoration) where it only reports it."""
+    if raw_type == "text":
+        return {"kind": "text", "text": _required(content, "body", str, path)}
+    if raw_type == "interactive":
+        return _interactive(content, path)
+    if raw_type == "button":
+        return {"kind": "button", "reply_id": _optional(content, "payload", str, path),
+                "reply_title": _required(content, "text", str, path)}
+    if raw_type == "location":
+        return {"kind": "location", "location": _location(content, path)}
+    if raw_type in MEDIA_TYPES:
+        return {"kind": "media", "media": _media(raw_type, content, path)}
+    if raw_type == "order":
+        items = content.get("product_items")
+        return {"kind": "order", "order": Order(
+            catalog_id=_loose_str(content, "catalog_id"), text=_loose_str(content, "text"),
+            items=tuple(OrderItem(_loose_str(i, "product_retailer_id"), _loose_num(i, "quantity"),
+                                  _loose_num(i, "item_price"), _loose_str(i, "currency"))
+                        for i in (items if isinstance(items, list) else ()) if isinstance(i, dict)))}
+    if raw_type == "reaction":
+        return {"kind": "reaction", "refers_to": _loose_str(content, "message_id"),
+                "reaction": Reaction(_loose_str(content, "message_id"), _loose_str(content, "emoji") or None)}
+    if raw_type == "revoke":
+        return {"kind": "revoke", "refers_to": _loose_str(content, "original_message_id")}
+    if raw_type == "edit":
+        # The new version of an earlier message: reported (text or caption), never re-applied.
+        inner = content.get("message")
+        fields: dict[str, Any] = {"kind": "edit", "refers_to": _loose_str(content, "original_message_id")}
+        if isinstance(inner, dict):
+            inner_type = _loose_str(inner, "type")
+            body = inner.get(inner_type) if inner_type else None
+            fields["text"] = _loose_str(body, "body") if inner_type == "text" else _loose_str(body, "caption")
+        return fields
+    if raw_type == "system":
+        return {"kind": "system", "system": SystemChange(
+            type=_loose_str(content, "type"), body=_loose_str(content, "body"),
+            new_wa_id=_loose_str(content, "wa_id") or _loose_str(content, "new_wa_id"),
+            new_user_id=_loose_str(content, "user_id"))}
+    return {"kind": "request_welcome"}  # request_welcome, the last of _CONTENT_TYPES
+
+
+def _media(raw_type: str, content: Mapping[str, Any], path: str) -> Media:
+    return Media(
+        id=_required(content, "id", str, path),
+        mime_type=_optional(content, "mime_type", str, path),
+        sha256=_optional(content, "sha256", str, path),
+        caption=_optional(content, "caption", str, path),
+        filename=_optional(content, "filename", str, path),
+        voice=raw_type == "audio" and content.get("voice") is True,
+        animated=raw_type == "sticker" and content.get("animated") is True,
+    )
+
+
+def _shared_contacts(cards: object) -> tuple[SharedContact, ...]:
+    out = []
+    for card in cards if isinstance(cards, list) else ():
+        if not isinstance(card, dict):
+            continue
+        phones = card.get("phones")
+        out.append(SharedContact(
+            name=_loose_str(card.get("name"), "formatted_name"),
+            phones=tuple((_loose_str(p, "phone"), _loose_str(p, "wa_id"))
+                         for p in (phones if isinstance(phones, list) else ()) if isinstance(p, dict)),
+        ))
+    return tuple(out)
+
+
 def _interactive(content: Mapping[str, Any], path: str) -> dict[str, Any]:
     itype = _required(content, "type", str, path)
+    if itype == "nfm_reply":
+        reply = content.get("nfm_reply")
+        return {"kind": "nfm_reply", "flow_reply": FlowReply(
+            _loose_str(reply, "name"), _loose_str(reply, "body"), _loose_str(reply, "response_json"))}
     if itype not in ("button_reply", "list_reply"):
-        return {"kind": "unsupported"}  # flow replies (nfm_reply) and future kinds
+        return {"kind": "unsupported", "unsupported_type": f"interactive.{itype}"}
     reply_path = f"{path}.{itype}"
     reply = _required(content, itype, dict, path)
     return {
@@ -329,9 +572,13 @@ def _parse_status(raw: object, path: str, phone_number_id: str) -> StatusUpdate:
     message_id = _required(s, "id", str, path)
     status = _required(s, "status", str, path)
     timestamp = _timestamp(s, path)
-    recipient = _optional(s, "recipient_id", str, path) or _optional(s, "recipient_user_id", str, path)
+    user_id = _optional(s, "recipient_user_id", str, path)
+    recipient = _optional(s, "recipient_id", str, path) or user_id
     if not recipient:
         _bad(f"{path}.recipient_id is missing")
+    conversation, pricing = s.get("conversation"), s.get("pricing")
+    expires = _loose_str(conversation, "expiration_timestamp")
+    billable = pricing.get("billable") if isinstance(pricing, dict) else None
     return StatusUpdate(
         message_id=message_id,
         recipient_id=recipient,
@@ -339,8 +586,16 @@ def _parse_status(raw: object, path: str, phone_number_id: str) -> StatusUpdate:
         timestamp=timestamp,
         errors=_error_details(s.get("errors")),
         phone_number_id=phone_number_id,
-        conversation_id=_loose_str(s.get("conversation"), "id"),
-        pricing_category=_loose_str(s.get("pricing"), "category"),
+        conversation_id=_loose_str(conversation, "id"),
+        pricing_category=_loose_str(pricing, "category"),
+        recipient_user_id=user_id,
+        conversation_origin=_loose_str(conversation.get("origin") if isinstance(conversation, dict) else None, "type"),
+        conversation_expires_at=int(expires) if expires and expires.isascii() and expires.isdigit()
+        and len(expires) <= 15 else None,
+        pricing_billable=billable if isinstance(billable, bool) else None,
+        pricing_model=_loose_str(pricing, "pricing_model"),
+        pricing_type=_loose_str(pricing, "type"),
+        biz_opaque_callback_data=_loose_str(s, "biz_opaque_callback_data"),
     )
 
 
@@ -363,6 +618,7 @@ def _error_details(raw: object) -> tuple[ErrorDetail, ...]:
                 title=_loose_str(e, "title"),
                 message=_loose_str(e, "message"),
                 details=_loose_str(e.get("error_data"), "details"),
+                href=_loose_str(e, "href"),
             ))
     return tuple(out)
 
@@ -413,6 +669,11 @@ def _loose_str(obj: object, key: str) -> str | None:
     """A decoration field: taken when it is a string, ignored otherwise."""
     v = obj.get(key) if isinstance(obj, dict) else None
     return v if isinstance(v, str) else None
+
+
+def _loose_num(obj: object, key: str) -> int | float | None:
+    v = obj.get(key) if isinstance(obj, dict) else None
+    return v if isinstance(v, int | float) and not isinstance(v, bool) else None
 
 
 def _timestamp(obj: Mapping[str, Any], path: str) -> int:
