@@ -5,7 +5,11 @@
   wrongly signed (401/403) or malformed (400) is rejected before anything is stored. If
   Redis is down the answer is 503 so WhatsApp redelivers; messages already applied from
   that delivery are deduplicated on redelivery, so nothing is lost or applied twice.
-- ``GET /healthz`` (process up), ``GET /readyz`` (Redis reachable), ``GET /metrics``.
+  Out of memory, read-only or MISCONF Redis is "down" too (:mod:`flowkit.readiness`).
+- ``GET /healthz`` (process up), ``GET /readyz`` (Redis takes writes), ``GET /metrics``
+  (never waits on Redis: its series are read in a thread with a deadline).
+- With ``startup`` (e.g. Redis unreachable when the process starts) the app serves at
+  once, answers 503 until ``startup`` succeeded, and retries it in the background.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -29,8 +33,9 @@ from flowkit.channels.whatsapp import (
     verify_subscription,
 )
 from flowkit.engine import Message
-from flowkit.errors import ConflictError, StoreUnavailable, WebhookError
+from flowkit.errors import StoreUnavailable, WebhookError
 from flowkit.log import get_logger
+from flowkit.readiness import is_unavailable, write_probe
 
 log = get_logger("flowkit.web")
 
@@ -70,14 +75,67 @@ async def _scheduler(runtime: Any, interval: float) -> None:
         await asyncio.sleep(interval)
 
 
+async def _flush_metrics(metrics: Any, interval: float) -> None:
+    """Write the Redis counters from a worker thread: counting in the loop never does I/O."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.to_thread(metrics.flush)
+        except Exception as exc:  # noqa: BLE001 - counts stay pending for the next flush
+            log.warning("metrics not flushed: Redis is unavailable", extra={"error": str(exc)})
+
+
+async def _refresh_flows(registry: Any, interval: float) -> None:
+    """Pick up newly deployed flow versions from a worker thread (FlowRegistry's own refresh
+    is a blocking Redis read inside a lookup, which would stall the loop on a slow Redis)."""
+    while True:
+        await asyncio.sleep(interval)
+        if registry.client is None:
+            continue  # not attached to Redis yet (see create_app's startup)
+        try:
+            await asyncio.to_thread(registry.refresh)
+        except Exception as exc:  # noqa: BLE001 - the versions known so far keep serving
+            log.warning("flow versions not refreshed", extra={"error": str(exc)})
+
+
+class _Startup:
+    """Retries the app's start-up work (``startup``) until it succeeds; the app is not ready before."""
+
+    def __init__(self, work: Callable[[], Awaitable[None]] | None, retry: float) -> None:
+        self.work = work
+        self.retry = retry
+        self.done = asyncio.Event()
+        self.error = "starting"
+        if work is None:
+            self.done.set()
+
+    async def run(self) -> None:
+        assert self.work is not None
+        while True:
+            try:
+                await self.work()
+            except Exception as exc:  # noqa: BLE001 - logged and retried: the process must stay up
+                self.error = str(exc)
+                log.error("not ready: start-up failed, retrying", extra={"error": self.error, "retry_s": self.retry})
+                await asyncio.sleep(self.retry)
+                continue
+            self.done.set()
+            log.warning("ready: start-up done")
+            return
+
+
 def create_app(runtime: Any, *, verify_token: str | None = None, app_secret: str | None = None,
                max_body: int = DEFAULT_MAX_BODY, metrics: Any = None,
-               scheduler_interval: float | None = None) -> Starlette:
+               scheduler_interval: float | None = None,
+               startup: Callable[[], Awaitable[None]] | None = None, startup_retry: float = 1.0,
+               metrics_flush_interval: float = 1.0) -> Starlette:
     """The webhook app around an :class:`~flowkit.runtime.AsyncRuntime`.
 
     Secrets default to ``WHATSAPP_VERIFY_TOKEN`` and ``WHATSAPP_APP_SECRET``. With
     ``scheduler_interval`` the app also fires due timeouts every that many seconds (else
     run ``flowkit worker``); on shutdown it waits for service calls still running.
+    ``startup`` is awaited (and retried every ``startup_retry`` s while it fails) before
+    the app is ready; until then ``/readyz`` and ``/webhook`` answer 503.
     """
     verify_token = verify_token if verify_token is not None else os.environ.get("WHATSAPP_VERIFY_TOKEN", "")
     app_secret = app_secret if app_secret is not None else os.environ.get("WHATSAPP_APP_SECRET", "")
@@ -86,6 +144,19 @@ def create_app(runtime: Any, *, verify_token: str | None = None, app_secret: str
 
     if metrics is not None and getattr(runtime, "metrics", None) is None:
         runtime.metrics = metrics
+    gate: list[_Startup] = []  # made in the lifespan: an asyncio.Event belongs to the serving loop
+
+    def not_ready() -> str | None:
+        if startup is None:
+            return None
+        if not gate:
+            return "starting"
+        return None if gate[0].done.is_set() else gate[0].error
+
+    def unavailable(detail: str) -> Response:
+        if metrics is not None:
+            metrics.webhook_unavailable()
+        return JSONResponse({"error": "unavailable", "detail": detail}, status_code=503, headers={"Retry-After": "5"})
 
     def reject(exc: WebhookError, request: Request) -> Response:
         log.warning("webhook rejected", extra={"status": exc.status, "reason": exc.reason, "detail": str(exc),
@@ -115,16 +186,18 @@ def create_app(runtime: Any, *, verify_token: str | None = None, app_secret: str
             batch = parse_webhook_body(body)
         except WebhookError as exc:
             return reject(exc, request)
+        if (why := not_ready()) is not None:
+            return unavailable(f"not ready: {why}")
         applied = 0
         try:
             for m in batch.messages:
                 out = await runtime.handle(m.wa_id, to_event(m), wait_services=False)
                 applied += out.status == "applied"
-        except (StoreUnavailable, ConflictError) as exc:
+        except Exception as exc:
+            if not is_unavailable(exc):  # e.g. StoreUnavailable, ConflictError, Redis OOM/READONLY/MISCONF
+                raise
             log.error("webhook not processed; asking WhatsApp to redeliver", extra={"error": str(exc)})
-            if metrics is not None:
-                metrics.webhook_unavailable()
-            return JSONResponse({"error": "unavailable", "detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
+            return unavailable(str(exc))
         if metrics is not None:
             for s in batch.statuses:
                 metrics.delivery_status(s.status)
@@ -134,10 +207,15 @@ def create_app(runtime: Any, *, verify_token: str | None = None, app_secret: str
         return PlainTextResponse("ok")
 
     async def readyz(request: Request) -> Response:
+        if (why := not_ready()) is not None:
+            return JSONResponse({"ready": False, "redis": why}, status_code=503)
         try:
             await runtime.store.ping()
         except StoreUnavailable as exc:
             return JSONResponse({"ready": False, "redis": str(exc)}, status_code=503)
+        refused = await write_probe(runtime.store.client)  # PING passes on an OOM or read-only Redis
+        if refused is not None:
+            return JSONResponse({"ready": False, "redis": refused}, status_code=503)
         return JSONResponse({"ready": True})
 
     async def metrics_endpoint(request: Request) -> Response:
@@ -148,10 +226,24 @@ def create_app(runtime: Any, *, verify_token: str | None = None, app_secret: str
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        gate[:] = [_Startup(startup, startup_retry)]
+        background = []
+        if startup is not None:
+            background.append(asyncio.create_task(gate[0].run()))
+        registry = getattr(runtime, "registry", None)
+        if registry is not None and hasattr(registry, "refresh_every"):
+            interval, registry.refresh_every = registry.refresh_every, float("inf")
+            background.append(asyncio.create_task(_refresh_flows(registry, interval)))
+        if metrics is not None and getattr(metrics, "flush", None) is not None:
+            background.append(asyncio.create_task(_flush_metrics(metrics, metrics_flush_interval)))
         task = asyncio.create_task(_scheduler(runtime, scheduler_interval)) if scheduler_interval else None
         try:
             yield
         finally:
+            for t in background:
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
