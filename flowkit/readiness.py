@@ -12,7 +12,7 @@ import os
 import re
 from typing import Any
 
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import BusyLoadingError, OutOfMemoryError, ReadOnlyError, RedisError, ResponseError
 
 from flowkit.errors import ConflictError, CorruptStateError, StoreError, StoreUnavailable
 from flowkit.store.driver import UNAVAILABLE
@@ -21,6 +21,8 @@ from flowkit.store.driver import UNAVAILABLE
 REFUSING = ("OOM", "READONLY", "MISCONF", "LOADING", "BUSY", "MASTERDOWN", "NOREPLICAS", "CLUSTERDOWN", "TRYAGAIN")
 _REFUSING = re.compile(r"\b(" + "|".join(REFUSING) + r")\b")
 PROBE_KEY = "fk:readyz"
+# redis-py turns these codes into classes and strips the code from the message
+_BY_CLASS = ((OutOfMemoryError, "OOM"), (ReadOnlyError, "READONLY"), (BusyLoadingError, "LOADING"))
 
 
 def refusal(exc: BaseException) -> str | None:
@@ -29,6 +31,11 @@ def refusal(exc: BaseException) -> str | None:
     for _ in range(5):  # the store wraps redis-py's error; a script wraps Redis' reply
         if seen is None:
             return None
+        for cls, code in _BY_CLASS:
+            if isinstance(seen, cls):
+                return code
+        if getattr(seen, "status_code", None) in REFUSING:
+            return str(seen.status_code)  # type: ignore[attr-defined]
         m = _REFUSING.search(str(seen))
         if m and isinstance(seen, (ResponseError, StoreError)):
             return m.group(1)

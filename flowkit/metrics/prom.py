@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 from flowkit.metrics.collector import redis_up
 
 #: how long a scrape waits for the Redis-backed series before answering without them
-REMOTE_TIMEOUT = 2.0
+REMOTE_TIMEOUT = 1.0
 
 # Handling an event is one Redis round trip plus the engine: most answers take 0.2-5 ms.
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
