@@ -40,6 +40,7 @@ from flowkit.flow.model import Flow
 from flowkit.log import get_logger
 from flowkit.runtime.channel import AsyncChannel, Channel, RecordingChannel
 from flowkit.runtime.registry import FlowRegistry
+from flowkit.runtime import unrouted
 from flowkit.runtime.services import ServiceRegistry
 
 log = get_logger("flowkit.runtime")
@@ -306,9 +307,12 @@ class Runtime(_Core):
         if outcome.status == "unrouted" and isinstance(event, Message) and event.message_id:
             # a redelivery of a message that ended the session: a duplicate, not a stranger
             outcome = _as_duplicate(outcome, self.store.seen(session_id, event.message_id))
+            if outcome.status == "unrouted" and not unrouted.claim(self.store.client, session_id, event.message_id):
+                outcome = Outcome(session_id, "duplicate", outcome.version)  # already answered once
         self.count(outcome, started)
         if outcome.status == "unrouted":
-            self._send(session_id, outcome.replies)
+            if not self._send(session_id, outcome.replies) and isinstance(event, Message) and event.message_id:
+                unrouted.release(self.store.client, session_id, event.message_id)
         elif outcome.status == "applied":
             self.run_effects(session_id, outcome.version or 0, outcome.effects)
         return outcome
@@ -495,9 +499,13 @@ class AsyncRuntime(_Core):
         outcome = await self._drive(self.process(session_id, event))
         if outcome.status == "unrouted" and isinstance(event, Message) and event.message_id:
             outcome = _as_duplicate(outcome, await self.store.seen(session_id, event.message_id))
+            if outcome.status == "unrouted" and not await unrouted.aclaim(self.store.client, session_id,
+                                                                            event.message_id):
+                outcome = Outcome(session_id, "duplicate", outcome.version)  # already answered once
         self.count(outcome, started)
         if outcome.status == "unrouted":
-            await self._send(session_id, outcome.replies)
+            if not await self._send(session_id, outcome.replies) and isinstance(event, Message) and event.message_id:
+                await unrouted.arelease(self.store.client, session_id, event.message_id)
         elif outcome.status == "applied":
             await self.run_effects(session_id, outcome.version or 0, outcome.effects, wait_services=wait_services)
         return outcome
