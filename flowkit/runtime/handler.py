@@ -38,9 +38,9 @@ from flowkit.engine import (
 from flowkit.errors import ChannelError, ConflictError, EngineError, FlowkitError, UnknownFlowError
 from flowkit.flow.model import Flow
 from flowkit.log import get_logger
+from flowkit.runtime import unrouted
 from flowkit.runtime.channel import AsyncChannel, Channel, RecordingChannel
 from flowkit.runtime.registry import FlowRegistry
-from flowkit.runtime import unrouted
 from flowkit.runtime.services import ServiceRegistry
 
 log = get_logger("flowkit.runtime")

@@ -79,7 +79,6 @@ def serve_in_thread(redis_url: str, *, limits: ServerLimits | None = None, **app
         metrics = Tee(prom, RedisMetrics(sync_client, autoflush=False))
         app = create_app(rt, verify_token=TOKEN, app_secret=SECRET, metrics=metrics, **app_kw)
         server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", served.port, limits or ServerLimits()))
-        loop = asyncio.get_running_loop()
 
         async def probe() -> None:
             while not stop.is_set():

@@ -37,7 +37,7 @@ from flowkit.store import keys as K
 from flowkit.web import create_app
 from tests.faults.util import run_cli
 from tests.runtime.conftest import EXAMPLE_FLOWS, EXAMPLE_SERVICES
-from tests.runtime.webutil import SECRET, TOKEN, signed
+from tests.runtime.webutil import SECRET, TOKEN
 
 SENDERS = ["31611110001", "31611110002", "31611110003", "+31611110004"]
 WORDS = ["pizza", "large", "small", "yes", "no", "2", "12 Main Street", "refund", "AB1234", "10", "support",
