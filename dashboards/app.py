@@ -8,6 +8,7 @@ SCAN of sessions); each tab refreshes itself every few seconds (``st.fragment``)
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import pandas as pd
@@ -15,8 +16,36 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from flowkit import dashboard as D
+from flowkit.dashboard_auth import configured_password, password_ok
+from flowkit.errors import ConfigError
 
 st.set_page_config(page_title="flowkit dashboard", page_icon="💬", layout="wide")
+
+
+def _login(secret: str) -> None:
+    """Ask for the dashboard password once per browser session; nothing else is drawn before."""
+    if st.session_state.get("_authenticated"):
+        return
+    st.title("flowkit dashboard")
+    with st.form("login"):
+        given = st.text_input("Password", type="password", key="password")
+        submitted = st.form_submit_button("Sign in")
+    if submitted:
+        if password_ok(given, secret):
+            st.session_state["_authenticated"] = True
+            st.rerun()
+        time.sleep(1)  # slows down guessing
+        st.error("Wrong password.")
+    st.stop()
+
+
+try:
+    _secret = configured_password()
+except ConfigError as _exc:
+    st.error(str(_exc))
+    st.stop()
+if _secret is not None:
+    _login(_secret)
 
 
 @st.cache_resource(show_spinner=False)

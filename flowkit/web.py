@@ -9,15 +9,20 @@
   to other phone number ids never reach a session (docs/whatsapp.md). If
   Redis is down the answer is 503 so WhatsApp redelivers; messages already applied from
   that delivery are deduplicated on redelivery, so nothing is lost or applied twice.
-- ``GET /healthz`` (process up), ``GET /readyz`` (Redis reachable), ``GET /metrics``.
+  Out of memory, read-only or MISCONF Redis is "down" too (:mod:`flowkit.readiness`).
+- ``GET /healthz`` (process up), ``GET /readyz`` (Redis takes writes), ``GET /metrics``
+  (never waits on Redis: its series are read in a thread with a deadline).
+- With ``startup`` (e.g. Redis unreachable when the process starts) the app serves at
+  once, answers 503 until ``startup`` succeeded, and retries it in the background.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -33,12 +38,16 @@ from flowkit.channels.whatsapp import (
     verify_subscription,
 )
 from flowkit.engine import Command, Message, State
-from flowkit.errors import ConflictError, StoreUnavailable, WebhookError
+from flowkit.errors import StoreUnavailable, WebhookError
 from flowkit.log import error_fields, get_logger
+from flowkit.readiness import is_unavailable, write_probe
 
 log = get_logger("flowkit.web")
 
 DEFAULT_MAX_BODY = 1024 * 1024  # WhatsApp deliveries are a few KB; 1 MiB is generous
+#: bodies above this are parsed in a worker thread: a hostile 1 MiB body takes ~0.25 s of
+#: CPU to parse, which would stall every other request on the loop
+PARSE_INLINE_MAX = 64 * 1024
 
 
 def to_event(m: InboundMessage) -> Message:
@@ -103,9 +112,60 @@ async def _scheduler(runtime: Any, interval: float) -> None:
         await asyncio.sleep(interval)
 
 
+async def _flush_metrics(metrics: Any, interval: float) -> None:
+    """Write the Redis counters from a worker thread: counting in the loop never does I/O."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.to_thread(metrics.flush)
+        except Exception as exc:  # noqa: BLE001 - counts stay pending for the next flush
+            log.warning("metrics not flushed: Redis is unavailable", extra={"error": str(exc)})
+
+
+async def _refresh_flows(registry: Any, interval: float) -> None:
+    """Pick up newly deployed flow versions from a worker thread (FlowRegistry's own refresh
+    is a blocking Redis read inside a lookup, which would stall the loop on a slow Redis)."""
+    while True:
+        await asyncio.sleep(interval)
+        if registry.client is None:
+            continue  # not attached to Redis yet (see create_app's startup)
+        try:
+            await asyncio.to_thread(registry.refresh)
+        except Exception as exc:  # noqa: BLE001 - the versions known so far keep serving
+            log.warning("flow versions not refreshed", extra={"error": str(exc)})
+
+
+class _Startup:
+    """Retries the app's start-up work (``startup``) until it succeeds; the app is not ready before."""
+
+    def __init__(self, work: Callable[[], Awaitable[None]] | None, retry: float) -> None:
+        self.work = work
+        self.retry = retry
+        self.done = asyncio.Event()
+        self.error = "starting"
+        if work is None:
+            self.done.set()
+
+    async def run(self) -> None:
+        assert self.work is not None
+        while True:
+            try:
+                await self.work()
+            except Exception as exc:  # noqa: BLE001 - logged and retried: the process must stay up
+                self.error = str(exc)
+                log.error("not ready: start-up failed, retrying", extra={"error": self.error, "retry_s": self.retry})
+                await asyncio.sleep(self.retry)
+                continue
+            self.done.set()
+            log.warning("ready: start-up done")
+            return
+
+
 def create_app(runtime: Any, *, verify_token: str | None = None, app_secret: str | None = None,
                max_body: int = DEFAULT_MAX_BODY, metrics: Any = None,
-               scheduler_interval: float | None = None, phone_number_ids: Iterable[str] | None = None) -> Starlette:
+               scheduler_interval: float | None = None, phone_number_ids: Iterable[str] | None = None,
+               startup: Callable[[], Awaitable[None]] | None = None, startup_retry: float = 1.0,
+               metrics_flush_interval: float = 1.0) -> Starlette:
     """The webhook app around an :class:`~flowkit.runtime.AsyncRuntime`.
 
     Secrets default to ``WHATSAPP_VERIFY_TOKEN`` and ``WHATSAPP_APP_SECRET``; the phone
@@ -113,6 +173,8 @@ def create_app(runtime: Any, *, verify_token: str | None = None, app_secret: str
     or several, comma-separated; none: every number). With
     ``scheduler_interval`` the app also fires due timeouts every that many seconds (else
     run ``flowkit worker``); on shutdown it waits for service calls still running.
+    ``startup`` is awaited (and retried every ``startup_retry`` s while it fails) before
+    the app is ready; until then ``/readyz`` and ``/webhook`` answer 503.
     """
     verify_token = verify_token if verify_token is not None else os.environ.get("WHATSAPP_VERIFY_TOKEN", "")
     app_secret = app_secret if app_secret is not None else os.environ.get("WHATSAPP_APP_SECRET", "")
@@ -123,6 +185,19 @@ def create_app(runtime: Any, *, verify_token: str | None = None, app_secret: str
 
     if metrics is not None and getattr(runtime, "metrics", None) is None:
         runtime.metrics = metrics
+    gate: list[_Startup] = []  # made in the lifespan: an asyncio.Event belongs to the serving loop
+
+    def not_ready() -> str | None:
+        if startup is None:
+            return None
+        if not gate:
+            return "starting"
+        return None if gate[0].done.is_set() else gate[0].error
+
+    def unavailable(detail: str) -> Response:
+        if metrics is not None:
+            metrics.webhook_unavailable()
+        return JSONResponse({"error": "unavailable", "detail": detail}, status_code=503, headers={"Retry-After": "5"})
 
     def reject(exc: WebhookError, request: Request) -> Response:
         log.warning("webhook rejected", extra={"status": exc.status, "reason": exc.reason, "detail": str(exc),
@@ -149,9 +224,12 @@ def create_app(runtime: Any, *, verify_token: str | None = None, app_secret: str
                 return reject(WebhookError(f"body is over the {max_body} byte limit", 413, "too_large"), request)
         try:
             verify_signature(body, request.headers.get("x-hub-signature-256"), app_secret)
-            batch = parse_webhook_body(body)
+            batch = parse_webhook_body(body) if len(body) <= PARSE_INLINE_MAX else \
+                await asyncio.to_thread(parse_webhook_body, body)
         except WebhookError as exc:
             return reject(exc, request)
+        if (why := not_ready()) is not None:
+            return unavailable(f"not ready: {why}")
         for item in batch.skipped:  # the rest of the delivery is processed; answering 4xx would lose it
             # the reason is in the message too: it must reach the operator without a JSON log setup
             log.warning("webhook item skipped: %s", item.reason, extra={"path": item.path, "reason": item.reason,
@@ -187,22 +265,24 @@ def create_app(runtime: Any, *, verify_token: str | None = None, app_secret: str
                     continue
                 out = await runtime.handle(m.wa_id, to_event(m), wait_services=False)
                 applied += out.status == "applied"
-        except (StoreUnavailable, ConflictError) as exc:
+        except Exception as exc:
+            if not is_unavailable(exc):  # e.g. StoreUnavailable, ConflictError, Redis OOM/READONLY/MISCONF
+                raise
             log.error("webhook not processed; asking WhatsApp to redeliver",
                       extra={"session_id": m.wa_id if m else None, "message_id": m.message_id if m else None,
                              "messages": len(batch.messages), **error_fields(exc)})
-            if metrics is not None:
-                metrics.webhook_unavailable()
-            return JSONResponse({"error": "unavailable", "detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
+            return unavailable(str(exc))
         if metrics is not None:
             for s in batch.statuses:
                 metrics.delivery_status(s.status)
         try:  # statuses close the loop: matched to their session, a failure recorded on it
             for s in batch.statuses:
                 await runtime.delivery_status(s)
-        except StoreUnavailable as exc:
-            log.error("statuses not recorded; asking WhatsApp to redeliver", extra={"error": str(exc)})
-            return JSONResponse({"error": "unavailable", "detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            log.error("statuses not recorded; asking WhatsApp to redeliver", extra=error_fields(exc))
+            return unavailable(str(exc))
         return JSONResponse({"ok": True, "messages": len(batch.messages), "applied": applied, "ignored": ignored,
                              "skipped": len(batch.skipped), "statuses": len(batch.statuses)})
 
@@ -210,10 +290,15 @@ def create_app(runtime: Any, *, verify_token: str | None = None, app_secret: str
         return PlainTextResponse("ok")
 
     async def readyz(request: Request) -> Response:
+        if (why := not_ready()) is not None:
+            return JSONResponse({"ready": False, "redis": why}, status_code=503)
         try:
             await runtime.store.ping()
         except StoreUnavailable as exc:
             return JSONResponse({"ready": False, "redis": str(exc)}, status_code=503)
+        refused = await write_probe(runtime.store.client)  # PING passes on an OOM or read-only Redis
+        if refused is not None:
+            return JSONResponse({"ready": False, "redis": refused}, status_code=503)
         return JSONResponse({"ready": True})
 
     async def metrics_endpoint(request: Request) -> Response:
@@ -224,10 +309,30 @@ def create_app(runtime: Any, *, verify_token: str | None = None, app_secret: str
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        gate[:] = [_Startup(startup, startup_retry)]
+        # A request that allocates many objects (a hostile 1 MiB delivery: ~75k) triggers a
+        # full collection, which walks every object of the process with the loop stopped:
+        # ~0.5 s for a big process. Objects alive after start-up (modules, flows, clients)
+        # are frozen out of it, so a full collection walks only what requests allocated.
+        gc.collect()
+        gc.freeze()
+        background = []
+        if startup is not None:
+            background.append(asyncio.create_task(gate[0].run()))
+        registry = getattr(runtime, "registry", None)
+        if registry is not None and hasattr(registry, "refresh_every"):
+            interval, registry.refresh_every = registry.refresh_every, float("inf")
+            background.append(asyncio.create_task(_refresh_flows(registry, interval)))
+        if metrics is not None and getattr(metrics, "flush", None) is not None:
+            background.append(asyncio.create_task(_flush_metrics(metrics, metrics_flush_interval)))
         task = asyncio.create_task(_scheduler(runtime, scheduler_interval)) if scheduler_interval else None
         try:
             yield
         finally:
+            for t in background:
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

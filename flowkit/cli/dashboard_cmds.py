@@ -25,16 +25,25 @@ def dashboard(
     flows: Annotated[list[Path] | None, typer.Argument(help="Flow files or folders to draw when Redis has no definition (default: $FLOWKIT_FLOWS).")] = None,
     redis: Annotated[str | None, typer.Option("--redis", help="Redis URL (default: $FLOWKIT_REDIS_URL, else the embedded server).")] = None,
     port: Annotated[int, typer.Option("--port", help="HTTP port of the dashboard.")] = 8501,
-    host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0 for every interface: needs a password).")] = "127.0.0.1",
+    password_file: Annotated[Path | None, typer.Option("--password-file", help="File holding the dashboard password (else $FLOWKIT_DASHBOARD_PASSWORD).")] = None,
 ) -> None:
     """Serve the live dashboard (Streamlit, headless) at http://HOST:PORT until Ctrl-C.
 
     Headline numbers, message and session rates, drop-off per flow step drawn on the flow
     graph, stuck sessions with drill-down and rollback, service health and alerts. Exit 2
-    when the app or Streamlit is missing or the Redis URL is malformed.
+    when the app or Streamlit is missing or the Redis URL is malformed, or when HOST is not
+    a loopback address and no password is set (the page asks for it when one is).
     """
+    from flowkit.dashboard_auth import ENV_PASSWORD_FILE, check_bind
     from flowkit.errors import ConfigError
     from flowkit.store.connection import settings
+
+    try:
+        check_bind(host, password_file)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
     if not APP.is_file():
         typer.echo(f"error: the dashboard app is not at {APP} (run from a flowkit checkout)", err=True)
@@ -53,6 +62,8 @@ def dashboard(
     from flowkit.log import current
 
     env = dict(os.environ, FLOWKIT_REDIS_URL=cfg.url, **current())  # the app logs like this command
+    if password_file is not None:
+        env[ENV_PASSWORD_FILE] = str(password_file.resolve())  # the app reads the file: no secret in argv
     if flows:
         env["FLOWKIT_FLOWS"] = os.pathsep.join(str(p.resolve()) for p in flows)
     typer.echo(f"flowkit dashboard on http://{host}:{port} (Redis {cfg.redacted})")

@@ -121,13 +121,19 @@ def serve(
     scheduler: Annotated[float, typer.Option(help="Seconds between firing due timeouts in this process (0: leave it to `flowkit worker`).")] = 1.0,
     rate: RateOption = 80.0,
     terminal_ttl: TerminalTtlOption = None,
+    request_timeout: Annotated[float, typer.Option(help="Seconds a client has to send a whole request (headers and body); slower connections are closed (0: off, leave it to the reverse proxy).")] = 0.0,
+    keep_alive: Annotated[float, typer.Option(help="Seconds an idle keep-alive connection stays open.")] = 5.0,
+    limit_concurrency: Annotated[int, typer.Option(help="Open connections plus running requests beyond which requests get 503.")] = 1000,
+    max_header_bytes: Annotated[int, typer.Option(help="Largest request line plus headers accepted.")] = 16 * 1024,
 ) -> None:
     """Run the WhatsApp webhook runner (Starlette + uvicorn).
 
     Secrets come from the environment: WHATSAPP_APP_SECRET, WHATSAPP_VERIFY_TOKEN,
     WHATSAPP_TOKEN, WHATSAPP_PHONE_NUMBER_ID (and WHATSAPP_API_URL for a local Graph API).
+    If Redis is unreachable at start the server still starts, answers 503, and becomes
+    ready when Redis answers. Reverse-proxy settings: docs/operations.md.
     """
-    import uvicorn
+    import asyncio
 
     from flowkit.channels.whatsapp import AsyncWhatsAppSender
     from flowkit.errors import ConfigError
@@ -135,9 +141,24 @@ def serve(
     from flowkit.runtime import AsyncRuntime, AsyncWhatsAppChannel
     from flowkit.store import AsyncStore, Store, connect, connect_async
     from flowkit.web import create_app
+    from flowkit.webserver import ServerLimits, run
 
-    registry = _registry(flows, connect(redis))
-    ttl = _terminal_ttl(terminal_ttl, registry.client, "serve")
+    registry = _registry(flows)  # flows are checked before anything else; Redis comes next
+    client = connect(redis)
+    startup = None
+    try:
+        _attach_registry(registry, client)
+    except FlowkitError as exc:
+        if not _redis_down(exc):
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        startup = _redis_down_at_start(registry, client, redis, exc)
+    except Exception as exc:
+        if not _redis_down(exc):
+            raise
+        startup = _redis_down_at_start(registry, client, redis, exc)
+    # with Redis down at start, the retention is recorded by the next process that can reach it
+    ttl = _terminal_ttl(terminal_ttl, client if startup is None else None, "serve")
     try:
         # one attempt per call: the background sender retries, pacing the whole number
         channel = AsyncWhatsAppChannel(AsyncWhatsAppSender(max_attempts=1))
@@ -145,10 +166,10 @@ def serve(
                                services=_services(services), channel=channel, default_flow=default_flow,
                                background=True, rate=rate)
         sync_client = connect(redis)
-        prom = Metrics()
-        prom.registry.register(RedisCollector(Store(sync_client)))  # deployment-wide totals at /metrics
-        runtime.metrics = Tee(prom, RedisMetrics(sync_client))
-        app = create_app(runtime, metrics=runtime.metrics, scheduler_interval=scheduler or None)
+        prom = Metrics(remote=[RedisCollector(Store(sync_client))])  # deployment-wide totals, read off the loop
+        runtime.metrics = Tee(prom, RedisMetrics(sync_client, autoflush=False))  # the app flushes from a thread
+        app = create_app(runtime, metrics=runtime.metrics, scheduler_interval=scheduler or None,
+                         startup=(lambda: asyncio.to_thread(startup)) if startup else None)
     except (ConfigError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -156,7 +177,34 @@ def serve(
 
     _started("serve", registry, ttl, redis=redis, host=host, port=port, scheduler_s=scheduler)
     adopt("uvicorn")  # uvicorn's own warnings (bad requests, shutdown) as flowkit's log lines too
-    uvicorn.run(app, host=host, port=port, log_level="warning", log_config=None)
+    run(app, host, port, ServerLimits(request_timeout=request_timeout, timeout_keep_alive=keep_alive,
+                                      limit_concurrency=limit_concurrency, max_header_bytes=max_header_bytes), log_config=None)
+
+
+def _attach_registry(registry: Any, client: Any) -> None:
+    """Back an in-memory FlowRegistry with Redis: publish its flows, pick up newer versions."""
+    flows = registry.flows()
+    registry.client = client
+    for flow in flows:
+        registry.register(flow)
+    registry.refresh()
+
+
+def _redis_down(exc: BaseException) -> bool:
+    from flowkit.readiness import is_unavailable
+
+    return is_unavailable(exc)
+
+
+def _redis_down_at_start(registry: Any, client: Any, url: str | None, exc: BaseException) -> Any:
+    """Say why serving starts unready, and return the start-up work the app retries."""
+    from flowkit.store import settings
+
+    registry.client = None  # in memory until Redis answers
+    where = settings(url).redacted  # never the password
+    typer.echo(f"warning: Redis at {where} is unreachable ({exc}); serving anyway: /readyz and /webhook answer 503 "
+               "until Redis answers (retried every second)", err=True)
+    return lambda: _attach_registry(registry, client)
 
 
 def worker(

@@ -2,7 +2,9 @@
 
 Registered on a :class:`~flowkit.metrics.Metrics` registry, ``/metrics`` of any process
 then shows the totals of all processes (``flowkit_total_*``) next to its own series.
-Reading costs a few pipelined Redis calls; never a SCAN of sessions.
+Reading costs a few pipelined Redis calls; never a SCAN of sessions. A Redis that is down
+or refuses the reads gives ``flowkit_redis_up 0`` instead of an error, so a scrape still
+shows the process's own series (see :meth:`flowkit.metrics.Metrics.exposition`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from redis.exceptions import RedisError
 
+from flowkit.errors import FlowkitError
 from flowkit.metrics.redis import COUNTERS, by_label, histogram, total, totals
 from flowkit.store import keys as K
 
@@ -22,6 +26,17 @@ class RedisCollector(Collector):
         self.store = store  # a sync flowkit.store.Store
 
     def collect(self) -> Iterator[Any]:
+        # Read everything before yielding: a Redis that fails half way must not leave a
+        # scrape with half the families and no sign that they are missing.
+        try:
+            families = list(self._families())
+        except (RedisError, FlowkitError, OSError):
+            yield redis_up(False)
+            return
+        yield from families
+        yield redis_up(True)
+
+    def _families(self) -> Iterator[Any]:
         counts = totals(self.store.client)
         yield _histogram("flowkit_total_handle_seconds", "All processes: time to handle an applied event.",
                          histogram(counts, "latency_ms_le"), total(counts, "latency_ms_sum"))
@@ -52,6 +67,11 @@ class RedisCollector(Collector):
                                 value=self.store.quarantine_count())
         yield GaugeMetricFamily("flowkit_outbox_backlog", "Commits whose effects are not acknowledged yet.",
                                 value=self.store.client.zcard(K.IDX_OUTBOX))
+
+
+def redis_up(up: bool) -> GaugeMetricFamily:
+    return GaugeMetricFamily("flowkit_redis_up", "1 if Redis answered this scrape's reads in time, else 0.",
+                             value=1 if up else 0)
 
 
 def _seconds(buckets: list[tuple[float, float]]) -> list[tuple[str, float]]:

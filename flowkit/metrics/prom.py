@@ -3,13 +3,25 @@
 Each :class:`Metrics` has its own registry, so several runtimes (or tests) in one process
 never share or double-register series. The runtime calls :meth:`handled` for every event,
 the web app :meth:`webhook_rejected` and :meth:`delivery_status`.
+
+Collectors that read Redis (:class:`~flowkit.metrics.RedisCollector`) go in ``remote``, not
+in the registry: :meth:`exposition` renders them in a worker thread with a deadline, so a
+hung Redis never blocks the event loop and never hides this process's own series.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.registry import Collector
+
+from flowkit.metrics.collector import redis_up
+
+#: how long a scrape waits for the Redis-backed series before answering without them
+REMOTE_TIMEOUT = 1.0
 
 # Handling an event is one Redis round trip plus the engine: most answers take 0.2-5 ms.
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -18,8 +30,15 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 class Metrics:
     """Counters and histograms of message handling, the webhook and service calls."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *, remote: Iterable[Collector] = (),
+                 remote_timeout: float = REMOTE_TIMEOUT) -> None:
         self.registry = registry or CollectorRegistry()
+        self.remote = CollectorRegistry()
+        self._remotes = 0
+        for c in remote:
+            self.add_remote(c)
+        self.remote_timeout = remote_timeout
+        self._remote_job: asyncio.Future[bytes] | None = None
         r = self.registry
         self.messages = Counter("flowkit_messages", "Events handled, by outcome (applied, duplicate, noop, unrouted).",
                                 ["outcome"], registry=r)
@@ -85,11 +104,49 @@ class Metrics:
     def whatsapp_alert(self, error: str) -> None:
         self.whatsapp_alerts.labels(error).inc()
 
+    def add_remote(self, collector: Collector) -> None:
+        """Expose ``collector`` (one that does I/O) at ``/metrics``, read off the event loop."""
+        self.remote.register(collector)
+        self._remotes += 1
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
     async def exposition(self) -> tuple[bytes, str]:
-        return self.render(), CONTENT_TYPE_LATEST
+        """This process's series, then the remote ones if they come within ``remote_timeout``.
+
+        At most one remote read runs at a time: while Redis hangs, scrapes share the read in
+        flight instead of each parking another thread on a dead socket.
+        """
+        local = self.render()
+        if not self._remotes:
+            return local, CONTENT_TYPE_LATEST
+        loop = asyncio.get_running_loop()
+        job = self._remote_job
+        if job is None or job.done() or job.get_loop() is not loop:
+            job = self._remote_job = loop.run_in_executor(None, generate_latest, self.remote)
+            job.add_done_callback(_retrieve)
+        try:
+            remote = await asyncio.wait_for(asyncio.shield(job), self.remote_timeout)
+        except Exception:  # noqa: BLE001 - a timeout or any failure of the remote read: Redis is not up
+            remote = generate_latest(_Fixed(redis_up(False)))
+        return local + remote, CONTENT_TYPE_LATEST
+
+
+def _retrieve(job: asyncio.Future[bytes]) -> None:
+    # a read that failed after its scrape gave up: its error was already answered as redis_up 0
+    if not job.cancelled():
+        job.exception()
+
+
+class _Fixed:
+    """A collector of given families (for rendering one gauge without a registry)."""
+
+    def __init__(self, *families: Any) -> None:
+        self.families = families
+
+    def collect(self) -> Iterable[Any]:
+        return self.families
 
 
 __all__ = ["Metrics"]

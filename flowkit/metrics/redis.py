@@ -86,9 +86,12 @@ class RedisMetrics:
     """
 
     def __init__(self, client: Any, *, flush_every: float = 1.0, retention_s: int = 7 * 86400,
-                 shard: int | None = None, clock: Any = None) -> None:
+                 shard: int | None = None, clock: Any = None, autoflush: bool = True) -> None:
         self.client = client
         self.flush_every = flush_every
+        # False in an event loop: counting must never do blocking I/O there; the web app
+        # flushes from a worker thread instead (flowkit.web).
+        self.autoflush = autoflush
         self.retention_s = retention_s
         self.shard = (zlib.crc32(f"{os.getpid()}-{id(self)}".encode()) % SHARDS) if shard is None else shard
         self.clock = clock or (lambda: time.time_ns() // 1_000_000)
@@ -104,7 +107,7 @@ class RedisMetrics:
         minute = self.clock() // MINUTE_MS * MINUTE_MS
         with self._lock:
             self._pending.setdefault(minute, Counter())[field(name, *labels)] += n
-        if time.monotonic() - self._last_flush >= self.flush_every:
+        if self.autoflush and time.monotonic() - self._last_flush >= self.flush_every:
             self.flush()
 
     def handled(self, outcome: str, seconds: float) -> None:

@@ -38,6 +38,7 @@ from flowkit.engine import (
 from flowkit.errors import ChannelError, ConflictError, EngineError, FlowkitError, UnknownFlowError
 from flowkit.flow.model import Flow
 from flowkit.log import error_fields, get_logger
+from flowkit.runtime import unrouted
 from flowkit.runtime.channel import AsyncChannel, Channel, HeldChannel, RecordingChannel
 from flowkit.runtime.registry import FlowRegistry
 from flowkit.runtime.sender import (
@@ -129,6 +130,8 @@ class _Core:
         self._inbound: OrderedDict[str, int] = OrderedDict()  # sid -> last inbound ms this process saw
         self.stats = {"applied": 0, "duplicate": 0, "noop": 0, "unrouted": 0, "conflicts": 0, "engine_errors": 0,
                       "send_failures": 0}
+        self.calls_in_flight: set[str] = set()  # call ids this process is running now
+        self.run_services = True
 
     # -- state cache: the last state this process committed, so the happy path needs no load.
     # It keeps the engine's own State object: the engine trusts a state it validated itself
@@ -288,6 +291,20 @@ class _Core:
             return False
         return outside_window(read(), now, window)
 
+    def cut_short_call(self, raw: Mapping[str, Any] | None,
+                       outbox: Mapping[int, list[dict[str, Any]]]) -> CallService | None:
+        """The call a session waits for if its outbox entry is still unacknowledged (the
+        process running it died, or is about to report) and this process is not running it."""
+        pending = (raw or {}).get("pending") or {}
+        call_id = pending.get("call_id")
+        if pending.get("wait") != "service" or not call_id or call_id in self.calls_in_flight or not self.run_services:
+            return None
+        for effects in outbox.values():
+            for e in effects:
+                if e.get("kind") == "call" and e.get("call_id") == call_id:
+                    return effect_from_dict(e)  # type: ignore[return-value]
+        return None
+
     def commit_args(self, op: _Commit) -> tuple[tuple[Any, ...], dict[str, Any]]:
         t = op.transition
         assert t.record is not None
@@ -367,9 +384,12 @@ class Runtime(_Core):
         if outcome.status == "unrouted" and isinstance(event, Message) and event.message_id:
             # a redelivery of a message that ended the session: a duplicate, not a stranger
             outcome = _as_duplicate(outcome, self.store.seen(session_id, event.message_id))
+            if outcome.status == "unrouted" and not unrouted.claim(self.store.client, session_id, event.message_id):
+                outcome = Outcome(session_id, "duplicate", outcome.version)  # already answered once
         self.count(outcome, started, event)
         if outcome.status == "unrouted":
-            self._send(session_id, outcome.replies)
+            if not self._send(session_id, outcome.replies) and isinstance(event, Message) and event.message_id:
+                unrouted.release(self.store.client, session_id, event.message_id)
         elif outcome.status == "applied":
             self.run_effects(session_id, outcome.version or 0, outcome.effects, route=_routes(outcome),
                              inbound=_inbound(event))
@@ -473,7 +493,11 @@ class Runtime(_Core):
 
     def _call_and_feed(self, sid: str, call: CallService, actor: str = "runtime") -> None:
         t0 = time.perf_counter()
-        result = self.services.call(call)
+        self.calls_in_flight.add(call.call_id)
+        try:
+            result = self.services.call(call)
+        finally:
+            self.calls_in_flight.discard(call.call_id)
         if self.metrics is not None:
             self.metrics.service_called(call.service, result.ok, time.perf_counter() - t0)
         self.handle(sid, dataclasses.replace(result, actor=actor))
@@ -484,6 +508,9 @@ class Runtime(_Core):
         fired = 0
         for sid in self.store.due_timeouts(now, limit):
             try:
+                if self._resume_cut_short_call(sid):
+                    fired += 1
+                    continue
                 out = self.handle(sid, Timeout())
             except FlowkitError as exc:
                 log.error("timeout failed", extra={"session_id": sid, **error_fields(exc)})
@@ -493,6 +520,21 @@ class Runtime(_Core):
             else:
                 fired += 1
         return fired
+
+    def _resume_cut_short_call(self, sid: str) -> bool:
+        """Re-run (same idempotency key) a call a crash cut short, instead of failing its step
+        on the timeout: the call's own timeout still bounds it, and a late result is applied."""
+        raw = self.store.load(sid)
+        call = self.cut_short_call(raw, self.store.pending_effects(sid) if raw and raw.get("pending") else {})
+        if call is None:
+            return False
+        log.warning("resuming a service call cut short before its deadline",
+                    extra={"session_id": sid, "service": call.service, "call_id": call.call_id})
+        self.store.set_timeout(sid, self.clock() + resume_grace_ms(call))  # no process fails it meanwhile
+        self._call_and_feed(sid, call, "recovery")
+        if self.metrics is not None:
+            self.metrics.recovered("call", 1)
+        return True
 
     def _reschedule(self, sid: str) -> None:
         raw = self.store.load(sid)
@@ -544,9 +586,12 @@ class Runtime(_Core):
         - with ``scan``: every session is loaded, so corrupt states are quarantined and restored.
         """
         now = self.clock() if now is None else now
-        fired = self.fire_due_timeouts(now, limit)
-        # redeliver=False: this process cannot send (--no-send); the entries wait for one that can
+        # The outbox first: a call cut short by a crash is re-run with its idempotency key
+        # before its step's timeout could fail the session (fire_due_timeouts also resumes
+        # calls whose outbox entry is younger than outbox_age_ms). redeliver=False: this
+        # process cannot send (--no-send); the entries wait for one that can.
         redelivered, resumed, superseded = self.redeliver_outbox(outbox_age_ms, limit) if redeliver else (0, 0, 0)
+        fired = self.fire_due_timeouts(now, limit)
         timeouts = {f.name: int(f.timeout * 1000) + expire_grace_ms for f in self.registry.flows() if f.timeout}
         expired = self.store.expire_idle(now, flow_timeouts=timeouts, limit=limit) if timeouts else []
         before = self.store.quarantine_count()
@@ -632,12 +677,15 @@ class AsyncRuntime(_Core):
         outcome = await self._drive(self.process(session_id, event))
         if outcome.status == "unrouted" and isinstance(event, Message) and event.message_id:
             outcome = _as_duplicate(outcome, await self.store.seen(session_id, event.message_id))
+            if outcome.status == "unrouted" and not await unrouted.aclaim(self.store.client, session_id,
+                                                                            event.message_id):
+                outcome = Outcome(session_id, "duplicate", outcome.version)  # already answered once
         self.count(outcome, started, event)
         if outcome.status == "unrouted":
             if self.outbox is not None:
                 self.outbox.submit(session_id, 0, list(outcome.replies), ack=False, record=False)
-            else:
-                await self._send(session_id, outcome.replies)
+            elif not await self._send(session_id, outcome.replies) and isinstance(event, Message) and event.message_id:
+                await unrouted.arelease(self.store.client, session_id, event.message_id)
         elif outcome.status == "applied":
             await self.run_effects(session_id, outcome.version or 0, outcome.effects, wait_services=wait_services,
                                    route=_routes(outcome), inbound=_inbound(event))
@@ -739,7 +787,11 @@ class AsyncRuntime(_Core):
                               sent: bool | asyncio.Future[str]) -> None:
         for call in calls:
             t0 = time.perf_counter()
-            result = await self.services.acall(call)
+            self.calls_in_flight.add(call.call_id)
+            try:
+                result = await self.services.acall(call)
+            finally:
+                self.calls_in_flight.discard(call.call_id)
             if self.metrics is not None:
                 self.metrics.service_called(call.service, result.ok, time.perf_counter() - t0)
             await self.handle(sid, result)
@@ -763,6 +815,18 @@ class AsyncRuntime(_Core):
         fired = 0
         for sid in await self.store.due_timeouts(now, limit):
             try:
+                raw = await self.store.load(sid)
+                call = self.cut_short_call(raw, await self.store.pending_effects(sid) if raw and raw.get("pending") else {})
+                if call is not None:  # see Runtime._resume_cut_short_call
+                    log.warning("resuming a service call cut short before its deadline",
+                                extra={"session_id": sid, "service": call.service, "call_id": call.call_id})
+                    await self.store.set_timeout(sid, self.clock() + resume_grace_ms(call))
+                    self.calls_in_flight.add(call.call_id)
+                    task = asyncio.create_task(self._calls_then_ack(sid, -1, [call], False))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                    fired += 1
+                    continue
                 out = await self.handle(sid, Timeout())
             except FlowkitError as exc:
                 log.error("timeout failed", extra={"session_id": sid, **error_fields(exc)})
@@ -778,6 +842,11 @@ class AsyncRuntime(_Core):
 def _routes(outcome: Outcome) -> bool:
     """May a failure of this outcome's replies follow on_undeliverable? Not if they answer a failure."""
     return (outcome.record or {}).get("event") != "delivery_failed"
+
+
+def resume_grace_ms(call: CallService) -> int:
+    """How long the timeout index waits for a resumed call: its own timeout plus a margin."""
+    return int(call.timeout * 1000) + 5_000
 
 
 def _as_duplicate(outcome: Outcome, seen_version: int | None) -> Outcome:

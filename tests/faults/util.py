@@ -1,0 +1,66 @@
+"""Helpers of the fault tests: a `flowkit serve` subprocess that need not become ready, and
+waiting for conditions with a deadline (never for a fixed time)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from tests.runtime.webutil import ROOT, SECRET, TOKEN
+
+T = TypeVar("T")
+FLOWKIT = str(Path(sys.executable).with_name("flowkit"))
+
+
+def wait_for(cond: Callable[[], T], what: str, timeout: float = 30.0, every: float = 0.02) -> T:
+    """``cond()``'s first truthy value; AssertionError naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = cond()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(every)
+
+
+def spawn_serve(redis_url: str, graph: Any, port: int, log: Path, *args: str, flows: str = "examples/flows",
+                services: str = "examples.services:services", env: dict[str, str] | None = None,
+                ) -> subprocess.Popen[bytes]:
+    """`flowkit serve` in a subprocess, not waited for (see :func:`answers`)."""
+    full_env = dict(os.environ, FLOWKIT_REDIS_URL=redis_url, WHATSAPP_APP_SECRET=SECRET,
+                    WHATSAPP_VERIFY_TOKEN=TOKEN, **graph.env(), **(env or {}))
+    with log.open("ab") as out:
+        return subprocess.Popen([FLOWKIT, "serve", flows, "--services", services, "--port", str(port), *args],
+                                cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def status(port: int, path: str, timeout: float = 2.0) -> int | None:
+    """The HTTP status of GET ``path``, None if nothing answers."""
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=timeout).status_code
+    except httpx.TransportError:
+        return None
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_cli(redis_url: str, *args: str, env: dict[str, str] | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([FLOWKIT, *args], cwd=ROOT, env=dict(os.environ, FLOWKIT_REDIS_URL=redis_url, **(env or {})),
+                          capture_output=True, text=True, timeout=timeout)
