@@ -275,6 +275,12 @@ def create_app(runtime: Any, *, verify_token: str | None = None, app_secret: str
         if metrics is not None:
             for s in batch.statuses:
                 metrics.delivery_status(s.status)
+        for s in batch.statuses:
+            if s.status == "failed":  # WhatsApp accepted a reply, then could not deliver it
+                e = s.errors[0] if s.errors else None
+                log.warning("reply delivery failed", extra={
+                    "session_id": s.recipient_id, "wa_message_id": s.message_id, "graph_code": e.code if e else None,
+                    "reason": " - ".join(x for x in (e.title, e.details or e.message) if x) if e else None})
         try:  # statuses close the loop: matched to their session, a failure recorded on it
             for s in batch.statuses:
                 await runtime.delivery_status(s)

@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 from flowkit.engine import Command, Reply
 from flowkit.errors import ChannelError, FlowkitError, GraphAPIError
-from flowkit.log import get_logger
+from flowkit.log import error_fields, get_logger
 from flowkit.store import delivery
 
 log = get_logger("flowkit.sender")
@@ -305,8 +305,9 @@ class OutboxSender:
         rt = self.runtime
         metric(rt.metrics, "send_failed")
         fields = {"session_id": job.sid, "version": job.version, "index": index, "kind": kind,
-                  "error_code": error_name(exc), "error": str(exc)}
+                  "error_code": error_name(exc), **error_fields(exc)}
         if kind == "permanent":
+            log.warning("reply send failed; not retried: WhatsApp refuses it for good", extra=fields)
             return None
         if kind == "unknown":
             log.warning("reply may or may not have been delivered; left in the outbox for recovery", extra=fields)

@@ -91,7 +91,7 @@ def recover(c: Cluster) -> None:
 
 
 def worker(c: Cluster) -> None:
-    report = out("worker", "examples/flows", "--services", SERVICES, "--once", "--alerts", "examples/alerts.yaml",
+    report = out("worker", "examples/flows", "--services", SERVICES, "--once", "--no-send", "--alerts", "examples/alerts.yaml",
                  "--format", "json")
     assert "alerts_firing" in report
     assert c.client.hget("fk:settings", "terminal_ttl_ms") == b"2592000000"  # the 30-day default, recorded

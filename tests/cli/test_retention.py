@@ -67,7 +67,7 @@ def test_default_is_thirty_days(env: Any) -> None:
 def test_environment_and_off(env: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLOWKIT_TERMINAL_TTL", "1d")
     assert _status(env)["terminal_ttl_source"] == "FLOWKIT_TERMINAL_TTL"
-    assert runner.invoke(app, ["worker", "examples/flows", "--once", "--format", "json"]).exit_code == 0
+    assert runner.invoke(app, ["worker", "examples/flows", "--once", "--no-send", "--format", "json"]).exit_code == 0
     assert _status(env)["terminal_ttl"] == "1d"
     assert runner.invoke(app, SIMULATE).exit_code == 0
     ended, _ = _ttls(env)

@@ -56,7 +56,8 @@ def test_a_call_cut_short_by_kill_9_is_rerun_with_its_key_not_timed_out(repair: 
 
     env = {"FK_CALL_LOG": str(calls)}
     if repair == "worker":  # `flowkit worker --once` (recovery's outbox age is 30 s: not reached)
-        out = run_cli(redis_url, "worker", "--once", FLOWS, "--services", SERVICES, "--format", "json", env=env)
+        out = run_cli(redis_url, "worker", "--once", "--no-send", FLOWS, "--services", SERVICES, "--format", "json",
+                      env=env)
         assert out.returncode == 0, out.stderr
         assert json.loads(out.stdout.strip().splitlines()[-1])["timeouts_fired"] >= 1
     else:  # the restarted serve's own scheduler finds the due session

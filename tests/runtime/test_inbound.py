@@ -76,14 +76,17 @@ class Served:
             time.sleep(0.02)
         raise AssertionError(f"{who} got {len(self.to(who))} messages, expected {n}:\n{self.log.read_text()[-2000:]}")
 
-    def barrier(self, who: str) -> list[GraphMessage]:
-        """Send "pizza" from ``who``; return everything ``who`` got once the pizza welcome arrived."""
+    def barrier(self, who: str, expect: str = PIZZA_HELLO) -> list[GraphMessage]:
+        """Send "pizza" from ``who``; return everything ``who`` got once the answer to it (a
+        message containing ``expect``) arrived. Replies leave in order per user (the background
+        sender), so every earlier reply has been sent by then."""
+        before = len(self.to(who))
         r = self.post(text_payload(who, "pizza", message_id=f"wamid.barrier.{who}.{time.monotonic_ns()}"))
         assert r.status_code == 200, r.text
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             sent = self.to(who)
-            if any(m.text and PIZZA_HELLO in m.text for m in sent):
+            if any(m.text and expect in m.text for m in sent[before:]):
                 return sent
             time.sleep(0.02)
         raise AssertionError(f"no pizza welcome for {who}:\n{self.log.read_text()[-2000:]}")
@@ -252,7 +255,7 @@ def test_request_welcome_greets_a_newcomer_and_never_interrupts_a_session(served
     version = served.store.load(who)["version"]
     r = served.post(as_ours(sample("meta_docs__request_welcome.json"), who))
     assert r.status_code == 200 and r.json()["applied"] == 0
-    sent = served.barrier(who)  # "pizza" at the size question: an invalid answer, re-prompted
+    sent = served.barrier(who, "Please pick")  # "pizza" at the size question: an invalid answer, re-prompted
     assert len(sent) == 4 and served.store.load(who)["version"] == version + 1
 
 
