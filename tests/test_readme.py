@@ -96,7 +96,7 @@ def test_the_tour_runs(redis_url: str, redis_client: object, tmp_path: Path) -> 
         allowed = (0, 1) if words[1] == "analyze" else (0,)  # analyze exits 1 when it finds anomalies
         assert r.returncode in allowed, f"{line}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
         ran.append(words[1])
-    assert ran == ["lint", "render", "simulate", "check", "test", "export", "analyze", "analytics"]
+    assert ran == ["lint", "render", "simulate", "check", "test", "test", "session", "export", "analyze", "analytics"]
     assert (tmp_path / "out" / "order_pizza.svg").exists() and (tmp_path / "out" / "history").is_dir()
 
 

@@ -254,3 +254,12 @@ def test_the_plugin_reports_a_broken_story_file_as_a_located_collection_error(re
     (tmp_path / "broken.stories.yaml").write_text("stories: [{name: x, turns: [{user: hi}]}]\n")
     code, out = pytest_run(tmp_path, redis_url)
     assert code == 2 and "no flows: write `flows: PATH`" in out, out
+
+
+def test_the_readme_story_runs(store: Store) -> None:
+    text = (ROOT / "README.md").read_text()
+    [block] = [b.split("```", 1)[0] for b in text.split("```yaml\n")[1:] if "stories:" in b.split("```", 1)[0]]
+    stories, settings = parse_stories(block, "README.md")
+    assert settings["flows"] == ["../flows"]
+    report = run_stories(REGISTRY, store, stories)
+    assert report.ok, report.text()
