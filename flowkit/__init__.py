@@ -11,8 +11,9 @@ the runtime, Redis, networkx or graphviz.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from flowkit._lazy import exports
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each name is imported on first use
     from flowkit.engine import (
@@ -108,17 +109,7 @@ _LAZY = {
     'when': 'flowkit.flow',
 }
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = exports(__name__, globals(), _LAZY)
 
 
 __all__ = [

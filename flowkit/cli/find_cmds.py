@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from flowkit.cli.flows import step_map
 from flowkit.cli.store_cmds import RedisOption, _errors, _store, session_app
 
 QueryArg = Annotated[str, typer.Argument(
@@ -111,13 +112,7 @@ def session_bulk(
     from flowkit.runtime import FlowRegistry, Runtime
     from flowkit.runtime.bulk import bulk
 
-    mapping = {}
-    for m in map_ or []:
-        old, sep, new = m.partition("=")
-        if not sep or not old or not new:
-            typer.echo(f"error: --map {m!r} must look like OLD_STEP=NEW_STEP", err=True)
-            raise typer.Exit(2)
-        mapping[old.strip()] = new.strip()
+    mapping = step_map(map_)
     show = format is FindFormat.text
     with _errors():
         store = _store(redis)

@@ -23,6 +23,18 @@ class OutputFormat(StrEnum):
 FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
 
 
+def step_map(pairs: list[str] | None) -> dict[str, str]:
+    """``--map OLD_STEP=NEW_STEP`` options (migrate, whatif, bulk migrate) as a dict; exit 2 on a malformed one."""
+    out = {}
+    for m in pairs or []:
+        old, sep, new = m.partition("=")
+        if not sep or not old.strip() or not new.strip():
+            typer.echo(f"error: --map {m!r} must look like OLD_STEP=NEW_STEP", err=True)
+            raise typer.Exit(2)
+        out[old.strip()] = new.strip()
+    return out
+
+
 def lint(
     files: Annotated[list[Path], typer.Argument(help="Flow files or folders of flow files.")],
     format: FormatOption = OutputFormat.text,

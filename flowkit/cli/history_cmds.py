@@ -19,6 +19,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from flowkit.cli.flows import step_map
 from flowkit.errors import FlowError, FlowkitError
 
 
@@ -316,7 +317,7 @@ def whatif(
     from flowkit.history.columns import read_history
     from flowkit.history.replay import whatif as run
 
-    mapping = _step_map(map_)
+    mapping = step_map(map_)
     fs = _load_flows(_flow_paths(ctx, flows))
     flow = _load_flow(new)
     try:
@@ -334,16 +335,6 @@ def whatif(
         if not report.diverged.empty:
             _emit_frame(report.by_step(), format, title="where journeys diverge")
     raise typer.Exit(1 if report.summary["diverged"] else 0)
-
-
-def _step_map(pairs: list[str] | None) -> dict[str, str]:
-    out = {}
-    for m in pairs or []:
-        old, sep, new = m.partition("=")
-        if not sep or not old.strip() or not new.strip():
-            raise _fail(f"--map {m!r} must look like OLD_STEP=NEW_STEP")
-        out[old.strip()] = new.strip()
-    return out
 
 
 def impact(

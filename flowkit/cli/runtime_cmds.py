@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from flowkit.cli.flows import FormatOption, OutputFormat
+from flowkit.cli.flows import FormatOption, OutputFormat, step_map
 from flowkit.errors import FlowError, FlowkitError
 
 FlowsArg = Annotated[list[Path] | None, typer.Argument(help="Flow files or folders (default: $FLOWKIT_FLOWS).")]
@@ -308,13 +308,7 @@ def migrate(
     from flowkit.runtime import FlowRegistry, Runtime, apply_migration, plan_migration
     from flowkit.store import Store, connect
 
-    mapping = {}
-    for m in map_ or []:
-        old, sep, new = m.partition("=")
-        if not sep or not old or not new:
-            typer.echo(f"error: --map {m!r} must look like OLD_STEP=NEW_STEP", err=True)
-            raise typer.Exit(2)
-        mapping[old.strip()] = new.strip()
+    mapping = step_map(map_)
     client = connect(redis)
     registry = _registry(flows, client) if flows else FlowRegistry(client=client)
     store = Store(client, terminal_ttl_ms=_terminal_ttl(None))

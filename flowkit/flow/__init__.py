@@ -6,8 +6,9 @@ without loading the YAML loader, networkx (graph) or graphviz (render).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from flowkit._lazy import exports
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each name is imported on first use
     from flowkit.flow.builder import FlowBuilder, when
@@ -96,17 +97,7 @@ _LAZY = {
     'validate_flow_set': 'flowkit.flow.validate',
 }
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = exports(__name__, globals(), _LAZY)
 
 
 __all__ = [

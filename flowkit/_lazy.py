@@ -1,0 +1,28 @@
+"""Lazy package exports (PEP 562): a package names what it offers without importing it.
+
+``flowkit`` and ``flowkit.flow`` use it so that ``import flowkit.engine`` loads neither the
+runtime and Redis nor networkx, graphviz or yaml; each name is imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+
+def exports(package: str, namespace: dict[str, Any],
+            names: Mapping[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """``__getattr__`` and ``__dir__`` for ``package`` whose ``names`` map to the modules holding them."""
+    def __getattr__(name: str) -> Any:
+        module = names.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        namespace[name] = value  # later lookups skip this function
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(namespace) | set(names))
+
+    return __getattr__, __dir__
