@@ -7,8 +7,22 @@ runtime and Redis nor networkx, graphviz or yaml; each name is imported on first
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from collections.abc import Callable, Mapping
 from typing import Any
+
+
+class _Package(types.ModuleType):
+    """A package whose exported function may share its name with a submodule
+    (``flowkit.flow.render``): importing the submodule sets the package attribute to the
+    module; the function keeps the name, as an eager ``from .render import render`` had it."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        names = self.__dict__.get("_LAZY") or {}
+        if isinstance(value, types.ModuleType) and names.get(name) == value.__name__ and hasattr(value, name):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
 
 
 def exports(package: str, namespace: dict[str, Any],
@@ -25,4 +39,5 @@ def exports(package: str, namespace: dict[str, Any],
     def __dir__() -> list[str]:
         return sorted(set(namespace) | set(names))
 
+    sys.modules[package].__class__ = _Package
     return __getattr__, __dir__

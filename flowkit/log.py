@@ -30,7 +30,9 @@ LEVELS = ("debug", "info", "warning", "error", "critical")
 FORMATS = ("json", "text")
 
 # scheme://user:PASSWORD@host, scheme://:PASSWORD@host; Bearer X; access_token=X (query strings, form bodies)
-_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*:)[^\s@/]+@")
+# Bounded repetitions: log text may quote what a user sent, so each attempt must cost O(1)
+# and a whole message O(n) (a scheme or credential of unbounded length could make it O(n^2)).
+_URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]{0,31}://[^\s:/@]{0,256}:)[^\s@/]{1,256}@")
 _BEARER = re.compile(r"(?i)(?P<head>bearer\s+)[A-Za-z0-9._~+/=-]+")
 _ACCESS_TOKEN = re.compile(r"(?i)(?P<head>access_token=)[^&\s\"']+")
 

@@ -142,7 +142,8 @@ def test_the_demo_shows_its_traffic(redis_url: str, tmp_path: Path) -> None:
         try:
             def moving(text: str) -> bool:
                 return all((metric(text, label) or 0) > 0
-                           for label in ("Messages / min", "Sessions started / min", "Messages in (all time)"))
+                           for label in ("Messages / min", "Sessions started / min", "Messages in (all time)",
+                                         "Sessions stored"))
 
             text = page_until(chromium, f"http://127.0.0.1:{port}/", moving)
         finally:

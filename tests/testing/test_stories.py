@@ -218,7 +218,7 @@ def test_flowkit_test_stories_exit_codes_and_json(redis_url: str, redis_client: 
     bad.write_text(f"flows: {FLOWS}\nstories:\n  - name: nope\n    turns: [{{user: book, bot: Goodbye}}]\n")
     failed = runner.invoke(app, ["test", "--stories", str(bad), "--redis", redis_url, "--format", "json"])
     assert failed.exit_code == 1, failed.output
-    data = json.loads(failed.output)
+    data = json.loads(failed.stdout)  # stderr carries the log lines
     assert data["ok"] is False and data["stories"][0]["turns"][0]["problems"][0].startswith(
         "expected a message containing 'Goodbye'")
     broken = tmp_path / "broken.stories.yaml"

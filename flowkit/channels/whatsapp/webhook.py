@@ -18,7 +18,6 @@ import hashlib
 import hmac
 import json
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, NoReturn
@@ -365,15 +364,18 @@ class _Collector:
         self.skipped.append(Skipped(path, str(exc), _loose_str(raw, "id")))
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
 def clean_surrogates(value: Any) -> Any:
     """``value`` with every lone UTF-16 surrogate (``"\\ud83d"`` without its pair, which JSON
     allows and UTF-8 cannot encode) replaced by U+FFFD, in strings and keys at any depth.
     Valid pairs were already joined into one character by the JSON decoder."""
     if isinstance(value, str):
-        return value if value.isascii() else _SURROGATE.sub("\ufffd", value)
+        if value.isascii():
+            return value
+        try:
+            value.encode("utf-8")  # the common case: no lone surrogate, nothing to copy
+            return value
+        except UnicodeEncodeError:
+            return "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in value)
     if isinstance(value, dict):
         return {clean_surrogates(k): clean_surrogates(v) for k, v in value.items()}
     if isinstance(value, list):
