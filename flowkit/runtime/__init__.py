@@ -1,5 +1,6 @@
 """The Flow Handler: routing, load -> engine -> commit (CAS retry), effects after commit."""
 
+from flowkit.runtime.bulk import bulk
 from flowkit.runtime.channel import (
     AsyncChannel,
     AsyncRecordingChannel,
@@ -16,5 +17,5 @@ from flowkit.runtime.services import Retryable, RetryPolicy, ServiceRegistry
 __all__ = [
     "AsyncChannel", "AsyncRecordingChannel", "AsyncRuntime", "AsyncWhatsAppChannel", "Channel", "FlowRegistry",
     "MigrationPlan", "MigrationResult", "Outcome", "RecordingChannel", "RecoveryReport", "Retryable", "RetryPolicy", "Runtime", "ServiceRegistry", "VersionClash",
-    "WhatsAppChannel", "apply_migration", "plan_migration",
+    "WhatsAppChannel", "apply_migration", "bulk", "plan_migration",
 ]

@@ -20,6 +20,7 @@ from flowkit.store.connection import (
     redis_url_from_env,
     settings,
 )
+from flowkit.store.find import FindStats, compile_query, find_sessions
 from flowkit.store.reconcile import ReconcileReport, reconcile
 from flowkit.store.server import (
     LocalCluster,
@@ -35,7 +36,7 @@ from flowkit.store.store import Store
 from flowkit.store.values import CommitResult, StoreConfig
 
 __all__ = [
-    "AsyncStore", "BackupReport", "CommitResult", "LocalCluster", "ReconcileReport", "RedisServer", "RedisSettings",
+    "AsyncStore", "BackupReport", "CommitResult", "FindStats", "compile_query", "find_sessions", "LocalCluster", "ReconcileReport", "RedisServer", "RedisSettings",
     "RestoreReport", "Store", "StoreConfig", "backup", "connect", "connect_async", "embedded_server",
     "embedded_status", "find_redis_cli", "find_redis_server", "mask_url", "reconcile", "redis_url_from_env", "restore",
     "settings", "start_cluster", "stop_embedded",
