@@ -314,7 +314,7 @@ class Simulator:
         if config.redis_restart_every and restart_redis is None:
             raise ConfigError("redis_restart_every needs a restart_redis callable (e.g. stop and start a RedisServer)")
         self.rt = runtime
-        self.cfg = config
+        self._cfg = config
         self.restart_redis = restart_redis
         self.progress = progress
         self.result = SimResult(users=config.users)
@@ -337,6 +337,11 @@ class Simulator:
         self._held: set[_User] = set()  # users with a failed delivery that recovery has not repaired yet
         self._metrics: RedisMetrics | None = None  # the deployment-wide counters we lent the runtime
         self._metrics_flushed = 0.0
+
+    @property
+    def cfg(self) -> SimConfig:
+        """The configuration (read-only: the clock and scale are derived from it once)."""
+        return self._cfg
 
     # -- clock and queue
 
@@ -572,6 +577,9 @@ class Simulator:
     def run(self) -> SimResult:
         cfg = self.cfg
         started = time.perf_counter()
+        if cfg.live and cfg.start_ms is None:
+            # live time starts when the users do, not when the simulator was built
+            self._start = self._virtual_now = self._wall()
         saved = (self.rt.clock, self.rt.run_services, self.rt.channel, self.rt.store)
         saved_metrics = self.rt.metrics
         if cfg.http is None:

@@ -239,6 +239,26 @@ def test_realtime_mode_at_high_speed(store: Store) -> None:
     assert_clean(store, res)
 
 
+def test_live_time_starts_when_the_run_does(store: Store) -> None:
+    # A simulator built a while before it runs (over HTTP, once the server's port is known)
+    # used to date its first events at construction: the run saw them all as overdue,
+    # skipped every delay and gave up on a slow service at once. The wall here runs an
+    # hour ahead once built; every delivery must be dated after that jump.
+    sim = Simulator(runtime(store), SimConfig(users=3, seed=4, realtime=True, speed=400.0, arrival_seconds=5,
+                                              personas=(CALM,), default_service=RELIABLE))
+    jumped = int(time.time() * 1000) + 3_600_000
+    sim._wall = lambda: int(time.time() * 1000) + 3_600_000  # type: ignore[method-assign]
+    res = sim.run()
+    assert res.still_active == 0
+    assert min(s.ts for s in res.sent) >= jumped
+
+
+def test_the_configuration_is_read_only(store: Store) -> None:
+    sim = Simulator(runtime(store), SimConfig(users=1))
+    with pytest.raises(AttributeError):
+        sim.cfg = SimConfig(users=2)  # type: ignore[misc]
+
+
 # ---------------------------------------------------------------- over HTTP
 
 
