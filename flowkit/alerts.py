@@ -266,7 +266,7 @@ def _sample_at(client: Any, rule: Rule, at_ms: int) -> float | None:
 
 def evaluate(client: Any, rules: Iterable[Rule], now_ms: int) -> list[tuple[Rule, dict[str, str], float]]:
     """Which (rule, labels, value) are breached at ``now_ms``. Records gauge samples for change rules."""
-    breached = []
+    breached: list[tuple[Rule, dict[str, str], float]] = []
     for rule in rules:
         if rule.signal == "redis_unreachable":
             continue  # answered by AlertManager.run: if we got here, Redis answered
@@ -283,9 +283,9 @@ def evaluate(client: Any, rules: Iterable[Rule], now_ms: int) -> list[tuple[Rule
             continue
         now_vals = counter_values(client, rule, now_ms - rule.window_ms, now_ms)
         if rule.kind == "change":
-            before = counter_values(client, rule, now_ms - 2 * rule.window_ms, now_ms - rule.window_ms)
-            keys = set(now_vals) | set(before)
-            now_vals = {k: now_vals.get(k, 0.0) - before.get(k, 0.0) for k in keys}
+            earlier = counter_values(client, rule, now_ms - 2 * rule.window_ms, now_ms - rule.window_ms)
+            keys = set(now_vals) | set(earlier)
+            now_vals = {k: now_vals.get(k, 0.0) - earlier.get(k, 0.0) for k in keys}
         for labels, v in sorted(now_vals.items()):
             lab = dict(labels)
             if any(lab.get(k) != want for k, want in rule.labels.items()):

@@ -29,6 +29,7 @@ duplicate or unrouted, so it is not required either.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections import Counter
@@ -329,7 +330,7 @@ def check_store(store: Any, registry: FlowRegistry, *, sent: Iterable[Mapping[st
                 except FlowkitError:
                     state = None
             _check_one(report, log, registry, sid, records, state, partial=partial, integrity=why,
-                       state_at=lambda ver, _sid=sid: store.state_at(_sid, ver))
+                       state_at=functools.partial(store.state_at, sid))
             if progress:
                 progress(report.sessions)
     _missing_sessions(report, log, seen)

@@ -103,7 +103,7 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def __init__(self) -> None:
         super().__init__(sys.stderr)
 
-    @property  # type: ignore[override]
+    @property  # type: ignore[override,unused-ignore]  # (a read-only property over a base attribute: fine at runtime; older typeshed flags it)
     def stream(self) -> Any:
         return sys.stderr
 

@@ -81,7 +81,9 @@ def uvicorn_config(app: Any, host: str, port: int, limits: ServerLimits, **kw: A
     import uvicorn
 
     return uvicorn.Config(app, host=host, port=port, http=protocol(limits), log_level=kw.pop("log_level", "warning"),
-                          timeout_keep_alive=limits.timeout_keep_alive, limit_concurrency=limits.limit_concurrency,
+                          # uvicorn annotates an int but only hands it to loop.call_later: a float is fine
+                          timeout_keep_alive=limits.timeout_keep_alive,  # type: ignore[arg-type]
+                          limit_concurrency=limits.limit_concurrency,
                           h11_max_incomplete_event_size=limits.max_header_bytes, backlog=limits.backlog, **kw)
 
 

@@ -73,8 +73,11 @@ def dashboard(
         typer.echo(f"warning: Redis does not answer yet ({type(exc).__name__}); the page will say so", err=True)
     proc = subprocess.Popen(streamlit_command(port, host), env=env)
     # A supervisor (systemd, docker stop, the demo script) sends SIGTERM to us, not to our
-    # child: treat it like Ctrl-C so Streamlit never outlives the command.
+    # child: treat it like Ctrl-C so Streamlit never outlives the command. SIGINT too, set
+    # explicitly: a shell starts background jobs with SIGINT ignored, and Python then keeps
+    # it ignored, so `kill -INT` would do nothing to a dashboard started with `&`.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         code = proc.wait()
     except KeyboardInterrupt:

@@ -142,7 +142,7 @@ def session_bulk(
             to_version = int(to)
         with _bar(show, action.value) as bar:
             task = bar.add_task(action.value, total=len(sids))
-            report = bulk(rt, action.value, sids, query=q, dry_run=dry_run, back=back, to_version=to_version,  # type: ignore[arg-type]
+            report = bulk(rt, action.value, sids, query=q, dry_run=dry_run, back=back, to_version=to_version,
                           mapping=mapping, reason=reason, progress=lambda n: bar.update(task, completed=n))
         rt.drain()
     data = report.to_dict()

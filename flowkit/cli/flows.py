@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from flowkit.errors import FlowError
-from flowkit.flow import flow_files, graph_json, load_flow, load_flows, render_to_file
+from flowkit.flow import Flow, flow_files, graph_json, load_flow, load_flows, render_to_file
 from flowkit.flow.validate import flow_warnings
 
 
@@ -99,7 +99,7 @@ def graph(
         typer.echo(f"{e['source']} -> {e['target']}  [{e['label']}]")
 
 
-def _load_or_exit(file: Path):  # noqa: ANN202 - internal
+def _load_or_exit(file: Path) -> Flow:
     if not file.exists():
         typer.echo(f"error: no such file: {file}", err=True)
         raise typer.Exit(2)

@@ -57,7 +57,7 @@ class ReplayStep:
     error: str | None = None
 
 
-def replay(records: Iterable[Mapping[str, Any]], flow_for: Callable[[str, str], Flow],
+def replay(records: Iterable[Mapping[str, Any]], flow_for: Callable[[str, str | None], Flow],
            flows: Callable[[str, str | None], Flow], *, session_id: str,
            state_at: Callable[[int], Mapping[str, Any] | None] | None = None,
            initial: State | None = None, profile: Mapping[str, Any] | None = None) -> Iterator[ReplayStep]:
@@ -78,7 +78,7 @@ def replay(records: Iterable[Mapping[str, Any]], flow_for: Callable[[str, str], 
         if isinstance(event, Start) and profile:
             event = Start(flow=event.flow, message_id=event.message_id, text=event.text, args=event.args,
                           profile=profile, actor=event.actor)
-        flow_name = event.flow if isinstance(event, Start) else (state.flow if state else rec.get("flow", ""))
+        flow_name = event.flow if isinstance(event, Start) else (state.flow if state else str(rec.get("flow") or ""))
         version = rec.get("flow_version") or (state.flow_version if state else None)
         try:
             flow = flow_for(flow_name, version)

@@ -779,11 +779,11 @@ def _bounded(value: Any, src: str, pos: int) -> Any:
     if value.__class__ is str:
         if len(value) <= bounds.MAX_VALUE_SIZE:
             return value
-        why: str | None = f"the text would be {len(value)} characters long (at most {bounds.MAX_VALUE_SIZE})"
-    else:
-        why = bounds.size_problem(value)
-        if why is None:
-            return value
+        raise ExpressionError(f"the text would be {len(value)} characters long (at most {bounds.MAX_VALUE_SIZE})",
+                              src, pos)
+    why = bounds.size_problem(value)
+    if why is None:
+        return value
     raise ExpressionError(why, src, pos)
 
 

@@ -83,7 +83,7 @@ def reachable(flow: Flow) -> set[str]:
     g = to_networkx(flow)
     if flow.start not in g:
         return set()
-    return {flow.start} | nx.descendants(g, flow.start)
+    return {flow.start} | set(nx.descendants(g, flow.start))
 
 
 def unreachable(flow: Flow) -> list[str]:

@@ -112,7 +112,8 @@ def check_limits(flow: Flow) -> tuple[list[Problem], list[Problem]]:
     warnings: list[Problem] = []
     seen: set[tuple[str, str]] = set()
     failed: set[str] = set()
-    items = [(name, step, m) for name, step in flow.steps.items() for m in _messages(flow, step)]
+    items: list[tuple[str, Step | None, tuple[Message, str, AskStep | None]]] = [
+        (name, step, m) for name, step in flow.steps.items() for m in _messages(flow, step)]
     if flow.help is not None:  # the answer to the `help` command is a plain text reply
         items.insert(0, ("", None, (Message(text=flow.help), "help", None)))
     for name, step, (msg, key, ask) in items:

@@ -679,11 +679,12 @@ class _Parser:
                 common["locs"].setdefault(f"input.options.{opt.value}", self.loc(opt))
         if not common["next"]:
             self.err(common["loc"], "dead-end", f"{where} has no `next`: where does the conversation go after a valid answer?")
+        retries = self.integer(m.get("retries"), f"`retries` of {where}", lo=0, hi=100) if "retries" in m else 2
         return AskStep(
             ask=msg,
             input=spec,
             save=self.name(m.get("save"), f"`save` of {where}"),
-            retries=self.integer(m.get("retries"), f"`retries` of {where}", lo=0, hi=100) if "retries" in m else 2,
+            retries=2 if retries is None else retries,  # (None: an error was recorded; the flow will not load)
             invalid=self.template(m.get("invalid"), f"`invalid` of {where}"),
             on_fail=self.name(m.get("on_fail"), f"`on_fail` of {where}"),
             timeout=self.duration(m.get("timeout"), f"`timeout` of {where}"),
@@ -856,8 +857,7 @@ def load_flows(paths: Iterable[str | Path] | str | Path) -> dict[str, Flow]:
 
 
 def _sorted(problems: list[Problem]) -> list[Problem]:
-    seen: set[Problem] = set()
-    unique = [p for p in problems if not (p in seen or seen.add(p))]
+    unique = list(dict.fromkeys(problems))  # first of each, in order
     return sorted(unique, key=lambda p: (p.file, p.line, p.column))
 
 

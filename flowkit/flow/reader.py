@@ -239,19 +239,20 @@ class Reader:
             return Node(out, line, col)
         if isinstance(node, yaml.SequenceNode):
             return Node([self._convert(v, loader, depth + 1) for v in node.value], line, col)
+        scalar: Any
         try:
-            value = loader.construct_object(node, deep=True)
+            scalar = loader.construct_object(node, deep=True)
         except yaml.YAMLError as exc:
             self.err(line, col, "bad-value", f"cannot read value: {exc}")
-            value = None
+            scalar = None
         except (ValueError, OverflowError) as exc:  # e.g. a timestamp like 2024-13-45
             self.err(line, col, "bad-value", f"cannot read value {node.value!r}: {exc}")
-            value = None
-        if isinstance(value, float) and not math.isfinite(value):
+            scalar = None
+        if isinstance(scalar, float) and not math.isfinite(scalar):
             # .nan, .inf, 1e999: no bound, threshold or value of a flow means anything as one
             self.err(line, col, "bad-value", f"{node.value!r} is not a finite number; write the number itself")
-            value = None
-        if not isinstance(value, (str, int, float, bool)) and value is not None:
-            value = str(node.value)  # dates and timestamps stay text as written; the model decides what they mean
-        span = _scalar_span(node, self.text, value) if isinstance(value, str) else None
-        return Node(value, line, col, quoted=getattr(node, "style", None) in ("'", '"'), span=span)
+            scalar = None
+        if not isinstance(scalar, (str, int, float, bool)) and scalar is not None:
+            scalar = str(node.value)  # dates and timestamps stay text as written; the model decides what they mean
+        span = _scalar_span(node, self.text, scalar) if isinstance(scalar, str) and isinstance(node, yaml.ScalarNode) else None
+        return Node(scalar, line, col, quoted=getattr(node, "style", None) in ("'", '"'), span=span)

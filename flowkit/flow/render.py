@@ -40,7 +40,8 @@ def _label(*lines: str) -> str:
     text (not DOT escapes like \\N or \\l), lines break with DOT's ``\\n``, and a text
     that looks like ``<html>`` stays text."""
     parts = [part for line in lines for part in str(line).split("\n")]
-    return graphviz.nohtml("\\n".join(p.replace("\\", "\\\\").replace('"', '\\"') for p in parts))
+    label: str = graphviz.nohtml("\\n".join(p.replace("\\", "\\\\").replace('"', '\\"') for p in parts))
+    return label  # (a NoHtml str: graphviz then leaves a text like "<b>" alone)
 
 
 def render(flow: Flow, *, node_labels: Mapping[str, str] | None = None, node_colours: Mapping[str, str] | None = None,

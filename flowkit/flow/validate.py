@@ -174,7 +174,7 @@ def _slots(flow: Flow) -> list[Problem]:
                 out.append(
                     _problem(step.loc_of(key), "unknown-slot", f"step {name!r} saves into {slot!r}, which is not a slot; declare it under `slots:`{_hint(slot, flow.slots)}")
                 )
-        if isinstance(step, AskStep) and step.save in flow.slots:
+        if isinstance(step, AskStep) and step.save is not None and step.save in flow.slots:
             out += _input_fits(step, step.input, flow.slots[step.save])
     return out
 

@@ -104,7 +104,8 @@ class Prepared:
 
     @cached_property
     def path_pos(self) -> np.ndarray:
-        return np.arange(len(self.path_values)) - self.path_offsets[:-1][self.path_parent]
+        pos: np.ndarray = np.arange(len(self.path_values)) - self.path_offsets[:-1][self.path_parent]
+        return pos
 
     @cached_property
     def path_first(self) -> np.ndarray:
@@ -121,7 +122,8 @@ class Prepared:
     @cached_property
     def exempt(self) -> np.ndarray:
         """Records written by an administrator or by recovery (rollback, recovery, migrate, admin commands)."""
-        return self.event_is(*ADMIN_EVENTS) | self.actor_admin
+        exempt: np.ndarray = self.event_is(*ADMIN_EVENTS) | self.actor_admin
+        return exempt
 
     def step_name(self, code: int) -> str | None:
         if code < 0:

@@ -158,7 +158,7 @@ def funnel(history: pd.DataFrame | Prepared, flows: Any = None, *, flow: str | N
         fname = key_t[0]
         if flow is not None and fname != flow:
             continue
-        names = {int(c): p.step_name(int(c)) for c in grp["step"]}
+        names = {int(c): p.step_name(int(c)) or "" for c in grp["step"]}
         versions = [key_t[1]] if by_version else sorted(set(jf.loc[jf["flow"] == fname, "flow_version"]))
         order, kinds = _step_order(fs, fname, versions, [names[c] for c in grp["step"]])
         by_name = {names[int(r.step)]: r for r in grp.itertuples(index=False)}
@@ -244,7 +244,8 @@ def _error_classes(p: Prepared) -> np.ndarray | None:
     if err.isna().all():
         return np.full(p.n, "", dtype=object)
     cls = err.fillna("").astype(str).str.split(":", n=1).str[0].to_numpy(dtype=object)
-    return cls if (not p.n or (p.order[0] == 0 and np.all(np.diff(p.order) == 1))) else cls[p.order]
+    ordered: np.ndarray = cls if (not p.n or (p.order[0] == 0 and np.all(np.diff(p.order) == 1))) else cls[p.order]
+    return ordered
 
 
 def rates(history: pd.DataFrame | Prepared, *, by_version: bool = False) -> pd.DataFrame:

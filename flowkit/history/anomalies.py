@@ -338,7 +338,8 @@ class _Finder:
             edge_ok_table[keys] = True
 
             def edge_ok(k: np.ndarray) -> np.ndarray:
-                return edge_ok_table[k]
+                ok: np.ndarray = edge_ok_table[k]
+                return ok
         else:  # pragma: no cover - thousands of steps in many versions
             def edge_ok(k: np.ndarray) -> np.ndarray:
                 return np.isin(k, keys)
@@ -385,9 +386,9 @@ class _Finder:
             seen: dict[int, list[str]] = {}
             for r, a, b in zip(bad_rows, bad_prev, bad_cur, strict=True):
                 seen.setdefault(int(r), []).append(f"{p.step_name(int(a))} -> {p.step_name(int(b))}")
-            for r, pairs in seen.items():
+            for r, moves in seen.items():
                 name, version = p.fv_pairs[p.fv[r]]
-                shown = ", ".join(pairs[:3]) + (f" (+{len(pairs) - 3} more)" if len(pairs) > 3 else "")
+                shown = ", ".join(moves[:3]) + (f" (+{len(moves) - 3} more)" if len(moves) > 3 else "")
                 self.add("ILLEGAL_TRANSITION", r, f"{EVENTS[p.event[r]]} moved {shown}, not an edge of flow {name!r} "
                          f"version {version!r}")
 

@@ -633,8 +633,8 @@ def read_table(path: str | Path, kind: Kind = "history", *, fmt: Format | None =
                 # error names the column and shows the bad value.
                 return frame_to_table(_jsonl_frame(p), kind, source=source)
         elif fmt == "csv":
-            with p.open(encoding="utf-8") as f:
-                header = f.readline().strip().split(",")
+            with p.open(encoding="utf-8") as fh:
+                header = fh.readline().strip().split(",")
             if header == [""]:
                 return schema.empty_table()
             # Everything as text first: labels like flow_version "3" must not become numbers.
@@ -881,13 +881,13 @@ class TableWriter:
                     self._pq.close()
                     self._pq = None
         elif self.fmt == "jsonl":
-            with self.path.open("a", encoding="utf-8") as f:
+            with self.path.open("a", encoding="utf-8") as text_out:
                 for line in _jsonl_lines(table):
-                    f.write(line + "\n")
+                    text_out.write(line + "\n")
         else:
             csv_table = _csv_table(table)
-            with self.path.open("ab") as f:
-                pacsv.write_csv(csv_table, f, write_options=pacsv.WriteOptions(include_header=False,
+            with self.path.open("ab") as bin_out:
+                pacsv.write_csv(csv_table, bin_out, write_options=pacsv.WriteOptions(include_header=False,
                                                                                 quoting_style="needed"))
 
     def close(self) -> dict[str, Any]:

@@ -95,7 +95,8 @@ def connect(scheduler: str | None = None) -> Iterator[Any]:
 def bucket_of(session_ids: pa.ChunkedArray | pa.Array, buckets: int) -> np.ndarray:
     """A stable bucket per session id (the same in every process: pandas' fixed-key hash)."""
     s = pd.Series(session_ids.to_pandas() if len(session_ids) else [], dtype=object)
-    return (pd.util.hash_pandas_object(s, index=False).to_numpy() % np.uint64(buckets)).astype(np.int64)
+    out: np.ndarray = (pd.util.hash_pandas_object(s, index=False).to_numpy() % np.uint64(buckets)).astype(np.int64)
+    return out
 
 
 def split(table: pa.Table, buckets: int) -> list[pa.Table]:
@@ -250,4 +251,5 @@ def analytics_files(path: str | Path, *, scheduler: str | None, buckets: int | N
 
         jobs = [client.submit(analytics_bucket, [client.submit(piece, f, k, pure=False) for f in h], flows_f, flow=flow,
                               by_version=by_version, pure=False) for k in range(n)]
-        return client.gather(jobs)
+        gathered: list[dict[str, Any]] = client.gather(jobs)
+        return gathered

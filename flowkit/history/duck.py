@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -66,8 +67,8 @@ def _canonical_type(field: pa.Field) -> bool:
     want = HISTORY_SCHEMA.field(field.name).type
     t = field.type
     if pa.types.is_list(want):
-        return pa.types.is_list(t) and pa.types.is_string(t.value_type)
-    return t == want
+        return bool(pa.types.is_list(t) and pa.types.is_string(t.value_type))
+    return bool(t == want)
 
 
 def canonical_parquet(files: list[Path], columns: Iterable[str]) -> bool:
@@ -202,7 +203,7 @@ class Engine:
         return f"""(SELECT {columns} FROM (SELECT {columns}, lead(session_id) {self.win} AS nsid FROM hv)
                     WHERE nsid IS DISTINCT FROM session_id)"""
 
-    def row_checks(self, *, since: bool, want: set[str]) -> list[tuple]:
+    def row_checks(self, *, since: bool, want: set[str]) -> list[tuple[Any, ...]]:
         """Records flagged by a window check: (session_id, version, prev_v (None at a session's first record),
         dup (one of several records of its version), event, exempt, from_step, prev_to, prev_status)."""
         conds = []
@@ -237,7 +238,7 @@ class Engine:
             FROM b WHERE {' OR '.join(conds)}
         """).fetchall()
 
-    def duplicate_messages(self) -> list[tuple]:
+    def duplicate_messages(self) -> list[tuple[Any, ...]]:
         """(session_id, version, message_id, version of the first application) of every re-application."""
         return self.con.execute("""
             WITH d AS (SELECT session_id, message_id FROM hv WHERE message_id IS NOT NULL
@@ -248,7 +249,7 @@ class Engine:
             QUALIFY row_number() OVER m > 1
         """).fetchall()
 
-    def retry_loops(self, n_max: int) -> list[tuple]:
+    def retry_loops(self, n_max: int) -> list[tuple[Any, ...]]:
         """(session_id, version of the crossing re-entry, step, run length, first and last version)."""
         w = self.win
         return self.con.execute(f"""
@@ -269,7 +270,7 @@ class Engine:
             SELECT session_id, version, step, n, first_v, last_v FROM k WHERE n > {int(n_max)} AND k = {int(n_max) + 1}
         """).fetchall()
 
-    def last_records(self, *, as_of_ms: int, threshold_ms: int) -> list[tuple]:
+    def last_records(self, *, as_of_ms: int, threshold_ms: int) -> list[tuple[Any, ...]]:
         """STUCK without a snapshot: the last record of every live session idle past the threshold."""
         last = self._last("session_id, version, status, to_step, ts")
         return self.con.execute(f"""
@@ -277,7 +278,7 @@ class Engine:
             WHERE status NOT IN {_in(TERMINAL)} AND {int(as_of_ms)} - ts > {int(threshold_ms)}
         """).fetchall()
 
-    def stuck_snapshot(self, *, as_of_ms: int, threshold_ms: int) -> list[tuple]:
+    def stuck_snapshot(self, *, as_of_ms: int, threshold_ms: int) -> list[tuple[Any, ...]]:
         return self.con.execute(f"""
             SELECT session_id, version, status, step, upd FROM sn
             WHERE status NOT IN {_in(TERMINAL)} AND upd IS NOT NULL AND {int(as_of_ms)} - upd > {int(threshold_ms)}
@@ -286,7 +287,7 @@ class Engine:
     def snapshot_rows(self) -> int:
         return int(self.con.execute("SELECT count(*) FROM sn").fetchall()[0][0])
 
-    def state_mismatch(self) -> tuple[list[tuple], list[tuple]]:
+    def state_mismatch(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         """(duplicated snapshot rows, rows where the snapshot and the last record disagree or one is missing)."""
         dups = self.con.execute("SELECT session_id, version FROM sn WHERE dk > 1").fetchall()
         last = self._last("session_id, version, to_step, status, flow, flow_version")
@@ -332,7 +333,7 @@ class Engine:
         self.graphs = len(g_rows)
         return missing
 
-    def unknown_steps(self) -> list[tuple]:
+    def unknown_steps(self) -> list[tuple[Any, ...]]:
         """(session_id, version, flow, flow_version, step) at the first record per session and unknown step."""
         return self.con.execute("""
             WITH el AS (
@@ -348,7 +349,7 @@ class Engine:
             QUALIFY row_number() OVER (PARTITION BY el.session_id, el.step ORDER BY el.version, el.rn) = 1
         """).fetchall()
 
-    def illegal_pairs(self) -> list[tuple]:
+    def illegal_pairs(self) -> list[tuple[Any, ...]]:
         """(session_id, version, rn, flow, flow_version, event, pos, prev, step) of every step pair that is
         no edge, between steps the flow version has, outside the exemptions."""
         return self.con.execute(f"""

@@ -188,7 +188,7 @@ class ImpactReport:
 
     def migrate_args(self, version: str | None = None) -> list[str]:
         """``old=new`` pairs for ``flowkit migrate --map`` (steps that move)."""
-        out = []
+        out: list[str] = []
         for v, m in sorted(self.mapping.items()):
             if version is not None and v != version:
                 continue

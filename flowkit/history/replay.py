@@ -146,7 +146,7 @@ def _replay_journey(records: list[dict[str, Any]], new: Flow, flows: FlowSet, pr
             event = Start(flow=new.name, message_id=event.message_id, text=event.text, args=event.args,
                           profile=profile, actor=event.actor)
         elif isinstance(event, ServiceResult) and state is not None and state.pending and state.pending.get("wait") == "service":
-            pending_id = state.pending.get("call_id")
+            pending_id = str(state.pending.get("call_id") or "")
             if pending_id != event.call_id and _renamed(_call_step(event.call_id), mapping or {}) == state.pending.get("step"):
                 event = ServiceResult(call_id=pending_id, ok=event.ok, value=event.value, error=event.error, actor=event.actor)
         try:

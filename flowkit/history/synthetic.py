@@ -325,9 +325,9 @@ class _Generator:
             if (not migrated and st.flow == "order_pizza" and st.flow_version == "3" and not st.stack
                     and self.flows.has("order_pizza", "4") and roll < cfg.migrate_rate * 0.3):
                 assert st.step is not None
-                new = self.flows.get("order_pizza", "4")
-                target = PIZZA_V3_TO_V4.get(st.step, st.step)
-                self.apply(s, new, Command(name="migrate", args={"step": target, "flow_version": "4"}, actor="admin"), now)
+                v4 = self.flows.get("order_pizza", "4")
+                to_step = PIZZA_V3_TO_V4.get(st.step, st.step)
+                self.apply(s, v4, Command(name="migrate", args={"step": to_step, "flow_version": "4"}, actor="admin"), now)
                 migrated = True
                 continue
             if rng.random() < cfg.command_rate:

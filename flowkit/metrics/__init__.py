@@ -36,7 +36,8 @@ class Tee:
     async def exposition(self) -> tuple[bytes, str]:
         for s in self.sinks:
             if hasattr(s, "exposition"):
-                return await s.exposition()
+                text: tuple[bytes, str] = await s.exposition()
+                return text
         raise AttributeError("no sink renders Prometheus text")
 
 

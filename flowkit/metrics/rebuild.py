@@ -12,7 +12,7 @@ rejections, service latency, send failures, recovery actions) are left as they a
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
@@ -48,7 +48,7 @@ def rebuild(store: Any, *, retention_s: int = 7 * 86400, now_ms: int | None = No
             c.now = int(rec.get("ts") or 0)
             c.inc("events", "applied")
             c.applied(state.get("flow") or "", rec, 0)
-    buckets: Mapping[int, Counter[str]] = c._pending
+    buckets: Mapping[int, Mapping[str, float]] = c._pending
     client = store.client
     oldest = now - retention_s * 1000
     # drop the derived fields everywhere, then write the rebuilt ones into shard 0
@@ -57,14 +57,15 @@ def rebuild(store: Any, *, retention_s: int = 7 * 86400, now_ms: int | None = No
         for key in keys:
             pipe.hkeys(key)
         fields = pipe.execute()
-    totals: Counter[str] = Counter()
+    totals: defaultdict[str, float] = defaultdict(float)
     with client.pipeline(transaction=False) as pipe:
         for key, fs in zip(keys, fields, strict=True):
             stale = [f for f in (x.decode() if isinstance(x, bytes) else x for x in fs) if _is_derived(f)]
             if stale:
                 pipe.hdel(key, *stale)
         for minute, counts in buckets.items():
-            totals.update(counts)
+            for f, n in counts.items():
+                totals[f] += n
             if minute < oldest // MINUTE_MS * MINUTE_MS:
                 continue
             key = shard_key(0, minute)

@@ -22,7 +22,7 @@ import os
 import threading
 import time
 import zlib
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
@@ -96,7 +96,7 @@ class RedisMetrics:
         self.shard = (zlib.crc32(f"{os.getpid()}-{id(self)}".encode()) % SHARDS) if shard is None else shard
         self.clock = clock or (lambda: time.time_ns() // 1_000_000)
         self._lock = threading.Lock()
-        self._pending: dict[int, Counter[str]] = {}
+        self._pending: dict[int, defaultdict[str, float]] = {}
         self._last_flush = time.monotonic()
 
     # -- counting
@@ -106,7 +106,7 @@ class RedisMetrics:
             return
         minute = self.clock() // MINUTE_MS * MINUTE_MS
         with self._lock:
-            self._pending.setdefault(minute, Counter())[field(name, *labels)] += n
+            self._pending.setdefault(minute, defaultdict(float))[field(name, *labels)] += n
         if self.autoflush and time.monotonic() - self._last_flush >= self.flush_every:
             self.flush()
 
@@ -184,7 +184,7 @@ class RedisMetrics:
             self._last_flush = time.monotonic()
         if not pending:
             return 0
-        total: Counter[str] = Counter()
+        total: defaultdict[str, float] = defaultdict(float)
         written = 0
         try:
             with self.client.pipeline(transaction=False) as pipe:
@@ -194,7 +194,7 @@ class RedisMetrics:
                         _incr(pipe, key, f, n)
                         written += 1
                     pipe.expire(key, self.retention_s)
-                    total.update(counts)
+                    _add(total, counts)
                 for f, n in total.items():
                     _incr(pipe, shard_key(self.shard, "total"), f, n)
                 pipe.execute()
@@ -202,9 +202,14 @@ class RedisMetrics:
             # Redis down: keep the counts for the next flush rather than lose them.
             with self._lock:
                 for minute, counts in pending.items():
-                    self._pending.setdefault(minute, Counter()).update(counts)
+                    _add(self._pending.setdefault(minute, defaultdict(float)), counts)
             raise
         return written
+
+
+def _add(into: defaultdict[str, float], counts: Mapping[str, float]) -> None:
+    for f, n in counts.items():
+        into[f] += n
 
 
 def _incr(pipe: Any, key: str, f: str, n: float) -> None:
@@ -229,7 +234,7 @@ def totals(client: Any) -> dict[str, float]:
         for shard in range(SHARDS):
             pipe.hgetall(shard_key(shard, "total"))
         rows = pipe.execute()
-    out: Counter[str] = Counter()
+    out: defaultdict[str, float] = defaultdict(float)
     for row in rows:
         for f, v in row.items():
             out[f.decode() if isinstance(f, bytes) else f] += _num(v)
@@ -247,7 +252,7 @@ def minutes(client: Any, since_ms: int, until_ms: int) -> dict[int, dict[str, fl
         rows = pipe.execute()
     out: dict[int, dict[str, float]] = {}
     for i, b in enumerate(buckets):
-        acc: Counter[str] = Counter()
+        acc: defaultdict[str, float] = defaultdict(float)
         for row in rows[i * SHARDS:(i + 1) * SHARDS]:
             for f, v in row.items():
                 acc[f.decode() if isinstance(f, bytes) else f] += _num(v)
@@ -272,7 +277,7 @@ def total(counts: Mapping[str, float], name: str) -> float:
 def histogram(counts: Mapping[str, float], name: str, *labels: str) -> list[tuple[float, float]]:
     """Cumulative buckets ``[(upper bound in ms, count <= it), ..., (inf, all)]`` of a
     ``*_le`` counter, for the label values given (all of them summed when none)."""
-    per: Counter[str] = Counter()
+    per: defaultdict[str, float] = defaultdict(float)
     for lab, v in by_label(counts, name).items():
         if lab[:len(labels)] == labels:
             per[lab[-1]] += v

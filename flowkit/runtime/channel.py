@@ -209,7 +209,8 @@ class WhatsAppChannel:
 
     def send(self, to: str, reply: Reply) -> str | None:
         method, kwargs = reply_call(reply)
-        return getattr(self.sender, method)(to, **kwargs)
+        wamid: str | None = getattr(self.sender, method)(to, **kwargs)
+        return wamid
 
 
 class AsyncWhatsAppChannel:
@@ -232,4 +233,5 @@ class AsyncWhatsAppChannel:
 
     async def send(self, to: str, reply: Reply) -> str | None:
         method, kwargs = reply_call(reply)
-        return await getattr(self.sender, method)(to, **kwargs)
+        wamid: str | None = await getattr(self.sender, method)(to, **kwargs)
+        return wamid

@@ -31,7 +31,7 @@ class RetryPolicy:
     max_backoff: float = 2.0
 
     def delay(self, attempt: int, rng: random.Random) -> float:
-        base = min(self.max_backoff, self.backoff * (2 ** (attempt - 1)))
+        base = min(self.max_backoff, self.backoff * 2.0 ** (attempt - 1))
         return base * (0.5 + rng.random() / 2)  # jitter so retries of many sessions spread out
 
 

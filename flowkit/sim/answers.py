@@ -27,7 +27,7 @@ def _bounds(spec: InputSpec, slot: SlotSpec | None) -> tuple[float | None, float
 
 def _text_between(rng: random.Random, lo: int, hi: int) -> str:
     n = rng.randint(lo, hi)
-    words = []
+    words: list[str] = []
     while sum(len(w) + 1 for w in words) < n:
         words.append(rng.choice(_STREETS + _LAST + ["please", "thanks", "order", "today"]))
     return " ".join(words)[:n].strip().ljust(lo, "x")

@@ -486,7 +486,8 @@ class Simulator:
             cached = self.rt.cached(user.session_id)
             if cached is not None:
                 return cached
-        return self._retry(self.rt.store.load, user.session_id)
+        loaded: dict[str, Any] | None = self._retry(self.rt.store.load, user.session_id)
+        return loaded
 
     def _react(self, user: _User, at: int) -> None:
         """Look at the user's session after its events were handled and decide what comes next."""

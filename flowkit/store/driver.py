@@ -20,7 +20,7 @@ import contextlib
 import threading
 import time
 import weakref
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -33,6 +33,7 @@ from redis import exceptions as rx
 from flowkit.errors import StoreUnavailable
 from flowkit.store.scripts import Script
 
+_hiredis_pack: Callable[[tuple[Any, ...]], Any] | None
 try:
     from hiredis import pack_command as _hiredis_pack
 except ImportError:  # pragma: no cover - hiredis is a dependency; this keeps a broken wheel non-fatal

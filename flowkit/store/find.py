@@ -170,7 +170,7 @@ def _idle_term(node: Node) -> float | None:
     return None
 
 
-def _text(v: Any) -> str | None:
+def _text(v: bytes | str) -> str:
     return v.decode() if isinstance(v, bytes) else v
 
 

@@ -88,12 +88,12 @@ def reconcile(store: Any, *, dry_run: bool = False, batch: int = 500) -> Reconci
         fixes[key.removeprefix("fk:idx:")] = {"added": len(added), "removed": len(removed), "changed": len(changed)}
         cmds += [("ZADD", key, want[m], m) for m in added + changed]
         cmds += [("ZREM", key, *removed[i:i + 500]) for i in range(0, len(removed), 500)]
-    flows = {s(f) for f in check(store.driver.execute([("SMEMBERS", K.IDX_FLOWS)])[0]) or []}
+    flows = {str(s(f)) for f in check(store.driver.execute([("SMEMBERS", K.IDX_FLOWS)])[0]) or []}
     c_fix = {"added": 0, "removed": 0, "changed": 0}
     for flow in sorted(flows | set(counts)):
-        key = K.counter_key(flow)  # type: ignore[arg-type]
+        key = K.counter_key(flow)
         have = {s(f): int(v) for f, v in pairs(check(store.driver.execute([("HGETALL", key)])[0]))}
-        want = counts.get(flow, {})  # type: ignore[arg-type]
+        want = counts.get(flow, {})
         for name, value in want.items():
             if name not in have:
                 c_fix["added"] += 1
