@@ -2,7 +2,7 @@
 
 It reads only what flow authors wrote (an expression's source, at most ``MAX_LENGTH``
 characters of flow-file text, once at load time), never a user's answer or a slot value; evaluation
-(flowkit/flow/expr.py) uses no regular expressions. tests/engine/test_no_re.py holds
+(flowkit/flow/expr/) uses no regular expressions. tests/engine/test_no_re.py holds
 this module to that.
 """
 
