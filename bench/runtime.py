@@ -320,10 +320,10 @@ def serve(kind: str, redis_url: str, port: int, graph_url: str | None) -> None:
     if kind == "flowkit":
         channel: Any = AsyncRecordingChannel()
         if graph_url:
-            from flowkit.channels.fake_graph import DEFAULT_TOKEN
             from flowkit.channels.whatsapp import AsyncWhatsAppSender
             from flowkit.channels.whatsapp.payloads import DEFAULT_PHONE_NUMBER_ID
             from flowkit.runtime import AsyncWhatsAppChannel
+            from flowkit.testing.fake_graph import DEFAULT_TOKEN
 
             channel = AsyncWhatsAppChannel(AsyncWhatsAppSender(DEFAULT_TOKEN, DEFAULT_PHONE_NUMBER_ID, api_url=graph_url))
         rt = AsyncRuntime(store, FlowRegistry([TALLY]), channel=channel)
@@ -356,7 +356,7 @@ def serve(kind: str, redis_url: str, port: int, graph_url: str | None) -> None:
 
 def fake_graph() -> None:
     """The FakeGraphAPI subprocess: prints its URL, runs until stdin closes, prints the sent count."""
-    from flowkit.channels.fake_graph import FakeGraphAPI
+    from flowkit.testing.fake_graph import FakeGraphAPI
 
     with FakeGraphAPI() as graph:
         print(graph.url, flush=True)

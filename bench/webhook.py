@@ -113,7 +113,7 @@ def floor_app(redis_url: str, port: int) -> None:
 
 def graph_app() -> None:
     """The Graph API imitation in its own process (--graph): prints its environment, serves until stdin closes."""
-    from flowkit.channels.fake_graph import FakeGraphAPI
+    from flowkit.testing.fake_graph import FakeGraphAPI
 
     with FakeGraphAPI() as graph:
         print(json.dumps(graph.env()), flush=True)

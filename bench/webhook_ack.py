@@ -41,13 +41,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx  # noqa: E402
 
-from flowkit.channels.fake_graph import FakeGraphAPI  # noqa: E402
 from flowkit.channels.whatsapp import AsyncWhatsAppSender, sign  # noqa: E402
 from flowkit.channels.whatsapp.payloads import text_payload  # noqa: E402
 from flowkit.engine import Reply  # noqa: E402
 from flowkit.flow import load_flows  # noqa: E402
 from flowkit.runtime import AsyncRuntime, AsyncWhatsAppChannel  # noqa: E402
 from flowkit.store import AsyncStore, RedisServer, connect_async  # noqa: E402
+from flowkit.testing.fake_graph import FakeGraphAPI  # noqa: E402
 from flowkit.web import create_app  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,9 +80,9 @@ class RemoteGraph:
         self._ask("reset")
 
     def config(self) -> Any:
-        from flowkit.channels.fake_graph import DEFAULT_TOKEN
         from flowkit.channels.whatsapp import WhatsAppConfig
         from flowkit.channels.whatsapp.payloads import DEFAULT_PHONE_NUMBER_ID
+        from flowkit.testing.fake_graph import DEFAULT_TOKEN
 
         return WhatsAppConfig(token=DEFAULT_TOKEN, phone_number_id=DEFAULT_PHONE_NUMBER_ID, api_url=self.url)
 

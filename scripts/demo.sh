@@ -37,7 +37,7 @@ pids+=($!)
 rm -f out/demo-graph.env
 $BIN/python -c '
 import time
-from flowkit.channels.fake_graph import FakeGraphAPI
+from flowkit.testing.fake_graph import FakeGraphAPI
 graph = FakeGraphAPI().start()
 print(" ".join(f"{k}={v}" for k, v in graph.env().items()), flush=True)
 while True:

@@ -20,11 +20,11 @@ import pytest
 from typer.testing import CliRunner
 
 from flowkit import log as fklog
-from flowkit.channels.fake_graph import FakeGraphAPI
 from flowkit.channels.whatsapp.payloads import status_payload, text_payload
 from flowkit.cli import app
 from flowkit.errors import ConfigError, GraphAPIError
 from flowkit.store.server import free_port
+from flowkit.testing.fake_graph import FakeGraphAPI
 from tests.runtime.webutil import SECRET, signed, start_serve
 
 runner = CliRunner()

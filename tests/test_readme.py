@@ -12,10 +12,10 @@ from pathlib import Path
 import httpx
 from typer.testing import CliRunner
 
-from flowkit.channels.fake_graph import FakeGraphAPI
 from flowkit.channels.whatsapp.payloads import text_payload
 from flowkit.cli import app as cli
 from flowkit.store.server import free_port
+from flowkit.testing.fake_graph import FakeGraphAPI
 from tests.runtime.webutil import SECRET, TOKEN, signed
 
 ROOT = Path(__file__).resolve().parents[1]

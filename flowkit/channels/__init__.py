@@ -1,5 +1,5 @@
 """Messaging channels at the edge of flowkit. WhatsApp Cloud API: :mod:`flowkit.channels.whatsapp`;
-a local stand-in for the Graph API (tests, simulator, demo): :mod:`flowkit.channels.fake_graph`."""
+a local stand-in for the Graph API (tests, simulator, demo): :mod:`flowkit.testing.fake_graph`."""
 
 from flowkit.channels.whatsapp import (
     AsyncWhatsAppSender,

@@ -58,7 +58,9 @@ from flowkit.history.columns import (
 from flowkit.history.flowset import FlowSet
 from flowkit.sim.answers import invalid_answer, service_value, valid_answer
 
-EXAMPLE_FLOWS = Path(__file__).resolve().parents[2] / "examples" / "flows"
+# The repository's examples/flows, shipped inside the package (a symlink in the source tree,
+# copied into the wheel) so that generate() works from an installed flowkit too.
+EXAMPLE_FLOWS = Path(__file__).resolve().parent / "example_flows"
 EPOCH_MS = 1_790_812_800_000  # 2026-10-01T00:00:00Z, as the simulator: reproducible dates
 
 

@@ -4,7 +4,11 @@
   edge of the flow graph, run through the real runtime on a real store);
 - :mod:`flowkit.testing.stories`: conversation stories written by hand in YAML (the user says
   X, the bot answers Y, slots and status at the end), run through the real runtime;
-- :mod:`flowkit.testing.pytest_plugin`: collects ``*.stories.yaml`` files as pytest tests.
+- :mod:`flowkit.testing.pytest_plugin`: collects ``*.stories.yaml`` files as pytest tests;
+- :mod:`flowkit.testing.fake_graph`: a local imitation of the WhatsApp Cloud API (Graph API)
+  over real HTTP, with its limits, error codes, rate limits, delays and the 24-hour window,
+  for tests that send for real without a real number (``FakeGraphAPI``; imported on use so
+  the other helpers do not start a web stack).
 """
 
 from flowkit.testing.coverage import (

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from flowkit.channels.fake_graph import FakeGraphAPI
 from flowkit.channels.whatsapp import WhatsAppSender
+from flowkit.testing.fake_graph import FakeGraphAPI
 
 PAYLOADS = Path(__file__).parent / "payloads"
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from flowkit.channels.fake_graph import FakeGraphAPI
 from flowkit.channels.whatsapp import WhatsAppConfig, WhatsAppSender, text_message
 from flowkit.channels.whatsapp.outgoing import is_user_id
+from flowkit.testing.fake_graph import FakeGraphAPI
 from flowkit.web import phone_number_ids_from_env
 
 from .conftest import Sleeps

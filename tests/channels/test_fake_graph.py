@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from flowkit.channels.fake_graph import FakeGraphAPI
+from flowkit.testing.fake_graph import FakeGraphAPI
 
 TO = "15551234567"
 

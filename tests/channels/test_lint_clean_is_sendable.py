@@ -16,13 +16,13 @@ from typing import Any
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from flowkit.channels.fake_graph import FakeGraphAPI
 from flowkit.channels.whatsapp import WhatsAppSender
 from flowkit.engine import Message, Reply, Start, step
 from flowkit.errors import FlowError
 from flowkit.flow import Flow, flow_from_dict
 from flowkit.flow.validate import flow_warnings
 from flowkit.runtime.channel import WhatsAppChannel
+from flowkit.testing.fake_graph import FakeGraphAPI
 
 TO = "15550001111"
 T0 = 1_790_000_000_000

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from flowkit.channels.fake_graph import FakeGraphAPI, GraphMessage
 from flowkit.channels.whatsapp import WhatsAppSender
 from flowkit.engine import Message, Reply, Start, step
 from flowkit.flow import parse_flow
 from flowkit.runtime.channel import WhatsAppChannel, reply_call
+from flowkit.testing.fake_graph import FakeGraphAPI, GraphMessage
 
 TO = "15551234567"
 T0 = 1_790_000_000_000

@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from flowkit.channels.fake_graph import FakeGraphAPI
 from flowkit.errors import ChannelError, GraphAPIError
+from flowkit.testing.fake_graph import FakeGraphAPI
 
 # The sync/async sender fixtures of test_sender: every test here runs with both senders.
 # (Fixtures are found by parameter name, which ruff reads as a redefinition.)

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from flowkit.channels.fake_graph import FakeGraphAPI
 from flowkit.channels.whatsapp import AsyncWhatsAppSender, WhatsAppConfig, WhatsAppSender
 from flowkit.errors import ChannelError, ConfigError, GraphAPIError
+from flowkit.testing.fake_graph import FakeGraphAPI
 
 from .conftest import Sleeps
 

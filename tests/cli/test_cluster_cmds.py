@@ -20,13 +20,13 @@ import pytest
 from typer.testing import CliRunner
 
 from flowkit import dashboard
-from flowkit.channels.fake_graph import FakeGraphAPI
 from flowkit.cli import app
 from flowkit.runtime import FlowRegistry, RecordingChannel, Runtime
 from flowkit.sim import HttpTarget, Persona, SimConfig, Simulator
 from flowkit.store import LocalCluster, Store
 from flowkit.store import keys as K
 from flowkit.store.server import free_port
+from flowkit.testing.fake_graph import FakeGraphAPI
 from tests.runtime.conftest import EXAMPLE_FLOWS, EXAMPLE_SERVICES, ROOT
 from tests.runtime.test_versions import V4_TEXT, talk
 from tests.runtime.webutil import SECRET, start_serve

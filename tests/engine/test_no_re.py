@@ -32,7 +32,7 @@ ALLOWED: dict[str, str] = {
                       "so at most one step per character",
     "runtime/registry.py": "splits a message into words for trigger matching with one character class "
                            "`[^\\w\\s]`: no nested or adjacent repetition, linear in the text",
-    "channels/fake_graph.py": "the local Graph API imitation for tests, routing its own request paths",
+    "testing/fake_graph.py": "the local Graph API imitation for tests, routing its own request paths",
     "log.py": "masks secrets in log text, which may quote user input: every repetition is bounded ({0,31}, "
               "{0,256}) or follows a literal ('bearer', 'access_token='), so a message costs O(n)",
     "readiness.py": "matches Redis' own error replies (OOM, READONLY, MISCONF...): server text, never user input",

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from flowkit.channels.fake_graph import FakeGraphAPI
 from flowkit.channels.whatsapp.payloads import text_payload
 from flowkit.store import Store
 from flowkit.store.server import free_port
+from flowkit.testing.fake_graph import FakeGraphAPI
 from tests.faults.util import run_cli, spawn_serve, status, stop, wait_for
 from tests.runtime.webutil import signed
 

@@ -25,13 +25,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from flowkit.channels.fake_graph import FakeGraphAPI
 from flowkit.channels.whatsapp.payloads import text_payload
 from flowkit.check import check_store
 from flowkit.runtime import RecordingChannel, Runtime
 from flowkit.sim import HttpTarget, Persona, SimConfig, Simulator
 from flowkit.store import RedisServer, Store
 from flowkit.store.server import free_port
+from flowkit.testing.fake_graph import FakeGraphAPI
 from tests.faults.util import FLOWKIT, run_cli, stop, wait_for
 from tests.runtime.conftest import EXAMPLE_FLOWS, EXAMPLE_SERVICES, ROOT
 from tests.runtime.webutil import SECRET, signed, start_serve

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import httpx
 
-from flowkit.channels.fake_graph import FakeGraphAPI
 from flowkit.channels.whatsapp.payloads import text_payload
 from flowkit.store import RedisServer, Store
 from flowkit.store.server import free_port
+from flowkit.testing.fake_graph import FakeGraphAPI
 from tests.faults.util import spawn_serve, status, stop, wait_for
 from tests.runtime.webutil import signed, start_serve
 

@@ -23,12 +23,12 @@ import httpx
 import pytest
 from redis.exceptions import OutOfMemoryError, ResponseError
 
-from flowkit.channels.fake_graph import FakeGraphAPI
 from flowkit.errors import StoreError
 from flowkit.readiness import is_unavailable
 from flowkit.runtime import AsyncRecordingChannel, AsyncRuntime
 from flowkit.store import AsyncStore, RedisServer, Store, connect, connect_async
 from flowkit.store.server import free_port
+from flowkit.testing.fake_graph import FakeGraphAPI
 from flowkit.web import create_app
 from tests.faults.util import wait_for
 from tests.runtime.conftest import EXAMPLE_FLOWS, EXAMPLE_SERVICES

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from flowkit.channels.fake_graph import FakeGraphAPI
 from flowkit.channels.whatsapp import AsyncWhatsAppSender, WhatsAppSender
 from flowkit.engine import Message
 from flowkit.runtime import AsyncRuntime, AsyncWhatsAppChannel, Runtime, WhatsAppChannel
 from flowkit.store import AsyncStore, Store, connect_async
+from flowkit.testing.fake_graph import FakeGraphAPI
 from tests.runtime.conftest import EXAMPLE_FLOWS, EXAMPLE_SERVICES, Clock
 
 

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import httpx
 
-from flowkit.channels.fake_graph import FakeGraphAPI
 from flowkit.channels.whatsapp.payloads import text_payload
 from flowkit.check import check_store
 from flowkit.runtime import FlowRegistry
 from flowkit.store import Store
 from flowkit.store.server import free_port
+from flowkit.testing.fake_graph import FakeGraphAPI
 from tests.runtime.conftest import EXAMPLE_FLOWS, ROOT
 from tests.runtime.webutil import signed, start_serve
 

@@ -20,7 +20,6 @@ from typing import Any
 import httpx
 import pytest
 
-from flowkit.channels.fake_graph import FakeGraphAPI, GraphMessage
 from flowkit.channels.whatsapp import NON_ANSWER_KINDS, parse_webhook, sign
 from flowkit.channels.whatsapp.payloads import (
     DEFAULT_PHONE_NUMBER_ID,
@@ -32,6 +31,7 @@ from flowkit.channels.whatsapp.payloads import (
 )
 from flowkit.store import Store, connect
 from flowkit.store.server import free_port
+from flowkit.testing.fake_graph import FakeGraphAPI, GraphMessage
 from tests.runtime.webutil import SECRET, start_serve
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "whatsapp"

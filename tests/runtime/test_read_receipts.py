@@ -7,12 +7,12 @@ from __future__ import annotations
 import asyncio
 import textwrap
 
-from flowkit.channels.fake_graph import FakeGraphAPI
 from flowkit.channels.whatsapp import AsyncWhatsAppSender, WhatsAppSender
 from flowkit.engine import Message
 from flowkit.flow import parse_flow
 from flowkit.runtime import AsyncRuntime, AsyncWhatsAppChannel, Runtime, ServiceRegistry, WhatsAppChannel
 from flowkit.store import AsyncStore, Store, connect_async
+from flowkit.testing.fake_graph import FakeGraphAPI
 
 FLOW = parse_flow(textwrap.dedent("""\
     flow: lookup

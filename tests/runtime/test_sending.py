@@ -15,7 +15,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from flowkit.channels.fake_graph import FakeGraphAPI
 from flowkit.channels.whatsapp import AsyncWhatsAppSender, WhatsAppSender
 from flowkit.channels.whatsapp.payloads import status_payload
 from flowkit.engine import Message
@@ -25,6 +24,7 @@ from flowkit.metrics import Metrics
 from flowkit.runtime import AsyncRuntime, AsyncWhatsAppChannel, Runtime, WhatsAppChannel
 from flowkit.runtime.sender import Pacer, classify
 from flowkit.store import AsyncStore, Store, connect_async
+from flowkit.testing.fake_graph import FakeGraphAPI
 from flowkit.web import create_app
 from tests.runtime.conftest import EXAMPLE_FLOWS, EXAMPLE_SERVICES, ROOT
 from tests.runtime.webutil import SECRET, TOKEN, deliver, say

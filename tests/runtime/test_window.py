@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from flowkit.channels.fake_graph import FakeGraphAPI
 from flowkit.channels.whatsapp import WhatsAppSender
 from flowkit.engine import Message, Reply
 from flowkit.flow import load_flow
 from flowkit.metrics import Metrics
 from flowkit.runtime import Runtime, WhatsAppChannel
 from flowkit.store import Store
+from flowkit.testing.fake_graph import FakeGraphAPI
 from tests.runtime.conftest import Clock
 
 REMIND = load_flow(Path(__file__).resolve().parents[1] / "data" / "flows_sending" / "remind.yaml")

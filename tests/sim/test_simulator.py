@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from flowkit.channels.fake_graph import FakeGraphAPI
 from flowkit.check import check_store
 from flowkit.errors import ConfigError
 from flowkit.runtime import RecordingChannel, Runtime
@@ -23,6 +22,7 @@ from flowkit.sim import HttpTarget, Persona, ServiceBehaviour, SimConfig, SimRes
 from flowkit.sim.simulator import SIM_EPOCH_MS
 from flowkit.store import RedisServer, Store
 from flowkit.store.server import free_port
+from flowkit.testing.fake_graph import FakeGraphAPI
 from tests.runtime.conftest import EXAMPLE_FLOWS, EXAMPLE_SERVICES
 from tests.runtime.webutil import SECRET, start_serve
 

@@ -6,7 +6,7 @@ Inbound (:mod:`.webhook`): :func:`verify_subscription` for the GET handshake,
 :class:`StatusUpdate`. Test deliveries (:mod:`.payloads`): ``text_payload`` and friends,
 ``combine``. Outbound (:mod:`.sender`, bodies in :mod:`.outgoing`): :class:`WhatsAppSender` and
 :class:`AsyncWhatsAppSender`. A local Graph API stand-in lives in
-:mod:`flowkit.channels.fake_graph`.
+:mod:`flowkit.testing.fake_graph`.
 """
 
 from flowkit.channels.whatsapp.outgoing import (
