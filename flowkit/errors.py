@@ -149,6 +149,10 @@ class ConfigError(FlowkitError):
     """A configuration value (environment variable or option) is invalid."""
 
 
+class MissingExtra(FlowkitError):
+    """A command or function needs an optional package that is not installed."""
+
+
 class GraphAPIError(ChannelError):
     """The WhatsApp Cloud (Graph) API refused a send, or could not be reached.
 

@@ -70,4 +70,14 @@ _dashboard.register(app)
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except ModuleNotFoundError as exc:
+        # an optional package a command needs (pandas, graphviz, ...): say which extra brings it
+        from flowkit.extras import missing_extra
+
+        err = missing_extra(exc)
+        if err is None:
+            raise
+        typer.echo(f"error: {err}", err=True)
+        raise SystemExit(2) from None

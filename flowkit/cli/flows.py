@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 
 from flowkit.errors import FlowError
-from flowkit.flow import Flow, flow_files, graph_json, load_flow, load_flows, render_to_file
+from flowkit.flow import Flow, flow_files, graph_json, load_flow, load_flows
 from flowkit.flow.validate import flow_warnings
 
 
@@ -79,6 +79,8 @@ def render(
     if out.suffix.lower() not in (".svg", ".png", ".pdf", ".dot", ".gv"):
         typer.echo(f"error: unsupported output type {out.suffix!r}; use .svg, .png, .pdf or .dot", err=True)
         raise typer.Exit(2)
+    from flowkit.flow.render import render_to_file  # graphviz: the `render` extra
+
     path = render_to_file(flow, out)
     typer.echo(f"wrote {path}")
 
