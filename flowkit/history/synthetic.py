@@ -18,7 +18,6 @@ For millions of rows, :meth:`Synthetic.tiles` repeats the sessions under new ses
 
 from __future__ import annotations
 
-import datetime as dt
 import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,12 +28,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from flowkit.engine import Command, Message, ServiceResult, Start, State, Timeout, fail, step
-from flowkit.engine.locate import locate
-from flowkit.engine.state import Record
-from flowkit.errors import EngineError, HistoryError
+from flowkit.errors import HistoryError
 from flowkit.flow.loader import flow_from_dict
-from flowkit.flow.model import AskStep, CallStep, Flow
+from flowkit.flow.model import Flow
 from flowkit.history.anomalies import (
     CODES,
     DEFAULT_RETRY_THRESHOLD,
@@ -42,10 +38,10 @@ from flowkit.history.anomalies import (
     AnalysisReport,
     Anomaly,
 )
+from flowkit.history.anomaly_injection import Injector
 from flowkit.history.columns import (
     HISTORY_COLUMNS,
     SESSION_COLUMNS,
-    TERMINAL,
     Format,
     TableWriter,
     frame_to_table,
@@ -56,7 +52,7 @@ from flowkit.history.columns import (
     write_meta,
 )
 from flowkit.history.flowset import FlowSet
-from flowkit.sim.answers import invalid_answer, service_value, valid_answer
+from flowkit.history.synthetic_sessions import PIZZA_V3_TO_V4, SessionGenerator, session_snapshot
 
 # The repository's examples/flows, shipped inside the package (a symlink in the source tree,
 # copied into the wheel) so that generate() works from an installed flowkit too.
@@ -87,8 +83,6 @@ def pizza_v4(v3: Flow) -> Flow:
     return flow_from_dict(d, "<order_pizza v4>")
 
 
-# The step a v3 session moves to when migrated to v4 (what `flowkit migrate` would be given).
-PIZZA_V3_TO_V4 = {"upsell": "ask_qty", "ask_address": "ask_delivery"}
 
 
 def example_flows(with_v4: bool = True) -> FlowSet:
@@ -199,518 +193,6 @@ def score(truth: frozenset[tuple[str, str, int | None]] | set[tuple[str, str, in
     return pd.DataFrame(rows)
 
 
-# ---------------------------------------------------------------- the clean part
-
-
-@dataclass
-class _Session:
-    sid: str
-    records: list[dict[str, Any]] = field(default_factory=list)
-    states: list[State] = field(default_factory=list)
-    inflight: bool = False
-    seq: int = 0
-
-    @property
-    def state(self) -> State | None:
-        return self.states[-1] if self.states else None
-
-    def mid(self) -> str:
-        self.seq += 1
-        return f"wamid.{self.sid}.{self.seq}"
-
-
-class _Generator:
-    def __init__(self, cfg: SyntheticConfig, flows: FlowSet) -> None:
-        self.cfg = cfg
-        self.flows = flows
-        self.roots = [f for f in flows.latest().values() if f.triggers]
-        self.roots.sort(key=lambda f: f.name)
-        self.master = random.Random(cfg.seed)
-
-    # -- one session
-
-    def flow_of(self, state: State) -> Flow:
-        return self.flows.get(state.flow, state.flow_version)
-
-    def apply(self, s: _Session, flow: Flow, event: Any, now: int) -> bool:
-        try:
-            t = step(flow, s.state, event, now, flows=self.flows, session_id=s.sid)
-        except EngineError as exc:
-            # What the runtime does: fail the session visibly with the reason.
-            if s.state is None or s.state.terminal:
-                raise
-            t = fail(flow, s.state, f"engine_error: {exc}", now)
-        if t.record is None:
-            return False
-        state = t.state
-        row = _row(s.sid, state, t.record)
-        s.records.append(row)
-        s.states.append(state)
-        return True
-
-    def expire(self, s: _Session, now: int, limit_ms: int | None) -> int:
-        """The user left: fire the timeouts the runtime would, until the session ends."""
-        for _ in range(10):
-            st = s.state
-            assert st is not None
-            if st.terminal:
-                break
-            due = _next_due(st, self.flow_of(st))
-            if due is None:
-                break
-            now = max(now, due)
-            if limit_ms is not None and now > limit_ms:
-                break
-            if not self.apply(s, self.flow_of(st), Timeout(), now):
-                now += 1000
-        return now
-
-    def run(self, s: _Session, rng: random.Random, t0: int, limit_ms: int | None) -> None:
-        cfg = self.cfg
-        now = t0
-        starts = 0
-        invalid_in_row = 0
-        migrated = False
-        while True:
-            st = s.state
-            if st is None or st.terminal:
-                if st is not None and (starts >= 3 or rng.random() >= cfg.restart_rate):
-                    return
-                # A new start in an ended session keeps its flow (the engine would start another
-                # one, but keeping it keeps the generated ground truth simple).
-                root = self.roots[rng.randrange(len(self.roots))] if st is None else self.flows.get(st.flow)
-                flow = self.flows.get(root.name)
-                if root.name == "order_pizza" and self.flows.has("order_pizza", "3") and rng.random() >= cfg.v4_share:
-                    flow = self.flows.get("order_pizza", "3")
-                now += int(rng.expovariate(1 / 3600) * 1000) if st is not None else 0
-                if limit_ms is not None and now > limit_ms:
-                    return
-                text = flow.triggers[0] if flow.triggers else flow.name
-                self.apply(s, flow, Start(flow=flow.name, message_id=s.mid(), text=text,
-                                          profile={"name": f"User {s.sid}"}), now)
-                starts += 1
-                invalid_in_row = 0
-                continue
-            flow = self.flow_of(st)
-            pending = st.pending or {}
-            if pending.get("wait") == "service":
-                now = self.service(s, rng, now, limit_ms)
-                if now < 0:
-                    return
-                continue
-            # Waiting for the user at an ask step.
-            think = int(rng.expovariate(1 / cfg.think_s) * 1000) + 500
-            if limit_ms is not None and now + think > limit_ms:
-                return
-            if rng.random() < cfg.abandon_rate:
-                now = self.expire(s, now, limit_ms)
-                if not s.state or not s.state.terminal:
-                    return
-                continue
-            now += think
-            roll = rng.random()
-            if roll < cfg.rollback_rate and len(s.states) >= 3:
-                target = s.states[rng.randrange(max(0, len(s.states) - 4), len(s.states) - 1)]
-                # Only to a state waiting for the user: a state waiting for a service would wait
-                # for a result the store has already seen (and would refuse as a duplicate).
-                if target.flow == st.flow and target.status == "waiting_input":
-                    # Validated against the flow version the restored state is pinned to.
-                    self.apply(s, self.flow_of(target), Command(name="rollback", args={"state": target.to_dict(),
-                                                                       "to_version": target.version}, actor="admin"), now)
-                    continue
-            roll -= cfg.rollback_rate
-            if roll < cfg.reset_rate:
-                self.apply(s, flow, Command(name="reset", actor="admin"), now)
-                invalid_in_row = 0
-                continue
-            roll -= cfg.reset_rate
-            if (not migrated and st.flow == "order_pizza" and st.flow_version == "3" and not st.stack
-                    and self.flows.has("order_pizza", "4") and roll < cfg.migrate_rate * 0.3):
-                assert st.step is not None
-                v4 = self.flows.get("order_pizza", "4")
-                to_step = PIZZA_V3_TO_V4.get(st.step, st.step)
-                self.apply(s, v4, Command(name="migrate", args={"step": to_step, "flow_version": "4"}, actor="admin"), now)
-                migrated = True
-                continue
-            if rng.random() < cfg.command_rate:
-                word = rng.choice(["back", "help", "cancel", "restart", "back"])
-                self.apply(s, flow, Message(text=word, message_id=s.mid()), now)
-                invalid_in_row = 0
-                continue
-            assert st.step is not None
-            owner, ask = locate(flow, st.step, self.flows, [f["flow_version"] for f in st.stack])
-            if not isinstance(ask, AskStep):  # pragma: no cover - waiting for input means an ask step
-                return
-            if rng.random() < cfg.invalid_rate and invalid_in_row < cfg.max_invalid_in_row:
-                msg = invalid_answer(ask, rng)
-                invalid_in_row += 1
-            else:
-                slot = owner.slots.get(ask.save) if ask.save else None
-                msg = valid_answer(ask, slot, rng, dt.datetime.fromtimestamp(now / 1000, dt.UTC).date())
-                invalid_in_row = 0
-            before = st.step
-            self.apply(s, flow, Message(text=msg.text, type=msg.type, reply_id=msg.reply_id, location=msg.location,
-                                        media=msg.media, message_id=s.mid()), now)
-            if s.state is not None and s.state.step != before:
-                invalid_in_row = 0
-
-    def service(self, s: _Session, rng: random.Random, now: int, limit_ms: int | None) -> int:
-        cfg = self.cfg
-        st = s.state
-        assert st is not None and st.pending is not None
-        flow = self.flow_of(st)
-        call_id = st.pending["call_id"]
-        if rng.random() < cfg.busy_rate:
-            at = now + int(rng.uniform(0.2, 1.0) * 1000)
-            if limit_ms is None or at <= limit_ms:
-                self.apply(s, flow, Message(text=rng.choice(["?", "hello?", "ok"]), message_id=s.mid()), at)
-                now = at
-        roll = rng.random()
-        if roll < cfg.service_timeout_rate:
-            deadline = int(st.pending["deadline"])
-            if limit_ms is not None and deadline > limit_ms:
-                return -1
-            self.apply(s, flow, Timeout(), deadline)
-            return deadline
-        at = now + int(rng.uniform(0.2, 2.5) * 1000)
-        if limit_ms is not None and at > limit_ms:
-            return -1
-        if rng.random() < cfg.service_error_rate:
-            result = ServiceResult(call_id=call_id, ok=False, error="simulated_error")
-        else:
-            owner, call = locate(flow, st.step or "", self.flows, [f["flow_version"] for f in st.stack])
-            slot = owner.slots.get(call.save) if isinstance(call, CallStep) and call.save else None
-            if slot is not None and slot.type == "any":
-                value: Any = {"amount": round(rng.uniform(5, 200), 2), "id": call_id[-6:]}
-            else:
-                value = service_value(slot, rng, call_id)
-            result = ServiceResult(call_id=call_id, ok=True, value=value)
-        self.apply(s, flow, result, at)
-        return at
-
-    def generate(self) -> tuple[dict[str, _Session], int]:
-        cfg = self.cfg
-        n_inflight = int(round(cfg.sessions * cfg.inflight))
-        sessions: dict[str, _Session] = {}
-        rngs: list[random.Random] = [random.Random(self.master.randrange(2**63)) for _ in range(cfg.sessions)]
-        window = int(cfg.window_s * 1000)
-        for i in range(cfg.sessions - n_inflight):
-            s = _Session(f"syn{cfg.seed}-{i:06d}")
-            self.run(s, rngs[i], cfg.start_ms + rngs[i].randrange(max(window, 1)), None)
-            sessions[s.sid] = s
-        last = max((r["ts"] for s in sessions.values() for r in s.records), default=cfg.start_ms)
-        exported_at = last + 60_000
-        # Sessions still running at export time started within the last 20 minutes, so
-        # none of them is idle beyond the STUCK threshold.
-        recent = int(min(20 * 60, cfg.stuck_after_s * 0.6) * 1000)
-        for i in range(cfg.sessions - n_inflight, cfg.sessions):
-            s = _Session(f"syn{cfg.seed}-{i:06d}", inflight=True)
-            self.run(s, rngs[i], exported_at - rngs[i].randrange(60_000, max(recent, 60_001)), exported_at)
-            if s.records:
-                sessions[s.sid] = s
-        return sessions, exported_at
-
-
-def _next_due(state: State, flow: Flow) -> int | None:
-    due = []
-    if state.pending and state.pending.get("deadline") is not None:
-        due.append(int(state.pending["deadline"]))
-    if flow.timeout is not None:
-        due.append(state.updated_at + int(flow.timeout * 1000))
-    return min(due) if due else None
-
-
-def _row(sid: str, state: State, record: Record) -> dict[str, Any]:
-    d = record.to_dict()
-    d["session_id"] = sid
-    d["flow"] = state.flow
-    d["flow_version"] = state.flow_version
-    return d
-
-
-def _snapshot(s: _Session) -> dict[str, Any]:
-    st = s.state
-    assert st is not None
-    return {"session_id": s.sid, "flow": st.flow, "flow_version": st.flow_version, "version": st.version,
-            "step": st.step, "status": st.status, "started_at": st.started_at, "updated_at": st.updated_at}
-
-
-# ---------------------------------------------------------------- injections
-
-
-class _Injector:
-    """Edits clean sessions so each shows exactly one anomaly; records the truth."""
-
-    def __init__(self, cfg: SyntheticConfig, flows: FlowSet, hist: dict[str, list[dict[str, Any]]],
-                 snap: dict[str, dict[str, Any]], exported_at: int, inflight: set[str], rng: random.Random) -> None:
-        self.cfg = cfg
-        self.flows = flows
-        self.hist = hist
-        self.snap = snap
-        self.exported_at = exported_at
-        self.rng = rng
-        self.pool = [sid for sid in sorted(hist) if sid not in inflight]
-        rng.shuffle(self.pool)
-        self.used: set[str] = set()
-        self.truth: list[Anomaly] = []
-        self.n = cfg.retry_threshold
-
-    def graph(self, rec: Mapping[str, Any]) -> Any:
-        return self.flows.graph(rec["flow"], rec["flow_version"])
-
-    def pick(self, predicate: Any) -> tuple[str, Any] | None:
-        for sid in self.pool:
-            if sid in self.used:
-                continue
-            found = predicate(sid, self.hist[sid])
-            if found is not None and found is not False:
-                self.used.add(sid)
-                return sid, found
-        return None
-
-    def truth_add(self, code: str, sid: str, version: int | None, detail: str) -> None:
-        self.truth.append(Anomaly(code, sid, version, detail))
-
-    def mid(self, sid: str, tag: str) -> str:
-        return f"wamid.{sid}.{tag}{self.rng.randrange(10**6)}"
-
-    @staticmethod
-    def is_retry(r: Mapping[str, Any]) -> bool:
-        return r["event"] == "message" and list(r["path"]) == [r["from_step"]] and r["from_step"] is not None
-
-    @staticmethod
-    def quiet(r: Mapping[str, Any]) -> bool:
-        """A plain answer: not a retry, not exempt, not terminal."""
-        return (r["event"] == "message" and not _Injector.is_retry(r) and r["actor"] not in ("admin", "recovery")
-                and r["status"] not in TERMINAL and len(r["path"]) > 0)
-
-    # -- one method per code
-
-    def version_gap(self) -> bool:
-        def ok(sid: str, recs: list[dict[str, Any]]) -> int | None:
-            for k in range(1, len(recs) - 1):
-                if (self.quiet(recs[k]) and recs[k - 1]["status"] not in TERMINAL
-                        and not self.is_retry(recs[k - 1]) and not self.is_retry(recs[k + 1])):
-                    return k
-            return None
-        got = self.pick(ok)
-        if got is None:
-            return False
-        sid, k = got
-        v = self.hist[sid].pop(k)["version"]
-        self.truth_add("VERSION_GAP", sid, v, "a middle record removed")
-        return True
-
-    def version_duplicate(self) -> bool:
-        def ok(sid: str, recs: list[dict[str, Any]]) -> int | None:
-            for k in range(1, len(recs) - 1):
-                if self.quiet(recs[k]):
-                    return k
-            return None
-        got = self.pick(ok)
-        if got is None:
-            return False
-        sid, k = got
-        recs = self.hist[sid]
-        copy = dict(recs[k])
-        copy["message_id"] = self.mid(sid, "lost")
-        copy["ts"] = copy["ts"] + 5
-        recs.insert(k + 1, copy)
-        self.truth_add("VERSION_DUPLICATE", sid, copy["version"], "two commits of one version")
-        return True
-
-    def chain_break(self) -> bool:
-        def ok(sid: str, recs: list[dict[str, Any]]) -> tuple[int, str] | None:
-            for k in range(1, len(recs)):
-                r = recs[k]
-                if not self.quiet(r) or not self.flows.has(r["flow"], r["flow_version"]):
-                    continue
-                g = self.graph(r)
-                b = r["path"][0]
-                preds = sorted(a for a, x in g.edges if x == b and a not in (r["from_step"], b))
-                if preds:
-                    return k, self.rng.choice(preds)
-            return None
-        got = self.pick(ok)
-        if got is None:
-            return False
-        sid, (k, other) = got
-        self.hist[sid][k]["from_step"] = other
-        self.truth_add("CHAIN_BREAK", sid, self.hist[sid][k]["version"], f"from_step set to {other}")
-        return True
-
-    def illegal_transition(self) -> bool:
-        def ok(sid: str, recs: list[dict[str, Any]]) -> int | None:
-            for k, r in enumerate(recs):
-                if (r["event"] in ("message", "start", "service_result", "timeout") and r["actor"] not in ("admin", "recovery")
-                        and len(r["path"]) >= 2 and r["path"][-1] == r["to_step"]
-                        and self.flows.has(r["flow"], r["flow_version"])):
-                    g = self.graph(r)
-                    a = r["from_step"] if r["from_step"] is not None else None
-                    legal = (a, r["to_step"]) in g.edges if a is not None else r["to_step"] == g.start
-                    if not legal and (a is None or a in g.nodes):
-                        return k
-            return None
-        got = self.pick(ok)
-        if got is None:
-            return False
-        sid, k = got
-        r = self.hist[sid][k]
-        r["path"] = [r["to_step"]]
-        self.truth_add("ILLEGAL_TRANSITION", sid, r["version"], "path shortened to a jump")
-        return True
-
-    def unknown_step(self) -> bool:
-        def ok(sid: str, recs: list[dict[str, Any]]) -> int | None:
-            for k, r in enumerate(recs):
-                if self.quiet(r) and r["path"][-1] == r["to_step"] and (k + 1 == len(recs) or recs[k + 1]["from_step"] == r["to_step"]):
-                    return k
-            return None
-        got = self.pick(ok)
-        if got is None:
-            return False
-        sid, k = got
-        recs = self.hist[sid]
-        r = recs[k]
-        ghost = f"ghost_{r['to_step'].replace('/', '_')}"
-        r["to_step"] = ghost
-        r["path"] = [*r["path"][:-1], ghost]
-        # The chain must hold: the next records start at the ghost, and those that stay
-        # put (help, busy, an expiry) stay at the ghost, up to the first that moves on.
-        for later in recs[k + 1:]:
-            later["from_step"] = ghost
-            if later["path"]:
-                break
-            later["to_step"] = ghost
-        else:
-            self.snap[sid]["step"] = ghost
-        self.truth_add("UNKNOWN_STEP", sid, r["version"], f"step renamed to {ghost}")
-        return True
-
-    def duplicate_message(self) -> bool:
-        def ok(sid: str, recs: list[dict[str, Any]]) -> tuple[int, int] | None:
-            msgs = [k for k, r in enumerate(recs) if r["event"] == "message" and r["message_id"]]
-            if len(msgs) >= 2:
-                return msgs[0], msgs[-1]
-            return None
-        got = self.pick(ok)
-        if got is None:
-            return False
-        sid, (a, b) = got
-        recs = self.hist[sid]
-        recs[b]["message_id"] = recs[a]["message_id"]
-        self.truth_add("DUPLICATE_MESSAGE", sid, recs[b]["version"], "a message applied twice")
-        return True
-
-    def state_mismatch(self, variant: int) -> bool:
-        def ok(sid: str, recs: list[dict[str, Any]]) -> bool:
-            return bool(recs) and recs[-1]["status"] in TERMINAL
-        got = self.pick(ok)
-        if got is None:
-            return False
-        sid, _ = got
-        recs = self.hist[sid]
-        last = recs[-1]
-        snap = self.snap[sid]
-        kind = variant % 5
-        if kind == 0:
-            snap["version"] = last["version"] + 1
-        elif kind == 1:
-            snap["status"] = next(s for s in ("completed", "failed", "handoff") if s != last["status"])
-        elif kind == 2:
-            g = self.flows.graph(last["flow"], last["flow_version"])
-            snap["step"] = next(s for s in sorted(g.nodes) if s != last["to_step"])
-        elif kind == 3:
-            del self.snap[sid]
-        else:
-            # The snapshot has a session the history lacks: its history is dropped.
-            v = snap["version"]
-            del self.hist[sid]
-            self.truth_add("STATE_MISMATCH", sid, v, "history of the session removed")
-            return True
-        self.truth_add("STATE_MISMATCH", sid, last["version"], f"snapshot edited ({kind})")
-        return True
-
-    def retry_loop(self) -> bool:
-        def ok(sid: str, recs: list[dict[str, Any]]) -> int | None:
-            for k in range(len(recs) - 1):
-                r = recs[k]
-                if (r["status"] == "waiting_input" and r["path"] and r["path"][-1] == r["to_step"]
-                        and not self.is_retry(r) and recs[k + 1]["from_step"] == r["to_step"]
-                        and recs[k + 1]["version"] == r["version"] + 1):
-                    return k
-            return None
-        got = self.pick(ok)
-        if got is None:
-            return False
-        sid, k = got
-        recs = self.hist[sid]
-        r = recs[k]
-        count = self.n + 1
-        t0, t1 = r["ts"], recs[k + 1]["ts"]
-        extra = []
-        for j in range(1, count + 1):
-            extra.append({**r, "version": r["version"] + j, "ts": t0 + (t1 - t0) * j // (count + 1), "event": "message",
-                          "from_step": r["to_step"], "to_step": r["to_step"], "path": [r["to_step"]],
-                          "status": "waiting_input", "message_id": self.mid(sid, "loop"),
-                          "input": '{"text":"???","type":"text"}', "error": "invalid_input:loop", "actor": "runtime"})
-        for later in recs[k + 1:]:
-            later["version"] += count
-        self.snap[sid]["version"] += count
-        recs[k + 1:k + 1] = extra
-        self.truth_add("RETRY_LOOP", sid, r["version"] + self.n + 1, f"{count} re-entries inserted")
-        return True
-
-    def after_terminal(self) -> bool:
-        def ok(sid: str, recs: list[dict[str, Any]]) -> bool:
-            return bool(recs) and recs[-1]["status"] in TERMINAL and recs[-1]["ts"] + 30_000 < self.exported_at
-        got = self.pick(ok)
-        if got is None:
-            return False
-        sid, _ = got
-        recs = self.hist[sid]
-        last = recs[-1]
-        new = {**last, "version": last["version"] + 1, "ts": last["ts"] + 30_000, "event": "message",
-               "from_step": last["to_step"], "path": [], "message_id": self.mid(sid, "late"),
-               "input": '{"text":"hello?","type":"text"}', "error": None, "actor": "runtime"}
-        recs.append(new)
-        self.snap[sid]["version"] = new["version"]
-        self.snap[sid]["updated_at"] = new["ts"]
-        self.truth_add("AFTER_TERMINAL", sid, new["version"], "a message applied after the end")
-        return True
-
-    def stuck(self) -> bool:
-        limit = self.cfg.stuck_after_s * 1000 + 60_000
-
-        def ok(sid: str, recs: list[dict[str, Any]]) -> bool:
-            return (len(recs) >= 2 and recs[-1]["event"] == "expire" and recs[-2]["status"] not in TERMINAL
-                    and self.exported_at - recs[-2]["ts"] > limit)
-        got = self.pick(ok)
-        if got is None:
-            return False
-        sid, _ = got
-        recs = self.hist[sid]
-        recs.pop()
-        last = recs[-1]
-        self.snap[sid].update(version=last["version"], step=last["to_step"], status=last["status"], updated_at=last["ts"],
-                              flow_version=last["flow_version"])
-        self.truth_add("STUCK", sid, last["version"], "the expiry never fired")
-        return True
-
-    def run(self) -> None:
-        steps = {
-            "VERSION_GAP": self.version_gap, "VERSION_DUPLICATE": self.version_duplicate, "CHAIN_BREAK": self.chain_break,
-            "ILLEGAL_TRANSITION": self.illegal_transition, "UNKNOWN_STEP": self.unknown_step,
-            "DUPLICATE_MESSAGE": self.duplicate_message, "RETRY_LOOP": self.retry_loop,
-            "AFTER_TERMINAL": self.after_terminal, "STUCK": self.stuck,
-        }
-        for code in CODES:
-            for i in range(self.cfg.per_code):
-                done = self.state_mismatch(i) if code == "STATE_MISMATCH" else steps[code]()
-                if not done:
-                    raise HistoryError(f"synthetic: no session left to inject {code} into; generate more sessions")
-
-
 def generate(config: SyntheticConfig | None = None, *, flows: FlowSet | None = None, keep_states: bool = False,
              **overrides: Any) -> Synthetic:
     """Generate a synthetic export (see the module docs). ``overrides`` set fields of the config.
@@ -725,15 +207,15 @@ def generate(config: SyntheticConfig | None = None, *, flows: FlowSet | None = N
     if keep_states and cfg.per_code:
         raise HistoryError("keep_states needs per_code=0: injected anomalies are not commits a store accepts")
     fs = flows or example_flows()
-    sessions, exported_at = _Generator(cfg, fs).generate()
+    sessions, exported_at = SessionGenerator(cfg, fs).generate()
     commits = None
     if keep_states:
         commits = {sid: tuple((dict(r), st.to_dict()) for r, st in zip(s.records, s.states, strict=True))
                    for sid, s in sessions.items()}
     hist = {sid: [dict(r) for r in s.records] for sid, s in sessions.items()}
-    snap = {sid: _snapshot(s) for sid, s in sessions.items()}
+    snap = {sid: session_snapshot(s) for sid, s in sessions.items()}
     inflight = {sid for sid, s in sessions.items() if s.inflight}
-    inj = _Injector(cfg, fs, hist, snap, exported_at, inflight, random.Random(cfg.seed + 1))
+    inj = Injector(cfg, fs, hist, snap, exported_at, inflight, random.Random(cfg.seed + 1))
     if cfg.per_code:
         inj.run()
     rows = [r for sid in sorted(hist) for r in hist[sid]]
@@ -790,3 +272,6 @@ def load_into_store(store: Any, syn: Synthetic, *, batch: int = 1000,
                 progress(done)
     return done
 
+
+__all__ = ["EPOCH_MS", "EXAMPLE_FLOWS", "PIZZA_V3_TO_V4", "Synthetic", "SyntheticConfig", "example_flows", "generate",
+           "load_into_store", "pizza_v4", "score"]
