@@ -44,6 +44,7 @@ from flowkit.engine.locate import locate
 from flowkit.engine.replay import replay
 from flowkit.engine.state import check_state_shape
 from flowkit.errors import CheckError, EngineError, FlowkitError, StateValidationError, UnknownFlowError
+from flowkit.findings import Finding
 from flowkit.flow.model import STATUSES, TERMINAL_STATUSES, AskStep, CallStep
 from flowkit.runtime.registry import FlowRegistry
 
@@ -52,16 +53,7 @@ CODES = ("LOST_MESSAGE", "DOUBLE_APPLY", "VERSION_GAP", "VERSION_DUPLICATE", "ST
 STORED_OUTCOMES = frozenset({"applied", "duplicate"})  # a delivery answered so is in the history
 
 
-@dataclass(frozen=True)
-class Violation:
-    code: str
-    session_id: str
-    version: int | None
-    detail: str
-
-    def __str__(self) -> str:
-        v = f" v{self.version}" if self.version is not None else ""
-        return f"{self.code} {self.session_id}{v}: {self.detail}"
+Violation = Finding  # an invariant the stored history breaks (flowkit/findings.py)
 
 
 @dataclass

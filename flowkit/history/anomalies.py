@@ -59,7 +59,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,7 @@ import pandas as pd
 import pyarrow as pa
 
 from flowkit.errors import HistoryError
+from flowkit.findings import Finding
 from flowkit.flow.model import parse_duration
 from flowkit.history._prep import Prepared, prepare
 from flowkit.history.columns import (
@@ -94,21 +95,7 @@ ANALYSIS_COLUMNS = ("session_id", "flow", "flow_version", "version", "ts", "even
                     "status", "message_id", "actor")
 
 
-@dataclass(frozen=True)
-class Anomaly:
-    """One finding. ``version`` is None when the finding is about the session as a whole."""
-
-    code: str
-    session_id: str
-    version: int | None
-    detail: str
-
-    def __str__(self) -> str:
-        v = f" v{self.version}" if self.version is not None else ""
-        return f"{self.code} {self.session_id}{v}: {self.detail}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+Anomaly = Finding  # something analysis flags in a history (flowkit/findings.py)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """The Flow Handler: routing, load -> engine -> commit (CAS retry), effects after commit."""
 
 from flowkit.errors import Retryable, VersionClash
+from flowkit.retry import RetryPolicy
 from flowkit.runtime.bulk import bulk
 from flowkit.runtime.channel import (
     AsyncChannel,
@@ -13,7 +14,7 @@ from flowkit.runtime.channel import (
 from flowkit.runtime.handler import AsyncRuntime, Outcome, RecoveryReport, Runtime
 from flowkit.runtime.migrate import MigrationPlan, MigrationResult, apply_migration, plan_migration
 from flowkit.runtime.registry import FlowRegistry
-from flowkit.runtime.services import RetryPolicy, ServiceRegistry
+from flowkit.runtime.services import ServiceRegistry
 
 __all__ = [
     "AsyncChannel", "AsyncRecordingChannel", "AsyncRuntime", "AsyncWhatsAppChannel", "Channel", "FlowRegistry",

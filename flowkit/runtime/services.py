@@ -18,21 +18,9 @@ from typing import Any
 
 from flowkit.engine.events import CallService, ServiceResult
 from flowkit.errors import Retryable
+from flowkit.retry import RetryPolicy
 
 Service = Callable[..., Any] | Callable[..., Awaitable[Any]]
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often and how fast a failing service is retried inside one call's timeout."""
-
-    attempts: int = 3
-    backoff: float = 0.2  # seconds before the 2nd attempt, doubled each time
-    max_backoff: float = 2.0
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        base = min(self.max_backoff, self.backoff * 2.0 ** (attempt - 1))
-        return base * (0.5 + rng.random() / 2)  # jitter so retries of many sessions spread out
 
 
 @dataclass

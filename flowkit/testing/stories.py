@@ -431,7 +431,8 @@ def _construct(node: yaml.Node) -> Any:
 
 
 def _services(stubs: Mapping[str, Any], base: Any) -> Any:
-    from flowkit.runtime.services import RetryPolicy, ServiceRegistry
+    from flowkit.retry import RetryPolicy
+    from flowkit.runtime.services import ServiceRegistry
 
     if not stubs:
         return base

@@ -37,7 +37,6 @@ from flowkit.channels.whatsapp.sender import (
     DEFAULT_API_URL,
     DEFAULT_API_VERSION,
     AsyncWhatsAppSender,
-    RetryPolicy,
     WhatsAppConfig,
     WhatsAppSender,
 )
@@ -69,6 +68,7 @@ from flowkit.channels.whatsapp.webhook import (
     verify_subscription,
 )
 from flowkit.errors import ChannelError, GraphAPIError, WebhookError
+from flowkit.retry import RetryPolicy
 
 __all__ = [
     "DEFAULT_API_URL", "DEFAULT_API_VERSION", "DEFAULT_DISPLAY_PHONE_NUMBER", "DEFAULT_PHONE_NUMBER_ID",

@@ -45,6 +45,7 @@ from flowkit.channels.whatsapp.outgoing import (
 )
 from flowkit.errors import ChannelError, ConfigError, GraphAPIError
 from flowkit.log import get_logger
+from flowkit.retry import RetryPolicy
 
 log = get_logger("flowkit.channels.whatsapp")
 
@@ -146,21 +147,6 @@ def _media_bytes(response: httpx.Response, media_id: str, mime: str | None, sha:
     return MediaDownload(media_id, mime, sha, data)
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """``backoff`` is the first delay; it doubles per attempt up to ``max_backoff``, times a random 0.5–1.
-    A ``Retry-After`` longer than ``max_retry_after`` is not waited for: the error is raised with it."""
-
-    max_attempts: int = 4
-    backoff: float = 0.5
-    max_backoff: float = 8.0
-    max_retry_after: float = 60.0
-
-    def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ConfigError(f"max_attempts must be at least 1, got {self.max_attempts}")
-
-
 # ---------------------------------------------------------------- the sans-io exchange
 
 
@@ -212,10 +198,9 @@ def _exchange(payload: Mapping[str, Any], what: str, policy: RetryPolicy,
             failure = _Failure(None, detail=f"the connection failed after the request was sent ({type(outcome).__name__}); "
                                             "it may or may not have been delivered, so it was not retried")
         too_long = failure.retry_after is not None and failure.retry_after > policy.max_retry_after
-        if not failure.retryable or attempt >= policy.max_attempts or too_long:
+        if not failure.retryable or attempt >= policy.attempts or too_long:
             raise _error(failure, what, attempt)
-        delay = failure.retry_after if failure.retry_after is not None else \
-            min(policy.max_backoff, policy.backoff * 2 ** (attempt - 1)) * rng.uniform(0.5, 1.0)
+        delay = failure.retry_after if failure.retry_after is not None else policy.delay(attempt, rng)
         log.warning("whatsapp request failed; retrying", extra={
             "op": what, "attempt": attempt, "http_status": failure.status, "graph_code": failure.code,
             "graph_subcode": failure.subcode, "fbtrace_id": failure.fbtrace_id,
@@ -336,7 +321,7 @@ class _SenderBase:
                 api_url=api_url or config.api_url, api_version=api_version or config.api_version,
                 timeout=timeout if timeout is not None else config.timeout)
         self.config = base
-        self.retry = RetryPolicy(max_attempts, backoff, max_backoff, max_retry_after)
+        self.retry = RetryPolicy(max_attempts, backoff, max_backoff, max_retry_after)  # (flowkit/retry.py)
         self._rng = rng or random.Random()
         self._headers = {"Authorization": f"Bearer {base.token}", "Content-Type": "application/json"}
 
