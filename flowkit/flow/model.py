@@ -84,8 +84,23 @@ def parse_duration(value: object) -> float:
     return total
 
 
-def format_duration(seconds: float) -> str:
-    """The canonical text of a duration (``1800`` -> ``"30m"``)."""
+def _approx_duration(seconds: float) -> str:
+    d, s = divmod(int(seconds), 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    parts = [f"{d}d"] if d else []
+    if h:
+        parts.append(f"{h}h")
+    if m and not d:
+        parts.append(f"{m}m")
+    return "".join(parts) or f"{s}s"
+
+
+def format_duration(seconds: float, *, approx: bool = False) -> str:
+    """The canonical text of a duration (``1800`` -> ``"30m"``); ``approx``: for people, the
+    two largest units that matter (``93784`` -> ``"1d2h"``, ``3725`` -> ``"1h2m"``)."""
+    if approx:
+        return _approx_duration(seconds)
     ms = round(seconds * 1000)
     if ms % 1000:
         return f"{ms}ms"

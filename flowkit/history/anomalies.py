@@ -69,7 +69,7 @@ import pyarrow as pa
 
 from flowkit.errors import HistoryError
 from flowkit.findings import Finding
-from flowkit.flow.model import parse_duration
+from flowkit.flow.model import format_duration, parse_duration
 from flowkit.history._prep import Prepared, prepare
 from flowkit.history.columns import (
     EVENTS,
@@ -138,25 +138,10 @@ def _seconds(value: float | str | None, default: float) -> float:
         raise HistoryError(str(exc)) from None
 
 
-def _fmt_duration(seconds: float) -> str:
-    s = int(seconds)
-    d, s = divmod(s, 86400)
-    h, s = divmod(s, 3600)
-    m, s = divmod(s, 60)
-    parts = [f"{d}d"] if d else []
-    if h:
-        parts.append(f"{h}h")
-    if m and not d:
-        parts.append(f"{m}m")
-    if not parts:
-        parts.append(f"{s}s")
-    return "".join(parts)
-
-
 def _stuck_text(status: str, step: Any, idle_ms: int, as_of_ms: int, stuck_after: float) -> str:
     where = f" at step {step!r}" if isinstance(step, str) else ""
-    return (f"{status}{where}, idle for {_fmt_duration(idle_ms / 1000)} at {iso(as_of_ms)} "
-            f"(threshold {_fmt_duration(stuck_after)})")
+    return (f"{status}{where}, idle for {format_duration(idle_ms / 1000, approx=True)} at {iso(as_of_ms)} "
+            f"(threshold {format_duration(stuck_after, approx=True)})")
 
 
 class _Finder:
@@ -536,7 +521,7 @@ def _finish(found: list[Anomaly], codes: Iterable[str] | None, *, rows: int, ses
         "flows": {k: sorted(v) for k, v in sorted(flows_seen.items())},
         "as_of": iso(as_of_ms) if as_of_ms is not None else None,
         "as_of_source": source,
-        "stuck_after": _fmt_duration(stuck_s),
+        "stuck_after": format_duration(stuck_s, approx=True),
         "retry_threshold": retry_threshold,
         "since": iso(to_ms(since)) if since not in (None, False, True) else (True if since is True else None),
         "partial_history": bool(partial or since not in (None, False)),
