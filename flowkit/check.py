@@ -47,6 +47,7 @@ from flowkit.errors import CheckError, EngineError, FlowkitError, StateValidatio
 from flowkit.findings import Finding
 from flowkit.flow.model import STATUSES, TERMINAL_STATUSES, AskStep, CallStep
 from flowkit.runtime.registry import FlowRegistry
+from flowkit.version_rules import duplicate_text, version_gap
 
 CODES = ("LOST_MESSAGE", "DOUBLE_APPLY", "VERSION_GAP", "VERSION_DUPLICATE", "STATE_MISMATCH",
          "REPLAY_MISMATCH", "ILLEGAL_STATE", "REPLY_MISMATCH")
@@ -157,13 +158,13 @@ def check_session(session_id: str, records: Sequence[Mapping[str, Any]], state: 
     counts = Counter(versions)
     for ver, n in sorted(counts.items()):
         if n > 1:
-            v("VERSION_DUPLICATE", ver, f"{n} records carry version {ver}")
-    expected = versions[0] if partial and versions else 1
+            v("VERSION_DUPLICATE", ver, duplicate_text(ver, n))
+    prev: int | None = None
     for ver in sorted(counts):
-        if ver != expected:
-            v("VERSION_GAP", expected, f"versions jump from {expected - 1} to {ver}"
-              + (" (no record of version 1)" if expected == 1 and ver > 1 else ""))
-        expected = ver + 1
+        gap = version_gap(prev, ver, partial=partial)
+        if gap is not None:
+            v("VERSION_GAP", *gap)
+        prev = ver
     first_seen: dict[str, int] = {}
     for r in ordered:
         mid = r.get("message_id")

@@ -85,6 +85,7 @@ from flowkit.history.columns import (
     to_ms,
 )
 from flowkit.history.flowset import FlowSet
+from flowkit.version_rules import duplicate_text, version_gap
 
 CODES = ("STUCK", "VERSION_GAP", "VERSION_DUPLICATE", "CHAIN_BREAK", "ILLEGAL_TRANSITION", "UNKNOWN_STEP",
          "DUPLICATE_MESSAGE", "STATE_MISMATCH", "RETRY_LOOP", "AFTER_TERMINAL")
@@ -180,17 +181,17 @@ class _Finder:
             while j + 1 < p.n and dup[j + 1] and v[j + 1] == v[i]:
                 j += 1
             count = j - i + 2
-            self.add("VERSION_DUPLICATE", int(i), f"{count} records carry version {v[i]} (a lost or doubled update)")
-        gap = same & (v > prev_v + 1)
-        for i in np.flatnonzero(gap):
-            lo, hi = int(prev_v[i]) + 1, int(v[i]) - 1
-            what = f"version {lo} is missing" if lo == hi else f"versions {lo}-{hi} are missing"
-            self.add("VERSION_GAP", int(i), f"{what} (history goes from {lo - 1} to {hi + 1})", version=lo)
+            self.add("VERSION_DUPLICATE", int(i), duplicate_text(int(v[i]), int(count)))
+        # the vectorised masks only find candidates; version_rules words (and judges) each one
+        for i in np.flatnonzero(same & (v > prev_v + 1)):
+            gap = version_gap(int(prev_v[i]), int(v[i]))
+            if gap is not None:
+                self.add("VERSION_GAP", int(i), gap[1], version=gap[0])
         if not self.since:
             for i in np.flatnonzero(p.first & (v > 1)):
-                hi = int(v[i]) - 1
-                what = "version 1 is missing" if hi == 1 else f"versions 1-{hi} are missing"
-                self.add("VERSION_GAP", int(i), f"{what} (history starts at version {hi + 1})", version=1)
+                gap = version_gap(None, int(v[i]))
+                if gap is not None:
+                    self.add("VERSION_GAP", int(i), gap[1], version=gap[0])
 
     @property
     def unique_version(self) -> np.ndarray:
@@ -636,14 +637,9 @@ def _find_duckdb(e: Any, fs: FlowSet | None, has_snapshot: bool, *, stuck_s: flo
         if dup:
             dup_count[(sid, v)] += 1
         if "VERSION_GAP" in want:
-            if prev_v is not None and v > prev_v + 1:
-                lo, hi = prev_v + 1, v - 1
-                what = f"version {lo} is missing" if lo == hi else f"versions {lo}-{hi} are missing"
-                add(Anomaly("VERSION_GAP", sid, lo, f"{what} (history goes from {lo - 1} to {hi + 1})"))
-            elif prev_v is None and v > 1 and not since_flag:
-                hi = v - 1
-                what = "version 1 is missing" if hi == 1 else f"versions 1-{hi} are missing"
-                add(Anomaly("VERSION_GAP", sid, 1, f"{what} (history starts at version {hi + 1})"))
+            gap = version_gap(prev_v, v, partial=since_flag)
+            if gap is not None:
+                add(Anomaly("VERSION_GAP", sid, gap[0], gap[1]))
         if ("CHAIN_BREAK" in want and prev_v == v - 1 and not dup and event != "start" and not exempt
                 and from_step != prev_to):
             add(Anomaly("CHAIN_BREAK", sid, v, f"from_step {from_step!r} but version {v - 1} ended at {prev_to!r}"))
@@ -653,7 +649,7 @@ def _find_duckdb(e: Any, fs: FlowSet | None, has_snapshot: bool, *, stuck_s: flo
                         f"({prev_status} at version {prev_v}) without a new start"))
     if "VERSION_DUPLICATE" in want:
         for (sid, v), count in dup_count.items():
-            add(Anomaly("VERSION_DUPLICATE", sid, v, f"{count} records carry version {v} (a lost or doubled update)"))
+            add(Anomaly("VERSION_DUPLICATE", sid, v, duplicate_text(v, count)))
     if "DUPLICATE_MESSAGE" in want:
         for sid, v, mid, first_v in e.duplicate_messages():
             add(Anomaly("DUPLICATE_MESSAGE", sid, v, f"message {mid} was already applied at version {first_v}"))
