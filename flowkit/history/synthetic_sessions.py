@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from flowkit.engine import Command, Message, ServiceResult, Start, State, Timeout, fail, step
 from flowkit.engine.locate import locate
 from flowkit.engine.state import Record
+from flowkit.engine.transition import schedule
 from flowkit.errors import EngineError
 from flowkit.flow.model import AskStep, CallStep, Flow
 from flowkit.history.flowset import FlowSet
@@ -234,12 +235,7 @@ class SessionGenerator:
 
 
 def _next_due(state: State, flow: Flow) -> int | None:
-    due = []
-    if state.pending and state.pending.get("deadline") is not None:
-        due.append(int(state.pending["deadline"]))
-    if flow.timeout is not None:
-        due.append(state.updated_at + int(flow.timeout * 1000))
-    return min(due) if due else None
+    return schedule(state.pending, flow, state.updated_at).at or None  # (the engine's rule)
 
 
 def _row(sid: str, state: State, record: Record) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from flowkit.engine import (
     fail,
     step,
 )
+from flowkit.engine.transition import schedule
 from flowkit.errors import ChannelError, ConflictError, EngineError, FlowkitError, UnknownFlowError
 from flowkit.flow.model import Flow
 from flowkit.log import error_fields, get_logger
@@ -857,16 +858,12 @@ def _next_due(state: State | None, registry: FlowRegistry) -> int | None:
     """When a session should next wake up (None: never), recomputed from its state."""
     if state is None or state.terminal:
         return None
-    due = []
-    if state.pending and state.pending.get("deadline") is not None:
-        due.append(int(state.pending["deadline"]))
     try:
         flow = registry.get(state.flow, state.flow_version)
     except UnknownFlowError:
-        flow = None
-    if flow is not None and flow.timeout is not None:
-        due.append(state.updated_at + int(flow.timeout * 1000))
-    return min(due) if due else None
+        deadline = (state.pending or {}).get("deadline")
+        return int(deadline) if deadline is not None else None
+    return schedule(state.pending, flow, state.updated_at).at or None  # (the engine's rule)
 
 
 __all__ = ["AsyncRuntime", "Outcome", "RecoveryReport", "Runtime"]
