@@ -20,8 +20,8 @@ from flowkit.channels.whatsapp.payloads import text_payload
 from flowkit.store import Store
 from flowkit.store.server import free_port
 from flowkit.testing.fake_graph import FakeGraphAPI
-from tests.faults.util import run_cli, spawn_serve, status, stop, wait_for
-from tests.runtime.webutil import signed
+from tests.faults.util import run_cli, status, stop, wait_for
+from tests.runtime.webutil import signed, spawn_serve
 
 FLOWS = "tests/faults/flows"
 SERVICES = "tests.faults.slow_services:services"

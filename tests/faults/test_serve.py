@@ -13,8 +13,8 @@ from flowkit.channels.whatsapp.payloads import text_payload
 from flowkit.store import RedisServer, Store
 from flowkit.store.server import free_port
 from flowkit.testing.fake_graph import FakeGraphAPI
-from tests.faults.util import spawn_serve, status, stop, wait_for
-from tests.runtime.webutil import signed, start_serve
+from tests.faults.util import status, stop, wait_for
+from tests.runtime.webutil import signed, spawn_serve, start_serve
 
 
 def _post(port: int, body: bytes, headers: dict[str, str]) -> httpx.Response:

@@ -1,5 +1,6 @@
-"""Helpers of the fault tests: a `flowkit serve` subprocess that need not become ready, and
-waiting for conditions with a deadline (never for a fixed time)."""
+"""Helpers of the fault tests: waiting for conditions with a deadline (never for a fixed
+time), statuses, stopping processes and running the CLI. ``spawn_serve`` (a `flowkit serve`
+that need not become ready) is tests/runtime/webutil.py's."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import httpx
 
-from tests.runtime.webutil import ROOT, SECRET, TOKEN
+from tests.runtime.webutil import ROOT
 
 T = TypeVar("T")
 FLOWKIT = str(Path(sys.executable).with_name("flowkit"))
@@ -29,17 +30,6 @@ def wait_for(cond: Callable[[], T], what: str, timeout: float = 30.0, every: flo
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(every)
-
-
-def spawn_serve(redis_url: str, graph: Any, port: int, log: Path, *args: str, flows: str = "examples/flows",
-                services: str = "examples.services:services", env: dict[str, str] | None = None,
-                ) -> subprocess.Popen[bytes]:
-    """`flowkit serve` in a subprocess, not waited for (see :func:`answers`)."""
-    full_env = dict(os.environ, FLOWKIT_REDIS_URL=redis_url, WHATSAPP_APP_SECRET=SECRET,
-                    WHATSAPP_VERIFY_TOKEN=TOKEN, **graph.env(), **(env or {}))
-    with log.open("ab") as out:
-        return subprocess.Popen([FLOWKIT, "serve", flows, "--services", services, "--port", str(port), *args],
-                                cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT)
 
 
 def status(port: int, path: str, timeout: float = 2.0) -> int | None:

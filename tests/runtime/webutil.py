@@ -37,15 +37,22 @@ async def say(client: httpx.AsyncClient, wa_id: str, text: str, message_id: str 
     return await deliver(client, text_payload(wa_id, text, message_id=mid))
 
 
-def start_serve(redis_url: str, graph: Any, port: int, log: Path, *args: str) -> subprocess.Popen[bytes]:
-    """`flowkit serve examples/flows` in a subprocess (a FakeGraphAPI as its Graph API), ready
-    when /readyz answers 200; output appended to ``log``, which errors quote."""
-    env = dict(os.environ, FLOWKIT_REDIS_URL=redis_url, WHATSAPP_APP_SECRET=SECRET, WHATSAPP_VERIFY_TOKEN=TOKEN,
-               **graph.env())
+def spawn_serve(redis_url: str, graph: Any, port: int, log: Path, *args: str, flows: str = "examples/flows",
+                services: str = "examples.services:services", env: dict[str, str] | None = None,
+                ) -> subprocess.Popen[bytes]:
+    """`flowkit serve` in a subprocess (a FakeGraphAPI as its Graph API), not waited for;
+    output appended to ``log``."""
+    full_env = dict(os.environ, FLOWKIT_REDIS_URL=redis_url, WHATSAPP_APP_SECRET=SECRET,
+                    WHATSAPP_VERIFY_TOKEN=TOKEN, **graph.env(), **(env or {}))
     flowkit = Path(sys.executable).with_name("flowkit")
     with log.open("ab") as out:  # the child keeps its own copy of the descriptor
-        proc = subprocess.Popen([str(flowkit), "serve", "examples/flows", "--services", "examples.services:services",
-                                 "--port", str(port), *args], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen([str(flowkit), "serve", flows, "--services", services, "--port", str(port), *args],
+                                cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def start_serve(redis_url: str, graph: Any, port: int, log: Path, *args: str) -> subprocess.Popen[bytes]:
+    """:func:`spawn_serve`, ready when /readyz answers 200; errors quote ``log``."""
+    proc = spawn_serve(redis_url, graph, port, log, *args)
     # a condition, not a time: on a 2-core machine running other suites, importing the app alone
     # has taken over 30 s; 180 s only bounds a server that never comes up
     deadline = time.monotonic() + 180
