@@ -4,21 +4,15 @@ stopped by SIGTERM leaves no Streamlit behind."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shutil
 import signal
 import subprocess
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.dashboard.test_e2e import FLOWKIT, ROOT, free_port
+from tests.dashboard.browser import FLOWKIT, ROOT, browse, chromium, dashboard, wait_for
 
 # The dashboard's headline metrics (st.metric: the label, then the value, in innerText).
 METRIC = r"{label}\s*\n\s*([\d,.]+|–)"
@@ -29,15 +23,6 @@ def metric(text: str, label: str) -> float | None:
     if m is None or m.group(1) == "–":
         return None
     return float(m.group(1).replace(",", ""))
-
-
-def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def alive(pid: int) -> bool:
@@ -56,83 +41,9 @@ def children(pid: int) -> list[int]:
     return out
 
 
-@contextmanager
-def dashboard(redis_url: str, log: Path, *flows: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    """A running ``flowkit dashboard`` (healthy) and its port; killed (whole group) afterwards."""
-    port = free_port()
-    out = log.open("w")
-    proc = subprocess.Popen([FLOWKIT, "dashboard", *flows, "--redis", redis_url, "--port", str(port)], cwd=ROOT,
-                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={k: v for k, v in os.environ.items() if k != "FLOWKIT_FLOWS"})
-
-    def healthy() -> bool:
-        assert proc.poll() is None, log.read_text()
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).text == "ok"
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_for(healthy, 90, "the dashboard's health endpoint")
-        yield proc, port
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
-        out.close()
-
-
-def page_until(chromium: str, url: str, done: Callable[[str], bool], timeout: float = 120) -> str:
-    """The page's visible text once ``done(text)`` holds (headless Chromium over DevTools, real time)."""
-    from websockets.sync.client import connect
-
-    proc = subprocess.Popen([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                             "--remote-debugging-port=0", "--window-size=1400,1000", "about:blank"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            m = re.search(r"DevTools listening on ws://[^:]+:(\d+)/", line)
-            if m:
-                break
-        else:
-            raise AssertionError("chromium did not open its DevTools port")
-        pages = httpx.get(f"http://127.0.0.1:{m.group(1)}/json", timeout=10).json()
-        ws_url = next(p["webSocketDebuggerUrl"] for p in pages if p["type"] == "page")
-        with connect(ws_url, max_size=None) as ws:
-            ids = iter(range(1, 100_000))
-
-            def call(method: str, **params: object) -> dict:
-                i = next(ids)
-                ws.send(json.dumps({"id": i, "method": method, "params": params}))
-                while True:
-                    reply = json.loads(ws.recv(timeout=30))
-                    if reply.get("id") == i:
-                        return reply
-
-            call("Page.navigate", url=url)
-            text = ""
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                got = call("Runtime.evaluate", expression="document.body ? document.body.innerText : ''")
-                text = got["result"]["result"].get("value") or ""
-                if done(text):
-                    return text
-                time.sleep(0.5)
-            raise AssertionError(f"the page never got there; it says: {text[:800]!r}")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        if proc.stderr is not None:
-            proc.stderr.close()
-
-
 def test_the_demo_shows_its_traffic(redis_url: str, tmp_path: Path) -> None:
     """scripts/demo.sh's simulator and dashboard: the rates and the all-time count move."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "chromium is missing: bash scripts/system-deps.sh installs it"
+    chromium()  # (fails early, with the install hint, when it is missing)
     with dashboard(redis_url, tmp_path / "dashboard.log", "examples/flows") as (_, port):
         sim_log = (tmp_path / "simulate.log").open("w")
         sim = subprocess.Popen([FLOWKIT, "simulate", "examples/flows", "--users", "30", "--realtime", "--speed", "40",
@@ -145,7 +56,8 @@ def test_the_demo_shows_its_traffic(redis_url: str, tmp_path: Path) -> None:
                            for label in ("Messages / min", "Sessions started / min", "Messages in (all time)",
                                          "Sessions stored"))
 
-            text = page_until(chromium, f"http://127.0.0.1:{port}/", moving)
+            with browse(f"http://127.0.0.1:{port}/") as page:
+                text = page.text_until(moving, timeout=120)
         finally:
             sim.wait(timeout=300)
             sim_log.close()
