@@ -32,7 +32,7 @@ from flowkit.sim import HttpTarget, Persona, SimConfig, Simulator
 from flowkit.store import RedisServer, Store
 from flowkit.store.server import free_port
 from flowkit.testing.fake_graph import FakeGraphAPI
-from tests.faults.util import FLOWKIT, run_cli, stop, wait_for
+from tests.faults.util import FLOWKIT, own_redis_server, run_cli, stop, wait_for
 from tests.runtime.conftest import EXAMPLE_FLOWS, EXAMPLE_SERVICES, ROOT
 from tests.runtime.webutil import SECRET, signed, start_serve
 
@@ -42,13 +42,8 @@ FAULTS = ["kill_serve", "kill_worker", "redis_sigstop", "redis_restart"]
 
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis", appendonly=True).start()
-    try:
+    with own_redis_server(tmp_path / "redis", appendonly=True) as server:
         yield server
-    finally:
-        if server.pid is not None:
-            os.kill(server.pid, signal.SIGCONT)  # a paused server cannot stop
-        server.stop()
 
 
 class Rig:

@@ -30,7 +30,7 @@ from flowkit.store import AsyncStore, RedisServer, Store, connect, connect_async
 from flowkit.store.server import free_port
 from flowkit.testing.fake_graph import FakeGraphAPI
 from flowkit.web import create_app
-from tests.faults.util import wait_for
+from tests.faults.util import own_redis_server, wait_for
 from tests.runtime.conftest import EXAMPLE_FLOWS, EXAMPLE_SERVICES
 from tests.runtime.webutil import SECRET, TOKEN, say, start_serve
 
@@ -38,13 +38,8 @@ from tests.runtime.webutil import SECRET, TOKEN, say, start_serve
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A redis-server of this test alone: it gets stopped, paused and starved."""
-    server = RedisServer(tmp_path / "redis", appendonly=False).start()
-    try:
+    with own_redis_server(tmp_path / "redis", appendonly=False) as server:
         yield server
-    finally:
-        if server.pid is not None:
-            os.kill(server.pid, signal.SIGCONT)  # a paused server cannot stop
-        server.stop()
 
 
 def _scrape(port: int) -> tuple[int, str, float]:

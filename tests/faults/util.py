@@ -5,15 +5,18 @@ that need not become ready) is tests/runtime/webutil.py's."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
 import httpx
 
+from flowkit.store import RedisServer
 from tests.runtime.webutil import ROOT
 
 T = TypeVar("T")
@@ -54,3 +57,16 @@ def run_cli(redis_url: str, *args: str, env: dict[str, str] | None = None,
             timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([FLOWKIT, *args], cwd=ROOT, env=dict(os.environ, FLOWKIT_REDIS_URL=redis_url, **(env or {})),
                           capture_output=True, text=True, timeout=timeout)
+
+
+@contextmanager
+def own_redis_server(data_dir: Path, *, appendonly: bool) -> Iterator[RedisServer]:
+    """A redis-server of one test alone (it gets stopped, paused and starved), resumed before
+    it is stopped: a paused server cannot stop."""
+    server = RedisServer(data_dir, appendonly=appendonly).start()
+    try:
+        yield server
+    finally:
+        if server.pid is not None:
+            os.kill(server.pid, signal.SIGCONT)
+        server.stop()
