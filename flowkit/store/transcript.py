@@ -75,9 +75,19 @@ def append_commands(session_id: str, entries: Iterable[Mapping[str, Any]], keep:
 
 def transcript(session_id: str) -> Op[list[Entry]]:
     """The session's messages, oldest first, each outbound one with its statuses (one round trip)."""
-    r = yield [("LRANGE", K.transcript_key(session_id), 0, -1), ("LRANGE", K.delivery_key(session_id), 0, -1)]
-    entries = [_decode(v) for v in check(r[0], session_id) or []]
-    statuses = [_decode(v) for v in check(r[1], session_id) or []]
+    r = yield read_commands(session_id)
+    return from_replies(session_id, r[0], r[1])
+
+
+def read_commands(session_id: str) -> Batch:
+    """The reads of one transcript: its entries and the session's delivery statuses."""
+    return [("LRANGE", K.transcript_key(session_id), 0, -1), ("LRANGE", K.delivery_key(session_id), 0, -1)]
+
+
+def from_replies(session_id: str, entries_reply: Any, statuses_reply: Any) -> list[Entry]:
+    """The transcript from the replies of :func:`read_commands` (an error reply raises)."""
+    entries = [_decode(v) for v in check(entries_reply, session_id) or []]
+    statuses = [_decode(v) for v in check(statuses_reply, session_id) or []]
     return merge_statuses(_unique(e for e in entries if e), [x for x in statuses if x])
 
 
@@ -142,5 +152,5 @@ def status_times(entry: Mapping[str, Any]) -> dict[str, int | None]:
     return times
 
 
-__all__ = ["Entry", "PER_VERSION", "STATUS_RANK", "append_commands", "max_entries", "merge_statuses", "status_times",
-           "transcript"]
+__all__ = ["Entry", "PER_VERSION", "STATUS_RANK", "append_commands", "from_replies", "max_entries", "merge_statuses",
+           "read_commands", "status_times", "transcript"]
