@@ -108,8 +108,35 @@ def chat_lines(messages: Iterable[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
+def why_text(why: str | Mapping[str, Any] | None) -> str:
+    """A history record's ``why`` in one line: ``size == 'large' [size='large'] → upsell``,
+    ``invalid not_an_option: 'xl'``, ``service verify failed: timeout``."""
+    if why is None or why != why:  # None or NaN (a pandas cell)
+        return ""
+    if isinstance(why, str):
+        try:
+            why = json.loads(why)
+        except ValueError:
+            return why
+    if not isinstance(why, Mapping):
+        return str(why)
+    parts = []
+    for b in why.get("branches") or ():
+        read = ", ".join(f"{k}={v!r}" for k, v in (b.get("read") or {}).items())
+        cond = b.get("if") or ("else (not " + " / ".join(b.get("passed") or []) + ")" if b.get("passed") else "else")
+        parts.append(f"{cond}" + (f" [{read}]" if read else "") + f" → {b.get('goto')}")
+    inv = why.get("invalid")
+    if isinstance(inv, Mapping):
+        parts.append(f"invalid {inv.get('code')}: {inv.get('input')!r}")
+    svc = why.get("service")
+    if isinstance(svc, Mapping):
+        parts.append(f"service {svc.get('call')} " + ("ok" if svc.get("ok") and not svc.get("error")
+                                                       else f"failed: {svc.get('error')}"))
+    return "; ".join(parts)
+
+
 def chat_text(messages: Iterable[Mapping[str, Any]]) -> str:
     return "\n".join(chat_lines(messages))
 
 
-__all__ = ["MARKS", "chat_lines", "chat_text", "options"]
+__all__ = ["MARKS", "chat_lines", "chat_text", "options", "why_text"]

@@ -120,7 +120,7 @@ def _decode(sid: str, eid: str, flat: list[str]) -> dict[str, Any]:
             "ts": int(ts or 0), "event": f.get("event"), "from_step": from_step,
             "to_step": json.loads(to) if to else (path[-1] if path else from_step), "path": path,
             "status": f.get("status"), "message_id": f.get("message_id") or None, "input": f.get("input") or None,
-            "error": f.get("error") or None, "actor": f.get("actor")}
+            "error": f.get("error") or None, "actor": f.get("actor"), "why": f.get("why") or None}
 
 
 def _snapshot_row(state: Mapping[str, Any]) -> dict[str, Any]:

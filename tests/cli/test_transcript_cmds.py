@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from flowkit.engine import Message
 from flowkit.history.chat import chat_lines
 from flowkit.runtime import Runtime
@@ -39,3 +41,15 @@ def test_transcript_reads_like_a_chat(env: str, store: Store, clock: Any) -> Non
 def test_transcript_of_an_unknown_session_exits_2(env: str) -> None:  # noqa: F811
     bad_input("session", "transcript", "nobody", message="no session 'nobody'")
     bad_input("session", "transcript", "nobody", "-f", "json", message="no session 'nobody'")
+
+
+def test_session_history_shows_why(env: str, store: Store, clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    rt = Runtime(store, EXAMPLE_FLOWS, channel=WamidChannel(), services=EXAMPLE_SERVICES, clock=clock)
+    for i, text in enumerate(["pizza", "huge", "large"]):
+        rt.handle("u3", Message(text=text, message_id=f"m{i}"))
+    records = json.loads(run("session", "history", "u3", "-f", "json", code=0).stdout)
+    assert json.loads(records[2]["why"])["branches"][0]["if"] == "size == 'large'"
+    assert json.loads(records[1]["why"])["invalid"]["input"] == "huge"
+    monkeypatch.setenv("COLUMNS", "250")  # a wide terminal: rich wraps the table at 80
+    text = run("session", "history", "u3", code=0).stdout
+    assert "size == 'large'" in text and "upsell" in text and "'huge'" in text
