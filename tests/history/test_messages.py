@@ -76,3 +76,33 @@ def test_an_export_without_messages_is_explained(tmp_path: Path) -> None:
     (tmp_path / "history.jsonl").write_text("")
     with pytest.raises(HistoryError, match="no messages table.*flowkit export"):
         read_messages(tmp_path)
+
+
+def test_delivery_and_read_rates_per_flow_and_step(store: Store, tmp_path: Path) -> None:
+    from flowkit.history.columns import read_history
+    from flowkit.history.delivery import delivery_rates
+
+    _conversation(store)
+    export_store(store, tmp_path / "out")
+    rates = delivery_rates(read_messages(tmp_path / "out"), read_history(tmp_path / "out"))
+    first = rates[(rates.flow == "order_pizza") & (rates.step == "ask_size")].iloc[0]
+    # u1 and u2 each got the welcome and "What size?": 4 sent; u1's first read, its second failed
+    assert (first.sent, first.delivered, first.read, first.failed) == (4, 1, 1, 1)
+    assert first.read_rate == 0.25 and first.failed_rate == 0.25
+    assert rates.sent.sum() == (read_messages(tmp_path / "out").direction == "out").sum()
+
+
+def test_flowkit_analytics_delivery(store: Store, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from flowkit.cli import app
+
+    _conversation(store)
+    export_store(store, tmp_path / "out")
+    r = CliRunner().invoke(app, ["analytics", str(tmp_path / "out"), "-t", "delivery", "-f", "json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)
+    assert {"flow", "step", "sent", "delivered_rate", "read_rate"} <= set(rows[0])
+    assert sum(row["sent"] for row in rows) == len(read_messages(tmp_path / "out").query("direction == 'out'"))
+    r = CliRunner().invoke(app, ["analytics", str(tmp_path / "out"), "-t", "delivery", "--engine", "dask"])
+    assert r.exit_code == 2 and "--engine pandas" in r.stderr
