@@ -271,6 +271,11 @@ def drill_down() -> None:
     left, right = st.columns([2, 3])
     left.json(detail["state"] or {}, expanded=1)
     right.dataframe(detail["history"], hide_index=True)
+    if detail["transcript"]:
+        from flowkit.history.chat import chat_text
+
+        st.markdown(f"**Transcript** — {len(detail['transcript'])} messages")
+        st.code(chat_text(detail["transcript"]), language=None)
     versions = list(range(detail["first_version"] or 1, version + 1))
     if len(versions) >= 2:
         st.markdown("**Diff between versions**")

@@ -345,8 +345,9 @@ def stuck_sessions(client: Any, now: int | None = None, *, stuck_after_ms: int =
 
 
 def session_detail(store: Store, session_id: str, *, history_limit: int = 200) -> dict[str, Any] | None:
-    """One session: its verified state (``problem`` says why not, with the raw JSON), and
-    its last ``history_limit`` history records as a DataFrame. None if there is no session.
+    """One session: its verified state (``problem`` says why not, with the raw JSON), its
+    last ``history_limit`` history records as a DataFrame (with ``why``) and its
+    ``transcript`` (messages both ways, with statuses). None if there is no session.
     Reading never repairs: a corrupt state is shown, not quarantined (``flowkit`` does that
     on the next message or ``load``)."""
     problem = None
@@ -362,11 +363,13 @@ def session_detail(store: Store, session_id: str, *, history_limit: int = 200) -
     first = max(1, version - history_limit + 1) if version else 1
     records = store.history(session_id, first)
     hist = pd.DataFrame(records, columns=["version", "ts", "event", "from_step", "to_step", "path", "status",
-                                          "message_id", "input", "error", "actor"])
+                                          "message_id", "input", "error", "actor", "why"])
     if not hist.empty:
         hist["ts"] = pd.to_datetime(hist["ts"], unit="ms", utc=True)
     return {"session_id": session_id, "state": state, "problem": problem, "version": version,
-            "history": hist, "first_version": int(hist["version"].min()) if not hist.empty else None}
+            "history": hist, "first_version": int(hist["version"].min()) if not hist.empty else None,
+            # the chat both ways, as Redis keeps it (flowkit/store/transcript.py)
+            "transcript": store.transcript(session_id)}
 
 
 def session_diff(store: Store, session_id: str, a: int, b: int) -> dict[str, Any]:
