@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from flowkit.engine import why as _why
 from flowkit.engine.events import (
     CallService,
     Command,
@@ -35,7 +36,6 @@ from flowkit.engine.inputs import (
     is_utf8,
     parse_input,
 )
-from flowkit.engine import why as _why
 from flowkit.engine.state import (
     CHECKED,
     PROFILE,

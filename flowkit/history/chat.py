@@ -114,10 +114,11 @@ def why_text(why: str | Mapping[str, Any] | None) -> str:
     if why is None or why != why:  # None or NaN (a pandas cell)
         return ""
     if isinstance(why, str):
+        text = why
         try:
-            why = json.loads(why)
+            why = json.loads(text)
         except ValueError:
-            return why
+            return text
     if not isinstance(why, Mapping):
         return str(why)
     parts = []

@@ -168,10 +168,11 @@ class MessagesWriter:
 def _locate(path: Path) -> tuple[Path, Format]:
     if (path / NAME).is_dir():
         return path / NAME, "parquet"
-    for fmt in ("jsonl", "csv"):
+    text_formats: tuple[Format, ...] = ("jsonl", "csv")
+    for fmt in text_formats:
         p = path / f"{NAME}.{fmt}"
         if p.is_file():
-            return p, fmt  # type: ignore[return-value]
+            return p, fmt
     raise HistoryError(f"{path}: no messages table (messages/, messages.jsonl or messages.csv); "
                        "export again with this flowkit version (`flowkit export`)")
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from flowkit.batching import batched
 from flowkit.store import delivery, ops
-from flowkit.store import transcript as tx
 from flowkit.store import keys as K
+from flowkit.store import transcript as tx
 from flowkit.store.driver import AsyncDriver, Op, T
 from flowkit.store.values import CommitResult, StoreConfig
 

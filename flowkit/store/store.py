@@ -19,8 +19,8 @@ from typing import Any
 from flowkit.batching import batched
 from flowkit.log import get_logger
 from flowkit.store import delivery, ops
-from flowkit.store import transcript as tx
 from flowkit.store import keys as K
+from flowkit.store import transcript as tx
 from flowkit.store.driver import Op, SyncDriver, T
 from flowkit.store.values import CommitResult, StoreConfig
 

@@ -15,8 +15,7 @@ from flowkit.history.columns import read_meta
 from flowkit.history.export import export_store
 from flowkit.history.messages import MESSAGE_COLUMNS, read_messages
 from flowkit.runtime import RecordingChannel, Runtime
-from flowkit.store import Store
-from flowkit.store import delivery
+from flowkit.store import Store, delivery
 from tests.runtime.conftest import EXAMPLE_FLOWS, Clock
 
 
