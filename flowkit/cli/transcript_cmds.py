@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 import typer
 
 from flowkit.cli.flows import FormatOption, OutputFormat
-from flowkit.cli.store_cmds import RedisOption, _errors, _json, _store, session_app
+from flowkit.cli.store_cmds import RedisOption, _errors, _store, session_app
 
 
 @session_app.command("transcript")
@@ -20,12 +21,15 @@ def session_transcript(session_id: Annotated[str, typer.Argument(help="Session i
     from flowkit.history.chat import chat_lines
 
     with _errors():
+        if not session_id:
+            raise SessionNotFound("no session ''; give a session id (list them with `flowkit session find`)")
         store = _store(redis)
         messages = store.transcript(session_id)
         if not messages and store.load_raw(session_id) is None:
             raise SessionNotFound(f"no session {session_id!r}; list sessions with `flowkit session find`")
     if format is OutputFormat.json:
-        _json(messages)
+        # ASCII JSON: a lone surrogate in a user's text stays (escaped) instead of failing the print
+        typer.echo(json.dumps(messages, indent=2, ensure_ascii=True))
         return
     typer.echo(f"session {session_id}: {len(messages)} messages")
     for line in chat_lines(messages):

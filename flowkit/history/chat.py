@@ -85,9 +85,15 @@ def _status(m: Mapping[str, Any]) -> str:
     return f"{mark} {_when(m.get('status_ts'))[11:]}" if m.get("status_ts") is not None else mark
 
 
+def printable(text: str) -> str:
+    """``text`` with lone surrogates (a hostile client's, no UTF-8 form) shown as U+FFFD."""
+    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
 def chat_lines(messages: Iterable[Mapping[str, Any]]) -> list[str]:
     """One or more lines per message: time, who, ``›`` in or ``‹`` out, the text, then the
-    options offered (``[Small] [Large]``) and the delivery status of an outbound one."""
+    options offered (``[Small] [Large]``) and the delivery status of an outbound one. Every
+    line can be printed (lone surrogates become U+FFFD)."""
     lines: list[str] = []
     for m in messages:
         payload = _payload(m)
@@ -105,7 +111,7 @@ def chat_lines(messages: Iterable[Mapping[str, Any]]) -> list[str]:
         status = _status(m) if direction == "out" else ""
         if status:
             lines.append(pad + status)
-    return lines
+    return [printable(line) for line in lines]
 
 
 def why_text(why: str | Mapping[str, Any] | None) -> str:

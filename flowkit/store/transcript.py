@@ -63,7 +63,9 @@ def max_entries(history_max_len: int | None) -> int | None:
 
 def append_commands(session_id: str, entries: Iterable[Mapping[str, Any]], keep: int | None = None) -> Batch:
     """Append ``entries`` to the session's transcript, trimmed to the last ``keep``."""
-    values = [json.dumps(dict(e), ensure_ascii=False, sort_keys=True, separators=(",", ":")) for e in entries]
+    # ASCII JSON: a user's text may hold lone surrogates, which have no UTF-8 form; written raw
+    # they would fail the round trip this batch rides on (the next commit), again and again.
+    values = [json.dumps(dict(e), ensure_ascii=True, sort_keys=True, separators=(",", ":")) for e in entries]
     if not values:
         return []
     key = K.transcript_key(session_id)

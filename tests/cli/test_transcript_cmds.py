@@ -41,6 +41,7 @@ def test_transcript_reads_like_a_chat(env: str, store: Store, clock: Any) -> Non
 def test_transcript_of_an_unknown_session_exits_2(env: str) -> None:  # noqa: F811
     bad_input("session", "transcript", "nobody", message="no session 'nobody'")
     bad_input("session", "transcript", "nobody", "-f", "json", message="no session 'nobody'")
+    bad_input("session", "transcript", "", message="give a session id")
 
 
 def test_session_history_shows_why(env: str, store: Store, clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
@@ -53,3 +54,13 @@ def test_session_history_shows_why(env: str, store: Store, clock: Any, monkeypat
     monkeypatch.setenv("COLUMNS", "250")  # a wide terminal: rich wraps the table at 80
     text = run("session", "history", "u3", code=0).stdout
     assert "size == 'large'" in text and "upsell" in text and "'huge'" in text
+
+
+def test_a_transcript_with_a_lone_surrogate_prints(env: str, store: Store, clock: Any) -> None:  # noqa: F811
+    rt = Runtime(store, EXAMPLE_FLOWS, channel=WamidChannel(), services=EXAMPLE_SERVICES, clock=clock)
+    rt.handle("u4", Message(text="pizza", message_id="m1"))
+    rt.handle("u4", Message(text="\ud800", message_id="m2"))  # a hostile client's text: no UTF-8 form
+    rt.drain()
+    assert "user  › \ufffd" in run("session", "transcript", "u4", code=0).stdout
+    data = json.loads(run("session", "transcript", "u4", "-f", "json", code=0).stdout)
+    assert [m["text"] for m in data if m["dir"] == "in"] == ["pizza", "\ud800"]  # JSON keeps it, escaped

@@ -100,3 +100,12 @@ def test_reply_kinds_and_the_actor_of_an_outbound_message() -> None:
                        actor="agent")
     assert e["actor"] == "agent" and e["text"] == "[template order_ready: Ann]"
     assert e["payload"] == {"template": ["order_ready", "en", ["Ann"]]}
+
+
+def test_a_lone_surrogate_is_recorded_and_never_blocks_the_next_commit(store: Store, runtime: Runtime) -> None:
+    runtime.handle("u3", Message(text="pizza", message_id="m1"))
+    runtime.handle("u3", Message(text="\ud800", message_id="m2"))  # no UTF-8 form: an invalid answer
+    assert runtime.handle("u3", Message(text="small", message_id="m3")).status == "applied"
+    runtime.drain()
+    texts = [m["text"] for m in store.transcript("u3") if m["dir"] == "in"]
+    assert texts == ["pizza", "\ud800", "small"]
