@@ -240,7 +240,7 @@ def answer(flow: Flow, state: State, msg: Message, now: int) -> Transition | Non
                         if c.when is not None:
                             read.update(_scope(c.when, flow, slots, now, state, here))
                     branches.append(_why.branch(here, b.when.source if b.when else None, passed,
-                                                _why.read_values(read, flow.sensitive_slots), goto))
+                                                _why.read_values(read, flow.slots), goto))
             if len(path) >= MAX_AUTO_STEPS:
                 return None
             node = steps[goto]

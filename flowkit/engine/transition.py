@@ -393,7 +393,7 @@ class _Run:
             if b.when is None or self.evaluate(b.when, f"condition {b.when.source!r}"):
                 if b.when is not None or passed:  # a condition decided: say which, and what it read
                     names = frozenset().union(*(c.when.names() for c in st.next[:len(passed) + 1] if c.when))
-                    read = _why.read_values(self.env(names), self.flow.sensitive_slots)
+                    read = _why.read_values(self.env(names), self.flow.slots)
                     self.why.setdefault("branches", []).append(
                         _why.branch(self.step_name, b.when.source if b.when else None, passed, read, b.goto))
                 self.enter(b.goto)

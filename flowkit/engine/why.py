@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
+
+import orjson
 
 REDACTED = "[redacted]"
 #: Longest value kept in ``read`` or ``input`` (a long text would bloat every history entry).
@@ -31,9 +33,18 @@ def _short(value: Any) -> Any:
     return value
 
 
-def read_values(env: Mapping[str, Any], sensitive: frozenset[str]) -> dict[str, Any]:
-    """The values a condition read, with secrets left out."""
-    return {k: REDACTED if k in sensitive or k == "profile" else _short(v) for k, v in sorted(env.items())}
+class _Slot(Protocol):
+    @property
+    def sensitive(self) -> bool: ...
+
+
+def read_values(env: Mapping[str, Any], slots: Mapping[str, _Slot]) -> dict[str, Any]:
+    """The values a condition read, with secrets (sensitive ``slots``, the profile) left out."""
+    out = {}
+    for k, v in env.items():
+        spec = slots.get(k)
+        out[k] = REDACTED if k == "profile" or (spec is not None and spec.sensitive) else _short(v)
+    return out
 
 
 def branch(step: str | None, matched: str | None, passed: list[str], read: Mapping[str, Any],
@@ -51,11 +62,18 @@ def invalid(code: str, detail: str, text: str | None, redact: bool) -> dict[str,
 
 
 def encode(why: Mapping[str, Any]) -> str | None:
-    """Canonical JSON text, or None when there is nothing to explain. ASCII, like the record's
-    ``input``: a user's text may hold lone surrogates, which have no UTF-8 form."""
+    """Canonical JSON text (keys sorted), or None when there is nothing to explain.
+
+    orjson on the hot path (a branch taken on every answer: json.dumps cost more than the rest
+    of the fast path); what it refuses (a lone surrogate in a user's text, which has no UTF-8
+    form; a non-text key) is written by json.dumps as ASCII with escapes. The fast path and the
+    general engine both call this, so they always write the same text."""
     if not why:
         return None
-    return json.dumps(why, ensure_ascii=True, sort_keys=True, separators=(",", ":"), default=str)
+    try:
+        return orjson.dumps(why, option=orjson.OPT_SORT_KEYS).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps(why, ensure_ascii=True, sort_keys=True, separators=(",", ":"), default=str)
 
 
 __all__ = ["REDACTED", "branch", "encode", "invalid", "read_values"]
