@@ -168,6 +168,20 @@ def headline(client: Any, now: int | None = None, *, stuck_after_ms: int = DEFAU
     }
 
 
+def delivery_summary(counts: Mapping[str, float]) -> dict[str, float | None]:
+    """Deployment-wide delivery and read rates from WhatsApp's statuses (all time): of the
+    replies WhatsApp reported ``sent``, the share delivered, read and failed. Per flow and
+    step they need the messages table: ``flowkit analytics EXPORT -t delivery``."""
+    got = {lab[0]: v for lab, v in by_label(counts, "delivery_status").items() if lab}
+    sent = got.get("sent", 0.0)
+    out: dict[str, float | None] = {"sent": sent}
+    for name in ("delivered", "read", "failed"):
+        n = got.get(name, 0.0) + (got.get("played", 0.0) if name == "read" else 0.0)
+        out[name] = n
+        out[f"{name}_rate"] = min(1.0, n / sent) if sent else None
+    return out
+
+
 def rates(client: Any, now: int | None = None, *, window_ms: int = 60 * 60_000,
           metrics: list[str] | None = None) -> pd.DataFrame:
     """Per-minute counts over the last ``window_ms``: messages in/out, sessions started and

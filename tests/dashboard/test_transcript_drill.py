@@ -29,3 +29,21 @@ def test_the_drill_down_shows_the_chat(traffic: Traffic, redis_url: str, monkeyp
     chat = chat_text(traffic.store.transcript("stuck-2"))
     assert any(c.value == chat for c in at.code)
     assert any("Transcript" in m.value for m in at.markdown)
+
+
+def test_delivery_and_read_rates_from_whatsapps_statuses(traffic: Traffic, redis_url: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from flowkit.metrics import RedisMetrics, totals
+
+    metrics = RedisMetrics(traffic.store.client, autoflush=False)
+    for status, n in (("sent", 10), ("delivered", 8), ("read", 5), ("played", 1), ("failed", 1)):
+        for _ in range(n):
+            metrics.delivery_status(status)  # what the webhook counts for every status it receives
+    metrics.flush()
+    got = D.delivery_summary(totals(traffic.store.client))
+    assert (got["sent"], got["delivered_rate"], got["read_rate"], got["failed_rate"]) == (10, 0.8, 0.6, 0.1)
+    assert D.delivery_summary({})["read_rate"] is None  # no statuses yet: no rate, not 0%
+    registered(traffic.store.client)
+    at = app(monkeypatch, redis_url)
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Delivered"] == "80%" and shown["Read"] == "60%" and shown["Replies sent (WhatsApp)"] == "10"
