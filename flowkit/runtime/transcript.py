@@ -25,6 +25,9 @@ class TranscriptStore(Protocol):
     @property
     def transcript_keep(self) -> int | None: ...
 
+    @property
+    def transcript_ttl_ms(self) -> int | None: ...
+
 
 def reply_kind(reply: Reply) -> str:
     """``template``, ``media``, ``interactive`` (buttons, list, URL button, location request) or ``text``."""
@@ -54,6 +57,7 @@ def outbound_entry(reply: Reply, *, wamid: str | None, ts: int, version: int | N
         raise ValueError(f"an outbound message is sent by one of {', '.join(OUT_ACTORS)}, not {actor!r}")
     payload = reply.to_dict()
     payload.pop("kind", None)
+    payload.pop("text", None)  # the entry's own `text` (Redis memory: every byte is per message)
     return {"dir": "out", "ts": ts, "wamid": wamid, "kind": reply_kind(reply), "text": reply_text(reply),
             "payload": payload, "version": version, "index": index, "actor": actor}
 
@@ -69,6 +73,7 @@ def message_entry(event: Message, *, ts: int, version: int | None) -> dict[str, 
     """The transcript entry of an engine message (text, tapped button or row, location, media)."""
     payload = event.payload()
     kind = payload.pop("type", "text")
+    payload.pop("text", None)  # the entry's own `text`
     return inbound_entry(wamid=event.message_id, ts=ts, kind=str(kind), text=event.text, payload=payload,
                          version=version)
 
@@ -82,7 +87,7 @@ def inbound_commands(store: TranscriptStore, sid: str, event: object, status: st
     applied = status == "applied"
     ts = int((record or {}).get("ts") or now) if applied else now
     entry = message_entry(event, ts=ts, version=version if applied else None)
-    return tx.append_commands(sid, [entry], store.transcript_keep)
+    return tx.append_commands(sid, [entry], store.transcript_keep, store.transcript_ttl_ms)
 
 
 def reply_actor(reply: Reply) -> str:
@@ -96,7 +101,7 @@ def outbound_commands(store: TranscriptStore, sid: str, reply: Reply, *, wamid: 
     """The write recording a reply Graph accepted (``actor`` None: :func:`reply_actor`)."""
     entry = outbound_entry(reply, wamid=wamid, ts=ts, version=version, index=index,
                            actor=actor or reply_actor(reply))
-    return tx.append_commands(sid, [entry], store.transcript_keep)
+    return tx.append_commands(sid, [entry], store.transcript_keep, store.transcript_ttl_ms)
 
 
 __all__ = ["OUT_ACTORS", "TranscriptStore", "inbound_commands", "inbound_entry", "message_entry", "outbound_commands",

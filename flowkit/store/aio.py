@@ -177,6 +177,10 @@ class AsyncStore:
     def transcript_keep(self) -> int | None:
         return tx.max_entries(self.config.history_max_len)
 
+    @property
+    def transcript_ttl_ms(self) -> int | None:
+        return self.config.terminal_ttl_ms
+
     async def transcript(self, session_id: str) -> list[tx.Entry]:
         return await self._run(tx.transcript(session_id))
 

@@ -283,6 +283,11 @@ class Store:
         """Transcript entries kept per session (None: all); follows ``history_max_len``."""
         return tx.max_entries(self.config.history_max_len)
 
+    @property
+    def transcript_ttl_ms(self) -> int | None:
+        """A transcript expires this long after its last message (the terminal TTL; None: never)."""
+        return self.config.terminal_ttl_ms
+
     def transcript(self, session_id: str) -> list[tx.Entry]:
         """The session's messages both ways, oldest first, outbound ones with their statuses."""
         return self._run(tx.transcript(session_id))

@@ -61,8 +61,11 @@ def max_entries(history_max_len: int | None) -> int | None:
     return None if history_max_len is None else history_max_len * PER_VERSION
 
 
-def append_commands(session_id: str, entries: Iterable[Mapping[str, Any]], keep: int | None = None) -> Batch:
-    """Append ``entries`` to the session's transcript, trimmed to the last ``keep``."""
+def append_commands(session_id: str, entries: Iterable[Mapping[str, Any]], keep: int | None = None,
+                    ttl_ms: int | None = None) -> Batch:
+    """Append ``entries`` to the session's transcript, trimmed to the last ``keep``; with
+    ``ttl_ms`` (the store's terminal TTL) it expires that long after its last message, as an
+    ended session's keys do after it ended."""
     # ASCII JSON: a user's text may hold lone surrogates, which have no UTF-8 form; written raw
     # they would fail the round trip this batch rides on (the next commit), again and again.
     values = [json.dumps(dict(e), ensure_ascii=True, sort_keys=True, separators=(",", ":")) for e in entries]
@@ -72,6 +75,8 @@ def append_commands(session_id: str, entries: Iterable[Mapping[str, Any]], keep:
     cmds: Batch = [("RPUSH", key, *values)]
     if keep is not None:
         cmds.append(("LTRIM", key, -keep, -1))
+    if ttl_ms:
+        cmds.append(("PEXPIRE", key, ttl_ms))
     return cmds
 
 

@@ -109,3 +109,16 @@ def test_a_lone_surrogate_is_recorded_and_never_blocks_the_next_commit(store: St
     runtime.drain()
     texts = [m["text"] for m in store.transcript("u3") if m["dir"] == "in"]
     assert texts == ["pizza", "\ud800", "small"]
+
+
+def test_with_a_terminal_ttl_the_transcript_expires_like_the_session(redis_client: object, channel: object,
+                                                                    clock: object) -> None:
+    store = Store(redis_client, terminal_ttl_ms=60_000)
+    rt = Runtime(store, EXAMPLE_FLOWS, channel=channel, clock=clock)  # type: ignore[arg-type]
+    rt.handle("u5", Message(text="pizza", message_id="m1"))
+    rt.drain()
+    assert 0 < redis_client.pttl(K.transcript_key("u5")) <= 60_000  # type: ignore[attr-defined]
+    keep_all = Runtime(Store(redis_client), EXAMPLE_FLOWS, channel=channel, clock=clock)  # type: ignore[arg-type]
+    keep_all.handle("u6", Message(text="pizza", message_id="m1"))
+    keep_all.drain()
+    assert redis_client.pttl(K.transcript_key("u6")) == -1  # type: ignore[attr-defined]  # no TTL: kept like history

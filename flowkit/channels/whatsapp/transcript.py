@@ -31,7 +31,7 @@ def non_answer_entry(m: InboundMessage, now: int) -> dict[str, Any]:
 
 
 def non_answer_commands(store: TranscriptStore, m: InboundMessage, now: int) -> Batch:
-    return tx.append_commands(m.wa_id, [non_answer_entry(m, now)], store.transcript_keep)
+    return tx.append_commands(m.wa_id, [non_answer_entry(m, now)], store.transcript_keep, store.transcript_ttl_ms)
 
 
 __all__ = ["non_answer_commands", "non_answer_entry"]
