@@ -182,6 +182,15 @@ def traffic() -> None:
         fig.add_scatter(x=r.index, y=r[col], name=col.replace("_", " "), mode="lines")
     fig.update_layout(title="Problems per minute", height=260, margin={"t": 40, "b": 20})
     st.plotly_chart(fig)
+    from flowkit.metrics import totals
+
+    dlv = D.delivery_summary(totals(src.client))
+    per_step = "per flow and step: `flowkit analytics EXPORT -t delivery`"
+    d1, d2, d3, d4 = st.columns(4)
+    d1.metric("Replies sent (WhatsApp)", _fmt(dlv["sent"]), help="replies WhatsApp reported sent, all time")
+    d2.metric("Delivered", _fmt(dlv["delivered_rate"], pct=True), help=f"of the replies sent; {per_step}")
+    d3.metric("Read", _fmt(dlv["read_rate"], pct=True), help=f"of the replies sent; {per_step}")
+    d4.metric("Failed", _fmt(dlv["failed_rate"], pct=True), help=f"of the replies sent; {per_step}")
 
 
 @st.fragment(run_every=every)
@@ -271,6 +280,11 @@ def drill_down() -> None:
     left, right = st.columns([2, 3])
     left.json(detail["state"] or {}, expanded=1)
     right.dataframe(detail["history"], hide_index=True)
+    if detail["transcript"]:
+        from flowkit.history.chat import chat_text
+
+        st.markdown(f"**Transcript** — {len(detail['transcript'])} messages")
+        st.code(chat_text(detail["transcript"]), language=None)
     versions = list(range(detail["first_version"] or 1, version + 1))
     if len(versions) >= 2:
         st.markdown("**Diff between versions**")

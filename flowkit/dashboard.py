@@ -168,6 +168,20 @@ def headline(client: Any, now: int | None = None, *, stuck_after_ms: int = DEFAU
     }
 
 
+def delivery_summary(counts: Mapping[str, float]) -> dict[str, float | None]:
+    """Deployment-wide delivery and read rates from WhatsApp's statuses (all time): of the
+    replies WhatsApp reported ``sent``, the share delivered, read and failed. Per flow and
+    step they need the messages table: ``flowkit analytics EXPORT -t delivery``."""
+    got = {lab[0]: v for lab, v in by_label(counts, "delivery_status").items() if lab}
+    sent = got.get("sent", 0.0)
+    out: dict[str, float | None] = {"sent": sent}
+    for name in ("delivered", "read", "failed"):
+        n = got.get(name, 0.0) + (got.get("played", 0.0) if name == "read" else 0.0)
+        out[name] = n
+        out[f"{name}_rate"] = min(1.0, n / sent) if sent else None
+    return out
+
+
 def rates(client: Any, now: int | None = None, *, window_ms: int = 60 * 60_000,
           metrics: list[str] | None = None) -> pd.DataFrame:
     """Per-minute counts over the last ``window_ms``: messages in/out, sessions started and
@@ -345,8 +359,9 @@ def stuck_sessions(client: Any, now: int | None = None, *, stuck_after_ms: int =
 
 
 def session_detail(store: Store, session_id: str, *, history_limit: int = 200) -> dict[str, Any] | None:
-    """One session: its verified state (``problem`` says why not, with the raw JSON), and
-    its last ``history_limit`` history records as a DataFrame. None if there is no session.
+    """One session: its verified state (``problem`` says why not, with the raw JSON), its
+    last ``history_limit`` history records as a DataFrame (with ``why``) and its
+    ``transcript`` (messages both ways, with statuses). None if there is no session.
     Reading never repairs: a corrupt state is shown, not quarantined (``flowkit`` does that
     on the next message or ``load``)."""
     problem = None
@@ -362,11 +377,13 @@ def session_detail(store: Store, session_id: str, *, history_limit: int = 200) -
     first = max(1, version - history_limit + 1) if version else 1
     records = store.history(session_id, first)
     hist = pd.DataFrame(records, columns=["version", "ts", "event", "from_step", "to_step", "path", "status",
-                                          "message_id", "input", "error", "actor"])
+                                          "message_id", "input", "error", "actor", "why"])
     if not hist.empty:
         hist["ts"] = pd.to_datetime(hist["ts"], unit="ms", utc=True)
     return {"session_id": session_id, "state": state, "problem": problem, "version": version,
-            "history": hist, "first_version": int(hist["version"].min()) if not hist.empty else None}
+            "history": hist, "first_version": int(hist["version"].min()) if not hist.empty else None,
+            # the chat both ways, as Redis keeps it (flowkit/store/transcript.py)
+            "transcript": store.transcript(session_id)}
 
 
 def session_diff(store: Store, session_id: str, a: int, b: int) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from flowkit.channels.whatsapp import (
     verify_signature,
     verify_subscription,
 )
+from flowkit.channels.whatsapp.transcript import non_answer_commands
 from flowkit.engine import Command, Message, State
 from flowkit.errors import StoreUnavailable, WebhookError
 from flowkit.log import error_fields, get_logger
@@ -262,6 +263,7 @@ def create_app(runtime: Any, *, verify_token: str | None = None, app_secret: str
                     log.info("non-answer ignored", extra={"session_id": m.wa_id, "message_id": m.message_id,
                                                           "kind": m.kind, "raw_type": m.raw_type,
                                                           "errors": [e.code for e in m.errors]})
+                    await runtime.store.defer(non_answer_commands(runtime.store, m, runtime.clock()))
                     continue
                 out = await runtime.handle(m.wa_id, to_event(m), wait_services=False)
                 applied += out.status == "applied"

@@ -96,7 +96,12 @@ def test_the_tour_runs(redis_url: str, redis_client: object, tmp_path: Path) -> 
         allowed = (0, 1) if words[1] == "analyze" else (0,)  # analyze exits 1 when it finds anomalies
         assert r.returncode in allowed, f"{line}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
         ran.append(words[1])
-    assert ran == ["lint", "render", "simulate", "check", "test", "test", "session", "export", "analyze", "analytics"]
+        if words[1:3] == ["session", "transcript"]:  # the README shows its first lines
+            [shown] = [b for b in blocks("text") if b.startswith(f"session {words[3]}:")]
+            head = shown.split("...")[0].splitlines()
+            assert r.stdout.splitlines()[:len(head)] == head, r.stdout
+    assert ran == ["lint", "render", "simulate", "check", "test", "test", "session", "session", "export", "analyze",
+                   "analytics"]
     assert (tmp_path / "out" / "order_pizza.svg").exists() and (tmp_path / "out" / "history").is_dir()
 
 

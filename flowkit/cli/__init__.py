@@ -20,6 +20,7 @@ from flowkit.cli import history_cmds as _history
 from flowkit.cli import runtime_cmds as _runtime
 from flowkit.cli import sim_cmds as _sim
 from flowkit.cli import store_cmds as _store
+from flowkit.cli import transcript_cmds as _transcript
 
 app = typer.Typer(
     name="flowkit",
@@ -64,6 +65,7 @@ _runtime.register(app)
 _sim.register(app)
 _store.register(app)
 _find.register(app)
+_transcript.register(app)
 _history.register(app)
 _alerts.register(app)
 _dashboard.register(app)

@@ -50,6 +50,7 @@ class Table(StrEnum):
     retries = "retries"
     variants = "variants"
     dfg = "dfg"
+    delivery = "delivery"  # from the messages table (flowkit/history/delivery.py)
 
 
 FlowsOption = Annotated[list[Path] | None, typer.Option(
@@ -167,7 +168,8 @@ def export(
                                 partition_by=partition)
         except FlowkitError as exc:
             raise _fail(str(exc)) from None
-    typer.echo(f"exported {meta['sessions']['rows']} sessions, {meta['history']['rows']} records to {out_dir} "
+    typer.echo(f"exported {meta['sessions']['rows']} sessions, {meta['history']['rows']} records, "
+               f"{meta['messages']['rows']} messages to {out_dir} "
                f"({format.value})", err=True)
 
 
@@ -261,6 +263,8 @@ def analytics(
 
         if heatmap is not None:
             raise _fail("--heatmap draws from the whole history in this process: use --engine pandas for it")
+        if table is Table.delivery:
+            raise _fail("-t delivery reads the messages table with pandas: use --engine pandas for it")
         try:
             df = dask_analytics.table(export_dir, table.value, fs, flow=flow, scheduler=scheduler)
         except FlowkitError as exc:
@@ -273,6 +277,16 @@ def analytics(
         history = read_history(export_dir)
     except FlowkitError as exc:
         raise _fail(str(exc)) from None
+    if table is Table.delivery:
+        from flowkit.history.delivery import delivery_rates
+        from flowkit.history.messages import read_messages
+
+        try:
+            df = delivery_rates(read_messages(export_dir), history, flow=flow)
+        except FlowkitError as exc:
+            raise _fail(str(exc)) from None
+        _emit_frame(df, format, title=f"delivery{' of ' + flow if flow else ''}")
+        return
     p = prepare(history)
     fn = getattr(an, table.value)
     kwargs: dict[str, Any] = {}

@@ -226,12 +226,14 @@ def session_history(session_id: Annotated[str, typer.Argument(help="Session id."
     if format is OutputFormat.json:
         _json(records)
         return
+    from flowkit.history.chat import why_text
+
     table = Table(title=f"session {session_id}: {len(records)} records")
-    for col in ("v", "ts", "event", "from → to", "status", "message_id", "error", "actor"):
+    for col in ("v", "ts", "event", "from → to", "status", "message_id", "error", "actor", "why"):
         table.add_column(col)
     for r in records:
         table.add_row(str(r["version"]), _iso(r["ts"]), r["event"], f"{r['from_step'] or '∅'} → {r['to_step'] or '∅'}",
-                      r["status"], r["message_id"] or "", r["error"] or "", r["actor"])
+                      r["status"], r["message_id"] or "", r["error"] or "", r["actor"], why_text(r.get("why")))
     Console().print(table)
 
 

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from json.encoder import encode_basestring
 from typing import Any
 
+from flowkit.engine import why as _why
 from flowkit.engine.events import CallService, End, Message, Reply
 from flowkit.engine.inputs import (
     _NO,
@@ -216,6 +217,7 @@ def answer(flow: Flow, state: State, msg: Message, now: int) -> Transition | Non
         trail = pending.get("trail", ())
         trail = [*trail[: trail.index(here)], here] if here in trail else [*trail, here]
         path: list[str] = []
+        branches: list[dict[str, Any]] = []
         effects: list[Any] = []
         written: list[str] | None = None
         node: Step = st
@@ -224,12 +226,21 @@ def answer(flow: Flow, state: State, msg: Message, now: int) -> Transition | Non
         while True:
             goto = plan.goto.get(here)
             if goto is None:  # conditions decide
+                passed: list[str] = []
                 for b in node.next:
                     if b.when is None or b.when.evaluate(_scope(b.when, flow, slots, now, state, here)):
                         goto = b.goto
                         break
+                    passed.append(b.when.source)
                 else:
                     return None
+                if b.when is not None or passed:  # the record says which condition decided (engine/why.py)
+                    read: dict[str, Any] = {}
+                    for c in node.next[:len(passed) + 1]:
+                        if c.when is not None:
+                            read.update(_scope(c.when, flow, slots, now, state, here))
+                    branches.append(_why.branch(here, b.when.source if b.when else None, passed,
+                                                _why.read_values(read, flow.slots), goto))
             if len(path) >= MAX_AUTO_STEPS:
                 return None
             node = steps[goto]
@@ -306,7 +317,7 @@ def answer(flow: Flow, state: State, msg: Message, now: int) -> Transition | Non
         "path": tuple(path), "status": status, "message_id": msg.message_id,
         "input": ('{"redacted":true,"type":' + encode_basestring(mtype) + "}" if ask.sensitive else
                   '{"text":' + encode_basestring(text) + ',"type":"text"}' if plain else payload_json(msg.payload())),  # type: ignore[arg-type]
-        "error": None, "actor": msg.actor,
+        "error": None, "actor": msg.actor, "why": _why.encode({"branches": branches}) if branches else None,
     })
     out = _new(Transition)
     _set(out, "__dict__", {"state": new, "effects": tuple(effects), "record": record})

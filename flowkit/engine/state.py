@@ -141,6 +141,7 @@ class Record:
     input: str | None = None
     error: str | None = None
     actor: str = "runtime"
+    why: str | None = None  # JSON: the branch, validation or service result that decided (engine/why.py)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -155,6 +156,7 @@ class Record:
             "input": self.input,
             "error": self.error,
             "actor": self.actor,
+            "why": self.why,
         }
 
     @classmethod
@@ -171,6 +173,7 @@ class Record:
             input=d.get("input"),
             error=d.get("error"),
             actor=d.get("actor", "runtime"),
+            why=d.get("why"),
         )
 
 

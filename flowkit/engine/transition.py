@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from flowkit.engine import why as _why
 from flowkit.engine.events import (
     CallService,
     Command,
@@ -254,7 +255,9 @@ class _Run:
         self.effects: list[Effect] = []
         self.error: str | None = None
         self.redact = False
+        self.judged: str | None = None  # the answer text a validation error judged
         self.auto = 0
+        self.why: dict[str, Any] = {}  # the history record's `why` (engine/why.py)
 
     # ------------------------------------------------------------ flows and names
 
@@ -385,10 +388,17 @@ class _Run:
         self.status = "waiting_input" if pending["wait"] == "input" else "waiting_service"
 
     def follow(self, st: Step) -> None:
+        passed: list[str] = []
         for b in st.next:
             if b.when is None or self.evaluate(b.when, f"condition {b.when.source!r}"):
+                if b.when is not None or passed:  # a condition decided: say which, and what it read
+                    names = frozenset().union(*(c.when.names() for c in st.next[:len(passed) + 1] if c.when))
+                    read = _why.read_values(self.env(names), self.flow.slots)
+                    self.why.setdefault("branches", []).append(
+                        _why.branch(self.step_name, b.when.source if b.when else None, passed, read, b.goto))
                 self.enter(b.goto)
                 return
+            passed.append(b.when.source)  # type: ignore[union-attr]  # a branch without `when` was taken
         raise EngineError(f"step {self.step_name!r} of flow {self.flow.name!r} has no branch to follow; add a final `goto` without `if`")
 
     def finish(self, status: str) -> None:
@@ -514,6 +524,7 @@ class _Run:
             raise EngineError(f"session waits for input at {self.step_name!r}, which is a {st.kind} step")
         slot = self.flow.slots.get(st.save) if st.save else None
         self.redact = bool(slot and slot.sensitive)
+        self.judged = msg.text if msg.text is not None else msg.reply_id
         try:
             value = parse_input(st.input, msg, slot=slot, labels=_labels(st), offered=_offered(st),
                                 today=dt.date.fromisoformat(self.now_iso[:10]) if st.input.type == "date" else None)
@@ -533,6 +544,7 @@ class _Run:
     def invalid(self, st: AskStep, exc: InvalidInput, *, counts: bool = True) -> None:
         assert self.step_name is not None
         self.error = f"invalid_input:{exc.code}"
+        self.why["invalid"] = _why.invalid(exc.code, exc.detail, self.judged, self.redact)
         # Other content (a sticker, a stale tap) re-prompts without using up a retry.
         count = self.attempts.get(self.step_name, 0) + counts
         if counts and count > st.retries and st.on_fail:
@@ -556,6 +568,7 @@ class _Run:
         assert isinstance(st, CallStep)
         slot = self.flow.slots.get(st.save) if st.save else None
         self.redact = bool(slot and slot.sensitive)
+        self.why["service"] = {"call": st.call, "ok": res.ok, "error": res.error}
         if res.ok:
             try:
                 value = _json_value(res.value, "the service result")
@@ -568,6 +581,7 @@ class _Run:
                 self.follow(st)
                 return True
             self.error = f"service_error:bad_result ({why})"
+            self.why["service"]["error"] = f"bad_result ({why})"
         else:
             self.error = f"service_error:{res.error or 'unknown'}"
         self.call_failed(st, timeout=False)
@@ -763,6 +777,7 @@ class _Run:
             "input": payload_json(payload),
             "error": self.error,
             "actor": actor,
+            "why": _why.encode(self.why),
         })
         return make(Transition, {"state": state, "effects": tuple(self.effects), "record": record})
 

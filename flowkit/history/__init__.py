@@ -28,6 +28,7 @@ from flowkit.history.analytics import (
     variants,
 )
 from flowkit.history.anomalies import CODES, AnalysisReport, Anomaly, analyze, find_anomalies
+from flowkit.history.chat import chat_lines, chat_text, why_text
 from flowkit.history.columns import (
     HISTORY_COLUMNS,
     SESSION_COLUMNS,
@@ -38,18 +39,21 @@ from flowkit.history.columns import (
     read_sessions,
     write_export,
 )
+from flowkit.history.delivery import delivery_rates
 from flowkit.history.export import export_store
 from flowkit.history.flowset import FlowGraph, FlowSet, expanded_graph
 from flowkit.history.impact import ImpactReport, change_impact
+from flowkit.history.messages import MESSAGE_COLUMNS, read_messages
 from flowkit.history.plots import heatmap
 from flowkit.history.replay import WhatIfReport, whatif
 from flowkit.history.synthetic import Synthetic, SyntheticConfig, generate
 
 __all__ = [
-    "CODES", "HISTORY_COLUMNS", "SESSION_COLUMNS",
+    "CODES", "HISTORY_COLUMNS", "MESSAGE_COLUMNS", "SESSION_COLUMNS",
     "AnalysisReport", "Anomaly", "Export", "FlowGraph", "FlowSet", "ImpactReport", "Synthetic", "SyntheticConfig",
     "WhatIfReport",
     "analyze", "change_impact", "dfg", "drop_off", "dwell", "expanded_graph", "export_store", "find_anomalies",
     "funnel", "generate", "heatmap", "journeys", "normalize", "rates", "read_export", "read_history", "read_sessions",
     "retries", "summary", "variants", "whatif", "write_export",
+    "chat_lines", "chat_text", "delivery_rates", "read_messages", "why_text",
 ]

@@ -32,6 +32,7 @@ message_id     ``str`` (nullable)                      string
 input          ``str`` (nullable)                      string (JSON text)
 error          ``str`` (nullable)                      string
 actor          ``category``                            string
+why            ``str`` (nullable)                      string (JSON text: flowkit/engine/why.py)
 ============== ======================================= ==========================================
 
 Reading accepts what other writers plausibly produce and normalises it (docs/history.md,
@@ -70,7 +71,7 @@ Format = Literal["parquet", "jsonl", "csv"]
 FORMATS: tuple[Format, ...] = ("parquet", "jsonl", "csv")
 
 HISTORY_COLUMNS = ("session_id", "flow", "flow_version", "version", "ts", "event", "from_step", "to_step", "path",
-                   "status", "message_id", "input", "error", "actor")
+                   "status", "message_id", "input", "error", "actor", "why")
 SESSION_COLUMNS = ("session_id", "flow", "flow_version", "version", "step", "status", "started_at", "updated_at")
 
 EVENTS = ("start", "message", "service_result", "timeout", "command", "rollback", "recovery", "expire", "migrate",
@@ -86,7 +87,7 @@ HISTORY_SCHEMA = pa.schema([
     ("session_id", pa.string()), ("flow", pa.string()), ("flow_version", pa.string()), ("version", pa.int64()),
     ("ts", TS), ("event", pa.string()), ("from_step", pa.string()), ("to_step", pa.string()),
     ("path", pa.list_(pa.string())), ("status", pa.string()), ("message_id", pa.string()), ("input", pa.string()),
-    ("error", pa.string()), ("actor", pa.string()),
+    ("error", pa.string()), ("actor", pa.string()), ("why", pa.string()),
 ])
 SESSIONS_SCHEMA = pa.schema([
     ("session_id", pa.string()), ("flow", pa.string()), ("flow_version", pa.string()), ("version", pa.int64()),
@@ -104,7 +105,7 @@ _REQUIRED = {
 # Columns another writer may leave out: filled with nulls (actor: taken as "runtime"). The others
 # carry what the checks judge by (path: the steps a record went through) and are required.
 OPTIONAL = {
-    "history": ("message_id", "input", "error", "actor"),
+    "history": ("message_id", "input", "error", "actor", "why"),
     "sessions": ("started_at", "updated_at"),
 }
 _MEANING = {

@@ -17,6 +17,14 @@ exported; the analysis then reports the session) and counted in ``export.json``.
 read at or after it, so STUCK judged against it never flags a session that was active
 when it was read), the flowkit version, the ``since``/``flow`` filters, whether the store
 trims old history (``history_trimmed``), row counts and the SHA-256 of every file.
+
+The ``messages`` table (:mod:`flowkit.history.messages`) holds the exported sessions'
+transcripts, read in one more pipelined round trip per batch, after their histories: a
+message that lands in between can be in ``messages`` without its commit in ``history``
+(never the other way round for replies, which are written after their commit). A user
+who never started a flow has no session to export, so neither do their messages.
+``messages_trimmed`` says the store trims transcripts (it does when it trims history),
+``messages_at_cap`` how many sessions had as many messages as it keeps.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from typing import Any
 from flowkit.batching import batched
 from flowkit.errors import HistoryError
 from flowkit.history.columns import FORMATS, Format, TableWriter, iso, write_meta
+from flowkit.history.messages import MessagesWriter, message_rows, read_transcripts
 from flowkit.store.files import private_dir, private_file
 
 # The state hash's version/state/checksum and the whole stream, in one atomic step, as one
@@ -111,7 +120,7 @@ def _decode(sid: str, eid: str, flat: list[str]) -> dict[str, Any]:
             "ts": int(ts or 0), "event": f.get("event"), "from_step": from_step,
             "to_step": json.loads(to) if to else (path[-1] if path else from_step), "path": path,
             "status": f.get("status"), "message_id": f.get("message_id") or None, "input": f.get("input") or None,
-            "error": f.get("error") or None, "actor": f.get("actor")}
+            "error": f.get("error") or None, "actor": f.get("actor"), "why": f.get("why") or None}
 
 
 def _snapshot_row(state: Mapping[str, Any]) -> dict[str, Any]:
@@ -143,6 +152,10 @@ def export_store(store: Any, out_dir: str | Path, *, fmt: Format = "parquet", si
     started = exported_at if exported_at is not None else int(dt.datetime.now(dt.UTC).timestamp() * 1000)
     hist_w = TableWriter(out, "history", fmt, rows_per_file=rows_per_file, partition_by=partition_by)
     sess_w = TableWriter(out, "sessions", fmt, rows_per_file=rows_per_file)
+    msg_w = MessagesWriter(out, fmt, rows_per_file=rows_per_file)
+    msg_buf: list[dict[str, Any]] = []
+    at_cap = 0  # sessions whose transcript is as long as the store keeps: older messages may be gone
+    keep = getattr(store, "transcript_keep", None)
     hist_buf: list[dict[str, Any]] = []
     sess_buf: list[dict[str, Any]] = []
     scanned = 0
@@ -152,6 +165,7 @@ def export_store(store: Any, out_dir: str | Path, *, fmt: Format = "parquet", si
     max_len = getattr(getattr(store, "config", None), "history_max_len", None)
     ids = session_ids if session_ids is not None else store.iter_session_ids()
     for sids in batched(ids, batch):
+        kept: list[str] = []  # the sessions this batch exports: their transcripts follow
         for sid, state, why, records in read_sessions_atomic(store, sids):
             scanned += 1
             if state is None and not records:
@@ -166,8 +180,15 @@ def export_store(store: Any, out_dir: str | Path, *, fmt: Format = "parquet", si
                 if not records:
                     continue
             hist_buf.extend(records)
+            kept.append(sid)
             if state is not None:
                 sess_buf.append(_snapshot_row(state))
+        for sid, entries in read_transcripts(store, kept):
+            at_cap += keep is not None and len(entries) >= keep
+            msg_buf.extend(r for r in message_rows(sid, entries) if since is None or (r["ts"] or 0) >= since)
+        if len(msg_buf) >= FLUSH_ROWS:
+            msg_w.write_rows(msg_buf)
+            msg_buf = []
         if len(hist_buf) >= FLUSH_ROWS:
             hist_w.write_rows(hist_buf)
             hist_buf = []
@@ -178,6 +199,7 @@ def export_store(store: Any, out_dir: str | Path, *, fmt: Format = "parquet", si
             progress(scanned, None)
     hist_w.write_rows(hist_buf)
     sess_w.write_rows(sess_buf)
+    msg_w.write_rows(msg_buf)
     meta: dict[str, Any] = {
         "exported_at": iso(started),
         "flowkit_version": __version__,
@@ -191,7 +213,11 @@ def export_store(store: Any, out_dir: str | Path, *, fmt: Format = "parquet", si
         "corrupt_sessions": corrupt[:MAX_LISTED],
         "history": hist_w.close(),
         "sessions": sess_w.close(),
+        "messages": msg_w.close(),
+        # the transcript is trimmed like the history (docs/decisions.md, "Transcripts")
+        "messages_trimmed": keep is not None,
+        "messages_at_cap": at_cap,
     }
-    for path in (*hist_w.files, *sess_w.files, write_meta(out, meta)):
+    for path in (*hist_w.files, *sess_w.files, *msg_w.files, write_meta(out, meta)):
         private_file(path)
     return meta

@@ -39,7 +39,7 @@ from flowkit.engine.transition import schedule
 from flowkit.errors import ChannelError, ConflictError, EngineError, FlowkitError, UnknownFlowError
 from flowkit.flow.model import Flow
 from flowkit.log import error_fields, get_logger
-from flowkit.runtime import unrouted
+from flowkit.runtime import transcript, unrouted
 from flowkit.runtime.channel import AsyncChannel, Channel, HeldChannel, RecordingChannel
 from flowkit.runtime.registry import FlowRegistry
 from flowkit.runtime.sender import (
@@ -263,6 +263,11 @@ class _Core:
                 )
             yield _Sleep(self.rng.uniform(0, min(0.05, 0.001 * 2 ** conflicts)))
 
+    def transcript_in(self, sid: str, event: Event, outcome: Outcome) -> list[Any]:
+        """The deferred transcript write of a handled user message (flowkit/runtime/transcript.py)."""
+        return transcript.inbound_commands(self.store, sid, event, outcome.status, outcome.version, outcome.record,
+                                           self.clock())
+
     def window_ms(self) -> int | None:
         """The channel's customer-service window (None: the channel has none, e.g. in tests)."""
         return getattr(getattr(self, "channel", None), "window_ms", None)
@@ -388,6 +393,8 @@ class Runtime(_Core):
             if outcome.status == "unrouted" and not unrouted.claim(self.store.client, session_id, event.message_id):
                 outcome = Outcome(session_id, "duplicate", outcome.version)  # already answered once
         self.count(outcome, started, event)
+        if tx_in := self.transcript_in(session_id, event, outcome):
+            self.store.defer(tx_in)
         if outcome.status == "unrouted":
             if not self._send(session_id, outcome.replies) and isinstance(event, Message) and event.message_id:
                 unrouted.release(self.store.client, session_id, event.message_id)
@@ -401,7 +408,9 @@ class Runtime(_Core):
     def _send(self, sid: str, replies: Iterable[Reply]) -> bool:
         for r in replies:
             try:
-                self.channel.send(sid, r)
+                wamid = self.channel.send(sid, r)
+                self.store.defer(transcript.outbound_commands(self.store, sid, r, wamid=wamid, ts=self.clock(),
+                                                              version=None, index=None))
                 if self.metrics is not None:
                     self.metrics.sent()
             except (ChannelError, OSError) as exc:
@@ -451,8 +460,9 @@ class Runtime(_Core):
                                 extra={"session_id": sid, "error": str(exc)})
                 return False
             metric(self.metrics, "sent")
-            if wamid:
-                self.store.defer(delivery.sent_commands(sid, version, i, wamid))
+            out = transcript.outbound_commands(self.store, sid, reply, wamid=wamid, ts=self.clock(), version=version,
+                                               index=i)
+            self.store.defer((delivery.sent_commands(sid, version, i, wamid) if wamid else []) + out)
         return True
 
     def _undeliverable(self, sid: str, version: int, index: int, error: str, route: bool) -> None:
@@ -682,6 +692,8 @@ class AsyncRuntime(_Core):
                                                                             event.message_id):
                 outcome = Outcome(session_id, "duplicate", outcome.version)  # already answered once
         self.count(outcome, started, event)
+        if tx_in := self.transcript_in(session_id, event, outcome):
+            await self.store.defer(tx_in)
         if outcome.status == "unrouted":
             if self.outbox is not None:
                 self.outbox.submit(session_id, 0, list(outcome.replies), ack=False, record=False)
@@ -730,10 +742,13 @@ class AsyncRuntime(_Core):
 
     handle_message = handle
 
-    async def _send(self, sid: str, replies: Iterable[Reply]) -> bool:
-        for r in replies:
+    async def _send(self, sid: str, replies: Iterable[Reply], version: int | None = None) -> bool:
+        for i, r in enumerate(replies):
             try:
-                await self.channel.send(sid, r)
+                wamid = await self.channel.send(sid, r)
+                await self.store.defer(transcript.outbound_commands(
+                    self.store, sid, r, wamid=wamid, ts=self.clock(), version=version,
+                    index=None if version is None else i))
                 if self.metrics is not None:
                     self.metrics.sent()
             except (ChannelError, OSError) as exc:
@@ -766,7 +781,7 @@ class AsyncRuntime(_Core):
                     await self.store.ack_effects(sid, version, defer=True)
                 return
         else:
-            sent = await self._send(sid, replies)
+            sent = await self._send(sid, replies, version)
             if inbound and seen is not None:
                 await seen(inbound, working=self.run_services and has_calls)
         calls = [e for e in effects if isinstance(e, CallService)] if self.run_services else []

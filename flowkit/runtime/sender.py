@@ -36,6 +36,7 @@ from typing import Any, Literal
 from flowkit.engine import Command, Reply
 from flowkit.errors import ChannelError, FlowkitError, GraphAPIError
 from flowkit.log import error_fields, get_logger
+from flowkit.runtime import transcript
 from flowkit.store import delivery
 
 log = get_logger("flowkit.sender")
@@ -292,8 +293,12 @@ class OutboxSender:
                 break
             job.attempts = 0
             metric(rt.metrics, "sent")
-            if wamid and job.record:
-                await rt.store.defer(delivery.sent_commands(job.sid, job.version, i, wamid))
+            # the transcript also keeps replies outside any commit (unrouted: no version)
+            out = transcript.outbound_commands(rt.store, job.sid, reply, wamid=wamid, ts=rt.clock(),
+                                               version=job.version if job.record else None,
+                                               index=i if job.record else None)
+            await rt.store.defer((delivery.sent_commands(job.sid, job.version, i, wamid)
+                                  if wamid and job.record else []) + out)
             job.first = i + 1
         if job.ack and job.record:
             await rt.store.ack_effects(job.sid, job.version, defer=True)

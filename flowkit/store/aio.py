@@ -11,6 +11,7 @@ from typing import Any
 from flowkit.batching import batched
 from flowkit.store import delivery, ops
 from flowkit.store import keys as K
+from flowkit.store import transcript as tx
 from flowkit.store.driver import AsyncDriver, Op, T
 from flowkit.store.values import CommitResult, StoreConfig
 
@@ -171,6 +172,17 @@ class AsyncStore:
 
     async def last_inbound(self, session_id: str) -> int | None:
         return await self._run(delivery.last_inbound(session_id))
+
+    @property
+    def transcript_keep(self) -> int | None:
+        return tx.max_entries(self.config.history_max_len)
+
+    @property
+    def transcript_ttl_ms(self) -> int | None:
+        return self.config.terminal_ttl_ms
+
+    async def transcript(self, session_id: str) -> list[tx.Entry]:
+        return await self._run(tx.transcript(session_id))
 
 
 async def _chunks(it: AsyncIterator[str], n: int) -> AsyncIterator[list[str]]:

@@ -25,10 +25,12 @@ RECORD_KEYS = ("version", "ts", "event", "from_step", "to_step", "path", "status
                "actor")
 #: what the store adds to every record it returns (from the state at that version)
 ADDED_KEYS = ("session_id", "flow", "flow_version")
-_NULLABLE = ("from_step", "to_step", "message_id", "input", "error")
+_NULLABLE = ("from_step", "to_step", "message_id", "input", "error", "why")
 _STATE_KEYSET = frozenset(STATE_KEYS)
 _RECORD_NEEDS = frozenset(RECORD_KEYS) - {"version"}
-_RECORD_ALLOWS = frozenset(RECORD_KEYS) | frozenset(ADDED_KEYS)
+#: optional: a record may say why it went where it went (JSON text, flowkit/engine/why.py)
+OPTIONAL_RECORD_KEYS = ("why",)
+_RECORD_ALLOWS = frozenset(RECORD_KEYS) | frozenset(ADDED_KEYS) | frozenset(OPTIONAL_RECORD_KEYS)
 
 #: Fields of one history stream entry, always all of them and in this order: Redis then
 #: stores the field names once per stream node instead of once per entry. The entry id is
@@ -37,7 +39,7 @@ _RECORD_ALLOWS = frozenset(RECORD_KEYS) | frozenset(ADDED_KEYS)
 #: session id is in the key. ``to_step`` is '' when it is what the path says (its last
 #: step, or from_step if the path is empty), else its JSON.
 ENTRY_FIELDS = ("event", "from_step", "to_step", "path", "status", "message_id", "input", "error", "actor",
-                "flow", "flow_version", "delta", "checksum")
+                "flow", "flow_version", "delta", "checksum", "why")
 DELTA_INDEX = ENTRY_FIELDS.index("delta")
 #: state keys a delta never carries: the entry itself says them (commit enforces that the
 #: record's to_step and status are the state's step and status)
@@ -187,7 +189,7 @@ def record_problem(record: Any) -> str | None:
     if record["status"] not in STATUSES:
         return f"unknown status {record['status']!r}"
     for k in _NULLABLE:
-        if record[k] is not None and not isinstance(record[k], str):
+        if record.get(k) is not None and not isinstance(record[k], str):
             return f"{k} must be a string or null"
     path = record["path"]
     if not isinstance(path, list | tuple) or not all(isinstance(p, str) for p in path):
@@ -357,7 +359,7 @@ def entry_values(record: Mapping[str, Any], state: Mapping[str, Any], delta_json
     return [record["event"], "" if from_step is None else from_step, to_txt, canonical(list(path), trusted=True),
             record["status"],
             "" if msg is None else msg, "" if inp is None else inp, "" if err is None else err, record["actor"],
-            state["flow"], state["flow_version"], delta_json, state_sum]
+            state["flow"], state["flow_version"], delta_json, state_sum, record.get("why") or ""]
 
 
 def entry_fields(raw: Any) -> dict[str, str]:
@@ -395,6 +397,7 @@ def decode_entry(session_id: str, eid: Any, raw: Any, *, with_delta: bool = Fals
         "input": opt("input"),
         "error": opt("error"),
         "actor": f.get("actor"),
+        "why": opt("why"),
     }
     if with_delta:
         rec["delta"] = json.loads(f["delta"]) if f.get("delta") else None

@@ -115,3 +115,8 @@ def inbound_key(session_id: str) -> str:
 
 def delivery_keys(session_id: str) -> tuple[str, str, str]:
     return sent_key(session_id), delivery_key(session_id), inbound_key(session_id)
+
+
+def transcript_key(session_id: str) -> str:
+    """list of the session's messages both ways (JSON), oldest first; bounded like the history."""
+    return f"fk:{{s:{session_id}}}:tx"

@@ -726,7 +726,7 @@ def delete_session(sid: str) -> Op[bool]:
     cmds: Batch = [("DEL", *k.all), ("ZREM", K.IDX_ACTIVE, sid), ("ZREM", K.IDX_TIMEOUTS, sid)]
     # delivery records name the user too (an erasure request covers them)
     wamids = [K.wamid_key(s(w) or "") for w in (r[3] if not isinstance(r[3], Exception) else [])]
-    cmds += [("DEL", *K.delivery_keys(sid)), *[("DEL", w) for w in wamids]]  # wamid keys: other slots
+    cmds += [("DEL", *K.delivery_keys(sid), K.transcript_key(sid)), *[("DEL", w) for w in wamids]]  # wamid keys: other slots
     if members:
         cmds.append(("ZREM", K.IDX_OUTBOX, *members))
     cmds += _counter_cmds(codec.counter_move(_triple(*head), None))

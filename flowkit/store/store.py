@@ -20,6 +20,7 @@ from flowkit.batching import batched
 from flowkit.log import get_logger
 from flowkit.store import delivery, ops
 from flowkit.store import keys as K
+from flowkit.store import transcript as tx
 from flowkit.store.driver import Op, SyncDriver, T
 from flowkit.store.values import CommitResult, StoreConfig
 
@@ -274,6 +275,22 @@ class Store:
     def last_inbound(self, session_id: str) -> int | None:
         """When the user last wrote (epoch ms) if the 24-hour window is still open, else None."""
         return self._run(delivery.last_inbound(session_id))
+
+    # -- transcripts (flowkit.store.transcript)
+
+    @property
+    def transcript_keep(self) -> int | None:
+        """Transcript entries kept per session (None: all); follows ``history_max_len``."""
+        return tx.max_entries(self.config.history_max_len)
+
+    @property
+    def transcript_ttl_ms(self) -> int | None:
+        """A transcript expires this long after its last message (the terminal TTL; None: never)."""
+        return self.config.terminal_ttl_ms
+
+    def transcript(self, session_id: str) -> list[tx.Entry]:
+        """The session's messages both ways, oldest first, outbound ones with their statuses."""
+        return self._run(tx.transcript(session_id))
 
 
 def _commit_kwargs(c: Mapping[str, Any]) -> dict[str, Any]:

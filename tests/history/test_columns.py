@@ -85,7 +85,7 @@ def test_timezone_aware_and_naive_timestamps_become_utc(tmp_path: Path) -> None:
     assert normalize(local)["ts"].equals(df["ts"])
     # CSV written by another tool: +02:00 offsets, a 'Z', naive text (taken as UTC) and epoch ms.
     csv = tmp_path / "history.csv"
-    frame_csv = pd.DataFrame({c: [r[c] for r in rows] for c in HISTORY_COLUMNS})
+    frame_csv = pd.DataFrame({c: [r.get(c) for r in rows] for c in HISTORY_COLUMNS})
     frame_csv["path"] = [">".join(p) for p in frame_csv["path"]]
     stamps = pd.to_datetime(frame_csv["ts"], unit="ms", utc=True)
     frame_csv["ts"] = [

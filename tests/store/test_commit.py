@@ -39,7 +39,7 @@ def test_first_commit_creates_version_1_and_sets_versions(store: Store) -> None:
     assert state["version"] == 1 and rec["version"] == 1
     assert store.load("u1") == state
     [h] = store.history("u1")
-    assert h == {"session_id": "u1", "flow": "order_pizza", "flow_version": "3", **rec}
+    assert h == {"session_id": "u1", "flow": "order_pizza", "flow_version": "3", "why": None, **rec}  # why: none given
 
 
 def test_conflict_when_expected_version_is_stale(store: Store) -> None:
