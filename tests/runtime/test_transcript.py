@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import httpx
 
-from flowkit.channels.fake_graph import FakeGraphAPI
 from flowkit.channels.whatsapp.payloads import message_payload, status_payload
 from flowkit.engine import Message, Reply
 from flowkit.runtime import AsyncRuntime, Runtime
 from flowkit.runtime.transcript import outbound_entry, reply_kind
 from flowkit.store import Store
 from flowkit.store import keys as K
+from flowkit.testing.fake_graph import FakeGraphAPI
 from tests.runtime.conftest import EXAMPLE_FLOWS
 from tests.runtime.test_sending import run, until
 from tests.runtime.webutil import deliver, say

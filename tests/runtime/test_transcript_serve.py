@@ -19,7 +19,6 @@ import httpx
 import pandas as pd
 import pytest
 
-from flowkit.channels.fake_graph import FakeGraphAPI
 from flowkit.channels.whatsapp import sign
 from flowkit.channels.whatsapp.payloads import (
     DEFAULT_PHONE_NUMBER_ID,
@@ -31,6 +30,7 @@ from flowkit.history.columns import read_history
 from flowkit.history.messages import read_messages
 from flowkit.store import Store, connect
 from flowkit.store.server import free_port
+from flowkit.testing.fake_graph import FakeGraphAPI
 from tests.runtime.webutil import ROOT, SECRET, start_serve
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "whatsapp"
