@@ -149,6 +149,10 @@ class ConfigError(FlowkitError):
     """A configuration value (environment variable or option) is invalid."""
 
 
+class SessionIdError(FlowkitError, ValueError):
+    """A session id that cannot name a session (empty, or not text)."""
+
+
 class MissingExtra(FlowkitError):
     """A command or function needs an optional package that is not installed."""
 

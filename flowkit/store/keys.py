@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+from flowkit.errors import SessionIdError
+
 PREFIX = "fk:{s:"
 STATE_SUFFIX = "}:state"
 #: SCAN pattern of every session's state hash (``{`` and ``}`` are not glob characters).
@@ -44,7 +46,7 @@ class SessionKeys:
 
 def session_keys(session_id: str) -> SessionKeys:
     if not isinstance(session_id, str) or not session_id:
-        raise ValueError(f"a session id must be a non-empty string, got {session_id!r}")
+        raise SessionIdError(f"a session id must be a non-empty string (the user's WhatsApp id), got {session_id!r}")
     return _session_keys(session_id)
 
 

@@ -121,6 +121,12 @@ def test_session_history_of_unknown_session_exits_2(env: str) -> None:
     bad_input("session", "history", "nobody", "-f", "json", message="no session 'nobody'")
 
 
+def test_an_empty_session_id_is_a_usage_error(env: str) -> None:
+    # (it used to end in a ValueError traceback from the key builder)
+    for command in ("show", "history", "transcript"):
+        bad_input("session", command, "", message="session id")
+
+
 def test_session_diff(u1: str) -> None:
     d = json.loads(run("session", "diff", u1, "1", "3", "-f", "json", code=0).stdout)
     assert (d["from_version"], d["to_version"]) == (1, 3)
