@@ -88,6 +88,7 @@ def test_the_tour_runs(redis_url: str, redis_client: object, tmp_path: Path) -> 
     exe = Path(sys.executable).parent / "flowkit"
     env = dict(os.environ, FLOWKIT_REDIS_URL=redis_url)
     ran = []
+    outputs: list[tuple[str, str]] = []
     for line in tour.splitlines():
         words = shlex.split(line, comments=True)
         if not words or words[0] != "flowkit" or words[1] in ("redis", "dashboard"):
@@ -96,7 +97,11 @@ def test_the_tour_runs(redis_url: str, redis_client: object, tmp_path: Path) -> 
         allowed = (0, 1) if words[1] == "analyze" else (0,)  # analyze exits 1 when it finds anomalies
         assert r.returncode in allowed, f"{line}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
         ran.append(words[1])
-    assert ran == ["lint", "render", "simulate", "check", "test", "test", "session", "export", "analyze", "analytics"]
+        outputs.append((line, r.stdout))
+    assert ran == ["lint", "render", "simulate", "check", "test", "test", "session", "export", "analyze", "analytics",
+                   "simulate", "export", "analytics", "test"]
+    [ab] = [out for line, out in outputs if "-t experiments" in line]
+    assert "wording" in ab and "short" in ab and "long" in ab and "p_value" in ab
     assert (tmp_path / "out" / "order_pizza.svg").exists() and (tmp_path / "out" / "history").is_dir()
 
 

@@ -14,7 +14,7 @@ from flowkit.history.flowset import FlowSet
 
 def experiments_table(export_dir: Path, flows: FlowSet | None, *, goal: str | None, flow: str | None) -> pd.DataFrame:
     from flowkit.history.columns import read_history
-    from flowkit.history.experiments import experiments
+    from flowkit.history.experiments import experiment_results
 
     try:
         if flows is None:
@@ -22,7 +22,7 @@ def experiments_table(export_dir: Path, flows: FlowSet | None, *, goal: str | No
         if goal is not None and not any(goal in flows.graph(f.name, f.version_id).steps for f in flows.all()):
             raise FlowkitError(f"--goal {goal!r} is not a step of any flow given with --flows; name a step "
                                "(qualified inside sub-flows, e.g. contact/ask_email)")
-        df = experiments(read_history(export_dir), flows, goal=goal, flow=flow)
+        df = experiment_results(read_history(export_dir), flows, goal=goal, flow=flow)
     except FlowkitError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

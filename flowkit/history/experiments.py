@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
 
 from flowkit.engine.experiments import assign
 from flowkit.errors import HistoryError
@@ -63,6 +62,9 @@ def compare(successes: int, n: int, control_successes: int, control_n: int) -> C
         # every journey did (or none did) the same: nothing varies, so there is no test to run
         warnings.append("no variation: every journey of both variants had the same outcome")
         return Comparison(diff, np.nan, np.nan, np.nan, "; ".join(warnings))
+    # imported here: statsmodels (and scipy) cost a second, and `import flowkit.history` is on many paths
+    from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
+
     if min(n, control_n) * min(pooled, 1 - pooled) < MIN_EXPECTED:
         warnings.append(f"expected count below {MIN_EXPECTED}: the z-test is unreliable")
     _, p = proportions_ztest(np.array([successes, control_successes]), np.array([n, control_n]))
@@ -146,7 +148,7 @@ def _variant(graph: FlowGraph, qualified: str, st: SplitStep, session_id: str, a
     return assign(session_id, _owner(graph, qualified), st.name, st.split).name
 
 
-def experiments(history: pd.DataFrame, flows: Any, *, goal: str | None = None, flow: str | None = None) -> pd.DataFrame:
+def experiment_results(history: pd.DataFrame, flows: Any, *, goal: str | None = None, flow: str | None = None) -> pd.DataFrame:
     """Per split step and variant: journeys, completion, conversion to ``goal`` (a step name,
     qualified inside sub-flows) and the comparison with the first variant.
 

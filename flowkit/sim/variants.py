@@ -43,3 +43,22 @@ def in_variant(persona: Persona, state: State) -> Persona:
     for variant in recorded(state.slots).values():
         changes.update(persona.variants.get(variant, {}))
     return dataclasses.replace(persona, **changes) if changes else persona  # type: ignore[arg-type]
+
+
+def parse_variant_options(options: list[str]) -> dict[str, dict[str, float]]:
+    """``["long:abandon_rate=0.3,invalid_rate=0.2", ...]`` (``flowkit simulate --variant``) -> Persona.variants."""
+    out: dict[str, dict[str, float]] = {}
+    for text in options:
+        name, sep, body = text.partition(":")
+        if not sep or not name.strip() or not body.strip():
+            raise ConfigError(f"--variant {text!r}: write VARIANT:RATE=VALUE[,RATE=VALUE], e.g. long:abandon_rate=0.3")
+        changes = out.setdefault(name.strip(), {})
+        for part in body.split(","):
+            key, eq, value = part.partition("=")
+            try:
+                changes[key.strip()] = float(value) if eq else float("nan")
+            except ValueError:
+                raise ConfigError(f"--variant {text!r}: {value.strip()!r} is not a number (rates are 0 to 1)") from None
+            if not eq:
+                raise ConfigError(f"--variant {text!r}: {part.strip()!r} needs =VALUE, e.g. abandon_rate=0.3")
+    return out

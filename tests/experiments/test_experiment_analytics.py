@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from flowkit.history.columns import read_history
-from flowkit.history.experiments import MIN_JOURNEYS, assignments, compare, experiments
+from flowkit.history.experiments import MIN_JOURNEYS, assignments, compare, experiment_results
 from flowkit.history.export import export_store
 from flowkit.history.flowset import FlowSet
 from flowkit.runtime import RecordingChannel, Runtime
@@ -66,7 +66,7 @@ def real_difference(ab: Run) -> Path:
 
 
 def test_a_real_difference_is_detected(real_difference: Path) -> None:
-    df = experiments(read_history(real_difference), FlowSet.load(FLOWS))
+    df = experiment_results(read_history(real_difference), FlowSet.load(FLOWS))
     assert list(df["variant"]) == ["short", "long"] and set(df["split"]) == {"wording"}
     short, long = df.iloc[0], df.iloc[1]
     assert short["journeys"] + long["journeys"] == 400 and min(short["journeys"], long["journeys"]) > 150
@@ -88,13 +88,13 @@ def test_the_variant_read_from_history_is_the_one_the_engine_recorded(ab: Run) -
 def test_a_null_difference_is_not_detected(store: Store, tmp_path: Path) -> None:
     """A/A: both variants behave alike (the persona has no per-variant change)."""
     history = run_experiment(store, tmp_path / "aa", Persona(abandon_rate=0.2, **CALM), 400, 8)
-    df = experiments(history, FlowSet.load(FLOWS))
+    df = experiment_results(history, FlowSet.load(FLOWS))
     long = df.iloc[1]
     assert long["p_value"] > 0.05 and long["ci_low"] < 0 < long["ci_high"] and not bool(long["significant"])
 
 
 def test_conversion_to_a_goal_step(real_difference: Path) -> None:
-    df = experiments(read_history(real_difference), FlowSet.load(FLOWS), goal="follow_up")
+    df = experiment_results(read_history(real_difference), FlowSet.load(FLOWS), goal="follow_up")
     assert set(df["metric"]) == {"conversion to follow_up"} and set(df["goal"]) == {"follow_up"}
     assert (df["converted"] <= df["completed"]).all() and (df["converted"] > 0).all()
     assert df["conversion_rate"].tolist() == pytest.approx((df["converted"] / df["journeys"]).tolist())
@@ -104,7 +104,7 @@ def test_conversion_to_a_goal_step(real_difference: Path) -> None:
 def test_small_samples_are_flagged(real_difference: Path) -> None:
     history = read_history(real_difference)
     few = history[history["session_id"].isin(sorted(set(history["session_id"]))[:40])]
-    df = experiments(few, FlowSet.load(FLOWS))
+    df = experiment_results(few, FlowSet.load(FLOWS))
     assert all(n < MIN_JOURNEYS for n in df["journeys"])
     assert all(w.startswith("small sample") for w in df["warning"])
 
