@@ -30,9 +30,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def page_text(chromium: str, url: str, *, until: str, shot: Path, timeout: float = 60) -> str:
+def page_text(chromium: str, url: str, *, until: str, shot: Path, timeout: float = 60, tab: str | None = None) -> str:
     """The page's visible text once it contains ``until``, and a PNG screenshot of it then
-    (headless Chromium driven over the DevTools protocol, in real time)."""
+    (headless Chromium driven over the DevTools protocol, in real time); ``tab``: click the
+    tab with that label first, as soon as it is there."""
     from websockets.sync.client import connect
 
     proc = subprocess.Popen([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -63,7 +64,11 @@ def page_text(chromium: str, url: str, *, until: str, shot: Path, timeout: float
             call("Page.navigate", url=url)
             text = ""
             deadline = time.monotonic() + timeout
+            click = ("(() => { const b = [...document.querySelectorAll('[role=tab]')]"
+                     f".find(b => b.innerText.trim() === {json.dumps(tab)}); if (b) b.click(); return !!b; }})()")
             while time.monotonic() < deadline:
+                if tab is not None and call("Runtime.evaluate", expression=click)["result"]["result"].get("value"):
+                    tab = None
                 got = call("Runtime.evaluate", expression="document.body ? document.body.innerText : ''")
                 text = got["result"]["result"].get("value") or ""
                 if until in text:
