@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from flowkit.engine import CallService, Message, ServiceResult, Start, State, Timeout, step
+from flowkit.engine.experiments import recorded
 from flowkit.engine.locate import locate
 from flowkit.engine.state import slot_problem
 from flowkit.errors import EngineError, FlowkitError, StateValidationError, UnknownFlowError
@@ -52,7 +53,6 @@ from flowkit.flow.expr import Const, Node
 from flowkit.flow.graph import edge_list, reachable
 from flowkit.flow.model import AskStep, CallStep, EndStep, Flow, FlowStep, SetStep, SlotSpec
 from flowkit.runtime.registry import FlowRegistry
-from flowkit.engine.experiments import recorded
 from flowkit.sim.answers import invalid_answer, valid_answer
 from flowkit.testing.variants import replay_id, search_ids
 

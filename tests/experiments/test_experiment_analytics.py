@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,12 @@ from tests.runtime.conftest import EXAMPLE_FLOWS, EXAMPLE_SERVICES
 
 ROOT = Path(__file__).resolve().parents[2]
 FLOWS = ROOT / "examples" / "flows"
-CALM = dict(invalid_rate=0.0, back_rate=0.0, cancel_rate=0.0, help_rate=0.0)
+
+
+def calm(abandon_rate: float, variants: Mapping[str, Mapping[str, float]] | None = None) -> Persona:
+    """A user who only ever answers validly, or leaves."""
+    return Persona(invalid_rate=0.0, back_rate=0.0, cancel_rate=0.0, help_rate=0.0, abandon_rate=abandon_rate,
+                   variants=variants or {})
 
 
 def run_experiment(store: Store, out: Path, persona: Persona, users: int, seed: int) -> pd.DataFrame:
@@ -53,7 +59,7 @@ def ab(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Run:
         client.flushall()
         store = Store(client)
         out = tmp_path_factory.mktemp("ab") / "export"
-        run_experiment(store, out, Persona(abandon_rate=0.05, variants={"long": {"abandon_rate": 0.45}}, **CALM), 400, 7)
+        run_experiment(store, out, calm(0.05, {"long": {"abandon_rate": 0.45}}), 400, 7)
         recorded = {sid: (store.load(sid) or {}).get("slots", {}).get("experiments") for sid in store.iter_session_ids()}
     finally:
         client.close()
@@ -87,7 +93,7 @@ def test_the_variant_read_from_history_is_the_one_the_engine_recorded(ab: Run) -
 
 def test_a_null_difference_is_not_detected(store: Store, tmp_path: Path) -> None:
     """A/A: both variants behave alike (the persona has no per-variant change)."""
-    history = run_experiment(store, tmp_path / "aa", Persona(abandon_rate=0.2, **CALM), 400, 8)
+    history = run_experiment(store, tmp_path / "aa", calm(0.2), 400, 8)
     df = experiment_results(history, FlowSet.load(FLOWS))
     long = df.iloc[1]
     assert long["p_value"] > 0.05 and long["ci_low"] < 0 < long["ci_high"] and not bool(long["significant"])

@@ -14,7 +14,7 @@ import pytest
 from flowkit.engine import Command, Message, Start, State, check_slots, step
 from flowkit.engine.experiments import EXPERIMENTS, assign, bucket
 from flowkit.errors import StateValidationError
-from flowkit.flow import SplitStep
+from flowkit.flow import Flow, SplitStep
 from tests.engine.helpers import T0, Session, flow, flows_of
 
 SPLIT = """\
@@ -48,12 +48,12 @@ steps:
 """
 
 
-def split_flow(short: int = 50, long: int = 50) -> object:
+def split_flow(short: int = 50, long: int = 50) -> Flow:
     return flow(SPLIT % (short, long))
 
 
-def variant_of(sid: str, f: object) -> str:
-    s = Session(f, sid=sid)  # type: ignore[arg-type]
+def variant_of(sid: str, f: Flow) -> str:
+    s = Session(f, sid=sid)
     s.send(Start(flow="exp"))
     t = s.send("Ana")
     return str(t.state.slots[EXPERIMENTS]["pick"])
@@ -75,7 +75,7 @@ def test_the_variant_goes_where_it_says_and_is_recorded_in_state() -> None:
 
 @pytest.mark.parametrize(("short", "long", "share"), [(50, 50, 0.5), (1, 3, 0.25), (9, 1, 0.9)])
 def test_variants_come_in_the_proportions_of_the_weights(short: int, long: int, share: float) -> None:
-    st = split_flow(short, long).steps["pick"]  # type: ignore[attr-defined]
+    st = split_flow(short, long).steps["pick"]
     assert isinstance(st, SplitStep)
     n = 4000
     counts = Counter(assign(f"1555{i:07d}", "exp", "pick", st.split).name for i in range(n))

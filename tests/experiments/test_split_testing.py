@@ -14,7 +14,7 @@ from flowkit.runtime.registry import FlowRegistry
 from flowkit.store import Store
 from flowkit.testing import load_stories, parse_stories, run_edge_coverage, run_stories
 from flowkit.testing.coverage import generate_conversations
-from flowkit.testing.variants import search_ids, variants_of, splits
+from flowkit.testing.variants import search_ids, splits, variants_of
 
 ROOT = Path(__file__).resolve().parents[2]
 FLOWS = load_flows(ROOT / "examples" / "flows")
