@@ -108,6 +108,10 @@ def assignments(history: pd.DataFrame, flows: Any) -> pd.DataFrame:
     split (qualified step name), variant, status (final) and ``steps`` (every step it went through)."""
     fs = FlowSet.of(flows)
     per, rows = _journeys(normalize(history, "history"))
+    # only journeys of flow versions that have a split step are read row by row
+    with_splits = {(f.name, f.version_id) for f in fs.all() if _splits(fs.graph(f.name, f.version_id))}
+    keep = per.index[[(f, v) in with_splits for f, v in zip(per["flow"], per["flow_version"], strict=True)]]
+    per, rows = per.loc[keep], rows[rows["journey"].isin(keep)]
     steps = rows[["journey", "path"]].explode("path").dropna()
     visited = steps.groupby("journey")["path"].agg(lambda s: frozenset(map(str, s)))
     out: list[dict[str, Any]] = []

@@ -146,3 +146,11 @@ def test_cli_mistakes_get_a_clear_error(real_difference: Path, args: list[str], 
     r = subprocess.run([str(Path(sys.executable).parent / "flowkit"), "analytics", str(real_difference),
                         "-t", "experiments", *args], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_history_without_splits_gives_an_empty_table_with_the_columns() -> None:
+    from flowkit.history.columns import empty_frame
+    from flowkit.history.experiments import COLUMNS
+
+    df = experiment_results(empty_frame("history"), FlowSet.load(FLOWS))
+    assert df.empty and tuple(df.columns) == COLUMNS
