@@ -140,3 +140,16 @@ def test_a_missing_key_of_a_variant_is_reported() -> None:
         - {variant: long, weight: 50, goto: ask_b}
         """), "missing-key")
     assert p.line == 11 and "needs `weight`" in p.message
+
+
+def test_the_builder_writes_a_split_that_equals_the_file() -> None:
+    from flowkit.flow import FlowBuilder
+
+    b = FlowBuilder("demo", start="hello")
+    b.slot("name", "text")
+    b.say("hello", "Hi", next="pick")
+    b.split("pick", [("short", 50, "ask_a"), ("long", 50, "ask_b")])
+    b.ask("ask_a", "Name?", input="text", save="name", next="bye")
+    b.ask("ask_b", "Please tell us your full name", input="text", save="name", next="bye")
+    b.end("bye")
+    assert b.build() == parse_flow(SPLIT, "f.yaml")
