@@ -17,8 +17,9 @@ the normal approximation both rely on is then not to be trusted.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,13 +27,16 @@ import pandas as pd
 
 from flowkit.engine.experiments import assign
 from flowkit.errors import HistoryError
-from flowkit.flow.model import FlowStep, SplitStep
+from flowkit.flow.model import Flow, FlowStep, SplitStep
 from flowkit.history.columns import normalize
 from flowkit.history.flowset import FlowGraph, FlowSet
 
 MIN_JOURNEYS = 30  # per variant; below it the normal approximation is poor
 MIN_EXPECTED = 5  # expected successes and failures per variant (the usual rule for a z-test)
 ALPHA = 0.05
+
+#: What :meth:`FlowSet.of` accepts: a FlowSet, flows (by name or not), or flow files and folders.
+FlowsLike = FlowSet | Mapping[str, Flow] | Iterable[Flow] | str | Path
 
 COLUMNS = ("flow", "split", "variant", "weight", "journeys", "completed", "completion_rate", "goal", "converted",
            "conversion_rate", "metric", "diff", "ci_low", "ci_high", "p_value", "significant", "warning")
@@ -103,7 +107,7 @@ def _splits(graph: FlowGraph) -> dict[str, SplitStep]:
     return {q: s for q, s in graph.steps.items() if isinstance(s, SplitStep)}
 
 
-def assignments(history: pd.DataFrame, flows: Any) -> pd.DataFrame:
+def assignments(history: pd.DataFrame, flows: FlowsLike) -> pd.DataFrame:
     """One row per journey through a split step: journey, session_id, flow, flow_version,
     split (qualified step name), variant, status (final) and ``steps`` (every step it went through)."""
     fs = FlowSet.of(flows)
@@ -152,7 +156,8 @@ def _variant(graph: FlowGraph, qualified: str, st: SplitStep, session_id: str, a
     return assign(session_id, _owner(graph, qualified), st.name, st.split).name
 
 
-def experiment_results(history: pd.DataFrame, flows: Any, *, goal: str | None = None, flow: str | None = None) -> pd.DataFrame:
+def experiment_results(history: pd.DataFrame, flows: FlowsLike | None, *, goal: str | None = None,
+                       flow: str | None = None) -> pd.DataFrame:
     """Per split step and variant: journeys, completion, conversion to ``goal`` (a step name,
     qualified inside sub-flows) and the comparison with the first variant.
 

@@ -10,13 +10,16 @@ as a session id of :func:`replay_id` that the engine assigns those same variants
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 from flowkit.engine.experiments import assign
 from flowkit.errors import Problem, StoryError
 from flowkit.flow.model import Flow, FlowStep, SplitStep
 from flowkit.history.flowset import expanded_graph
 from flowkit.runtime.registry import FlowRegistry
+
+if TYPE_CHECKING:
+    from flowkit.testing.stories import Story
 
 MAX_TRIES = 2_000  # ids tried per conversation; a variant of weight w in W is missed with chance (1 - w/W)^2000
 
@@ -67,7 +70,7 @@ def replay_id(base: str, taken: Mapping[str, str], root: Flow, registry: FlowReg
     return base
 
 
-def story_session_id(base: str, story: Any, registry: FlowRegistry) -> str:
+def story_session_id(base: str, story: Story, registry: FlowRegistry) -> str:
     """The session id a story runs as: ``base``, or one the engine gives the story's ``variants``
     (split step -> variant; a split is looked up by its qualified name in every flow)."""
     wanted: Mapping[str, str] = story.variants
