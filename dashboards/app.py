@@ -2,7 +2,9 @@
 
 Reads ``$FLOWKIT_REDIS_URL`` (set by ``flowkit dashboard --redis``) and ``$FLOWKIT_FLOWS``.
 All numbers come from :mod:`flowkit.dashboard` (cheap reads: counters and indexes, never a
-SCAN of sessions); each tab refreshes itself every few seconds (``st.fragment``).
+SCAN of sessions); each tab refreshes itself every few seconds (``st.fragment``). The
+Experiments tab is the exception: it reads up to 2,000 session states (flowkit/dashboard_experiments.py)
+when the page loads or on its Refresh button, never on a timer.
 """
 
 from __future__ import annotations
@@ -158,8 +160,8 @@ headline()
 if state != "ok":
     st.stop()
 
-tab_traffic, tab_flows, tab_stuck, tab_services, tab_alerts = st.tabs(
-    ["Traffic", "Flows", "Stuck sessions", "Services", "Alerts"])
+tab_traffic, tab_flows, tab_stuck, tab_services, tab_alerts, tab_experiments = st.tabs(
+    ["Traffic", "Flows", "Stuck sessions", "Services", "Alerts", "Experiments"])
 
 
 @st.fragment(run_every=every)
@@ -355,6 +357,25 @@ def alerts() -> None:
         st.dataframe(a["history"], hide_index=True)
 
 
+@st.fragment
+@_guard
+def experiments() -> None:
+    from flowkit.dashboard_experiments import DEFAULT_LIMIT, live_experiments
+
+    st.button("Refresh", key="experiments_refresh")
+    table = live_experiments(src.store.iter_sessions(), D.load_flows(src))
+    if table.empty:
+        st.info("No session has gone through a split step yet.")
+        return
+    st.caption(f"The latest session of each user (at most {DEFAULT_LIMIT:,} read); each variant against the first: "
+               "difference in completion rate, 95% interval, p-value. Every journey: "
+               "`flowkit analytics EXPORT -t experiments`.")
+    shown = table.assign(**{c: table[c].map(lambda v: _fmt(v, pct=True)) for c in ("completion_rate", "diff", "ci_low",
+                                                                                  "ci_high")},
+                         p_value=table["p_value"].map(lambda v: "" if pd.isna(v) else f"{v:.3g}"))
+    st.table(shown.set_index(["flow", "split", "variant"]))
+
+
 with tab_traffic:
     traffic()
 with tab_flows:
@@ -366,3 +387,5 @@ with tab_services:
     services()
 with tab_alerts:
     alerts()
+with tab_experiments:
+    experiments()

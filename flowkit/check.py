@@ -100,6 +100,7 @@ class SentLog:
         """From :meth:`flowkit.sim.SimResult.log_records` (or lines of ``--log``); lines
         without ``kind`` are deliveries (the older log form)."""
         log = cls()
+        unrouted: set[tuple[str, str]] = set()
         for r in records:
             kind = r.get("kind", "in")
             if kind == "replies":
@@ -107,6 +108,12 @@ class SentLog:
                     log.replies[str(r["session_id"])] = int(r["count"])
             elif kind == "in" and r.get("acked") and r.get("outcome", "applied") in STORED_OUTCOMES:
                 log.acked.setdefault(str(r["session_id"]), set()).add(str(r["message_id"]))
+            elif kind == "in" and r.get("outcome") == "unrouted":
+                unrouted.add((str(r["session_id"]), str(r["message_id"])))
+        # A redelivery of an unrouted message is answered "duplicate" (the runtime remembers
+        # the id, runtime/unrouted.py), yet no history holds it: not required either.
+        for sid, mid in unrouted:
+            log.acked.get(sid, set()).discard(mid)
         return log
 
 

@@ -138,6 +138,20 @@ def test_acked_message_missing_from_history_is_lost(world: World) -> None:
     assert set(report.counts()) == {"LOST_MESSAGE"}
 
 
+def test_a_redelivered_unrouted_message_is_not_required(world: World) -> None:
+    """The runtime answers a redelivery of an unrouted message "duplicate" (it remembers the
+    id), but no history holds it: found by the simulator, `flowkit check` called it lost."""
+    sid, mid = "31600000001", "wamid.after.the.end"  # the pizza session has completed
+    first = world.rt.handle(sid, Message(text="hello?", message_id=mid))
+    again = world.rt.handle(sid, Message(text="hello?", message_id=mid))
+    assert (first.status, again.status) == ("unrouted", "duplicate")
+    sent = [*world.sent, *({"kind": "in", "session_id": sid, "message_id": mid, "acked": True, "outcome": o.status}
+                           for o in (first, again))]
+    assert SentLog.of(sent).acked[sid] == {f"wamid.{sid}.{i}" for i in range(1, 6)}
+    report = world.check(sent=sent)
+    assert report.ok, [str(v) for v in report.violations]
+
+
 def test_state_that_disagrees_with_the_last_record_is_a_state_mismatch(world: World) -> None:
     # the support session ended at `to_agent`; pretend the state says ask_details
     world.set_state("31600000002", lambda s: s.update(step="ask_details"))

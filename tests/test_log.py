@@ -268,4 +268,4 @@ def test_worker_says_what_it_runs(redis_url: str, redis_client: Any, tmp_path: P
         proc.terminate()
         proc.wait(timeout=30)
     started = next(r for r in _records(log) if r["msg"] == "worker started")
-    assert started["terminal_ttl"] == "7d" and started["interval_s"] == 0.2 and len(started["flows"]) == 5
+    assert started["terminal_ttl"] == "7d" and started["interval_s"] == 0.2 and len(started["flows"]) == 6

@@ -25,7 +25,8 @@ from nbclient.exceptions import CellExecutionError
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
-EXPECTED = {"01_design_flows.ipynb", "02_simulate.ipynb", "03_analyze_history.ipynb", "04_debug_a_session.ipynb"}
+EXPECTED = {"01_design_flows.ipynb", "02_simulate.ipynb", "03_analyze_history.ipynb", "04_debug_a_session.ipynb",
+            "05_experiments_and_stories.ipynb"}
 PUBLIC_MODULES = {"flowkit", "flowkit.flow", "flowkit.store", "flowkit.runtime", "flowkit.sim", "flowkit.history",
                   "flowkit.check", "flowkit.testing"}
 KERNEL = "python3"

@@ -88,6 +88,7 @@ def test_the_tour_runs(redis_url: str, redis_client: object, tmp_path: Path) -> 
     exe = Path(sys.executable).parent / "flowkit"
     env = dict(os.environ, FLOWKIT_REDIS_URL=redis_url)
     ran = []
+    outputs: list[tuple[str, str]] = []
     for line in tour.splitlines():
         words = shlex.split(line, comments=True)
         if not words or words[0] != "flowkit" or words[1] in ("redis", "dashboard"):
@@ -100,8 +101,11 @@ def test_the_tour_runs(redis_url: str, redis_client: object, tmp_path: Path) -> 
             [shown] = [b for b in blocks("text") if b.startswith(f"session {words[3]}:")]
             head = shown.split("...")[0].splitlines()
             assert r.stdout.splitlines()[:len(head)] == head, r.stdout
+        outputs.append((line, r.stdout))
     assert ran == ["lint", "render", "simulate", "check", "test", "test", "session", "session", "export", "analyze",
-                   "analytics"]
+                   "analytics", "simulate", "export", "analytics", "test"]
+    [ab] = [out for line, out in outputs if "-t experiments" in line]
+    assert "wording" in ab and "short" in ab and "long" in ab and "p_value" in ab
     assert (tmp_path / "out" / "order_pizza.svg").exists() and (tmp_path / "out" / "history").is_dir()
 
 

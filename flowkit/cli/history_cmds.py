@@ -52,6 +52,8 @@ class Table(StrEnum):
     dfg = "dfg"
     delivery = "delivery"  # from the messages table (flowkit/history/delivery.py)
 
+    experiments = "experiments"
+
 
 FlowsOption = Annotated[list[Path] | None, typer.Option(
     "--flows", help="Flow files or folders (several may follow --flows; give every version the sessions ran on).")]
@@ -247,8 +249,10 @@ def analytics(
     scheduler: Annotated[str | None, typer.Option(
         "--scheduler", help="--engine dask: address of a running Dask scheduler (tcp://host:8786); "
         "default: a local cluster.")] = None,
+    goal: Annotated[str | None, typer.Option(
+        "--goal", help="-t experiments: the step whose reach counts as a conversion (default: completion).")] = None,
 ) -> None:
-    """Funnels, drop-off, dwell time, rates, retries, path variants or the directly-follows graph."""
+    """Funnels, drop-off, dwell time, rates, retries, path variants, the directly-follows graph, or experiments."""
     from flowkit.history import analytics as an
     from flowkit.history._prep import prepare
     from flowkit.history.columns import read_history
@@ -258,6 +262,15 @@ def analytics(
         raise _fail(f"analytics runs on --engine pandas or dask, not {engine.value}")
     if scheduler is not None and engine is not Engine.dask:
         raise _fail("--scheduler is for --engine dask")
+    if goal is not None and table is not Table.experiments:
+        raise _fail("--goal is for -t experiments")
+    if table is Table.experiments:
+        if engine is not Engine.pandas or heatmap is not None:
+            raise _fail("-t experiments runs on --engine pandas, without --heatmap")
+        from flowkit.cli.experiments_cmds import experiments_table
+
+        _emit_frame(experiments_table(export_dir, fs, goal=goal, flow=flow), format, title="experiments")
+        return
     if engine is Engine.dask:
         from flowkit.history import dask_analytics
 

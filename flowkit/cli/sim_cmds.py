@@ -68,6 +68,11 @@ def simulate(
     log: Annotated[Path | None, typer.Option(help="Write the sent-message log (JSON lines) for `flowkit check --sent`.")] = None,
     format: FormatOption = OutputFormat.text,
     terminal_ttl: TerminalTtlOption = None,
+    flow: Annotated[list[str] | None, typer.Option(
+        "--flow", help="Only start this flow (repeatable; default: every flow with triggers).")] = None,
+    variant: Annotated[list[str] | None, typer.Option(
+        "--variant", help="Users behave differently in an experiment's variant: VARIANT:RATE=VALUE[,RATE=VALUE] "
+        "(e.g. long:abandon_rate=0.3; repeatable).")] = None,
 ) -> None:
     """Drive simulated users through the real runtime (virtual clock unless --realtime) and print a summary."""
     # In process the simulator answers the flows' service calls itself (a few errors, slow
@@ -75,6 +80,7 @@ def simulate(
     # imports the registry, as `serve` would. (docs/cli.md is generated from the docstring.)
     from flowkit.runtime import Runtime
     from flowkit.sim import Persona, SimConfig, Simulator
+    from flowkit.sim.variants import parse_variant_options
     from flowkit.store import Store, connect
 
     client = connect(redis)
@@ -83,7 +89,9 @@ def simulate(
     try:
         cfg = SimConfig(users=users, concurrency=concurrency, seed=seed, duplicate_rate=duplicate_rate,
                         out_of_order_rate=out_of_order_rate, crash_rate=crash_rate, realtime=realtime, speed=speed,
-                        personas=(Persona(invalid_rate=invalid_rate, abandon_rate=abandon_rate),))
+                        flows=flow or None,
+                        personas=(Persona(invalid_rate=invalid_rate, abandon_rate=abandon_rate,
+                                          variants=parse_variant_options(variant or [])),))
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

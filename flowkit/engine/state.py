@@ -24,6 +24,7 @@ from flowkit.flow import patterns
 from flowkit.flow.model import STATUSES, TERMINAL_STATUSES, SlotSpec
 
 PROFILE = "profile"
+EXPERIMENTS = "experiments"  # the variants of split steps (engine/experiments.py)
 _T = TypeVar("_T")
 
 
@@ -304,6 +305,10 @@ def check_slots(slots: Mapping[str, Any], schema: Mapping[str, SlotSpec], *, whe
         if name == PROFILE:
             if not isinstance(value, Mapping):
                 raise StateValidationError(f"{where}: slot 'profile' must be a mapping, got {type(value).__name__}")
+            continue
+        if name == EXPERIMENTS and name not in schema:  # {split step: variant}, engine/experiments.py
+            if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+                raise StateValidationError(f"{where}: slot 'experiments' must map split steps to variant names")
             continue
         spec = schema.get(name)
         if spec is None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from flowkit.engine import experiments
 from flowkit.engine import why as _why
 from flowkit.engine.events import (
     CallService,
@@ -56,6 +57,7 @@ from flowkit.flow.model import (
     FlowStep,
     SayStep,
     SetStep,
+    SplitStep,
     Step,
 )
 from flowkit.flow.model import (
@@ -370,8 +372,12 @@ class _Run:
                                "slots": self.slots, "attempts": self.attempts, "trail": self.trail})
             profile = self.slots.get(PROFILE)
             self.slots = {**({PROFILE: profile} if profile is not None else {}), **args}
+            if experiments.EXPERIMENTS in self.stack[-1]["slots"]:  # variants are per session, not per flow
+                self.slots[experiments.EXPERIMENTS] = self.stack[-1]["slots"][experiments.EXPERIMENTS]
             self.attempts, self.trail = {}, []
             self.enter(child.start)
+        elif isinstance(st, SplitStep):
+            self.enter(self.split(st))
         elif isinstance(st, EndStep):
             if st.say is not None:
                 self.say(st.say, "say")
@@ -381,6 +387,18 @@ class _Run:
                 self.finish(st.end)
         else:  # pragma: no cover - every kind is handled above
             raise EngineError(f"unknown step kind {st.kind}")
+
+    def split(self, st: SplitStep) -> str:
+        """The goto of this session's variant, recorded in the experiments slot. A variant
+        already recorded stays (sticky even if the weights changed since)."""
+        assert self.step_name is not None
+        seen = experiments.recorded(self.slots)
+        by_name = {v.name: v for v in st.split}
+        chosen = by_name.get(seen.get(self.step_name, ""))
+        if chosen is None:
+            chosen = experiments.assign(self.session_id, self.flow.name, st.name, st.split)
+        self.slots[experiments.EXPERIMENTS] = {**seen, self.step_name: chosen.name}
+        return chosen.goto
 
     def wait(self, pending: dict[str, Any]) -> None:
         pending["trail"] = self.trail
@@ -410,6 +428,8 @@ class _Run:
             root_slots = dict(self.stack[0]["slots"])
             if PROFILE in self.slots:
                 root_slots[PROFILE] = self.slots[PROFILE]
+            if experiments.EXPERIMENTS in self.slots:
+                root_slots[experiments.EXPERIMENTS] = self.slots[experiments.EXPERIMENTS]
             self.stack = []
             self.slots = root_slots
         self.effects.append(End(status=status))
@@ -420,6 +440,8 @@ class _Run:
         self.slots, self.attempts, self.trail = dict(frame["slots"]), dict(frame["attempts"]), list(frame["trail"])
         if PROFILE in child_slots:  # the profile may have been updated by a message inside the sub-flow
             self.slots[PROFILE] = child_slots[PROFILE]
+        if experiments.EXPERIMENTS in child_slots:  # so may the variants (a split inside the sub-flow)
+            self.slots[experiments.EXPERIMENTS] = child_slots[experiments.EXPERIMENTS]
         st = self.flow.steps[frame["at"]]
         assert isinstance(st, FlowStep)
         self.step_name = self.qualify(frame["at"])

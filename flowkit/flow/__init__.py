@@ -39,8 +39,10 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each name is i
         SayStep,
         SetStep,
         SlotSpec,
+        SplitStep,
         Step,
         TemplateMessage,
+        Variant,
         format_duration,
         parse_duration,
     )
@@ -75,6 +77,8 @@ _LAZY = {
     'SlotSpec': 'flowkit.flow.model',
     'Step': 'flowkit.flow.model',
     'TemplateMessage': 'flowkit.flow.model',
+    'SplitStep': 'flowkit.flow.model',
+    'Variant': 'flowkit.flow.model',
     'format_duration': 'flowkit.flow.model',
     'parse_duration': 'flowkit.flow.model',
     'FlowBuilder': 'flowkit.flow.builder',
@@ -108,4 +112,5 @@ __all__ = [
     "edge_list", "flow_files", "flow_from_dict", "format_duration", "graph_json", "load_flow", "load_flows",
     "parse_duration", "parse_expr", "parse_flow", "parse_template", "render", "render_to_file",
     "to_networkx", "validate_flow", "validate_flow_set", "when",
+    "SplitStep", "Variant",
 ]

@@ -96,6 +96,11 @@ class FlowBuilder:
         return self._add(name, {"flow": flow}, next, args=dict(args) if args else None,
                          save=dict(save) if save else None, on_fail=on_fail)
 
+    def split(self, name: str, variants: Sequence[tuple[str, int, str]]) -> FlowBuilder:
+        """An experiment: ``b.split("wording", [("short", 50, "ask_a"), ("long", 50, "ask_b")])``
+        as (variant, weight, goto)."""
+        return self._add(name, {"split": [{"variant": v, "weight": w, "goto": g} for v, w, g in variants]})
+
     def end(self, name: str, status: str = "completed", *, say: str | Mapping[str, Any] | None = None) -> FlowBuilder:
         body: dict[str, Any] = {"say": say} if say is not None else {}
         body["end"] = status

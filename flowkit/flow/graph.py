@@ -13,9 +13,9 @@ from typing import Any
 
 import networkx as nx
 
-from flowkit.flow.model import AskStep, CallStep, EndStep, Flow, FlowStep, SayStep, Step
+from flowkit.flow.model import AskStep, CallStep, EndStep, Flow, FlowStep, SayStep, SplitStep, Step
 
-EDGE_KINDS = ("next", "branch", "retry", "on_fail", "on_error", "on_timeout", "return", "on_undeliverable")
+EDGE_KINDS = ("next", "branch", "retry", "on_fail", "on_error", "on_timeout", "return", "on_undeliverable", "variant")
 
 
 def _summary(step: Step) -> str:
@@ -29,10 +29,14 @@ def _summary(step: Step) -> str:
         return f"sub-flow {step.flow}"
     if isinstance(step, EndStep):
         return step.end
+    if isinstance(step, SplitStep):
+        return " / ".join(f"{v.name} {v.weight}" for v in step.split)
     return ""
 
 
 def _edge_kind(label: str) -> str:
+    if label.startswith("variant "):  # a split's arm (SplitStep.targets)
+        return "variant"
     return "branch" if label.startswith("if ") else label
 
 

@@ -45,8 +45,10 @@ from flowkit.flow.model import (
     SayStep,
     SetStep,
     SlotSpec,
+    SplitStep,
     Step,
     TemplateMessage,
+    Variant,
     parse_duration,
 )
 from flowkit.flow.patterns import compile_pattern
@@ -347,7 +349,7 @@ class _Parser:
 
     # -- steps
 
-    _KIND_KEYS = ("ask", "call", "flow", "set", "say", "end")
+    _KIND_KEYS = ("ask", "call", "flow", "set", "say", "end", "split")
     _STEP_KEYS: Mapping[str, tuple[str, ...]] = {
         "say": ("say", "next"),
         "ask": ("ask", "input", "save", "retries", "invalid", "on_fail", "timeout", "on_timeout", "next",
@@ -357,6 +359,7 @@ class _Parser:
         "flow": ("flow", "args", "save", "on_fail", "next"),
         "end": ("end", "say", "next"),  # `next` is accepted here only to report it precisely
         "branch": ("next",),
+        "split": ("split",),  # each variant says where it goes, so no `next`
     }
 
     def steps(self, n: _N | None) -> dict[str, Step] | None:
@@ -397,7 +400,7 @@ class _Parser:
         elif "next" in keys:
             kind = "branch"
         else:
-            self.err(knode, "dead-end", f"{where} does nothing: give it one of say, ask, set, call, flow, end, or a `next`")
+            self.err(knode, "dead-end", f"{where} does nothing: give it one of say, ask, set, call, flow, end, split, or a `next`")
             return None
         m = self.mapping(n, where, self._STEP_KEYS[kind])
         if m is None:
@@ -421,6 +424,8 @@ class _Parser:
                 step = self.call_step(m, where, common)
             elif kind == "flow":
                 step = self.flow_step(m, where, common)
+            elif kind == "split":
+                step = SplitStep(split=self.split_variants(m["split"], where, name), **common)
             elif kind == "end":
                 end = self.choice(m.get("end"), f"`end` of {where}", END_KINDS) or "completed"
                 say = self.message(m["say"], f"`say` of {where}") if "say" in m else None
@@ -432,6 +437,36 @@ class _Parser:
         if step is not None:
             self._broken_next.pop(name, None)
         return step
+
+    def split_variants(self, n: _N, where: str, step: str) -> tuple[Variant, ...]:
+        """``split: [{variant: short, weight: 50, goto: ask_a}, ...]``: at least two variants,
+        unique names, positive whole weights (relative: 1 and 3 give 25% and 75%)."""
+        if not n.is_list or len(n.value) < 2:
+            got = f"{len(n.value)} variant(s)" if n.is_list else _type_name(n.value)
+            self.err(n, "bad-split", f"`split` of {where} must list at least two variants "
+                     f"(e.g. `- {{variant: a, weight: 50, goto: step_a}}`), got {got}")
+            raise _Skip
+        out: list[Variant] = []
+        gotos: list[Branch] = []  # kept if the split is too broken to build: no follow-up "unreachable"
+        for i, item in enumerate(n.value):
+            m = self.mapping(item, f"variant {i + 1} of {where}", ["variant", "weight", "goto"],
+                             required=["variant", "weight", "goto"])
+            if m is None:
+                continue
+            goto = self.name(m.get("goto"), f"`goto` of variant {i + 1} of {where}")
+            if goto is not None:
+                gotos.append(Branch(goto=goto, loc=self.loc(m["goto"])))
+            name = self.name(m.get("variant"), f"the name of variant {i + 1} of {where}")
+            weight = self.integer(m.get("weight"), f"the weight of variant {i + 1} of {where}", lo=1, hi=1_000_000)
+            if name is not None and any(v.name == name for v in out):
+                self.err(m["variant"], "duplicate-variant", f"variant {name!r} appears twice in {where}; give each variant its own name")
+                continue
+            if name is not None and weight is not None and goto is not None:
+                out.append(Variant(name=name, weight=weight, goto=goto, loc=self.loc(m["goto"])))
+        if len(out) != len(n.value):
+            self._broken_next[step] = tuple(gotos)
+            raise _Skip  # each bad variant is reported above
+        return tuple(out)
 
     def next(self, n: _N | None, where: str) -> tuple[Branch, ...]:
         if n is None:

@@ -518,7 +518,32 @@ class EndStep(Step):
         return d
 
 
-STEP_KINDS: tuple[type[Step], ...] = (SayStep, AskStep, SetStep, BranchStep, CallStep, FlowStep, EndStep)
+@dataclass(frozen=True, kw_only=True)
+class Variant:
+    """One arm of a ``split``: users assigned ``name`` (in proportion to ``weight``) go to ``goto``."""
+
+    name: str
+    weight: int
+    goto: str
+    loc: Loc = _loc()
+
+
+@dataclass(frozen=True, kw_only=True)
+class SplitStep(Step):
+    """An experiment: each session goes to one variant, the same one every time
+    (flowkit/engine/experiments.py assigns it from a hash; docs/decisions.md, "Experiments")."""
+
+    kind: ClassVar[str] = "split"
+    split: tuple[Variant, ...]
+
+    def targets(self) -> list[tuple[str, str]]:
+        return [(f"variant {v.name}", v.goto) for v in self.split]
+
+    def _body(self) -> dict[str, Any]:
+        return {"split": [{"variant": v.name, "weight": v.weight, "goto": v.goto} for v in self.split]}
+
+
+STEP_KINDS: tuple[type[Step], ...] = (SayStep, AskStep, SetStep, BranchStep, CallStep, FlowStep, EndStep, SplitStep)
 
 
 # ---------------------------------------------------------------- flow

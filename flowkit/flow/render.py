@@ -19,6 +19,7 @@ KIND_STYLE: Mapping[str, dict[str, str]] = {
     "call": {"shape": "component", "fillcolor": "#ffe3d6"},
     "flow": {"shape": "box3d", "fillcolor": "#e0f5ee"},
     "end": {"shape": "doubleoctagon", "fillcolor": "#d9f2d9"},
+    "split": {"shape": "trapezium", "fillcolor": "#dbe9ff"},
 }
 END_COLOURS = {"completed": "#c8ecc8", "failed": "#f8c9c9", "cancelled": "#e6e6e6", "handoff": "#fde3b0"}
 EDGE_STYLE = {
@@ -27,6 +28,7 @@ EDGE_STYLE = {
     "on_error": {"color": "#c0392b"},
     "on_timeout": {"color": "#d68910", "style": "dashed"},
     "return": {"color": "#16a085"},
+    "variant": {"color": "#2e6fd8", "style": "bold"},
 }
 
 

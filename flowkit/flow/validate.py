@@ -27,6 +27,7 @@ from flowkit.flow.model import (
     SayStep,
     SetStep,
     SlotSpec,
+    SplitStep,
     Step,
 )
 from flowkit.flow.template import Template
@@ -79,6 +80,9 @@ def _targets(flow: Flow) -> list[Problem]:
         for b in step.next:
             if b.goto not in flow.steps:
                 out.append(_problem(b.loc, "unknown-target", f"step {name!r} goes to {b.goto!r}, which does not exist{_hint(b.goto, flow.steps)}"))
+        for v in step.split if isinstance(step, SplitStep) else ():
+            if v.goto not in flow.steps:
+                out.append(_problem(v.loc, "unknown-target", f"variant {v.name!r} of step {name!r} goes to {v.goto!r}, which does not exist{_hint(v.goto, flow.steps)}"))
         for attr in ("on_fail", "on_error", "on_timeout", "on_undeliverable"):
             target = getattr(step, attr, None)
             if target and target not in flow.steps:

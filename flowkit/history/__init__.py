@@ -5,6 +5,7 @@
 - :mod:`~flowkit.history.export`: streaming export from Redis;
 - :mod:`~flowkit.history.anomalies`: the anomaly codes, vectorised;
 - :mod:`~flowkit.history.analytics`: funnels, drop-off, dwell, rates, retries, variants, DFG;
+- :mod:`~flowkit.history.experiments`: A/B tests of ``split`` steps (rates, difference, CI, p-value);
 - :mod:`~flowkit.history.plots`: charts and the flow heatmap;
 - :mod:`~flowkit.history.replay`: what-if replay against a new flow version;
 - :mod:`~flowkit.history.impact`: change impact and the step mapping for migrations;
@@ -40,6 +41,7 @@ from flowkit.history.columns import (
     write_export,
 )
 from flowkit.history.delivery import delivery_rates
+from flowkit.history.experiments import assignments, experiment_results
 from flowkit.history.export import export_store
 from flowkit.history.flowset import FlowGraph, FlowSet, expanded_graph
 from flowkit.history.impact import ImpactReport, change_impact
@@ -52,7 +54,8 @@ __all__ = [
     "CODES", "HISTORY_COLUMNS", "MESSAGE_COLUMNS", "SESSION_COLUMNS",
     "AnalysisReport", "Anomaly", "Export", "FlowGraph", "FlowSet", "ImpactReport", "Synthetic", "SyntheticConfig",
     "WhatIfReport",
-    "analyze", "change_impact", "dfg", "drop_off", "dwell", "expanded_graph", "export_store", "find_anomalies",
+    "analyze", "assignments", "change_impact", "dfg", "drop_off", "dwell", "expanded_graph", "experiment_results",
+    "export_store", "find_anomalies",
     "funnel", "generate", "heatmap", "journeys", "normalize", "rates", "read_export", "read_history", "read_sessions",
     "retries", "summary", "variants", "whatif", "write_export",
     "chat_lines", "chat_text", "delivery_rates", "read_messages", "why_text",

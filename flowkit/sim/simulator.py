@@ -51,6 +51,7 @@ from flowkit.metrics.redis import RedisMetrics
 from flowkit.runtime import Runtime
 from flowkit.runtime.handler import unrouted_text
 from flowkit.sim.answers import invalid_answer, service_value, valid_answer
+from flowkit.sim.variants import in_variant, variant_rates
 
 SIM_EPOCH_MS = 1_790_812_800_000  # 2026-10-01T00:00:00Z: a fixed start so runs are reproducible
 _REDELIVER_MS = (2_000, 5_000)  # WhatsApp retries an unacknowledged delivery a few seconds later
@@ -72,6 +73,9 @@ class Persona:
     cancel_rate: float = 0.005
     help_rate: float = 0.01
     patience: int = 8  # asked one question more than this many times in a session, the user gives up (abandons)
+    # How this persona behaves differently in an experiment's variant: {variant: {rate: value}},
+    # e.g. {"long": {"abandon_rate": 0.4}} (sim/variants.py); applied once the session records it.
+    variants: Mapping[str, Mapping[str, float]] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,7 @@ class SimConfig:
         for p in self.personas:
             rates.update({f"{p.name}.{k}": getattr(p, k) for k in ("invalid_rate", "abandon_rate", "back_rate",
                                                                     "cancel_rate", "help_rate")})
+            rates.update(variant_rates(p))
         for name, b in {**self.services, "default_service": self.default_service}.items():
             rates.update({f"{name}.{k}": getattr(b, k) for k in ("error_rate", "slow_rate", "timeout_rate")})
         bad = [f"{k}={v}" for k, v in rates.items() if not 0.0 <= v <= 1.0]
@@ -414,7 +419,7 @@ class Simulator:
 
     def _answer(self, user: _User, state: State, at: int) -> None:
         """What the user does at a question: answer (validly or not), use a command, or leave."""
-        p = user.persona
+        p = in_variant(user.persona, state)
         r = user.rng
         flow = self.rt.registry.get(state.flow, state.flow_version)
         owner, st = locate(flow, state.step or "", self.rt.registry, [f["flow_version"] for f in state.stack])

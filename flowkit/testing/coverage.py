@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from flowkit.engine import CallService, Message, ServiceResult, Start, State, Timeout, step
+from flowkit.engine.experiments import recorded
 from flowkit.engine.locate import locate
 from flowkit.engine.state import slot_problem
 from flowkit.errors import EngineError, FlowkitError, StateValidationError, UnknownFlowError
@@ -53,6 +54,7 @@ from flowkit.flow.graph import edge_list, reachable
 from flowkit.flow.model import AskStep, CallStep, EndStep, Flow, FlowStep, SetStep, SlotSpec
 from flowkit.runtime.registry import FlowRegistry
 from flowkit.sim.answers import invalid_answer, valid_answer
+from flowkit.testing.variants import replay_id, search_ids
 
 TEST_EPOCH_MS = 1_793_491_200_000  # 2026-11-01T00:00:00Z: conversations run on this virtual clock
 THINK_MS = 1_000  # a user answers one (virtual) second after the question
@@ -120,6 +122,7 @@ class Conversation:
     step: str | None
     status: str
     version: int
+    variants: tuple[tuple[str, str], ...] = ()  # (qualified split step, variant) taken; testing/variants.py
 
     def describe(self) -> list[str]:
         return [a.describe() for a in self.actions]
@@ -483,7 +486,10 @@ class _Search:
         return t.state, edges
 
     def run(self, root: Flow) -> None:
-        sid = f"search.{root.name}"
+        for sid in search_ids(root, self.registry, f"search.{root.name}"):  # one id per variant to meet
+            self.run_as(root, sid)
+
+    def run_as(self, root: Flow, sid: str) -> None:
         trigger = next((t for t in root.triggers if (m := self.registry.match_trigger(t)) is not None
                         and m.name == root.name), None)
         now = TEST_EPOCH_MS
@@ -532,7 +538,8 @@ class _Search:
         self.covered.update(new)
         s = node.state
         self.conversations.append(Conversation(f"{root.name}#{len(self.conversations) + 1}", root.name, node.actions,
-                                               node.edges, s.step, s.status, s.version))
+                                               node.edges, s.step, s.status, s.version,
+                                               tuple(sorted(recorded(s.slots).items()))))
 
     def _actions(self, root: Flow, node: _Node) -> list[tuple[Action, Any, bool]]:
         """(action, event, is_invalid_answer) worth trying at the node's waiting step."""
@@ -645,7 +652,7 @@ def _minimal(convs: list[Conversation]) -> list[Conversation]:
     """Leave out conversations that are a prefix of another (the longer one takes their edges too)."""
     out = []
     for c in convs:
-        if any(o is not c and o.flow == c.flow and len(o.actions) > len(c.actions)
+        if any(o is not c and o.flow == c.flow and o.variants == c.variants and len(o.actions) > len(c.actions)
                and o.actions[:len(c.actions)] == c.actions for o in convs):
             continue
         out.append(c)
@@ -774,7 +781,7 @@ def run_edge_coverage(flows: FlowRegistry | Mapping[str, Flow] | Iterable[Flow],
     sids = []
     try:
         for n, conv in enumerate(_minimal(search.conversations), 1):
-            sids.append(f"{prefix}{conv.flow}.{n}")
+            sids.append(replay_id(f"{prefix}{conv.flow}.{n}", dict(conv.variants), registry.latest(conv.flow), registry))
             result = run_conversation(conv, rt, sids[-1], clock)
             report.results.append(result)
             report.covered |= result.covered

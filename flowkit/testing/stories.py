@@ -47,11 +47,12 @@ from flowkit.flow.model import STATUSES, TERMINAL_STATUSES, Flow, parse_duration
 from flowkit.flow.patterns import compile_pattern
 from flowkit.runtime.registry import FlowRegistry
 from flowkit.testing.coverage import TEST_EPOCH_MS, THINK_MS, Edge, _Clock, flow_edges, record_moves
+from flowkit.testing.variants import story_session_id
 
 MAX_STORIES_FILE = 2 * 1024 * 1024  # a stories file is hand-written; anything larger is a mistake
 _ACTIONS = ("user", "tap", "start", "wait")
 _CHECKS = ("bot", "bot_regex", "bot_exact", "silent", "slots", "status", "step")
-_STORY_KEYS = frozenset({"name", "turns", "slots", "status", "step", "services"})
+_STORY_KEYS = frozenset({"name", "turns", "slots", "status", "step", "services", "variants"})
 _TOP_KEYS = frozenset({"stories", "flows", "services"})
 _STATUSES = frozenset(STATUSES)
 
@@ -107,6 +108,7 @@ class Story:
     status: str | None = None
     step: str | None = None
     services: Mapping[str, Any] = field(default_factory=dict)
+    variants: Mapping[str, str] = field(default_factory=dict)  # split step -> variant the story's user gets
 
     @property
     def where(self) -> str:
@@ -354,10 +356,14 @@ class _Reader:
         services = dict(defaults)
         if "services" in m:
             services.update(self.services(m["services"][1]))
+        variants = _construct(m["variants"][1]) if "variants" in m else {}
+        if not isinstance(variants, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in variants.items()):
+            self.bad(m["variants"][1], "type", f"`variants` of story {name!r} maps split steps to variant names "
+                     "(e.g. `variants: {wording: long}`)")
         if len(self.problems) > before:
             return None
         return Story(name=name, file=self.file, line=node.start_mark.line + 1, turns=tuple(turns), slots=slots,
-                     status=status, step=step, services=services)
+                     status=status, step=step, services=services, variants=variants)
 
     def checks(self, m: Mapping[str, tuple[yaml.Node, yaml.Node]], what: str) -> tuple[Any, str | None, str | None]:
         slots = _construct(m["slots"][1]) if "slots" in m else None
@@ -603,7 +609,7 @@ def run_stories(flows: FlowRegistry | Mapping[str, Flow] | Iterable[Flow], store
             clock = _Clock(TEST_EPOCH_MS)
             rt = Runtime(store, registry, channel=RecordingChannel(), clock=clock,
                          services=_services(story.services, services))
-            sids.append(f"{prefix}{n}")
+            sids.append(story_session_id(f"{prefix}{n}", story, registry))
             result = run_story(story, rt, sids[-1], clock)
             report.results.append(result)
             report.covered |= result.covered

@@ -174,7 +174,7 @@ def dashboard_data(c: Cluster) -> None:
     src = dashboard.open_source(c.url)
     assert dashboard.probe(src.client) is None
     flows = dashboard.load_flows(src)
-    assert set(flows) == {"book_appointment", "collect_contact", "order_pizza", "refund", "support_triage"}
+    assert set(flows) == {"book_appointment", "collect_contact", "feedback", "order_pizza", "refund", "support_triage"}
     screen = dashboard.refresh(src, flows=flows)
     assert screen["headline"]["sessions"] == 10 and screen["live"].exact
     sid = c.sessions[0]

@@ -42,7 +42,7 @@ def test_lint_clean_examples_exit_0() -> None:
     result = runner.invoke(app, ["lint", str(EXAMPLES)])
     assert result.exit_code == 0, result.output
     assert result.stdout == ""
-    assert "5 file(s): all valid" in result.stderr
+    assert "6 file(s): all valid" in result.stderr
 
 
 def test_lint_findings_exit_1_with_located_lines(bad: Path) -> None:
@@ -78,8 +78,8 @@ def test_lint_json_clean() -> None:
     assert result.exit_code == 0
     data = json.loads(result.stdout)
     assert data["ok"] is True and data["problems"] == []
-    assert data["flows"] == ["book_appointment", "collect_contact", "order_pizza", "refund", "support_triage"]
-    assert len(data["files"]) == 5
+    assert data["flows"] == ["book_appointment", "collect_contact", "feedback", "order_pizza", "refund", "support_triage"]
+    assert len(data["files"]) == 6
 
 
 def test_lint_json_file_with_errors(tmp_path: Path) -> None:

@@ -82,11 +82,20 @@ class Page:
         got = self.call("Runtime.evaluate", expression="document.body ? document.body.innerText : ''")
         return str(got["result"]["result"].get("value") or "")
 
-    def text_until(self, done: Callable[[str], bool], timeout: float) -> str:
-        """The page's visible text once ``done(text)`` holds."""
+    def click_tab(self, label: str) -> bool:
+        """Click the Streamlit tab (``[role=tab]``) labelled ``label``; False while it is not there."""
+        click = ("(() => { const b = [...document.querySelectorAll('[role=tab]')]"
+                 f".find(b => b.innerText.trim() === {json.dumps(label)}); if (b) b.click(); return !!b; }})()")
+        return bool(self.call("Runtime.evaluate", expression=click)["result"]["result"].get("value"))
+
+    def text_until(self, done: Callable[[str], bool], timeout: float, *, tab: str | None = None) -> str:
+        """The page's visible text once ``done(text)`` holds; ``tab``: click the tab with that
+        label first, as soon as it is there."""
         text = ""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if tab is not None and self.click_tab(tab):
+                tab = None
             text = self.text()
             if done(text):
                 return text

@@ -34,7 +34,7 @@ def test_with_data_headline_flows_and_stuck_sessions(traffic: Traffic, redis_url
     assert metric(at, "Live sessions") == "5" and metric(at, "Stuck") == "2"
     assert metric(at, "Sessions stored") == "9" and metric(at, "Completion rate") == "50%"
     assert not at.error and not [i for i in at.info if "No data yet" in i.value]
-    assert at.selectbox(key="flow").options == sorted(["book_appointment", "collect_contact", "order_pizza",
+    assert at.selectbox(key="flow").options == sorted(["book_appointment", "collect_contact", "feedback", "order_pizza",
                                                        "refund", "support_triage"])
     assert len(at.get("graphviz_chart")) == 1
     assert at.selectbox(key="flow").value == "order_pizza"  # the busiest flow first

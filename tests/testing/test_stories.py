@@ -114,7 +114,7 @@ def test_the_example_stories_pass_through_the_real_runtime(store: Store) -> None
     # the stories took real edges, and the report names the ones no story took
     assert any(e.source == "ask_day" and e.label == "retry" for e in report.covered)
     assert "book_appointment: contact -> handoff [on_fail]" in report.text()
-    assert "flows no story enters: order_pizza, refund, support_triage" in report.text()
+    assert "flows no story enters: feedback, order_pizza, refund, support_triage" in report.text()
     assert not list(store.client.scan_iter(match="*fkstory*")), "story sessions are deleted afterwards"
 
 
