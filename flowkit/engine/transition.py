@@ -45,8 +45,10 @@ from flowkit.engine.state import (
     make,
     slot_problem,
 )
+from flowkit.engine import handoff
 from flowkit.errors import EngineError, ExpressionError, StateValidationError
 from flowkit.flow.model import (
+    HELD_STATUSES,
     AskStep,
     BranchStep,
     CallStep,
@@ -217,7 +219,7 @@ def schedule(pending: Mapping[str, Any] | None, root: Flow, now: int) -> Schedul
     due: list[tuple[int, str]] = []
     if pending and pending.get("deadline") is not None:
         due.append((int(pending["deadline"]), pending["wait"]))
-    if root.timeout is not None:
+    if root.timeout is not None and not handoff.is_held(pending):  # people have their own clock
         due.append((now + int(root.timeout * 1000), "session"))
     at, reason = min(due) if due else (0, "none")
     return make(Schedule, {"at": at, "reason": reason, "kind": "schedule"})
@@ -403,6 +405,8 @@ class _Run:
             self.stack = []
             self.slots = root_slots
         self.effects.append(End(status=status))
+        if status in HELD_STATUSES:  # `end: handoff`: live, held by people (engine/handoff.py)
+            handoff.hold(self, None)
 
     def return_from_subflow(self, end: str) -> None:
         frame = self.stack.pop()
@@ -446,6 +450,10 @@ class _Run:
             raise EngineError("no session")
         elif isinstance(event, Command):
             name = self.command(event)
+            if name is None:
+                return self.noop()
+        elif self.prev.status in HELD_STATUSES and not isinstance(event, Command):
+            name = handoff.on_event(self, event)  # type: ignore[assignment]
             if name is None:
                 return self.noop()
         elif self.prev.terminal and isinstance(event, (ServiceResult, Timeout)):
@@ -606,6 +614,8 @@ class _Run:
     def command(self, cmd: Command) -> str | None:
         name = cmd.name
         assert self.prev is not None
+        if name in handoff.COMMANDS:
+            return handoff.command(self, cmd)
         terminal = self.prev.terminal
         if name in ("cancel", "restart", "back", "help") and terminal:
             raise EngineError(f"session {self.session_id!r} has ended ({self.prev.status}); {name} needs an active session")

@@ -66,6 +66,11 @@ def to_networkx(flow: Flow) -> nx.DiGraph:
                     data["label"] = " | ".join(data["labels"])
             else:
                 g.add_edge(name, target, labels=[label], kinds=[_edge_kind(label)], label=label)
+    if flow.handoff is not None and flow.handoff.on_timeout in flow.steps:
+        # an idle hand-off comes back to the bot here (docs/handoff.md)
+        for name, step in flow.steps.items():
+            if isinstance(step, EndStep) and step.end == "handoff" and not g.has_edge(name, flow.handoff.on_timeout):
+                g.add_edge(name, flow.handoff.on_timeout, labels=["on_timeout"], kinds=["on_timeout"], label="on_timeout")
     return g
 
 
