@@ -42,6 +42,7 @@ class _Run(Protocol):
     slots: dict[str, Any]
     effects: list[Any]
     error: str | None
+    path: list[str]
 
     def enter(self, local: str) -> None: ...
 
@@ -96,7 +97,8 @@ def on_event(run: _Run, event: Event) -> str | None:
 
 
 def command(run: _Run, cmd: Command) -> str | None:
-    """``handoff``, ``agent_reply`` or ``release``; None: nothing changes."""
+    """``handoff``, ``agent_reply`` or ``release``; None: nothing changes. Their records are
+    ``command`` records (the input names which one), an event every history reader knows."""
     status = run.prev.status
     held = status in HELD_STATUSES
     if cmd.name == "handoff":
@@ -105,7 +107,9 @@ def command(run: _Run, cmd: Command) -> str | None:
         if status in TERMINAL_STATUSES:
             raise EngineError(f"session {run.prev.session_id!r} has ended ({status}); start a flow before handing it off")
         hold(run, _text(cmd.args.get("reason"), "reason", MAX_REASON, required=False))
-        return "handoff"
+        if run.step_name:  # the record's path says where it was handed off (counted as a hand-off)
+            run.path.append(run.step_name)
+        return "command"
     if not held:
         raise EngineError(f"session {run.prev.session_id!r} is not in hand-off (it is {status}); "
                           f"{cmd.name.replace('_', ' ')} needs a session held by people")
@@ -113,19 +117,19 @@ def command(run: _Run, cmd: Command) -> str | None:
         text = _text(cmd.args.get("text"), "text", MAX_TEXT, required=True)
         run.effects.append(Reply(text=text))
         touch(run)
-        return "agent_reply"
+        return "command"
     to_step = cmd.args.get("to_step")
     run.pending = None
     run.attempts = {}
     run.trail = []
     if to_step is None:
         run.finish("completed")
-        return "release"
+        return "command"
     if not isinstance(to_step, str) or to_step not in run.root.steps:
         raise EngineError(f"flow {run.root.name!r} has no step {to_step!r} to release the session to; "
                           f"name one of: {', '.join(sorted(run.root.steps))}")
     run.enter(to_step)
-    return "release"
+    return "command"
 
 
 def _text(value: Any, what: str, limit: int, *, required: bool) -> str | None:

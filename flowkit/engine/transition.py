@@ -494,6 +494,8 @@ class _Run:
         self.flow_version = self.root.version_id
         self.started_at = self.now
         self.enter(self.root.start)
+        if event.template is not None:  # outside the window only a template may open (runtime/starts.py)
+            self.effects = [Reply(template=event.template), *(e for e in self.effects if not isinstance(e, Reply))]
 
     def root_reset(self) -> None:
         profile = self.slots.get(PROFILE)

@@ -36,8 +36,9 @@ from flowkit.engine import (
     step,
 )
 from flowkit.errors import ChannelError, ConflictError, EngineError, FlowkitError, UnknownFlowError
-from flowkit.flow.model import Flow
+from flowkit.flow.model import HELD_STATUSES, Flow
 from flowkit.log import error_fields, get_logger
+from flowkit.runtime import handoff as _handoff
 from flowkit.runtime import unrouted
 from flowkit.runtime.channel import AsyncChannel, Channel, HeldChannel, RecordingChannel
 from flowkit.runtime.registry import FlowRegistry
@@ -55,7 +56,8 @@ from flowkit.store import delivery
 
 log = get_logger("flowkit.runtime")
 
-_ADMIN = frozenset({"migrate", "rollback", "reset", "recover"})
+_ADMIN = frozenset({"migrate", "rollback", "reset", "recover",
+                    "handoff", "agent_reply", "release"})  # an agent's mistake is the agent's (runtime/handoff.py)
 
 OutcomeStatus = Literal["applied", "duplicate", "noop", "unrouted"]
 
@@ -334,7 +336,7 @@ class _Core:
 # ---------------------------------------------------------------- sync
 
 
-class Runtime(_Core):
+class Runtime(_handoff.AgentActions, _Core):
     """The Flow Handler with blocking I/O (threads are fine: it holds no lock).
 
         rt = Runtime(Store(connect()), load_flows("flows/"), channel=WhatsAppChannel(sender))
@@ -391,6 +393,7 @@ class Runtime(_Core):
             if not self._send(session_id, outcome.replies) and isinstance(event, Message) and event.message_id:
                 unrouted.release(self.store.client, session_id, event.message_id)
         elif outcome.status == "applied":
+            _handoff.after_sync(self.store.client, outcome)  # the agents' queue and webhook, if it is about a hand-off
             self.run_effects(session_id, outcome.version or 0, outcome.effects, route=_routes(outcome),
                              inbound=_inbound(event))
         return outcome
@@ -631,7 +634,7 @@ class RecoveryReport:
 # ---------------------------------------------------------------- async
 
 
-class AsyncRuntime(_Core):
+class AsyncRuntime(_handoff.AsyncAgentActions, _Core):
     """The Flow Handler on asyncio (``store`` is an :class:`flowkit.store.AsyncStore`)."""
 
     def __init__(self, store: Any, flows: FlowRegistry | Mapping[str, Flow] | Iterable[Flow], *,
@@ -687,6 +690,7 @@ class AsyncRuntime(_Core):
             elif not await self._send(session_id, outcome.replies) and isinstance(event, Message) and event.message_id:
                 await unrouted.arelease(self.store.client, session_id, event.message_id)
         elif outcome.status == "applied":
+            await _handoff.after_async(self.store.client, outcome)
             await self.run_effects(session_id, outcome.version or 0, outcome.effects, wait_services=wait_services,
                                    route=_routes(outcome), inbound=_inbound(event))
         return outcome
@@ -864,7 +868,7 @@ def _next_due(state: State | None, registry: FlowRegistry) -> int | None:
         flow = registry.get(state.flow, state.flow_version)
     except UnknownFlowError:
         flow = None
-    if flow is not None and flow.timeout is not None:
+    if flow is not None and flow.timeout is not None and state.status not in HELD_STATUSES:  # people have their own clock
         due.append(state.updated_at + int(flow.timeout * 1000))
     return min(due) if due else None
 

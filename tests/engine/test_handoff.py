@@ -60,7 +60,7 @@ def test_agent_reply_is_a_reply_recorded_as_the_agent() -> None:
     s = held()
     t = s.send(Command(name="agent_reply", args={"text": "Hi, Ana here", "agent": "ana"}, actor="agent"))
     assert s.texts(t) == ["Hi, Ana here"]
-    assert t.record is not None and t.record.event == "agent_reply" and t.record.actor == "agent"
+    assert t.record is not None and t.record.event == "command" and t.record.actor == "agent"
     assert "ana" in (t.record.input or "")
     assert t.state.status == "handoff"
 
@@ -75,7 +75,7 @@ def test_bad_agent_reply_is_refused_with_the_reason(args: dict[str, object]) -> 
 def test_release_to_a_step_resumes_the_bot_there() -> None:
     s = held()
     t = s.send(Command(name="release", args={"to_step": "ask"}, actor="agent"))
-    assert t.record is not None and t.record.event == "release" and t.state.status == "waiting_input"
+    assert t.record is not None and t.record.event == "command" and t.state.status == "waiting_input"
     assert s.texts(t) == ["Yes or no?"]
     t = s.send("no")
     assert t.state.status == "completed" and s.texts(t) == ["Bye"]
