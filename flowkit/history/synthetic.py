@@ -18,6 +18,7 @@ For millions of rows, :meth:`Synthetic.tiles` repeats the sessions under new ses
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -34,7 +35,7 @@ from flowkit.engine.locate import locate
 from flowkit.engine.state import Record
 from flowkit.errors import EngineError, HistoryError
 from flowkit.flow.loader import flow_from_dict
-from flowkit.flow.model import AskStep, CallStep, Flow
+from flowkit.flow.model import HELD_STATUSES, AskStep, CallStep, Flow
 from flowkit.history.anomalies import (
     CODES,
     DEFAULT_RETRY_THRESHOLD,
@@ -92,9 +93,22 @@ PIZZA_V3_TO_V4 = {"upsell": "ask_qty", "ask_address": "ask_delivery"}
 def example_flows(with_v4: bool = True) -> FlowSet:
     """The example flows (and ``order_pizza`` version 4)."""
     fs = FlowSet.load(EXAMPLE_FLOWS)
+    # No agents answer synthetic users: a hand-off is held until the export, as by people
+    # who never release it. Without the flows' hand-off timeout, nothing would have taken
+    # those sessions back, so they are not STUCK (history/anomalies.py, held_limits).
+    for f in fs.all():
+        if f.handoff is not None:
+            fs = _replaced(fs, f)
     if with_v4:
         fs.add(pizza_v4(fs.get("order_pizza", "3")))
     return fs
+
+
+def _replaced(fs: FlowSet, flow: Flow) -> FlowSet:
+    out = FlowSet()
+    for f in fs.all():
+        out.add(dataclasses.replace(f, handoff=None) if f is flow else f)
+    return out
 
 
 @dataclass(frozen=True)
@@ -251,7 +265,7 @@ class _Generator:
         for _ in range(10):
             st = s.state
             assert st is not None
-            if st.terminal:
+            if st.terminal or st.status in HELD_STATUSES:  # people hold it (see example_flows)
                 break
             due = _next_due(st, self.flow_of(st))
             if due is None:
@@ -271,6 +285,8 @@ class _Generator:
         migrated = False
         while True:
             st = s.state
+            if st is not None and st.status in HELD_STATUSES:
+                return  # held by people until the export (see example_flows)
             if st is None or st.terminal:
                 if st is not None and (starts >= 3 or rng.random() >= cfg.restart_rate):
                     return
