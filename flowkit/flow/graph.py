@@ -66,12 +66,21 @@ def to_networkx(flow: Flow) -> nx.DiGraph:
                     data["label"] = " | ".join(data["labels"])
             else:
                 g.add_edge(name, target, labels=[label], kinds=[_edge_kind(label)], label=label)
-    if flow.handoff is not None and flow.handoff.on_timeout in flow.steps:
-        # an idle hand-off comes back to the bot here (docs/handoff.md)
-        for name, step in flow.steps.items():
-            if isinstance(step, EndStep) and step.end == "handoff" and not g.has_edge(name, flow.handoff.on_timeout):
-                g.add_edge(name, flow.handoff.on_timeout, labels=["on_timeout"], kinds=["on_timeout"], label="on_timeout")
+    for name in flow.steps:
+        for label, target in handoff_targets(flow, name):
+            if not g.has_edge(name, target):
+                g.add_edge(name, target, labels=[label], kinds=[label], label=label)
     return g
+
+
+def handoff_targets(flow: Flow, name: str) -> list[tuple[str, str]]:
+    """The flow-level edges of step ``name``: an idle hand-off (an ``end: handoff`` step) comes
+    back to the bot at ``handoff.on_timeout`` (docs/handoff.md)."""
+    step = flow.steps.get(name)
+    if (flow.handoff is None or flow.handoff.on_timeout not in flow.steps or not isinstance(step, EndStep)
+            or step.end != "handoff"):
+        return []
+    return [("on_timeout", flow.handoff.on_timeout)]
 
 
 def edge_set(flow: Flow) -> frozenset[tuple[str, str]]:
