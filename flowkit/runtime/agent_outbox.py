@@ -80,7 +80,7 @@ def verify(body: bytes, header: str | None, secret: str) -> bool:
 
 
 def backoff_ms(tries: int) -> int:
-    return min(300_000, 1000 * 2 ** max(0, tries - 1))
+    return int(min(300_000, 1000 * 2 ** min(20, max(0, tries - 1))))
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from flowkit.engine import Command
 from flowkit.errors import NotHeldError, SessionNotFound
@@ -34,16 +34,9 @@ ACTOR = "agent"
 LIST_MAX = 1000
 
 
-class _SyncRuntime(Protocol):
-    store: Any
-
-    def handle(self, session_id: str, event: Any) -> Outcome: ...
-
-
-class _AsyncRuntime(Protocol):
-    store: Any
-
-    async def handle(self, session_id: str, event: Any, *, wait_services: bool = True) -> Outcome: ...
+# what the actions need of a runtime: the same as a start's
+_SyncRuntime = starts._SyncRuntime
+_AsyncRuntime = starts._AsyncRuntime
 
 
 @dataclass(frozen=True)

@@ -18,17 +18,40 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from flowkit.engine import Start, State
 from flowkit.errors import AlreadyLive, HandoffError, TemplateRequired
 from flowkit.runtime.sender import outside_window
+
+if TYPE_CHECKING:
+    from flowkit.runtime.handler import Outcome
+    from flowkit.runtime.registry import FlowRegistry
 
 KEY_TTL_MS = 30 * 86_400_000
 ACTOR = "agent"
 TEMPLATE_NEEDED = ("outside the user's 24-hour window WhatsApp only delivers an approved template: "
                    "a template is needed to start this conversation (give --template NAME --lang CODE, "
                    "or \"template\": {\"name\": ..., \"language\": ...})")
+
+
+class _Runtime(Protocol):
+    """What a start needs of a runtime (both :class:`~flowkit.runtime.Runtime` and the async one)."""
+
+    store: Any
+    registry: FlowRegistry
+
+    def clock(self) -> int: ...
+
+    def window_ms(self) -> int | None: ...
+
+
+class _SyncRuntime(_Runtime, Protocol):
+    def handle(self, session_id: str, event: Any) -> Outcome: ...
+
+
+class _AsyncRuntime(_Runtime, Protocol):
+    async def handle(self, session_id: str, event: Any, *, wait_services: bool = True) -> Outcome: ...
 
 
 def key_name(key: str) -> str:
@@ -103,7 +126,7 @@ def _event(req: StartRequest) -> Start:
                  message_id=f"start:{req.key}" if req.key else None)
 
 
-def _check(rt: Any, req: StartRequest, raw: Mapping[str, Any] | None, closed: bool) -> None:
+def _check(rt: _Runtime, req: StartRequest, raw: Mapping[str, Any] | None, closed: bool) -> None:
     rt.registry.latest(req.flow)  # UnknownFlowError names the flows there are
     if raw is not None and not State.from_dict(raw).terminal:
         raise AlreadyLive(f"{req.session_id} is in a live session of flow {raw.get('flow')!r} ({raw.get('status')}); "
@@ -112,9 +135,9 @@ def _check(rt: Any, req: StartRequest, raw: Mapping[str, Any] | None, closed: bo
         raise TemplateRequired(f"{req.session_id}: {TEMPLATE_NEEDED}")
 
 
-def _closed(rt: Any, last: int | None) -> bool:
+def _closed(rt: _Runtime, last: int | None) -> bool:
     window = rt.window_ms()
-    return bool(window) and outside_window(last, rt.clock(), window)
+    return window is not None and window > 0 and outside_window(last, rt.clock(), window)
 
 
 def _skipped(req: StartRequest, previous: str | bytes | None) -> StartResult:
@@ -128,7 +151,7 @@ def _skipped(req: StartRequest, previous: str | bytes | None) -> StartResult:
     return StartResult(req.session_id, "skipped", req.flow, detail=detail)
 
 
-def start_sync(rt: Any, req: StartRequest) -> StartResult:
+def start_sync(rt: _SyncRuntime, req: StartRequest) -> StartResult:
     """Start ``req`` on a blocking :class:`~flowkit.runtime.Runtime`."""
     client = rt.store.client
     if req.key is not None and not client.set(key_name(req.key), "{}", nx=True, px=KEY_TTL_MS):
@@ -145,7 +168,7 @@ def start_sync(rt: Any, req: StartRequest) -> StartResult:
     return StartResult(req.session_id, "started", req.flow, out.version, req.template.name if req.template else None)
 
 
-async def start_async(rt: Any, req: StartRequest) -> StartResult:
+async def start_async(rt: _AsyncRuntime, req: StartRequest) -> StartResult:
     """Start ``req`` on :class:`~flowkit.runtime.AsyncRuntime`."""
     client = rt.store.client
     if req.key is not None and not await client.set(key_name(req.key), "{}", nx=True, px=KEY_TTL_MS):
