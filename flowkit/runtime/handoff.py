@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 QUEUE = "fk:agent:queue"  # zset: session id -> since (ms)
 LAST = "fk:agent:last"  # hash: session id -> the last user message during its hand-off (JSON)
+REPLIED = "fk:agent:replied"  # hash: session id -> 1 once an agent answered this hand-off (time to first reply)
 ACTOR = "agent"
 LIST_MAX = 1000
 
@@ -76,6 +77,8 @@ class _Effects:
     drop: str | None = None
     forward: Mapping[str, Any] | None = None  # an agent event, if it turns out to be new (see below)
     entered: bool = False  # the record entered the hand-off (else: a message during one)
+    replied_at: int | None = None  # an agent's reply at this time (ms)
+    flow: str = ""
 
 
 def _message_of(record: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -110,7 +113,9 @@ def effects_of(outcome: Outcome) -> _Effects | None:
                 pass
         forward = event if entered or message is not None else None
         last = (sid, json.dumps({"text": message.get("text") or f"[{message.get('type')}]", "ts": ts})) if message else None
-        return _Effects(enqueue=(sid, ts), last=last, forward=forward, entered=entered)
+        replied = ts if _command_name(record) == "agent_reply" else None
+        return _Effects(enqueue=(sid, ts), last=last, forward=forward, entered=entered, replied_at=replied,
+                        flow=outcome.flow or "")
     if record.get("error") == "handoff_timeout" or _command_name(record) == "release":
         return _Effects(drop=sid)
     return None
@@ -130,28 +135,41 @@ def _forwarding() -> bool:
     return bool(os.environ.get(agent_outbox.ENV_URL))
 
 
-def after_sync(client: Any, outcome: Outcome) -> None:
+def after_sync(client: Any, outcome: Outcome, metrics: Any = None) -> None:
     """Keep the queue and the agent outbox in step with an applied outcome (blocking)."""
     fx = effects_of(outcome)
     if fx is None:
         return
     with client.pipeline(transaction=False) as pipe:
         _queue_writes(pipe, fx)
-        pipe.execute()
+        _count(fx, pipe.execute(), metrics)
     if fx.forward is not None and _forwarding():
         agent_outbox.put_sync(client, fx.forward)
 
 
-async def after_async(client: Any, outcome: Outcome) -> None:
+async def after_async(client: Any, outcome: Outcome, metrics: Any = None) -> None:
     """:func:`after_sync` for the asyncio runtime."""
     fx = effects_of(outcome)
     if fx is None:
         return
     async with client.pipeline(transaction=False) as pipe:
         _queue_writes(pipe, fx)
-        await pipe.execute()
+        _count(fx, await pipe.execute(), metrics)
     if fx.forward is not None and _forwarding():
         await agent_outbox.put_async(client, fx.forward)
+
+
+def _count(fx: _Effects, replies: list[Any], metrics: Any) -> None:
+    """Hand-offs, and the time from a hand-off to its first agent reply (the last two answers
+    of the pipeline are HSETNX and ZSCORE when ``replied_at`` is set)."""
+    if metrics is None:
+        return
+    if fx.entered and getattr(metrics, "handoff", None) is not None:
+        metrics.handoff(fx.flow)
+    if fx.replied_at is not None and replies[-2] and replies[-1] is not None:
+        first = getattr(metrics, "agent_first_reply", None)
+        if first is not None:
+            first(fx.flow, max(0.0, (fx.replied_at - float(replies[-1])) / 1000))
 
 
 def _queue_writes(pipe: Any, fx: _Effects) -> None:
@@ -165,9 +183,15 @@ def _queue_writes(pipe: Any, fx: _Effects) -> None:
         pipe.hset(LAST, fx.last[0], fx.last[1])
     elif fx.entered and fx.enqueue is not None:
         pipe.hdel(LAST, fx.enqueue[0])
+    if fx.entered and fx.enqueue is not None:
+        pipe.hdel(REPLIED, fx.enqueue[0])
     if fx.drop is not None:
         pipe.zrem(QUEUE, fx.drop)
         pipe.hdel(LAST, fx.drop)
+        pipe.hdel(REPLIED, fx.drop)
+    if fx.replied_at is not None and fx.enqueue is not None:  # keep these two last (see _count)
+        pipe.hsetnx(REPLIED, fx.enqueue[0], 1)
+        pipe.zscore(QUEUE, fx.enqueue[0])
 
 
 # ---------------------------------------------------------------- the queue

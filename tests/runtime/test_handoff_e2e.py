@@ -177,6 +177,10 @@ def test_a_handoff_pauses_the_bot_forwards_messages_and_an_agent_answers_and_rel
     sent = s.until_sent(who, "Hi, this is Ana. Let me check.")
     # the bot said nothing to the two messages: the agent's reply follows the hand-off message
     assert [m.text for m in sent][-2:] == ["Connecting you with a support agent now.", "Hi, this is Ana. Let me check."]
+    metrics = httpx.get(f"{s.base}/metrics", timeout=10).text
+    assert 'flowkit_handoffs_total{flow="support_triage"}' in metrics
+    assert 'flowkit_handoff_first_reply_seconds_count{flow="support_triage"} 1.0' in metrics
+    assert 'flowkit_agent_webhook_posts_total{outcome="delivered"}' in metrics
     reply_record = s.store.history(who)[-1]
     assert reply_record["actor"] == "agent" and json.loads(reply_record["input"])["args"]["agent"] == "ana"
 
