@@ -722,8 +722,8 @@ class _Run:
             raise EngineError("cannot migrate a session inside a sub-flow; wait until it returns or map the calling step")
         self.flow_version = self.root.version_id
         target = new_step or (self.local(self.step_name) if self.step_name else None)
-        if self.prev is not None and self.prev.terminal:
-            return
+        if self.prev is not None and (self.prev.terminal or self.prev.status in HELD_STATUSES):
+            return  # re-pinned only: an ended session stays ended, a held one stays with people
         if not isinstance(target, str) or target not in self.root.steps:
             raise EngineError(f"step {target!r} does not exist in flow {self.root.name!r} version {self.root.version_id}; give a step mapping")
         self.slots = {k: v for k, v in self.slots.items() if k == PROFILE or k in self.root.slots}

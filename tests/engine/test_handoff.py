@@ -167,3 +167,11 @@ def test_agent_reply_effect_is_plain_text() -> None:
     s = held()
     t = s.send(Command(name="agent_reply", args={"text": "ok"}, actor="agent"))
     assert [e for e in t.effects if isinstance(e, Reply)] == [Reply(text="ok")]
+
+
+def test_a_migration_re_pins_a_held_session_and_leaves_it_with_people() -> None:
+    s = held()
+    v2 = flow(SUPPORT.replace("flow: help", "flow: help\nversion: '2'"))
+    t = s.send(Command(name="migrate", args={"step": "ask"}, actor="admin"), root=v2)
+    assert t.state.flow_version == "2" and t.state.status == "handoff" and s.texts(t) == []
+    assert t.state.pending is not None and t.state.pending["wait"] == "agent"
