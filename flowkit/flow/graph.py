@@ -183,7 +183,7 @@ def edge_list(flow: Flow) -> list[dict[str, Any]]:
     """One row per (edge, label): ``{source, target, label, kind}``, in definition order."""
     rows = []
     for name, step in flow.steps.items():
-        for label, target in step.targets():
+        for label, target in [*step.targets(), *handoff_targets(flow, name)]:
             rows.append({"source": name, "target": target, "label": label, "kind": _edge_kind(label)})
     return rows
 

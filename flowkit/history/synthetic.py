@@ -18,7 +18,6 @@ For millions of rows, :meth:`Synthetic.tiles` repeats the sessions under new ses
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -93,22 +92,9 @@ PIZZA_V3_TO_V4 = {"upsell": "ask_qty", "ask_address": "ask_delivery"}
 def example_flows(with_v4: bool = True) -> FlowSet:
     """The example flows (and ``order_pizza`` version 4)."""
     fs = FlowSet.load(EXAMPLE_FLOWS)
-    # No agents answer synthetic users: a hand-off is held until the export, as by people
-    # who never release it. Without the flows' hand-off timeout, nothing would have taken
-    # those sessions back, so they are not STUCK (history/anomalies.py, held_limits).
-    for f in fs.all():
-        if f.handoff is not None:
-            fs = _replaced(fs, f)
     if with_v4:
         fs.add(pizza_v4(fs.get("order_pizza", "3")))
     return fs
-
-
-def _replaced(fs: FlowSet, flow: Flow) -> FlowSet:
-    out = FlowSet()
-    for f in fs.all():
-        out.add(dataclasses.replace(f, handoff=None) if f is flow else f)
-    return out
 
 
 @dataclass(frozen=True)
@@ -265,8 +251,8 @@ class _Generator:
         for _ in range(10):
             st = s.state
             assert st is not None
-            if st.terminal or st.status in HELD_STATUSES:  # people hold it (see example_flows)
-                break
+            if st.terminal or (st.status in HELD_STATUSES and (st.pending or {}).get("deadline") is None):
+                break  # held by people with no deadline: until the export
             due = _next_due(st, self.flow_of(st))
             if due is None:
                 break
@@ -286,7 +272,15 @@ class _Generator:
         while True:
             st = s.state
             if st is not None and st.status in HELD_STATUSES:
-                return  # held by people until the export (see example_flows)
+                # No agent answers a synthetic user: the hand-off is held until its flow's
+                # hand-off timeout gives it back to the bot (as the worker would), or the export.
+                due = (st.pending or {}).get("deadline")
+                if due is None or (limit_ms is not None and int(due) > limit_ms):
+                    return
+                now = max(now, int(due))
+                if not self.apply(s, self.flow_of(st), Timeout(), now):
+                    return
+                continue
             if st is None or st.terminal:
                 if st is not None and (starts >= 3 or rng.random() >= cfg.restart_rate):
                     return
@@ -429,7 +423,7 @@ def _next_due(state: State, flow: Flow) -> int | None:
     due = []
     if state.pending and state.pending.get("deadline") is not None:
         due.append(int(state.pending["deadline"]))
-    if flow.timeout is not None:
+    if flow.timeout is not None and state.status not in HELD_STATUSES:  # people have their own clock
         due.append(state.updated_at + int(flow.timeout * 1000))
     return min(due) if due else None
 
