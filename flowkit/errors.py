@@ -227,8 +227,9 @@ class TemplateRequired(HandoffError):
     only delivers an approved template there."""
 
 
-class AgentWebhookError(HandoffError):
-    """The agent webhook is misconfigured (a URL without a signing secret, a bad URL)."""
+class AgentWebhookError(HandoffError, ConfigError):
+    """The agent webhook is misconfigured (a URL without a signing secret, a bad URL): a
+    configuration error, so ``flowkit serve`` stops with it (exit 2)."""
 
 
 class AlreadyLive(HandoffError):
