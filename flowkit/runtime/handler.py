@@ -393,9 +393,9 @@ class Runtime(_handoff.AgentActions, _Core):
             if not self._send(session_id, outcome.replies) and isinstance(event, Message) and event.message_id:
                 unrouted.release(self.store.client, session_id, event.message_id)
         elif outcome.status == "applied":
-            _handoff.after_sync(self.store.client, outcome, self.metrics)  # the agents' queue and webhook, if it is about a hand-off
             self.run_effects(session_id, outcome.version or 0, outcome.effects, route=_routes(outcome),
                              inbound=_inbound(event))
+            _handoff.after_sync(self.store.client, outcome, self.metrics)  # the agents' queue and webhook, if it is about a hand-off
         return outcome
 
     handle_message = handle
@@ -690,9 +690,9 @@ class AsyncRuntime(_handoff.AsyncAgentActions, _Core):
             elif not await self._send(session_id, outcome.replies) and isinstance(event, Message) and event.message_id:
                 await unrouted.arelease(self.store.client, session_id, event.message_id)
         elif outcome.status == "applied":
-            await _handoff.after_async(self.store.client, outcome, self.metrics)
             await self.run_effects(session_id, outcome.version or 0, outcome.effects, wait_services=wait_services,
                                    route=_routes(outcome), inbound=_inbound(event))
+            await _handoff.after_async(self.store.client, outcome, self.metrics)
         return outcome
 
     async def delivery_status(self, status: Any) -> str | None:
