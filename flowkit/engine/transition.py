@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from flowkit.engine import handoff
 from flowkit.engine.events import (
     CallService,
     Command,
@@ -45,7 +46,6 @@ from flowkit.engine.state import (
     make,
     slot_problem,
 )
-from flowkit.engine import handoff
 from flowkit.errors import EngineError, ExpressionError, StateValidationError
 from flowkit.flow.model import (
     HELD_STATUSES,

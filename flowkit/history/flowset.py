@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from flowkit.errors import FlowError, Problem, UnknownFlowError
-from flowkit.flow.loader import flow_files, load_flow
 from flowkit.flow.graph import handoff_targets
+from flowkit.flow.loader import flow_files, load_flow
 from flowkit.flow.model import AskStep, EndStep, Flow, FlowStep, Step
 
 MAX_DEPTH = 8  # sub-flows calling sub-flows; deeper means a cycle the loader should have refused
