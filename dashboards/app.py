@@ -160,8 +160,8 @@ headline()
 if state != "ok":
     st.stop()
 
-tab_traffic, tab_flows, tab_stuck, tab_services, tab_alerts, tab_experiments = st.tabs(
-    ["Traffic", "Flows", "Stuck sessions", "Services", "Alerts", "Experiments"])
+tab_traffic, tab_flows, tab_stuck, tab_services, tab_alerts, tab_experiments, tab_waiting = st.tabs(
+    ["Traffic", "Flows", "Stuck sessions", "Services", "Alerts", "Experiments", "Waiting for a person"])
 
 
 @st.fragment(run_every=every)
@@ -256,6 +256,18 @@ def stuck() -> None:
         st.success(f"No live session has been idle for more than {int(stuck_min)} minutes.")
     else:
         st.caption(f"Oldest first; the {len(frame)} longest idle (from the activity index).")
+        st.dataframe(frame, hide_index=True)
+
+
+@st.fragment(run_every=every)
+@_guard
+def waiting() -> None:
+    frame = D.waiting_for_person(src.store)
+    if frame.empty:
+        st.success("Nobody is waiting for a person.")
+    else:
+        st.caption(f"{len(frame)} in hand-off, longest wait first; answer with `flowkit agent reply` or the "
+                   "/agent endpoints (docs/handoff.md).")
         st.dataframe(frame, hide_index=True)
 
 
@@ -389,3 +401,6 @@ with tab_alerts:
     alerts()
 with tab_experiments:
     experiments()
+
+with tab_waiting:
+    waiting()

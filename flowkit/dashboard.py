@@ -38,7 +38,7 @@ from flowkit.metrics.frames import series_frame
 from flowkit.metrics.redis import by_label, total, totals
 from flowkit.store import keys as K
 from flowkit.store import ops
-from flowkit.store.codec import TERMINAL_STATUSES, s
+from flowkit.store.codec import HELD_STATUSES, TERMINAL_STATUSES, s
 from flowkit.store.store import Store
 
 DEFAULT_STUCK_AFTER_MS = 30 * 60_000
@@ -351,6 +351,8 @@ def stuck_sessions(client: Any, now: int | None = None, *, stuck_after_ms: int =
         heads = pipe.execute()
     rows = []
     for (sid, at), (flow, step, status, version) in zip(found, heads, strict=True):
+        if s(status) in HELD_STATUSES:
+            continue  # waiting for a person, not stuck: see waiting_for_person
         rows.append({"session_id": s(sid), "flow": s(flow), "step": s(step), "status": s(status),
                      "version": int(s(version)) if version is not None else None,  # type: ignore[arg-type]
                      "last_activity": pd.Timestamp(int(at), unit="ms", tz="UTC"),
@@ -455,6 +457,20 @@ def alerts(client: Any, *, limit: int = 50) -> dict[str, pd.DataFrame]:
 # ---------------------------------------------------------------- one refresh
 
 
+def waiting_for_person(store: Store, now: int | None = None, *, limit: int = 200) -> pd.DataFrame:
+    """The "Waiting for a person" queue: sessions in hand-off, longest wait first, with how
+    long each has waited and the user's last message (runtime/handoff.py; one read per row)."""
+    from flowkit.runtime.handoff import waiting_sync
+
+    now = now_ms() if now is None else now
+    cols = ["session_id", "flow", "step", "since", "waiting_min", "reason", "last_message"]
+    rows = [{"session_id": w.session_id, "flow": w.flow, "step": w.step,
+             "since": pd.Timestamp(w.since_ms, unit="ms", tz="UTC"),
+             "waiting_min": round(max(0, now - w.since_ms) / 60_000, 1), "reason": w.reason,
+             "last_message": w.last_message} for w in waiting_sync(store, limit)]
+    return pd.DataFrame(rows, columns=cols) if rows else pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
+
+
 def refresh(src: Source, now: int | None = None, *, stuck_after_ms: int = DEFAULT_STUCK_AFTER_MS,
             window_ms: int = 60 * 60_000, sample: int = DEFAULT_SAMPLE, stuck_limit: int = 50,
             flows: Mapping[str, Flow] | None = None) -> dict[str, Any]:
@@ -476,6 +492,7 @@ def refresh(src: Source, now: int | None = None, *, stuck_after_ms: int = DEFAUL
         "steps": {name: step_table(name, per_flow, live, counts, drawn.get(name))
                   for name in sorted(set(per_flow) | set(drawn))},
         "stuck": stuck_sessions(client, now, stuck_after_ms=stuck_after_ms, limit=stuck_limit),
+        "waiting": waiting_for_person(src.store, now),
         "services": service_health(client, now, counts=counts),
         "alerts": alerts(client),
     }
@@ -484,5 +501,5 @@ def refresh(src: Source, now: int | None = None, *, stuck_after_ms: int = DEFAUL
 __all__ = [
     "DEFAULT_STUCK_AFTER_MS", "LiveSteps", "Source", "alerts", "flow_graph", "flow_summary", "headline",
     "live_by_step", "load_flows", "open_source", "probe", "rates", "refresh", "rollback", "service_health",
-    "session_detail", "session_diff", "step_table", "stuck_sessions",
+    "session_detail", "session_diff", "step_table", "stuck_sessions", "waiting_for_person",
 ]

@@ -217,3 +217,32 @@ class StoreOutOfMemory(StoreUnavailable):
     """Redis refused a write because it reached ``maxmemory`` (an OOM reply; with the
     ``noeviction`` policy flowkit needs, Redis never drops keys to make room). Nothing was
     written: answer 503 and retry later, once memory is freed or ``maxmemory`` is raised."""
+
+
+# ---------------------------------------------------------------- hand-off and business starts
+
+
+class HandoffError(FlowkitError):
+    """An agent's request (reply, release, start) that cannot be done as asked."""
+
+
+class NotHeldError(HandoffError):
+    """An agent replied to or released a session that is not in hand-off."""
+
+
+class TemplateRequired(HandoffError):
+    """A business-initiated start outside the user's 24-hour window has no template: WhatsApp
+    only delivers an approved template there."""
+
+
+class AgentWebhookError(HandoffError, ConfigError):
+    """The agent webhook is misconfigured (a URL without a signing secret, a bad URL): a
+    configuration error, so ``flowkit serve`` stops with it (exit 2)."""
+
+
+class AlreadyLive(HandoffError):
+    """A business-initiated start for a user in a live session: it would cut that session off."""
+
+
+class AgentRequestError(HandoffError):
+    """A request body the agent API cannot use (HTTP 400)."""

@@ -42,6 +42,8 @@ from flowkit.engine import Command, Message, State
 from flowkit.errors import StoreUnavailable, WebhookError
 from flowkit.log import error_fields, get_logger
 from flowkit.readiness import is_unavailable, write_probe
+from flowkit.runtime import agent_outbox
+from flowkit.web_agent import agent_routes
 
 log = get_logger("flowkit.web")
 
@@ -186,6 +188,8 @@ def create_app(runtime: Any, *, verify_token: str | None = None, app_secret: str
 
     if metrics is not None and getattr(runtime, "metrics", None) is None:
         runtime.metrics = metrics
+    target = agent_outbox.Target.from_env()  # a URL without its signing secret stops here
+    forwarder = agent_outbox.Forwarder(runtime.store.client, target, metrics=metrics) if target is not None else None
     gate: list[_Startup] = []  # made in the lifespan: an asyncio.Event belongs to the serving loop
 
     def not_ready() -> str | None:
@@ -334,6 +338,8 @@ def create_app(runtime: Any, *, verify_token: str | None = None, app_secret: str
         if metrics is not None and getattr(metrics, "flush", None) is not None:
             background.append(asyncio.create_task(_flush_metrics(metrics, metrics_flush_interval)))
         task = asyncio.create_task(_scheduler(runtime, scheduler_interval)) if scheduler_interval else None
+        if forwarder is not None:  # hand-off events to FLOWKIT_AGENT_WEBHOOK (runtime/agent_outbox.py)
+            background.append(asyncio.create_task(forwarder.run()))
         try:
             yield
         finally:
@@ -346,6 +352,8 @@ def create_app(runtime: Any, *, verify_token: str | None = None, app_secret: str
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await runtime.drain()
+            if forwarder is not None:
+                await forwarder.close()
 
     return Starlette(lifespan=lifespan, routes=[
         Route("/webhook", verify, methods=["GET"]),
@@ -353,4 +361,5 @@ def create_app(runtime: Any, *, verify_token: str | None = None, app_secret: str
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics_endpoint),
+        *agent_routes(runtime),  # /agent/...: only with FLOWKIT_AGENT_TOKEN (web_agent.py)
     ])

@@ -115,3 +115,40 @@ def test_the_lint_example_is_what_flowkit_prints() -> None:
                        cwd=ROOT / "tests" / "flow" / "broken", capture_output=True, text=True, timeout=60)
     assert r.returncode == 1
     assert (r.stdout + r.stderr).splitlines() == block.splitlines()[1:]
+
+
+def test_the_handoff_tour_runs(redis_url: str, redis_client: object) -> None:
+    """Every line of the hand-off block, against a user the runtime handed to people, sending
+    through the Graph API imitation."""
+    import shlex
+
+    from flowkit.channels.whatsapp import WhatsAppSender
+    from flowkit.engine import Message
+    from flowkit.flow import load_flows
+    from flowkit.runtime import Runtime, WhatsAppChannel
+    from flowkit.store import Store
+
+    [block] = [b for b in blocks("sh") if b.startswith("# hand-off")]
+    who, other = "31612345678", "31687654321"
+    with FakeGraphAPI() as graph:
+        sender = WhatsAppSender(config=graph.config(), max_attempts=1)
+        rt = Runtime(Store(redis_client), load_flows(ROOT / "examples" / "flows"), channel=WhatsAppChannel(sender))
+        for i, text in enumerate(["support", "other", "5"]):
+            rt.handle(who, Message(text=text, message_id=f"wamid.readme.handoff.{i}"))
+        sender.close()
+        assert rt.store.load(who)["status"] == "handoff"
+        env = dict(os.environ, FLOWKIT_REDIS_URL=redis_url, FLOWKIT_FLOWS="examples/flows", **graph.env())
+        ran = []
+        for line in block.splitlines():
+            words = shlex.split(line, comments=True)
+            if not words:
+                continue
+            r = subprocess.run([str(Path(sys.executable).parent / "flowkit"), *words[1:]], cwd=ROOT, env=env,
+                               capture_output=True, text=True, timeout=120)
+            assert r.returncode == 0, f"{line}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+            ran.append(r.stdout)
+        assert who in ran[0] and "support_triage" in ran[1]
+        texts = [m.text for m in graph.to(who)]
+        assert texts[-2:] == ["Hi, this is Ana. Let me check.", "Tell us what happened in a few words."]
+        assert [m.type for m in graph.to(other)] == ["template"]
+        assert rt.store.load(who)["step"] == "ask_details" and rt.store.load(other)["flow"] == "support_triage"

@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from flowkit.cli import agent_cmds as _agent
 from flowkit.cli import alerts_cmds as _alerts
 from flowkit.cli import dashboard_cmds as _dashboard
 from flowkit.cli import find_cmds as _find
@@ -69,6 +70,7 @@ _transcript.register(app)
 _history.register(app)
 _alerts.register(app)
 _dashboard.register(app)
+_agent.register(app)
 
 
 def main() -> None:

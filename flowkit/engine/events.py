@@ -30,6 +30,9 @@ class Start:
     profile: Mapping[str, Any] = field(default_factory=dict)
     args: Mapping[str, Any] = field(default_factory=dict)
     actor: str = "runtime"
+    #: a business-initiated start: this approved template (name, language, body params) is
+    #: the opening message, in place of what the flow says before its first wait
+    template: tuple[str, str, tuple[str, ...]] | None = None
 
     kind: Literal["start"] = "start"
 
@@ -39,6 +42,8 @@ class Start:
             d["text"] = self.text
         if self.args:
             d["args"] = dict(self.args)
+        if self.template is not None:
+            d["template"] = {"name": self.template[0], "language": self.template[1], "params": list(self.template[2])}
         return d
 
 

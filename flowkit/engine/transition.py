@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from flowkit.engine import experiments
+from flowkit.engine import experiments, handoff
 from flowkit.engine import why as _why
 from flowkit.engine.events import (
     CallService,
@@ -49,6 +49,7 @@ from flowkit.engine.state import (
 )
 from flowkit.errors import EngineError, ExpressionError, StateValidationError
 from flowkit.flow.model import (
+    HELD_STATUSES,
     AskStep,
     BranchStep,
     CallStep,
@@ -220,7 +221,7 @@ def schedule(pending: Mapping[str, Any] | None, root: Flow, now: int) -> Schedul
     due: list[tuple[int, str]] = []
     if pending and pending.get("deadline") is not None:
         due.append((int(pending["deadline"]), pending["wait"]))
-    if root.timeout is not None:
+    if root.timeout is not None and not handoff.is_held(pending):  # people have their own clock
         due.append((now + int(root.timeout * 1000), "session"))
     at, reason = min(due) if due else (0, "none")
     return make(Schedule, {"at": at, "reason": reason, "kind": "schedule"})
@@ -433,6 +434,8 @@ class _Run:
             self.stack = []
             self.slots = root_slots
         self.effects.append(End(status=status))
+        if status in HELD_STATUSES:  # `end: handoff`: live, held by people (engine/handoff.py)
+            handoff.hold(self, None)
 
     def return_from_subflow(self, end: str) -> None:
         frame = self.stack.pop()
@@ -480,6 +483,10 @@ class _Run:
             name = self.command(event)
             if name is None:
                 return self.noop()
+        elif self.prev.status in HELD_STATUSES and not isinstance(event, Command):
+            name = handoff.on_event(self, event)  # type: ignore[assignment]
+            if name is None:
+                return self.noop()
         elif self.prev.terminal and isinstance(event, (ServiceResult, Timeout)):
             # A result of a call the user cancelled, or a deadline scheduled before the session
             # ended: stale, not an error (like a late result of a live session).
@@ -518,6 +525,8 @@ class _Run:
         self.flow_version = self.root.version_id
         self.started_at = self.now
         self.enter(self.root.start)
+        if event.template is not None:  # outside the window only a template may open (runtime/starts.py)
+            self.effects = [Reply(template=event.template), *(e for e in self.effects if not isinstance(e, Reply))]
 
     def root_reset(self) -> None:
         profile = self.slots.get(PROFILE)
@@ -642,6 +651,8 @@ class _Run:
     def command(self, cmd: Command) -> str | None:
         name = cmd.name
         assert self.prev is not None
+        if name in handoff.COMMANDS:
+            return handoff.command(self, cmd)
         terminal = self.prev.terminal
         if name in ("cancel", "restart", "back", "help") and terminal:
             raise EngineError(f"session {self.session_id!r} has ended ({self.prev.status}); {name} needs an active session")
@@ -746,8 +757,8 @@ class _Run:
             raise EngineError("cannot migrate a session inside a sub-flow; wait until it returns or map the calling step")
         self.flow_version = self.root.version_id
         target = new_step or (self.local(self.step_name) if self.step_name else None)
-        if self.prev is not None and self.prev.terminal:
-            return
+        if self.prev is not None and (self.prev.terminal or self.prev.status in HELD_STATUSES):
+            return  # re-pinned only: an ended session stays ended, a held one stays with people
         if not isinstance(target, str) or target not in self.root.steps:
             raise EngineError(f"step {target!r} does not exist in flow {self.root.name!r} version {self.root.version_id}; give a step mapping")
         self.slots = {k: v for k, v in self.slots.items() if k == PROFILE or k in self.root.slots}

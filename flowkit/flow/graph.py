@@ -70,7 +70,21 @@ def to_networkx(flow: Flow) -> nx.DiGraph:
                     data["label"] = " | ".join(data["labels"])
             else:
                 g.add_edge(name, target, labels=[label], kinds=[_edge_kind(label)], label=label)
+    for name in flow.steps:
+        for label, target in handoff_targets(flow, name):
+            if not g.has_edge(name, target):
+                g.add_edge(name, target, labels=[label], kinds=[label], label=label)
     return g
+
+
+def handoff_targets(flow: Flow, name: str) -> list[tuple[str, str]]:
+    """The flow-level edges of step ``name``: an idle hand-off (an ``end: handoff`` step) comes
+    back to the bot at ``handoff.on_timeout`` (docs/handoff.md)."""
+    step = flow.steps.get(name)
+    if (flow.handoff is None or flow.handoff.on_timeout not in flow.steps or not isinstance(step, EndStep)
+            or step.end != "handoff"):
+        return []
+    return [("on_timeout", flow.handoff.on_timeout)]
 
 
 def edge_set(flow: Flow) -> frozenset[tuple[str, str]]:
@@ -173,7 +187,7 @@ def edge_list(flow: Flow) -> list[dict[str, Any]]:
     """One row per (edge, label): ``{source, target, label, kind}``, in definition order."""
     rows = []
     for name, step in flow.steps.items():
-        for label, target in step.targets():
+        for label, target in [*step.targets(), *handoff_targets(flow, name)]:
             rows.append({"source": name, "target": target, "label": label, "kind": _edge_kind(label)})
     return rows
 

@@ -35,6 +35,7 @@ from flowkit.flow.model import (
     EndStep,
     Flow,
     FlowStep,
+    HandoffPolicy,
     InputSpec,
     ListMenu,
     ListRow,
@@ -227,7 +228,7 @@ class _Parser:
             root,
             "the flow",
             ["flow", "version", "description", "start", "triggers", "timeout", "commands", "help", "slots", "steps",
-             "on_undeliverable"],
+             "on_undeliverable", "handoff"],
             required=["flow", "start", "steps"],
         )
         if top is None:
@@ -264,7 +265,18 @@ class _Parser:
             help=help_text,
             source=self.file,
             loc=self.loc(start_node) if start_node else Loc(self.file, 1, 1),
+            handoff=self.handoff(top.get("handoff")),
         )
+
+    def handoff(self, n: _N | None) -> HandoffPolicy | None:
+        if n is None:
+            return None
+        m = self.mapping(n, "`handoff`", ["timeout", "on_timeout"], required=["timeout", "on_timeout"])
+        if m is None:
+            return None
+        timeout = self.duration(m.get("timeout"), "`handoff.timeout`")
+        target = self.name(m.get("on_timeout"), "`handoff.on_timeout`")
+        return HandoffPolicy(timeout, target) if timeout is not None and target is not None else None
 
     def commands(self, n: _N | None) -> Commands:
         if n is None:

@@ -20,7 +20,9 @@ from flowkit.flow.expr import Expr
 from flowkit.flow.template import Template
 
 STATUSES = ("active", "waiting_input", "waiting_service", "completed", "failed", "cancelled", "handoff", "expired")
-TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "handoff", "expired"})
+TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "expired"})
+#: held by people: the bot stops answering until an agent releases the session (docs/handoff.md)
+HELD_STATUSES = frozenset({"handoff"})
 END_KINDS = ("completed", "failed", "cancelled", "handoff")
 INPUT_TYPES = ("text", "int", "number", "choice", "yes_no", "regex", "email", "phone", "date", "location", "media")
 SLOT_TYPES = ("text", "int", "number", "bool", "choice", "email", "phone", "date", "location", "media", "any")
@@ -616,6 +618,18 @@ def _canonical_body(flow: Flow) -> dict[str, Any]:
 PLAN = "_engine_plan"
 
 
+@dataclass(frozen=True)
+class HandoffPolicy:
+    """How long a session may wait for a person (``handoff: {timeout: 2h, on_timeout: step}``):
+    idle that long in hand-off, the bot takes it back at ``on_timeout``."""
+
+    timeout: float
+    on_timeout: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"timeout": format_duration(self.timeout), "on_timeout": self.on_timeout}
+
+
 @dataclass(frozen=True, kw_only=True)
 class Flow:
     """A validated conversation flow. Build one with :func:`flowkit.load_flow` or :class:`FlowBuilder`."""
@@ -632,6 +646,7 @@ class Flow:
     help: Template | None = None
     source: str = field(default="<memory>", compare=False)
     loc: Loc = _loc()
+    handoff: HandoffPolicy | None = None
 
     def __hash__(self) -> int:
         return hash(self.content_hash)
@@ -679,6 +694,8 @@ class Flow:
         if self.slots:
             d["slots"] = {n: s.to_dict() for n, s in self.slots.items()}
         d["steps"] = {n: s.to_dict() for n, s in self.steps.items()}
+        if self.handoff is not None:
+            d["handoff"] = self.handoff.to_dict()
         return d
 
     def to_yaml(self) -> str:

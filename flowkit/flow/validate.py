@@ -89,6 +89,9 @@ def _targets(flow: Flow) -> list[Problem]:
                 out.append(
                     _problem(step.loc_of(attr), "unknown-target", f"`{attr}` of step {name!r} goes to {target!r}, which does not exist{_hint(target, flow.steps)}")
                 )
+    if flow.handoff is not None and flow.handoff.on_timeout not in flow.steps:
+        out.append(_problem(flow.loc, "unknown-target", f"`handoff.on_timeout` goes to {flow.handoff.on_timeout!r}, which "
+                            f"does not exist{_hint(flow.handoff.on_timeout, flow.steps)}"))
     return out
 
 

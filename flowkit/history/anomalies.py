@@ -69,7 +69,7 @@ import pyarrow as pa
 
 from flowkit.errors import HistoryError
 from flowkit.findings import Finding
-from flowkit.flow.model import format_duration, parse_duration
+from flowkit.flow.model import HELD_STATUSES, format_duration, parse_duration
 from flowkit.history._prep import Prepared, prepare
 from flowkit.history.columns import (
     EVENTS,
@@ -137,6 +137,29 @@ def _seconds(value: float | str | None, default: float) -> float:
         return parse_duration(value)
     except ValueError as exc:
         raise HistoryError(str(exc)) from None
+
+
+def held_limits(flows: FlowSet | None) -> dict[str, int]:
+    """Flow name -> its hand-off timeout in ms (the longest over its loaded versions).
+
+    A session in ``handoff`` waits for people, not for the bot: it is STUCK only when idle
+    past its flow's hand-off timeout plus ``stuck_after`` (the timeout should have returned it
+    to the bot). A flow without a hand-off timeout holds it as long as people need, and
+    without flows nothing says how long that is: such sessions are never STUCK (the agents'
+    queue shows their wait)."""
+    out: dict[str, int] = {}
+    for f in flows.all() if flows is not None else ():
+        if f.handoff is not None:
+            out[f.name] = max(out.get(f.name, 0), int(f.handoff.timeout * 1000))
+    return out
+
+
+def held_not_stuck(status: str, flow: Any, idle_ms: int, threshold_ms: int, limits: Mapping[str, int]) -> bool:
+    """Is this idle session one held by people within its hand-off timeout (see :func:`held_limits`)?"""
+    if status not in HELD_STATUSES:
+        return False
+    limit = limits.get(str(flow))
+    return limit is None or idle_ms <= threshold_ms + limit
 
 
 def _stuck_text(status: str, step: Any, idle_ms: int, as_of_ms: int, stuck_after: float) -> str:
@@ -440,13 +463,21 @@ class _Finder:
             status = snap["status"].astype(object).to_numpy()
             live = np.array([s not in TERMINAL for s in status], dtype=bool)
             idle = self.as_of_ms - upd
+            limits = held_limits(self.flows)
+            flows = snap["flow"].astype(object).to_numpy()
             for k in np.flatnonzero(live & (idle > threshold_ms) & (upd != np.iinfo(np.int64).max)):
+                if held_not_stuck(str(status[k]), flows[k], int(idle[k]), threshold_ms, limits):
+                    continue
                 self.out.append(Anomaly("STUCK", str(snap["session_id"].iloc[k]), int(snap["version"].iloc[k]),
                                         self._stuck_detail(str(status[k]), snap["step"].iloc[k], int(idle[k]))))
             return
         p = self.p
         idx = np.flatnonzero(p.last & ~p.terminal & (self.as_of_ms - p.ts > threshold_ms))
+        limits = held_limits(self.flows)
         for i in idx:
+            if held_not_stuck(p.status_names[p.status[i]], p.fv_pairs[p.fv[i]][0], int(self.as_of_ms - p.ts[i]),
+                              threshold_ms, limits):
+                continue
             self.add("STUCK", int(i), self._stuck_detail(p.status_names[p.status[i]], p.step_name(int(p.to_step[i])),
                                                          int(self.as_of_ms - p.ts[i])))
 
@@ -705,11 +736,15 @@ def _find_duckdb(e: Any, fs: FlowSet | None, has_snapshot: bool, *, stuck_s: flo
 
     if as_of_ms is not None and "STUCK" in want:
         threshold_ms = int(stuck_s * 1000)
+        limits = held_limits(fs)
         if has_snapshot:
-            for sid, v, status, step, upd in e.stuck_snapshot(as_of_ms=as_of_ms, threshold_ms=threshold_ms):
-                add(Anomaly("STUCK", sid, v, _stuck_text(status, step, as_of_ms - upd, as_of_ms, stuck_s)))
+            for sid, v, status, step, upd, flow in e.stuck_snapshot(as_of_ms=as_of_ms, threshold_ms=threshold_ms):
+                if not held_not_stuck(status, flow, as_of_ms - upd, threshold_ms, limits):
+                    add(Anomaly("STUCK", sid, v, _stuck_text(status, step, as_of_ms - upd, as_of_ms, stuck_s)))
         else:
-            for sid, v, status, step, ts in e.last_records(as_of_ms=as_of_ms, threshold_ms=threshold_ms):
+            for sid, v, status, step, ts, flow in e.last_records(as_of_ms=as_of_ms, threshold_ms=threshold_ms):
+                if held_not_stuck(status, flow, as_of_ms - ts, threshold_ms, limits):
+                    continue
                 add(Anomaly("STUCK", sid, v, _stuck_text(status, step, as_of_ms - ts, as_of_ms, stuck_s)))
 
     order = {c: i for i, c in enumerate(CODES)}

@@ -76,7 +76,7 @@ SESSION_COLUMNS = ("session_id", "flow", "flow_version", "version", "step", "sta
 
 EVENTS = ("start", "message", "service_result", "timeout", "command", "rollback", "recovery", "expire", "migrate",
           "delivery_failed")
-ACTORS = ("runtime", "admin", "recovery", "simulator")
+ACTORS = ("runtime", "admin", "recovery", "simulator", "agent")  # agent: a person in a hand-off
 STATUS_VALUES = STATUSES
 TERMINAL = TERMINAL_STATUSES
 

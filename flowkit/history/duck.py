@@ -272,7 +272,7 @@ class Engine:
 
     def last_records(self, *, as_of_ms: int, threshold_ms: int) -> list[tuple[Any, ...]]:
         """STUCK without a snapshot: the last record of every live session idle past the threshold."""
-        last = self._last("session_id, version, status, to_step, ts")
+        last = self._last("session_id, version, status, to_step, ts, flow")
         return self.con.execute(f"""
             SELECT * FROM {last}
             WHERE status NOT IN {_in(TERMINAL)} AND {int(as_of_ms)} - ts > {int(threshold_ms)}
@@ -280,7 +280,7 @@ class Engine:
 
     def stuck_snapshot(self, *, as_of_ms: int, threshold_ms: int) -> list[tuple[Any, ...]]:
         return self.con.execute(f"""
-            SELECT session_id, version, status, step, upd FROM sn
+            SELECT session_id, version, status, step, upd, flow FROM sn
             WHERE status NOT IN {_in(TERMINAL)} AND upd IS NOT NULL AND {int(as_of_ms)} - upd > {int(threshold_ms)}
         """).fetchall()
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from flowkit.errors import FlowError, Problem, UnknownFlowError
+from flowkit.flow.graph import handoff_targets
 from flowkit.flow.loader import flow_files, load_flow
 from flowkit.flow.model import AskStep, EndStep, Flow, FlowStep, Step
 
@@ -82,7 +83,7 @@ def _expand(flow: Flow, resolve: Any, prefix: str, depth: int,
                     for t in (returns if end.end == "completed" else fails):
                         edges.add((f"{q(name)}/{end_name}", q(t)))
             continue
-        for _label, target in st.targets():
+        for _label, target in [*st.targets(), *handoff_targets(flow, name)]:
             if target in flow.steps:
                 edges.add((q(name), q(target)))
 

@@ -14,7 +14,7 @@ from flowkit.engine.locate import locate
 from flowkit.engine.state import Record
 from flowkit.engine.transition import schedule
 from flowkit.errors import EngineError
-from flowkit.flow.model import AskStep, CallStep, Flow
+from flowkit.flow.model import HELD_STATUSES, AskStep, CallStep, Flow
 from flowkit.history.flowset import FlowSet
 from flowkit.sim.answers import invalid_answer, service_value, valid_answer
 
@@ -76,8 +76,8 @@ class SessionGenerator:
         for _ in range(10):
             st = s.state
             assert st is not None
-            if st.terminal:
-                break
+            if st.terminal or (st.status in HELD_STATUSES and (st.pending or {}).get("deadline") is None):
+                break  # held by people with no deadline: until the export
             due = _next_due(st, self.flow_of(st))
             if due is None:
                 break
@@ -96,6 +96,16 @@ class SessionGenerator:
         migrated = False
         while True:
             st = s.state
+            if st is not None and st.status in HELD_STATUSES:
+                # No agent answers a synthetic user: the hand-off is held until its flow's
+                # hand-off timeout gives it back to the bot (as the worker would), or the export.
+                due = (st.pending or {}).get("deadline")
+                if due is None or (limit_ms is not None and int(due) > limit_ms):
+                    return
+                now = max(now, int(due))
+                if not self.apply(s, self.flow_of(st), Timeout(), now):
+                    return
+                continue
             if st is None or st.terminal:
                 if st is not None and (starts >= 3 or rng.random() >= cfg.restart_rate):
                     return

@@ -24,6 +24,8 @@ from flowkit.metrics.collector import redis_up
 REMOTE_TIMEOUT = 1.0
 
 # Handling an event is one Redis round trip plus the engine: most answers take 0.2-5 ms.
+# People answer in seconds to hours.
+_WAIT_BUCKETS = (10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 28800, 86400)
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -62,6 +64,21 @@ class Metrics:
                                          "(whatsapp:<code>, outside_window).", ["error"], registry=r)
         self.whatsapp_alerts = Counter("flowkit_whatsapp_alerts", "Account-level WhatsApp errors (190: token "
                                        "expired); nothing is sent until an operator acts.", ["error"], registry=r)
+
+        self.handoffs = Counter("flowkit_handoffs", "Sessions handed to people, by flow.", ["flow"], registry=r)
+        self.first_reply = Histogram("flowkit_handoff_first_reply_seconds", "Time from a hand-off to the first "
+                                     "agent reply, by flow.", ["flow"], buckets=_WAIT_BUCKETS, registry=r)
+        self.agent_events = Counter("flowkit_agent_webhook_posts", "Posts to FLOWKIT_AGENT_WEBHOOK, by outcome "
+                                    "(delivered, failed: retried).", ["outcome"], registry=r)
+
+    def handoff(self, flow: str) -> None:
+        self.handoffs.labels(flow).inc()
+
+    def agent_first_reply(self, flow: str, seconds: float) -> None:
+        self.first_reply.labels(flow).observe(seconds)
+
+    def agent_event(self, outcome: str) -> None:
+        self.agent_events.labels(outcome).inc()
 
     def handled(self, outcome: str, seconds: float) -> None:
         self.messages.labels(outcome).inc()

@@ -126,7 +126,9 @@ class RedisMetrics:
             self.inc("messages_in")  # a user's message (answers, triggers, and words like "cancel")
         if event == "start":
             self.inc("sessions_started", flow)
-        if status in ("completed", "cancelled", "failed", "expired", "handoff"):
+        if status in ("completed", "cancelled", "failed", "expired") or (status == "handoff" and record.get("path")):
+            # (a held session's messages and agent replies are handoff records too; only the
+            # one that entered the hand-off has a path)
             self.inc("sessions_ended", flow, status)
         if error.startswith("invalid_input"):
             self.inc("validation_failures", flow, record.get("from_step") or "")

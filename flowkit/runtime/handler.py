@@ -39,6 +39,7 @@ from flowkit.engine.transition import schedule
 from flowkit.errors import ChannelError, ConflictError, EngineError, FlowkitError, UnknownFlowError
 from flowkit.flow.model import Flow
 from flowkit.log import error_fields, get_logger
+from flowkit.runtime import handoff as _handoff
 from flowkit.runtime import transcript, unrouted
 from flowkit.runtime.channel import AsyncChannel, Channel, HeldChannel, RecordingChannel
 from flowkit.runtime.registry import FlowRegistry
@@ -56,7 +57,8 @@ from flowkit.store import delivery
 
 log = get_logger("flowkit.runtime")
 
-_ADMIN = frozenset({"migrate", "rollback", "reset", "recover"})
+_ADMIN = frozenset({"migrate", "rollback", "reset", "recover",
+                    "handoff", "agent_reply", "release"})  # an agent's mistake is the agent's (runtime/handoff.py)
 
 OutcomeStatus = Literal["applied", "duplicate", "noop", "unrouted"]
 
@@ -340,7 +342,7 @@ class _Core:
 # ---------------------------------------------------------------- sync
 
 
-class Runtime(_Core):
+class Runtime(_handoff.AgentActions, _Core):
     """The Flow Handler with blocking I/O (threads are fine: it holds no lock).
 
         rt = Runtime(Store(connect()), load_flows("flows/"), channel=WhatsAppChannel(sender))
@@ -401,6 +403,7 @@ class Runtime(_Core):
         elif outcome.status == "applied":
             self.run_effects(session_id, outcome.version or 0, outcome.effects, route=_routes(outcome),
                              inbound=_inbound(event))
+            _handoff.after_sync(self.store.client, outcome, self.metrics)  # the agents' queue and webhook, if it is about a hand-off
         return outcome
 
     handle_message = handle
@@ -642,7 +645,7 @@ class RecoveryReport:
 # ---------------------------------------------------------------- async
 
 
-class AsyncRuntime(_Core):
+class AsyncRuntime(_handoff.AsyncAgentActions, _Core):
     """The Flow Handler on asyncio (``store`` is an :class:`flowkit.store.AsyncStore`)."""
 
     def __init__(self, store: Any, flows: FlowRegistry | Mapping[str, Flow] | Iterable[Flow], *,
@@ -702,6 +705,7 @@ class AsyncRuntime(_Core):
         elif outcome.status == "applied":
             await self.run_effects(session_id, outcome.version or 0, outcome.effects, wait_services=wait_services,
                                    route=_routes(outcome), inbound=_inbound(event))
+            await _handoff.after_async(self.store.client, outcome, self.metrics)
         return outcome
 
     async def delivery_status(self, status: Any) -> str | None:

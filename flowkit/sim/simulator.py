@@ -45,7 +45,7 @@ from typing import Any, Literal, TypeVar
 from flowkit.engine import CallService, Message, Reply, ServiceResult, State
 from flowkit.engine.locate import locate
 from flowkit.errors import ConfigError, ConflictError, EngineError, StoreUnavailable
-from flowkit.flow.model import AskStep, CallStep, Flow
+from flowkit.flow.model import HELD_STATUSES, AskStep, CallStep, Flow
 from flowkit.log import get_logger
 from flowkit.metrics.redis import RedisMetrics
 from flowkit.runtime import Runtime
@@ -502,7 +502,7 @@ class Simulator:
         if raw is None:
             return
         state = State.from_dict(raw)
-        if state.terminal:
+        if state.terminal or state.status in HELD_STATUSES:  # no agents here: a hand-off ends the user's part
             if user.state == "active":
                 user.state = "finished"
                 self.result.ended[state.status] = self.result.ended.get(state.status, 0) + 1

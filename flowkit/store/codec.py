@@ -17,10 +17,11 @@ from flowkit.errors import InvalidCommitError
 STATE_KEYS = ("session_id", "flow", "flow_version", "step", "status", "slots", "attempts", "stack", "pending",
               "version", "started_at", "updated_at")
 STATUSES = ("active", "waiting_input", "waiting_service", "completed", "failed", "cancelled", "handoff", "expired")
-TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "handoff", "expired"})
+TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "expired"})
+HELD_STATUSES = frozenset({"handoff"})  # live, but held by people: never expired for inactivity
 EVENTS = ("start", "message", "service_result", "timeout", "command", "rollback", "recovery", "expire", "migrate",
           "delivery_failed")
-ACTORS = ("runtime", "admin", "recovery", "simulator")
+ACTORS = ("runtime", "admin", "recovery", "simulator", "agent")  # agent: a person in a hand-off
 RECORD_KEYS = ("version", "ts", "event", "from_step", "to_step", "path", "status", "message_id", "input", "error",
                "actor")
 #: what the store adds to every record it returns (from the state at that version)

@@ -545,6 +545,8 @@ def expire(cfg: StoreConfig, sid: str, now: int, flow_timeouts: Mapping[str, int
     cur = yield from load(cfg, sid)
     if cur is None or codec.is_terminal(cur["status"]):
         return None
+    if cur["status"] in codec.HELD_STATUSES and actor == "runtime":
+        return None  # held by people: its flow's hand-off timeout applies, not the inactivity one
     idle_ms = flow_timeouts.get(cur["flow"], default_ms)
     if idle_ms is None or cur["updated_at"] + idle_ms > now:
         return None

@@ -50,7 +50,7 @@ from flowkit.engine.locate import locate
 from flowkit.engine.state import slot_problem
 from flowkit.errors import EngineError, FlowkitError, StateValidationError, UnknownFlowError
 from flowkit.flow.expr import Const, Node
-from flowkit.flow.graph import edge_list, reachable
+from flowkit.flow.graph import edge_list, handoff_targets, reachable
 from flowkit.flow.model import AskStep, CallStep, EndStep, Flow, FlowStep, SetStep, SlotSpec
 from flowkit.runtime.registry import FlowRegistry
 from flowkit.sim.answers import invalid_answer, valid_answer
@@ -261,7 +261,7 @@ def record_moves(root: Flow, record: Mapping[str, Any], registry: FlowRegistry) 
                 continue  # entering a sub-flow at its start: a call, not an edge
             if pa == pb:
                 flow = _owner(root, pa, registry)
-                labels = [lab for lab, t in flow.steps[la].targets() if t == lb]
+                labels = [lab for lab, t in [*flow.steps[la].targets(), *handoff_targets(flow, la)] if t == lb]
                 label = _pick(labels, first=first, event=event, error=error, same=a == b)
                 src = la
             elif len(pb) < len(pa) and pa[:len(pb)] == pb:

@@ -332,3 +332,24 @@ def test_report_forms(syn: Synthetic) -> None:
     df = report.to_frame()
     assert list(df.columns) == ["code", "session_id", "version", "detail"] and len(df) == len(report.anomalies)
     assert str(df["version"].dtype) == "Int64"
+
+
+
+def test_a_session_held_by_people_is_stuck_only_past_its_handoff_timeout() -> None:
+    import dataclasses
+
+    support = FlowSet.load(Path(__file__).resolve().parents[2] / "examples" / "flows").get("support_triage")
+    assert support.handoff is not None and support.handoff.timeout == 4 * 3600
+    v = support.version_id
+    rows = [rec("h", 1, None, ["ask_topic"], event="start", flow="support_triage", flow_version=v),
+            rec("h", 2, "ask_topic", ["ask_urgency"], flow="support_triage", flow_version=v),
+            rec("h", 3, "ask_urgency", ["to_agent"], status="handoff", flow="support_triage", flow_version=v)]
+    held_at = rows[-1]["ts"]
+    flows, no_timeout = FlowSet([support]), FlowSet([dataclasses.replace(support, handoff=None)])
+    for snap in (True, False):  # judged from the snapshot and from the last record
+        assert find(rows, flows, snap=snap, as_of=held_at + 4 * 60 * MIN) == set()  # people still have it
+        assert find(rows, flows, snap=snap, as_of=held_at + 4 * 60 * MIN + 31 * MIN) == {("STUCK", "h", 3)}
+        # without a hand-off timeout people hold it as long as they need
+        assert find(rows, no_timeout, snap=snap, as_of=held_at + 30 * 24 * 60 * MIN) == set()
+    rows[-1]["status"] = "waiting_input"  # the same idle time anywhere else is STUCK at 30 minutes
+    assert find(rows, flows, as_of=held_at + 31 * MIN) == {("STUCK", "h", 3)}
