@@ -152,6 +152,7 @@ class Reply:
     media: tuple[str, str] | None = None  # (kind, https URL or uploaded media id); text is its caption
     cta: tuple[str, str] | None = None  # (button text, url): a call-to-action URL button
     location_request: bool = False  # a "Send location" button under the text
+    actor: Literal["bot", "agent"] = "bot"  # who speaks: the flow, or a person during a hand-off
 
     kind: Literal["reply"] = "reply"
 
@@ -174,6 +175,8 @@ class Reply:
                 d[key] = list(getattr(self, key))
         if self.location_request:
             d["location_request"] = True
+        if self.actor != "bot":
+            d["actor"] = self.actor
         return d
 
 
@@ -236,6 +239,7 @@ def effect_from_dict(d: Mapping[str, Any]) -> Effect:
             media=(d["media"][0], d["media"][1]) if d.get("media") else None,
             cta=(d["cta"][0], d["cta"][1]) if d.get("cta") else None,
             location_request=bool(d.get("location_request")),
+            actor="agent" if d.get("actor") == "agent" else "bot",
         )
     if kind == "call":
         return CallService(call_id=d["call_id"], service=d["service"], args=d["args"], timeout=float(d["timeout"]))

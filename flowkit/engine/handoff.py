@@ -115,7 +115,7 @@ def command(run: _Run, cmd: Command) -> str | None:
                           f"{cmd.name.replace('_', ' ')} needs a session held by people")
     if cmd.name == "agent_reply":
         text = _text(cmd.args.get("text"), "text", MAX_TEXT, required=True)
-        run.effects.append(Reply(text=text))
+        run.effects.append(Reply(text=text, actor="agent"))
         touch(run)
         return "command"
     to_step = cmd.args.get("to_step")

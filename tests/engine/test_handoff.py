@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flowkit.engine import Command, Message, Reply, ServiceResult, Start, Timeout
+from flowkit.engine import Command, Message, Reply, ServiceResult, Start, Timeout, effect_from_dict
 from flowkit.engine.transition import schedule
 from flowkit.errors import EngineError
 from flowkit.errors import FlowError as FlowLoadError
@@ -163,10 +163,13 @@ def test_policy_round_trips_and_is_validated() -> None:
         flow(SUPPORT.replace("timeout: 2h,", "timeout: soon,"))
 
 
-def test_agent_reply_effect_is_plain_text() -> None:
+def test_agent_reply_effect_is_plain_text_said_by_the_agent() -> None:
     s = held()
     t = s.send(Command(name="agent_reply", args={"text": "ok"}, actor="agent"))
-    assert [e for e in t.effects if isinstance(e, Reply)] == [Reply(text="ok")]
+    assert [e for e in t.effects if isinstance(e, Reply)] == [Reply(text="ok", actor="agent")]
+    # (the outbox round trip keeps who said it, for the transcript)
+    assert effect_from_dict(Reply(text="ok", actor="agent").to_dict()) == Reply(text="ok", actor="agent")
+    assert "actor" not in Reply(text="ok").to_dict()
 
 
 def test_a_migration_re_pins_a_held_session_and_leaves_it_with_people() -> None:

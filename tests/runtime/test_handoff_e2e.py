@@ -183,6 +183,10 @@ def test_a_handoff_pauses_the_bot_forwards_messages_and_an_agent_answers_and_rel
     assert 'flowkit_agent_webhook_posts_total{outcome="delivered"}' in metrics
     reply_record = s.store.history(who)[-1]
     assert reply_record["actor"] == "agent" and json.loads(reply_record["input"])["args"]["agent"] == "ana"
+    # the transcript reads as the conversation went: the two messages in, the person's reply out
+    said = wait_for("the agent's reply in the transcript", lambda: [
+        e for e in s.store.transcript(who) if e.get("dir") == "out" and e.get("actor") == "agent"], s.log)
+    assert [e.get("text") for e in said] == ["Hi, this is Ana. Let me check."] and said[0].get("wamid"), s.store.transcript(who)
 
     r = s.agent("POST", f"/agent/sessions/{who}/release", {"to_step": "ask_details"})
     assert r.status_code == 200, r.text
