@@ -176,8 +176,9 @@ def test_a_stopped_redis_times_out_every_waiting_caller(tmp_path: Path) -> None:
         assert server.pid is not None
         os.kill(server.pid, signal.SIGSTOP)
         try:
-            results = await asyncio.gather(*(store.driver.execute([("INCR", "t")]) for _ in range(8)),
-                                           return_exceptions=True)
+            # a deadline, so a missing timeout fails the test instead of hanging it
+            results = await asyncio.wait_for(asyncio.gather(*(store.driver.execute([("INCR", "t")]) for _ in range(8)),
+                                                            return_exceptions=True), 30)
             assert all(isinstance(r, StoreUnavailable) and isinstance(r.__cause__, rx.TimeoutError) for r in results)
         finally:
             os.kill(server.pid, signal.SIGCONT)
