@@ -52,7 +52,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -69,6 +69,7 @@ SECRET = "bench-app-secret"
 NO_PACING = 1e9  # sends/s: the sync Runtime paces replies at the tier (80/s) unless told otherwise
 TALLY = load_flow(Path(__file__).resolve().parents[1] / "examples" / "tally.yaml")
 Delivery = tuple[str, Message]
+T = TypeVar("T")
 
 
 # ---------------------------------------------------------------- workload
@@ -252,49 +253,72 @@ def sync_rows(url: str, admin: Any, sessions: int, messages: int, seed: int) -> 
     return rows
 
 
-async def async_rows(url: str, admin: Any, sessions: int, messages: int, seed: int, concurrency: int) -> list[Row]:
+async def async_rows(url: str, admin: Any, sessions: int, messages: int, seed: int, concurrency: int,
+                     loop: str = "asyncio") -> list[Row]:
+    """The asyncio rows, on ``loop`` (asyncio's own or uvloop): each floor first (a connection
+    per task, the reference), then flowkit and the naive handler, each way of talking to Redis."""
     rows = []
     registry = FlowRegistry([TALLY])
-    x = f"x{concurrency}"
+    x = f"{loop} x{concurrency}"
+    prefix = "3" if loop == "asyncio" else "5"
 
-    # flowkit AsyncRuntime
-    starts, stream, per = workload("3", sessions, messages, seed)
-    store = AsyncStore(connect_async(url))
-    rt = AsyncRuntime(store, registry, channel=AsyncRecordingChannel())
-    await drive_async(rt.handle, starts, concurrency)
-    trips, cpu0 = store.round_trips, redis_cpu(admin)
-    secs, lat, py = await drive_async(rt.handle, stream, concurrency)
-    rows.append(Row("asyncio", f"flowkit AsyncRuntime (asyncio {x})", len(stream), secs, lat,
-                    (store.round_trips - trips) / len(stream), rt.stats["conflicts"] / len(stream),
-                    flowkit_lost(Store(admin), [s for s, _ in starts], per), py, redis_cpu(admin) - cpu0))
-    assert rt.stats["applied"] == len(stream) + len(starts), rt.stats
-    await store.client.aclose()
+    # EVALSHA floors: a pooled connection per task (redis-py's way), then auto-pipelined
+    for auto, how in ((False, "a connection per task"), (True, "auto-pipelined")):
+        _, stream, _ = workload("9", sessions, messages, seed)
+        client = connect_async(url)
+        store = AsyncStore(client, autopipeline=auto)
+        await store.driver.execute([Call(NOOP, ("fk:{s:floor}:state",), ())])
 
-    # naive GET/SET
-    starts, stream, per = workload("4", sessions, messages, seed)
+        async def floor(sid: str, m: Message, store: AsyncStore = store) -> None:
+            await store.driver.execute([Call(NOOP, (f"fk:{{s:{sid}}}:state",), ())])
+
+        await drive_async(floor, stream[:concurrency * 4], concurrency)  # every task's connection opened
+        trips, cpu0 = store.round_trips, redis_cpu(admin)
+        secs, lat, py = await drive_async(floor, stream, concurrency)
+        rows.append(Row(loop, f"EVALSHA no-op floor, {how} ({x})", len(stream), secs, lat,
+                        (store.round_trips - trips) / len(stream), None, None, py, redis_cpu(admin) - cpu0))
+        await client.aclose()
+
+    # flowkit AsyncRuntime, both ways
+    for i, (auto, how) in enumerate(((True, "auto-pipelined"), (False, "a connection per task"))):
+        starts, stream, per = workload(f"{prefix}{i}", sessions, messages, seed)
+        store = AsyncStore(connect_async(url), autopipeline=auto)
+        rt = AsyncRuntime(store, registry, channel=AsyncRecordingChannel())
+        await drive_async(rt.handle, starts, concurrency)
+        trips, cpu0 = store.round_trips, redis_cpu(admin)
+        secs, lat, py = await drive_async(rt.handle, stream, concurrency)
+        row = Row(loop, f"flowkit AsyncRuntime, {how} ({x})", len(stream), secs, lat,
+                  (store.round_trips - trips) / len(stream), rt.stats["conflicts"] / len(stream),
+                  flowkit_lost(Store(admin), [s for s, _ in starts], per), py, redis_cpu(admin) - cpu0)
+        if store.driver.pipeline is not None:
+            row.notes.append(f"{(store.round_trips - trips) / max(1, store.driver.pipeline.total_writes):.1f} "
+                             "round trips per socket write")
+        rows.append(row)
+        assert rt.stats["applied"] == len(stream) + len(starts), rt.stats
+        await store.client.aclose()
+
+    # naive GET/SET (redis-py commands, a connection per task)
+    starts, stream, per = workload(f"{prefix}4", sessions, messages, seed)
     client = connect_async(url)
     naive = NaiveAsync(client)
     await drive_async(naive.handle, starts, concurrency)
     stats0, cpu0 = commandstats(admin), redis_cpu(admin)
     secs, lat, py = await drive_async(naive.handle, stream, concurrency)
     d = commandstats(admin) - stats0
-    rows.append(Row("asyncio", f"naive GET/SET (asyncio {x})", len(stream), secs, lat,
+    rows.append(Row(loop, f"naive GET/SET ({x})", len(stream), secs, lat,
                     (d["get"] + d["set"]) / len(stream), None, naive_lost(admin, [s for s, _ in starts], per), py,
                     redis_cpu(admin) - cpu0))
-
-    # EVALSHA floor
-    store = AsyncStore(client)
-    await store.driver.execute([Call(NOOP, ("fk:{s:floor}:state",), ())])
-
-    async def floor(sid: str, m: Message) -> None:
-        await store.driver.execute([Call(NOOP, (f"fk:{{s:{sid}}}:state",), ())])
-
-    trips, cpu0 = store.round_trips, redis_cpu(admin)
-    secs, lat, py = await drive_async(floor, stream, concurrency)
-    rows.append(Row("asyncio", f"EVALSHA no-op floor (asyncio {x})", len(stream), secs, lat,
-                    (store.round_trips - trips) / len(stream), None, None, py, redis_cpu(admin) - cpu0))
     await client.aclose()
     return rows
+
+
+def run_loop(loop: str, coro: Awaitable[T]) -> T:
+    """``asyncio.run`` on asyncio's loop or on uvloop's."""
+    if loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(coro)  # type: ignore[arg-type]
+    return asyncio.run(coro)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- HTTP: server processes
@@ -502,7 +526,10 @@ def happy_path(url: str, admin: Any, messages: int) -> dict[str, Any]:
 
 
 def fmt_table(rows: list[Row]) -> list[str]:
-    floors = {r.mode: r.rate for r in rows if "floor" in r.name}
+    floors: dict[str, float] = {}
+    for r in rows:
+        if "floor" in r.name:
+            floors.setdefault(r.mode, r.rate)  # the first floor of a mode is its reference
     header = ("measure", "msgs/s", "vs floor", "p50 ms", "p99 ms", "Redis RT/msg", "conflicts/msg", "lost updates",
               "py CPU µs/msg", "redis CPU µs/msg")
     body = []
@@ -535,6 +562,7 @@ def main() -> None:
     ap.add_argument("--no-graph", action="store_true", help="skip the row that sends replies to FakeGraphAPI")
     ap.add_argument("--no-http", action="store_true", help="skip the HTTP rows")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--loops", default="asyncio,uvloop", help="event loops for the asyncio rows (asyncio, uvloop)")
     ap.add_argument("--fsync", default=None, help="appendfsync of the bench server (default: flowkit's)")
     # internal: the subprocesses of the HTTP rows
     ap.add_argument("--serve", choices=["flowkit", "floor"], help=argparse.SUPPRESS)
@@ -556,8 +584,9 @@ def main() -> None:
             admin = connect(server.url)
             version = admin.info()["redis_version"]
             rows = sync_rows(server.url, admin, args.sessions, args.messages, args.seed)
-            rows += asyncio.run(async_rows(server.url, admin, args.sessions, args.messages, args.seed,
-                                           args.concurrency))
+            for loop in args.loops.split(","):
+                rows += run_loop(loop, async_rows(server.url, admin, args.sessions, args.messages, args.seed,
+                                                  args.concurrency, loop))
             if not args.no_http:
                 rows += http_rows(server.url, admin, args.sessions, args.http_messages, args.seed, args.concurrency,
                                   not args.no_graph)

@@ -41,6 +41,7 @@ except ImportError:  # pragma: no cover - a redis-py that moved it: plain Respon
 _PUSH: type | None = getattr(hiredis, "PushNotification", None)  # hiredis >= 3.2
 _NOT_ENOUGH = object()  # hiredis' "no complete reply buffered yet" (False is a valid RESP3 reply)
 _READ_SIZE = 65536
+_readers: set[asyncio.Task[None]] = set()
 
 
 class _Pool(Protocol):
@@ -81,6 +82,8 @@ class _Link:
         self.watchdog: asyncio.TimerHandle | None = None
         self.writes = 0
         self.task = loop.create_task(self._read(), name="flowkit-autopipeline-reader")
+        _readers.add(self.task)  # asyncio keeps only weak references to tasks
+        self.task.add_done_callback(_readers.discard)
 
     def submit(self, data: bytes, n: int) -> asyncio.Future[list[Any]]:
         fut: asyncio.Future[list[Any]] = self.loop.create_future()
