@@ -68,8 +68,10 @@ def worker(url: str, prefix: str, sessions: int, messages: int, concurrency: int
     stdin, runs its messages, prints its result as JSON."""
     import asyncio
 
-    from runtime import TALLY, AsyncRecordingChannel, AsyncRuntime, AsyncStore, FlowRegistry, connect_async, \
-        drive_async, workload
+    from runtime import TALLY, drive_async, workload  # bench/runtime.py: the same flow and workload
+
+    from flowkit.runtime import AsyncRecordingChannel, AsyncRuntime, FlowRegistry
+    from flowkit.store import AsyncStore, connect_async
 
     async def main() -> dict[str, Any]:
         starts, stream, per = workload(prefix, sessions, messages, seed)

@@ -9,7 +9,6 @@ from collections import Counter
 
 import pytest
 
-from flowkit.engine import Message
 from flowkit.runtime import AsyncRecordingChannel, AsyncRuntime, FlowRegistry
 from flowkit.store import AsyncStore, Store, connect_async
 from tests.runtime.test_concurrency import TALLY, prove, workload
