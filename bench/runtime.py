@@ -22,7 +22,9 @@ Measured side by side:
   (``flowkit.engine.step``), SET it back, send the replies. No CAS, no history, no dedupe, no
   outbox: under concurrency it loses updates, counted from the final counters.
 - the **EVALSHA floor**: one no-op script call per message (the round-trip floor of a commit);
-  over HTTP: the same uvicorn + signature check + one EVALSHA no-op per delivery.
+  over HTTP: the same uvicorn + signature check + one EVALSHA no-op per delivery. In process on
+  asyncio (and on uvloop, ``--loops``) two floors and two AsyncRuntime rows: a pooled connection
+  per task (redis-py's way; the reference floor) and auto-pipelined (flowkit/store/autopipe.py).
 
 Columns: messages/s; ratio to the floor of the same mode (sync / asyncio / HTTP); latency per
 message (p50/p99: one ``handle`` call, or one POST until its answer); Redis round trips per
@@ -92,7 +94,7 @@ def workload(prefix: str, sessions: int, messages: int, seed: int) -> tuple[list
 
 @dataclass
 class Row:
-    mode: str  # sync | asyncio | http
+    mode: str  # sync | asyncio | uvloop | http
     name: str
     n: int
     seconds: float
