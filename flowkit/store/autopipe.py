@@ -184,7 +184,7 @@ class AutoPipeline:
     def __init__(self, pool: _Pool) -> None:
         self.pool = pool
         self._link: _Link | None = None
-        self._connecting: asyncio.Future[_Link] | None = None
+        self._connecting: asyncio.Task[_Link] | None = None
         self.writes = 0  # socket writes so far (batches sent per write = round trips / writes)
 
     @staticmethod
@@ -203,20 +203,14 @@ class AutoPipeline:
         return await link.submit(data, n)
 
     async def _connect(self) -> _Link:
-        if self._connecting is not None and self._connecting.get_loop() is asyncio.get_running_loop():
-            return await asyncio.shield(self._connecting)
-        fut: asyncio.Future[_Link] = asyncio.get_running_loop().create_future()
-        self._connecting = fut
-        try:
-            link = await self._open()
-        except BaseException as exc:
-            fut.set_exception(exc)
-            fut.exception()  # retrieved: a failed connect with no other waiter is not "never retrieved"
-            raise
-        finally:
-            self._connecting = None
-        fut.set_result(link)
-        return link
+        # One connect, in its own task, for every caller that finds no usable link: a caller
+        # cancelled while waiting must not cancel (or fail) the connect the others wait on.
+        task = self._connecting
+        if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
+            task = asyncio.get_running_loop().create_task(self._open(), name="flowkit-autopipeline-connect")
+            task.add_done_callback(_retrieved)
+            self._connecting = task
+        return await asyncio.shield(task)
 
     async def _open(self) -> _Link:
         old = self._link
@@ -247,6 +241,12 @@ class AutoPipeline:
     @property
     def total_writes(self) -> int:
         return self.writes + (self._link.writes if self._link is not None else 0)
+
+
+def _retrieved(task: asyncio.Task[_Link]) -> None:
+    """Mark a failed connect's exception as seen (its callers got it, or none was left)."""
+    if not task.cancelled():
+        task.exception()
 
 
 class Unusable(Exception):

@@ -216,3 +216,20 @@ def test_autopipeline_off_uses_the_pool(async_store_factory: Callable[..., Async
         await store.client.aclose()
 
     asyncio.run(main())
+
+
+def test_cancelling_the_caller_that_opens_the_connection_spares_the_others(
+        async_store_factory: Callable[..., AsyncStore]) -> None:
+    async def main() -> None:
+        store = async_store_factory()  # not connected yet: the first caller opens the connection
+        loop = asyncio.get_running_loop()
+        first = loop.create_task(store.driver.execute([("ECHO", "first")]))
+        others = [loop.create_task(store.driver.execute([("ECHO", f"o{i}")])) for i in range(5)]
+        await asyncio.sleep(0)  # every task is now waiting on the one connect
+        first.cancel()
+        assert await asyncio.gather(*others) == [[f"o{i}".encode()] for i in range(5)]
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        await store.client.aclose()
+
+    asyncio.run(main())
