@@ -22,7 +22,9 @@ Measured side by side:
   (``flowkit.engine.step``), SET it back, send the replies. No CAS, no history, no dedupe, no
   outbox: under concurrency it loses updates, counted from the final counters.
 - the **EVALSHA floor**: one no-op script call per message (the round-trip floor of a commit);
-  over HTTP: the same uvicorn + signature check + one EVALSHA no-op per delivery.
+  over HTTP: the same uvicorn + signature check + one EVALSHA no-op per delivery. In process on
+  asyncio (and on uvloop, ``--loops``) two floors and two AsyncRuntime rows: a pooled connection
+  per task (redis-py's way; the reference floor) and auto-pipelined (flowkit/store/autopipe.py).
 
 Columns: messages/s; ratio to the floor of the same mode (sync / asyncio / HTTP); latency per
 message (p50/p99: one ``handle`` call, or one POST until its answer); Redis round trips per
@@ -52,7 +54,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -66,8 +68,10 @@ from flowkit.store.driver import Call  # noqa: E402
 from flowkit.store.scripts import NOOP  # noqa: E402
 
 SECRET = "bench-app-secret"
+NO_PACING = 1e9  # sends/s: the sync Runtime paces replies at the tier (80/s) unless told otherwise
 TALLY = load_flow(Path(__file__).resolve().parents[1] / "examples" / "tally.yaml")
 Delivery = tuple[str, Message]
+T = TypeVar("T")
 
 
 # ---------------------------------------------------------------- workload
@@ -90,7 +94,7 @@ def workload(prefix: str, sessions: int, messages: int, seed: int) -> tuple[list
 
 @dataclass
 class Row:
-    mode: str  # sync | asyncio | http
+    mode: str  # sync | asyncio | uvloop | http
     name: str
     n: int
     seconds: float
@@ -214,7 +218,8 @@ def sync_rows(url: str, admin: Any, sessions: int, messages: int, seed: int) -> 
     # flowkit Runtime, one thread
     starts, stream, per = workload("1", sessions, messages, seed)
     store = Store(connect(url))
-    rt = Runtime(store, registry, channel=RecordingChannel())
+    # the recording channel is not the Graph API: no pacing at the WhatsApp tier (80 sends/s by default)
+    rt = Runtime(store, registry, channel=RecordingChannel(), rate=NO_PACING)
     for sid, m in starts:
         rt.handle(sid, m)
     trips, cpu0 = store.round_trips, redis_cpu(admin)
@@ -250,49 +255,72 @@ def sync_rows(url: str, admin: Any, sessions: int, messages: int, seed: int) -> 
     return rows
 
 
-async def async_rows(url: str, admin: Any, sessions: int, messages: int, seed: int, concurrency: int) -> list[Row]:
+async def async_rows(url: str, admin: Any, sessions: int, messages: int, seed: int, concurrency: int,
+                     loop: str = "asyncio") -> list[Row]:
+    """The asyncio rows, on ``loop`` (asyncio's own or uvloop): each floor first (a connection
+    per task, the reference), then flowkit and the naive handler, each way of talking to Redis."""
     rows = []
     registry = FlowRegistry([TALLY])
-    x = f"x{concurrency}"
+    x = f"{loop} x{concurrency}"
+    prefix = "3" if loop == "asyncio" else "5"
 
-    # flowkit AsyncRuntime
-    starts, stream, per = workload("3", sessions, messages, seed)
-    store = AsyncStore(connect_async(url))
-    rt = AsyncRuntime(store, registry, channel=AsyncRecordingChannel())
-    await drive_async(rt.handle, starts, concurrency)
-    trips, cpu0 = store.round_trips, redis_cpu(admin)
-    secs, lat, py = await drive_async(rt.handle, stream, concurrency)
-    rows.append(Row("asyncio", f"flowkit AsyncRuntime (asyncio {x})", len(stream), secs, lat,
-                    (store.round_trips - trips) / len(stream), rt.stats["conflicts"] / len(stream),
-                    flowkit_lost(Store(admin), [s for s, _ in starts], per), py, redis_cpu(admin) - cpu0))
-    assert rt.stats["applied"] == len(stream) + len(starts), rt.stats
-    await store.client.aclose()
+    # EVALSHA floors: a pooled connection per task (redis-py's way), then auto-pipelined
+    for auto, how in ((False, "a connection per task"), (True, "auto-pipelined")):
+        _, stream, _ = workload("9", sessions, messages, seed)
+        client = connect_async(url)
+        store = AsyncStore(client, autopipeline=auto)
+        await store.driver.execute([Call(NOOP, ("fk:{s:floor}:state",), ())])
 
-    # naive GET/SET
-    starts, stream, per = workload("4", sessions, messages, seed)
+        async def floor(sid: str, m: Message, store: AsyncStore = store) -> None:
+            await store.driver.execute([Call(NOOP, (f"fk:{{s:{sid}}}:state",), ())])
+
+        await drive_async(floor, stream[:concurrency * 4], concurrency)  # every task's connection opened
+        trips, cpu0 = store.round_trips, redis_cpu(admin)
+        secs, lat, py = await drive_async(floor, stream, concurrency)
+        rows.append(Row(loop, f"EVALSHA no-op floor, {how} ({x})", len(stream), secs, lat,
+                        (store.round_trips - trips) / len(stream), None, None, py, redis_cpu(admin) - cpu0))
+        await client.aclose()
+
+    # flowkit AsyncRuntime, both ways
+    for i, (auto, how) in enumerate(((True, "auto-pipelined"), (False, "a connection per task"))):
+        starts, stream, per = workload(f"{prefix}{i}", sessions, messages, seed)
+        store = AsyncStore(connect_async(url), autopipeline=auto)
+        rt = AsyncRuntime(store, registry, channel=AsyncRecordingChannel())
+        await drive_async(rt.handle, starts, concurrency)
+        trips, cpu0 = store.round_trips, redis_cpu(admin)
+        secs, lat, py = await drive_async(rt.handle, stream, concurrency)
+        row = Row(loop, f"flowkit AsyncRuntime, {how} ({x})", len(stream), secs, lat,
+                  (store.round_trips - trips) / len(stream), rt.stats["conflicts"] / len(stream),
+                  flowkit_lost(Store(admin), [s for s, _ in starts], per), py, redis_cpu(admin) - cpu0)
+        if store.driver.pipeline is not None:
+            row.notes.append(f"{(store.round_trips - trips) / max(1, store.driver.pipeline.total_writes):.1f} "
+                             "round trips per socket write")
+        rows.append(row)
+        assert rt.stats["applied"] == len(stream) + len(starts), rt.stats
+        await store.client.aclose()
+
+    # naive GET/SET (redis-py commands, a connection per task)
+    starts, stream, per = workload(f"{prefix}4", sessions, messages, seed)
     client = connect_async(url)
     naive = NaiveAsync(client)
     await drive_async(naive.handle, starts, concurrency)
     stats0, cpu0 = commandstats(admin), redis_cpu(admin)
     secs, lat, py = await drive_async(naive.handle, stream, concurrency)
     d = commandstats(admin) - stats0
-    rows.append(Row("asyncio", f"naive GET/SET (asyncio {x})", len(stream), secs, lat,
+    rows.append(Row(loop, f"naive GET/SET ({x})", len(stream), secs, lat,
                     (d["get"] + d["set"]) / len(stream), None, naive_lost(admin, [s for s, _ in starts], per), py,
                     redis_cpu(admin) - cpu0))
-
-    # EVALSHA floor
-    store = AsyncStore(client)
-    await store.driver.execute([Call(NOOP, ("fk:{s:floor}:state",), ())])
-
-    async def floor(sid: str, m: Message) -> None:
-        await store.driver.execute([Call(NOOP, (f"fk:{{s:{sid}}}:state",), ())])
-
-    trips, cpu0 = store.round_trips, redis_cpu(admin)
-    secs, lat, py = await drive_async(floor, stream, concurrency)
-    rows.append(Row("asyncio", f"EVALSHA no-op floor (asyncio {x})", len(stream), secs, lat,
-                    (store.round_trips - trips) / len(stream), None, None, py, redis_cpu(admin) - cpu0))
     await client.aclose()
     return rows
+
+
+def run_loop(loop: str, coro: Awaitable[T]) -> T:
+    """``asyncio.run`` on asyncio's loop or on uvloop's."""
+    if loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(coro)  # type: ignore[arg-type]
+    return asyncio.run(coro)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- HTTP: server processes
@@ -472,7 +500,7 @@ def happy_path(url: str, admin: Any, messages: int) -> dict[str, Any]:
     for label, cache in (("cache on", 10_000), ("cache off", 0)):
         starts, stream, _ = workload("9" if cache else "8", 50, messages, 1)
         store = Store(connect(url))
-        rt = Runtime(store, FlowRegistry([TALLY]), channel=RecordingChannel(), cache_size=cache)
+        rt = Runtime(store, FlowRegistry([TALLY]), channel=RecordingChannel(), cache_size=cache, rate=NO_PACING)
         for sid, m in starts:
             rt.handle(sid, m)
         stream = stream[:messages]
@@ -500,7 +528,10 @@ def happy_path(url: str, admin: Any, messages: int) -> dict[str, Any]:
 
 
 def fmt_table(rows: list[Row]) -> list[str]:
-    floors = {r.mode: r.rate for r in rows if "floor" in r.name}
+    floors: dict[str, float] = {}
+    for r in rows:
+        if "floor" in r.name:
+            floors.setdefault(r.mode, r.rate)  # the first floor of a mode is its reference
     header = ("measure", "msgs/s", "vs floor", "p50 ms", "p99 ms", "Redis RT/msg", "conflicts/msg", "lost updates",
               "py CPU µs/msg", "redis CPU µs/msg")
     body = []
@@ -533,6 +564,7 @@ def main() -> None:
     ap.add_argument("--no-graph", action="store_true", help="skip the row that sends replies to FakeGraphAPI")
     ap.add_argument("--no-http", action="store_true", help="skip the HTTP rows")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--loops", default="asyncio,uvloop", help="event loops for the asyncio rows (asyncio, uvloop)")
     ap.add_argument("--fsync", default=None, help="appendfsync of the bench server (default: flowkit's)")
     # internal: the subprocesses of the HTTP rows
     ap.add_argument("--serve", choices=["flowkit", "floor"], help=argparse.SUPPRESS)
@@ -554,8 +586,9 @@ def main() -> None:
             admin = connect(server.url)
             version = admin.info()["redis_version"]
             rows = sync_rows(server.url, admin, args.sessions, args.messages, args.seed)
-            rows += asyncio.run(async_rows(server.url, admin, args.sessions, args.messages, args.seed,
-                                           args.concurrency))
+            for loop in args.loops.split(","):
+                rows += run_loop(loop, async_rows(server.url, admin, args.sessions, args.messages, args.seed,
+                                                  args.concurrency, loop))
             if not args.no_http:
                 rows += http_rows(server.url, admin, args.sessions, args.http_messages, args.seed, args.concurrency,
                                   not args.no_graph)

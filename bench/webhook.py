@@ -158,7 +158,14 @@ end
 """)
 
 
-def run_wrk(port: int, script: Path, seconds: int, connections: int, threads: int) -> dict[str, Any]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(port: int, script: Path, seconds: int, connections: int, threads: int, pid: int) -> dict[str, Any]:
+    cpu0 = cpu_seconds(pid)
     out = subprocess.run(["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency",
                           "-s", str(script), f"http://127.0.0.1:{port}/webhook"],
                          capture_output=True, text=True, check=True).stdout
@@ -167,8 +174,9 @@ def run_wrk(port: int, script: Path, seconds: int, connections: int, threads: in
     non2xx = int(re.search(r"^NON2XX (\d+)$", out, re.M).group(1))  # type: ignore[union-attr]
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     wrapped = int(re.search(r"^WRAPPED (\d+)$", out, re.M).group(1))  # type: ignore[union-attr]
-    return {"rps": rps, "p50": pct.get(50), "p90": pct.get(90), "p99": pct.get(99), "non2xx": non2xx,
-            "requests": total, "wrapped": bool(wrapped)}
+    cpu = cpu_seconds(pid) - cpu0
+    return {"cpu_us": cpu / max(1, total) * 1e6, "rps": rps, "p50": pct.get(50), "p90": pct.get(90), "p99": pct.get(99), "non2xx": non2xx,
+            "requests": total, "wrapped": bool(wrapped), "load": os.getloadavg()[0]}
 
 
 def main() -> None:
@@ -177,7 +185,8 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--users", type=int, default=2000)
-    ap.add_argument("--bodies", type=int, default=60_000)
+    ap.add_argument("--bodies", type=int, default=60_000, help="signed answers per round")
+    ap.add_argument("--rounds", type=int, default=3, help="floor/flowkit pairs, alternating (load drifts)")
     ap.add_argument("--floor", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--graph", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--redis-url", help=argparse.SUPPRESS)
@@ -197,49 +206,65 @@ def main() -> None:
         try:
             import httpx
 
-            # bodies: one answer per (user, n), round-robin over users; signed before anything runs
+            # bodies: one answer per (user, n), round-robin over users; signed before anything runs;
+            # each round gets its own slice, so every timed request to flowkit is a new answer
             users = [f"3162{u:08d}" for u in range(args.users)]
-            bodies = []
-            for i in range(args.bodies):
-                sid = users[i % len(users)]
-                body = json.dumps(text_payload(sid, f"x{i}", message_id=f"wamid.BENCH{i:010d}")).encode()
-                bodies.append((body, sign(body, SECRET)))
-            script = tmp / "bodies.lua"
-            lua_script(bodies, script)
+            scripts = []
+            for r in range(args.rounds):
+                bodies = []
+                for i in range(r * args.bodies, (r + 1) * args.bodies):
+                    sid = users[i % len(users)]
+                    body = json.dumps(text_payload(sid, f"x{i}", message_id=f"wamid.BENCH{i:010d}")).encode()
+                    bodies.append((body, sign(body, SECRET)))
+                scripts.append(tmp / f"bodies{r}.lua")
+                lua_script(bodies, scripts[-1])
             print(f"# bench/webhook.py {dt.date.today()}: {platform.node()}, {os.cpu_count()} cores, load "
                   f"{os.getloadavg()[0]:.1f}; wrk -t{args.threads} -c{args.connections} -d{args.seconds}s; "
-                  f"{len(bodies):,} distinct signed answers over {len(users):,} live sessions")
+                  f"{args.bodies:,} distinct signed answers per round over {len(users):,} live sessions; "
+                  f"{args.rounds} rounds, floor and flowkit alternating")
             env = dict(os.environ, PYTHONPATH=str(ROOT))
-            rows = []
-            port = free_port()
-            with running([sys.executable, __file__, "--floor", "--redis-url", server.url, "--port", str(port)], env,
-                         port, "floor", log):
-                rows.append(("floor: HMAC + EVALSHA no-op", run_wrk(port, script, args.seconds, args.connections,
-                                                                    args.threads)))
-            with running([sys.executable, __file__, "--graph"], env, None, "graph", log) as g:
-                assert g.stdin is not None
+            rows: list[tuple[str, dict[str, Any]]] = []
+            floor_port, port = free_port(), free_port()
+            with contextlib.ExitStack() as stack:
+                floor_proc = stack.enter_context(running([sys.executable, __file__, "--floor", "--redis-url",
+                                                          server.url, "--port", str(floor_port)], env, floor_port,
+                                                         "floor", log))
+                g = stack.enter_context(running([sys.executable, __file__, "--graph"], env, None, "graph", log))
                 graph_env = _graph_env(log, g)
-                port = free_port()
                 serve_env = dict(env, FLOWKIT_REDIS_URL=server.url, WHATSAPP_APP_SECRET=SECRET,
                                  WHATSAPP_VERIFY_TOKEN="bench", **graph_env)
                 flowkit = Path(sys.executable).with_name("flowkit")
-                with running([str(flowkit), "serve", str(FLOWS), "--port", str(port)], serve_env, port, "flowkit serve", log):
-                    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
-                        for u in users:  # start every session, untimed
-                            b = json.dumps(text_payload(u, "tally", message_id=f"wamid.START{u}")).encode()
-                            r = c.post("/webhook", content=b, headers={"content-type": "application/json",
-                                                                       "x-hub-signature-256": sign(b, SECRET)})
-                            r.raise_for_status()
-                    rows.append(("flowkit serve (tally, replies to the Graph API)",
-                                 run_wrk(port, script, args.seconds, args.connections, args.threads)))
+                serve_proc = stack.enter_context(running([str(flowkit), "serve", str(FLOWS), "--port", str(port)],
+                                                         serve_env, port, "flowkit serve", log))
+                with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+                    for u in users:  # start every session, untimed
+                        b = json.dumps(text_payload(u, "tally", message_id=f"wamid.START{u}")).encode()
+                        r = c.post("/webhook", content=b, headers={"content-type": "application/json",
+                                                                   "x-hub-signature-256": sign(b, SECRET)})
+                        r.raise_for_status()
+                for r, script in enumerate(scripts):
+                    rows.append((f"{r + 1}: floor: HMAC + EVALSHA no-op",
+                                 run_wrk(floor_port, script, args.seconds, args.connections, args.threads,
+                                         floor_proc.pid)))
+                    rows.append((f"{r + 1}: flowkit serve (tally, replies to Graph)",
+                                 run_wrk(port, script, args.seconds, args.connections, args.threads, serve_proc.pid)))
         finally:
             server.stop()
-    floor = rows[0][1]["rps"]
-    print(f"{'row':50} {'req/s':>9} {'vs floor':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
-    for name, r in rows:
+    print(f"{'row':46} {'req/s':>9} {'vs floor':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'non-2xx':>8} "
+          f"{'CPU µs/req':>10}  load")
+    ratios, cpu_ratios = [], []
+    for i, (name, r) in enumerate(rows):
+        floor = rows[i - i % 2][1]["rps"]  # the floor row just before (or this one)
+        if i % 2:
+            ratios.append(r["rps"] / floor)
+            cpu_ratios.append(rows[i - 1][1]["cpu_us"] / r["cpu_us"])
         note = "  (bodies wrapped: later requests were duplicates)" if r["wrapped"] and "flowkit" in name else ""
-        print(f"{name:50} {r['rps']:9,.0f} {r['rps'] / floor:9.0%} {r['p50']:8.1f} {r['p90']:8.1f} {r['p99']:8.1f} "
-              f"{r['non2xx']:8,}{note}")
+        print(f"{name:46} {r['rps']:9,.0f} {r['rps'] / floor:9.0%} {r['p50']:8.1f} {r['p90']:8.1f} {r['p99']:8.1f} "
+              f"{r['non2xx']:8,} {r['cpu_us']:10,.0f}  {r['load']:.1f}{note}")
+    ratios.sort()
+    print(f"flowkit serve / floor, median of {len(ratios)} rounds: {ratios[len(ratios) // 2]:.0%} "
+          f"(range {ratios[0]:.0%}-{ratios[-1]:.0%}); by server CPU per request (floor CPU / flowkit CPU, less "
+          f"sensitive to other load): median {sorted(cpu_ratios)[len(cpu_ratios) // 2]:.0%}")
 
 
 def _graph_env(log: Path, proc: subprocess.Popen[Any]) -> dict[str, str]:

@@ -13,6 +13,7 @@ replaced by ``***`` (an exception text may quote a Redis URL or a request).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -22,7 +23,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from flowkit.errors import ConfigError
+
+_ORJSON_AS_JSON = (orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+                   | orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_NON_STR_KEYS)
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
 _SECRET_WORDS = ("token", "secret", "password", "authorization", "signature")
@@ -39,9 +45,17 @@ _ACCESS_TOKEN = re.compile(r"(?i)(?P<head>access_token=)[^&\s\"']+")
 
 def redact(text: str) -> str:
     """``text`` with URL passwords, bearer tokens and access_token parameters masked."""
-    text = _URL_PASSWORD.sub(r"\g<head>***@", text)
-    text = _BEARER.sub(r"\g<head>***", text)
-    return _ACCESS_TOKEN.sub(r"\g<head>***", text)
+    # Every log field goes through here (a line per handled message): a substring test
+    # skips each regex scan when it cannot match. casefold() is what (?i) matches
+    # ("ſ" folds to "s" in both).
+    if "://" in text:
+        text = _URL_PASSWORD.sub(r"\g<head>***@", text)
+    folded = text.casefold()
+    if "bearer" in folded:
+        text = _BEARER.sub(r"\g<head>***", text)
+    if "access_token=" in folded:
+        text = _ACCESS_TOKEN.sub(r"\g<head>***", text)
+    return text
 
 
 def url_origin(url: str) -> str:
@@ -51,8 +65,13 @@ def url_origin(url: str) -> str:
     return f"{m.group('scheme')}://{m.group('host')}" if m else "<url>"
 
 
+@functools.lru_cache(maxsize=1024)  # field names repeat on every line
+def _secret_key(key: str) -> bool:
+    return any(w in key.lower() for w in _SECRET_WORDS)
+
+
 def _clean(key: str, value: Any) -> Any:
-    if any(w in key.lower() for w in _SECRET_WORDS):
+    if _secret_key(key):
         return "***"
     if isinstance(value, str):
         return redact(value)
@@ -78,7 +97,12 @@ class JsonFormatter(logging.Formatter):
         out.update(_fields(record))
         if record.exc_info:
             out["exc"] = redact(self.formatException(record.exc_info))
-        return json.dumps(out, default=str, ensure_ascii=False)
+        try:
+            # orjson: a few µs instead of ~20 on a line per handled message; everything it
+            # would render its own way (datetimes, dataclasses, subclasses) goes to str() as before
+            return orjson.dumps(out, default=str, option=_ORJSON_AS_JSON).decode()
+        except TypeError:  # a lone surrogate, an int beyond 64 bits: the standard library writes those
+            return json.dumps(out, default=str, ensure_ascii=False)
 
 
 class TextFormatter(logging.Formatter):

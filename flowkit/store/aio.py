@@ -21,12 +21,14 @@ class AsyncStore:
 
     def __init__(self, client: Any, *, snapshot_every: int = 20, history_max_len: int | None = None,
                  dedupe_max: int = 1000, validator: Callable[[dict[str, Any]], None] | None = None,
-                 now_ms: Callable[[], int] | None = None, terminal_ttl_ms: int | None = None) -> None:
+                 now_ms: Callable[[], int] | None = None, terminal_ttl_ms: int | None = None,
+                 autopipeline: bool = True) -> None:
         self.client = client
         kw: dict[str, Any] = {"now_ms": now_ms} if now_ms is not None else {}
         self.config = StoreConfig(snapshot_every=snapshot_every, history_max_len=history_max_len,
                                   dedupe_max=dedupe_max, validator=validator, terminal_ttl_ms=terminal_ttl_ms, **kw)
-        self.driver = AsyncDriver(client)
+        # autopipeline: concurrent tasks' round trips share one connection and one write (store/autopipe.py)
+        self.driver = AsyncDriver(client, autopipeline=autopipeline)
 
     async def _run(self, op: Op[T]) -> T:
         return await self.driver.run(op)

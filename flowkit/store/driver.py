@@ -31,6 +31,7 @@ import redis.cluster
 from redis import exceptions as rx
 
 from flowkit.errors import StoreUnavailable
+from flowkit.store.autopipe import AutoPipeline, Unusable
 from flowkit.store.scripts import Script
 
 _hiredis_pack: Callable[[tuple[Any, ...]], Any] | None
@@ -367,12 +368,17 @@ class SyncDriver:
 class AsyncDriver:
     """Executes batches on a ``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster``."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, *, autopipeline: bool = True) -> None:
         self.client = client
         self.cluster = is_cluster(client)
         self.round_trips = 0
         self.deferred = Deferred()
         self._flusher: asyncio.Task[None] | None = None
+        # standalone, pooled client: concurrent callers' batches share one connection and one
+        # write per event-loop tick (store/autopipe.py); a single-connection client keeps its own
+        self.pipeline: AutoPipeline | None = (
+            AutoPipeline(client.connection_pool)
+            if autopipeline and not self.cluster and getattr(client, "connection", None) is None else None)
 
     async def defer(self, cmds: Batch) -> None:
         """Send ``cmds`` (idempotent writes whose replies nobody needs) with the next round trip."""
@@ -441,6 +447,11 @@ class AsyncDriver:
             for c in cmds:
                 pipe.execute_command(*c)
             return list(await pipe.execute(raise_on_error=False))
+        if self.pipeline is not None:
+            try:
+                return await self.pipeline.send(pack(cmds), len(cmds))
+            except Unusable:
+                self.pipeline = None  # a redis-py this does not know: the pooled path below
         single = getattr(self.client, "connection", None)
         pool = self.client.connection_pool
         conn = single or await pool.get_connection()
