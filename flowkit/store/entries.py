@@ -1,0 +1,120 @@
+"""Layout 2: the compact history (docs/decisions.md, "Compact history layout").
+
+A session's history is a Redis LIST (``fk:{s:<sid>}:hist``), one element per version, oldest
+first. A small list is one listpack: ~1 byte of overhead per element, against a stream's
+~4 KB before its first entry. Each element is a JSON array, positions fixed:
+
+    0 version  1 ts  2 event code  3 from_step  4 to_step ([value], or 0 when the path says it)
+    5 path  6 status code  7 actor code  8 input  9 error  10 flow  11 flow_version
+    (10/11: 0 = the previous element's, or the whole state's when 14 is one)  12 checksum (a number)  13 message_id  14 delta
+
+Event, status and actor are small integers (their index in the codec's tuples; append-only).
+The delta is last so that the commit script can swap it for the whole state (``{"r":...}``)
+when the caller's base was stale: ``head .. delta .. "]"``. Flow and flow version are written
+out on the first element, after any change, whenever the delta is a whole state, and always
+when the store trims its history (the first kept element must stand alone).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+
+from flowkit.store.codec import ACTORS, EVENTS, STATUSES, canonical, derived_to_step, dumps
+
+_EVENT = {name: i for i, name in enumerate(EVENTS)}
+_STATUS = {name: i for i, name in enumerate(STATUSES)}
+_ACTOR = {name: i for i, name in enumerate(ACTORS)}
+
+Flow = tuple[str, str]  # (flow, flow_version)
+
+
+def head(record: Mapping[str, Any], flow: str, flow_version: str, state_sum: str, *, same_flow: bool) -> bytes:
+    """Everything of one element but the delta and the closing bracket (ends with a comma)."""
+    path = record["path"]
+    from_step = record["from_step"]
+    to = record["to_step"]
+    to_v: Any = 0 if to == (path[-1] if path else from_step) else [to]
+    fl: Any = 0 if same_flow else flow
+    fv: Any = 0 if same_flow else flow_version
+    items = [record["version"], record["ts"], _EVENT[record["event"]], from_step, to_v, list(path),
+             _STATUS[record["status"]], _ACTOR[record["actor"]], record["input"], record["error"], fl, fv,
+             _digest(state_sum), record["message_id"]]
+    # record_problem checked every value's type (strings, ints, a list of strings): trusted
+    return canonical(items, trusted=True)[:-1] + b","
+
+
+def _digest(text: str) -> int | str:
+    # a number is what checksums are; a damaged one (migrated as found) stays text
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def element(head_: bytes, delta_json: bytes | str) -> bytes:
+    return head_ + (delta_json.encode() if isinstance(delta_json, str) else delta_json) + b"]"
+
+
+def decode(session_id: str, raw: Any, prev: Flow | None, *, with_delta: bool = True) -> dict[str, Any]:
+    """One element as a record (the export columns; with ``delta`` and ``checksum`` if asked).
+
+    ``prev``: the flow of the element before it (None: there is none)."""
+    e = orjson.loads(raw)
+    return _record(session_id, e, prev, with_delta)
+
+
+def _record(session_id: str, e: list[Any], prev: Flow | None, with_delta: bool) -> dict[str, Any]:
+    v, ts, ev, from_step, to, path, st, actor, inp, err, fl, fv, digest, mid = e[:14]
+    if fl == 0 or fv == 0:
+        # the commit script may have swapped in a whole state (stale base): it names its flow
+        whole = e[14].get("r") if isinstance(e[14], dict) else None
+        src = (whole["flow"], whole["flow_version"]) if isinstance(whole, dict) else prev
+        if src is None:
+            raise ValueError(f"history element {v} names no flow and has no element before it")
+        fl, fv = (src[0] if fl == 0 else fl), (src[1] if fv == 0 else fv)
+    rec: dict[str, Any] = {
+        "session_id": session_id, "flow": fl, "flow_version": fv, "version": v, "ts": ts, "event": EVENTS[ev],
+        "from_step": from_step, "to_step": derived_to_step(from_step, path) if to == 0 else to[0], "path": path,
+        "status": STATUSES[st], "message_id": mid, "input": inp, "error": err, "actor": ACTORS[actor],
+    }
+    if with_delta:
+        rec["delta"] = e[14]
+        rec["checksum"] = str(digest)
+    return rec
+
+
+def decode_all(session_id: str, raws: Iterable[Any], *, with_delta: bool = True,
+               fallback: Flow | None = None) -> list[dict[str, Any]]:
+    """A whole list (or a tail of one, with ``fallback`` the flow before it), in order."""
+    out: list[dict[str, Any]] = []
+    prev = fallback
+    for raw in raws:
+        rec = decode(session_id, raw, prev, with_delta=with_delta)
+        prev = (rec["flow"], rec["flow_version"])
+        out.append(rec)
+    return out
+
+
+def decode_json_array(session_id: str, payload: bytes | str, *, with_delta: bool = False,
+                      fallback: Flow | None = None) -> list[dict[str, Any]]:
+    """The elements joined as one JSON array (the export script's reply): one parse for all."""
+    out: list[dict[str, Any]] = []
+    prev = fallback
+    for e in orjson.loads(payload):
+        rec = _record(session_id, e, prev, with_delta)
+        prev = (rec["flow"], rec["flow_version"])
+        out.append(rec)
+    return out
+
+
+def pack_records(records: Iterable[Mapping[str, Any]], *, trimmed: bool = False) -> list[bytes]:
+    """Full records (with ``delta`` and ``checksum``, e.g. from layout 1) as list elements."""
+    out: list[bytes] = []
+    prev: Flow | None = None
+    for rec in records:
+        delta = rec["delta"]
+        cur = (rec["flow"], rec["flow_version"])
+        same = not trimmed and prev == cur and not (isinstance(delta, dict) and "r" in delta)
+        out.append(element(head(rec, cur[0], cur[1], str(rec["checksum"]), same_flow=same), dumps(delta).encode()))
+        prev = cur
+    return out
