@@ -84,7 +84,16 @@ if mode == 'c' and oldv > 0 and (ARGV[8] == '' or ARGV[8] ~= (cur[2] or '')) the
   delta = '{"r":' .. ARGV[6] .. '}'
 end
 
--- 1. the history element (first write: it is the one that can fail)
+-- 1. the history element (first write: it is the one that can fail). A history ahead of the
+-- state (the state key lost or replaced by an older one) is refused: versions only grow.
+local last = redis.call('LINDEX', KEYS[2], -1)
+if last then
+  local lv = tonumber(string.match(last, '^%[(%d+),'))
+  if lv and lv >= new then
+    return redis.error_reply('ERR flowkit commit: version ' .. new .. ' is equal or smaller than the last in ' ..
+      'the history (' .. lv .. '): the state key was lost or replaced; load() the session to recover it')
+  end
+end
 local maxlen = tonumber(ARGV[17])
 local n = redis.call('RPUSH', KEYS[2], ARGV[24] .. delta .. ']')
 if maxlen > 0 and n > maxlen then redis.call('LTRIM', KEYS[2], n - maxlen, -1) end

@@ -31,6 +31,13 @@ for i = 1, #d.seen, 2 do
   if not tonumber(d.seen[i]) then return bad('a dedupe score is not a number') end
 end
 if not strings(d.hist, 1) or tonumber(d.ttl) == nil then return bad('hist or ttl is malformed') end
+local last_v = 0
+for _, e in ipairs(d.hist) do
+  local ev = tonumber(string.match(e, '^%[(%d+),') or '')
+  if not ev then return bad('a history element is malformed') end
+  if ev <= last_v then return bad('history versions do not increase') end
+  last_v = ev
+end
 local new = {}
 for i = 1, #d.state, 2 do new[d.state[i]] = d.state[i + 1] end
 if tonumber(new.version) ~= v then return bad('the state hash holds another version') end

@@ -15,6 +15,7 @@ from flowkit.errors import BackupError
 from flowkit.store import Store, backup, restore
 from flowkit.store import keys as K
 from flowkit.store.scripts import DUMP
+from flowkit.store.backup import _compact
 from tests.store.conftest import T0, advance, make_record, make_state
 
 
@@ -46,7 +47,7 @@ def dump_all(store: Store) -> dict[str, Any]:
 
         for sid, reply in zip(chunk, store.driver.execute([Call(DUMP, K.session_keys(sid).all, ()) for sid in chunk]),
                               strict=True):
-            state, hist, seen, snap, fx, ttl = reply
+            state, hist, seen, snap, fx, ttl, _layout = reply
             out[sid] = (sorted(zip(state[::2], state[1::2], strict=True)), hist, seen, sorted(snap), sorted(fx))
     c = store.client
     out["_indexes"] = {key: c.zrange(key, 0, -1, withscores=True) for key in (K.IDX_ACTIVE, K.IDX_TIMEOUTS, K.IDX_OUTBOX)}
@@ -216,9 +217,10 @@ def test_the_restore_script_checks_everything_before_its_first_write(store: Stor
     line = json.loads(out.read_text().splitlines()[1])
     store.client.flushall()
     older = advance(store, "u0", None, "welcome")
-    line["data"]["hist"].reverse()
+    data = json.loads(_compact(line, False))  # what restore() hands the script: compact elements
+    data["hist"].reverse()
     keys = (*K.session_keys("u0").all, K.IDX_ACTIVE, K.IDX_TIMEOUTS, K.IDX_OUTBOX, K.IDX_FLOWS)
-    [reply] = store.driver.execute([Call(RESTORE, keys, (2, json.dumps(line["data"]), "u0", K.IDX_COUNT_PREFIX))])
+    [reply] = store.driver.execute([Call(RESTORE, keys, (2, json.dumps(data), "u0", K.IDX_COUNT_PREFIX))])
     assert isinstance(reply, Exception) and "do not increase; nothing was written" in str(reply)
     assert store.load("u0") == older and len(store.history("u0")) == 1
     assert store.reconcile(dry_run=True).fixed == 0
