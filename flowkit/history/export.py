@@ -78,7 +78,7 @@ def read_sessions_atomic(store: Any, sids: list[str]) -> list[Read]:
             raise HistoryError(f"session {sid!r}: Redis refused the export read: {reply}")
         head, count, payload = reply
         if int(count) < 0:  # layout 1: migrate this session, then read it again
-            store._run(M.migrate_session(sid, store.config.history_max_len is not None))
+            store._run(M.migrate_session(sid))
             out += read_sessions_atomic(store, [sid])
             continue
         state, why = (None, None) if head[0] is None and head[1] is None else ops.verify(store.config, sid, *head)

@@ -293,7 +293,7 @@ def _verify(line: dict[str, Any], lineno: int) -> None:
         raise BackupError(f"{where}: {exc}; the file was not written by `flowkit backup` or was altered "
                           "(nothing was restored)") from None
     try:
-        _compact(line, False)  # every entry must convert now: the restore must not fail half way
+        _compact(line)  # every entry must convert now: the restore must not fail half way
     except BackupError as exc:
         raise BackupError(f"{where}: {str(exc).partition(': ')[2]}") from None
     text, digest = fields.get("state"), fields.get("checksum")
@@ -417,12 +417,12 @@ def _trailer(path: Path) -> dict[str, Any]:
     return trailer
 
 
-def _compact(line: dict[str, Any], trimmed: bool) -> str:
+def _compact(line: dict[str, Any]) -> str:
     """The line's data as the restore script takes it: the history as compact-layout elements."""
     sid = line["session_id"]
     try:
         records = [legacy.decode_entry(sid, eid, fields) for eid, fields in line["data"]["hist"]]
-        hist = [e.decode() for e in entries.pack_records(records, trimmed=trimmed)]
+        hist = [e.decode() for e in entries.pack_records(records)]
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise BackupError(f"session {sid!r}: a history entry of the backup cannot be read ({exc}); the file was "
                           "not written by `flowkit backup` or was altered (this batch was not restored)") from None
@@ -430,15 +430,14 @@ def _compact(line: dict[str, Any], trimmed: bool) -> str:
 
 
 def _restore_batch(store: Any, lines: list[dict[str, Any]], report: dict[str, int]) -> None:
-    trimmed = store.config.history_max_len is not None
     if not store.driver.cluster:
         # one script per session writes its keys, index entries and counters: all or nothing
         idx = (K.IDX_ACTIVE, K.IDX_TIMEOUTS, K.IDX_OUTBOX, K.IDX_FLOWS)
         calls: Batch = [Call(RESTORE, (*K.session_keys(line["session_id"]).all, *idx),
-                             (line["version"], _compact(line, trimmed), line["session_id"], K.IDX_COUNT_PREFIX))
+                             (line["version"], _compact(line), line["session_id"], K.IDX_COUNT_PREFIX))
                         for line in lines]
     else:
-        calls = [Call(RESTORE, K.session_keys(line["session_id"]).all, (line["version"], _compact(line, trimmed)))
+        calls = [Call(RESTORE, K.session_keys(line["session_id"]).all, (line["version"], _compact(line)))
                  for line in lines]
     replies = store.driver.execute(calls)
     index: Batch = []

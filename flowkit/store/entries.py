@@ -6,13 +6,15 @@ first. A small list is one listpack: ~1 byte of overhead per element, against a 
 
     0 version  1 ts  2 event code  3 from_step  4 to_step ([value], or 0 when the path says it)
     5 path  6 status code  7 actor code  8 input  9 error  10 flow  11 flow_version
-    (10/11: 0 = the previous element's, or the whole state's when 14 is one)  12 checksum (a number)  13 message_id  14 delta
+    (10/11: 0 = the previous element's, or the whole state's when 14 is one)
+    12 checksum (a number)  13 message_id  14 delta
 
 Event, status and actor are small integers (their index in the codec's tuples; append-only).
 The delta is last so that the commit script can swap it for the whole state (``{"r":...}``)
 when the caller's base was stale: ``head .. delta .. "]"``. Flow and flow version are written
-out on the first element, after any change, whenever the delta is a whole state, and always
-when the store trims its history (the first kept element must stand alone).
+out on the first element, after any change, whenever the delta is a whole state, always when
+the store trims its history (the first kept element must stand alone), and on elements
+converted from layout 1 or a backup.
 """
 
 from __future__ import annotations
@@ -107,14 +109,11 @@ def decode_json_array(session_id: str, payload: bytes | str, *, with_delta: bool
     return out
 
 
-def pack_records(records: Iterable[Mapping[str, Any]], *, trimmed: bool = False) -> list[bytes]:
-    """Full records (with ``delta`` and ``checksum``, e.g. from layout 1) as list elements."""
+def pack_records(records: Iterable[Mapping[str, Any]]) -> list[bytes]:
+    """Full records (with ``delta`` and ``checksum``, e.g. from layout 1 or a backup) as list
+    elements. Each names its flow: whoever converts cannot know whether the store will trim."""
     out: list[bytes] = []
-    prev: Flow | None = None
     for rec in records:
-        delta = rec["delta"]
-        cur = (rec["flow"], rec["flow_version"])
-        same = not trimmed and prev == cur and not (isinstance(delta, dict) and "r" in delta)
-        out.append(element(head(rec, cur[0], cur[1], str(rec["checksum"]), same_flow=same), dumps(delta).encode()))
-        prev = cur
+        out.append(element(head(rec, rec["flow"], rec["flow_version"], str(rec["checksum"]), same_flow=False),
+                           dumps(rec["delta"]).encode()))
     return out

@@ -29,7 +29,7 @@ def is_wrongtype(reply: Any) -> bool:
     return isinstance(reply, Exception) and "WRONGTYPE" in str(reply)
 
 
-def migrate_session(sid: str, trimmed: bool = False, *, dry_run: bool = False) -> Op[int]:
+def migrate_session(sid: str, *, dry_run: bool = False) -> Op[int]:
     """Convert one session's history; 1 converted (or would be, ``dry_run``), 0 nothing to do."""
     hist = K.session_keys(sid).hist
     for _ in range(ATTEMPTS):
@@ -43,7 +43,7 @@ def migrate_session(sid: str, trimmed: bool = False, *, dry_run: bool = False) -
         if isinstance(raw, Exception):
             continue  # it stopped being a stream between the two reads: look again
         records = [legacy.decode_entry(sid, eid, fields) for eid, fields in raw or []]
-        elements = entries.pack_records(records, trimmed=trimmed)
+        elements = entries.pack_records(records)
         last = str(s(raw[-1][0])) if raw else ""
         r = yield [Call(MIGRATE, (hist,), (len(records), last, *elements))]
         if isinstance(r[0], Exception):
@@ -74,11 +74,10 @@ class MigrationReport:
 def migrate_store(store: _Store, *, dry_run: bool = False, batch: int = 200,
                   progress: Callable[[int], None] | None = None) -> MigrationReport:
     """Convert every session still in layout 1; idempotent (a rerun finds nothing to do)."""
-    trimmed = store.config.history_max_len is not None
     seen = migrated = 0
     for chunk in batched(store.iter_session_ids(), batch):
         for sid in chunk:
-            migrated += store._run(migrate_session(sid, trimmed, dry_run=dry_run))
+            migrated += store._run(migrate_session(sid, dry_run=dry_run))
         seen += len(chunk)
         if progress is not None:
             progress(len(chunk))

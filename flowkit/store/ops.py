@@ -196,7 +196,7 @@ def commit(cfg: StoreConfig, sid: str, expected: int, state: dict[str, Any], rec
 
     replies = yield [Call(COMMIT, (*k.all, k.state), args), *idx]
     reply = replies[0]
-    if M.is_wrongtype(reply) and (yield from M.migrate_session(sid, bool(maxlen))):
+    if M.is_wrongtype(reply) and (yield from M.migrate_session(sid)):
         # a layout-1 session, met for the first time: converted, so the script can run now (the
         # index writes above already went out; the script writing nothing would be undone below)
         reply = (yield [Call(COMMIT, (*k.all, k.state), args)])[0]

@@ -217,7 +217,7 @@ def test_the_restore_script_checks_everything_before_its_first_write(store: Stor
     line = json.loads(out.read_text().splitlines()[1])
     store.client.flushall()
     older = advance(store, "u0", None, "welcome")
-    data = json.loads(_compact(line, False))  # what restore() hands the script: compact elements
+    data = json.loads(_compact(line))  # what restore() hands the script: compact elements
     data["hist"].reverse()
     keys = (*K.session_keys("u0").all, K.IDX_ACTIVE, K.IDX_TIMEOUTS, K.IDX_OUTBOX, K.IDX_FLOWS)
     [reply] = store.driver.execute([Call(RESTORE, keys, (2, json.dumps(data), "u0", K.IDX_COUNT_PREFIX))])
