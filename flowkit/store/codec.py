@@ -206,7 +206,9 @@ def validate_commit(session_id: str, state: dict[str, Any], record: dict[str, An
 # ---------------------------------------------------------------- deltas
 #
 # A delta is a JSON object: "s" {key: new value}, "d" [deleted keys], "p" {key: delta of a
-# nested object}; or {"r": whole state} when the base is unknown. Lists are replaced whole.
+# nested object}, "a" {key: items appended to a list}; or {"r": whole state} when the base is
+# unknown. A list that only grew at its end is written as "a" (the trail of steps visited grows
+# by one every message: written whole it made the history quadratic); other lists are replaced.
 # "version" is never in a delta (it is the entry id); "updated_at" is left out when it equals
 # the record's ts (the common case) and then always put back from ts.
 
@@ -233,6 +235,7 @@ def diff_values(old: Mapping[str, Any], new: Mapping[str, Any], skip: frozenset[
     anything."""
     sets: dict[str, Any] = {}
     patches: dict[str, Any] = {}
+    appends: dict[str, Any] = {}
     for k, v in new.items():
         if k in skip:
             continue
@@ -257,6 +260,8 @@ def diff_values(old: Mapping[str, Any], new: Mapping[str, Any], skip: frozenset[
             sub = diff_values(o, v)
             if sub:
                 patches[k] = sub
+        elif tv is list and len(v) > len(o) and same(o, v[:len(o)]):
+            appends[k] = v[len(o):]
         elif not same(o, v):
             sets[k] = v
     out: dict[str, Any] = {}
@@ -268,6 +273,8 @@ def diff_values(old: Mapping[str, Any], new: Mapping[str, Any], skip: frozenset[
             out["d"] = sorted(deleted)
     if patches:
         out["p"] = patches
+    if appends:
+        out["a"] = appends
     return out
 
 
@@ -279,6 +286,8 @@ def patch_values(old: Mapping[str, Any], delta: Mapping[str, Any]) -> dict[str, 
         new.pop(k, None)
     for k, v in delta.get("p", {}).items():
         new[k] = patch_values(new.get(k) or {}, v)
+    for k, items in delta.get("a", {}).items():
+        new[k] = [*(new.get(k) or []), *items]  # (a wrong base fails the checksum after)
     new.update(delta.get("s", {}))
     return new
 

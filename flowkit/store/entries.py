@@ -9,6 +9,8 @@ first. A small list is one listpack: ~1 byte of overhead per element, against a 
     (10/11: 0 = the previous element's, or the whole state's when 14 is one)
     12 checksum (a number)  13 message_id  14 delta
 
+A WhatsApp message id is base64 of a record that names the sender's number; when the session
+id is that number, the id's first 30 characters follow from it, and 13 holds ``[rest]``.
 Event, status and actor are small integers (their index in the codec's tuples; append-only).
 The delta is last so that the commit script can swap it for the whole state (``{"r":...}``)
 when the caller's base was stale: ``head .. delta .. "]"``. Flow and flow version are written
@@ -19,6 +21,8 @@ converted from layout 1 or a backup.
 
 from __future__ import annotations
 
+import base64
+import functools
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -33,7 +37,34 @@ _ACTOR = {name: i for i, name in enumerate(ACTORS)}
 Flow = tuple[str, str]  # (flow, flow_version)
 
 
-def head(record: Mapping[str, Any], flow: str, flow_version: str, state_sum: str, *, same_flow: bool) -> bytes:
+@functools.lru_cache(maxsize=4096)
+def wamid_prefix(session_id: str) -> str | None:
+    """What every WhatsApp message id from the number ``session_id`` starts with (None if the
+    id is not a number). The id decodes to 1c 18 <length> <number> 15 02 00 12 18 14 <random>
+    (e.g. ``wamid.HBgLMTU1NTEyMzQ1NjcVAgASGBQz...`` for 15551234567); only whole base64
+    groups are taken, so the random part never leaks into the prefix."""
+    if not (session_id.isascii() and session_id.isdigit()) or len(session_id) > 32:
+        return None
+    raw = b"\x1c\x18" + bytes([len(session_id)]) + session_id.encode() + b"\x15\x02\x00\x12\x18\x14"
+    return "wamid." + base64.b64encode(raw[:len(raw) // 3 * 3]).decode()
+
+
+def _short_mid(session_id: str, mid: str | None) -> str | list[str] | None:
+    pre = wamid_prefix(session_id) if mid else None
+    return [mid[len(pre):]] if pre and mid and mid.startswith(pre) else mid
+
+
+def _long_mid(session_id: str, mid: Any) -> str | None:
+    if not isinstance(mid, list):
+        return mid  # type: ignore[no-any-return]
+    pre = wamid_prefix(session_id)
+    if pre is None:
+        raise ValueError(f"a shortened message id in session {session_id!r}, which is not a number")
+    return pre + str(mid[0])
+
+
+def head(session_id: str, record: Mapping[str, Any], flow: str, flow_version: str, state_sum: str, *,
+         same_flow: bool) -> bytes:
     """Everything of one element but the delta and the closing bracket (ends with a comma)."""
     path = record["path"]
     from_step = record["from_step"]
@@ -43,7 +74,7 @@ def head(record: Mapping[str, Any], flow: str, flow_version: str, state_sum: str
     fv: Any = 0 if same_flow else flow_version
     items = [record["version"], record["ts"], _EVENT[record["event"]], from_step, to_v, list(path),
              _STATUS[record["status"]], _ACTOR[record["actor"]], record["input"], record["error"], fl, fv,
-             _digest(state_sum), record["message_id"]]
+             _digest(state_sum), _short_mid(session_id, record["message_id"])]
     # record_problem checked every value's type (strings, ints, a list of strings): trusted
     return canonical(items, trusted=True)[:-1] + b","
 
@@ -77,7 +108,7 @@ def _record(session_id: str, e: list[Any], prev: Flow | None, with_delta: bool) 
     rec: dict[str, Any] = {
         "session_id": session_id, "flow": fl, "flow_version": fv, "version": v, "ts": ts, "event": EVENTS[ev],
         "from_step": from_step, "to_step": derived_to_step(from_step, path) if to == 0 else to[0], "path": path,
-        "status": STATUSES[st], "message_id": mid, "input": inp, "error": err, "actor": ACTORS[actor],
+        "status": STATUSES[st], "message_id": _long_mid(session_id, mid), "input": inp, "error": err, "actor": ACTORS[actor],
     }
     if with_delta:
         rec["delta"] = e[14]
@@ -114,6 +145,6 @@ def pack_records(records: Iterable[Mapping[str, Any]]) -> list[bytes]:
     elements. Each names its flow: whoever converts cannot know whether the store will trim."""
     out: list[bytes] = []
     for rec in records:
-        out.append(element(head(rec, rec["flow"], rec["flow_version"], str(rec["checksum"]), same_flow=False),
+        out.append(element(head(rec["session_id"], rec, rec["flow"], rec["flow_version"], str(rec["checksum"]), same_flow=False),
                            dumps(rec["delta"]).encode()))
     return out

@@ -173,7 +173,7 @@ def commit(cfg: StoreConfig, sid: str, expected: int, state: dict[str, Any], rec
     same_flow = (base is not None and not maxlen and base["flow"] == flow
                  and base["flow_version"] == state["flow_version"])
     try:
-        head = packed.head(record, flow, state["flow_version"], state_sum, same_flow=same_flow)
+        head = packed.head(sid, record, flow, state["flow_version"], state_sum, same_flow=same_flow)
     except (TypeError, ValueError) as exc:
         raise InvalidCommitError(f"session {sid!r}: the record is not JSON: {exc}") from exc
     args = ("c", expected, "", dedupe, new, state_json, state_sum, base_sum, flow, step or "", status,
@@ -391,7 +391,7 @@ def _recover(cfg: StoreConfig, sid: str, reason: str, guard: tuple[str, str], ra
     args = ("r", guard[0], guard[1], "", new_v, state_json, state_sum, "", state["flow"], state["step"] or "",
             state["status"], state["updated_at"], "" if timeout is None else timeout, int(terminal), "",
             cfg.dedupe_max, cfg.history_max_len or 0, cfg.snapshot_every, 0, 0, cfg.terminal_ttl_ms or 0, reason, now,
-            packed.head(record, state["flow"], state["flow_version"], state_sum, same_flow=False),
+            packed.head(sid, record, state["flow"], state["flow_version"], state_sum, same_flow=False),
             codec.full_delta_json(state_json))
     r = yield [Call(COMMIT, (*k.all, qkey), args),
                *_index_cmds(sid, state["status"], state["updated_at"], timeout)]

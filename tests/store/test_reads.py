@@ -161,3 +161,15 @@ def test_load_raw_and_delete(store: Store) -> None:
     assert store.delete_session("u1") is True and store.delete_session("u1") is False
     assert store.load("u1") is None and store.history("u1") == [] and store.counters()["order_pizza"]["sessions"] == 0
     assert store.active_count() == 0 and store.reconcile().fixed == 0
+
+
+def test_whatsapp_ids_of_the_sessions_own_number_are_stored_short(store: Store) -> None:
+    sid = "15551234567"
+    own = "wamid.HBgLMTU1NTEyMzQ1NjcVAgASGBQzQUI2RjZCMzg2RkI3QUEwNUEwNgA="  # the Cloud API's shape, this number
+    other = "wamid.HBgLMzE2MTIzNDU2NzgVAgASGBQzQUI2RjZCMzg2RkI3QUEwNUEwNgA="  # another number's
+    prev = advance(store, sid, None, "welcome", message_id=own)
+    advance(store, sid, prev, "ask", message_id=other)
+    first, second = (json.loads(x) for x in store.client.lrange(K.session_keys(sid).hist, 0, -1))
+    assert first[13] == [own[30:]] and second[13] == other  # 30 characters saved where they follow from the id
+    assert [r["message_id"] for r in store.history(sid)] == [own, other]
+    assert store.seen(sid, own) == 1
