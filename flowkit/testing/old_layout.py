@@ -37,7 +37,7 @@ def old_commit(client: _Evaluator, cfg: StoreConfig, sid: str, expected: int, st
     base_sum = ""
     if previous is not None and expected > 0 and previous.get("version") == expected:
         base_sum = codec.checksum(codec.canonical(previous))
-        delta_json = codec.canonical(codec.state_delta(previous, state, record["ts"]))
+        delta_json = codec.canonical(_whole_lists(codec.state_delta(previous, state, record["ts"]), previous))
     else:
         delta_json = codec.full_delta_json(state_json)
     state_sum = codec.checksum(state_json)
@@ -53,6 +53,16 @@ def old_commit(client: _Evaluator, cfg: StoreConfig, sid: str, expected: int, st
     reply = client.eval(OLD_COMMIT, 6, *k.all, k.state, *args)
     tag = reply[0]
     return tag.decode() if isinstance(tag, bytes) else str(tag)
+
+
+def _whole_lists(delta: dict[str, Any], old: Mapping[str, Any]) -> dict[str, Any]:
+    """The delta as layout 1 wrote it: a list that grew is set whole (no "a")."""
+    out = {k: v for k, v in delta.items() if k not in ("a", "p")}
+    if "a" in delta:
+        out.setdefault("s", {}).update({k: [*old[k], *items] for k, items in delta["a"].items()})
+    if "p" in delta:
+        out["p"] = {k: _whole_lists(sub, old.get(k) or {}) for k, sub in delta["p"].items()}
+    return out
 
 
 #: commit.lua of layout 1, rendered (field list filled in), byte for byte as the old code ran it.
