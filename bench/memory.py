@@ -198,14 +198,66 @@ def run(url: str, sessions: int) -> list[tuple[str, str, dict[str, float]]]:
     return rows
 
 
+# ---------------------------------------------------------------- the commit script, old and new
+
+
+def lua_cost(url: str, sessions: int, rounds: int = 4) -> dict[str, tuple[float, float]]:
+    """Per commit, by layout: (µs of Lua in Redis, client CPU µs) on the bench flow's commits,
+    in interleaved rounds on one server. Both by EVALSHA: layout 1 through redis-py with its
+    captured script, the compact one through ``Store.commit`` (flowkit's driver, with the
+    derived-index writes in the same round trip), so the client µs differ in more than the
+    layout; the Lua µs (INFO commandstats) compare the two scripts like with like."""
+    import time
+
+    from flowkit.store.values import StoreConfig
+    from flowkit.testing import old_layout
+
+    bs = _bench_store()
+    client = connect(url)
+    client.flushall()
+    store = Store(client)
+    sha = client.script_load(old_layout.OLD_COMMIT)
+
+    class Old:  # old_commit sends the source with EVAL; here it goes by SHA, as the old store did
+        @staticmethod
+        def eval(script: str, numkeys: int, *args: Any) -> Any:
+            return client.evalsha(sha, numkeys, *args)
+
+    cfg = StoreConfig()
+    names = ("layout 1 (stream)", "compact (list)")
+    acc = {name: [0.0, 0.0, 0] for name in names}
+    prev: dict[str, dict[str, Any]] = {}
+    for r in range(rounds):
+        for j, name in enumerate(names):
+            sids = [f"9{j}{r}{i:06d}" for i in range(sessions)]
+            client.config_resetstat()
+            t0 = time.process_time()
+            for i in range(RECORDS):
+                for sid in sids:
+                    a = bs.commit_args(prev.get(sid), sid, i)
+                    if j == 0:
+                        assert old_layout.old_commit(Old, cfg, sid, a["expected_version"], a["state"], a["record"],
+                                                     previous=a["previous"], message_id=a["message_id"],
+                                                     effects=a["effects"], timeout_at_ms=a["timeout_at_ms"]) == "ok"
+                    else:
+                        assert store.commit(**a).ok
+                    prev[sid] = a["state"]
+            acc[name][1] += (time.process_time() - t0) * 1e6
+            acc[name][0] += client.info("commandstats")["cmdstat_evalsha"]["usec"]
+            acc[name][2] += RECORDS * len(sids)
+    return {k: (v[0] / v[2], v[1] / v[2]) for k, v in acc.items()}
+
+
 def table(rows: list[tuple[str, str, dict[str, float]]]) -> None:
     cols = ("total", *STORE_KEYS, "indexes", "used_memory", "runtime keys")
     header = ("workload", "layout", "bytes/session", "state", "hist", "seen", "snap", "fx", "indexes' share",
               "used_memory delta", "(runtime's own keys)")
     body = [(flow, layout, *("-" if m[c] != m[c] else f"{m[c]:,.0f}" for c in cols)) for flow, layout, m in rows]
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-    line = lambda r: "| " + " | ".join(c.ljust(w) if i < 2 else c.rjust(w)  # noqa: E731
-                                       for i, (c, w) in enumerate(zip(r, widths, strict=True))) + " |"
+    def line(r: tuple[str, ...]) -> str:
+        return "| " + " | ".join(c.ljust(w) if i < 2 else c.rjust(w)
+                                 for i, (c, w) in enumerate(zip(r, widths, strict=True))) + " |"
+
     print(line(header))
     print("| " + " | ".join("-" * w if i < 2 else "-" * (w - 1) + ":" for i, w in enumerate(widths)) + " |")
     for r in body:
@@ -221,6 +273,7 @@ def main() -> None:
         server = RedisServer(Path(tmp) / "redis", appendonly=False).start()
         try:
             rows = run(server.url, args.sessions)
+            lua = lua_cost(server.url, max(20, args.sessions // 3))
             version = connect(server.url).info("server")["redis_version"]
         finally:
             server.stop()
@@ -228,6 +281,10 @@ def main() -> None:
           f"{RECORDS} records each; Redis {version}, Python {platform.python_version()}, {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f}\n")
     table(rows)
+    print("\n| commit script (bench flow, interleaved rounds) | µs of Lua per commit in Redis | client CPU µs per commit |")
+    print("| --- | ---: | ---: |")
+    for name, (lua_us, cpu_us) in lua.items():
+        print(f"| {name} | {lua_us:.1f} | {cpu_us:.0f} |")
 
 
 if __name__ == "__main__":

@@ -13,10 +13,9 @@ from flowkit.check import CODES, CheckError, SentLog, check, check_export, check
 from flowkit.engine import Message
 from flowkit.history.export import export_store
 from flowkit.runtime import FlowRegistry, RecordingChannel, Runtime
-from flowkit.store import Store
-from flowkit.store import keys as K
+from flowkit.store import Store, legacy
 from flowkit.store import entries as packed
-from flowkit.store import legacy
+from flowkit.store import keys as K
 from flowkit.store.codec import checksum, dumps
 from tests.runtime.conftest import EXAMPLE_FLOWS, EXAMPLE_SERVICES, Clock
 

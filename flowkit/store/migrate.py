@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from flowkit.errors import StoreError
 from flowkit.batching import batched
+from flowkit.errors import StoreError
 from flowkit.store import entries, legacy
 from flowkit.store import keys as K
 from flowkit.store.codec import s

@@ -356,10 +356,11 @@ def _recover(cfg: StoreConfig, sid: str, reason: str, guard: tuple[str, str], ra
         hist = entries(sid, raw_hist)
     except (ValueError, KeyError, TypeError, IndexError):
         hist = []  # the history itself is damaged: only snapshots can help
-    snaps = {int(s(a)): s(b) for a, b in pairs(check(r[0], sid))}  # type: ignore[arg-type,misc]
+    snaps = {int(str(s(a))): str(s(b)) for a, b in pairs(check(r[0], sid))}
     qkey = K.quarantine_key(sid, codec.checksum(f"{guard[0]}\x00{guard[1]}\x00{raw_text or ''}"))
     now = cfg.now_ms()
     best = replay_good(cfg, sid, hist, snaps)
+    args: tuple[Any, ...]
     if best is None:
         args = ("q", guard[0], guard[1], "", 0, "", "", "", "", "", "", "", "", 0, "", 0, 0, 0, 0, 0, 0, reason, now,
                 "", "")

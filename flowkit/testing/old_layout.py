@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
-from flowkit.store import codec
+from flowkit.store import codec, legacy
 from flowkit.store import keys as K
-from flowkit.store import legacy
 from flowkit.store.values import StoreConfig
 
 
@@ -35,6 +34,7 @@ def old_commit(client: _Evaluator, cfg: StoreConfig, sid: str, expected: int, st
     effects = list(effects)
     fx = b"%d:%b" % (now, codec.canonical(effects)) if effects else b""
     base_sum = ""
+    delta_json: str | bytes
     if previous is not None and expected > 0 and previous.get("version") == expected:
         base_sum = codec.checksum(codec.canonical(previous))
         delta_json = codec.canonical(_whole_lists(codec.state_delta(previous, state, record["ts"]), previous))

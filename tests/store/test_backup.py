@@ -12,11 +12,10 @@ from typing import Any
 import pytest
 
 from flowkit.errors import BackupError
-from flowkit.store import Store, backup, restore
-from flowkit.store import entries
+from flowkit.store import Store, backup, entries, restore
 from flowkit.store import keys as K
-from flowkit.store.scripts import DUMP
 from flowkit.store.backup import _compact
+from flowkit.store.scripts import DUMP
 from tests.store.conftest import T0, advance, make_record, make_state
 
 

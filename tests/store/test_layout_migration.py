@@ -13,9 +13,8 @@ from typer.testing import CliRunner
 
 from flowkit.cli import app
 from flowkit.history.export import export_store, read_sessions_atomic
-from flowkit.store import Store, backup, restore
+from flowkit.store import Store, backup, legacy, restore
 from flowkit.store import keys as K
-from flowkit.store import legacy
 from flowkit.store.driver import Call
 from flowkit.store.scripts import MIGRATE
 from flowkit.testing.old_layout import old_commit
