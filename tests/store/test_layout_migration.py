@@ -146,3 +146,22 @@ def test_the_migration_script_leaves_a_changed_stream_alone(old: Any) -> None:
     [r] = store.driver.execute([Call(MIGRATE, (hist,), (9, "1-1", "[1]"))])  # another last entry
     assert r == -1 and store.client.xrange(hist) == before
 
+
+
+def test_the_async_store_converts_on_first_touch_too(old: Any, async_store_factory: Any) -> None:
+    import asyncio
+
+    store, states, records = old
+    sid = "31600000002"
+
+    async def main() -> None:
+        a = async_store_factory()
+        assert await a.history(sid) == records[sid]
+        prev = states[sid][-1]
+        st = make_state(sid, 10, "done", slots=prev["slots"])
+        assert (await a.commit(sid, 9, st, make_record(st, prev["step"]), previous=prev)).ok
+        assert await a.state_at(sid, 4) == states[sid][3]
+        await a.client.aclose()
+
+    asyncio.run(main())
+    assert store.client.type(K.session_keys(sid).hist) == b"list"
