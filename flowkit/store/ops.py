@@ -158,8 +158,11 @@ def commit(cfg: StoreConfig, sid: str, expected: int, state: dict[str, Any], rec
         base_sum = ""
         if previous is not None and expected > 0 and previous.get("version") == expected:
             base, base_sum = previous, codec.checksum(codec.canonical(previous, trusted=True))
-        delta_json = (codec.full_delta_json(state_json) if base is None
-                      else codec.canonical(codec.state_delta(base, state, record["ts"]), trusted=True))
+        # Snapshots are history elements holding the whole state (every ``snapshot_every``-th
+        # version, and a rollback's): one listpack entry instead of a hash field of ~1 KB
+        whole = base is None or snapshot_old or (cfg.snapshot_every > 0 and new % cfg.snapshot_every == 0)
+        delta_json = (codec.full_delta_json(state_json) if whole
+                      else codec.canonical(codec.state_delta(base, state, record["ts"]), trusted=True))  # type: ignore[arg-type]
     except (TypeError, ValueError) as exc:
         raise InvalidCommitError(f"session {sid!r}: state, previous or effects are not JSON: {exc}") from exc
     state_sum = codec.checksum(state_json)
@@ -178,8 +181,7 @@ def commit(cfg: StoreConfig, sid: str, expected: int, state: dict[str, Any], rec
         raise InvalidCommitError(f"session {sid!r}: the record is not JSON: {exc}") from exc
     args = ("c", expected, "", dedupe, new, state_json, state_sum, base_sum, flow, step or "", status,
             state["updated_at"], "" if timeout is None else timeout, int(terminal), fx, cfg.dedupe_max, maxlen,
-            cfg.snapshot_every, int(snapshot_old), max(0, new - maxlen) if maxlen else 0, cfg.terminal_ttl_ms or 0,
-            "", now, head, delta_json)
+            0, 0, max(0, new - maxlen) if maxlen else 0, cfg.terminal_ttl_ms or 0, "", now, head, delta_json)
 
     # Optimistic derived-index writes, in the same round trip as the script.
     new_triple: Triple = (flow, step, status)
@@ -391,7 +393,7 @@ def _recover(cfg: StoreConfig, sid: str, reason: str, guard: tuple[str, str], ra
     timeout = None if terminal else raw_timeout
     args = ("r", guard[0], guard[1], "", new_v, state_json, state_sum, "", state["flow"], state["step"] or "",
             state["status"], state["updated_at"], "" if timeout is None else timeout, int(terminal), "",
-            cfg.dedupe_max, cfg.history_max_len or 0, cfg.snapshot_every, 0, 0, cfg.terminal_ttl_ms or 0, reason, now,
+            cfg.dedupe_max, cfg.history_max_len or 0, 0, 0, 0, cfg.terminal_ttl_ms or 0, reason, now,
             packed.head(sid, record, state["flow"], state["flow_version"], state_sum, same_flow=False),
             codec.full_delta_json(state_json))
     r = yield [Call(COMMIT, (*k.all, qkey), args),
@@ -475,7 +477,8 @@ def state_at(cfg: StoreConfig, sid: str, version: int) -> Op[dict[str, Any]]:
         for v, rec in hist:
             delta = rec["delta"]
             if "r" not in delta and (st is None or v != at + 1):
-                break
+                st = None  # no chain here (trimmed, or a gap): the next whole state starts one
+                continue
             st, at = codec.state_from_entry(st, rec, delta), v
         if st is None or at != version:
             if base:

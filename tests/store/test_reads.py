@@ -42,9 +42,11 @@ def test_state_at_every_version(redis_client: Any, snapshot_every: int) -> None:
     states = build(store, n=23)
     for s in states:
         assert store.state_at("u1", s["version"]) == s
-    snaps = redis_client.hkeys(K.session_keys("u1").snap)
-    expected = [] if not snapshot_every else [v for v in range(1, 23) if v % snapshot_every == 0]
-    assert sorted(int(v) for v in snaps) == expected
+    # snapshots are history elements holding the whole state (the first one always does)
+    whole = [v for v, e in enumerate((json.loads(x) for x in redis_client.lrange(K.session_keys("u1").hist, 0, -1)), 1)
+             if "r" in e[14]]
+    assert whole == [1] + ([] if not snapshot_every else [v for v in range(2, 24) if v % snapshot_every == 0])
+    assert not redis_client.exists(K.session_keys("u1").snap)
 
 
 def test_state_at_errors(store: Store) -> None:
@@ -86,7 +88,7 @@ def test_rollback_is_a_new_version_and_keeps_history(store: Store) -> None:
     for s in states:  # time travel still works across the rollback
         assert store.state_at("u1", s["version"]) == s
     assert store.state_at("u1", 9) == now
-    assert 8 in [int(v) for v in store.client.hkeys(K.session_keys("u1").snap)]  # the replaced state is kept
+    assert "r" in store.history("u1", 9, 9, with_delta=True)[0]["delta"]  # a rollback stores its state whole
     assert store.counters()["order_pizza"]["step"] == {"step2": 1}
     assert store.reconcile().fixed == 0
 
@@ -116,8 +118,8 @@ def test_history_trimming_keeps_the_last_n(redis_client: Any) -> None:
         assert store.state_at("u1", v) == states[v - 1]
     with pytest.raises(VersionUnavailable, match="trimmed"):
         store.state_at("u1", 3)
-    snaps = sorted(int(v) for v in redis_client.hkeys(K.session_keys("u1").snap))
-    assert snaps and min(snaps) >= 20 - 5 - 4  # old snapshots go with the entries they served
+    # old snapshots (whole-state elements) go with the entries they served
+    assert [h["version"] for h in store.history("u1", with_delta=True) if "r" in h["delta"]] == [16, 20]
     assert redis_client.llen(K.session_keys("u1").hist) == 5
     assert all(json.loads(e)[10] != 0 for e in redis_client.lrange(K.session_keys("u1").hist, 0, -1))  # flows kept
 
