@@ -6,7 +6,7 @@ written in chunks (Parquet part files, or appended JSONL/CSV), so memory holds o
 not the store.
 
 Each session is read *atomically*: a tiny read-only Lua script returns its state and its
-whole history stream together (both keys share the session's hash tag, so this works on
+whole history list together (both keys share the session's hash tag, so this works on
 Redis Cluster too). A commit landing during the export is therefore either entirely in
 the export or entirely not, and the snapshot always agrees with the last exported
 record — a STATE_MISMATCH found in an export is real, never an artefact of exporting.

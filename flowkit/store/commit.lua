@@ -19,6 +19,8 @@
 --       15 outbox value "<at>:<effects JSON>" ('' = none)   16 dedupe max
 --       17 history max len (0 = all)   18 snapshot every (0 = never)
 --       19 '1' = snapshot the old state (rollback)   20 drop snapshots below this version (0 = keep)
+--       (18/19: flowkit sends 0: its snapshots are whole-state history elements now; the snap
+--       hash holds only what the stream layout wrote, and is still read)
 --       21 terminal ttl ms (0 = none)   22 quarantine reason   23 now ms
 --       24 the history element without its delta and ']'   25 the delta (JSON)
 local mode = ARGV[1]

@@ -405,8 +405,8 @@ def _recover(cfg: StoreConfig, sid: str, reason: str, guard: tuple[str, str], ra
         return (yield from load(cfg, sid, _attempt=attempt + 1))  # it changed under us: look again
     real = _triple(reply[3], reply[4], reply[5])
     if real is None and hist:  # the bad key held no index fields: count it as its last history entry said
-        last = hist[-1][1]
-        real = (last["flow"], last["to_step"], last["status"])
+        last_rec = hist[-1][1]
+        real = (last_rec["flow"], last_rec["to_step"], last_rec["status"])
     fix = codec.counter_move(real, (state["flow"], state["step"], state["status"]))
     cmds = _counter_cmds(fix, [state["flow"]])
     if int(reply[6]):
