@@ -85,7 +85,16 @@ def pairs(reply: Any) -> list[tuple[Any, Any]]:
 
 def entries(sid: str, reply: Any, fallback: packed.Flow | None = None) -> list[tuple[int, dict[str, Any]]]:
     """An LRANGE reply of the history list as [(version, record with its delta and checksum)]."""
-    return [(rec["version"], rec) for rec in packed.decode_all(sid, reply or [], fallback=fallback)]
+    return [(rec["version"], rec) for rec in decode_hist(sid, reply, fallback=fallback)]
+
+
+def decode_hist(sid: str, reply: Any, *, with_delta: bool = True,
+                fallback: packed.Flow | None = None) -> list[dict[str, Any]]:
+    try:
+        return packed.decode_all(sid, reply or [], with_delta=with_delta, fallback=fallback)
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise CorruptStateError(f"session {sid!r}: an element of its history in Redis is damaged ({exc}); `flowkit "
+                                "check` lists such sessions, and `flowkit restore` puts one back from a backup") from exc
 
 
 def read_hist(sid: str) -> Op[list[Any]]:
@@ -356,7 +365,7 @@ def _recover(cfg: StoreConfig, sid: str, reason: str, guard: tuple[str, str], ra
     r = yield [("HGETALL", k.snap)]
     try:
         hist = entries(sid, raw_hist)
-    except (ValueError, KeyError, TypeError, IndexError):
+    except CorruptStateError:
         hist = []  # the history itself is damaged: only snapshots can help
     snaps = {int(str(s(a))): str(s(b)) for a, b in pairs(check(r[0], sid))}
     qkey = K.quarantine_key(sid, codec.checksum(f"{guard[0]}\x00{guard[1]}\x00{raw_text or ''}"))
@@ -438,7 +447,7 @@ def history(sid: str, start: int = 1, end: int | None = None, *, limit: int | No
             with_delta: bool = False) -> Op[list[dict[str, Any]]]:
     # the whole list: it is small (one listpack), and elements may name their flow by reference
     raw = yield from read_hist(sid)
-    out = [rec for rec in packed.decode_all(sid, raw, with_delta=with_delta)
+    out = [rec for rec in decode_hist(sid, raw, with_delta=with_delta)
            if rec["version"] >= start and (end is None or rec["version"] <= end)]
     return out if limit is None else out[:limit]
 
@@ -738,8 +747,12 @@ def read_histories(cfg: StoreConfig, sids: list[str]) -> Op[list[tuple[dict[str,
             log.warning("session skipped: bad stored state (load() it to recover)", extra={"session_id": sid,
                                                                                            "reason": why})
             continue
-        out.append((state, packed.decode_all(sid, hist or [], with_delta=False,
-                                             fallback=(state["flow"], state["flow_version"]))))
+        try:
+            records = decode_hist(sid, hist, with_delta=False, fallback=(state["flow"], state["flow_version"]))
+        except CorruptStateError as exc:
+            log.warning("session skipped: damaged history", extra={"session_id": sid, "reason": str(exc)})
+            continue
+        out.append((state, records))
     return out
 
 

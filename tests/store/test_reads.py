@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from flowkit.errors import SessionNotFound, VersionUnavailable
+from flowkit.errors import CorruptStateError, SessionNotFound, VersionUnavailable
 from flowkit.store import Store
 from flowkit.store import keys as K
 from tests.store.conftest import advance
@@ -174,3 +174,16 @@ def test_whatsapp_ids_of_the_sessions_own_number_are_stored_short(store: Store) 
     assert first[13] == [own[30:]] and second[13] == other  # 30 characters saved where they follow from the id
     assert [r["message_id"] for r in store.history(sid)] == [own, other]
     assert store.seen(sid, own) == 1
+
+
+def test_a_damaged_history_element_is_a_clear_error_not_a_crash(store: Store) -> None:
+    states = build(store, n=4)
+    hist = K.session_keys("u1").hist
+    store.client.lset(hist, 2, "not json")
+    with pytest.raises(CorruptStateError, match="history in Redis is damaged"):
+        store.history("u1")
+    with pytest.raises(CorruptStateError, match="history in Redis is damaged"):
+        store.state_at("u1", 2)
+    assert store.load("u1") == states[-1]  # the state itself is fine and still loads
+    advance(store, "u2", None, "welcome")
+    assert [s["session_id"] for s, _ in store.iter_histories()] == ["u2"]  # the damaged one is skipped, logged
