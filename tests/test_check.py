@@ -13,7 +13,8 @@ from flowkit.check import CODES, CheckError, SentLog, check, check_export, check
 from flowkit.engine import Message
 from flowkit.history.export import export_store
 from flowkit.runtime import FlowRegistry, RecordingChannel, Runtime
-from flowkit.store import Store
+from flowkit.store import Store, legacy
+from flowkit.store import entries as packed
 from flowkit.store import keys as K
 from flowkit.store.codec import checksum, dumps
 from tests.runtime.conftest import EXAMPLE_FLOWS, EXAMPLE_SERVICES, Clock
@@ -49,16 +50,21 @@ class World:
 
     # -- direct edits of the session's Redis keys
 
+    # (in layout 1's shape, id + fields, which is easy to edit; stored in the compact layout)
     def entries(self, sid: str) -> list[tuple[str, dict[str, str]]]:
-        return [(e.decode(), {a.decode(): b.decode() for a, b in f.items()})
-                for e, f in self.store.client.xrange(K.session_keys(sid).hist)]
+        raw = self.store.client.lrange(K.session_keys(sid).hist, 0, -1)
+        out = []
+        for rec in packed.decode_all(sid, raw):
+            f = legacy.record_fields(rec)
+            out.append((legacy.entry_id(rec["version"], rec["ts"]), dict(zip(f[::2], f[1::2], strict=True))))
+        return out
 
     def rewrite(self, sid: str, entries: list[tuple[str, dict[str, str]]]) -> None:
         hist = K.session_keys(sid).hist
+        records = [legacy.decode_entry(sid, eid, [x for kv in fields.items() for x in kv]) for eid, fields in entries]
         pipe = self.store.client.pipeline()
         pipe.delete(hist)
-        for eid, fields in entries:
-            pipe.xadd(hist, fields, id=eid)
+        pipe.rpush(hist, *packed.pack_records(records))
         pipe.execute()
 
     def set_state(self, sid: str, change: Any) -> dict[str, Any]:

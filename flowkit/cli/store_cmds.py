@@ -352,6 +352,9 @@ def reconcile_cmd(redis: RedisOption = None,
 
 
 def register(app: typer.Typer) -> None:
+    from flowkit.cli import layout_cmds
+
+    layout_cmds.register(redis_app)
     app.add_typer(redis_app, name="redis")
     app.add_typer(session_app, name="session")
     app.command("backup")(backup_cmd)

@@ -6,7 +6,7 @@ written in chunks (Parquet part files, or appended JSONL/CSV), so memory holds o
 not the store.
 
 Each session is read *atomically*: a tiny read-only Lua script returns its state and its
-whole history stream together (both keys share the session's hash tag, so this works on
+whole history list together (both keys share the session's hash tag, so this works on
 Redis Cluster too). A commit landing during the export is therefore either entirely in
 the export or entirely not, and the snapshot always agrees with the last exported
 record — a STATE_MISMATCH found in an export is real, never an artefact of exporting.
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 from collections.abc import Callable, Iterable, Mapping
 from functools import cache
 from pathlib import Path
@@ -43,26 +42,15 @@ from flowkit.history.columns import FORMATS, Format, TableWriter, iso, write_met
 from flowkit.history.messages import MessagesWriter, message_rows, read_transcripts
 from flowkit.store.files import private_dir, private_file
 
-# The state hash's version/state/checksum and the whole stream, in one atomic step, as one
-# JSON text: Redis encodes it in C (cjson), Python decodes it in C (json.loads). Sending the
-# stream as RESP instead costs ~30 reply elements per record, parsed one by one in Python,
-# which made that parsing 2/3 of the export's time. The delta and checksum of each entry
-# (for time travel inside Redis) stay behind.
+# The state hash's version/state/checksum and the whole history list, in one atomic step. The
+# list's elements are JSON arrays (flowkit/store/entries.py), joined here into one JSON text
+# that Python parses in one call. A layout-1 stream (not migrated yet) answers -1: the caller
+# migrates that session and reads it again.
 READ_SESSION = """
 local head = redis.call('HMGET', KEYS[1], 'version', 'state', 'checksum')
-local xs = redis.call('XRANGE', KEYS[2], '-', '+')
-local entries = {}
-for i, e in ipairs(xs) do
-  local f, kept = e[2], {}
-  for j = 1, #f, 2 do
-    if f[j] ~= 'delta' and f[j] ~= 'checksum' then
-      kept[#kept + 1] = f[j]
-      kept[#kept + 1] = f[j + 1]
-    end
-  end
-  entries[i] = {e[1], kept}
-end
-return {head, #xs, cjson.encode(entries)}
+local xs = redis.pcall('LRANGE', KEYS[2], 0, -1)
+if xs.err then return {head, -1, ''} end
+return {head, #xs, '[' .. table.concat(xs, ',') .. ']'}
 """
 FLUSH_ROWS = 100_000  # rows buffered before a chunk is written (one Parquet row group)
 MAX_LISTED = 100  # corrupt session ids listed in export.json
@@ -82,8 +70,9 @@ def _script() -> Any:
 def read_sessions_atomic(store: Any, sids: list[str]) -> list[Read]:
     """``[(session_id, state or None, why the state is bad or None, records)]`` for ``sids``:
     each session read atomically, all of them in one pipelined round trip."""
+    from flowkit.store import entries, ops
     from flowkit.store import keys as K
-    from flowkit.store import ops
+    from flowkit.store import migrate as M
     from flowkit.store.driver import Call
 
     calls = []
@@ -96,31 +85,20 @@ def read_sessions_atomic(store: Any, sids: list[str]) -> list[Read]:
         if isinstance(reply, Exception):
             raise HistoryError(f"session {sid!r}: Redis refused the export read: {reply}")
         head, count, payload = reply
-        # cjson writes an empty table as {} (it cannot tell an empty array from an empty object).
-        raw_hist = json.loads(payload) if int(count) else []
-        records = [_decode(sid, eid, fields) for eid, fields in raw_hist]
-        if head[0] is None and head[1] is None:
-            out.append((sid, None, None, records))  # deleted or expired between SCAN and this read
+        if int(count) < 0:  # layout 1: migrate this session, then read it again
+            store._run(M.migrate_session(sid))
+            out += read_sessions_atomic(store, [sid])
             continue
-        state, why = ops.verify(store.config, sid, *head)
+        state, why = (None, None) if head[0] is None and head[1] is None else ops.verify(store.config, sid, *head)
+        try:
+            records = entries.decode_json_array(sid, payload, fallback=(state["flow"], state["flow_version"])
+                                                if state is not None else None)
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            raise HistoryError(f"session {sid!r}: its history in Redis is damaged ({exc}); run `flowkit check` "
+                               "and restore it from a backup") from exc
+        # (state, records) of a session deleted or expired between SCAN and this read: (None, ...)
         out.append((sid, state, why, records))
     return out
-
-
-def _decode(sid: str, eid: str, flat: list[str]) -> dict[str, Any]:
-    """One entry as a record: :func:`flowkit.store.codec.decode_entry` for the text values the
-    JSON transport yields, without its per-value type checks (the export's hot loop; the tests
-    check both decode every entry alike)."""
-    f = dict(zip(flat[::2], flat[1::2], strict=True))
-    version, _, ts = eid.partition("-")
-    path = json.loads(f.get("path") or "[]")
-    from_step = f.get("from_step") or None
-    to = f.get("to_step") or ""
-    return {"session_id": sid, "flow": f.get("flow"), "flow_version": f.get("flow_version"), "version": int(version),
-            "ts": int(ts or 0), "event": f.get("event"), "from_step": from_step,
-            "to_step": json.loads(to) if to else (path[-1] if path else from_step), "path": path,
-            "status": f.get("status"), "message_id": f.get("message_id") or None, "input": f.get("input") or None,
-            "error": f.get("error") or None, "actor": f.get("actor"), "why": f.get("why") or None}
 
 
 def _snapshot_row(state: Mapping[str, Any]) -> dict[str, Any]:

@@ -3,9 +3,12 @@
 A backup is a JSON Lines file:
 
 - a header ``{"format": "flowkit-backup", "version": 2, "created_at": ..., "flowkit": ...}``;
-- one line per session: its keys exactly as stored (state hash, history entries with their
-  ids, dedupe set, snapshots, outbox, TTL), read atomically per session by a Lua script,
-  with ``sum``, the checksum of the line;
+- one line per session: its keys as stored (state hash, history entries with their ids,
+  dedupe set, snapshots, outbox, TTL), read atomically per session by a Lua script, with
+  ``sum``, the checksum of the line. History entries are written in layout 1's shape (the
+  stream's ``[id, [field, value, ...]]``, :mod:`flowkit.store.legacy`) whichever layout the
+  session is stored in, so files of every flowkit version look alike; restoring writes the
+  compact layout (:mod:`flowkit.store.entries`);
 - a trailer ``{"end": true, "sessions": n, "lines": ..., "sum": ...}`` (a file without it is
   incomplete): ``lines`` is a digest of every session line's ``sum`` in file order (a line
   dropped, added or moved is noticed), ``sum`` the checksum of the trailer itself. Version 1
@@ -37,7 +40,7 @@ from typing import IO, Any
 from flowkit.batching import batched
 from flowkit.errors import BackupError
 from flowkit.log import get_logger
-from flowkit.store import codec
+from flowkit.store import codec, entries, legacy
 from flowkit.store import keys as K
 from flowkit.store.codec import dumps, s
 from flowkit.store.driver import Batch, Call
@@ -105,13 +108,25 @@ def _flat(reply: Any) -> list[str]:
     return [str(s(x)) for pair in pairs(reply) for x in pair]
 
 
+def _state_flow(fields: dict[str, str]) -> entries.Flow | None:
+    try:
+        state = json.loads(fields.get("state") or "")
+        return str(state["flow"]), str(state["flow_version"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def _session_line(sid: str, reply: Any) -> dict[str, Any] | None:
     if not reply:
         return None  # deleted since the scan
-    state_raw, hist_raw, seen_raw, snap_raw, fx_raw, ttl = reply
+    state_raw, hist_raw, seen_raw, snap_raw, fx_raw, ttl, layout = reply
     state = _flat(state_raw)
     fields = dict(zip(state[::2], state[1::2], strict=True))
-    hist = [[str(s(eid)), [str(s(x)) for x in fields]] for eid, fields in hist_raw or []]
+    if int(layout) == 1:
+        hist = [[str(s(eid)), [str(s(x)) for x in entry]] for eid, entry in hist_raw or []]
+    else:
+        hist = [[legacy.entry_id(rec["version"], rec["ts"]), legacy.record_fields(rec)]
+                for rec in entries.decode_all(sid, hist_raw or [], fallback=_state_flow(fields))]
     seen = [x for member, score in pairs(seen_raw) for x in (str(as_int(score)), str(s(member)))]
     line = {"session_id": sid, "version": int(fields.get("version", "0")),
             "data": {"state": state, "hist": hist, "seen": seen, "snap": _flat(snap_raw), "fx": _flat(fx_raw),
@@ -277,6 +292,10 @@ def _verify(line: dict[str, Any], lineno: int) -> None:
     except ValueError as exc:
         raise BackupError(f"{where}: {exc}; the file was not written by `flowkit backup` or was altered "
                           "(nothing was restored)") from None
+    try:
+        _compact(line)  # every entry must convert now: the restore must not fail half way
+    except BackupError as exc:
+        raise BackupError(f"{where}: {str(exc).partition(': ')[2]}") from None
     text, digest = fields.get("state"), fields.get("checksum")
     if text is None or codec.checksum(text) != digest:
         raise BackupError(f"{where}: the state fails its checksum")
@@ -293,7 +312,7 @@ def _verify(line: dict[str, Any], lineno: int) -> None:
     if data["hist"]:
         last_id, last_fields = data["hist"][-1]
         f = dict(zip(last_fields[::2], last_fields[1::2], strict=True))
-        if codec.entry_id_version(last_id) == line["version"] and f.get("checksum") != digest:
+        if legacy.parse_entry_id(last_id)[0] == line["version"] and f.get("checksum") != digest:
             raise BackupError(f"{where}: the last history entry does not describe the state")
 
 
@@ -398,15 +417,27 @@ def _trailer(path: Path) -> dict[str, Any]:
     return trailer
 
 
+def _compact(line: dict[str, Any]) -> str:
+    """The line's data as the restore script takes it: the history as compact-layout elements."""
+    sid = line["session_id"]
+    try:
+        records = [legacy.decode_entry(sid, eid, fields) for eid, fields in line["data"]["hist"]]
+        hist = [e.decode() for e in entries.pack_records(records)]
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise BackupError(f"session {sid!r}: a history entry of the backup cannot be read ({exc}); the file was "
+                          "not written by `flowkit backup` or was altered (this batch was not restored)") from None
+    return dumps({**line["data"], "hist": hist})
+
+
 def _restore_batch(store: Any, lines: list[dict[str, Any]], report: dict[str, int]) -> None:
     if not store.driver.cluster:
         # one script per session writes its keys, index entries and counters: all or nothing
         idx = (K.IDX_ACTIVE, K.IDX_TIMEOUTS, K.IDX_OUTBOX, K.IDX_FLOWS)
         calls: Batch = [Call(RESTORE, (*K.session_keys(line["session_id"]).all, *idx),
-                             (line["version"], dumps(line["data"]), line["session_id"], K.IDX_COUNT_PREFIX))
+                             (line["version"], _compact(line), line["session_id"], K.IDX_COUNT_PREFIX))
                         for line in lines]
     else:
-        calls = [Call(RESTORE, K.session_keys(line["session_id"]).all, (line["version"], dumps(line["data"])))
+        calls = [Call(RESTORE, K.session_keys(line["session_id"]).all, (line["version"], _compact(line)))
                  for line in lines]
     replies = store.driver.execute(calls)
     index: Batch = []

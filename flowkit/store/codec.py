@@ -1,5 +1,5 @@
-"""The pure half of the store: canonical JSON, checksums, state/record schema, deltas and the
-encoding of history stream entries. No I/O here; the sync and async stores share all of it.
+"""The pure half of the store: canonical JSON, checksums, state/record schema and deltas (the
+history layout is :mod:`flowkit.store.entries`). No I/O here; the sync and async stores share it.
 """
 
 from __future__ import annotations
@@ -33,15 +33,6 @@ _RECORD_NEEDS = frozenset(RECORD_KEYS) - {"version"}
 OPTIONAL_RECORD_KEYS = ("why",)
 _RECORD_ALLOWS = frozenset(RECORD_KEYS) | frozenset(ADDED_KEYS) | frozenset(OPTIONAL_RECORD_KEYS)
 
-#: Fields of one history stream entry, always all of them and in this order: Redis then
-#: stores the field names once per stream node instead of once per entry. The entry id is
-#: ``<version>-<ts>`` (one entry per version, so the sequence part is free to hold the
-#: commit time: XRANGE by version still works and ts costs a few bytes, not a field); the
-#: session id is in the key. ``to_step`` is '' when it is what the path says (its last
-#: step, or from_step if the path is empty), else its JSON.
-ENTRY_FIELDS = ("event", "from_step", "to_step", "path", "status", "message_id", "input", "error", "actor",
-                "flow", "flow_version", "delta", "checksum", "why")
-DELTA_INDEX = ENTRY_FIELDS.index("delta")
 #: state keys a delta never carries: the entry itself says them (commit enforces that the
 #: record's to_step and status are the state's step and status)
 FROM_ENTRY = ("version", "step", "status", "flow", "flow_version")
@@ -218,7 +209,9 @@ def validate_commit(session_id: str, state: dict[str, Any], record: dict[str, An
 # ---------------------------------------------------------------- deltas
 #
 # A delta is a JSON object: "s" {key: new value}, "d" [deleted keys], "p" {key: delta of a
-# nested object}; or {"r": whole state} when the base is unknown. Lists are replaced whole.
+# nested object}, "a" {key: items appended to a list}; or {"r": whole state} when the base is
+# unknown. A list that only grew at its end is written as "a" (the trail of steps visited grows
+# by one every message: written whole it made the history quadratic); other lists are replaced.
 # "version" is never in a delta (it is the entry id); "updated_at" is left out when it equals
 # the record's ts (the common case) and then always put back from ts.
 
@@ -245,6 +238,7 @@ def diff_values(old: Mapping[str, Any], new: Mapping[str, Any], skip: frozenset[
     anything."""
     sets: dict[str, Any] = {}
     patches: dict[str, Any] = {}
+    appends: dict[str, Any] = {}
     for k, v in new.items():
         if k in skip:
             continue
@@ -269,6 +263,8 @@ def diff_values(old: Mapping[str, Any], new: Mapping[str, Any], skip: frozenset[
             sub = diff_values(o, v)
             if sub:
                 patches[k] = sub
+        elif tv is list and len(v) > len(o) and same(o, v[:len(o)]):
+            appends[k] = v[len(o):]
         elif not same(o, v):
             sets[k] = v
     out: dict[str, Any] = {}
@@ -280,6 +276,8 @@ def diff_values(old: Mapping[str, Any], new: Mapping[str, Any], skip: frozenset[
             out["d"] = sorted(deleted)
     if patches:
         out["p"] = patches
+    if appends:
+        out["a"] = appends
     return out
 
 
@@ -291,6 +289,8 @@ def patch_values(old: Mapping[str, Any], delta: Mapping[str, Any]) -> dict[str, 
         new.pop(k, None)
     for k, v in delta.get("p", {}).items():
         new[k] = patch_values(new.get(k) or {}, v)
+    for k, items in delta.get("a", {}).items():
+        new[k] = [*(new.get(k) or []), *items]  # (a wrong base fails the checksum after)
     new.update(delta.get("s", {}))
     return new
 
@@ -333,77 +333,6 @@ def full_delta_json(state_json: str | bytes) -> str | bytes:
 
 def derived_to_step(from_step: str | None, path: list[str] | tuple[str, ...]) -> str | None:
     return path[-1] if path else from_step
-
-
-def entry_id(version: int, ts: int) -> str:
-    return f"{version}-{ts}"
-
-
-def parse_entry_id(eid: Any) -> tuple[int, int]:
-    version, _, ts = s(eid).partition("-")  # type: ignore[union-attr]
-    return int(version), int(ts or 0)
-
-
-def entry_id_version(eid: Any) -> int:
-    return parse_entry_id(eid)[0]
-
-
-def entry_values(record: Mapping[str, Any], state: Mapping[str, Any], delta_json: str | bytes,
-                 state_sum: str) -> list[str | bytes]:
-    """The stream entry's values, in ENTRY_FIELDS order. null is stored as ''."""
-    path = record["path"]
-    from_step = record["from_step"]
-    to = record["to_step"]
-    to_txt = "" if to == (path[-1] if path else from_step) else dumps(to)
-    msg, inp, err = record["message_id"], record["input"], record["error"]
-    # (record_problem checked that path holds strings only, hence trusted)
-    return [record["event"], "" if from_step is None else from_step, to_txt, canonical(list(path), trusted=True),
-            record["status"],
-            "" if msg is None else msg, "" if inp is None else inp, "" if err is None else err, record["actor"],
-            state["flow"], state["flow_version"], delta_json, state_sum, record.get("why") or ""]
-
-
-def entry_fields(raw: Any) -> dict[str, str]:
-    """A stream entry's fields as a str dict, from a raw reply (flat list) or a parsed dict."""
-    if isinstance(raw, dict):
-        return {s(k): s(v) for k, v in raw.items()}  # type: ignore[misc]
-    it = iter(raw)
-    return {s(k): s(v) for k, v in zip(it, it, strict=True)}  # type: ignore[misc]
-
-
-def decode_entry(session_id: str, eid: Any, raw: Any, *, with_delta: bool = False) -> dict[str, Any]:
-    """One stream entry as a history record (the columns of the history export, docs/design.md)."""
-    f = entry_fields(raw)
-    version, ts = parse_entry_id(eid)
-
-    def opt(k: str) -> str | None:
-        v = f.get(k) or ""
-        return v if v != "" else None
-
-    from_step = opt("from_step")
-    path = json.loads(f.get("path") or "[]")
-    to = f.get("to_step") or ""
-    rec: dict[str, Any] = {
-        "session_id": session_id,
-        "flow": f.get("flow"),
-        "flow_version": f.get("flow_version"),
-        "version": version,
-        "ts": ts,
-        "event": f.get("event"),
-        "from_step": from_step,
-        "to_step": json.loads(to) if to else derived_to_step(from_step, path),
-        "path": path,
-        "status": f.get("status"),
-        "message_id": opt("message_id"),
-        "input": opt("input"),
-        "error": opt("error"),
-        "actor": f.get("actor"),
-        "why": opt("why"),
-    }
-    if with_delta:
-        rec["delta"] = json.loads(f["delta"]) if f.get("delta") else None
-        rec["checksum"] = f.get("checksum")
-    return rec
 
 
 def normalize_record(record: dict[str, Any]) -> None:

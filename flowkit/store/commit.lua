@@ -1,12 +1,14 @@
 -- flowkit commit: one atomic, versioned session commit (see flowkit/store/ops.py).
 --
 -- Checks the expected version (or, for recovery, that the bad raw state is still there),
--- then writes the history entry, the state with its checksum, the dedupe record, the
+-- then writes the history element, the state with its checksum, the dedupe record, the
 -- outbox and snapshots -- or writes nothing at all. Every key is in the session's slot
 -- ({s:<sid>}), so the script runs unchanged on Redis Cluster.
 --
--- All checks come before the first write, and XADD (the only write that can fail: its id
--- must grow) is the first write, so an error can never leave half a commit behind.
+-- All checks come before the first write, and RPUSH (the only write that can fail: WRONGTYPE
+-- on a layout-1 stream, which the caller migrates, or OOM) is the first write, so an error can
+-- never leave half a commit behind. The history is a list of packed elements
+-- (flowkit/store/entries.py): ARGV[24] .. delta .. ']'.
 --
 -- KEYS: 1 state, 2 hist, 3 seen, 4 snap, 5 fx, 6 quarantine (the state key when unused)
 -- ARGV:  1 mode 'c' commit | 'r' recover (quarantine + restore) | 'q' quarantine only
@@ -17,8 +19,10 @@
 --       15 outbox value "<at>:<effects JSON>" ('' = none)   16 dedupe max
 --       17 history max len (0 = all)   18 snapshot every (0 = never)
 --       19 '1' = snapshot the old state (rollback)   20 drop snapshots below this version (0 = keep)
+--       (18/19: flowkit sends 0: its snapshots are whole-state history elements now; the snap
+--       hash holds only what the stream layout wrote, and is still read)
 --       21 terminal ttl ms (0 = none)   22 quarantine reason   23 now ms
---       24 the history entry id "<version>-<ts>"   25.. the entry values, in FIELDS order
+--       24 the history element without its delta and ']'   25 the delta (JSON)
 local mode = ARGV[1]
 local cur
 
@@ -75,22 +79,26 @@ end
 local new = tonumber(ARGV[5])
 local oldv = tonumber(cur[1] or '0') or 0
 local base_ok = '1'
-local delta = ARGV[--[[DELTA_ARG]]]
+local delta = ARGV[25]
 if mode == 'c' and oldv > 0 and (ARGV[8] == '' or ARGV[8] ~= (cur[2] or '')) then
   -- the caller diffed against something that is not the stored state: store the whole state
   base_ok = '0'
   delta = '{"r":' .. ARGV[6] .. '}'
 end
 
--- 1. the history entry (first write: it is the one that can fail). The field/value list
--- is written out by scripts.py ('event', ARGV[25], ..., 'delta', delta, ...): a literal
--- call is cheaper than building a table and unpacking it on every commit.
-local maxlen = tonumber(ARGV[17])
-if maxlen > 0 then
-  redis.call('XADD', KEYS[2], 'MAXLEN', maxlen, ARGV[24], --[[ENTRY_ARGS]])
-else
-  redis.call('XADD', KEYS[2], ARGV[24], --[[ENTRY_ARGS]])
+-- 1. the history element (first write: it is the one that can fail). A history ahead of the
+-- state (the state key lost or replaced by an older one) is refused: versions only grow.
+local last = redis.call('LINDEX', KEYS[2], -1)
+if last then
+  local lv = tonumber(string.match(last, '^%[(%d+),'))
+  if lv and lv >= new then
+    return redis.error_reply('ERR flowkit commit: version ' .. new .. ' is equal or smaller than the last in ' ..
+      'the history (' .. lv .. '): the state key was lost or replaced; load() the session to recover it')
+  end
 end
+local maxlen = tonumber(ARGV[17])
+local n = redis.call('RPUSH', KEYS[2], ARGV[24] .. delta .. ']')
+if maxlen > 0 and n > maxlen then redis.call('LTRIM', KEYS[2], n - maxlen, -1) end
 
 -- 2. recovery: keep the bad state for inspection before it is replaced
 if mode == 'r' then

@@ -1,6 +1,9 @@
 -- flowkit backup: every key of one session, read atomically.
 -- KEYS: 1 state, 2 hist, 3 seen, 4 snap, 5 fx.  Returns {} if the session does not exist.
+-- The 7th value says the history's layout: 2 a list of packed elements, 1 a stream of entries.
 local st = redis.call('HGETALL', KEYS[1])
 if #st == 0 then return {} end
-return {st, redis.call('XRANGE', KEYS[2], '-', '+'), redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES'),
-  redis.call('HGETALL', KEYS[4]), redis.call('HGETALL', KEYS[5]), redis.call('PTTL', KEYS[1])}
+local hist, layout = redis.pcall('LRANGE', KEYS[2], 0, -1), 2
+if hist.err then hist, layout = redis.call('XRANGE', KEYS[2], '-', '+'), 1 end
+return {st, hist, redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES'),
+  redis.call('HGETALL', KEYS[4]), redis.call('HGETALL', KEYS[5]), redis.call('PTTL', KEYS[1]), layout}

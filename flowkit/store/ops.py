@@ -31,7 +31,9 @@ from flowkit.errors import (
 )
 from flowkit.log import get_logger
 from flowkit.store import codec
+from flowkit.store import entries as packed
 from flowkit.store import keys as K
+from flowkit.store import migrate as M
 from flowkit.store.codec import dumps, s
 from flowkit.store.driver import UNAVAILABLE, Batch, Call, Op
 from flowkit.store.scripts import COMMIT, TIMEOUT
@@ -81,13 +83,29 @@ def pairs(reply: Any) -> list[tuple[Any, Any]]:
     return list(zip(it, it, strict=True))
 
 
-def entries(sid: str, reply: Any) -> list[tuple[int, dict[str, Any]]]:
-    """An XRANGE reply as [(version, record with its delta and checksum)]."""
-    out = []
-    for eid, raw in reply or []:
-        rec = codec.decode_entry(sid, eid, raw, with_delta=True)
-        out.append((rec["version"], rec))
-    return out
+def entries(sid: str, reply: Any, fallback: packed.Flow | None = None) -> list[tuple[int, dict[str, Any]]]:
+    """An LRANGE reply of the history list as [(version, record with its delta and checksum)]."""
+    return [(rec["version"], rec) for rec in decode_hist(sid, reply, fallback=fallback)]
+
+
+def decode_hist(sid: str, reply: Any, *, with_delta: bool = True,
+                fallback: packed.Flow | None = None) -> list[dict[str, Any]]:
+    try:
+        return packed.decode_all(sid, reply or [], with_delta=with_delta, fallback=fallback)
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise CorruptStateError(f"session {sid!r}: an element of its history in Redis is damaged ({exc}); `flowkit "
+                                "check` lists such sessions, and `flowkit restore` puts one back from a backup") from exc
+
+
+def read_hist(sid: str) -> Op[list[Any]]:
+    """The session's raw history elements; a layout-1 stream is migrated first (one session)."""
+    k = K.session_keys(sid)
+    for _ in range(M.ATTEMPTS):
+        r = yield [("LRANGE", k.hist, 0, -1)]
+        if not M.is_wrongtype(r[0]):
+            return list(check(r[0], sid) or [])
+        yield from M.migrate_session(sid)
+    raise StoreError(f"session {sid!r}: its history key is neither a list nor a stream; load() it to recover")
 
 
 def as_int(v: Any) -> int | None:
@@ -149,8 +167,11 @@ def commit(cfg: StoreConfig, sid: str, expected: int, state: dict[str, Any], rec
         base_sum = ""
         if previous is not None and expected > 0 and previous.get("version") == expected:
             base, base_sum = previous, codec.checksum(codec.canonical(previous, trusted=True))
-        delta_json = (codec.full_delta_json(state_json) if base is None
-                      else codec.canonical(codec.state_delta(base, state, record["ts"]), trusted=True))
+        # Snapshots are history elements holding the whole state (every ``snapshot_every``-th
+        # version, and a rollback's): one listpack entry instead of a hash field of ~1 KB
+        whole = base is None or snapshot_old or (cfg.snapshot_every > 0 and new % cfg.snapshot_every == 0)
+        delta_json = (codec.full_delta_json(state_json) if whole
+                      else codec.canonical(codec.state_delta(base, state, record["ts"]), trusted=True))  # type: ignore[arg-type]
     except (TypeError, ValueError) as exc:
         raise InvalidCommitError(f"session {sid!r}: state, previous or effects are not JSON: {exc}") from exc
     state_sum = codec.checksum(state_json)
@@ -160,10 +181,16 @@ def commit(cfg: StoreConfig, sid: str, expected: int, state: dict[str, Any], rec
     terminal = codec.is_terminal(status)
     timeout = None if terminal or timeout_at_ms is None else int(timeout_at_ms)
     maxlen = cfg.history_max_len or 0
+    # the flow is written out unless the element before says it (and is sure to be kept)
+    same_flow = (base is not None and not maxlen and base["flow"] == flow
+                 and base["flow_version"] == state["flow_version"])
+    try:
+        head = packed.head(sid, record, flow, state["flow_version"], state_sum, same_flow=same_flow)
+    except (TypeError, ValueError) as exc:
+        raise InvalidCommitError(f"session {sid!r}: the record is not JSON: {exc}") from exc
     args = ("c", expected, "", dedupe, new, state_json, state_sum, base_sum, flow, step or "", status,
             state["updated_at"], "" if timeout is None else timeout, int(terminal), fx, cfg.dedupe_max, maxlen,
-            cfg.snapshot_every, int(snapshot_old), max(0, new - maxlen) if maxlen else 0, cfg.terminal_ttl_ms or 0,
-            "", now, codec.entry_id(new, record["ts"]), *codec.entry_values(record, state, delta_json, state_sum))
+            0, 0, max(0, new - maxlen) if maxlen else 0, cfg.terminal_ttl_ms or 0, "", now, head, delta_json)
 
     # Optimistic derived-index writes, in the same round trip as the script.
     new_triple: Triple = (flow, step, status)
@@ -180,6 +207,10 @@ def commit(cfg: StoreConfig, sid: str, expected: int, state: dict[str, Any], rec
 
     replies = yield [Call(COMMIT, (*k.all, k.state), args), *idx]
     reply = replies[0]
+    if M.is_wrongtype(reply) and (yield from M.migrate_session(sid)):
+        # a layout-1 session, met for the first time: converted, so the script can run now (the
+        # index writes above already went out; the script writing nothing would be undone below)
+        reply = (yield [Call(COMMIT, (*k.all, k.state), args)])[0]
     if isinstance(reply, Exception):
         if moves:  # the script wrote nothing: take the counter increments back (reconcile fixes the rest)
             yield _counter_cmds({key: -n for key, n in moves.items()})
@@ -330,19 +361,20 @@ def replay_good(cfg: StoreConfig, sid: str, hist: list[tuple[int, dict[str, Any]
 def _recover(cfg: StoreConfig, sid: str, reason: str, guard: tuple[str, str], raw_version: int | None,
              raw_text: str | None, raw_timeout: int | None, attempt: int) -> Op[dict[str, Any] | None]:
     k = K.session_keys(sid)
-    r = yield [("XRANGE", k.hist, "-", "+"), ("HGETALL", k.snap)]
+    raw_hist = yield from read_hist(sid)
+    r = yield [("HGETALL", k.snap)]
     try:
-        hist = entries(sid, check(r[0], sid))
-    except (ValueError, KeyError, TypeError):
+        hist = entries(sid, raw_hist)
+    except CorruptStateError:
         hist = []  # the history itself is damaged: only snapshots can help
-    snaps = {int(s(a)): s(b) for a, b in pairs(check(r[1], sid))}  # type: ignore[arg-type,misc]
+    snaps = {int(str(s(a))): str(s(b)) for a, b in pairs(check(r[0], sid))}
     qkey = K.quarantine_key(sid, codec.checksum(f"{guard[0]}\x00{guard[1]}\x00{raw_text or ''}"))
     now = cfg.now_ms()
     best = replay_good(cfg, sid, hist, snaps)
-    blank = ("",) * len(codec.ENTRY_FIELDS)
+    args: tuple[Any, ...]
     if best is None:
         args = ("q", guard[0], guard[1], "", 0, "", "", "", "", "", "", "", "", 0, "", 0, 0, 0, 0, 0, 0, reason, now,
-                "", *blank)
+                "", "")
         r = yield [Call(COMMIT, (*k.all, qkey), args)]
         reply = check(r[0], sid)
         if s(reply[0]) == "quarantined" and int(reply[1]):
@@ -370,8 +402,9 @@ def _recover(cfg: StoreConfig, sid: str, reason: str, guard: tuple[str, str], ra
     timeout = None if terminal else raw_timeout
     args = ("r", guard[0], guard[1], "", new_v, state_json, state_sum, "", state["flow"], state["step"] or "",
             state["status"], state["updated_at"], "" if timeout is None else timeout, int(terminal), "",
-            cfg.dedupe_max, cfg.history_max_len or 0, cfg.snapshot_every, 0, 0, cfg.terminal_ttl_ms or 0, reason, now,
-            codec.entry_id(new_v, now), *codec.entry_values(record, state, codec.full_delta_json(state_json), state_sum))
+            cfg.dedupe_max, cfg.history_max_len or 0, 0, 0, 0, cfg.terminal_ttl_ms or 0, reason, now,
+            packed.head(sid, record, state["flow"], state["flow_version"], state_sum, same_flow=False),
+            codec.full_delta_json(state_json))
     r = yield [Call(COMMIT, (*k.all, qkey), args),
                *_index_cmds(sid, state["status"], state["updated_at"], timeout)]
     reply = check(r[0], sid)
@@ -381,8 +414,8 @@ def _recover(cfg: StoreConfig, sid: str, reason: str, guard: tuple[str, str], ra
         return (yield from load(cfg, sid, _attempt=attempt + 1))  # it changed under us: look again
     real = _triple(reply[3], reply[4], reply[5])
     if real is None and hist:  # the bad key held no index fields: count it as its last history entry said
-        last = hist[-1][1]
-        real = (last["flow"], last["to_step"], last["status"])
+        last_rec = hist[-1][1]
+        real = (last_rec["flow"], last_rec["to_step"], last_rec["status"])
     fix = codec.counter_move(real, (state["flow"], state["step"], state["status"]))
     cmds = _counter_cmds(fix, [state["flow"]])
     if int(reply[6]):
@@ -412,12 +445,11 @@ def load_raw(sid: str) -> Op[dict[str, Any] | None]:
 
 def history(sid: str, start: int = 1, end: int | None = None, *, limit: int | None = None,
             with_delta: bool = False) -> Op[list[dict[str, Any]]]:
-    k = K.session_keys(sid)
-    cmd: tuple[Any, ...] = ("XRANGE", k.hist, max(1, start), "+" if end is None else end)
-    if limit is not None:
-        cmd += ("COUNT", limit)
-    r = yield [cmd]
-    return [codec.decode_entry(sid, eid, raw, with_delta=with_delta) for eid, raw in (check(r[0], sid) or [])]
+    # the whole list: it is small (one listpack), and elements may name their flow by reference
+    raw = yield from read_hist(sid)
+    out = [rec for rec in decode_hist(sid, raw, with_delta=with_delta)
+           if rec["version"] >= start and (end is None or rec["version"] <= end)]
+    return out if limit is None else out[:limit]
 
 
 def state_at(cfg: StoreConfig, sid: str, version: int) -> Op[dict[str, Any]]:
@@ -438,15 +470,14 @@ def state_at(cfg: StoreConfig, sid: str, version: int) -> Op[dict[str, Any]]:
     bases = sorted((v for v in (as_int(x) for x in check(r[1], sid) or []) if v is not None and v <= version),
                    reverse=True)
     for base in [*bases[:1], 0]:  # the nearest snapshot, else a replay from the first entry
-        cmds: Batch = [("XRANGE", k.hist, base + 1, version)]
+        raw = yield from read_hist(sid)
         if base:
-            cmds.append(("HGET", k.snap, base))
-        r = yield cmds
-        hist = entries(sid, check(r[0], sid))
+            r = yield [("HGET", k.snap, base)]
+        hist = [(v, rec) for v, rec in entries(sid, raw) if base < v <= version]
         st: dict[str, Any] | None = None
         digest_ = ""
         if base:
-            digest_, _, text_ = (s(check(r[1], sid)) or "").partition(":")
+            digest_, _, text_ = (s(check(r[0], sid)) or "").partition(":")
             if codec.checksum(text_) != digest_:
                 log.warning("bad snapshot ignored", extra={"session_id": sid, "version": base})
                 continue
@@ -455,7 +486,8 @@ def state_at(cfg: StoreConfig, sid: str, version: int) -> Op[dict[str, Any]]:
         for v, rec in hist:
             delta = rec["delta"]
             if "r" not in delta and (st is None or v != at + 1):
-                break
+                st = None  # no chain here (trimmed, or a gap): the next whole state starts one
+                continue
             st, at = codec.state_from_entry(st, rec, delta), v
         if st is None or at != version:
             if base:
@@ -703,11 +735,13 @@ def read_histories(cfg: StoreConfig, sids: list[str]) -> Op[list[tuple[dict[str,
     cmds: Batch = []
     for sid in sids:
         k = K.session_keys(sid)
-        cmds += [("HMGET", k.state, "version", "state", "checksum"), ("XRANGE", k.hist, "-", "+")]
+        cmds += [("HMGET", k.state, "version", "state", "checksum"), ("LRANGE", k.hist, 0, -1)]
     r = yield cmds
     out = []
     for i, sid in enumerate(sids):
         head, hist = r[2 * i], r[2 * i + 1]
+        if M.is_wrongtype(hist):
+            hist = yield from read_hist(sid)  # layout 1: this session is migrated now
         if isinstance(head, Exception) or isinstance(hist, Exception) or head[0] is None:
             continue
         state, why = verify(cfg, sid, *head)
@@ -715,7 +749,12 @@ def read_histories(cfg: StoreConfig, sids: list[str]) -> Op[list[tuple[dict[str,
             log.warning("session skipped: bad stored state (load() it to recover)", extra={"session_id": sid,
                                                                                            "reason": why})
             continue
-        out.append((state, [codec.decode_entry(sid, eid, raw) for eid, raw in hist or []]))
+        try:
+            records = decode_hist(sid, hist, with_delta=False, fallback=(state["flow"], state["flow_version"]))
+        except CorruptStateError as exc:
+            log.warning("session skipped: damaged history", extra={"session_id": sid, "reason": str(exc)})
+            continue
+        out.append((state, records))
     return out
 
 

@@ -5,7 +5,8 @@
 --       and on a single server also 6 active, 7 timeouts, 8 outbox, 9 flows: the derived
 --       indexes and counters are then written in the same script, so a restore killed at any
 --       point leaves every session either fully restored (indexes included) or untouched.
--- ARGV: 1 the backup's version, 2 JSON {"state": [f, v, ...], "hist": [[id, [f, v, ...]], ...],
+-- ARGV: 1 the backup's version, 2 JSON {"state": [f, v, ...], "hist": [element, ...] (compact layout,
+--       converted by backup.py from the file's entries),
 --       "seen": [score, member, ...], "snap": [f, v, ...], "fx": [f, v, ...], "ttl": ms}
 --       3 the session id, 4 the counter key prefix (both only with the index KEYS)
 -- Returns {'restored'|'skipped', the version that was there ('' = none), old flow, step, status}.
@@ -29,19 +30,13 @@ end
 for i = 1, #d.seen, 2 do
   if not tonumber(d.seen[i]) then return bad('a dedupe score is not a number') end
 end
-if type(d.hist) ~= 'table' or tonumber(d.ttl) == nil then return bad('hist or ttl is malformed') end
-local last_ms, last_seq = -1, -1
+if not strings(d.hist, 1) or tonumber(d.ttl) == nil then return bad('hist or ttl is malformed') end
+local last_v = 0
 for _, e in ipairs(d.hist) do
-  if type(e) ~= 'table' or type(e[1]) ~= 'string' or not strings(e[2], 2) or #e[2] == 0 then
-    return bad('a history entry is malformed')
-  end
-  local ms, seq = string.match(e[1], '^(%d+)%-(%d+)$')
-  ms, seq = tonumber(ms), tonumber(seq)
-  if not ms or ms > 9007199254740991 or seq > 9007199254740991 then return bad('a history entry id is malformed') end
-  if ms < last_ms or (ms == last_ms and seq <= last_seq) or (ms == 0 and seq == 0) then
-    return bad('history entry ids do not increase')
-  end
-  last_ms, last_seq = ms, seq
+  local ev = tonumber(string.match(e, '^%[(%d+),') or '')
+  if not ev then return bad('a history element is malformed') end
+  if ev <= last_v then return bad('history versions do not increase') end
+  last_v = ev
 end
 local new = {}
 for i = 1, #d.state, 2 do new[d.state[i]] = d.state[i + 1] end
@@ -62,7 +57,9 @@ if indexed then old_fx = redis.call('HKEYS', KEYS[5]) end
 redis.call('HSET', KEYS[1], 'version', ARGV[1])
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 redis.call('HSET', KEYS[1], unpack(d.state))
-for _, e in ipairs(d.hist) do redis.call('XADD', KEYS[2], e[1], unpack(e[2])) end
+for i = 1, #d.hist, 1000 do  -- (unpack is bounded by Lua's C stack)
+  redis.call('RPUSH', KEYS[2], unpack(d.hist, i, math.min(i + 999, #d.hist)))
+end
 if #d.seen > 0 then redis.call('ZADD', KEYS[3], unpack(d.seen)) end
 if #d.snap > 0 then redis.call('HSET', KEYS[4], unpack(d.snap)) end
 if #d.fx > 0 then redis.call('HSET', KEYS[5], unpack(d.fx)) end

@@ -41,8 +41,8 @@ class CommitResult:
 class StoreConfig:
     """The knobs of a store, shared by :class:`Store` and :class:`AsyncStore`.
 
-    - ``snapshot_every``: keep the full state of every Nth version (0: never), so ``state_at``
-      replays at most N deltas;
+    - ``snapshot_every``: store the whole state in every Nth version's history element instead
+      of a delta (0: only the first), so ``state_at`` replays at most N deltas;
     - ``history_max_len``: keep only the last N history entries in Redis (None: all); older
       versions are then only in exports;
     - ``dedupe_max``: message ids remembered per session for dedupe;

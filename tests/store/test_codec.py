@@ -111,3 +111,25 @@ def test_delta_replays(old: dict[str, Any], new: dict[str, Any]) -> None:
     delta = codec.diff_values(old, new)
     delta = json.loads(codec.canonical(delta, trusted=True))  # what the stream stores
     assert reference(codec.patch_values(json.loads(reference(old)), delta)) == want
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(values, max_size=6), st.lists(values, max_size=4), st.booleans())
+def test_a_list_that_grew_at_its_end_is_a_small_append(head: list[Any], tail: list[Any], nested: bool) -> None:
+    try:
+        reference([head, tail])
+    except (TypeError, ValueError):
+        return
+    old: dict[str, Any] = {"pending": {"trail": head}} if nested else {"trail": head}
+    new: dict[str, Any] = {"pending": {"trail": head + tail}} if nested else {"trail": head + tail}
+    delta = json.loads(codec.canonical(codec.diff_values(old, new), trusted=True))
+    assert reference(codec.patch_values(json.loads(reference(old)), delta)) == reference(new)
+    if tail:
+        inner = delta["p"]["pending"] if nested else delta
+        assert inner == json.loads(reference({"a": {"trail": tail}}))  # only what was appended, not the list again
+
+
+def test_a_list_changed_elsewhere_is_replaced_whole() -> None:
+    assert codec.diff_values({"t": [1, 2, 3]}, {"t": [1, 9, 3, 4]}) == {"s": {"t": [1, 9, 3, 4]}}
+    assert codec.diff_values({"t": [1, 2]}, {"t": [1]}) == {"s": {"t": [1]}}  # shrunk
+    assert codec.diff_values({"t": [1]}, {"t": [1.0, 2]}) == {"s": {"t": [1.0, 2]}}  # 1 and 1.0 differ as JSON

@@ -22,6 +22,8 @@ def snapshot_db(client: Any, pattern: str = "*") -> dict[str, Any]:
             out[key] = client.hgetall(key)
         elif t == "stream":
             out[key] = client.xrange(key)
+        elif t == "list":
+            out[key] = client.lrange(key, 0, -1)
         elif t == "zset":
             out[key] = client.zrange(key, 0, -1, withscores=True)
         elif t == "set":

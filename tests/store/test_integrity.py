@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from flowkit.errors import CorruptStateError
-from flowkit.store import Store
+from flowkit.store import Store, entries
 from flowkit.store import keys as K
 from tests.store.conftest import advance
 
@@ -104,18 +104,17 @@ def test_validator_failure_goes_back_to_the_last_valid_version(redis_client: Any
     assert states[3]["slots"] == restored["slots"]
 
 
-def rewrite_entry(client: Any, sid: str, version: int, **changes: str) -> None:
-    """Change fields of one history entry in place (a stream cannot be edited: rebuild it)."""
+def rewrite_entry(client: Any, sid: str, version: int, **changes: Any) -> None:
+    """Change fields of one history element in place (``delta``, ``checksum``, ...: the names of
+    the record keys, at their positions in flowkit/store/entries.py)."""
     k = K.session_keys(sid)
-    entries = client.xrange(k.hist)
-    pipe = client.pipeline()
-    pipe.delete(k.hist)
-    for eid, fields in entries:
-        f = {a.decode(): b.decode() for a, b in fields.items()}
-        if eid.decode().startswith(f"{version}-"):
-            f.update(changes)
-        pipe.xadd(k.hist, f, id=eid)
-    pipe.execute()
+    where = entries.POSITIONS
+    for i, raw in enumerate(client.lrange(k.hist, 0, -1)):
+        e = json.loads(raw)
+        if e[0] == version:
+            for name, value in changes.items():
+                e[where[name]] = json.loads(value) if name == "delta" else value
+            client.lset(k.hist, i, json.dumps(e, separators=(",", ":")))
 
 
 def test_corrupt_state_and_history_uses_a_snapshot(redis_client: Any) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
-from flowkit.errors import SessionNotFound, VersionUnavailable
-from flowkit.store import Store
+from flowkit.errors import CorruptStateError, SessionNotFound, VersionUnavailable
+from flowkit.store import Store, entries
 from flowkit.store import keys as K
 from tests.store.conftest import advance
 
@@ -41,9 +42,11 @@ def test_state_at_every_version(redis_client: Any, snapshot_every: int) -> None:
     states = build(store, n=23)
     for s in states:
         assert store.state_at("u1", s["version"]) == s
-    snaps = redis_client.hkeys(K.session_keys("u1").snap)
-    expected = [] if not snapshot_every else [v for v in range(1, 23) if v % snapshot_every == 0]
-    assert sorted(int(v) for v in snaps) == expected
+    # snapshots are history elements holding the whole state (the first one always does)
+    whole = [v for v, e in enumerate((json.loads(x) for x in redis_client.lrange(K.session_keys("u1").hist, 0, -1)), 1)
+             if "r" in e[entries.POSITIONS["delta"]]]
+    assert whole == [1] + ([] if not snapshot_every else [v for v in range(2, 24) if v % snapshot_every == 0])
+    assert not redis_client.exists(K.session_keys("u1").snap)
 
 
 def test_state_at_errors(store: Store) -> None:
@@ -85,7 +88,7 @@ def test_rollback_is_a_new_version_and_keeps_history(store: Store) -> None:
     for s in states:  # time travel still works across the rollback
         assert store.state_at("u1", s["version"]) == s
     assert store.state_at("u1", 9) == now
-    assert 8 in [int(v) for v in store.client.hkeys(K.session_keys("u1").snap)]  # the replaced state is kept
+    assert "r" in store.history("u1", 9, 9, with_delta=True)[0]["delta"]  # a rollback stores its state whole
     assert store.counters()["order_pizza"]["step"] == {"step2": 1}
     assert store.reconcile().fixed == 0
 
@@ -115,18 +118,23 @@ def test_history_trimming_keeps_the_last_n(redis_client: Any) -> None:
         assert store.state_at("u1", v) == states[v - 1]
     with pytest.raises(VersionUnavailable, match="trimmed"):
         store.state_at("u1", 3)
-    snaps = sorted(int(v) for v in redis_client.hkeys(K.session_keys("u1").snap))
-    assert snaps and min(snaps) >= 20 - 5 - 4  # old snapshots go with the entries they served
-    assert redis_client.xlen(K.session_keys("u1").hist) == 5
+    # old snapshots (whole-state elements) go with the entries they served
+    assert [h["version"] for h in store.history("u1", with_delta=True) if "r" in h["delta"]] == [16, 20]
+    assert redis_client.llen(K.session_keys("u1").hist) == 5
+    assert all(json.loads(e)[10] != 0 for e in redis_client.lrange(K.session_keys("u1").hist, 0, -1))  # flows kept
 
 
 def test_history_entries_are_compact(store: Store) -> None:
     build(store, n=3)
-    [(eid, fields)] = store.client.xrange(K.session_keys("u1").hist, "2", "2")
-    version, ts = eid.decode().split("-")
-    assert int(version) == 2 and int(ts) == store.history("u1", 2, 2)[0]["ts"]  # ts lives in the entry id
-    assert fields[b"to_step"] == b""  # it is the path's last step, so it is not repeated
-    assert fields[b"checksum"].lstrip(b"-").isdigit()  # stored by Redis as an 8-byte integer
+    raw = store.client.lrange(K.session_keys("u1").hist, 0, -1)
+    # one listpack (a quicklist node before Redis 7.2): a few bytes per element, no stream node
+    assert store.client.memory_usage(K.session_keys("u1").hist, samples=0) < 1.5 * sum(len(x) for x in raw) + 100
+    [e1, e2, _] = [json.loads(x) for x in raw]
+    assert e2[0] == 2 and e2[1] == store.history("u1", 2, 2)[0]["ts"]
+    assert e2[2] == 1 and e2[6] == 1 and e2[7] == 0  # event, status and actor as small codes
+    assert e2[4] == 0  # to_step is the path's last step, so it is not repeated
+    assert e1[10:12] == ["order_pizza", "3"] and e2[10:12] == [0, 0]  # the flow once, then "the same"
+    assert isinstance(e2[12], int)  # the checksum as a number
 
 
 def test_iterating_sessions(store: Store) -> None:
@@ -154,3 +162,28 @@ def test_load_raw_and_delete(store: Store) -> None:
     assert store.delete_session("u1") is True and store.delete_session("u1") is False
     assert store.load("u1") is None and store.history("u1") == [] and store.counters()["order_pizza"]["sessions"] == 0
     assert store.active_count() == 0 and store.reconcile().fixed == 0
+
+
+def test_whatsapp_ids_of_the_sessions_own_number_are_stored_short(store: Store) -> None:
+    sid = "15551234567"
+    own = "wamid.HBgLMTU1NTEyMzQ1NjcVAgASGBQzQUI2RjZCMzg2RkI3QUEwNUEwNgA="  # the Cloud API's shape, this number
+    other = "wamid.HBgLMzE2MTIzNDU2NzgVAgASGBQzQUI2RjZCMzg2RkI3QUEwNUEwNgA="  # another number's
+    prev = advance(store, sid, None, "welcome", message_id=own)
+    advance(store, sid, prev, "ask", message_id=other)
+    first, second = (json.loads(x) for x in store.client.lrange(K.session_keys(sid).hist, 0, -1))
+    assert first[13] == [own[30:]] and second[13] == other  # 30 characters saved where they follow from the id
+    assert [r["message_id"] for r in store.history(sid)] == [own, other]
+    assert store.seen(sid, own) == 1
+
+
+def test_a_damaged_history_element_is_a_clear_error_not_a_crash(store: Store) -> None:
+    states = build(store, n=4)
+    hist = K.session_keys("u1").hist
+    store.client.lset(hist, 2, "not json")
+    with pytest.raises(CorruptStateError, match="history in Redis is damaged"):
+        store.history("u1")
+    with pytest.raises(CorruptStateError, match="history in Redis is damaged"):
+        store.state_at("u1", 2)
+    assert store.load("u1") == states[-1]  # the state itself is fine and still loads
+    advance(store, "u2", None, "welcome")
+    assert [s["session_id"] for s, _ in store.iter_histories()] == ["u2"]  # the damaged one is skipped, logged

@@ -1,0 +1,18 @@
+-- flowkit migrate-layout: replace one session's layout-1 history stream by the compact list
+-- (flowkit/store/migrate.py), only if the stream is exactly what the caller converted.
+-- KEYS: 1 hist.  ARGV: 1 the stream's length, 2 its last entry id ('' = empty), 3.. the elements.
+-- Returns 1 migrated, 0 nothing to do (already a list, or gone), -1 the stream changed (read again).
+local t = redis.call('TYPE', KEYS[1]).ok
+if t ~= 'stream' then return 0 end
+if redis.call('XLEN', KEYS[1]) ~= tonumber(ARGV[1]) then return -1 end
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if (last[1] and last[1][1] or '') ~= ARGV[2] then return -1 end
+local ttl = redis.call('PTTL', KEYS[1])
+redis.call('DEL', KEYS[1])
+if #ARGV > 2 then
+  for i = 3, #ARGV, 1000 do  -- (unpack is bounded by Lua's C stack)
+    redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+  end
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+end
+return 1
