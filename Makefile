@@ -7,7 +7,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test lint-flows lab bench clean system-deps venv cli-docs api-docs
+.PHONY: demo test lint-flows lab bench clean system-deps venv cli-docs api-docs typecheck
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -40,3 +40,6 @@ bench: system-deps $(STAMP)
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .hypothesis
+
+typecheck: $(STAMP)
+	$(BIN)/mypy

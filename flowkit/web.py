@@ -56,7 +56,7 @@ PARSE_INLINE_MAX = 64 * 1024
 def to_event(m: InboundMessage) -> Message:
     """A parsed WhatsApp message as an engine event."""
     profile = {"name": m.profile_name, "wa_id": m.wa_id} if m.profile_name else {"wa_id": m.wa_id}
-    kind = m.kind
+    kind: str = m.kind
     if kind == "button":  # a template's quick-reply button answers like a button reply
         kind = "button_reply"
     location = None

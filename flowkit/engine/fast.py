@@ -142,8 +142,8 @@ def _quick_parser(st: AskStep, slot: SlotSpec | None) -> Callable[[str], Any]:
     if t in ("int", "number"):
         if slot is None or slot.type in ("int", "number", "any"):
             # the bounds of the input and of the slot, checked as _check_bounds and slot_problem do
-            lows = [float(spec.min)] if spec.min is not None else []  # type: ignore[arg-type]
-            highs = [float(spec.max)] if spec.max is not None else []  # type: ignore[arg-type]
+            lows = [float(spec.min)] if spec.min is not None else []
+            highs = [float(spec.max)] if spec.max is not None else []
             if slot is not None and slot.type != "any":
                 lows += [slot.min] if slot.min is not None else []
                 highs += [slot.max] if slot.max is not None else []
@@ -191,6 +191,8 @@ def answer(flow: Flow, state: State, msg: Message, now: int) -> Transition | Non
         if plan is None:
             return None
     here = state.step
+    if here is None:
+        return None
     ask = plan.asks.get(here)
     pending = state.pending
     if ask is None or pending is None or pending.get("wait") != "input":
@@ -205,7 +207,7 @@ def answer(flow: Flow, state: State, msg: Message, now: int) -> Transition | Non
     if save and ask.slot is None:
         return None  # the general engine explains what is wrong with this flow
     try:
-        value = ask.quick(text) if plain else _MISS
+        value = ask.quick(text) if plain and text is not None else _MISS
         if value is _MISS:
             value = parse_input(st.input, msg, slot=ask.slot, labels=ask.labels, offered=ask.offered,
                                 today=dt.datetime.fromtimestamp(now / 1000, dt.UTC).date() if st.input.type == "date" else None)

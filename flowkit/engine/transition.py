@@ -417,7 +417,8 @@ class _Run:
                         _why.branch(self.step_name, b.when.source if b.when else None, passed, read, b.goto))
                 self.enter(b.goto)
                 return
-            passed.append(b.when.source)  # type: ignore[union-attr]  # a branch without `when` was taken
+            assert b.when is not None  # (a branch without `when` was taken above)
+            passed.append(b.when.source)
         raise EngineError(f"step {self.step_name!r} of flow {self.flow.name!r} has no branch to follow; add a final `goto` without `if`")
 
     def finish(self, status: str) -> None:
@@ -463,7 +464,7 @@ class _Run:
     # ------------------------------------------------------------ events
 
     def apply(self, event: Event) -> Transition:
-        name = event.kind
+        name: str | None = event.kind
         actor = event.actor
         message_id = getattr(event, "message_id", None)
         from_step = self.step_name
@@ -484,7 +485,7 @@ class _Run:
             if name is None:
                 return self.noop()
         elif self.prev.status in HELD_STATUSES and not isinstance(event, Command):
-            name = handoff.on_event(self, event)  # type: ignore[assignment]
+            name = handoff.on_event(self, event)
             if name is None:
                 return self.noop()
         elif self.prev.terminal and isinstance(event, (ServiceResult, Timeout)):
@@ -507,6 +508,7 @@ class _Run:
                 return self.noop()
         else:  # pragma: no cover
             raise EngineError(f"unknown event {event!r}")
+        assert name is not None  # (every branch that has none returned a noop)
         return self.freeze(event, name, actor, message_id, from_step)
 
     def noop(self) -> Transition:
@@ -586,7 +588,7 @@ class _Run:
         self.path.append(self.step_name)  # a re-prompt re-enters the step (the retry self-edge)
         said = EXPECTED.get(st.input.type, DEFAULT_INVALID["wrong_type"]) if exc.code == "wrong_type" else (
             DEFAULT_INVALID.get(exc.code, "Sorry, I did not understand."))
-        text = self.render(st.invalid, "invalid") if st.invalid is not None else (
+        text = (self.render(st.invalid, "invalid") or "") if st.invalid is not None else (
             f"{said} {self.render(st.ask.text, 'ask') or ''}".strip()
         )
         self.say(Say(text=Template(text, (text,)), buttons=st.ask.buttons, list=st.ask.list), "invalid", extra=st)

@@ -19,7 +19,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from flowkit.engine import (
     CallService,
@@ -52,8 +52,14 @@ from flowkit.runtime.sender import (
     outside_window,
     undeliverable_event,
 )
+from flowkit.runtime.sender import (
+    Result as SendResult,
+)
 from flowkit.runtime.services import ServiceRegistry
 from flowkit.store import delivery
+
+if TYPE_CHECKING:
+    from flowkit.channels.whatsapp.webhook import StatusUpdate
 
 log = get_logger("flowkit.runtime")
 
@@ -215,6 +221,7 @@ class _Core:
         while True:
             got = known if known is not None else (yield _Load(sid, fresh))
             known = None
+            state: State | None
             if isinstance(got, State):  # from this process's cache
                 state, raw = got, got.to_dict()
             else:
@@ -380,7 +387,8 @@ class Runtime(_handoff.AgentActions, _Core):
                     time.sleep(op.seconds)
                     reply = None
         except StopIteration as stop:
-            return stop.value
+            outcome: Outcome = stop.value
+            return outcome
 
     def handle(self, session_id: str, event: Event) -> Outcome:
         """Apply one event (message, service result, timeout, command) and run its effects."""
@@ -681,7 +689,8 @@ class AsyncRuntime(_handoff.AsyncAgentActions, _Core):
                     await asyncio.sleep(op.seconds)
                     reply = None
         except StopIteration as stop:
-            return stop.value
+            outcome: Outcome = stop.value
+            return outcome
 
     async def handle(self, session_id: str, event: Event, *, wait_services: bool = True) -> Outcome:
         started = time.perf_counter()
@@ -708,14 +717,14 @@ class AsyncRuntime(_handoff.AsyncAgentActions, _Core):
             await _handoff.after_async(self.store.client, outcome, self.metrics)
         return outcome
 
-    async def delivery_status(self, status: Any) -> str | None:
+    async def delivery_status(self, status: StatusUpdate) -> str | None:
         """Match a WhatsApp status (a ``StatusUpdate``) to the session and reply it is about.
 
         Every status joins the session's bounded delivery list (for transcripts); a
         ``failed`` one also becomes a ``delivery_failed`` history record (the flow's
         ``on_undeliverable`` may route it). Returns the session id, or None for a message
         flowkit did not send (or whose mapping expired after 30 days)."""
-        found = await self.store.lookup_wamid(status.message_id)
+        found: tuple[str, int, int] | None = await self.store.lookup_wamid(status.message_id)
         if found is None:
             return None
         sid, version, index = found
@@ -770,7 +779,7 @@ class AsyncRuntime(_handoff.AsyncAgentActions, _Core):
         replies = [e for e in effects if isinstance(e, Reply)]
         has_calls = any(isinstance(e, CallService) for e in effects)
         seen = getattr(self.channel, "seen", None)
-        sent: bool | asyncio.Future[str]
+        sent: bool | asyncio.Future[SendResult]
         if self.outbox is not None:
             # the sender acknowledges the entry itself unless calls must finish first
             owns_ack = not has_calls
@@ -804,7 +813,7 @@ class AsyncRuntime(_handoff.AsyncAgentActions, _Core):
             task.add_done_callback(self._tasks.discard)
 
     async def _calls_then_ack(self, sid: str, version: int, calls: list[CallService],
-                              sent: bool | asyncio.Future[str]) -> None:
+                              sent: bool | asyncio.Future[SendResult]) -> None:
         for call in calls:
             t0 = time.perf_counter()
             self.calls_in_flight.add(call.call_id)

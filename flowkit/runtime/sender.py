@@ -319,7 +319,7 @@ class OutboxSender:
             return None
         retry_after = getattr(exc, "retry_after", None)
         job.attempts += 1
-        delay = retry_after if retry_after is not None else \
+        delay: float = retry_after if retry_after is not None else \
             min(self.max_backoff, self.backoff * 2 ** min(job.attempts - 1, 10)) * self.rng.uniform(0.5, 1.0)
         if kind == "account":
             log.error("WhatsApp refuses every send from this account; fix it, the replies wait in the outbox",

@@ -674,7 +674,7 @@ def active_count() -> Op[int]:
 def counters(flow: str | None = None) -> Op[dict[str, dict[str, Any]]]:
     if flow is None:
         r = yield [("SMEMBERS", K.IDX_FLOWS)]
-        flows = sorted(s(f) for f in check(r[0]) or [])  # type: ignore[type-var]
+        flows = sorted(str(s(f)) for f in check(r[0]) or [])
     else:
         flows = [flow]
     if not flows:
@@ -690,7 +690,7 @@ def counters(flow: str | None = None) -> Op[dict[str, dict[str, Any]]]:
                 c["sessions"] = value
             elif kind in ("status", "step") and value:
                 c[kind][rest] = value
-        out[f] = c  # type: ignore[index]
+        out[f] = c
     return out
 
 
