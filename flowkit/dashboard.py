@@ -238,14 +238,14 @@ def live_by_step(client: Any, *, sample: int = DEFAULT_SAMPLE, windows: int = 50
             members = [m for chunk in pipe.execute() for m in chunk]
     with client.pipeline(transaction=False) as pipe:
         for m in members:
-            pipe.hmget(K.session_keys(s(m)).state, "flow", "step", "status")  # type: ignore[arg-type]
+            pipe.hmget(K.session_keys(s(m)).state, "flow", "step", "status")
         heads = pipe.execute()
     got: Counter[tuple[str, str]] = Counter()
     for flow, step, status in heads:
         st = s(status)
         if flow is None or st in TERMINAL_STATUSES:
             continue  # index drift (reconcile repairs it): not live
-        got[(s(flow), s(step) or "")] += 1  # type: ignore[index]
+        got[(s(flow), s(step) or "")] += 1
     exact = len(members) >= n
     scale = 1.0 if exact else n / max(1, len(members))
     return LiveSteps({k: v * scale for k, v in got.items()}, n, len(members), exact)
@@ -347,14 +347,14 @@ def stuck_sessions(client: Any, now: int | None = None, *, stuck_after_ms: int =
         return pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
     with client.pipeline(transaction=False) as pipe:
         for sid, _ in found:
-            pipe.hmget(K.session_keys(s(sid)).state, "flow", "step", "status", "version")  # type: ignore[arg-type]
+            pipe.hmget(K.session_keys(s(sid)).state, "flow", "step", "status", "version")
         heads = pipe.execute()
     rows = []
     for (sid, at), (flow, step, status, version) in zip(found, heads, strict=True):
         if s(status) in HELD_STATUSES:
             continue  # waiting for a person, not stuck: see waiting_for_person
         rows.append({"session_id": s(sid), "flow": s(flow), "step": s(step), "status": s(status),
-                     "version": int(s(version)) if version is not None else None,  # type: ignore[arg-type]
+                     "version": int(s(version)) if version is not None else None,
                      "last_activity": pd.Timestamp(int(at), unit="ms", tz="UTC"),
                      "idle_min": round((now - int(at)) / 60_000, 1)})
     return pd.DataFrame(rows, columns=cols)

@@ -121,7 +121,7 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]  # (StreamHandler is generic in typeshed only)
     """Writes to whatever ``sys.stderr`` is at the time of the call (a test runner swaps it)."""
 
     def __init__(self) -> None:
@@ -148,7 +148,7 @@ def parse_level(level: str | int) -> int:
     if name not in LEVELS:
         raise ConfigError(f"log level {level!r} is not one of {', '.join(LEVELS)}; "
                           "set --log-level or FLOWKIT_LOG_LEVEL to one of them")
-    return logging.getLevelName(name.upper())  # type: ignore[no-any-return]
+    return logging.getLevelName(name.upper())  # type: ignore[no-any-return]  # (a level name gives its number)
 
 
 _current: dict[str, str] = {}

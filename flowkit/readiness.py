@@ -35,7 +35,7 @@ def refusal(exc: BaseException) -> str | None:
             if isinstance(seen, cls):
                 return code
         if getattr(seen, "status_code", None) in REFUSING:
-            return str(seen.status_code)  # type: ignore[attr-defined]
+            return str(seen.status_code)  # type: ignore[attr-defined]  # (an HTTPException here)
         m = _REFUSING.search(str(seen))
         if m and isinstance(seen, (ResponseError, StoreError)):
             return m.group(1)

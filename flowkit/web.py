@@ -71,7 +71,7 @@ def to_event(m: InboundMessage) -> Message:
     if kind == "request_welcome":  # the user opened the chat: greet, never answer a question
         kind = "welcome"
     text = m.text if m.text is not None else m.reply_title
-    return Message(text=text, type=kind, reply_id=m.reply_id, location=location, media=media,  # type: ignore[arg-type]
+    return Message(text=text, type=kind, reply_id=m.reply_id, location=location, media=media,  # type: ignore[arg-type]  # (kind is one of the parser's kinds, which are Message types)
                    message_id=m.message_id, profile=profile)
 
 

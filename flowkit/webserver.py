@@ -36,7 +36,7 @@ class _ReadTimeoutH11(H11Protocol):
     request_timeout: float = 10.0
     _read_deadline: asyncio.TimerHandle | None = None
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # (uvicorn's base takes a BaseTransport)
         super().connection_made(transport)
         self._arm()
 
@@ -82,7 +82,7 @@ def uvicorn_config(app: Any, host: str, port: int, limits: ServerLimits, **kw: A
 
     return uvicorn.Config(app, host=host, port=port, http=protocol(limits), log_level=kw.pop("log_level", "warning"),
                           # uvicorn annotates an int but only hands it to loop.call_later: a float is fine
-                          timeout_keep_alive=limits.timeout_keep_alive,  # type: ignore[arg-type]
+                          timeout_keep_alive=limits.timeout_keep_alive,  # type: ignore[arg-type]  # (see above)
                           limit_concurrency=limits.limit_concurrency,
                           h11_max_incomplete_event_size=limits.max_header_bytes, backlog=limits.backlog, **kw)
 

@@ -213,7 +213,7 @@ def answer(flow: Flow, state: State, msg: Message, now: int) -> Transition | Non
                                 today=dt.datetime.fromtimestamp(now / 1000, dt.UTC).date() if st.input.type == "date" else None)
             if isinstance(value, (dict, list)):
                 return None  # locations and media: the general engine normalises them
-        slots = slots.copy()  # type: ignore[attr-defined]
+        slots = slots.copy()  # type: ignore[attr-defined]  # (state slots are a dict at runtime (typed Mapping))
         if save:
             slots[save] = value
         trail = pending.get("trail", ())
@@ -304,10 +304,10 @@ def answer(flow: Flow, state: State, msg: Message, now: int) -> Transition | Non
                         "trail": trail}
     elif kind is CallStep:
         status = d["status"] = "waiting_service"
-        d["pending"] = {"wait": "service", "step": here, "call_id": call_id, "service": node.call,  # type: ignore[attr-defined]
-                        "deadline": now + int(node.timeout * 1000), "trail": trail}  # type: ignore[attr-defined]
+        d["pending"] = {"wait": "service", "step": here, "call_id": call_id, "service": node.call,  # type: ignore[attr-defined]  # (node is a CallStep here (plan.goto says so))
+                        "deadline": now + int(node.timeout * 1000), "trail": trail}  # type: ignore[attr-defined]  # (node is a CallStep here (plan.goto says so))
     else:
-        status = d["status"] = node.end  # type: ignore[attr-defined]
+        status = d["status"] = node.end  # type: ignore[attr-defined]  # (node is an EndStep here)
         d["pending"] = None
     if d["pending"] is not None:
         effects.append(schedule(d["pending"], flow, now))
@@ -318,7 +318,7 @@ def answer(flow: Flow, state: State, msg: Message, now: int) -> Transition | Non
         "version": version, "ts": now, "event": "message", "from_step": state.step, "to_step": here,
         "path": tuple(path), "status": status, "message_id": msg.message_id,
         "input": ('{"redacted":true,"type":' + encode_basestring(mtype) + "}" if ask.sensitive else
-                  '{"text":' + encode_basestring(text) + ',"type":"text"}' if plain else payload_json(msg.payload())),  # type: ignore[arg-type]
+                  '{"text":' + encode_basestring(text) + ',"type":"text"}' if plain else payload_json(msg.payload())),  # type: ignore[arg-type]  # (text is a str when plain)
         "error": None, "actor": msg.actor, "why": _why.encode({"branches": branches}) if branches else None,
     })
     out = _new(Transition)

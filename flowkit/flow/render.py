@@ -91,7 +91,7 @@ def render_to_file(flow: Flow, out: str | Path, **kwargs: object) -> Path:
     """Write the drawing to ``out``; the format comes from the suffix (svg, png, pdf, dot)."""
     out = Path(out)
     fmt = out.suffix.lstrip(".").lower() or "svg"
-    dot = render(flow, **kwargs)  # type: ignore[arg-type]
+    dot = render(flow, **kwargs)  # type: ignore[arg-type]  # (options are passed through as given)
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt in ("dot", "gv"):
         out.write_text(dot.source, encoding="utf-8")

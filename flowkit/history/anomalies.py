@@ -803,7 +803,7 @@ def analyze(path: str | Path, flows: Any = None, *, stuck_after: float | str | N
             e.load_history_arrow(read_table(loc.history, "history", fmt=loc.history_format, columns=ANALYSIS_COLUMNS))
         has_snapshot = loc.sessions is not None and loc.sessions_format is not None
         if has_snapshot:
-            e.load_snapshot(read_table(loc.sessions, "sessions", fmt=loc.sessions_format))  # type: ignore[arg-type]
+            e.load_snapshot(read_table(loc.sessions, "sessions", fmt=loc.sessions_format))  # type: ignore[arg-type]  # (read_table returns a table for 'sessions')
         meta = read_meta(path)
         fs = FlowSet.of(flows) if flows is not None else None
         stuck_s = _seconds(stuck_after, DEFAULT_STUCK_AFTER)

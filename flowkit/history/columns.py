@@ -535,7 +535,7 @@ def _table_path(root: Path, name: str) -> tuple[Path | None, Format | None]:
     for fmt, suffix in (("parquet", ".parquet"), ("jsonl", ".jsonl"), ("csv", ".csv")):
         p = root / f"{name}{suffix}"
         if p.is_file():
-            return p, fmt  # type: ignore[return-value]
+            return p, fmt  # type: ignore[return-value]  # (fmt was checked against FORMATS)
     return None, None
 
 
@@ -546,7 +546,7 @@ def format_of(path: Path) -> Format:
     for fmt, suffixes in (("parquet", (".parquet", ".pq")), ("jsonl", (".jsonl", ".ndjson", ".json", ".jsonl.gz")),
                           ("csv", (".csv", ".csv.gz"))):
         if suffix.lower() in suffixes:
-            return fmt  # type: ignore[return-value]
+            return fmt  # type: ignore[return-value]  # (fmt was checked against FORMATS)
     raise HistoryError(f"{path}: unknown file type {path.suffix!r}; use .parquet, .jsonl or .csv (or an export folder)")
 
 

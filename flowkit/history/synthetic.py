@@ -169,7 +169,7 @@ class Synthetic:
         meta: dict[str, Any] = {"format": fmt, "exported_at": iso(int(self.exported_at.value // 1_000_000)),
                                 "synthetic": {"seed": self.config.seed, "sessions": self.config.sessions, "copies": copies}}
         for kind, tables in (("history", self.tiles(copies)), ("sessions", self.tiled_sessions(copies))):
-            w = TableWriter(out, kind, fmt)  # type: ignore[arg-type]
+            w = TableWriter(out, kind, fmt)  # type: ignore[arg-type]  # (fmt was checked against FORMATS)
             for t in tables:
                 w.write_table(t)
             meta[kind] = w.close()

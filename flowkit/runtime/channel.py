@@ -88,7 +88,7 @@ class HeldChannel:
 
 
 class AsyncRecordingChannel(RecordingChannel):
-    async def send(self, to: str, reply: Reply) -> str:  # type: ignore[override]
+    async def send(self, to: str, reply: Reply) -> str:  # type: ignore[override]  # (the async twin of RecordingChannel.send)
         return RecordingChannel.send(self, to, reply)
 
 

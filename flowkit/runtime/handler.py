@@ -317,7 +317,7 @@ class _Core:
         for effects in outbox.values():
             for e in effects:
                 if e.get("kind") == "call" and e.get("call_id") == call_id:
-                    return effect_from_dict(e)  # type: ignore[return-value]
+                    return effect_from_dict(e)  # type: ignore[return-value]  # (a call effect, by its kind)
         return None
 
     def commit_args(self, op: _Commit) -> tuple[tuple[Any, ...], dict[str, Any]]:

@@ -42,7 +42,7 @@ def in_variant(persona: Persona, state: State) -> Persona:
     changes: dict[str, float] = {}
     for variant in recorded(state.slots).values():
         changes.update(persona.variants.get(variant, {}))
-    return dataclasses.replace(persona, **changes) if changes else persona  # type: ignore[arg-type]
+    return dataclasses.replace(persona, **changes) if changes else persona  # type: ignore[arg-type]  # (field names and values were checked above)
 
 
 def parse_variant_options(options: list[str]) -> dict[str, dict[str, float]]:

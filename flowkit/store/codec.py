@@ -8,7 +8,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, overload
 
 import orjson
 
@@ -109,7 +109,15 @@ def message_key(message_id: str) -> str:
     return checksum(message_id)
 
 
-def s(value: Any) -> str | None:
+@overload
+def s(value: None) -> None: ...
+@overload
+def s(value: str | bytes | int | float) -> str: ...
+@overload
+def s(value: object) -> str | None: ...
+
+
+def s(value: object) -> str | None:
     """A Redis reply value as text (clients may or may not decode responses)."""
     if value is None or isinstance(value, str):
         return value

@@ -39,7 +39,7 @@ def sent_replies(session_id: str, version: int, count: int) -> Op[dict[int, str]
         return {}
     r = yield [("HMGET", K.sent_key(session_id), *[f"{version}:{i}" for i in range(count)])]
     got = check(r[0], session_id) or []
-    return {i: s(w) for i, w in enumerate(got) if w is not None}  # type: ignore[misc]
+    return {i: s(w) for i, w in enumerate(got) if w is not None}
 
 
 def lookup_wamid(wamid: str) -> Op[tuple[str, int, int] | None]:

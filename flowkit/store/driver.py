@@ -290,7 +290,7 @@ class SyncDriver:
             while True:
                 batch = op.send(self.execute(batch))
         except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+            return stop.value  # type: ignore[no-any-return]  # (the generator's return value, typed Any by StopIteration)
 
     def defer(self, cmds: Batch) -> None:
         """Send ``cmds`` (idempotent writes whose replies nobody needs) with the next round trip."""
@@ -338,7 +338,7 @@ class SyncDriver:
         try:
             missing = _noscript(batch, replies)
             if missing:  # EVALSHA did nothing there; EVAL runs them and caches the script for next time
-                for i, reply in zip(missing, self._send([_eval(batch[i]) for i in missing]), strict=True):  # type: ignore[arg-type]
+                for i, reply in zip(missing, self._send([_eval(batch[i]) for i in missing]), strict=True):  # type: ignore[arg-type]  # (the batch holds Calls at these indexes)
                     replies[i] = reply
         except UNAVAILABLE as exc:
             raise _unavailable(exc) from exc
@@ -412,7 +412,7 @@ class AsyncDriver:
             while True:
                 batch = op.send(await self.execute(batch))
         except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+            return stop.value  # type: ignore[no-any-return]  # (the generator's return value, typed Any by StopIteration)
 
     async def run_many(self, ops: Sequence[Op[T]]) -> list[T]:
         results: list[Any] = [None] * len(ops)
@@ -433,7 +433,7 @@ class AsyncDriver:
         try:
             missing = _noscript(batch, replies)
             if missing:
-                again = await self._send([_eval(batch[i]) for i in missing])  # type: ignore[arg-type]
+                again = await self._send([_eval(batch[i]) for i in missing])  # type: ignore[arg-type]  # (the batch holds Calls at these indexes)
                 for i, reply in zip(missing, again, strict=True):
                     replies[i] = reply
         except UNAVAILABLE as exc:

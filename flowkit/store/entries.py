@@ -60,7 +60,7 @@ def _short_mid(session_id: str, mid: str | None) -> str | list[str] | None:
 
 def _long_mid(session_id: str, mid: Any) -> str | None:
     if not isinstance(mid, list):
-        return mid  # type: ignore[no-any-return]
+        return mid  # type: ignore[no-any-return]  # (a message id (str) or None)
     pre = wamid_prefix(session_id)
     if pre is None:
         raise ValueError(f"a shortened message id in session {session_id!r}, which is not a number")

@@ -127,7 +127,7 @@ def _const(node: Node) -> Any:
     if isinstance(node, Const):
         return node.value
     if isinstance(node, ListExpr) and all(isinstance(i, Const) for i in node.items):
-        return [i.value for i in node.items]  # type: ignore[attr-defined]
+        return [i.value for i in node.items]  # type: ignore[attr-defined]  # (every item is a Const (checked by the caller))
     return None
 
 
@@ -216,7 +216,7 @@ def _env(sid: str, fields: list[Any], state: dict[str, Any] | None, now_ms: int)
     return env
 
 
-class _Slots(dict):  # type: ignore[type-arg]
+class _Slots(dict):  # type: ignore[type-arg]  # (a dict subclass for attribute-free lookups)
     """Slot values; an unset slot reads as None (a query about one slot must not fail on others)."""
 
     def __missing__(self, key: str) -> None:

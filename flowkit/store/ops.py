@@ -110,7 +110,7 @@ def read_hist(sid: str) -> Op[list[Any]]:
 
 def as_int(v: Any) -> int | None:
     try:
-        return int(float(s(v))) if v is not None and s(v) != "" else None  # type: ignore[arg-type]
+        return int(float(s(v))) if v is not None and s(v) != "" else None
     except ValueError:
         return None
 
@@ -171,7 +171,7 @@ def commit(cfg: StoreConfig, sid: str, expected: int, state: dict[str, Any], rec
         # version, and a rollback's): one listpack entry instead of a hash field of ~1 KB
         whole = base is None or snapshot_old or (cfg.snapshot_every > 0 and new % cfg.snapshot_every == 0)
         delta_json = (codec.full_delta_json(state_json) if whole
-                      else codec.canonical(codec.state_delta(base, state, record["ts"]), trusted=True))  # type: ignore[arg-type]
+                      else codec.canonical(codec.state_delta(base, state, record["ts"]), trusted=True))  # type: ignore[arg-type]  # (base is a dict when a delta is asked for)
     except (TypeError, ValueError) as exc:
         raise InvalidCommitError(f"session {sid!r}: state, previous or effects are not JSON: {exc}") from exc
     state_sum = codec.checksum(state_json)
@@ -305,7 +305,7 @@ def load(cfg: StoreConfig, sid: str, *, recover: bool = True, _attempt: int = 0)
                 return None
             reason = "missing_state"
         else:
-            state, reason = verify(cfg, sid, version, text, digest)  # type: ignore[assignment]
+            state, reason = verify(cfg, sid, version, text, digest)  # type: ignore[assignment]  # (verify returns the state or None with a reason)
             if reason is None:
                 return state
         guard = (s(version) or "", s(digest) or "")
@@ -435,7 +435,7 @@ def load_raw(sid: str) -> Op[dict[str, Any] | None]:
     if text is None:
         return None
     try:
-        return json.loads(text)  # type: ignore[no-any-return]
+        return json.loads(text)  # type: ignore[no-any-return]  # (a JSON object (the state), validated by the caller)
     except ValueError as exc:
         raise CorruptStateError(f"session {sid!r}: stored state is not JSON") from exc
 
@@ -600,7 +600,7 @@ def pending_effects(sid: str) -> Op[dict[int, list[dict[str, Any]]]]:
     r = yield [("HGETALL", K.session_keys(sid).fx)]
     out = {}
     for v, value in pairs(check(r[0], sid)):
-        out[int(s(v))] = json.loads(s(value).partition(":")[2])  # type: ignore[arg-type,union-attr]
+        out[int(s(v))] = json.loads(s(value).partition(":")[2])
     return dict(sorted(out.items()))
 
 
@@ -626,7 +626,7 @@ def unacked_effects(cutoff_ms: int, limit: int) -> Op[list[tuple[str, int, list[
         if value is None:
             stale.append(K.outbox_member(sid, v))
         else:
-            out.append((sid, v, json.loads(s(value).partition(":")[2])))  # type: ignore[union-attr]
+            out.append((sid, v, json.loads(s(value).partition(":")[2])))
     if stale:
         yield [("ZREM", K.IDX_OUTBOX, *stale)]
     return out
@@ -645,7 +645,7 @@ def set_timeout(sid: str, at_ms: int | None) -> Op[bool]:
 
 def due_timeouts(now_ms: int, limit: int) -> Op[list[str]]:
     r = yield [("ZRANGEBYSCORE", K.IDX_TIMEOUTS, "-inf", now_ms, "LIMIT", 0, limit)]
-    return [s(m) for m in check(r[0]) or []]  # type: ignore[misc]
+    return [s(m) for m in check(r[0]) or []]
 
 
 def next_timeout_at() -> Op[int | None]:
@@ -663,7 +663,7 @@ def active_sessions(*, min_ms: int | None = None, max_ms: int | None = None, lim
     hi = "+inf" if max_ms is None else max_ms
     cmd = (("ZRANGEBYSCORE", K.IDX_ACTIVE, lo, hi) if oldest_first else ("ZREVRANGEBYSCORE", K.IDX_ACTIVE, hi, lo))
     r = yield [(*cmd, "WITHSCORES", "LIMIT", offset, limit)]
-    return [(s(m), as_int(sc) or 0) for m, sc in pairs(check(r[0]))]  # type: ignore[misc]
+    return [(s(m), as_int(sc) or 0) for m, sc in pairs(check(r[0]))]
 
 
 def active_count() -> Op[int]:
@@ -685,7 +685,7 @@ def counters(flow: str | None = None) -> Op[dict[str, dict[str, Any]]]:
         c: dict[str, Any] = {"sessions": 0, "status": {}, "step": {}}
         for field, n in pairs(check(reply)):
             name, value = s(field), int(n)
-            kind, _, rest = name.partition(":")  # type: ignore[union-attr]
+            kind, _, rest = name.partition(":")
             if kind == "sessions":
                 c["sessions"] = value
             elif kind in ("status", "step") and value:
@@ -703,7 +703,7 @@ def quarantined(limit: int = 100) -> Op[list[dict[str, Any]]]:
     out = []
     for (key, at), fields in zip(items, r2, strict=True):
         reason, typ, version = (s(x) for x in check(fields))
-        sid = s(key)[len(K.QUARANTINE_PREFIX) + 3:].rpartition("}:")[0]  # type: ignore[index]
+        sid = s(key)[len(K.QUARANTINE_PREFIX) + 3:].rpartition("}:")[0]
         out.append({"key": s(key), "session_id": sid, "at": as_int(at), "reason": reason, "type": typ,
                     "version": version})
     return out
@@ -763,7 +763,7 @@ def delete_session(sid: str) -> Op[bool]:
     r = yield [("HMGET", k.state, "flow", "step", "status"), ("HKEYS", k.fx), ("EXISTS", *k.all),
                ("HVALS", K.sent_key(sid))]
     head = r[0] if not isinstance(r[0], Exception) else [None, None, None]
-    members = [K.outbox_member(sid, int(s(v))) for v in (r[1] if not isinstance(r[1], Exception) else [])]  # type: ignore[arg-type]
+    members = [K.outbox_member(sid, int(s(v))) for v in (r[1] if not isinstance(r[1], Exception) else [])]
     cmds: Batch = [("DEL", *k.all), ("ZREM", K.IDX_ACTIVE, sid), ("ZREM", K.IDX_TIMEOUTS, sid)]
     # delivery records name the user too (an erasure request covers them)
     wamids = [K.wamid_key(s(w) or "") for w in (r[3] if not isinstance(r[3], Exception) else [])]

@@ -69,7 +69,7 @@ def _expected(store: Any, batch: int) -> tuple[int, dict[str, dict[str, int]], d
                 if timeout:
                     zsets[K.IDX_TIMEOUTS][sid] = as_int(timeout) or 0
             for version, value in pairs(fx):
-                zsets[K.IDX_OUTBOX][K.outbox_member(sid, int(s(version)))] = int(s(value).partition(":")[0])  # type: ignore[arg-type,union-attr]
+                zsets[K.IDX_OUTBOX][K.outbox_member(sid, int(s(version)))] = int(s(value).partition(":")[0])
             for (f, name), c in codec.counter_fields(flow, step or None, status).items():
                 counts.setdefault(f, {})[name] = counts.get(f, {}).get(name, 0) + c
     return n, zsets, counts, skipped

@@ -366,7 +366,7 @@ def _locked(directory: Path) -> Iterator[None]:
 
 def _read_state(directory: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((directory / STATE_FILE).read_text())  # type: ignore[no-any-return]
+        return json.loads((directory / STATE_FILE).read_text())  # type: ignore[no-any-return]  # (our own state file: a JSON object)
     except (OSError, ValueError):
         return None
 

@@ -145,7 +145,7 @@ def merge_statuses(entries: list[Any], statuses: Iterable[Mapping[str, Any]]) ->
             e["status"] = best["status"] if best else None
             e["status_ts"] = best.get("ts") if best else None
             e["error"] = next((x.get("error") for x in unique if x["status"] == "failed"), e.get("error"))
-        out.append(e)  # type: ignore[arg-type]
+        out.append(e)  # type: ignore[arg-type]  # (an entry dict as written by this module)
     return out
 
 

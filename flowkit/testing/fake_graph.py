@@ -93,9 +93,9 @@ class GraphMessage:
     def text(self) -> str | None:
         """The text the user would see first: a text body or an interactive message's body."""
         if self.type == "text":
-            return self.payload["text"]["body"]  # type: ignore[no-any-return]
+            return self.payload["text"]["body"]  # type: ignore[no-any-return]  # (a text message's body is a str)
         if self.type == "interactive":
-            return self.payload["interactive"]["body"]["text"]  # type: ignore[no-any-return]
+            return self.payload["interactive"]["body"]["text"]  # type: ignore[no-any-return]  # (an interactive body's text is a str)
         return None
 
 

@@ -412,7 +412,7 @@ class _Reader:
                         compile_pattern(x)
                     except PatternError as exc:
                         self.bad(m[key][1], "bad-pattern", f"{key}: {exc}")
-                expect.append(Expect(mode, x))  # type: ignore[arg-type]
+                expect.append(Expect(mode, x))  # type: ignore[arg-type]  # (mode is one of the checked keys)
         silent = _construct(m["silent"][1]) if "silent" in m else False
         if not isinstance(silent, bool):
             self.bad(m["silent"][1], "type", "silent: must be true or false")
@@ -421,7 +421,7 @@ class _Reader:
         slots, status, step = self.checks(m, f"turn at line {line}")
         if len(self.problems) > before:
             return None
-        return Turn(action=action, value=str(raw), line=line, expect=tuple(expect), silent=bool(silent),  # type: ignore[arg-type]
+        return Turn(action=action, value=str(raw), line=line, expect=tuple(expect), silent=bool(silent),  # type: ignore[arg-type]  # (action is one of the checked keys)
                     slots=slots, status=status, step=step, wait_s=wait_s)
 
 
@@ -564,7 +564,7 @@ def run_story(story: Story, runtime: Any, session_id: str, clock: _Clock) -> Sto
                         tr.problems.append(f"the bot's last messages offer no button or row {turn.value!r} "
                                            f"(they offer {titles})")
                         continue
-                    runtime.handle(session_id, Message(text=hit[2], type=hit[0], reply_id=hit[1],  # type: ignore[arg-type]
+                    runtime.handle(session_id, Message(text=hit[2], type=hit[0], reply_id=hit[1],  # type: ignore[arg-type]  # (hit[0] is a Message type by construction)
                                                        message_id=mid))
         except FlowkitError as exc:
             tr.problems.append(f"the runtime raised {type(exc).__name__}: {exc}")

@@ -363,7 +363,7 @@ class WhatsAppSender(_SenderBase):
                 except httpx.TransportError as exc:
                     outcome = exc
         except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+            return done.value  # type: ignore[no-any-return]  # (the exchange's result, typed Any by StopIteration)
 
     def send_payload(self, payload: Mapping[str, Any]) -> str:
         """Post any ``/messages`` body (for kinds without a helper); returns the wamid."""
@@ -455,7 +455,7 @@ class AsyncWhatsAppSender(_SenderBase):
                 except httpx.TransportError as exc:
                     outcome = exc
         except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+            return done.value  # type: ignore[no-any-return]  # (the exchange's result, typed Any by StopIteration)
 
     async def send_payload(self, payload: Mapping[str, Any]) -> str:
         return _message_id(await self._run(payload, "send"), "send")
