@@ -399,6 +399,8 @@ class _Run:
         if chosen is None:
             chosen = experiments.assign(self.session_id, self.flow.name, st.name, st.split)
         self.slots[experiments.EXPERIMENTS] = {**seen, self.step_name: chosen.name}
+        # the record says which variant (exports and analytics read it there, not only in state)
+        self.why.setdefault("splits", []).append({"step": self.step_name, "variant": chosen.name})
         return chosen.goto
 
     def wait(self, pending: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ the normal approximation both rely on is then not to be trusted.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,7 +121,10 @@ def assignments(history: pd.DataFrame, flows: FlowsLike) -> pd.DataFrame:
     visited = steps.groupby("journey")["path"].agg(lambda s: frozenset(map(str, s)))
     out: list[dict[str, Any]] = []
     graphs: dict[tuple[str, str], FlowGraph | None] = {}
-    for jid, path_rows in rows.groupby("journey", sort=True)["path"]:
+    has_why = "why" in rows.columns
+    for jid, group in rows.groupby("journey", sort=True):
+        path_rows = group["path"]
+        told = _told_variants(group["why"]) if has_why else {}
         j = per.loc[jid]
         key = (j["flow"], j["flow_version"])
         if key not in graphs:
@@ -141,10 +145,25 @@ def assignments(history: pd.DataFrame, flows: FlowsLike) -> pd.DataFrame:
                 seen.add(name)
                 out.append({"journey": int(jid), "session_id": j["session_id"], "flow": j["flow"],
                             "flow_version": j["flow_version"], "split": name,
-                            "variant": _variant(graph, name, st, j["session_id"], path[i + 1: i + 2]),
+                            "variant": told.get(name) or _variant(graph, name, st, j["session_id"], path[i + 1: i + 2]),
                             "status": j["status"], "steps": visited.get(jid, frozenset())})
     cols = ["journey", "session_id", "flow", "flow_version", "split", "variant", "status", "steps"]
     return pd.DataFrame(out, columns=cols)
+
+
+def _told_variants(whys: pd.Series) -> dict[str, str]:
+    """The variants the records themselves name (``why.splits``, written by the engine since
+    records carry ``why``): exact even where variants share a goto or weights changed."""
+    out: dict[str, str] = {}
+    for text in whys.dropna():
+        try:
+            why = json.loads(text)
+        except (TypeError, ValueError):
+            continue
+        for hit in why.get("splits", ()) if isinstance(why, dict) else ():
+            if isinstance(hit, dict) and isinstance(hit.get("step"), str) and isinstance(hit.get("variant"), str):
+                out.setdefault(hit["step"], hit["variant"])
+    return out
 
 
 def _variant(graph: FlowGraph, qualified: str, st: SplitStep, session_id: str, after: list[str]) -> str:

@@ -91,6 +91,20 @@ def test_the_variant_read_from_history_is_the_one_the_engine_recorded(ab: Run) -
         assert ("ask_long" if r["variant"] == "long" else "ask_short") in r["steps"]
 
 
+def test_the_variant_a_record_names_is_the_one_analytics_reads(ab: Run) -> None:
+    # the split's record carries its variant (why.splits): analytics takes it from there, so an
+    # A/A test with shared gotos or changed weights needs no re-computation of the assignment
+    history = read_history(ab.export)
+    told = history["why"].fillna("").str.contains('"splits"')
+    assert told.sum() == 400
+    sid = history.loc[told, "session_id"].iloc[0]
+    before = assignments(history, FlowSet.load(FLOWS)).set_index("session_id").loc[sid, "variant"]
+    other = "long" if before == "short" else "short"
+    row = history.index[told & (history["session_id"] == sid)][0]
+    history.loc[row, "why"] = history.loc[row, "why"].replace(f'"variant":"{before}"', f'"variant":"{other}"')
+    assert assignments(history, FlowSet.load(FLOWS)).set_index("session_id").loc[sid, "variant"] == other
+
+
 def test_a_null_difference_is_not_detected(store: Store, tmp_path: Path) -> None:
     """A/A: both variants behave alike (the persona has no per-variant change)."""
     history = run_experiment(store, tmp_path / "aa", calm(0.2), 400, 8)

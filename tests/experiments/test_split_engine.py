@@ -4,6 +4,7 @@ sub-flows, changed weights and the state's JSON form."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -69,6 +70,7 @@ def test_the_variant_goes_where_it_says_and_is_recorded_in_state() -> None:
     assert t.state.step == ("ask_a" if chosen == "short" else "ask_b")
     assert t.record is not None and t.record.path == ("pick", t.state.step)
     assert State.from_json(t.state.to_json()).slots[EXPERIMENTS] == {"pick": chosen}
+    assert json.loads(t.record.why or "{}")["splits"] == [{"step": "pick", "variant": chosen}]  # and in history
     t = s.send("M")
     assert t.state.status == "completed" and t.state.slots[EXPERIMENTS] == {"pick": chosen}
 
