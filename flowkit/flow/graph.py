@@ -79,12 +79,14 @@ def to_networkx(flow: Flow) -> nx.DiGraph:
 
 def handoff_targets(flow: Flow, name: str) -> list[tuple[str, str]]:
     """The flow-level edges of step ``name``: an idle hand-off (an ``end: handoff`` step) comes
-    back to the bot at ``handoff.on_timeout`` (docs/handoff.md)."""
+    back to the bot at ``handoff.on_timeout`` (docs/handoff.md). So may a sub-flow step: a
+    hand-off inside the sub-flow is held at the root, whose policy then applies."""
     step = flow.steps.get(name)
-    if (flow.handoff is None or flow.handoff.on_timeout not in flow.steps or not isinstance(step, EndStep)
-            or step.end != "handoff"):
+    if flow.handoff is None or flow.handoff.on_timeout not in flow.steps:
         return []
-    return [("on_timeout", flow.handoff.on_timeout)]
+    if (isinstance(step, EndStep) and step.end == "handoff") or isinstance(step, FlowStep):
+        return [("on_timeout", flow.handoff.on_timeout)]
+    return []
 
 
 def edge_set(flow: Flow) -> frozenset[tuple[str, str]]:

@@ -61,7 +61,9 @@ class FlowGraph:
 
 
 def _expand(flow: Flow, resolve: Any, prefix: str, depth: int,
-            steps: dict[str, Step], edges: set[tuple[str, str]]) -> None:
+            steps: dict[str, Step], edges: set[tuple[str, str]], held_timeout: str | None = None) -> None:
+    """``held_timeout``: where the root's hand-off policy sends an idle hand-off (qualified):
+    a hand-off anywhere below is held at the root, so its timeout goes there."""
     if depth > MAX_DEPTH:
         raise FlowError(Problem(flow.source, flow.loc.line, flow.loc.column, "subflow-depth",
                                 f"sub-flows nest deeper than {MAX_DEPTH} levels under {prefix!r}; is there a cycle?"))
@@ -74,7 +76,10 @@ def _expand(flow: Flow, resolve: Any, prefix: str, depth: int,
     for name, st in flow.steps.items():
         if isinstance(st, FlowStep):
             child: Flow = resolve(st.flow, None)
-            _expand(child, resolve, f"{q(name)}/", depth + 1, steps, edges)
+            root_timeout = held_timeout
+            if depth == 0 and flow.handoff is not None and flow.handoff.on_timeout in flow.steps:
+                root_timeout = q(flow.handoff.on_timeout)
+            _expand(child, resolve, f"{q(name)}/", depth + 1, steps, edges, root_timeout)
             edges.add((q(name), f"{q(name)}/{child.start}"))
             returns = [t for label, t in st.targets() if label != "on_fail" and t in flow.steps]
             fails = [st.on_fail] if st.on_fail and st.on_fail in flow.steps else []
@@ -82,6 +87,8 @@ def _expand(flow: Flow, resolve: Any, prefix: str, depth: int,
                 if isinstance(end, EndStep):
                     for t in (returns if end.end == "completed" else fails):
                         edges.add((f"{q(name)}/{end_name}", q(t)))
+                    if end.end == "handoff" and root_timeout is not None:
+                        edges.add((f"{q(name)}/{end_name}", root_timeout))
             continue
         for _label, target in [*st.targets(), *handoff_targets(flow, name)]:
             if target in flow.steps:

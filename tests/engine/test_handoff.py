@@ -178,3 +178,52 @@ def test_a_migration_re_pins_a_held_session_and_leaves_it_with_people() -> None:
     t = s.send(Command(name="migrate", args={"step": "ask"}, actor="admin"), root=v2)
     assert t.state.flow_version == "2" and t.state.status == "handoff" and s.texts(t) == []
     assert t.state.pending is not None and t.state.pending["wait"] == "agent"
+
+
+NESTED_ROOT = """
+flow: desk
+start: ask
+handoff: {timeout: 2h, on_timeout: back}
+steps:
+  ask:
+    flow: triage
+    next: done
+  back:
+    say: "Nobody could answer in time, sorry."
+    end: completed
+  done:
+    say: "Bye"
+    end: completed
+"""
+NESTED_CHILD = """
+flow: triage
+start: q
+steps:
+  q:
+    ask: "Need a person?"
+    input: yes_no
+    save: ok
+    next: [{if: "ok", goto: agent}, {goto: fine}]
+  agent:
+    say: "A person will answer you here."
+    end: handoff
+  fine:
+    end: completed
+slots:
+  ok: bool
+"""
+
+
+def test_a_handoff_inside_a_sub_flow_times_out_along_an_edge_of_the_expanded_graph() -> None:
+    from flowkit.history.flowset import FlowSet
+
+    root, child = flow(NESTED_ROOT), flow(NESTED_CHILD)
+    s = Session(root, {"desk": root, "triage": child})
+    s.send(Start(flow="desk"))
+    t = s.send("yes")
+    assert t.state.status == "handoff"
+    t = s.send(Timeout(), dt_ms=2 * 3600 * 1000)
+    assert t.record is not None and t.record.error == "handoff_timeout" and t.state.status == "completed"
+    moves = list(zip((t.record.from_step, *t.record.path), t.record.path, strict=False))
+    edges = FlowSet([root, child]).graph("desk").edges
+    assert moves and all(m in edges for m in moves), (moves, sorted(edges))
