@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 import httpx
 import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
 
 from flowkit import dashboard as D
 from flowkit.channels.whatsapp import AsyncWhatsAppSender
@@ -20,6 +22,8 @@ from flowkit.store import AsyncStore, Store, connect_async
 from flowkit.store import delivery
 from flowkit.testing.fake_graph import FakeGraphAPI
 from flowkit.web import create_app
+from tests.dashboard.conftest import Traffic
+from tests.dashboard.test_app import APP
 from tests.runtime.conftest import EXAMPLE_FLOWS, EXAMPLE_SERVICES
 from tests.runtime.webutil import SECRET, TOKEN, deliver, say
 
@@ -106,3 +110,28 @@ def test_no_statuses_is_an_empty_table(store: Store) -> None:
     table = D.delivery_by_step(totals(store.client))
     assert table.empty and list(table.columns) == D.DELIVERY_COLUMNS
     assert isinstance(table, pd.DataFrame)
+
+
+def test_the_traffic_tab_renders_delivery_by_step(redis_url: str, store: Store,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    with FakeGraphAPI() as graph:
+        post_statuses(redis_url, store, graph, Metrics())
+    monkeypatch.setenv("FLOWKIT_REDIS_URL", redis_url)
+    monkeypatch.delenv("FLOWKIT_FLOWS", raising=False)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(h.value == "Delivery by step" for h in at.subheader)
+    shown = next(d.value for d in at.dataframe if list(d.value.columns) == D.DELIVERY_COLUMNS)
+    assert list(zip(shown["step"], shown["sent"], shown["read"], shown["failed"])) == [("ask_size", 2, 2, 0),
+                                                                                      ("upsell", 1, 0, 1)]
+
+
+def test_the_traffic_tab_has_no_delivery_table_before_any_status(traffic: Traffic, redis_url: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLOWKIT_REDIS_URL", redis_url)
+    monkeypatch.delenv("FLOWKIT_FLOWS", raising=False)
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not any(h.value == "Delivery by step" for h in at.subheader)
