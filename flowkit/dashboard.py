@@ -196,9 +196,9 @@ def delivery_by_step(counts: Mapping[str, float]) -> pd.DataFrame:
         if len(labels) != 3:  # a name with the field separator in it: not ours to guess
             continue
         flow, step, status = labels
-        row = got.setdefault((flow, step), {})
+        counted = got.setdefault((flow, step), {})
         name = "read" if status == "played" else status  # a played voice note was heard: read
-        row[name] = row.get(name, 0.0) + n
+        counted[name] = counted.get(name, 0.0) + n
     rows = []
     for (flow, step), c in sorted(got.items()):
         sent = c.get("sent", 0.0)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any
 
 from flowkit.store import keys as K
 from flowkit.store.codec import s
@@ -52,7 +53,8 @@ def sent_replies(session_id: str, version: int, count: int) -> Op[dict[int, str]
     return {i: s(w) for i, w in enumerate(got) if w is not None}  # type: ignore[misc]
 
 
-class SentMessage(NamedTuple):
+@dataclass(frozen=True)
+class SentMessage:
     """What a wamid's map entry says: the session, outbox entry and reply, and (for sends
     recorded since the map carried them) the flow and step that sent it."""
 
