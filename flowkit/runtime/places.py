@@ -21,12 +21,14 @@ MAX_PLACES = 10_000
 
 
 def step_of(record: Mapping[str, Any] | None) -> str | None:
-    """The step whose prompt the replies of an applied commit belong to: the last step the
-    commit entered, or the step it stayed at (a re-prompt)."""
+    """The step the replies of an applied commit are attributed to: the commit's ``to_step``
+    (the step the session reached, which asked or said them), as ``flowkit analytics -t
+    delivery`` attributes them, so the dashboard and the export agree; else the last step of
+    its path, else the step it stayed at."""
     if not record:
         return None
     path: Sequence[Any] = record.get("path") or ()
-    step = path[-1] if path else record.get("from_step")
+    step = record.get("to_step") or (path[-1] if path else record.get("from_step"))
     return str(step) if step else None
 
 
