@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pandas as pd
@@ -16,6 +17,10 @@ from streamlit.testing.v1 import AppTest
 from flowkit import dashboard as D
 from flowkit.channels.whatsapp import AsyncWhatsAppSender
 from flowkit.channels.whatsapp.payloads import status_payload
+from flowkit.history.columns import read_history
+from flowkit.history.delivery import delivery_rates
+from flowkit.history.export import export_store
+from flowkit.history.messages import read_messages
 from flowkit.metrics import Metrics, RedisMetrics, Tee, totals
 from flowkit.runtime import AsyncRuntime, AsyncWhatsAppChannel
 from flowkit.store import AsyncStore, Store, connect_async
@@ -135,3 +140,17 @@ def test_the_traffic_tab_has_no_delivery_table_before_any_status(traffic: Traffi
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert not any(h.value == "Delivery by step" for h in at.subheader)
+
+
+def test_the_live_table_agrees_with_the_export(redis_url: str, store: Store, tmp_path: Path) -> None:
+    """Same replies, same statuses: the dashboard's counters and ``flowkit analytics -t
+    delivery`` (the export's messages joined to history) give the same rows."""
+    with FakeGraphAPI() as graph:
+        post_statuses(redis_url, store, graph, Metrics())
+    export_store(store, tmp_path / "out")
+    exported = delivery_rates(read_messages(tmp_path / "out"), read_history(tmp_path / "out"))
+    live = D.delivery_by_step(totals(store.client))
+    cols = ["flow", "step", "sent", "delivered", "read", "failed"]
+    key = ["flow", "step"]
+    want = exported[cols].sort_values(key).reset_index(drop=True).astype({c: float for c in cols[2:]})
+    assert live[cols].sort_values(key).reset_index(drop=True).equals(want), (live, exported)
