@@ -23,8 +23,7 @@ from flowkit.history.export import export_store
 from flowkit.history.messages import read_messages
 from flowkit.metrics import Metrics, RedisMetrics, Tee, totals
 from flowkit.runtime import AsyncRuntime, AsyncWhatsAppChannel
-from flowkit.store import AsyncStore, Store, connect_async
-from flowkit.store import delivery
+from flowkit.store import AsyncStore, Store, connect_async, delivery
 from flowkit.testing.fake_graph import FakeGraphAPI
 from flowkit.web import create_app
 from tests.dashboard.conftest import Traffic
@@ -128,8 +127,8 @@ def test_the_traffic_tab_renders_delivery_by_step(redis_url: str, store: Store,
     assert not at.exception, [e.value for e in at.exception]
     assert any(h.value == "Delivery by step" for h in at.subheader)
     shown = next(d.value for d in at.dataframe if list(d.value.columns) == D.DELIVERY_COLUMNS)
-    assert list(zip(shown["step"], shown["sent"], shown["read"], shown["failed"])) == [("ask_size", 2, 2, 0),
-                                                                                      ("upsell", 1, 0, 1)]
+    rows = zip(shown["step"], shown["sent"], shown["read"], shown["failed"], strict=True)
+    assert list(rows) == [("ask_size", 2, 2, 0), ("upsell", 1, 0, 1)]
 
 
 def test_the_traffic_tab_has_no_delivery_table_before_any_status(traffic: Traffic, redis_url: str,
