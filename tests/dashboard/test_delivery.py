@@ -23,6 +23,7 @@ from flowkit.history.export import export_store
 from flowkit.history.messages import read_messages
 from flowkit.metrics import Metrics, RedisMetrics, Tee, totals
 from flowkit.runtime import AsyncRuntime, AsyncWhatsAppChannel
+from flowkit.runtime.places import SentPlaces
 from flowkit.store import AsyncStore, Store, connect_async, delivery
 from flowkit.testing.fake_graph import FakeGraphAPI
 from flowkit.web import create_app
@@ -153,3 +154,27 @@ def test_the_live_table_agrees_with_the_export(redis_url: str, store: Store, tmp
     key = ["flow", "step"]
     want = exported[cols].sort_values(key).reset_index(drop=True).astype({c: float for c in cols[2:]})
     assert live[cols].sort_values(key).reset_index(drop=True).equals(want), (live, exported)
+
+
+def test_the_blocking_runtime_records_where_its_replies_came_from_too(store: Store) -> None:
+    from flowkit.engine import Message
+    from flowkit.runtime import RecordingChannel, Runtime
+
+    channel = RecordingChannel()
+    rt = Runtime(store, EXAMPLE_FLOWS, channel=channel, services=EXAMPLE_SERVICES)
+    rt.handle(WA, Message(text="pizza", message_id="m1"))
+    rt.handle(WA, Message(text="large", message_id="m2"))
+    found = [store.lookup_sent(s.id) for s in channel.sent]
+    assert [(f.flow, f.step, f.version, f.index) for f in found if f] == [
+        ("order_pizza", "ask_size", 1, 0), ("order_pizza", "ask_size", 1, 1), ("order_pizza", "upsell", 2, 0)]
+
+
+def test_places_are_bounded_and_skip_commits_without_a_step() -> None:
+    places = SentPlaces(limit=2)
+    places.note("a", 1, "f", {"to_step": "s1"})
+    places.note("a", 2, "f", {"path": ["s1", "s2"]})
+    places.note("a", 3, "f", {})  # nothing to attribute
+    places.note("a", None, "f", {"to_step": "s1"})
+    assert (places.get("a", 1), places.get("a", 2), len(places)) == (("f", "s1"), ("f", "s2"), 2)
+    places.note("b", 1, "g", {"from_step": "s0"})  # a re-prompt stays at its step
+    assert places.get("a", 1) is None and places.get("b", 1) == ("g", "s0") and len(places) == 2
