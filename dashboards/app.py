@@ -193,6 +193,19 @@ def traffic() -> None:
     d2.metric("Delivered", _fmt(dlv["delivered_rate"], pct=True), help=f"of the replies sent; {per_step}")
     d3.metric("Read", _fmt(dlv["read_rate"], pct=True), help=f"of the replies sent; {per_step}")
     d4.metric("Failed", _fmt(dlv["failed_rate"], pct=True), help=f"of the replies sent; {per_step}")
+    by_step = D.delivery_by_step(totals(src.client))
+    if not by_step.empty:  # per flow and step since the wamid map recorded them (see docs/decisions.md)
+        st.subheader("Delivery by step")
+        label = by_step["flow"] + " · " + by_step["step"]
+        fig = go.Figure()
+        for col, colour in (("delivered_rate", "#5b8def"), ("read_rate", "#3cb371"), ("failed_rate", "#e0594a")):
+            fig.add_bar(y=label, x=by_step[col], name=col.replace("_", " "), orientation="h", marker_color=colour)
+        fig.update_layout(barmode="group", height=max(220, 60 * len(by_step) + 80), margin={"t": 20, "b": 20},
+                          xaxis={"tickformat": ".0%", "range": [0, 1]}, yaxis={"autorange": "reversed"})
+        st.plotly_chart(fig)
+        pct = st.column_config.NumberColumn(format="percent")
+        st.dataframe(by_step, hide_index=True, key="delivery_by_step",
+                     column_config={"delivered_rate": pct, "read_rate": pct, "failed_rate": pct})
 
 
 @st.fragment(run_every=every)

@@ -171,7 +171,7 @@ def headline(client: Any, now: int | None = None, *, stuck_after_ms: int = DEFAU
 def delivery_summary(counts: Mapping[str, float]) -> dict[str, float | None]:
     """Deployment-wide delivery and read rates from WhatsApp's statuses (all time): of the
     replies WhatsApp reported ``sent``, the share delivered, read and failed. Per flow and
-    step they need the messages table: ``flowkit analytics EXPORT -t delivery``."""
+    step: :func:`delivery_by_step` (live) or ``flowkit analytics EXPORT -t delivery``."""
     got = {lab[0]: v for lab, v in by_label(counts, "delivery_status").items() if lab}
     sent = got.get("sent", 0.0)
     out: dict[str, float | None] = {"sent": sent}
@@ -180,6 +180,34 @@ def delivery_summary(counts: Mapping[str, float]) -> dict[str, float | None]:
         out[name] = n
         out[f"{name}_rate"] = min(1.0, n / sent) if sent else None
     return out
+
+
+DELIVERY_COLUMNS = ["flow", "step", "sent", "delivered", "read", "failed", "delivered_rate", "read_rate",
+                    "failed_rate"]
+
+
+def delivery_by_step(counts: Mapping[str, float]) -> pd.DataFrame:
+    """Per flow and step, the statuses WhatsApp reported for the replies that step sent (all
+    time, from the ``delivery_step`` counters: no SCAN) and the delivered, read and failed
+    rates of the replies reported sent. Replies sent before flowkit recorded their step, or
+    resent by another process after a crash, count in :func:`delivery_summary` only."""
+    got: dict[tuple[str, str], dict[str, float]] = {}
+    for labels, n in by_label(counts, "delivery_step").items():
+        if len(labels) != 3:  # a name with the field separator in it: not ours to guess
+            continue
+        flow, step, status = labels
+        counted = got.setdefault((flow, step), {})
+        name = "read" if status == "played" else status  # a played voice note was heard: read
+        counted[name] = counted.get(name, 0.0) + n
+    rows = []
+    for (flow, step), c in sorted(got.items()):
+        sent = c.get("sent", 0.0)
+        row: dict[str, Any] = {"flow": flow, "step": step, "sent": sent}
+        for name in ("delivered", "read", "failed"):
+            row[name] = c.get(name, 0.0)
+            row[f"{name}_rate"] = min(1.0, row[name] / sent) if sent else None
+        rows.append(row)
+    return pd.DataFrame(rows, columns=DELIVERY_COLUMNS)
 
 
 def rates(client: Any, now: int | None = None, *, window_ms: int = 60 * 60_000,
@@ -488,6 +516,7 @@ def refresh(src: Source, now: int | None = None, *, stuck_after_ms: int = DEFAUL
         "headline": headline(client, now, stuck_after_ms=stuck_after_ms, counts=counts, per_flow=per_flow),
         "rates": rates(client, now, window_ms=window_ms),
         "flows": flow_summary(per_flow),
+        "delivery": delivery_by_step(counts),
         "live": live,
         "steps": {name: step_table(name, per_flow, live, counts, drawn.get(name))
                   for name in sorted(set(per_flow) | set(drawn))},
@@ -499,7 +528,7 @@ def refresh(src: Source, now: int | None = None, *, stuck_after_ms: int = DEFAUL
 
 
 __all__ = [
-    "DEFAULT_STUCK_AFTER_MS", "LiveSteps", "Source", "alerts", "flow_graph", "flow_summary", "headline",
+    "DEFAULT_STUCK_AFTER_MS", "LiveSteps", "Source", "alerts", "delivery_by_step", "flow_graph", "flow_summary", "headline",
     "live_by_step", "load_flows", "open_source", "probe", "rates", "refresh", "rollback", "service_health",
     "session_detail", "session_diff", "step_table", "stuck_sessions", "waiting_for_person",
 ]

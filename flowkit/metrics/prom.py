@@ -55,6 +55,9 @@ class Metrics:
                                    registry=r)
         self.statuses = Counter("flowkit_delivery_status", "WhatsApp delivery statuses received.", ["status"],
                                 registry=r)
+        # a second name: flowkit_delivery_status_total already exists with the status label alone
+        self.step_statuses = Counter("flowkit_delivery_step_status", "WhatsApp delivery statuses of the replies "
+                                     "each flow step sent.", ["flow", "step", "status"], registry=r)
         self.send_failures = Counter("flowkit_reply_send_failures", "Replies that could not be sent (left in the outbox).",
                                      registry=r)
         self.service_calls = Counter("flowkit_service_calls", "Service calls, by service and outcome.",
@@ -107,6 +110,9 @@ class Metrics:
 
     def delivery_status(self, status: str) -> None:
         self.statuses.labels(status).inc()
+
+    def delivery_step(self, flow: str, step: str, status: str) -> None:
+        self.step_statuses.labels(flow, step, status).inc()
 
     def service_called(self, service: str, ok: bool, seconds: float = 0.0) -> None:
         self.service_calls.labels(service, "ok" if ok else "error").inc()

@@ -49,6 +49,8 @@ COUNTERS: dict[str, tuple[str, ...]] = {
     "webhook_rejected": ("reason",),
     "webhook_unavailable": (),     # 503s (Redis down)
     "delivery_status": ("status",),
+    "delivery_step": ("flow", "step", "status"),  # statuses of the replies each step sent (sent, delivered,
+                                                  # read, failed); bounded by flows x steps x statuses
     "send_failures": (),
     "recovery": ("action",),
     "latency_ms_sum": (),          # summed handling latency of applied events
@@ -160,6 +162,9 @@ class RedisMetrics:
 
     def delivery_status(self, status: str) -> None:
         self.inc("delivery_status", status)
+
+    def delivery_step(self, flow: str, step: str, status: str) -> None:
+        self.inc("delivery_step", flow, step, status)
 
     def service_called(self, service: str, ok: bool, seconds: float = 0.0) -> None:
         self.inc("service_calls", service)

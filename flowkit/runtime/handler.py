@@ -42,6 +42,7 @@ from flowkit.log import error_fields, get_logger
 from flowkit.runtime import handoff as _handoff
 from flowkit.runtime import transcript, unrouted
 from flowkit.runtime.channel import AsyncChannel, Channel, HeldChannel, RecordingChannel
+from flowkit.runtime.places import SentPlaces
 from flowkit.runtime.registry import FlowRegistry
 from flowkit.runtime.sender import (
     OutboxSender,
@@ -128,6 +129,7 @@ class _Core:
                  max_conflicts: int, cache_size: int, rng: random.Random | None, metrics: Any = None) -> None:
         self.store = store
         self.metrics = metrics
+        self.places = SentPlaces()  # flow and step of replies not sent yet (delivery by step)
         self.registry = flows if isinstance(flows, FlowRegistry) else FlowRegistry(flows)
         self.services = services or ServiceRegistry()
         self.default_flow = default_flow
@@ -409,6 +411,7 @@ class Runtime(_handoff.AgentActions, _Core):
             if not self._send(session_id, outcome.replies) and isinstance(event, Message) and event.message_id:
                 unrouted.release(self.store.client, session_id, event.message_id)
         elif outcome.status == "applied":
+            self.places.note(session_id, outcome.version, outcome.flow, outcome.record)
             self.run_effects(session_id, outcome.version or 0, outcome.effects, route=_routes(outcome),
                              inbound=_inbound(event))
             _handoff.after_sync(self.store.client, outcome, self.metrics)  # the agents' queue and webhook, if it is about a hand-off
@@ -473,7 +476,8 @@ class Runtime(_handoff.AgentActions, _Core):
             metric(self.metrics, "sent")
             out = transcript.outbound_commands(self.store, sid, reply, wamid=wamid, ts=self.clock(), version=version,
                                                index=i)
-            self.store.defer((delivery.sent_commands(sid, version, i, wamid) if wamid else []) + out)
+            self.store.defer((delivery.sent_commands(sid, version, i, wamid, where=self.places.get(sid, version))
+                              if wamid else []) + out)
         return True
 
     def _undeliverable(self, sid: str, version: int, index: int, error: str, route: bool) -> None:
@@ -712,6 +716,7 @@ class AsyncRuntime(_handoff.AsyncAgentActions, _Core):
             elif not await self._send(session_id, outcome.replies) and isinstance(event, Message) and event.message_id:
                 await unrouted.arelease(self.store.client, session_id, event.message_id)
         elif outcome.status == "applied":
+            self.places.note(session_id, outcome.version, outcome.flow, outcome.record)
             await self.run_effects(session_id, outcome.version or 0, outcome.effects, wait_services=wait_services,
                                    route=_routes(outcome), inbound=_inbound(event))
             await _handoff.after_async(self.store.client, outcome, self.metrics)
@@ -724,10 +729,12 @@ class AsyncRuntime(_handoff.AsyncAgentActions, _Core):
         ``failed`` one also becomes a ``delivery_failed`` history record (the flow's
         ``on_undeliverable`` may route it). Returns the session id, or None for a message
         flowkit did not send (or whose mapping expired after 30 days)."""
-        found: tuple[str, int, int] | None = await self.store.lookup_wamid(status.message_id)
+        found: delivery.SentMessage | None = await self.store.lookup_sent(status.message_id)
         if found is None:
             return None
-        sid, version, index = found
+        sid, version, index = found.session_id, found.version, found.index
+        if found.flow is not None and found.step is not None:
+            metric(self.metrics, "delivery_step", found.flow, found.step, status.status)
         code = next((e.code for e in status.errors if e.code is not None), None)
         entry: dict[str, Any] = {"wamid": status.message_id, "status": status.status, "ts": status.timestamp * 1000,
                                  "version": version, "index": index}

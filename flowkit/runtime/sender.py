@@ -37,6 +37,7 @@ from flowkit.engine import Command, Reply
 from flowkit.errors import ChannelError, FlowkitError, GraphAPIError
 from flowkit.log import error_fields, get_logger
 from flowkit.runtime import transcript
+from flowkit.runtime.places import SentPlaces
 from flowkit.store import delivery
 
 log = get_logger("flowkit.sender")
@@ -126,6 +127,12 @@ def metric(metrics: Any, name: str, *args: Any) -> None:
     except AttributeError:
         return
     fn(*args)
+
+
+def _places(rt: Any) -> SentPlaces:
+    """The runtime's flow-and-step map (an empty one for a runtime without it)."""
+    places = getattr(rt, "places", None)
+    return places if isinstance(places, SentPlaces) else SentPlaces(0)
 
 
 class Pacer:
@@ -297,7 +304,8 @@ class OutboxSender:
             out = transcript.outbound_commands(rt.store, job.sid, reply, wamid=wamid, ts=rt.clock(),
                                                version=job.version if job.record else None,
                                                index=i if job.record else None)
-            await rt.store.defer((delivery.sent_commands(job.sid, job.version, i, wamid)
+            await rt.store.defer((delivery.sent_commands(job.sid, job.version, i, wamid,
+                                                         where=_places(rt).get(job.sid, job.version))
                                   if wamid and job.record else []) + out)
             job.first = i + 1
         if job.ack and job.record:

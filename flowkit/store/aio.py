@@ -169,6 +169,9 @@ class AsyncStore:
     async def lookup_wamid(self, wamid: str) -> tuple[str, int, int] | None:
         return await self._run(delivery.lookup_wamid(wamid))
 
+    async def lookup_sent(self, wamid: str) -> delivery.SentMessage | None:
+        return await self._run(delivery.lookup_sent(wamid))
+
     async def delivery_statuses(self, session_id: str) -> list[dict[str, Any]]:
         return await self._run(delivery.statuses(session_id))
 

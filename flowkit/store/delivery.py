@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from flowkit.store import keys as K
@@ -26,10 +27,20 @@ DELIVERY_LIST_MAX = 200
 WINDOW_MS = 24 * 3_600_000
 
 
-def sent_commands(session_id: str, version: int, index: int, wamid: str, ttl_ms: int = WAMID_TTL_MS) -> Batch:
-    """Graph accepted reply ``index`` of outbox entry ``version`` as ``wamid``."""
+#: Separates the optional flow and step from "<version>#<index>#<sid>" in a wamid's value (a
+#: tab appears in neither a WhatsApp id nor a flow or step name; old values have none).
+WHERE_SEP = "\t"
+
+
+def sent_commands(session_id: str, version: int, index: int, wamid: str, ttl_ms: int = WAMID_TTL_MS,
+                  where: tuple[str, str] | None = None) -> Batch:
+    """Graph accepted reply ``index`` of outbox entry ``version`` as ``wamid``; ``where`` (flow,
+    step) rides along so its statuses can be counted per step without another read."""
     sent = K.sent_key(session_id)
-    return [("SET", K.wamid_key(wamid), f"{version}#{index}#{session_id}", "PX", ttl_ms),
+    value = f"{version}#{index}#{session_id}"
+    if where is not None:
+        value += WHERE_SEP + WHERE_SEP.join(where)
+    return [("SET", K.wamid_key(wamid), value, "PX", ttl_ms),
             ("HSET", sent, f"{version}:{index}", wamid), ("PEXPIRE", sent, ttl_ms)]
 
 
@@ -42,18 +53,41 @@ def sent_replies(session_id: str, version: int, count: int) -> Op[dict[int, str]
     return {i: s(w) for i, w in enumerate(got) if w is not None}
 
 
-def lookup_wamid(wamid: str) -> Op[tuple[str, int, int] | None]:
-    """(session_id, version, index) of a wamid flowkit sent, or None (unknown or expired)."""
-    r = yield [("GET", K.wamid_key(wamid))]
-    value = s(check(r[0]))
+@dataclass(frozen=True)
+class SentMessage:
+    """What a wamid's map entry says: the session, outbox entry and reply, and (for sends
+    recorded since the map carried them) the flow and step that sent it."""
+
+    session_id: str
+    version: int
+    index: int
+    flow: str | None = None
+    step: str | None = None
+
+
+def parse_sent(value: str | None) -> SentMessage | None:
     if not value:
         return None
-    version, _, rest = value.partition("#")
+    head, _, where = value.partition(WHERE_SEP)
+    version, _, rest = head.partition("#")
     index, _, sid = rest.partition("#")
     v, i = as_int(version), as_int(index)
     if v is None or i is None or not sid:
         return None
-    return sid, v, i
+    flow, _, step = where.partition(WHERE_SEP)
+    return SentMessage(sid, v, i, flow or None, step if flow else None)
+
+
+def lookup_sent(wamid: str) -> Op[SentMessage | None]:
+    """The map entry of a wamid flowkit sent, or None (unknown or expired): one GET."""
+    r = yield [("GET", K.wamid_key(wamid))]
+    return parse_sent(s(check(r[0])))
+
+
+def lookup_wamid(wamid: str) -> Op[tuple[str, int, int] | None]:
+    """(session_id, version, index) of a wamid flowkit sent, or None (unknown or expired)."""
+    found = yield from lookup_sent(wamid)
+    return None if found is None else (found.session_id, found.version, found.index)
 
 
 def status_commands(session_id: str, status: Mapping[str, Any], ttl_ms: int = WAMID_TTL_MS) -> Batch:

@@ -268,6 +268,10 @@ class Store:
         """(session_id, outbox version, reply index) of a message flowkit sent, or None."""
         return self._run(delivery.lookup_wamid(wamid))
 
+    def lookup_sent(self, wamid: str) -> delivery.SentMessage | None:
+        """The wamid's map entry, with the flow and step that sent it when recorded, or None."""
+        return self._run(delivery.lookup_sent(wamid))
+
     def delivery_statuses(self, session_id: str) -> list[dict[str, Any]]:
         """The session's recent delivery statuses (sent, delivered, read, failed), oldest first."""
         return self._run(delivery.statuses(session_id))
