@@ -29,6 +29,8 @@ def _load(name: str) -> Script:
 
 
 COMMIT = _load("commit")
+RECOVER = _load("recover")
+QUARANTINE = _load("quarantine")
 TIMEOUT = _load("timeout")
 DUMP = _load("dump")
 RESTORE = _load("restore")
