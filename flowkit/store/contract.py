@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from dataclasses import astuple, dataclass, fields
 from typing import ClassVar
 
-from flowkit.store.codec import s
+from flowkit.store import keys as K
+from flowkit.store.codec import TERMINAL_STATUSES, s
 from flowkit.store.driver import Call
 from flowkit.store.keys import SessionKeys
-from flowkit.store.scripts import COMMIT, QUARANTINE, RECOVER, Script
+from flowkit.store.scripts import COMMIT, DUMP, MIGRATE, QUARANTINE, RECOVER, RESTORE, TIMEOUT, Script
 
 #: a value Redis accepts as one script argument
 Arg = str | bytes | int
@@ -185,8 +186,97 @@ class QuarantineReply:
         return cls(True, bool(int(str(s(reply[1])))))
 
 
-#: every script with a builder, for the header check
-BUILDERS: tuple[type[_Args], ...] = (CommitArgs, RecoverArgs, QuarantineArgs)
+# ---------------------------------------------------------------- timeout.lua, migrate.lua, dump.lua, restore.lua
 
-__all__ = ["BUILDERS", "CommitArgs", "CommitReply", "QuarantineArgs", "QuarantineReply", "RecoverArgs",
-           "RecoverReply"]
+#: the terminal statuses as the scripts take them (ARGV, never filled into a source)
+TERMINAL_ARG = ",".join(sorted(TERMINAL_STATUSES))
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutArgs(_Args):
+    """ARGV of timeout.lua; it replies 1 if the timeouts index should hold the session."""
+
+    SCRIPT: ClassVar[Script] = TIMEOUT
+    KEYS: ClassVar[tuple[str, ...]] = ("state",)
+
+    timeout_at: int | str  # '' = none
+    terminal: str = TERMINAL_ARG
+
+    def call(self, k: SessionKeys) -> Call:
+        return Call(TIMEOUT, (k.state,), self.argv())
+
+
+@dataclass(frozen=True, slots=True)
+class MigrateArgs(_Args):
+    """ARGV of migrate.lua (the last field spreads over every ARGV from its position on); it
+    replies 1 migrated, 0 nothing to do, -1 the stream changed."""
+
+    SCRIPT: ClassVar[Script] = MIGRATE
+    KEYS: ClassVar[tuple[str, ...]] = ("hist",)
+
+    length: int
+    last: str
+    elements: tuple[bytes, ...]
+
+    def argv(self) -> tuple[Arg, ...]:
+        return (self.length, self.last, *self.elements)
+
+    def call(self, k: SessionKeys) -> Call:
+        return Call(MIGRATE, (k.hist,), self.argv())
+
+
+@dataclass(frozen=True, slots=True)
+class DumpArgs(_Args):
+    """dump.lua takes keys only; its reply is read by flowkit/store/backup.py (``_session_line``)."""
+
+    SCRIPT: ClassVar[Script] = DUMP
+    KEYS: ClassVar[tuple[str, ...]] = ("state", "hist", "seen", "snap", "fx")
+
+    def call(self, k: SessionKeys) -> Call:
+        return Call(DUMP, k.all, ())
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreArgs(_Args):
+    """ARGV of restore.lua. ``indexed`` (a single server) also sends the index KEYS and ARGV[3..5]:
+    the script then writes the indexes and counters itself; a cluster sends ARGV[1..2] only."""
+
+    SCRIPT: ClassVar[Script] = RESTORE
+    KEYS: ClassVar[tuple[str, ...]] = ("state", "hist", "seen", "snap", "fx", "active", "timeouts", "outbox",
+                                       "flows")
+    UNINDEXED: ClassVar[int] = 2  # ARGV (and 5 KEYS) sent without the indexes
+
+    version: int
+    data: str
+    session_id: str
+    counter_prefix: str = K.IDX_COUNT_PREFIX
+    terminal: str = TERMINAL_ARG
+
+    def call(self, k: SessionKeys, *, indexed: bool) -> Call:
+        if indexed:
+            return Call(RESTORE, (*k.all, K.IDX_ACTIVE, K.IDX_TIMEOUTS, K.IDX_OUTBOX, K.IDX_FLOWS), self.argv())
+        return Call(RESTORE, k.all, self.argv()[:self.UNINDEXED])
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreReply:
+    """restore.lua's reply: restored or skipped, and what was there before."""
+
+    restored: bool
+    previous_version: str  # '' = none
+    flow: str = ""
+    step: str = ""
+    status: str = ""
+
+    @classmethod
+    def decode(cls, reply: Sequence[object]) -> RestoreReply:
+        extra = [_text(x) for x in reply[2:5]]
+        return cls(_text(reply[0]) == "restored", _text(reply[1]), *extra)
+
+
+#: every script with a builder, for the header check
+BUILDERS: tuple[type[_Args], ...] = (CommitArgs, RecoverArgs, QuarantineArgs, TimeoutArgs, MigrateArgs, DumpArgs,
+                                     RestoreArgs)
+
+__all__ = ["BUILDERS", "TERMINAL_ARG", "CommitArgs", "CommitReply", "DumpArgs", "MigrateArgs", "QuarantineArgs",
+           "QuarantineReply", "RecoverArgs", "RecoverReply", "RestoreArgs", "RestoreReply", "TimeoutArgs"]

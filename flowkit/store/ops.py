@@ -35,9 +35,9 @@ from flowkit.store import entries as packed
 from flowkit.store import keys as K
 from flowkit.store import migrate as M
 from flowkit.store.codec import dumps, s
-from flowkit.store.driver import UNAVAILABLE, Batch, Call, Op
-from flowkit.store.contract import CommitArgs, CommitReply, QuarantineArgs, QuarantineReply, RecoverArgs, RecoverReply
-from flowkit.store.scripts import TIMEOUT
+from flowkit.store.driver import UNAVAILABLE, Batch, Op
+from flowkit.store.contract import (CommitArgs, CommitReply, QuarantineArgs, QuarantineReply, RecoverArgs, RecoverReply,
+                                    TimeoutArgs)
 from flowkit.store.values import CommitResult, StoreConfig
 
 log = get_logger("flowkit.store")
@@ -636,7 +636,7 @@ def unacked_effects(cutoff_ms: int, limit: int) -> Op[list[tuple[str, int, list[
 def set_timeout(sid: str, at_ms: int | None) -> Op[bool]:
     k = K.session_keys(sid)
     want = at_ms is not None
-    r = yield [Call(TIMEOUT, (k.state,), ("" if at_ms is None else int(at_ms),)),
+    r = yield [TimeoutArgs("" if at_ms is None else int(at_ms)).call(k),
                ("ZADD", K.IDX_TIMEOUTS, at_ms, sid) if want else ("ZREM", K.IDX_TIMEOUTS, sid)]
     held = bool(check(r[0], sid))
     if want and not held:
