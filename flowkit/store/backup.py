@@ -43,10 +43,10 @@ from flowkit.log import get_logger
 from flowkit.store import codec, entries, legacy
 from flowkit.store import keys as K
 from flowkit.store.codec import dumps, s
+from flowkit.store.contract import DumpArgs, RestoreArgs, RestoreReply
 from flowkit.store.driver import Batch
 from flowkit.store.files import open_private
 from flowkit.store.ops import _counter_cmds, _index_cmds, _triple, as_int, check, pairs
-from flowkit.store.contract import DumpArgs, RestoreArgs, RestoreReply
 
 log = get_logger("flowkit.store.backup")
 

@@ -19,8 +19,8 @@ from flowkit.errors import StoreError
 from flowkit.store import entries, legacy
 from flowkit.store import keys as K
 from flowkit.store.codec import s
-from flowkit.store.driver import Op
 from flowkit.store.contract import MigrateArgs
+from flowkit.store.driver import Op
 
 ATTEMPTS = 5
 

@@ -35,9 +35,16 @@ from flowkit.store import entries as packed
 from flowkit.store import keys as K
 from flowkit.store import migrate as M
 from flowkit.store.codec import dumps, s
+from flowkit.store.contract import (
+    CommitArgs,
+    CommitReply,
+    QuarantineArgs,
+    QuarantineReply,
+    RecoverArgs,
+    RecoverReply,
+    TimeoutArgs,
+)
 from flowkit.store.driver import UNAVAILABLE, Batch, Op
-from flowkit.store.contract import (CommitArgs, CommitReply, QuarantineArgs, QuarantineReply, RecoverArgs, RecoverReply,
-                                    TimeoutArgs)
 from flowkit.store.values import CommitResult, StoreConfig
 
 log = get_logger("flowkit.store")

@@ -9,8 +9,8 @@ from importlib import resources
 import pytest
 
 from flowkit.store import contract as C
-from flowkit.store.codec import TERMINAL_STATUSES
 from flowkit.store import keys as K
+from flowkit.store.codec import TERMINAL_STATUSES
 from flowkit.store.driver import Call
 
 _LINE = re.compile(r"^-- (KEYS|ARGV)\[(\d+)\] (\w+):", re.M)
