@@ -21,6 +21,7 @@ def test_an_installed_wheel_generates_synthetic_history(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()
         z.extractall(site)
+    assert {f"flowkit/store/{p.name}" for p in (ROOT / "flowkit" / "store").glob("*.lua")} <= set(names)
     assert "flowkit/store/commit.lua" in names
     assert {n for n in names if n.startswith("flowkit/history/example_flows/")} == {
         f"flowkit/history/example_flows/{p.name}" for p in (ROOT / "examples" / "flows").glob("*.yaml")}

@@ -43,10 +43,10 @@ from flowkit.log import get_logger
 from flowkit.store import codec, entries, legacy
 from flowkit.store import keys as K
 from flowkit.store.codec import dumps, s
-from flowkit.store.driver import Batch, Call
+from flowkit.store.contract import DumpArgs, RestoreArgs, RestoreReply
+from flowkit.store.driver import Batch
 from flowkit.store.files import open_private
 from flowkit.store.ops import _counter_cmds, _index_cmds, _triple, as_int, check, pairs
-from flowkit.store.scripts import DUMP, RESTORE
 
 log = get_logger("flowkit.store.backup")
 
@@ -189,7 +189,7 @@ def backup(store: Any, out: str | os.PathLike[str], *, batch: int = 200, resume:
                       "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")}
             fh.write((dumps(header) + "\n").encode())
         for chunk in batched((sid for sid in store.iter_session_ids(batch) if sid not in done), batch):
-            replies = store.driver.execute([Call(DUMP, K.session_keys(sid).all, ()) for sid in chunk])
+            replies = store.driver.execute([DumpArgs().call(K.session_keys(sid)) for sid in chunk])
             lines = []
             for sid, reply in zip(chunk, replies, strict=True):
                 if isinstance(reply, Exception):
@@ -430,26 +430,21 @@ def _compact(line: dict[str, Any]) -> str:
 
 
 def _restore_batch(store: Any, lines: list[dict[str, Any]], report: dict[str, int]) -> None:
-    if not store.driver.cluster:
-        # one script per session writes its keys, index entries and counters: all or nothing
-        idx = (K.IDX_ACTIVE, K.IDX_TIMEOUTS, K.IDX_OUTBOX, K.IDX_FLOWS)
-        calls: Batch = [Call(RESTORE, (*K.session_keys(line["session_id"]).all, *idx),
-                             (line["version"], _compact(line), line["session_id"], K.IDX_COUNT_PREFIX))
-                        for line in lines]
-    else:
-        calls = [Call(RESTORE, K.session_keys(line["session_id"]).all, (line["version"], _compact(line)))
-                 for line in lines]
+    # on a single server one script per session writes its keys, index entries and counters:
+    # all or nothing; on a cluster the indexes (other slots) are written after it, below
+    calls: Batch = [RestoreArgs(version=line["version"], data=_compact(line), session_id=line["session_id"])
+                    .call(K.session_keys(line["session_id"]), indexed=not store.driver.cluster) for line in lines]
     replies = store.driver.execute(calls)
     index: Batch = []
     for line, reply in zip(lines, replies, strict=True):
         sid = line["session_id"]
         if isinstance(reply, Exception) and "flowkit restore:" in str(reply):
             raise BackupError(f"session {sid!r}: {reply}")  # verification should have caught it first
-        reply = check(reply, sid)
+        res = RestoreReply.decode(check(reply, sid))
         report["sessions"] += 1
-        if s(reply[0]) != "restored":
+        if not res.restored:
             report["skipped_newer"] += 1
-            if as_int(reply[1]) == line["version"]:
+            if as_int(res.previous_version) == line["version"]:
                 report["already"] += 1
             continue
         report["restored"] += 1
@@ -457,7 +452,7 @@ def _restore_batch(store: Any, lines: list[dict[str, Any]], report: dict[str, in
             continue
         data = line["data"]
         f = dict(zip(data["state"][::2], data["state"][1::2], strict=True))
-        old = _triple(reply[2], reply[3], reply[4]) if s(reply[1]) else None
+        old = _triple(res.flow, res.step, res.status) if res.previous_version else None
         new = _triple(f.get("flow"), f.get("step"), f.get("status"))
         index += _counter_cmds(codec.counter_move(old, new), [new[0]] if new and new[0] else [])
         index += _index_cmds(sid, f.get("status"), f.get("updated_at") or 0, f.get("timeout_at"))

@@ -1,6 +1,10 @@
 -- flowkit migrate-layout: replace one session's layout-1 history stream by the compact list
 -- (flowkit/store/migrate.py), only if the stream is exactly what the caller converted.
--- KEYS: 1 hist.  ARGV: 1 the stream's length, 2 its last entry id ('' = empty), 3.. the elements.
+-- Built by flowkit/store/contract.py.
+-- KEYS[1] hist: the history key
+-- ARGV[1] length: the stream's length as read
+-- ARGV[2] last: its last entry id as read ('' = empty)
+-- ARGV[3] elements: the compact elements, this and every ARGV after it, oldest first
 -- Returns 1 migrated, 0 nothing to do (already a list, or gone), -1 the stream changed (read again).
 local t = redis.call('TYPE', KEYS[1]).ok
 if t ~= 'stream' then return 0 end

@@ -19,8 +19,8 @@ from flowkit.errors import StoreError
 from flowkit.store import entries, legacy
 from flowkit.store import keys as K
 from flowkit.store.codec import s
-from flowkit.store.driver import Call, Op
-from flowkit.store.scripts import MIGRATE
+from flowkit.store.contract import MigrateArgs
+from flowkit.store.driver import Op
 
 ATTEMPTS = 5
 
@@ -45,7 +45,7 @@ def migrate_session(sid: str, *, dry_run: bool = False) -> Op[int]:
         records = [legacy.decode_entry(sid, eid, fields) for eid, fields in raw or []]
         elements = entries.pack_records(records)
         last = str(s(raw[-1][0])) if raw else ""
-        r = yield [Call(MIGRATE, (hist,), (len(records), last, *elements))]
+        r = yield [MigrateArgs(length=len(records), last=last, elements=tuple(elements)).call(K.session_keys(sid))]
         if isinstance(r[0], Exception):
             raise StoreError(f"session {sid!r}: Redis refused the layout migration: {r[0]}") from r[0]
         if int(r[0]) >= 0:

@@ -35,8 +35,16 @@ from flowkit.store import entries as packed
 from flowkit.store import keys as K
 from flowkit.store import migrate as M
 from flowkit.store.codec import dumps, s
-from flowkit.store.driver import UNAVAILABLE, Batch, Call, Op
-from flowkit.store.scripts import COMMIT, TIMEOUT
+from flowkit.store.contract import (
+    CommitArgs,
+    CommitReply,
+    QuarantineArgs,
+    QuarantineReply,
+    RecoverArgs,
+    RecoverReply,
+    TimeoutArgs,
+)
+from flowkit.store.driver import UNAVAILABLE, Batch, Op
 from flowkit.store.values import CommitResult, StoreConfig
 
 log = get_logger("flowkit.store")
@@ -188,9 +196,11 @@ def commit(cfg: StoreConfig, sid: str, expected: int, state: dict[str, Any], rec
         head = packed.head(sid, record, flow, state["flow_version"], state_sum, same_flow=same_flow)
     except (TypeError, ValueError) as exc:
         raise InvalidCommitError(f"session {sid!r}: the record is not JSON: {exc}") from exc
-    args = ("c", expected, "", dedupe, new, state_json, state_sum, base_sum, flow, step or "", status,
-            state["updated_at"], "" if timeout is None else timeout, int(terminal), fx, cfg.dedupe_max, maxlen,
-            0, 0, max(0, new - maxlen) if maxlen else 0, cfg.terminal_ttl_ms or 0, "", now, head, delta_json)
+    call = CommitArgs(expected=expected, dedupe=dedupe, version=new, state=state_json, checksum=state_sum,
+                      base_checksum=base_sum, flow=flow, step=step or "", status=status,
+                      updated_at=state["updated_at"], timeout_at="" if timeout is None else timeout,
+                      terminal=int(terminal), outbox=fx, dedupe_max=cfg.dedupe_max, history_max=maxlen,
+                      terminal_ttl_ms=cfg.terminal_ttl_ms or 0, head=head, delta=delta_json).call(k)
 
     # Optimistic derived-index writes, in the same round trip as the script.
     new_triple: Triple = (flow, step, status)
@@ -205,31 +215,31 @@ def commit(cfg: StoreConfig, sid: str, expected: int, state: dict[str, Any], rec
         idx.append(("ZADD", K.IDX_OUTBOX, "NX", now, member))
     idx += _counter_cmds(moves, [flow] if known_old and (assumed is None or assumed[0] != flow) else [])
 
-    replies = yield [Call(COMMIT, (*k.all, k.state), args), *idx]
+    replies = yield [call, *idx]
     reply = replies[0]
     if M.is_wrongtype(reply) and (yield from M.migrate_session(sid)):
         # a layout-1 session, met for the first time: converted, so the script can run now (the
         # index writes above already went out; the script writing nothing would be undone below)
-        reply = (yield [Call(COMMIT, (*k.all, k.state), args)])[0]
+        reply = (yield [call])[0]
     if isinstance(reply, Exception):
         if moves:  # the script wrote nothing: take the counter increments back (reconcile fixes the rest)
             yield _counter_cmds({key: -n for key, n in moves.items()})
         check(reply, sid)
-    tag = s(reply[0])
-    if tag == "ok":
-        if not known_old or s(reply[2]) != "1":
+    res = CommitReply.decode(reply)
+    if res.tag == "ok":
+        if not known_old or not res.base_ok:
             # ``previous`` was missing or was not the stored state: count from what was stored.
-            real = _triple(reply[3], reply[4], reply[5])
+            real = _triple(res.flow, res.step, res.status)
             fix = codec.subtract(codec.counter_move(real, new_triple), moves)
             cmds = _counter_cmds(fix, [flow] if real is None or real[0] != flow else [])
             if cmds:
                 yield cmds
         return CommitResult("ok", new)
     # conflict / duplicate: nothing was written; undo the optimistic index writes from the facts
-    cur = int(reply[1])
-    t_status = s(reply[4]) if cur != 0 else None
-    undo = _index_cmds(sid, t_status or None, s(reply[5]) or 0, s(reply[6]))
-    if fx and not s(reply[7]):
+    cur = res.version
+    t_status = res.status if cur != 0 else None
+    undo = _index_cmds(sid, t_status or None, res.updated_at or 0, res.timeout_at)
+    if fx and not res.outbox_at:
         # No effects stored under this version: the entry can only be ours (or a leftover of an
         # acknowledgement that already ran), so it goes. If effects are stored, the entry is left
         # alone: re-adding it here could undo an acknowledgement (deferred, riding on another
@@ -237,13 +247,13 @@ def commit(cfg: StoreConfig, sid: str, expected: int, state: dict[str, Any], rec
         undo.append(("ZREM", K.IDX_OUTBOX, member))
     undo += _counter_cmds({key: -n for key, n in moves.items()})
     yield undo
-    if tag == "corrupt":
+    if res.tag == "corrupt":
         raise CorruptStateError(f"session {sid!r}: the stored version is not a number; load() it to recover")
-    if tag == "duplicate":
+    if res.tag == "duplicate":
         return CommitResult("duplicate", cur)
     current = None
-    if len(reply) >= 10 and cur > 0:
-        current, _why = verify(cfg, sid, cur, reply[9], reply[8])  # a bad one: the caller's load() deals with it
+    if res.state is not None and cur > 0:
+        current, _why = verify(cfg, sid, cur, res.state, res.checksum)  # a bad one: the caller's load() deals with it
     return CommitResult("conflict", cur, current)
 
 
@@ -371,13 +381,10 @@ def _recover(cfg: StoreConfig, sid: str, reason: str, guard: tuple[str, str], ra
     qkey = K.quarantine_key(sid, codec.checksum(f"{guard[0]}\x00{guard[1]}\x00{raw_text or ''}"))
     now = cfg.now_ms()
     best = replay_good(cfg, sid, hist, snaps)
-    args: tuple[Any, ...]
     if best is None:
-        args = ("q", guard[0], guard[1], "", 0, "", "", "", "", "", "", "", "", 0, "", 0, 0, 0, 0, 0, 0, reason, now,
-                "", "")
-        r = yield [Call(COMMIT, (*k.all, qkey), args)]
-        reply = check(r[0], sid)
-        if s(reply[0]) == "quarantined" and int(reply[1]):
+        r = yield [QuarantineArgs(raw_version=guard[0], raw_checksum=guard[1], reason=reason, now=now).call(k, qkey)]
+        q = QuarantineReply.decode(check(r[0], sid))
+        if q.quarantined and q.created:
             yield [("INCR", K.QUARANTINE_COUNT), ("ZADD", K.QUARANTINE_INDEX, now, qkey)]
         log.error("session state quarantined; no good version to restore",
                   extra={"session_id": sid, "reason": reason, "quarantine_key": qkey})
@@ -400,25 +407,26 @@ def _recover(cfg: StoreConfig, sid: str, reason: str, guard: tuple[str, str], ra
     state_sum = codec.checksum(state_json)
     terminal = codec.is_terminal(state["status"])
     timeout = None if terminal else raw_timeout
-    args = ("r", guard[0], guard[1], "", new_v, state_json, state_sum, "", state["flow"], state["step"] or "",
-            state["status"], state["updated_at"], "" if timeout is None else timeout, int(terminal), "",
-            cfg.dedupe_max, cfg.history_max_len or 0, 0, 0, 0, cfg.terminal_ttl_ms or 0, reason, now,
-            packed.head(sid, record, state["flow"], state["flow_version"], state_sum, same_flow=False),
-            codec.full_delta_json(state_json))
-    r = yield [Call(COMMIT, (*k.all, qkey), args),
-               *_index_cmds(sid, state["status"], state["updated_at"], timeout)]
-    reply = check(r[0], sid)
-    if s(reply[0]) != "ok":
+    args = RecoverArgs(raw_version=guard[0], raw_checksum=guard[1], version=new_v, state=state_json,
+                       checksum=state_sum, flow=state["flow"], step=state["step"] or "", status=state["status"],
+                       updated_at=state["updated_at"], timeout_at="" if timeout is None else timeout,
+                       terminal=int(terminal), history_max=cfg.history_max_len or 0,
+                       terminal_ttl_ms=cfg.terminal_ttl_ms or 0, reason=reason, now=now,
+                       head=packed.head(sid, record, state["flow"], state["flow_version"], state_sum, same_flow=False),
+                       delta=codec.full_delta_json(state_json))
+    r = yield [args.call(k, qkey), *_index_cmds(sid, state["status"], state["updated_at"], timeout)]
+    rec = RecoverReply.decode(check(r[0], sid))
+    if not rec.ok:
         if attempt >= 3:
             raise ConflictError(f"session {sid!r}: kept changing while being recovered")
         return (yield from load(cfg, sid, _attempt=attempt + 1))  # it changed under us: look again
-    real = _triple(reply[3], reply[4], reply[5])
+    real = _triple(rec.flow, rec.step, rec.status)
     if real is None and hist:  # the bad key held no index fields: count it as its last history entry said
         last_rec = hist[-1][1]
         real = (last_rec["flow"], last_rec["to_step"], last_rec["status"])
     fix = codec.counter_move(real, (state["flow"], state["step"], state["status"]))
     cmds = _counter_cmds(fix, [state["flow"]])
-    if int(reply[6]):
+    if rec.created:
         cmds += [("INCR", K.QUARANTINE_COUNT), ("ZADD", K.QUARANTINE_INDEX, now, qkey)]
     yield cmds
     log.error("session state quarantined and restored from its last good version",
@@ -635,7 +643,7 @@ def unacked_effects(cutoff_ms: int, limit: int) -> Op[list[tuple[str, int, list[
 def set_timeout(sid: str, at_ms: int | None) -> Op[bool]:
     k = K.session_keys(sid)
     want = at_ms is not None
-    r = yield [Call(TIMEOUT, (k.state,), ("" if at_ms is None else int(at_ms),)),
+    r = yield [TimeoutArgs("" if at_ms is None else int(at_ms)).call(k),
                ("ZADD", K.IDX_TIMEOUTS, at_ms, sid) if want else ("ZREM", K.IDX_TIMEOUTS, sid)]
     held = bool(check(r[0], sid))
     if want and not held:

@@ -1,16 +1,30 @@
 -- flowkit restore: put one session back from a backup, unless Redis already holds a version
 -- at least as new (restoring never overwrites newer data). All of it or nothing: every
 -- check comes before the first write (Redis does not roll a script back on an error).
--- KEYS: 1 state, 2 hist, 3 seen, 4 snap, 5 fx
---       and on a single server also 6 active, 7 timeouts, 8 outbox, 9 flows: the derived
---       indexes and counters are then written in the same script, so a restore killed at any
---       point leaves every session either fully restored (indexes included) or untouched.
--- ARGV: 1 the backup's version, 2 JSON {"state": [f, v, ...], "hist": [element, ...] (compact layout,
---       converted by backup.py from the file's entries),
---       "seen": [score, member, ...], "snap": [f, v, ...], "fx": [f, v, ...], "ttl": ms}
---       3 the session id, 4 the counter key prefix (both only with the index KEYS)
+-- Built by flowkit/store/contract.py. On a single server all KEYS and ARGV are sent: the
+-- derived indexes and counters are then written in the same script, so a restore killed at
+-- any point leaves every session either fully restored (indexes included) or untouched. On a
+-- cluster (the indexes live in other slots) only KEYS[1..5] and ARGV[1..2] are sent.
+--
+-- KEYS[1] state: the session's state hash
+-- KEYS[2] hist: the history list
+-- KEYS[3] seen: the dedupe zset
+-- KEYS[4] snap: the snapshot hash
+-- KEYS[5] fx: the outbox hash
+-- KEYS[6] active: the active sessions index (single server only)
+-- KEYS[7] timeouts: the timeouts index (single server only)
+-- KEYS[8] outbox: the outbox index (single server only)
+-- KEYS[9] flows: the set of flows (single server only)
+-- ARGV[1] version: the backup's version
+-- ARGV[2] data: JSON {"state": [f, v, ...], "hist": [element, ...] (compact layout, converted by
+--         backup.py from the file's entries), "seen": [score, member, ...], "snap": [f, v, ...],
+--         "fx": [f, v, ...], "ttl": ms}
+-- ARGV[3] session_id: the session id (single server only)
+-- ARGV[4] counter_prefix: the counter key prefix (single server only)
+-- ARGV[5] terminal: the terminal statuses, comma-separated (single server only)
 -- Returns {'restored'|'skipped', the version that was there ('' = none), old flow, step, status}.
-local TERMINAL = {--[[TERMINAL]]}
+local TERMINAL = {}
+for w in string.gmatch(ARGV[5] or '', '[^,]+') do TERMINAL[w] = true end
 local v = tonumber(ARGV[1])
 local cur = redis.call('HMGET', KEYS[1], 'version', 'flow', 'step', 'status')
 local curv = tonumber(cur[1] or '')

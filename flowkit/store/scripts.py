@@ -2,8 +2,9 @@
 
 Nothing is loaded up front: the store sends EVALSHA and, if the server answers NOSCRIPT
 (first use, a restart, a new cluster node, SCRIPT FLUSH), sends the source once with EVAL,
-which also caches it. Constants shared with Python (the terminal statuses) are filled into
-the sources from :mod:`flowkit.store.codec`, so they exist once.
+which also caches it. The sources are sent as they are in the package: values shared with
+Python (the terminal statuses) travel as ARGV (flowkit/store/contract.py), never by string
+replacement into the source.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from importlib import resources
-
-from flowkit.store.codec import TERMINAL_STATUSES
 
 
 @dataclass(frozen=True)
@@ -24,11 +23,12 @@ class Script:
 
 def _load(name: str) -> Script:
     text = resources.files("flowkit.store").joinpath(f"{name}.lua").read_text(encoding="utf-8")
-    text = (text.replace("--[[TERMINAL]]", ", ".join(f"{s} = true" for s in sorted(TERMINAL_STATUSES))))
     return Script(name, text, hashlib.sha1(text.encode()).hexdigest())
 
 
 COMMIT = _load("commit")
+RECOVER = _load("recover")
+QUARANTINE = _load("quarantine")
 TIMEOUT = _load("timeout")
 DUMP = _load("dump")
 RESTORE = _load("restore")

@@ -210,8 +210,7 @@ def test_crafted_lines_with_valid_checksums_are_refused_and_write_nothing(store:
 def test_the_restore_script_checks_everything_before_its_first_write(store: Store, tmp_path: Path) -> None:
     """Even past the Python checks (a caller of the script, a flowkit bug), the script writes
     nothing when history ids do not increase: Redis does not roll a failed script back."""
-    from flowkit.store.driver import Call
-    from flowkit.store.scripts import RESTORE
+    from flowkit.store.contract import RestoreArgs
 
     prev = advance(store, "u0", None, "welcome")
     advance(store, "u0", prev, "ask_size")
@@ -222,8 +221,8 @@ def test_the_restore_script_checks_everything_before_its_first_write(store: Stor
     older = advance(store, "u0", None, "welcome")
     data = json.loads(_compact(line))  # what restore() hands the script: compact elements
     data["hist"].reverse()
-    keys = (*K.session_keys("u0").all, K.IDX_ACTIVE, K.IDX_TIMEOUTS, K.IDX_OUTBOX, K.IDX_FLOWS)
-    [reply] = store.driver.execute([Call(RESTORE, keys, (2, json.dumps(data), "u0", K.IDX_COUNT_PREFIX))])
+    call = RestoreArgs(version=2, data=json.dumps(data), session_id="u0").call(K.session_keys("u0"), indexed=True)
+    [reply] = store.driver.execute([call])
     assert isinstance(reply, Exception) and "do not increase; nothing was written" in str(reply)
     assert store.load("u0") == older and len(store.history("u0")) == 1
     assert store.reconcile(dry_run=True).fixed == 0
