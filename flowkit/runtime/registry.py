@@ -17,15 +17,11 @@ from typing import Any
 from flowkit.errors import UnknownFlowError, VersionClash
 from flowkit.flow.loader import parse_flow
 from flowkit.flow.model import Flow
+from flowkit.store.keys import FLOW_NAMES, FLOWDEF_LATEST, flowdef_key
 
-_LATEST = "__latest__"
+__all__ = ["FLOW_NAMES", "FlowRegistry", "flowdef_key"]
 
-
-FLOW_NAMES = "fk:flowdefs"  # set of every registered flow name
-
-
-def flowdef_key(name: str) -> str:
-    return f"fk:flowdef:{name}"
+_LATEST = FLOWDEF_LATEST  # the key names live in store/keys.py; these names stay for importers
 
 
 class FlowRegistry:
@@ -130,6 +126,22 @@ class FlowRegistry:
                     self._latest.setdefault(name, flow)
                 return flow
         raise UnknownFlowError(f"flow {name!r} version {version!r} is not registered; sessions pinned to it need that version loaded")
+
+    def cached(self, name: str, version: str | None) -> Flow | None:
+        """The flow if this process already holds it (no I/O, no refresh), else None."""
+        if version is None:
+            return self._latest.get(name)
+        return self._versions.get((name, version))
+
+    def remember(self, flow: Flow, *, latest: bool) -> Flow:
+        """Keep a flow read from the store (e.g. by the async runtime) for later lookups."""
+        with self._lock:
+            self._versions.setdefault((flow.name, flow.version_id), flow)
+            if latest:
+                self._latest[flow.name] = flow
+            else:
+                self._latest.setdefault(flow.name, flow)
+        return flow
 
     def __call__(self, name: str, version: str | None) -> Flow:
         return self.get(name, version)
