@@ -40,7 +40,7 @@ def test_async_runtime_resolves_root_and_sub_flows_through_the_async_store(
         store = async_store_factory()
         rt = AsyncRuntime(store, registry, default_flow="book_appointment", clock=lambda: T0)
         try:
-            outs = [await rt.handle("31600000001", Message(text=t, message_id=f"wamid.{i}")) for i, t in enumerate(TEXTS)]
+            outs: list[Any] = [await rt.handle("31600000001", Message(text=t, message_id=f"wamid.{i}")) for i, t in enumerate(TEXTS)]
             outs.append(await store.load("31600000001"))
             return outs
         finally:
