@@ -17,6 +17,7 @@ from typing import Any
 from flowkit.errors import UnknownFlowError, VersionClash
 from flowkit.flow.loader import parse_flow
 from flowkit.flow.model import Flow
+from flowkit.store import flowdefs
 from flowkit.store.keys import FLOW_NAMES, FLOWDEF_LATEST, flowdef_key
 
 __all__ = ["FLOW_NAMES", "FlowRegistry", "flowdef_key"]
@@ -103,9 +104,9 @@ class FlowRegistry:
         self._maybe_refresh()
         flow = self._latest.get(name)
         if flow is None and self.client is not None:
-            version = self.client.hget(flowdef_key(name), _LATEST)
-            if version is not None:
-                return self.get(name, _str(version))
+            found = flowdefs.definition(self.client, name, None)
+            if found is not None:
+                return self.get(name, found[0])
         if flow is None:
             raise UnknownFlowError(f"no flow named {name!r} is registered; load its file (known: {', '.join(sorted(self.names())) or 'none'})")
         return flow
@@ -118,9 +119,9 @@ class FlowRegistry:
         if flow is not None:
             return flow
         if self.client is not None:
-            text = self.client.hget(flowdef_key(name), version)
-            if text is not None:
-                flow = parse_flow(_str(text), f"<redis:{name}@{version}>")
+            found = flowdefs.definition(self.client, name, version)
+            if found is not None:
+                flow = parse_flow(found[1], f"<redis:{name}@{version}>")
                 with self._lock:
                     self._versions[(name, version)] = flow
                     self._latest.setdefault(name, flow)
