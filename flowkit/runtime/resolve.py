@@ -33,6 +33,26 @@ class AsyncFlowReader(Protocol):
     async def flow_definition(self, name: str, version: str | None) -> tuple[str, str] | None: ...
 
 
+class AsyncFlowIndex(AsyncFlowReader, Protocol):
+    async def flow_latest_versions(self) -> dict[str, str]: ...
+
+
+async def refresh_async(registry: FlowRegistry, store: AsyncFlowIndex) -> None:
+    """:meth:`FlowRegistry.refresh` through the async store: pick up versions deployed by any
+    process without a sync Redis read (serve runs it on its loop, web.py ``_refresh_flows``)."""
+    for name, version in (await store.flow_latest_versions()).items():
+        current = registry.cached(name, None)
+        if current is not None and current.version_id == version:
+            continue
+        flow = registry.cached(name, version)
+        if flow is None:
+            found = await store.flow_definition(name, version)
+            if found is None:
+                continue  # listed but its definition is gone: keep serving what is known
+            flow = parse_flow(found[1], f"<redis:{name}@{version}>")
+        registry.remember(flow, latest=True)
+
+
 def _unknown(name: str, version: str | None, registry: FlowRegistry) -> UnknownFlowError:
     if version is None:
         known = ", ".join(registry.names()) or "none"

@@ -59,6 +59,10 @@ class AsyncStore:
         """``(version, YAML)`` of a stored flow (None: the latest version), or None."""
         return await flowdefs.adefinition(self.client, name, version)
 
+    async def flow_latest_versions(self) -> dict[str, str]:
+        """Every registered flow name -> its latest version (what a registry refresh reads)."""
+        return await flowdefs.alatest_versions(self.client)
+
     async def load(self, session_id: str) -> dict[str, Any] | None:
         return await self._run(ops.load(self.config, session_id))
 

@@ -38,3 +38,17 @@ async def adefinition(client: AsyncHashReader, name: str, version: str | None) -
             return None
     text = _text(await client.hget(K.flowdef_key(name), version))
     return None if text is None else (version, text)
+
+
+class AsyncFlowIndexReader(AsyncHashReader, Protocol):
+    async def smembers(self, name: str) -> set[bytes] | set[str]: ...
+
+
+async def alatest_versions(client: AsyncFlowIndexReader) -> dict[str, str]:
+    """Every registered flow name -> the version new sessions use (names without one are left out)."""
+    out: dict[str, str] = {}
+    for name in sorted(_text(raw) or "" for raw in await client.smembers(K.FLOW_NAMES)):
+        version = _text(await client.hget(K.flowdef_key(name), K.FLOWDEF_LATEST))
+        if version is not None:
+            out[name] = version
+    return out

@@ -13,6 +13,7 @@ import redis
 from flowkit.engine import Message
 from flowkit.flow import flow_from_dict
 from flowkit.runtime import AsyncRuntime, FlowRegistry, Runtime
+from flowkit.runtime.resolve import refresh_async
 from flowkit.store import AsyncStore, Store
 from flowkit.store.server import free_port
 from tests.engine.helpers import FLOWS, T0
@@ -86,3 +87,25 @@ def test_an_unregistered_sub_flow_fails_the_session_visibly_on_both_drivers(
     aouts = asyncio.run(main())
     assert aouts[-1].status == "applied" and aouts[-1].error is not None and "no_such_flow" in aouts[-1].error
     assert aouts[-1].record is not None and aouts[-1].record["status"] == "failed"
+
+
+def test_async_refresh_picks_up_a_new_deploy_through_the_async_store(
+        redis_client: Any, async_store_factory: Callable[..., AsyncStore]) -> None:
+    publish(redis_client, "book_appointment", "collect_contact")
+    registry = FlowRegistry([FLOWS["book_appointment"], FLOWS["collect_contact"]])
+    registry.client = unreachable_client()  # serve's refresh must not need it
+    newer = flow_from_dict({**FLOWS["collect_contact"].to_dict(), "version": "99"})
+    FlowRegistry(client=redis_client).register(newer)  # another process deploys
+
+    async def main() -> None:
+        store = async_store_factory()
+        try:
+            await refresh_async(registry, store)
+        finally:
+            await store.client.aclose()
+
+    asyncio.run(main())
+    latest = registry.cached("collect_contact", None)
+    assert latest is not None and latest.version_id == "99"
+    assert registry.cached("collect_contact", FLOWS["collect_contact"].version_id) is FLOWS["collect_contact"]
+    assert registry.cached("book_appointment", None) is FLOWS["book_appointment"]  # unchanged: not re-read
