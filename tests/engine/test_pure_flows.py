@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from flowkit.engine import Message, Start, State, Transition, step
-from flowkit.engine.flowset import FlowSet, pinned
+from flowkit.engine import FlowSet, Message, Start, State, Transition, step
+from flowkit.engine.flowset import pinned
 from flowkit.errors import EngineError, FlowNeeded, UnknownFlowError
 from flowkit.flow import flow_from_dict
 
