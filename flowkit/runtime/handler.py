@@ -35,15 +35,22 @@ from flowkit.engine import (
     fail,
     step,
 )
-from flowkit.engine.transition import schedule
 from flowkit.engine.flowset import FlowSet, Want, pinned
-from flowkit.errors import ChannelError, ConflictError, EngineError, FlowkitError, FlowNeeded, UnknownFlowError
+from flowkit.engine.transition import schedule
+from flowkit.errors import (
+    ChannelError,
+    ConflictError,
+    EngineError,
+    FlowkitError,
+    FlowNeeded,
+    UnknownFlowError,
+)
 from flowkit.flow.model import Flow
 from flowkit.log import error_fields, get_logger
 from flowkit.runtime import handoff as _handoff
+from flowkit.runtime import resolve as _resolve
 from flowkit.runtime import transcript, unrouted
 from flowkit.runtime.channel import AsyncChannel, Channel, HeldChannel, RecordingChannel
-from flowkit.runtime import resolve as _resolve
 from flowkit.runtime.registry import FlowRegistry
 from flowkit.runtime.sender import (
     OutboxSender,
