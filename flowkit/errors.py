@@ -78,6 +78,18 @@ class EngineError(FlowkitError):
     """The engine cannot apply an event (a bug in the flow or a corrupt state)."""
 
 
+class FlowNeeded(EngineError):
+    """The engine needs a flow its caller did not resolve (engine/flowset.py). The runtime
+    answers it by resolving the flow and running the step again; other callers add the flow
+    to the FlowSet they pass."""
+
+    def __init__(self, name: str, version: str | None) -> None:
+        self.name, self.version = name, version
+        which = f"version {version!r}" if version is not None else "its latest version"
+        super().__init__(f"flow {name!r} ({which}) is needed as a sub-flow but was not given to the engine; "
+                         f"add it to the FlowSet passed as flows=")
+
+
 class StateValidationError(EngineError):
     """A state does not satisfy its flow's slot schema."""
 

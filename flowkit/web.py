@@ -125,7 +125,7 @@ async def _flush_metrics(metrics: Any, interval: float) -> None:
             log.warning("metrics not flushed: Redis is unavailable", extra={"error": str(exc)})
 
 
-async def _refresh_flows(registry: Any, interval: float) -> None:
+async def _refresh_flows(registry: Any, interval: float, store: Any = None) -> None:
     """Pick up newly deployed flow versions from a worker thread (FlowRegistry's own refresh
     is a blocking Redis read inside a lookup, which would stall the loop on a slow Redis)."""
     while True:
@@ -133,7 +133,11 @@ async def _refresh_flows(registry: Any, interval: float) -> None:
         if registry.client is None:
             continue  # not attached to Redis yet (see create_app's startup)
         try:
-            await asyncio.to_thread(registry.refresh)
+            if store is not None and hasattr(store, "flow_latest_versions"):
+                from flowkit.runtime.resolve import refresh_async  # async store: no thread, no sync client
+                await refresh_async(registry, store)
+            else:
+                await asyncio.to_thread(registry.refresh)
         except Exception as exc:  # noqa: BLE001 - the versions known so far keep serving
             log.warning("flow versions not refreshed", extra={"error": str(exc)})
 
@@ -334,7 +338,7 @@ def create_app(runtime: Any, *, verify_token: str | None = None, app_secret: str
         registry = getattr(runtime, "registry", None)
         if registry is not None and hasattr(registry, "refresh_every"):
             interval, registry.refresh_every = registry.refresh_every, float("inf")
-            background.append(asyncio.create_task(_refresh_flows(registry, interval)))
+            background.append(asyncio.create_task(_refresh_flows(registry, interval, getattr(runtime, "store", None))))
         if metrics is not None and getattr(metrics, "flush", None) is not None:
             background.append(asyncio.create_task(_flush_metrics(metrics, metrics_flush_interval)))
         task = asyncio.create_task(_scheduler(runtime, scheduler_interval)) if scheduler_interval else None

@@ -29,6 +29,7 @@ from flowkit.engine.events import (
     Start,
     Timeout,
 )
+from flowkit.engine.flowset import FlowSet
 from flowkit.engine.inputs import (
     DEFAULT_INVALID,
     EXPECTED,
@@ -67,7 +68,7 @@ from flowkit.flow.model import (
 from flowkit.flow.template import Template
 
 MAX_AUTO_STEPS = 200
-FlowSource = Mapping[str, Flow] | Callable[[str, str | None], Flow]
+FlowSource = FlowSet | Mapping[str, Flow] | Callable[[str, str | None], Flow]
 
 CANCELLED_TEXT = "OK, I've cancelled this. Send a message any time to start again."
 EXPIRED_TEXT = "This conversation has ended after a period of inactivity. Send a message to start again."
@@ -269,6 +270,8 @@ class _Run:
             return self.root
         if self.flows is None:
             raise EngineError(f"flow {name!r} is needed as a sub-flow but no flows were given to the engine")
+        if isinstance(self.flows, FlowSet):  # resolved beforehand: a lookup, never I/O
+            return self.flows.resolve(name, version)
         if callable(self.flows):
             return self.flows(name, version)
         flow = self.flows.get(name)

@@ -35,11 +35,20 @@ from flowkit.engine import (
     fail,
     step,
 )
+from flowkit.engine.flowset import FlowSet, Want, pinned
 from flowkit.engine.transition import schedule
-from flowkit.errors import ChannelError, ConflictError, EngineError, FlowkitError, UnknownFlowError
+from flowkit.errors import (
+    ChannelError,
+    ConflictError,
+    EngineError,
+    FlowkitError,
+    FlowNeeded,
+    UnknownFlowError,
+)
 from flowkit.flow.model import Flow
 from flowkit.log import error_fields, get_logger
 from flowkit.runtime import handoff as _handoff
+from flowkit.runtime import resolve as _resolve
 from flowkit.runtime import transcript, unrouted
 from flowkit.runtime.channel import AsyncChannel, Channel, HeldChannel, RecordingChannel
 from flowkit.runtime.places import SentPlaces
@@ -66,6 +75,8 @@ log = get_logger("flowkit.runtime")
 
 _ADMIN = frozenset({"migrate", "rollback", "reset", "recover",
                     "handoff", "agent_reply", "release"})  # an agent's mistake is the agent's (runtime/handoff.py)
+
+_MAX_RESOLVES = 64  # sub-flows one step may newly enter before it is called a loop
 
 OutcomeStatus = Literal["applied", "duplicate", "noop", "unrouted"]
 
@@ -183,13 +194,16 @@ class _Core:
             return event
         text = event.text or ""
         flow = self.registry.match_trigger(text) if text else None
-        if flow is None and state is not None and text.strip().lower() in ("restart",):
-            flow = self.registry.latest(state.flow)
-        if flow is None and self.default_flow:
-            flow = self.registry.latest(self.default_flow)
-        if flow is None:
+        # restart and the default flow need only a name: the flow itself is resolved by the
+        # driver (``_resolve.Resolve``), which says UnknownFlowError if there is none
+        name = flow.name if flow is not None else None
+        if name is None and state is not None and text.strip().lower() in ("restart",):
+            name = state.flow
+        if name is None and self.default_flow:
+            name = self.default_flow
+        if name is None:
             return None
-        return Start(flow=flow.name, message_id=event.message_id, text=event.text, profile=event.profile or {},
+        return Start(flow=name, message_id=event.message_id, text=event.text, profile=event.profile or {},
                      actor=event.actor)
 
     def flow_for(self, state: State | None, event: Event) -> Flow:
@@ -200,10 +214,22 @@ class _Core:
             return self.registry.get(state.flow, event.args["flow_version"])
         return self.registry.get(state.flow, state.flow_version)
 
-    def transition(self, sid: str, state: State | None, event: Event, now: int) -> Transition:
-        flow = self.flow_for(state, event)
+    def root_want(self, state: State | None, event: Event) -> Want:
+        """Which root flow (name, version) :meth:`flow_for` would pick, without looking it up."""
+        if isinstance(event, Start):
+            return (event.flow, None)
+        assert state is not None
+        if isinstance(event, Command) and event.name == "migrate" and "flow_version" in event.args:
+            return (state.flow, str(event.args["flow_version"]))
+        return (state.flow, state.flow_version)
+
+    def transition(self, sid: str, state: State | None, event: Event, now: int,
+                   flow: Flow | None = None, flows: FlowSet | None = None) -> Transition:
+        flow = flow if flow is not None else self.flow_for(state, event)
         try:
-            return step(flow, state, event, now, flows=self.registry, session_id=sid)
+            return step(flow, state, event, now, flows=flows if flows is not None else self.registry, session_id=sid)
+        except FlowNeeded:
+            raise  # not the session's fault: process() resolves the flow and runs the step again
         except (EngineError, UnknownFlowError) as exc:
             # A broken flow or a state the flow no longer fits: fail the session visibly
             # (a failed record with the reason) instead of leaving it stuck.
@@ -241,7 +267,20 @@ class _Core:
                 return Outcome(sid, "unrouted", state.version if state else None,
                                replies=(Reply(text=unrouted_text(self.registry)),))
             now = self.clock()
-            t = self.transition(sid, state, routed, now)
+            wants = (self.root_want(state, routed), *pinned(state))
+            answers = yield _resolve.Resolve(wants)
+            root = _resolve.root_of(wants[0], answers[0])
+            flows = _resolve.extend(FlowSet(), wants[1:], answers[1:])
+            for _ in range(_MAX_RESOLVES):
+                try:
+                    t = self.transition(sid, state, routed, now, root, flows)
+                    break
+                except FlowNeeded as need:  # a sub-flow nobody predicted: resolve it, step again (pure)
+                    want = (need.name, need.version)
+                    flows = _resolve.extend(flows, (want,), (yield _resolve.Resolve((want,))))
+            else:
+                raise EngineError(f"session {sid!r}: the step needed more than {_MAX_RESOLVES} flows; "
+                                  "a flow calls sub-flows too deeply, check its `flow:` steps")
             if not t.changed:
                 if not fresh and state is not None:
                     # Decided on a cached state: make sure it is the stored one (a commit whose
@@ -385,6 +424,8 @@ class Runtime(_handoff.AgentActions, _Core):
                     args, kwargs = self.commit_args(op)
                     self.forget(op.session_id)  # until the outcome is known, the cached state may be stale
                     reply = self.store.commit(*args, **kwargs)
+                elif isinstance(op, _resolve.Resolve):
+                    reply = _resolve.answer_sync(self.registry, op.wants)
                 elif isinstance(op, _Sleep):
                     time.sleep(op.seconds)
                     reply = None
@@ -689,6 +730,8 @@ class AsyncRuntime(_handoff.AsyncAgentActions, _Core):
                     args, kwargs = self.commit_args(op)
                     self.forget(op.session_id)  # until the outcome is known, the cached state may be stale
                     reply = await self.store.commit(*args, **kwargs)
+                elif isinstance(op, _resolve.Resolve):  # the async store on a miss: never a sync client here
+                    reply = await _resolve.answer_async(self.registry, self.store, op.wants)
                 elif isinstance(op, _Sleep):
                     await asyncio.sleep(op.seconds)
                     reply = None

@@ -17,15 +17,12 @@ from typing import Any
 from flowkit.errors import UnknownFlowError, VersionClash
 from flowkit.flow.loader import parse_flow
 from flowkit.flow.model import Flow
+from flowkit.store import flowdefs
+from flowkit.store.keys import FLOW_NAMES, FLOWDEF_LATEST, flowdef_key
 
-_LATEST = "__latest__"
+__all__ = ["FLOW_NAMES", "FlowRegistry", "flowdef_key"]
 
-
-FLOW_NAMES = "fk:flowdefs"  # set of every registered flow name
-
-
-def flowdef_key(name: str) -> str:
-    return f"fk:flowdef:{name}"
+_LATEST = FLOWDEF_LATEST  # the key names live in store/keys.py; these names stay for importers
 
 
 class FlowRegistry:
@@ -107,9 +104,9 @@ class FlowRegistry:
         self._maybe_refresh()
         flow = self._latest.get(name)
         if flow is None and self.client is not None:
-            version = self.client.hget(flowdef_key(name), _LATEST)
-            if version is not None:
-                return self.get(name, _str(version))
+            found = flowdefs.definition(self.client, name, None)
+            if found is not None:
+                return self.get(name, found[0])
         if flow is None:
             raise UnknownFlowError(f"no flow named {name!r} is registered; load its file (known: {', '.join(sorted(self.names())) or 'none'})")
         return flow
@@ -122,14 +119,30 @@ class FlowRegistry:
         if flow is not None:
             return flow
         if self.client is not None:
-            text = self.client.hget(flowdef_key(name), version)
-            if text is not None:
-                flow = parse_flow(_str(text), f"<redis:{name}@{version}>")
+            found = flowdefs.definition(self.client, name, version)
+            if found is not None:
+                flow = parse_flow(found[1], f"<redis:{name}@{version}>")
                 with self._lock:
                     self._versions[(name, version)] = flow
                     self._latest.setdefault(name, flow)
                 return flow
         raise UnknownFlowError(f"flow {name!r} version {version!r} is not registered; sessions pinned to it need that version loaded")
+
+    def cached(self, name: str, version: str | None) -> Flow | None:
+        """The flow if this process already holds it (no I/O, no refresh), else None."""
+        if version is None:
+            return self._latest.get(name)
+        return self._versions.get((name, version))
+
+    def remember(self, flow: Flow, *, latest: bool) -> Flow:
+        """Keep a flow read from the store (e.g. by the async runtime) for later lookups."""
+        with self._lock:
+            self._versions.setdefault((flow.name, flow.version_id), flow)
+            if latest:
+                self._latest[flow.name] = flow
+            else:
+                self._latest.setdefault(flow.name, flow)
+        return flow
 
     def __call__(self, name: str, version: str | None) -> Flow:
         return self.get(name, version)

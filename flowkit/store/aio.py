@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
 from flowkit.batching import batched
-from flowkit.store import delivery, ops
+from flowkit.store import delivery, flowdefs, ops
 from flowkit.store import keys as K
 from flowkit.store import transcript as tx
 from flowkit.store.driver import AsyncDriver, Op, T
@@ -54,6 +54,14 @@ class AsyncStore:
         for chunk in batched(commits, batch):
             out += await self.driver.run_many([ops.commit(self.config, **_commit_kwargs(c)) for c in chunk])
         return out
+
+    async def flow_definition(self, name: str, version: str | None) -> tuple[str, str] | None:
+        """``(version, YAML)`` of a stored flow (None: the latest version), or None."""
+        return await flowdefs.adefinition(self.client, name, version)
+
+    async def flow_latest_versions(self) -> dict[str, str]:
+        """Every registered flow name -> its latest version (what a registry refresh reads)."""
+        return await flowdefs.alatest_versions(self.client)
 
     async def load(self, session_id: str) -> dict[str, Any] | None:
         return await self._run(ops.load(self.config, session_id))

@@ -122,3 +122,13 @@ def delivery_keys(session_id: str) -> tuple[str, str, str]:
 def transcript_key(session_id: str) -> str:
     """list of the session's messages both ways (JSON), oldest first; bounded like the history."""
     return f"fk:{{s:{session_id}}}:tx"
+
+
+# Flow definitions (runtime/registry.py reads and writes them through store/flowdefs.py).
+FLOW_NAMES = "fk:flowdefs"  # set of every registered flow name
+FLOWDEF_LATEST = "__latest__"  # field of a flowdef hash naming the version new sessions use
+
+
+def flowdef_key(name: str) -> str:
+    """Hash of one flow's definitions: version id -> YAML, plus ``FLOWDEF_LATEST``."""
+    return f"fk:flowdef:{name}"

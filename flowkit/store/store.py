@@ -18,7 +18,7 @@ from typing import Any
 
 from flowkit.batching import batched
 from flowkit.log import get_logger
-from flowkit.store import delivery, ops
+from flowkit.store import delivery, flowdefs, ops
 from flowkit.store import keys as K
 from flowkit.store import transcript as tx
 from flowkit.store.driver import Op, SyncDriver, T
@@ -85,6 +85,10 @@ class Store:
         return out
 
     # -- reads
+
+    def flow_definition(self, name: str, version: str | None) -> tuple[str, str] | None:
+        """``(version, YAML)`` of a stored flow (None: the latest version), or None."""
+        return flowdefs.definition(self.client, name, version)
 
     def load(self, session_id: str) -> dict[str, Any] | None:
         """The session's state (None if there is none), verified by checksum, schema and validator.
