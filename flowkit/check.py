@@ -313,7 +313,7 @@ def check_store(store: Any, registry: FlowRegistry, *, sent: Iterable[Mapping[st
     per round trip. ``sent``: the sent log (records or a :class:`SentLog`); ``replies``:
     reply counts per session, on top of the log's.
     """
-    from flowkit.history.export import read_sessions_atomic
+    from flowkit.store.atomic_read import read_sessions_atomic
 
     log = _sent(sent, replies)
     partial = getattr(getattr(store, "config", None), "history_max_len", None) is not None

@@ -80,7 +80,7 @@ def test_the_runtime_commands_need_no_extra(core_only: dict[str, str], redis_url
     sim = run("simulate", "examples/flows", "--users", "30", "--duplicate-rate", "0.1", "--services",
               "examples.services:services", "--redis", redis_url, "--log", str(sent), "--format", "json", env=env)
     assert sim.returncode == 0, sim.stderr[-3000:]
-    for args in (("recover", "examples/flows", "--services",
+    for args in (("check", "examples/flows", "--sent", str(sent)), ("recover", "examples/flows", "--services",
                  "examples.services:services", "--no-send"), ("reconcile", "--check"),
                  ("worker", "examples/flows", "--services", "examples.services:services", "--once", "--no-send")):
         out = run(*args, "--redis", redis_url, env=env)

@@ -12,9 +12,10 @@ import pytest
 
 from flowkit.history.anomalies import analyze
 from flowkit.history.columns import read_export, read_meta, sha256_file, to_ms
-from flowkit.history.export import export_store, read_sessions_atomic
+from flowkit.history.export import export_store
 from flowkit.history.synthetic import Synthetic, load_into_store
 from flowkit.store import Store
+from flowkit.store.atomic_read import read_sessions_atomic
 
 
 def _same_rows(a: pd.DataFrame, b: pd.DataFrame) -> None:
