@@ -53,7 +53,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import pandas as pd
@@ -807,6 +807,46 @@ def _csv_table(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(cols, names=table.schema.names)
 
 
+class Chunked(Protocol):
+    """What :func:`write_chunk` keeps between chunks (a table writer's own fields)."""
+
+    path: Path
+    fmt: Format
+    files: list[Path]
+    rows_per_file: int
+    row_group_size: int
+    _pq: pq.ParquetWriter | None
+    _pq_rows: int
+
+
+def write_chunk(w: Chunked, table: pa.Table, schema: pa.Schema) -> None:
+    """Append ``table`` to a dataset: Parquet parts of ``rows_per_file`` rows in a folder, or
+    one JSONL/CSV file appended to (the export's tables all stream this way)."""
+    if w.fmt == "parquet":
+        offset = 0
+        while offset < table.num_rows:
+            if w._pq is None:
+                f = w.path / f"part-{len(w.files):05d}.parquet"
+                w.files.append(f)
+                w._pq = pq.ParquetWriter(f, schema, compression="zstd")
+                w._pq_rows = 0
+            take = min(table.num_rows - offset, w.rows_per_file - w._pq_rows)
+            w._pq.write_table(table.slice(offset, take), row_group_size=w.row_group_size)
+            w._pq_rows += take
+            offset += take
+            if w._pq_rows >= w.rows_per_file:
+                w._pq.close()
+                w._pq = None
+    elif w.fmt == "jsonl":
+        with w.path.open("a", encoding="utf-8") as text_out:
+            for line in _jsonl_lines(table):
+                text_out.write(line + "\n")
+    else:
+        with w.path.open("ab") as bin_out:
+            pacsv.write_csv(_csv_table(table), bin_out, write_options=pacsv.WriteOptions(include_header=False,
+                                                                                         quoting_style="needed"))
+
+
 class TableWriter:
     """Streams one table of an export to disk in chunks, with bounded memory.
 
@@ -866,30 +906,8 @@ class TableWriter:
         self.rows += table.num_rows
         if self.partition_by:
             self._hive.write_table(table)
-        elif self.fmt == "parquet":
-            offset = 0
-            while offset < table.num_rows:
-                if self._pq is None:
-                    f = self.path / f"part-{len(self.files):05d}.parquet"
-                    self.files.append(f)
-                    self._pq = pq.ParquetWriter(f, schema_of(self.kind), compression="zstd")
-                    self._pq_rows = 0
-                take = min(table.num_rows - offset, self.rows_per_file - self._pq_rows)
-                self._pq.write_table(table.slice(offset, take), row_group_size=self.row_group_size)
-                self._pq_rows += take
-                offset += take
-                if self._pq_rows >= self.rows_per_file:
-                    self._pq.close()
-                    self._pq = None
-        elif self.fmt == "jsonl":
-            with self.path.open("a", encoding="utf-8") as text_out:
-                for line in _jsonl_lines(table):
-                    text_out.write(line + "\n")
         else:
-            csv_table = _csv_table(table)
-            with self.path.open("ab") as bin_out:
-                pacsv.write_csv(csv_table, bin_out, write_options=pacsv.WriteOptions(include_header=False,
-                                                                                quoting_style="needed"))
+            write_chunk(self, table, schema_of(self.kind))
 
     def close(self) -> dict[str, Any]:
         if self.partition_by:

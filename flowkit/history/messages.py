@@ -37,11 +37,10 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from flowkit.errors import FlowkitError, HistoryError
-from flowkit.history.columns import FORMATS, TS, Format, _csv_table, _jsonl_lines, sha256_file
+from flowkit.history.columns import FORMATS, TS, Format, sha256_file, write_chunk
 from flowkit.history.partitioned import clear_dataset
 from flowkit.store import transcript as tx
 
@@ -109,6 +108,7 @@ class MessagesWriter:
         self.root = Path(root)
         self.fmt: Format = fmt
         self.rows_per_file = rows_per_file
+        self.row_group_size = 128_000
         self.rows = 0
         self.files: list[Path] = []
         self._pq: pq.ParquetWriter | None = None
@@ -129,29 +129,7 @@ class MessagesWriter:
             return
         table = rows_to_messages_table(rows)
         self.rows += table.num_rows
-        if self.fmt == "parquet":
-            offset = 0
-            while offset < table.num_rows:
-                if self._pq is None:
-                    f = self.path / f"part-{len(self.files):05d}.parquet"
-                    self.files.append(f)
-                    self._pq = pq.ParquetWriter(f, MESSAGES_SCHEMA, compression="zstd")
-                    self._pq_rows = 0
-                take = min(table.num_rows - offset, self.rows_per_file - self._pq_rows)
-                self._pq.write_table(table.slice(offset, take))
-                self._pq_rows += take
-                offset += take
-                if self._pq_rows >= self.rows_per_file:
-                    self._pq.close()
-                    self._pq = None
-        elif self.fmt == "jsonl":
-            with self.path.open("a", encoding="utf-8") as fh:
-                for line in _jsonl_lines(table):
-                    fh.write(line + "\n")
-        else:
-            with self.path.open("ab") as fb:
-                pacsv.write_csv(_csv_table(table), fb, write_options=pacsv.WriteOptions(include_header=False,
-                                                                                         quoting_style="needed"))
+        write_chunk(self, table, MESSAGES_SCHEMA)
 
     def close(self) -> dict[str, Any]:
         if self._pq is not None:
