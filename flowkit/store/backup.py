@@ -316,10 +316,20 @@ def _verify(line: dict[str, Any], lineno: int) -> None:
             raise BackupError(f"{where}: the last history entry does not describe the state")
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number a backup can hold")
+
+
+def _loads(raw: bytes | str) -> Any:
+    """A backup line's JSON, refusing NaN and Infinity (Python's json reads them; no checksum,
+    and no state, may hold them)."""
+    return json.loads(raw, parse_constant=_no_constant)
+
+
 def _read_lines(fh: IO[bytes]) -> Iterator[tuple[int, dict[str, Any]]]:
     for lineno, raw in enumerate(fh, start=2):
         try:
-            line = json.loads(raw)
+            line = _loads(raw)
         except ValueError as exc:
             raise BackupError(f"backup line {lineno} is not JSON (truncated or damaged file)") from exc
         if not isinstance(line, dict):
@@ -370,7 +380,7 @@ def _verified_lines(path: Path, trailer: dict[str, Any]) -> Iterator[dict[str, A
     n = 0
     with open(path, "rb") as fh:
         try:
-            header = json.loads(fh.readline() or b"{}")
+            header = _loads(fh.readline() or b"{}")
         except ValueError:
             header = None
         if not isinstance(header, dict) or header.get("format") != FORMAT:
@@ -402,7 +412,7 @@ def _trailer(path: Path) -> dict[str, Any]:
             size = fh.tell()
             fh.seek(max(0, size - 4096))
             last = fh.read().rstrip(b"\n").rpartition(b"\n")[2]
-        trailer = json.loads(last)
+        trailer = _loads(last)
     except (OSError, ValueError) as exc:
         raise BackupError(f"{path} is unreadable or incomplete ({exc})") from exc
     if not isinstance(trailer, dict) or not trailer.get("end"):
