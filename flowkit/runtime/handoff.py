@@ -20,9 +20,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import RedisError
+
 from flowkit.engine import Command
 from flowkit.errors import NotHeldError, SessionNotFound
 from flowkit.flow.model import HELD_STATUSES
+from flowkit.log import get_logger
 from flowkit.runtime import agent_outbox, starts
 
 if TYPE_CHECKING:
@@ -33,6 +36,8 @@ LAST = "fk:agent:last"  # hash: session id -> the last user message during its h
 REPLIED = "fk:agent:replied"  # hash: session id -> 1 once an agent answered this hand-off (time to first reply)
 ACTOR = "agent"
 LIST_MAX = 1000
+
+log = get_logger(__name__)
 
 
 # what the actions need of a runtime: the same as a start's
@@ -136,15 +141,22 @@ def _forwarding() -> bool:
 
 
 def after_sync(client: Any, outcome: Outcome, metrics: Any = None) -> None:
-    """Keep the queue and the agent outbox in step with an applied outcome (blocking)."""
+    """Keep the queue and the agent outbox in step with an applied outcome (blocking).
+
+    The commit is done when this runs: Redis going away now must not turn the delivery into
+    an error (its redelivery would only be a duplicate). The bookkeeping is logged as not
+    written; the session's next message or agent action writes the queue again."""
     fx = effects_of(outcome)
     if fx is None:
         return
-    with client.pipeline(transaction=False) as pipe:
-        _queue_writes(pipe, fx)
-        _count(fx, pipe.execute(), metrics)
-    if fx.forward is not None and _forwarding():
-        agent_outbox.put_sync(client, fx.forward)
+    try:
+        with client.pipeline(transaction=False) as pipe:
+            _queue_writes(pipe, fx)
+            _count(fx, pipe.execute(), metrics)
+        if fx.forward is not None and _forwarding():
+            agent_outbox.put_sync(client, fx.forward)
+    except (RedisError, OSError) as exc:
+        _not_written(outcome, exc)
 
 
 async def after_async(client: Any, outcome: Outcome, metrics: Any = None) -> None:
@@ -152,11 +164,20 @@ async def after_async(client: Any, outcome: Outcome, metrics: Any = None) -> Non
     fx = effects_of(outcome)
     if fx is None:
         return
-    async with client.pipeline(transaction=False) as pipe:
-        _queue_writes(pipe, fx)
-        _count(fx, await pipe.execute(), metrics)
-    if fx.forward is not None and _forwarding():
-        await agent_outbox.put_async(client, fx.forward)
+    try:
+        async with client.pipeline(transaction=False) as pipe:
+            _queue_writes(pipe, fx)
+            _count(fx, await pipe.execute(), metrics)
+        if fx.forward is not None and _forwarding():
+            await agent_outbox.put_async(client, fx.forward)
+    except (RedisError, OSError) as exc:
+        _not_written(outcome, exc)
+
+
+def _not_written(outcome: Outcome, exc: BaseException) -> None:
+    log.warning("hand-off bookkeeping not written (Redis unavailable after the commit); the session's next "
+                "message or agent action writes it", extra={"session_id": outcome.session_id,
+                                                              "version": outcome.version, "error": type(exc).__name__})
 
 
 def _count(fx: _Effects, replies: list[Any], metrics: Any) -> None:

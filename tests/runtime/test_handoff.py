@@ -67,3 +67,44 @@ def test_the_queue_drops_sessions_ended_another_way(runtime: Runtime, store: Sto
     store.expire("u3", reason="closed by an operator")  # not through a release
     assert store.client.zcard(QUEUE) == 1
     assert runtime.waiting() == [] and store.client.zcard(QUEUE) == 0
+
+
+def test_redis_gone_after_the_commit_does_not_turn_the_handoff_into_an_error(
+        runtime: Runtime, store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    # The commit that hands off is done; if Redis goes away before the queue is written, the
+    # delivery must still succeed (its redelivery would only be a duplicate): the bookkeeping
+    # is logged as not written. (A simulated Redis restart found the raw ConnectionError.)
+    import redis
+
+    from flowkit.runtime import handoff
+    from flowkit.store.server import free_port
+
+    for i, text in enumerate(["support", "other"]):
+        runtime.handle("u7", Message(text=text, message_id=f"u7.{i}"))
+    out = runtime.handle("u7", Message(text="5", message_id="u7.2"))
+    assert out.status == "applied" and store.load("u7")["status"] == "handoff"
+    gone = redis.Redis(port=free_port(), socket_connect_timeout=1)
+    handoff.after_sync(gone, out)  # nothing listens there: no exception
+    assert "hand-off bookkeeping not written" in caplog.text
+
+
+def test_the_async_bookkeeping_tolerates_redis_gone_too(runtime: Runtime, caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+
+    import redis.asyncio
+
+    from flowkit.runtime import handoff
+    from flowkit.store.server import free_port
+
+    for i, text in enumerate(["support", "other", "5"]):
+        out = runtime.handle("u8", Message(text=text, message_id=f"u8.{i}"))
+
+    async def main() -> None:
+        gone = redis.asyncio.Redis(port=free_port(), socket_connect_timeout=1)
+        try:
+            await handoff.after_async(gone, out)
+        finally:
+            await gone.aclose()
+
+    asyncio.run(main())
+    assert "hand-off bookkeeping not written" in caplog.text
