@@ -147,14 +147,14 @@ def load_numbers(path: str | Path) -> Numbers:
 
 
 def parse_numbers(text: str, file: str = "numbers.yaml") -> Numbers:
+    """The numbers ``text`` lists (``file`` names it in errors); :class:`NumbersError` lists every problem."""
+    if not text.strip():  # the flow reader's own message would ask for a flow
+        raise NumbersError(Problem(file, 1, 1, "empty", "the numbers file is empty; write `numbers:` with one "
+                                                        "entry per phone number id"))
     reader = Reader(text, file)
     root = reader.read()
     problems = list(reader.problems)
-    numbers: list[Number] = []
-    if root is not None and not problems:
-        numbers = _numbers(root, file, problems)
-    elif root is None and not problems:
-        problems.append(Problem(file, 1, 1, "empty", "the numbers file is empty; write `numbers:` with one entry per phone number id"))
+    numbers = _numbers(root, file, problems) if root is not None and not problems else []
     if problems:
         raise NumbersError(problems)
     return Numbers(tuple(numbers), file)
