@@ -27,10 +27,11 @@ from flowkit.cli.agent_cmds import FlowsOption, sync_runtime
 from flowkit.cli.flows import FormatOption, OutputFormat
 from flowkit.cli.numbers_opt import NumbersOption
 from flowkit.cli.store_cmds import RedisOption
-from flowkit.errors import FlowkitError, TemplateRequired
+from flowkit.errors import FlowkitError
 
 if TYPE_CHECKING:
     from flowkit.channels.whatsapp.numbers import Numbers
+    from flowkit.runtime.starts import TemplateSpec
 
 MAX_ROWS = 1_000_000
 
@@ -138,57 +139,10 @@ def start(
         return StartRequest(session(wa_id), flow, spec, row_slots, row_key)
 
     if to is not None:
-        try:
-            result = rt.start(session(to), flow, template=request(to, None).template, slots=base_slots, key=key)
-            rt.drain()
-        except TemplateRequired as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
-        except FlowkitError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
-        if format == OutputFormat.json:
-            typer.echo(json.dumps(result.to_dict(), ensure_ascii=False))
-        else:
-            typer.echo(f"{result.status}: {flow} for {to}" + (f" ({result.detail})" if result.detail else ""))
+        _start_one(rt, flow, session(to), to, request(to, None).template, base_slots, key, format)
         return
-
-    report = Report()
-    gap = 1.0 / rate
-    bar = Progress(TextColumn(f"start {flow}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=Console(stderr=True), transient=True, disable=not progress)
-    with bar:
-        task = bar.add_task("start", total=len(rows))
-        next_at = time.monotonic()
-        for row in rows:
-            wa_id = row.get("wa_id", "")
-            if not wa_id:
-                report.failed += 1
-                report.failures.append({"wa_id": "", "error": "empty wa_id"})
-                bar.advance(task)
-                continue
-            time.sleep(max(0.0, next_at - time.monotonic()))  # pacing: the number's send rate is shared
-            try:
-                result = rt.start(session(wa_id), flow, **_kw(request(wa_id, row)))
-            except FlowkitError as exc:
-                report.failed += 1
-                report.failures.append({"wa_id": wa_id, "error": str(exc)})
-            else:
-                if result.status == "started":
-                    report.started += 1
-                    next_at = time.monotonic() + gap
-                else:
-                    report.skipped += 1
-            bar.advance(task)
-    rt.drain()
-    if format == OutputFormat.json:
-        typer.echo(json.dumps(report.to_dict(), ensure_ascii=False))
-    else:
-        typer.echo(f"started {report.started}, skipped {report.skipped} (already started), failed {report.failed}")
-        for f in report.failures[:20]:
-            typer.echo(f"  {f['wa_id']}: {f['error']}")
-    if report.failed:
-        raise typer.Exit(1)
+    report = _start_many(rt, flow, rows, lambda wa_id, row: _kw(request(wa_id, row)), session, rate, progress)
+    _print_report(report, format)
 
 
 def _session_of(numbers: Numbers, from_number: str | None, flow: str) -> Callable[[str], str]:
@@ -208,6 +162,67 @@ def _session_of(numbers: Numbers, from_number: str | None, flow: str) -> Callabl
                    "pick another --from or add the flow to the number in the numbers file", err=True)
         raise typer.Exit(2)
     return lambda wa_id: numbers.session_id(number, wa_id)
+
+
+def _start_one(rt: Any, flow: str, sid: str, to: str, template: TemplateSpec | None, slots: dict[str, Any], key: str | None,
+               format: OutputFormat) -> None:
+    """``--to``: one start, its outcome printed; a refusal is exit 2."""
+    try:
+        result = rt.start(sid, flow, template=template, slots=slots, key=key)
+        rt.drain()
+    except FlowkitError as exc:  # TemplateRequired among them: outside the window without --template
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if format == OutputFormat.json:
+        typer.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+    else:
+        typer.echo(f"{result.status}: {flow} for {to}" + (f" ({result.detail})" if result.detail else ""))
+
+
+def _start_many(rt: Any, flow: str, rows: list[dict[str, str]], kwargs: Callable[[str, dict[str, str]], dict[str, Any]],
+                session: Callable[[str], str], rate: float, progress: bool) -> Report:
+    """``--to-file``: a paced start per row; failures are counted, never stop the run."""
+    report = Report()
+    gap = 1.0 / rate
+    bar = Progress(TextColumn(f"start {flow}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=Console(stderr=True), transient=True, disable=not progress)
+    with bar:
+        task = bar.add_task("start", total=len(rows))
+        next_at = time.monotonic()
+        for row in rows:
+            wa_id = row.get("wa_id", "")
+            if not wa_id:
+                report.failed += 1
+                report.failures.append({"wa_id": "", "error": "empty wa_id"})
+                bar.advance(task)
+                continue
+            time.sleep(max(0.0, next_at - time.monotonic()))  # pacing: the number's send rate is shared
+            try:
+                result = rt.start(session(wa_id), flow, **kwargs(wa_id, row))
+            except FlowkitError as exc:
+                report.failed += 1
+                report.failures.append({"wa_id": wa_id, "error": str(exc)})
+            else:
+                if result.status == "started":
+                    report.started += 1
+                    next_at = time.monotonic() + gap
+                else:
+                    report.skipped += 1
+            bar.advance(task)
+    rt.drain()
+    return report
+
+
+def _print_report(report: Report, format: OutputFormat) -> None:
+    """The run's counts (and the first failures); exit 1 if any start failed."""
+    if format == OutputFormat.json:
+        typer.echo(json.dumps(report.to_dict(), ensure_ascii=False))
+    else:
+        typer.echo(f"started {report.started}, skipped {report.skipped} (already started), failed {report.failed}")
+        for f in report.failures[:20]:
+            typer.echo(f"  {f['wa_id']}: {f['error']}")
+    if report.failed:
+        raise typer.Exit(1)
 
 
 def _kw(req: Any) -> dict[str, Any]:

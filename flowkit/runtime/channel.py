@@ -93,7 +93,7 @@ class AsyncRecordingChannel(RecordingChannel):
         return RecordingChannel.send(self, to, reply)
 
 
-def reply_call(reply: Reply, *, fit: bool = True) -> tuple[str, dict[str, Any]]:
+def reply_call(reply: Reply, *, fit: bool = True) -> tuple[str, dict[str, Any]]:  # noqa: C901 -- the dispatch from a reply's shape to the one Graph message that carries it
     """Which WhatsApp sender method sends ``reply``, and its keyword arguments.
 
     A reply is always one Graph message; combinations that cannot be one (a header on plain

@@ -299,14 +299,19 @@ class OutboxSender:
             self._queues.pop(sid, None)
             self._workers.pop(sid, None)
 
+    async def _window_closed(self, job: _Job) -> bool:
+        """Is the user's 24-hour window closed for ``job``'s free-form replies?"""
+        rt = self.runtime
+        if not (job.record and rt.window_ms() and any(r.template is None for r in job.replies)):
+            return False
+        if not rt.window_closed(job.sid, lambda: None):
+            return False
+        last = await rt.store.last_inbound(job.sid)  # not by what this process saw: another may know better
+        return bool(rt.window_closed(job.sid, lambda: last))
+
     async def _deliver(self, job: _Job) -> Result:
         rt = self.runtime
-        closed = False
-        if job.record and rt.window_ms() and any(r.template is None for r in job.replies):
-            closed = rt.window_closed(job.sid, lambda: None)
-            if closed:  # not by what this process saw: ask the store (another process may know better)
-                last = await rt.store.last_inbound(job.sid)
-                closed = rt.window_closed(job.sid, lambda: last)
+        closed = await self._window_closed(job)
         for i in range(job.first, len(job.replies)):
             reply = job.replies[i]
             if closed and reply.template is None:
