@@ -260,6 +260,11 @@ class AgentRequestError(HandoffError):
     """A request body the agent API cannot use (HTTP 400)."""
 
 
+class FlowNotOnNumber(HandoffError):
+    """A business-initiated start of a flow the session's WhatsApp number does not run (the
+    numbers file lists each number's flows; HTTP 400)."""
+
+
 # ---------------------------------------------------------------- several WhatsApp numbers
 
 

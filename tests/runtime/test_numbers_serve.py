@@ -241,3 +241,20 @@ def test_a_business_initiated_start_writes_from_the_number_asked(served: Served)
     stranger = s.flowkit("start", "refund", "--to", user(), "--from", STRANGER, "--template", "x",
                          "--flows", str(s.flows))
     assert stranger.returncode == 2 and f"--from {STRANGER} is not one of this deployment's numbers" in stranger.stderr
+
+
+def test_the_agent_api_starts_a_flow_only_on_a_number_that_runs_it(served: Served) -> None:
+    s, who = served, user()
+
+    def start(sid: str) -> httpx.Response:
+        return httpx.post(f"{s.base}/agent/sessions/{sid}/start", timeout=10,
+                          json={"flow": "refund", "template": {"name": "refund_followup", "language": "en_US"}},
+                          headers={"Authorization": f"Bearer {AGENT_TOKEN}"})
+
+    refused = start(who)  # the bare id is the Sales session, and Sales does not run refund
+    assert refused.status_code == 400, refused.text
+    assert "its number does not run flow 'refund'" in refused.json()["detail"]
+    assert s.store.load(who) is None and s.graph.to(who) == []
+    started = start(f"{who}@{SUPPORT}")
+    assert started.status_code == 200, started.text
+    assert s.wait("the template", lambda: s.graph.to(who))[0].phone_number_id == SUPPORT
