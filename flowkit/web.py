@@ -184,9 +184,10 @@ def create_app(runtime: Any, *, verify_token: str | None = None, app_secret: str
     run ``flowkit worker``); on shutdown it waits for service calls still running.
     ``startup`` is awaited (and retried every ``startup_retry`` s while it fails) before
     the app is ready; until then ``/readyz`` and ``/webhook`` answer 503.
-    ``numbers`` (default: the runtime's, else ``phone_number_ids``, else ``FLOWKIT_NUMBERS``
-    or ``WHATSAPP_PHONE_NUMBER_ID``) also says which flows each number runs and keys the
-    sessions of each number apart (flowkit/channels/whatsapp/numbers.py).
+    ``numbers`` (default: the runtime's, else ``phone_number_ids`` in order, the first being
+    the primary, else ``FLOWKIT_NUMBERS`` or ``WHATSAPP_PHONE_NUMBER_ID``) also says which
+    flows each number runs and keys the sessions of each number apart
+    (flowkit/channels/whatsapp/numbers.py).
     """
     verify_token = verify_token if verify_token is not None else os.environ.get("WHATSAPP_VERIFY_TOKEN", "")
     app_secret = app_secret if app_secret is not None else os.environ.get("WHATSAPP_APP_SECRET", "")

@@ -3,6 +3,7 @@ numbers (``serve``, ``worker``, ``recover``, ``start``), read and checked the sa
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated
@@ -28,6 +29,12 @@ def numbers_option(path: Path | None, flow_names: Iterable[str]) -> Numbers:
         for problem in exc.problems:
             typer.echo(str(problem), err=True)
         raise typer.Exit(2) from None
+    listed = Numbers.from_ids(os.environ.get("WHATSAPP_PHONE_NUMBER_ID", "").split(",")).ids
+    if numbers.source is not None and not listed <= numbers.ids:
+        # the file decides; an id only the variable names would otherwise be dropped silently
+        typer.echo(f"warning: WHATSAPP_PHONE_NUMBER_ID lists {', '.join(sorted(listed - numbers.ids))}, which "
+                   f"{numbers.source} does not; messages to it are skipped. Add it to the file or drop it "
+                   "from the variable", err=True)
     return numbers
 
 

@@ -183,7 +183,8 @@ def serve(
         raise typer.Exit(2) from None
     from flowkit.log import adopt
 
-    _started("serve", registry, ttl, redis=redis, host=host, port=port, scheduler_s=scheduler)
+    _started("serve", registry, ttl, redis=redis, host=host, port=port, scheduler_s=scheduler,
+             numbers={n.label: list(n.flows) if n.flows is not None else "all" for n in ours.numbers})
     adopt("uvicorn")  # uvicorn's own warnings (bad requests, shutdown) as flowkit's log lines too
     run(app, host, port, ServerLimits(request_timeout=request_timeout, timeout_keep_alive=keep_alive,
                                       limit_concurrency=limit_concurrency, max_header_bytes=max_header_bytes), log_config=None)

@@ -3,6 +3,7 @@ number, and errors that point at the line to fix."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -147,3 +148,12 @@ def test_serve_and_worker_refuse_a_numbers_file_naming_an_unknown_flow(tmp_path:
         done = _flowkit(command, "examples/flows", "--numbers", str(path))
         assert done.returncode == 2, done.stderr
         assert f"{path}:3:26: number {SALES} runs flow 'pizzza', which is not loaded" in done.stderr, done.stderr
+
+
+def test_an_id_only_whatsapp_phone_number_id_lists_is_warned_about(tmp_path: Path, redis_url: str) -> None:
+    path = tmp_path / "numbers.yaml"
+    path.write_text(f"numbers:\n  '{SALES}':\n    flows: [order_pizza]\n")
+    env = dict(os.environ, WHATSAPP_PHONE_NUMBER_ID=f"{SALES},333", FLOWKIT_REDIS_URL=redis_url)
+    done = _flowkit("worker", "examples/flows", "--numbers", str(path), "--once", "--no-send", env=env)
+    assert done.returncode == 0, done.stderr
+    assert f"warning: WHATSAPP_PHONE_NUMBER_ID lists 333, which {path} does not" in done.stderr, done.stderr
