@@ -8,6 +8,7 @@ Sales is listed first (the primary number): its sessions keep the bare user id."
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import subprocess
@@ -258,3 +259,22 @@ def test_the_agent_api_starts_a_flow_only_on_a_number_that_runs_it(served: Serve
     started = start(f"{who}@{SUPPORT}")
     assert started.status_code == 200, started.text
     assert s.wait("the template", lambda: s.graph.to(who))[0].phone_number_id == SUPPORT
+
+
+def test_a_number_change_ends_the_session_on_the_number_it_was_reported_to(served: Served) -> None:
+    s, who = served, user()
+    s.say(who, "pizza", SALES)
+    s.say(who, "support", SUPPORT)
+    s.until_sent(who, PIZZA_HELLO)
+    s.until_sent(who, SUPPORT_QUESTION)
+    payload = json.loads((ROOT / "tests" / "data" / "whatsapp" / "meta_docs__system_user_changed_number.json")
+                         .read_text(encoding="utf-8"))
+    value = payload["entry"][0]["changes"][0]["value"]
+    value["metadata"]["phone_number_id"] = SUPPORT
+    value["messages"][0].update({"from": who, "id": f"wamid.changed.{who}"})
+    body, headers = signed(payload)
+    assert httpx.post(f"{s.base}/webhook", content=body, headers=headers, timeout=10).status_code == 200
+    ended = s.wait("the Support session ended", lambda: (st := s.store.load(f"{who}@{SUPPORT}")) and
+                   st["status"] == "failed" and st)
+    assert ended["flow"] == "support_triage"
+    assert s.store.load(who)["status"] == "waiting_input"  # the Sales session was not told: it goes on
