@@ -63,7 +63,8 @@ def test_without_numbers_every_number_is_accepted_and_sessions_are_bare_user_ids
 def test_the_environment_gives_the_file_else_whatsapp_phone_number_id_in_order(tmp_path: Path) -> None:
     path = tmp_path / "numbers.yaml"
     path.write_text(GOOD)
-    assert numbers_from_env(environ={"FLOWKIT_NUMBERS": str(path)}).primary.id == SALES  # type: ignore[union-attr]
+    primary = numbers_from_env(environ={"FLOWKIT_NUMBERS": str(path)}).primary
+    assert primary is not None and primary.id == SALES
     assert numbers_from_env(path, environ={}).source == str(path)
     listed = numbers_from_env(environ={"WHATSAPP_PHONE_NUMBER_ID": " 333, 111 ,333,"})
     assert [x.id for x in listed.numbers] == ["333", "111"] and listed.numbers[0].flows is None
