@@ -22,7 +22,7 @@ from typing import TypeVar
 import httpx
 import pytest
 
-from flowkit.channels.whatsapp.payloads import text_payload
+from flowkit.channels.whatsapp.payloads import message_payload, text_payload
 from flowkit.store import Store, connect
 from flowkit.store.server import free_port
 from flowkit.testing.fake_graph import FakeGraphAPI, GraphMessage
@@ -278,3 +278,17 @@ def test_a_number_change_ends_the_session_on_the_number_it_was_reported_to(serve
                    st["status"] == "failed" and st)
     assert ended["flow"] == "support_triage"
     assert s.store.load(who)["status"] == "waiting_input"  # the Sales session was not told: it goes on
+
+
+def test_a_reaction_to_one_number_joins_that_numbers_transcript(served: Served) -> None:
+    s, who = served, user()
+    s.say(who, "support", SUPPORT)
+    question = s.until_sent(who, SUPPORT_QUESTION)
+    payload = message_payload(who, "reaction", {"message_id": question.id, "emoji": "\U0001f44d"},
+                              message_id=f"wamid.reaction.{who}", phone_number_id=SUPPORT)
+    body, headers = signed(payload)
+    r = httpx.post(f"{s.base}/webhook", content=body, headers=headers, timeout=10)
+    assert r.status_code == 200 and r.json()["ignored"] == 1
+    s.wait("the reaction in the Support transcript", lambda: [
+        e for e in s.store.transcript(f"{who}@{SUPPORT}") if e.get("kind") == "reaction"])
+    assert s.store.transcript(who) == []  # not the Sales conversation's
