@@ -258,3 +258,24 @@ class AlreadyLive(HandoffError):
 
 class AgentRequestError(HandoffError):
     """A request body the agent API cannot use (HTTP 400)."""
+
+
+class FlowNotOnNumber(HandoffError):
+    """A business-initiated start of a flow the session's WhatsApp number does not run (the
+    numbers file lists each number's flows; HTTP 400)."""
+
+
+# ---------------------------------------------------------------- several WhatsApp numbers
+
+
+class NumbersError(ConfigError):
+    """The numbers file (``--numbers`` / ``FLOWKIT_NUMBERS``) is invalid or names flows that
+    are not loaded. ``problems`` holds every problem found, each with its file and line."""
+
+    def __init__(self, problems: list[Problem] | Problem) -> None:
+        if isinstance(problems, Problem):
+            problems = [problems]
+        self.problems: list[Problem] = list(problems)
+        count = len(self.problems)
+        head = "\n".join(str(p) for p in self.problems)
+        super().__init__(f"{count} problem{'s' if count != 1 else ''} in the numbers file:\n{head}")

@@ -37,6 +37,7 @@ from flowkit.channels.whatsapp import (
     verify_signature,
     verify_subscription,
 )
+from flowkit.channels.whatsapp.numbers import Numbers, numbers_from_env
 from flowkit.channels.whatsapp.transcript import non_answer_commands
 from flowkit.engine import Command, Message, State
 from flowkit.errors import StoreUnavailable, WebhookError
@@ -84,7 +85,7 @@ def phone_number_ids_from_env(environ: Any = None) -> frozenset[str]:
     return frozenset(p.strip() for p in raw.split(",") if p.strip())
 
 
-async def _number_changed(runtime: Any, m: InboundMessage) -> None:
+async def _number_changed(runtime: Any, m: InboundMessage, sid: str | None = None) -> None:
     """The user moved to another number (or, without a phone number, another business-scoped
     id): end the session on the old one, silently.
 
@@ -92,13 +93,14 @@ async def _number_changed(runtime: Any, m: InboundMessage) -> None:
     to the old number afterwards. The user's next message comes from the new number (and
     a new business-scoped id) and starts afresh (docs/whatsapp.md).
     """
-    raw = await runtime.store.load(m.wa_id)
+    sid = sid or m.wa_id
+    raw = await runtime.store.load(sid)
     live = raw is not None and not State.from_dict(raw).terminal
-    log.info("user changed number", extra={"session_id": m.wa_id, "message_id": m.message_id,
+    log.info("user changed number", extra={"session_id": sid, "message_id": m.message_id,
                                            "new_wa_id": m.system.new_wa_id if m.system else None,
                                            "ended_session": live})
     if live:
-        await runtime.handle(m.wa_id, Command(name="fail", args={"reason": "number_changed"}, message_id=m.message_id),
+        await runtime.handle(sid, Command(name="fail", args={"reason": "number_changed"}, message_id=m.message_id),
                              wait_services=False)
 
 
@@ -172,7 +174,7 @@ def create_app(runtime: Any, *, verify_token: str | None = None, app_secret: str
                max_body: int = DEFAULT_MAX_BODY, metrics: Any = None,
                scheduler_interval: float | None = None, phone_number_ids: Iterable[str] | None = None,
                startup: Callable[[], Awaitable[None]] | None = None, startup_retry: float = 1.0,
-               metrics_flush_interval: float = 1.0) -> Starlette:
+               metrics_flush_interval: float = 1.0, numbers: Numbers | None = None) -> Starlette:
     """The webhook app around an :class:`~flowkit.runtime.AsyncRuntime`.
 
     Secrets default to ``WHATSAPP_VERIFY_TOKEN`` and ``WHATSAPP_APP_SECRET``; the phone
@@ -182,13 +184,21 @@ def create_app(runtime: Any, *, verify_token: str | None = None, app_secret: str
     run ``flowkit worker``); on shutdown it waits for service calls still running.
     ``startup`` is awaited (and retried every ``startup_retry`` s while it fails) before
     the app is ready; until then ``/readyz`` and ``/webhook`` answer 503.
+    ``numbers`` (default: the runtime's, else ``phone_number_ids`` in order, the first being
+    the primary, else ``FLOWKIT_NUMBERS`` or ``WHATSAPP_PHONE_NUMBER_ID``) also says which
+    flows each number runs and keys the sessions of each number apart
+    (flowkit/channels/whatsapp/numbers.py).
     """
     verify_token = verify_token if verify_token is not None else os.environ.get("WHATSAPP_VERIFY_TOKEN", "")
     app_secret = app_secret if app_secret is not None else os.environ.get("WHATSAPP_APP_SECRET", "")
     if not app_secret:
         raise ValueError("WHATSAPP_APP_SECRET is not set; the webhook cannot check signatures without it")
 
-    ours = frozenset(phone_number_ids) if phone_number_ids is not None else phone_number_ids_from_env()
+    if numbers is None:
+        numbers = getattr(runtime, "numbers", None) or (
+            Numbers.from_ids(phone_number_ids) if phone_number_ids is not None else numbers_from_env())
+    if getattr(runtime, "numbers", None) is None:
+        runtime.numbers = numbers  # routing (each number's flows) and pacing follow the same numbers
 
     if metrics is not None and getattr(runtime, "metrics", None) is None:
         runtime.metrics = metrics
@@ -252,28 +262,29 @@ def create_app(runtime: Any, *, verify_token: str | None = None, app_secret: str
         m = None
         try:
             for m in batch.messages:
-                if ours and m.phone_number_id not in ours:
+                if not numbers.accepts(m.phone_number_id):
                     ignored += 1
-                    log.warning("message for phone number id %s skipped: not one of WHATSAPP_PHONE_NUMBER_ID",
-                                m.phone_number_id, extra={"phone_number_id": m.phone_number_id,
-                                                          "message_id": m.message_id})
+                    log.warning("message for phone number id %s skipped: not one of WHATSAPP_PHONE_NUMBER_ID "
+                                "or the numbers file", m.phone_number_id,
+                                extra={"phone_number_id": m.phone_number_id, "message_id": m.message_id})
                     continue
+                sid = numbers.session_id(m.phone_number_id, m.wa_id)
                 if m.kind == "system" and m.system is not None and (
                         m.system.type in _NUMBER_CHANGES
                         # a new business-scoped id only orphans sessions keyed on the old one
                         or (m.system.type == "user_changed_user_id" and m.wa_id == m.user_id)):
-                    await _number_changed(runtime, m)
+                    await _number_changed(runtime, m, sid)
                     continue
                 if not m.is_answer:
                     # reactions, edits, revokes, system messages, unsupported types: never an
                     # answer, a session start or a reason to reply
                     ignored += 1
-                    log.info("non-answer ignored", extra={"session_id": m.wa_id, "message_id": m.message_id,
+                    log.info("non-answer ignored", extra={"session_id": sid, "message_id": m.message_id,
                                                           "kind": m.kind, "raw_type": m.raw_type,
                                                           "errors": [e.code for e in m.errors]})
-                    await runtime.store.defer(non_answer_commands(runtime.store, m, runtime.clock()))
+                    await runtime.store.defer(non_answer_commands(runtime.store, m, runtime.clock(), sid))
                     continue
-                out = await runtime.handle(m.wa_id, to_event(m), wait_services=False)
+                out = await runtime.handle(sid, to_event(m), wait_services=False)
                 applied += out.status == "applied"
         except Exception as exc:
             if not is_unavailable(exc):  # e.g. StoreUnavailable, ConflictError, Redis OOM/READONLY/MISCONF

@@ -23,10 +23,12 @@ FlowsOption = Annotated[list[Path] | None, typer.Option(
 SidArg = Annotated[str, typer.Argument(help="The session id: the user's WhatsApp id.")]
 
 
-def sync_runtime(flows: list[Path] | None, redis: str | None) -> Any:
+def sync_runtime(flows: list[Path] | None, redis: str | None, numbers: Path | None = None) -> Any:
     """A blocking runtime that sends through WhatsApp (configured from the environment, like
-    ``flowkit worker``); exit 2 naming what is missing."""
+    ``flowkit worker``; each session from its own number: ``numbers`` / ``FLOWKIT_NUMBERS``);
+    exit 2 naming what is missing."""
     from flowkit.channels.whatsapp import WhatsAppSender
+    from flowkit.cli.numbers_opt import numbers_option, sending_number
     from flowkit.cli.runtime_cmds import _registry
     from flowkit.errors import ConfigError
     from flowkit.runtime import Runtime, WhatsAppChannel
@@ -35,12 +37,15 @@ def sync_runtime(flows: list[Path] | None, redis: str | None) -> Any:
 
     client = connect(redis)
     registry = _registry(flows, client)
+    ours = numbers_option(numbers, registry.names())
     try:
-        channel = WhatsAppChannel(WhatsAppSender())
+        channel = WhatsAppChannel(WhatsAppSender(phone_number_id=sending_number(ours)), numbers=ours)
     except ConfigError as exc:
         typer.echo(f"error: {exc}. An agent's message is sent to WhatsApp from here", err=True)
         raise typer.Exit(2) from None
-    return Runtime(Store(client, terminal_ttl_ms=terminal_ttl_ms()), registry, channel=channel)
+    rt = Runtime(Store(client, terminal_ttl_ms=terminal_ttl_ms()), registry, channel=channel)
+    rt.numbers = ours
+    return rt
 
 
 def _store(redis: str | None) -> Any:

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from flowkit.cli.flows import FormatOption, OutputFormat, step_map
+from flowkit.cli.numbers_opt import NumbersOption, numbers_option, sending_number
 from flowkit.errors import FlowError, FlowkitError
 
 FlowsArg = Annotated[list[Path] | None, typer.Argument(help="Flow files or folders (default: $FLOWKIT_FLOWS).")]
@@ -29,8 +30,9 @@ NoSendOption = Annotated[bool, typer.Option("--no-send", help="Send nothing: fir
                                             "process that sends. For operators without WhatsApp credentials here.")]
 
 
-def _sync_channel(no_send: bool) -> Any:
-    """The WhatsApp channel from the environment, or one that holds every reply (``--no-send``)."""
+def _sync_channel(no_send: bool, numbers: Any = None) -> Any:
+    """The WhatsApp channel from the environment, or one that holds every reply (``--no-send``);
+    with ``numbers``, each session's replies leave from its own number."""
     from flowkit.channels.whatsapp import WhatsAppSender
     from flowkit.errors import ConfigError
     from flowkit.runtime import WhatsAppChannel
@@ -39,7 +41,9 @@ def _sync_channel(no_send: bool) -> Any:
     if no_send:
         return HeldChannel()
     try:
-        return WhatsAppChannel(WhatsAppSender())
+        if numbers is None:
+            return WhatsAppChannel(WhatsAppSender())
+        return WhatsAppChannel(WhatsAppSender(phone_number_id=sending_number(numbers)), numbers=numbers)
     except ConfigError as exc:
         typer.echo(f"error: {exc}. Replies of timeouts and recovered outbox entries are sent from here; "
                    "pass --no-send to only fire timeouts and leave the replies to a process that sends", err=True)
@@ -125,6 +129,7 @@ def serve(
     keep_alive: Annotated[float, typer.Option(help="Seconds an idle keep-alive connection stays open.")] = 5.0,
     limit_concurrency: Annotated[int, typer.Option(help="Open connections plus running requests beyond which requests get 503.")] = 1000,
     max_header_bytes: Annotated[int, typer.Option(help="Largest request line plus headers accepted.")] = 16 * 1024,
+    numbers: NumbersOption = None,
 ) -> None:
     """Run the WhatsApp webhook runner (Starlette + uvicorn).
 
@@ -144,6 +149,7 @@ def serve(
     from flowkit.webserver import ServerLimits, run
 
     registry = _registry(flows)  # flows are checked before anything else; Redis comes next
+    ours = numbers_option(numbers, registry.names())
     client = connect(redis)
     startup = None
     try:
@@ -161,21 +167,24 @@ def serve(
     ttl = _terminal_ttl(terminal_ttl, client if startup is None else None, "serve")
     try:
         # one attempt per call: the background sender retries, pacing the whole number
-        channel = AsyncWhatsAppChannel(AsyncWhatsAppSender(max_attempts=1))
+        channel = AsyncWhatsAppChannel(AsyncWhatsAppSender(max_attempts=1, phone_number_id=sending_number(ours)),
+                                       numbers=ours)
         runtime = AsyncRuntime(AsyncStore(connect_async(redis), terminal_ttl_ms=ttl), registry,
                                services=_services(services), channel=channel, default_flow=default_flow,
                                background=True, rate=rate)
         sync_client = connect(redis)
         prom = Metrics(remote=[RedisCollector(Store(sync_client))])  # deployment-wide totals, read off the loop
         runtime.metrics = Tee(prom, RedisMetrics(sync_client, autoflush=False))  # the app flushes from a thread
-        app = create_app(runtime, metrics=runtime.metrics, scheduler_interval=scheduler or None,
+        runtime.numbers = ours
+        app = create_app(runtime, metrics=runtime.metrics, scheduler_interval=scheduler or None, numbers=ours,
                          startup=(lambda: asyncio.to_thread(startup)) if startup else None)
     except (ConfigError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     from flowkit.log import adopt
 
-    _started("serve", registry, ttl, redis=redis, host=host, port=port, scheduler_s=scheduler)
+    _started("serve", registry, ttl, redis=redis, host=host, port=port, scheduler_s=scheduler,
+             numbers={n.label: list(n.flows) if n.flows is not None else "all" for n in ours.numbers})
     adopt("uvicorn")  # uvicorn's own warnings (bad requests, shutdown) as flowkit's log lines too
     run(app, host, port, ServerLimits(request_timeout=request_timeout, timeout_keep_alive=keep_alive,
                                       limit_concurrency=limit_concurrency, max_header_bytes=max_header_bytes), log_config=None)
@@ -219,6 +228,7 @@ def worker(
     no_send: NoSendOption = False,
     format: FormatOption = OutputFormat.text,
     terminal_ttl: TerminalTtlOption = None,
+    numbers: NumbersOption = None,
 ) -> None:
     """Fire due timeouts, run recovery (outbox, cut-short calls, expiry) and alert rules, forever (or --once).
 
@@ -228,12 +238,16 @@ def worker(
     from flowkit.runtime import Runtime
     from flowkit.store import Store, connect
 
-    channel = _sync_channel(no_send)
+    registry = _registry(flows)
+    ours = numbers_option(numbers, registry.names())
+    channel = _sync_channel(no_send, ours)
     client = connect(redis)
+    _attach_registry(registry, client)
     metrics = RedisMetrics(client)
     ttl = _terminal_ttl(terminal_ttl, client, "worker")
-    rt = Runtime(Store(client, terminal_ttl_ms=ttl), _registry(flows, client), services=_services(services),
+    rt = Runtime(Store(client, terminal_ttl_ms=ttl), registry, services=_services(services),
                  metrics=metrics, channel=channel, rate=rate)
+    rt.numbers = ours
     manager = None
     if alerts is not None:
         from flowkit.alerts import AlertManager, load_rules
@@ -266,6 +280,7 @@ def recover(
     rate: RateOption = 80.0,
     no_send: NoSendOption = False,
     format: FormatOption = OutputFormat.text,
+    numbers: NumbersOption = None,
 ) -> None:
     """Repair what crashes left: due timeouts, unsent replies, cut-short service calls, expired and corrupt sessions.
 
@@ -274,11 +289,15 @@ def recover(
     from flowkit.runtime import Runtime
     from flowkit.store import Store, connect
 
-    channel = _sync_channel(no_send)
+    registry = _registry(flows)
+    ours = numbers_option(numbers, registry.names())
+    channel = _sync_channel(no_send, ours)
     client = connect(redis)
+    _attach_registry(registry, client)
     metrics = RedisMetrics(client)
-    rt = Runtime(Store(client, terminal_ttl_ms=_terminal_ttl(None)), _registry(flows, client),
+    rt = Runtime(Store(client, terminal_ttl_ms=_terminal_ttl(None)), registry,
                  services=_services(services), metrics=metrics, channel=channel, rate=rate)
+    rt.numbers = ours
     try:
         report = rt.recover(outbox_age_ms=int(outbox_age * 1000), scan=scan, redeliver=not no_send)
         metrics.flush()

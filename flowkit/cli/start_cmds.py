@@ -14,9 +14,10 @@ from __future__ import annotations
 import csv
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -24,8 +25,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from flowkit.cli.agent_cmds import FlowsOption, sync_runtime
 from flowkit.cli.flows import FormatOption, OutputFormat
+from flowkit.cli.numbers_opt import NumbersOption
 from flowkit.cli.store_cmds import RedisOption
-from flowkit.errors import FlowkitError, TemplateRequired
+from flowkit.errors import FlowkitError
+
+if TYPE_CHECKING:
+    from flowkit.channels.whatsapp.numbers import Numbers
+    from flowkit.runtime.starts import TemplateSpec
 
 MAX_ROWS = 1_000_000
 
@@ -101,8 +107,14 @@ def start(
     flows: FlowsOption = None,
     redis: RedisOption = None,
     format: FormatOption = OutputFormat.text,
+    from_number: Annotated[str | None, typer.Option("--from", help="The phone number id to write from (one of "
+                                                                   "--numbers; default: the first).")] = None,
+    numbers: NumbersOption = None,
 ) -> None:
-    """Start FLOW for a user (or each user of a CSV): a business-initiated conversation."""
+    """Start FLOW for a user (or each user of a CSV): a business-initiated conversation.
+
+    With several numbers (--numbers), the conversation is the user's session on the --from
+    number, which must run FLOW."""
     from flowkit.runtime.starts import StartRequest, TemplateSpec
 
     if (to is None) == (to_file is None):
@@ -111,7 +123,8 @@ def start(
     base_params = _params(param)
     base_slots = _slots(slots)
     rows = _rows(to_file) if to_file is not None else []
-    rt = sync_runtime(flows, redis)
+    rt = sync_runtime(flows, redis, numbers)
+    session = _session_of(rt.numbers, from_number, flow)
 
     def request(wa_id: str, row: dict[str, str] | None) -> StartRequest:
         params = list(base_params)
@@ -123,24 +136,52 @@ def start(
             run = key or (to_file.name if to_file is not None else "bulk")
             row_key = row.get("key") or f"{run}:{flow}:{wa_id}"
         spec = TemplateSpec(template, lang, tuple(params)) if template else None
-        return StartRequest(wa_id, flow, spec, row_slots, row_key)
+        return StartRequest(session(wa_id), flow, spec, row_slots, row_key)
 
     if to is not None:
-        try:
-            result = rt.start(to, flow, template=request(to, None).template, slots=base_slots, key=key)
-            rt.drain()
-        except TemplateRequired as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
-        except FlowkitError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
-        if format == OutputFormat.json:
-            typer.echo(json.dumps(result.to_dict(), ensure_ascii=False))
-        else:
-            typer.echo(f"{result.status}: {flow} for {to}" + (f" ({result.detail})" if result.detail else ""))
+        _start_one(rt, flow, session(to), to, request(to, None).template, base_slots, key, format)
         return
+    report = _start_many(rt, flow, rows, lambda wa_id, row: _kw(request(wa_id, row)), session, rate, progress)
+    _print_report(report, format)
 
+
+def _session_of(numbers: Numbers, from_number: str | None, flow: str) -> Callable[[str], str]:
+    """wa_id -> the session id on the number the start writes from; exit 2 if that number is
+    not ours or does not run ``flow``."""
+    number = from_number if from_number is not None else (numbers.primary.id if numbers.primary else None)
+    if from_number is not None and numbers.numbers and not numbers.accepts(from_number):
+        typer.echo(f"error: --from {from_number} is not one of this deployment's numbers "
+                   f"({', '.join(n.label for n in numbers.numbers)}); check --numbers / WHATSAPP_PHONE_NUMBER_ID",
+                   err=True)
+        raise typer.Exit(2)
+    allowed = numbers.flows_for(numbers.session_id(number, "0"))
+    if allowed is not None and flow not in allowed:
+        got = numbers.get(number)
+        label = got.label if got is not None else number
+        typer.echo(f"error: number {label} does not run flow {flow!r} (its flows: {', '.join(sorted(allowed))}); "
+                   "pick another --from or add the flow to the number in the numbers file", err=True)
+        raise typer.Exit(2)
+    return lambda wa_id: numbers.session_id(number, wa_id)
+
+
+def _start_one(rt: Any, flow: str, sid: str, to: str, template: TemplateSpec | None, slots: dict[str, Any], key: str | None,
+               format: OutputFormat) -> None:
+    """``--to``: one start, its outcome printed; a refusal is exit 2."""
+    try:
+        result = rt.start(sid, flow, template=template, slots=slots, key=key)
+        rt.drain()
+    except FlowkitError as exc:  # TemplateRequired among them: outside the window without --template
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if format == OutputFormat.json:
+        typer.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+    else:
+        typer.echo(f"{result.status}: {flow} for {to}" + (f" ({result.detail})" if result.detail else ""))
+
+
+def _start_many(rt: Any, flow: str, rows: list[dict[str, str]], kwargs: Callable[[str, dict[str, str]], dict[str, Any]],
+                session: Callable[[str], str], rate: float, progress: bool) -> Report:
+    """``--to-file``: a paced start per row; failures are counted, never stop the run."""
     report = Report()
     gap = 1.0 / rate
     bar = Progress(TextColumn(f"start {flow}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -157,7 +198,7 @@ def start(
                 continue
             time.sleep(max(0.0, next_at - time.monotonic()))  # pacing: the number's send rate is shared
             try:
-                result = rt.start(wa_id, flow, **_kw(request(wa_id, row)))
+                result = rt.start(session(wa_id), flow, **kwargs(wa_id, row))
             except FlowkitError as exc:
                 report.failed += 1
                 report.failures.append({"wa_id": wa_id, "error": str(exc)})
@@ -169,6 +210,11 @@ def start(
                     report.skipped += 1
             bar.advance(task)
     rt.drain()
+    return report
+
+
+def _print_report(report: Report, format: OutputFormat) -> None:
+    """The run's counts (and the first failures); exit 1 if any start failed."""
     if format == OutputFormat.json:
         typer.echo(json.dumps(report.to_dict(), ensure_ascii=False))
     else:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from flowkit.channels.whatsapp import outgoing
+from flowkit.channels.whatsapp.numbers import Numbers
 from flowkit.channels.whatsapp.outgoing import (
     HEADER_MEDIA,
     MAX_CAPTION,
@@ -92,7 +93,7 @@ class AsyncRecordingChannel(RecordingChannel):
         return RecordingChannel.send(self, to, reply)
 
 
-def reply_call(reply: Reply, *, fit: bool = True) -> tuple[str, dict[str, Any]]:
+def reply_call(reply: Reply, *, fit: bool = True) -> tuple[str, dict[str, Any]]:  # noqa: C901 -- the dispatch from a reply's shape to the one Graph message that carries it
     """Which WhatsApp sender method sends ``reply``, and its keyword arguments.
 
     A reply is always one Graph message; combinations that cannot be one (a header on plain
@@ -189,28 +190,48 @@ class WhatsAppChannel:
 
     With ``read_receipts`` (default: the ``FLOWKIT_READ_RECEIPTS`` environment variable, off)
     the runtime's :meth:`seen` marks each handled message read, with the typing indicator
-    while a service call runs."""
+    while a service call runs. With ``numbers`` (several numbers on one deployment) each
+    session's messages leave from the number its id names (flowkit/channels/whatsapp/numbers.py)."""
 
     window_ms = WHATSAPP_WINDOW_MS  # the runtime keeps free-form replies inside it
 
-    def __init__(self, sender: Any, *, read_receipts: bool | None = None) -> None:
+    def __init__(self, sender: Any, *, read_receipts: bool | None = None, numbers: Numbers | None = None) -> None:
         self.sender = sender
         self.read_receipts = _read_receipts_from_env() if read_receipts is None else read_receipts
+        self.numbers = numbers if numbers is not None else Numbers()
+        self._senders: dict[str, Any] = {}
 
-    def seen(self, message_id: str, *, working: bool = False) -> None:
-        """Mark ``message_id`` read (and show "typing…" when ``working``). A receipt that fails
-        is logged, never raised: it must not cost the user their reply."""
+    def route(self, to: str) -> tuple[Any, str]:
+        """(the sender of the number session ``to`` belongs to, the user it addresses)."""
+        return _route(self.sender, self.numbers, self._senders, to)
+
+    def seen(self, message_id: str, *, working: bool = False, to: str | None = None) -> None:
+        """Mark ``message_id`` read (and show "typing…" when ``working``) from the number of
+        session ``to``. A receipt that fails is logged, never raised: it must not cost the
+        user their reply."""
         if not self.read_receipts:
             return
         try:
-            self.sender.mark_read(message_id, typing=working)
+            (self.route(to)[0] if to else self.sender).mark_read(message_id, typing=working)
         except (ChannelError, OSError) as exc:
             log.warning("read receipt failed", extra={"message_id": message_id, "error": str(exc)})
 
     def send(self, to: str, reply: Reply) -> str | None:
         method, kwargs = reply_call(reply)
-        wamid: str | None = getattr(self.sender, method)(to, **kwargs)
+        sender, user = self.route(to)
+        wamid: str | None = getattr(sender, method)(user, **kwargs)
         return wamid
+
+
+def _route(sender: Any, numbers: Numbers, senders: dict[str, Any], to: str) -> tuple[Any, str]:
+    """A session's messages leave from the number that received its user's (numbers.py)."""
+    number, user = numbers.address(to)
+    if number is None:
+        return sender, user
+    twin = senders.get(number)
+    if twin is None:
+        twin = senders[number] = sender.for_number(number)
+    return twin, user
 
 
 class AsyncWhatsAppChannel:
@@ -219,19 +240,26 @@ class AsyncWhatsAppChannel:
 
     window_ms = WHATSAPP_WINDOW_MS
 
-    def __init__(self, sender: Any, *, read_receipts: bool | None = None) -> None:
+    def __init__(self, sender: Any, *, read_receipts: bool | None = None, numbers: Numbers | None = None) -> None:
         self.sender = sender
         self.read_receipts = _read_receipts_from_env() if read_receipts is None else read_receipts
+        self.numbers = numbers if numbers is not None else Numbers()
+        self._senders: dict[str, Any] = {}
 
-    async def seen(self, message_id: str, *, working: bool = False) -> None:
+    def route(self, to: str) -> tuple[Any, str]:
+        """(the sender of the number session ``to`` belongs to, the user it addresses)."""
+        return _route(self.sender, self.numbers, self._senders, to)
+
+    async def seen(self, message_id: str, *, working: bool = False, to: str | None = None) -> None:
         if not self.read_receipts:
             return
         try:
-            await self.sender.mark_read(message_id, typing=working)
+            await (self.route(to)[0] if to else self.sender).mark_read(message_id, typing=working)
         except (ChannelError, OSError) as exc:
             log.warning("read receipt failed", extra={"message_id": message_id, "error": str(exc)})
 
     async def send(self, to: str, reply: Reply) -> str | None:
         method, kwargs = reply_call(reply)
-        wamid: str | None = await getattr(self.sender, method)(to, **kwargs)
+        sender, user = self.route(to)
+        wamid: str | None = await getattr(sender, method)(user, **kwargs)
         return wamid

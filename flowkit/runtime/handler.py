@@ -17,7 +17,7 @@ import dataclasses
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Generator, Iterable, Mapping
+from collections.abc import Callable, Collection, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -55,7 +55,7 @@ from flowkit.runtime.places import SentPlaces
 from flowkit.runtime.registry import FlowRegistry
 from flowkit.runtime.sender import (
     OutboxSender,
-    Pacer,
+    Pacers,
     classify,
     error_name,
     metric,
@@ -69,6 +69,7 @@ from flowkit.runtime.services import ServiceRegistry
 from flowkit.store import delivery
 
 if TYPE_CHECKING:
+    from flowkit.channels.whatsapp.numbers import Numbers
     from flowkit.channels.whatsapp.webhook import StatusUpdate
 
 log = get_logger("flowkit.runtime")
@@ -125,8 +126,9 @@ def _inbound(event: Event) -> str | None:
     return event.message_id if isinstance(event, Message) else None
 
 
-def unrouted_text(registry: FlowRegistry) -> str:
-    triggers = [f.triggers[0] for f in registry.flows() if f.triggers]
+def unrouted_text(registry: FlowRegistry, only: Collection[str] | None = None) -> str:
+    """The fallback answer: the first trigger of each flow this number runs (``only``: its flows)."""
+    triggers = [f.triggers[0] for f in registry.flows() if f.triggers and (only is None or f.name in only)]
     if not triggers:
         return "Hi! I can't help with that here."
     return "Hi! I can help with: " + ", ".join(triggers) + ". Send one of these words to start."
@@ -154,6 +156,11 @@ class _Core:
                       "send_failures": 0}
         self.calls_in_flight: set[str] = set()  # call ids this process is running now
         self.run_services = True
+        self.numbers: Numbers | None = None  # several WhatsApp numbers, each with its flows (serve sets it)
+
+    def allowed_flows(self, sid: str | None) -> frozenset[str] | None:
+        """The flows session ``sid`` may start: its number's (the numbers file); None: every flow."""
+        return self.numbers.flows_for(sid) if self.numbers is not None and sid is not None else None
 
     # -- state cache: the last state this process committed, so the happy path needs no load.
     # It keeps the engine's own State object: the engine trusts a state it validated itself
@@ -186,20 +193,23 @@ class _Core:
 
     # -- routing
 
-    def route(self, state: State | None, event: Event) -> Event | None:
-        """Which event a message becomes: an answer in the active flow, a start, or nothing."""
+    def route(self, state: State | None, event: Event, sid: str | None = None) -> Event | None:
+        """Which event a message becomes: an answer in the active flow, a start (of a flow the
+        session's number runs), or nothing."""
         if not isinstance(event, Message):
             return event
         if state is not None and not state.terminal:
             return event
         text = event.text or ""
-        flow = self.registry.match_trigger(text) if text else None
+        only = self.allowed_flows(sid)
+        flow = self.registry.match_trigger(text, only) if text else None
         # restart and the default flow need only a name: the flow itself is resolved by the
         # driver (``_resolve.Resolve``), which says UnknownFlowError if there is none
         name = flow.name if flow is not None else None
-        if name is None and state is not None and text.strip().lower() in ("restart",):
+        if name is None and state is not None and text.strip().lower() in ("restart",) and (
+                only is None or state.flow in only):
             name = state.flow
-        if name is None and self.default_flow:
+        if name is None and self.default_flow and (only is None or self.default_flow in only):
             name = self.default_flow
         if name is None:
             return None
@@ -262,10 +272,10 @@ class _Core:
                     fresh = True
                     continue
                 return Outcome(sid, "noop", state.version, conflicts=conflicts)
-            routed = self.route(state, event)
+            routed = self.route(state, event, sid)
             if routed is None:
                 return Outcome(sid, "unrouted", state.version if state else None,
-                               replies=(Reply(text=unrouted_text(self.registry)),))
+                               replies=(Reply(text=unrouted_text(self.registry, self.allowed_flows(sid))),))
             now = self.clock()
             wants = (self.root_want(state, routed), *pinned(state))
             answers = yield _resolve.Resolve(wants)
@@ -406,7 +416,8 @@ class Runtime(_handoff.AgentActions, _Core):
                          max_conflicts=max_conflicts, cache_size=cache_size, rng=rng, metrics=metrics)
         self.channel: Channel = channel or RecordingChannel()
         self.run_services = run_services
-        self.pacer = Pacer(rate)
+        self.pacers = Pacers(rate)  # one per sending number
+        self.pacer = self.pacers.default
 
     def drain(self) -> None:
         """Send the deferred outbox acknowledgements now (before exit; they otherwise ride
@@ -496,7 +507,7 @@ class Runtime(_handoff.AgentActions, _Core):
             if closed and reply.template is None:
                 self._undeliverable(sid, version, i, "outside_window", route)
                 return True
-            self.pacer.wait_sync()
+            self.pacers.for_session(sid, self.numbers).wait_sync()
             try:
                 wamid = self.channel.send(sid, reply)
             except (ChannelError, OSError) as exc:
@@ -549,7 +560,7 @@ class Runtime(_handoff.AgentActions, _Core):
         sent = self.deliver(sid, version, [e for e in effects if isinstance(e, Reply)], route=route)
         seen = getattr(self.channel, "seen", None)
         if inbound and seen is not None:  # read receipt, "typing…" while the calls below run
-            seen(inbound, working=self.run_services and any(isinstance(e, CallService) for e in effects))
+            seen(inbound, working=self.run_services and any(isinstance(e, CallService) for e in effects), to=sid)
         if self.run_services:
             for call in (e for e in effects if isinstance(e, CallService)):
                 self._call_and_feed(sid, call, actor)
@@ -838,7 +849,7 @@ class AsyncRuntime(_handoff.AsyncAgentActions, _Core):
             else:
                 sent = True
             if inbound and seen is not None:  # read receipt, "typing…" while the calls run
-                await seen(inbound, working=self.run_services and has_calls)
+                await seen(inbound, working=self.run_services and has_calls, to=sid)
             if owns_ack:
                 if not replies and not has_calls:
                     await self.store.ack_effects(sid, version, defer=True)
@@ -846,7 +857,7 @@ class AsyncRuntime(_handoff.AsyncAgentActions, _Core):
         else:
             sent = await self._send(sid, replies, version)
             if inbound and seen is not None:
-                await seen(inbound, working=self.run_services and has_calls)
+                await seen(inbound, working=self.run_services and has_calls, to=sid)
         calls = [e for e in effects if isinstance(e, CallService)] if self.run_services else []
         if not self.run_services and any(isinstance(e, CallService) for e in effects):
             return

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from flowkit.errors import UnknownFlowError, VersionClash
@@ -158,12 +158,15 @@ class FlowRegistry:
     def flows(self) -> list[Flow]:
         return [self._latest[n] for n in self.names()]
 
-    def match_trigger(self, text: str) -> Flow | None:
-        """The flow whose trigger the message says (whole words, case-insensitive, longest trigger wins)."""
+    def match_trigger(self, text: str, only: Collection[str] | None = None) -> Flow | None:
+        """The flow whose trigger the message says (whole words, case-insensitive, longest trigger
+        wins), among the flows named in ``only`` if given (a number's flows)."""
         self._maybe_refresh()
         words = " " + " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split()) + " "
         best: tuple[int, Flow] | None = None
         for flow in self._latest.values():
+            if only is not None and flow.name not in only:
+                continue
             for t in flow.triggers:
                 if f" {t} " in words and (best is None or len(t) > best[0]):
                     best = (len(t), flow)

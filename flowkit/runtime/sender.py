@@ -31,7 +31,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from flowkit.engine import Command, Reply
 from flowkit.errors import ChannelError, FlowkitError, GraphAPIError
@@ -39,6 +39,9 @@ from flowkit.log import error_fields, get_logger
 from flowkit.runtime import transcript
 from flowkit.runtime.places import SentPlaces
 from flowkit.store import delivery
+
+if TYPE_CHECKING:
+    from flowkit.channels.whatsapp.numbers import Numbers
 
 log = get_logger("flowkit.sender")
 
@@ -169,6 +172,31 @@ class Pacer:
                 return
 
 
+class Pacers:
+    """One :class:`Pacer` per sending number: each number has its own throughput tier, and a
+    429 Graph gives one number pauses that number only (flowkit/channels/whatsapp/numbers.py).
+
+    ``default`` paces the primary number (and every send when no numbers are configured) at
+    ``rate``; another number at its own ``rate:`` from the numbers file, else ``rate``."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.default = Pacer(rate)
+        self._by_number: dict[str, Pacer] = {}
+
+    def for_session(self, sid: str, numbers: Numbers | None) -> Pacer:
+        if numbers is None:
+            return self.default
+        number, _ = numbers.address(sid)
+        primary = numbers.primary
+        if number is None or (primary is not None and number == primary.id and primary.rate is None):
+            return self.default
+        pacer = self._by_number.get(number)
+        if pacer is None:
+            pacer = self._by_number[number] = Pacer(numbers.rate_for(sid) or self.rate)
+        return pacer
+
+
 @dataclass
 class _Job:
     sid: str
@@ -192,7 +220,8 @@ class OutboxSender:
     def __init__(self, runtime: Any, *, rate: float = 80.0, max_wait: float = 120.0, backoff: float = 0.5,
                  max_backoff: float = 30.0, lease_after: float = 10.0, rng: random.Random | None = None) -> None:
         self.runtime = runtime
-        self.pacer = Pacer(rate)
+        self.pacers = Pacers(rate)
+        self.pacer = self.pacers.default  # the primary number's
         self.max_wait = max_wait
         self.backoff = backoff
         self.max_backoff = max_backoff
@@ -201,6 +230,10 @@ class OutboxSender:
         self._queues: dict[str, deque[_Job]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self.stats = {"sent": 0, "failed": 0, "left": 0, "retries": 0}
+
+    def pacer_for(self, sid: str) -> Pacer:
+        """The pacer of the number session ``sid``'s replies leave from."""
+        return self.pacers.for_session(sid, getattr(self.runtime, "numbers", None))
 
     @property
     def backlog(self) -> int:
@@ -266,14 +299,19 @@ class OutboxSender:
             self._queues.pop(sid, None)
             self._workers.pop(sid, None)
 
+    async def _window_closed(self, job: _Job) -> bool:
+        """Is the user's 24-hour window closed for ``job``'s free-form replies?"""
+        rt = self.runtime
+        if not (job.record and rt.window_ms() and any(r.template is None for r in job.replies)):
+            return False
+        if not rt.window_closed(job.sid, lambda: None):
+            return False
+        last = await rt.store.last_inbound(job.sid)  # not by what this process saw: another may know better
+        return bool(rt.window_closed(job.sid, lambda: last))
+
     async def _deliver(self, job: _Job) -> Result:
         rt = self.runtime
-        closed = False
-        if job.record and rt.window_ms() and any(r.template is None for r in job.replies):
-            closed = rt.window_closed(job.sid, lambda: None)
-            if closed:  # not by what this process saw: ask the store (another process may know better)
-                last = await rt.store.last_inbound(job.sid)
-                closed = rt.window_closed(job.sid, lambda: last)
+        closed = await self._window_closed(job)
         for i in range(job.first, len(job.replies)):
             reply = job.replies[i]
             if closed and reply.template is None:
@@ -282,7 +320,7 @@ class OutboxSender:
             while True:
                 if time.monotonic() - job.since > self.lease_after and job.record:
                     await rt.store.defer(delivery.lease_commands(job.sid, job.version, rt.store.now_ms()))
-                await self.pacer.wait()
+                await self.pacer_for(job.sid).wait()
                 try:
                     wamid = await rt.channel.send(job.sid, reply)
                 except (ChannelError, OSError) as exc:
@@ -334,9 +372,9 @@ class OutboxSender:
                       extra=fields | {"alert": "whatsapp_account"})
             metric(rt.metrics, "whatsapp_alert", error_name(exc))
             delay = max(delay, ACCOUNT_PAUSE_S)
-            self.pacer.pause(delay)
+            self.pacer_for(job.sid).pause(delay)
         elif kind == "throttle":
-            self.pacer.pause(delay)
+            self.pacer_for(job.sid).pause(delay)
         if time.monotonic() + delay - job.since > self.max_wait:
             log.warning("reply still failing; left in the outbox for recovery", extra=fields)
             return None
@@ -359,5 +397,5 @@ def _resolve(fut: asyncio.Future[Result], result: Result) -> None:
         fut.set_result(result)
 
 
-__all__ = ["ACCOUNT_CODES", "OutboxSender", "PERMANENT_CODES", "Pacer", "classify", "error_name", "outside_window",
+__all__ = ["ACCOUNT_CODES", "OutboxSender", "PERMANENT_CODES", "Pacer", "Pacers", "classify", "error_name", "outside_window",
            "undeliverable_event"]

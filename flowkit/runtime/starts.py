@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from flowkit.engine import Start, State
-from flowkit.errors import AlreadyLive, HandoffError, TemplateRequired
+from flowkit.errors import AlreadyLive, FlowNotOnNumber, HandoffError, TemplateRequired
 from flowkit.runtime.sender import outside_window
 
 if TYPE_CHECKING:
@@ -44,6 +44,8 @@ class _Runtime(Protocol):
     def clock(self) -> int: ...
 
     def window_ms(self) -> int | None: ...
+
+    def allowed_flows(self, sid: str | None) -> frozenset[str] | None: ...
 
 
 class _SyncRuntime(_Runtime, Protocol):
@@ -128,6 +130,12 @@ def _event(req: StartRequest) -> Start:
 
 def _check(rt: _Runtime, req: StartRequest, raw: Mapping[str, Any] | None, closed: bool) -> None:
     rt.registry.latest(req.flow)  # UnknownFlowError names the flows there are
+    allowed = rt.allowed_flows(req.session_id)  # several numbers: the one the session writes from
+    if allowed is not None and req.flow not in allowed:
+        raise FlowNotOnNumber(f"{req.session_id}: its number does not run flow {req.flow!r} (it runs: "
+                              f"{', '.join(sorted(allowed))}); start it from a number that does (flowkit start "
+                              "--from, or the session id <user>@<phone_number_id>), or add the flow to the "
+                              "number in the numbers file")
     if raw is not None and not State.from_dict(raw).terminal:
         raise AlreadyLive(f"{req.session_id} is in a live session of flow {raw.get('flow')!r} ({raw.get('status')}); "
                           "wait until it ends, or cancel or release it first")

@@ -148,6 +148,7 @@ class FakeGraphAPI:
         self._typing: list[str] = []
         self._sent: list[GraphMessage] = []
         self._read: list[str] = []
+        self._read_from: list[tuple[str, str]] = []  # (phone_number_id, message_id)
         self._scripted: deque[_Scripted] = deque()
         self._recent: dict[str, deque[float]] = {}
         self._recent_pair: dict[tuple[str, str], deque[float]] = {}
@@ -270,6 +271,12 @@ class FakeGraphAPI:
             return list(self._read)
 
     @property
+    def read_receipts_from(self) -> list[tuple[str, str]]:
+        """(phone number id that marked it, message id) of each read receipt, in order."""
+        with self._lock:
+            return list(self._read_from)
+
+    @property
     def requests(self) -> int:
         """Requests received, failed ones included."""
         with self._lock:
@@ -284,6 +291,7 @@ class FakeGraphAPI:
         with self._lock:
             self._sent.clear()
             self._read.clear()
+            self._read_from.clear()
             self._typing.clear()
             self._wrote.clear()
             self._media.clear()
@@ -330,6 +338,7 @@ class FakeGraphAPI:
         if kind == "read":
             with self._lock:
                 self._read.append(payload["message_id"])
+                self._read_from.append((phone_number_id, payload["message_id"]))
                 if payload.get("typing_indicator") is not None:
                     self._typing.append(payload["message_id"])
             return 200, {"success": True}, {}

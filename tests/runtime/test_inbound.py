@@ -287,10 +287,12 @@ def test_messages_for_another_phone_number_id_are_not_processed(served: Served) 
     # the second number listed in WHATSAPP_PHONE_NUMBER_ID is this deployment's too
     r = served.post(as_ours(text_payload(who, "pizza"), who, phone_number_id=SECOND_NUMBER))
     assert r.status_code == 200 and r.json()["applied"] == 1
-    served.wait_for(who, 2)
+    # the replies leave from the number the user wrote to, and the session is that number's
+    assert {m.phone_number_id for m in served.wait_for(who, 2)} == {SECOND_NUMBER}
+    assert served.store.load(f"{who}@{SECOND_NUMBER}") is not None and served.store.load(who) is None
     assert served.store.load(other) is None
-    sent = served.barrier(other)
-    assert len(sent) == 2  # only the barrier's welcome and question
+    served.barrier(other)  # returns at the welcome; its question may still be on its way
+    assert len(served.wait_for(other, 2)) == 2  # only the barrier's welcome and question
 
 
 # ---------------------------------------------------------------- lone surrogates

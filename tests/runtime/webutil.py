@@ -50,9 +50,10 @@ def spawn_serve(redis_url: str, graph: Any, port: int, log: Path, *args: str, fl
                                 cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT)
 
 
-def start_serve(redis_url: str, graph: Any, port: int, log: Path, *args: str) -> subprocess.Popen[bytes]:
-    """:func:`spawn_serve`, ready when /readyz answers 200; errors quote ``log``."""
-    proc = spawn_serve(redis_url, graph, port, log, *args)
+def start_serve(redis_url: str, graph: Any, port: int, log: Path, *args: str, **kw: Any) -> subprocess.Popen[bytes]:
+    """:func:`spawn_serve` (``kw``: its flows, services, env), ready when /readyz answers 200;
+    errors quote ``log``."""
+    proc = spawn_serve(redis_url, graph, port, log, *args, **kw)
     # a condition, not a time: on a 2-core machine running other suites, importing the app alone
     # has taken over 30 s; 180 s only bounds a server that never comes up
     deadline = time.monotonic() + 180

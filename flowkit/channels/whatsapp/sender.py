@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import dataclasses
 import email.utils
 import hashlib
@@ -28,7 +29,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -253,7 +254,7 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _hint(f: _Failure) -> str:
+def _hint(f: _Failure) -> str:  # noqa: C901 -- one branch per Graph error family: a lookup table in code
     """What the operator should do about it."""
     if f.status == 401 or f.code == 190:
         return "check WHATSAPP_TOKEN: the access token is invalid or has expired"
@@ -308,6 +309,8 @@ def _message_id(body: Mapping[str, Any], what: str) -> str:
 
 
 class _SenderBase:
+    _owns_client: bool  # set by each subclass: whether close() closes its HTTP client
+
     def __init__(self, token: str | None, phone_number_id: str | None, *, api_url: str | None,
                  api_version: str | None, config: WhatsAppConfig | None, timeout: float | None, max_attempts: int,
                  backoff: float, max_backoff: float, max_retry_after: float, rng: random.Random | None) -> None:
@@ -327,6 +330,16 @@ class _SenderBase:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config!r})"
+
+    def for_number(self, phone_number_id: str) -> Self:
+        """This sender (token, HTTP client, retry policy) sending from another number of the
+        account: several numbers on one deployment (flowkit/channels/whatsapp/numbers.py)."""
+        if phone_number_id == self.config.phone_number_id:
+            return self
+        twin = copy.copy(self)
+        twin.config = dataclasses.replace(self.config, phone_number_id=phone_number_id)
+        twin._owns_client = False  # the original closes the shared client
+        return twin
 
     def _plan(self, payload: Mapping[str, Any], what: str) -> Generator[Any, Any, dict[str, Any]]:
         return _exchange(payload, what, self.retry, self._rng)

@@ -30,8 +30,10 @@ def non_answer_entry(m: InboundMessage, now: int) -> dict[str, Any]:
     return inbound_entry(wamid=m.message_id, ts=now, kind=m.kind, text=text, payload=payload, version=None)
 
 
-def non_answer_commands(store: TranscriptStore, m: InboundMessage, now: int) -> Batch:
-    return tx.append_commands(m.wa_id, [non_answer_entry(m, now)], store.transcript_keep, store.transcript_ttl_ms)
+def non_answer_commands(store: TranscriptStore, m: InboundMessage, now: int, session_id: str | None = None) -> Batch:
+    """The transcript entry of a non-answer, on ``session_id`` (default: the user's bare id)."""
+    return tx.append_commands(session_id or m.wa_id, [non_answer_entry(m, now)], store.transcript_keep,
+                              store.transcript_ttl_ms)
 
 
 __all__ = ["non_answer_commands", "non_answer_entry"]
