@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -10,10 +11,8 @@ import pandas as pd
 
 from flowkit.history._prep import Prepared
 from flowkit.history.anomaly_report import CODES, Anomaly, held_limits, held_not_stuck, stuck_text
-from flowkit.history.columns import (
-    EVENTS,
-)
-from flowkit.history.flowset import FlowSet
+from flowkit.history.columns import EVENTS
+from flowkit.history.flowset import FlowGraph, FlowSet
 from flowkit.version_rules import duplicate_text, version_gap
 
 
@@ -160,6 +159,14 @@ class Finder:
         if all(g is None for g in graphs):
             return
         width = len(p.steps) + 1  # + the virtual (start) node
+        node_ok, edge_ok = self._graph_tables(graphs, width)
+        g_el = gid[p.path_parent]  # the graph of each path element's record
+        self._unknown_steps(gid, g_el, node_ok, width)
+        self._illegal_transitions(g_el, node_ok, edge_ok, width)
+
+    def _graph_tables(self, graphs: list[FlowGraph | None], width: int) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+        """Which (graph, step) nodes exist, and a test for (graph, step, step) edge keys."""
+        p = self.p
         n_graphs = len(graphs)
         node_ok = np.zeros(n_graphs * width, dtype=bool)
         edge_keys: list[np.ndarray] = []
@@ -188,11 +195,13 @@ class Finder:
         else:  # pragma: no cover - thousands of steps in many versions
             def edge_ok(k: np.ndarray) -> np.ndarray:
                 return np.isin(k, keys)
+        return node_ok, edge_ok
 
-        # Unknown steps: to_step and every path element, first version per (session, step).
+    def _unknown_steps(self, gid: np.ndarray, g_el: np.ndarray, node_ok: np.ndarray, width: int) -> None:
+        """UNKNOWN_STEP: to_step and every path element, first version per (session, step)."""
+        p = self.p
         cur = p.path_values
         parent = p.path_parent
-        g_el = gid[parent]
         checked_el = g_el >= 0
         unknown_el = checked_el & ~node_ok[np.maximum(g_el, 0) * width + np.maximum(cur, 0)]
         g_to = gid
@@ -206,7 +215,13 @@ class Finder:
                 name, version = p.fv_pairs[p.fv[row]]
                 self.add("UNKNOWN_STEP", int(row), f"step {p.step_name(int(step))!r} is not in flow {name!r} version {version!r}")
 
-        # Illegal pairs: (from_step, path[0]) and (path[k-1], path[k]).
+    def _illegal_transitions(self, g_el: np.ndarray, node_ok: np.ndarray,
+                             edge_ok: Callable[[np.ndarray], np.ndarray], width: int) -> None:
+        """ILLEGAL_TRANSITION: the pairs (from_step, path[0]) and (path[k-1], path[k]), one finding per record."""
+        p = self.p
+        cur = p.path_values
+        parent = p.path_parent
+        checked_el = g_el >= 0
         pos = p.path_pos
         prev = np.empty_like(cur)
         if len(cur):
@@ -224,18 +239,16 @@ class Finder:
             bad = check & ~edge_ok(np.where(check, keys_el, 0))
         else:
             bad = np.zeros(0, dtype=bool)
-        if bad.any():
-            bad_rows = parent[bad]
-            bad_prev = prev[bad]
-            bad_cur = cur[bad]
-            seen: dict[int, list[str]] = {}
-            for r, a, b in zip(bad_rows, bad_prev, bad_cur, strict=True):
-                seen.setdefault(int(r), []).append(f"{p.step_name(int(a))} -> {p.step_name(int(b))}")
-            for r, moves in seen.items():
-                name, version = p.fv_pairs[p.fv[r]]
-                shown = ", ".join(moves[:3]) + (f" (+{len(moves) - 3} more)" if len(moves) > 3 else "")
-                self.add("ILLEGAL_TRANSITION", r, f"{EVENTS[p.event[r]]} moved {shown}, not an edge of flow {name!r} "
-                         f"version {version!r}")
+        if not bad.any():
+            return
+        seen: dict[int, list[str]] = {}
+        for r, a, b in zip(parent[bad], prev[bad], cur[bad], strict=True):
+            seen.setdefault(int(r), []).append(f"{p.step_name(int(a))} -> {p.step_name(int(b))}")
+        for r, moves in seen.items():
+            name, version = p.fv_pairs[p.fv[r]]
+            shown = ", ".join(moves[:3]) + (f" (+{len(moves) - 3} more)" if len(moves) > 3 else "")
+            self.add("ILLEGAL_TRANSITION", r, f"{EVENTS[p.event[r]]} moved {shown}, not an edge of flow {name!r} "
+                     f"version {version!r}")
 
     # -- against the snapshot and the clock
 
@@ -281,17 +294,13 @@ class Finder:
             i = int(row[k])
             name, version = p.fv_pairs[p.fv[i]]
             last_status = p.status_names[p.status[i]]
-            diffs = []
-            if versions[k] != p.version[i]:
-                diffs.append(f"version {versions[k]} vs {p.version[i]}")
-            if step_codes[k] != p.to_step[i]:
-                diffs.append(f"step {steps_txt[k]!r} vs to_step {p.step_name(int(p.to_step[i]))!r}")
-            if statuses[k] != last_status:
-                diffs.append(f"status {statuses[k]!r} vs {last_status!r}")
-            if flows_txt[k] != name:
-                diffs.append(f"flow {flows_txt[k]!r} vs {name!r}")
-            if fvs_txt[k] != version:
-                diffs.append(f"flow_version {fvs_txt[k]!r} vs {version!r}")
+            diffs = [text for differ, text in (
+                (versions[k] != p.version[i], f"version {versions[k]} vs {p.version[i]}"),
+                (step_codes[k] != p.to_step[i], f"step {steps_txt[k]!r} vs to_step {p.step_name(int(p.to_step[i]))!r}"),
+                (statuses[k] != last_status, f"status {statuses[k]!r} vs {last_status!r}"),
+                (flows_txt[k] != name, f"flow {flows_txt[k]!r} vs {name!r}"),
+                (fvs_txt[k] != version, f"flow_version {fvs_txt[k]!r} vs {version!r}"),
+            ) if differ]
             self.add("STATE_MISMATCH", i, "snapshot vs last record: " + "; ".join(diffs))
         in_snap = np.zeros(len(p.sessions) + 1, dtype=bool)
         in_snap[s_sid[s_sid >= 0]] = True
