@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from flowkit.flow.messages import Message
-from flowkit.flow.steps import AskStep, CallStep, EndStep, FlowStep, SayStep, SetStep
+from flowkit.flow.steps import AskStep, CallStep, EndStep, FlowStep, SayStep, SetStep, Step
 
 if TYPE_CHECKING:
     from flowkit.flow.model import Flow
@@ -35,19 +35,23 @@ def canonical_body(flow: Flow) -> dict[str, Any]:
     if flow.help is not None:
         body["help"] = flow.help.canonical()
     for name, step in flow.steps.items():
-        d = body["steps"][name]
-        if isinstance(d.get("next"), list):
-            for b, bd in zip(step.next, d["next"], strict=True):
-                if b.when is not None:
-                    bd["if"] = b.when.canonical()
-        if isinstance(step, SetStep):
-            d["set"] = [[k, e.canonical()] for k, e in step.assign]
-        if isinstance(step, (CallStep, FlowStep)) and step.args:
-            d["args"] = {k: e.canonical() for k, e in step.args}
-        if isinstance(step, (SayStep, EndStep)) and step.say is not None:
-            d["say"] = _canonical_message(step.say, d["say"])
-        if isinstance(step, AskStep):
-            d["ask"] = _canonical_message(step.ask, d["ask"])
-            if step.invalid is not None:
-                d["invalid"] = step.invalid.canonical()
+        _canonical_step(step, body["steps"][name])
     return body
+
+
+def _canonical_step(step: Step, d: dict[str, Any]) -> None:
+    """``d`` (``step.to_dict()``) with its expressions and templates in canonical spelling."""
+    if isinstance(d.get("next"), list):
+        for b, bd in zip(step.next, d["next"], strict=True):
+            if b.when is not None:
+                bd["if"] = b.when.canonical()
+    if isinstance(step, SetStep):
+        d["set"] = [[k, e.canonical()] for k, e in step.assign]
+    if isinstance(step, (CallStep, FlowStep)) and step.args:
+        d["args"] = {k: e.canonical() for k, e in step.args}
+    if isinstance(step, (SayStep, EndStep)) and step.say is not None:
+        d["say"] = _canonical_message(step.say, d["say"])
+    if isinstance(step, AskStep):
+        d["ask"] = _canonical_message(step.ask, d["ask"])
+        if step.invalid is not None:
+            d["invalid"] = step.invalid.canonical()

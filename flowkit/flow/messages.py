@@ -100,16 +100,7 @@ class Message:
         if self.buttons:
             d["buttons"] = [{"id": b.id, "title": b.title} for b in self.buttons]
         if self.list is not None:
-            def rows(section: ListSection) -> list[dict[str, str]]:
-                return [{"id": r.id, "title": r.title, **({"description": r.description} if r.description else {})}
-                        for r in section.rows]
-
-            secs = self.list.sections
-            if len(secs) == 1 and not secs[0].title:  # the `rows:` shorthand
-                d["list"] = {"button": self.list.button, "rows": rows(secs[0])}
-            else:
-                d["list"] = {"button": self.list.button,
-                             "sections": [{**({"title": s.title} if s.title else {}), "rows": rows(s)} for s in secs]}
+            d["list"] = _list_data(self.list)
         if self.template is not None:
             d["template"] = {
                 "name": self.template.name,
@@ -126,3 +117,16 @@ class Message:
         if self.cta is not None:
             d["cta"] = {"text": self.cta.text, "url": self.cta.url.source}
         return d
+
+
+def _list_data(menu: ListMenu) -> dict[str, Any]:
+    """A list menu as a flow file writes it (one untitled section: the ``rows:`` shorthand)."""
+    def rows(section: ListSection) -> list[dict[str, str]]:
+        return [{"id": r.id, "title": r.title, **({"description": r.description} if r.description else {})}
+                for r in section.rows]
+
+    secs = menu.sections
+    if len(secs) == 1 and not secs[0].title:  # the `rows:` shorthand
+        return {"button": menu.button, "rows": rows(secs[0])}
+    return {"button": menu.button,
+            "sections": [{**({"title": s.title} if s.title else {}), "rows": rows(s)} for s in secs]}

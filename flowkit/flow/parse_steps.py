@@ -75,19 +75,8 @@ class StepParser(MessageParser):
         if not n.is_map:
             self.err(n, "wrong-type", f"{where} must be a mapping, got {_type_name(n.value)}")
             return None
-        keys = set(n.value)
-        kinds = [k for k in self._KIND_KEYS if k in keys]
-        if kinds == ["say", "end"] or kinds == ["end"]:
-            kind = "end"
-        elif kinds:
-            kind = kinds[0]
-            if len(kinds) > 1:
-                extra = ", ".join(f"`{k}`" for k in kinds)
-                self.err(knode, "conflicting-kinds", f"{where} has {extra}: a step does one thing (only `say` may go with `end`); split it into steps")
-        elif "next" in keys:
-            kind = "branch"
-        else:
-            self.err(knode, "dead-end", f"{where} does nothing: give it one of say, ask, set, call, flow, end, split, or a `next`")
+        kind = self.step_kind(set(n.value), knode, where)
+        if kind is None:
             return None
         m = self.mapping(n, where, self._STEP_KEYS[kind])
         if m is None:
@@ -99,31 +88,48 @@ class StepParser(MessageParser):
             self.err(n.value["next"][0], "end-with-next", f"{where} ends the session, so `next` would never be followed; remove it")
             common["next"] = ()
         try:
-            if kind == "say":
-                msg = self.message(m["say"], f"`say` of {where}")
-                step: Step | None = SayStep(say=msg, **common) if msg else None
-            elif kind == "ask":
-                step = self.ask_step(m, where, common)
-            elif kind == "set":
-                assign = self.assignments(m["set"], f"`set` of {where}", locs, "set")
-                step = SetStep(assign=assign, **common)
-            elif kind == "call":
-                step = self.call_step(m, where, common)
-            elif kind == "flow":
-                step = self.flow_step(m, where, common)
-            elif kind == "split":
-                step = SplitStep(split=self.split_variants(m["split"], where, name), **common)
-            elif kind == "end":
-                end = self.choice(m.get("end"), f"`end` of {where}", END_KINDS) or "completed"
-                say = self.message(m["say"], f"`say` of {where}") if "say" in m else None
-                step = EndStep(end=end, say=say, **common)
-            else:
-                step = BranchStep(**common)
+            step = self.build_step(kind, m, where, common)
         except _Skip:
             return None
         if step is not None:
             self._broken_next.pop(name, None)
         return step
+
+    def step_kind(self, keys: set[str], knode: _N, where: str) -> str | None:
+        """The kind a step's keys say it is (``None``: none, reported)."""
+        kinds = [k for k in self._KIND_KEYS if k in keys]
+        if kinds == ["say", "end"] or kinds == ["end"]:
+            return "end"
+        if kinds:
+            if len(kinds) > 1:
+                extra = ", ".join(f"`{k}`" for k in kinds)
+                self.err(knode, "conflicting-kinds", f"{where} has {extra}: a step does one thing (only `say` may go with `end`); split it into steps")
+            return kinds[0]
+        if "next" in keys:
+            return "branch"
+        self.err(knode, "dead-end", f"{where} does nothing: give it one of say, ask, set, call, flow, end, split, or a `next`")
+        return None
+
+    def build_step(self, kind: str, m: dict[str, _N], where: str, common: dict[str, Any]) -> Step | None:
+        """The step of ``kind`` from its keys ``m``; raises :class:`_Skip` when it is too broken to build."""
+        if kind == "say":
+            msg = self.message(m["say"], f"`say` of {where}")
+            return SayStep(say=msg, **common) if msg else None
+        if kind == "ask":
+            return self.ask_step(m, where, common)
+        if kind == "set":
+            return SetStep(assign=self.assignments(m["set"], f"`set` of {where}", common["locs"], "set"), **common)
+        if kind == "call":
+            return self.call_step(m, where, common)
+        if kind == "flow":
+            return self.flow_step(m, where, common)
+        if kind == "split":
+            return SplitStep(split=self.split_variants(m["split"], where, common["name"]), **common)
+        if kind == "end":
+            end = self.choice(m.get("end"), f"`end` of {where}", END_KINDS) or "completed"
+            say = self.message(m["say"], f"`say` of {where}") if "say" in m else None
+            return EndStep(end=end, say=say, **common)
+        return BranchStep(**common)
 
     def split_variants(self, n: _N, where: str, step: str) -> tuple[Variant, ...]:
         """``split: [{variant: short, weight: 50, goto: ask_a}, ...]``: at least two variants,
@@ -164,24 +170,7 @@ class StepParser(MessageParser):
         if not n.is_list or not n.value:
             self.err(n, "wrong-type", f"`next` of {where} must be a step name or a list of {{if, goto}}")
             return ()
-        out: list[Branch] = []
-        for i, item in enumerate(n.value):
-            if isinstance(item.value, str):  # a bare name in the list is the default branch
-                goto = self.name(item, f"`next` of {where}")
-                if goto:
-                    out.append(Branch(goto=goto, loc=self.loc(item)))
-                continue
-            m = self.mapping(item, f"branch {i + 1} of {where}", ["if", "goto"], required=["goto"])
-            if m is None or "goto" not in m:
-                continue
-            goto = self.name(m["goto"], f"`goto` of {where}")
-            cond = self.expr(m.get("if"), f"condition of branch {i + 1} of {where}") if "if" in m else None
-            if "if" in m and cond is None:
-                cond = _UNPARSED  # already reported; keep the branch conditional so no false follow-up errors
-            if goto:
-                out.append(
-                    Branch(goto=goto, when=cond, loc=self.loc(m["goto"]), when_loc=self.loc(m["if"]) if "if" in m else self.loc(m["goto"]))
-                )
+        out = [b for i, item in enumerate(n.value) if (b := self.branch(item, i, where)) is not None]
         for i, b in enumerate(out):
             if b.when is None and i != len(out) - 1:
                 self.err(b.loc, "unreachable-branch", f"in {where}, branch {i + 1} has no `if`, so the branches after it are never taken")
@@ -189,16 +178,28 @@ class StepParser(MessageParser):
             self.err(n, "no-default-branch", f"`next` of {where} needs a last branch without `if` (e.g. `- goto: other_step`) so there is always a way on")
         return tuple(out)
 
+    def branch(self, item: _N, i: int, where: str) -> Branch | None:
+        """Item ``i`` of a ``next`` list: a bare step name (the default) or ``{if, goto}``."""
+        if isinstance(item.value, str):  # a bare name in the list is the default branch
+            goto = self.name(item, f"`next` of {where}")
+            return Branch(goto=goto, loc=self.loc(item)) if goto else None
+        m = self.mapping(item, f"branch {i + 1} of {where}", ["if", "goto"], required=["goto"])
+        if m is None or "goto" not in m:
+            return None
+        goto = self.name(m["goto"], f"`goto` of {where}")
+        cond = self.expr(m.get("if"), f"condition of branch {i + 1} of {where}") if "if" in m else None
+        if "if" in m and cond is None:
+            cond = _UNPARSED  # already reported; keep the branch conditional so no false follow-up errors
+        if not goto:
+            return None
+        return Branch(goto=goto, when=cond, loc=self.loc(m["goto"]), when_loc=self.loc(m["if"]) if "if" in m else self.loc(m["goto"]))
+
     def input_spec(self, n: _N | None, where: str) -> InputSpec | None:
         what = f"`input` of {where}"
         if n is None:
             return None
         if isinstance(n.value, str):
-            typ = self.choice(n, what, INPUT_TYPES)
-            if typ in ("choice", "regex"):
-                need = "options" if typ == "choice" else "pattern"
-                self.err(n, "missing-key", f"{what} of type {typ} needs `{need}`: write it as a mapping")
-            return InputSpec(type=typ, loc=self.loc(n)) if typ else None
+            return self.input_shorthand(n, what)
         m = self.mapping(n, what, ["type", "options", "min", "max", "min_length", "max_length", "pattern", "media"], required=["type"])
         if m is None or "type" not in m:
             return None
@@ -225,13 +226,27 @@ class StepParser(MessageParser):
             loc=self.loc(n),
         )
         self.check_range(n, what, spec.min, spec.max, spec.min_length, spec.max_length)
+        self.check_input_keys(n, m, what, spec)
+        return spec
+
+    def input_shorthand(self, n: _N, what: str) -> InputSpec | None:
+        """``input: text``: a type alone (choice and regex need more, so a mapping)."""
+        typ = self.choice(n, what, INPUT_TYPES)
+        if typ in ("choice", "regex"):
+            need = "options" if typ == "choice" else "pattern"
+            self.err(n, "missing-key", f"{what} of type {typ} needs `{need}`: write it as a mapping")
+        return InputSpec(type=typ, loc=self.loc(n)) if typ else None
+
+    def check_input_keys(self, n: _N, m: dict[str, _N], what: str, spec: InputSpec) -> None:
+        """The keys an input of ``spec.type`` needs, and those that do not apply to it."""
+        typ = spec.type
         if typ == "choice" and not spec.options and "options" not in m:
             self.err(n, "missing-key", f"{what} has type choice and needs `options`")
         if typ == "regex" and not spec.pattern and "pattern" not in m:
             self.err(n, "missing-key", f"{what} has type regex and needs `pattern`")
         if spec.options is not None and typ != "choice":
             self.err(m["options"], "bad-value", f"`options` only applies to choice inputs, not {typ}")
-        if (lo is not None or hi is not None) and typ not in ("int", "number", "date"):
+        if (spec.min is not None or spec.max is not None) and typ not in ("int", "number", "date"):
             self.err(n, "bad-value", f"`min`/`max` only apply to int, number and date inputs, not {typ}")
         if spec.media is not None:
             if typ != "media":
@@ -239,8 +254,6 @@ class StepParser(MessageParser):
             for kind in spec.media:
                 if kind not in MEDIA_KINDS:
                     self.err(m["media"], "bad-value", f"unknown media kind {kind!r} (allowed: {', '.join(MEDIA_KINDS)})")
-        return spec
-
 
     def ask_step(self, m: dict[str, _N], where: str, common: dict[str, Any]) -> AskStep:
         msg = self.message(m["ask"], f"`ask` of {where}")
