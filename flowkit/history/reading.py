@@ -104,39 +104,9 @@ def read_table(path: str | Path, kind: Kind = "history", *, fmt: Format | None =
             files = parquet_files(p)
             if not files:
                 return schema.empty_table()
-            want = list(columns) if columns is not None else None
-            # What a re-prompt means needs its error (canonical_reprompts): read it along with
-            # the path even when the caller does not want it, and blank it again afterwards.
-            extra = ["error"] if want is not None and kind == "history" and "path" in want and "error" not in want else []
-            tables = []
-            for f in files:
-                present = pq.read_schema(f).names
-                # Hive folders (flow=NAME/...) hold the columns the files leave out (flowkit.history.partitioned).
-                hive = {k: v for k, v in hive_values(f, p).items() if k in schema.names and k not in present}
-                cols = [c for c in (want + extra if want is not None else present) if c in present]
-                missing = [c for c in schema.names if c not in present and c not in hive and (want is None or c in want)
-                           and c not in OPTIONAL[kind]]
-                if missing:
-                    raise HistoryError(f"{f}: {kind} is missing column{'s' if len(missing) > 1 else ''} "
-                                       f"{', '.join(map(repr, missing))} (expected {MEANING[kind]}; see docs/design.md, 'History export')")
-                part = pq.read_table(f, columns=cols)
-                for k, v in hive.items():
-                    part = part.append_column(k, pa.repeat(pa.scalar(v, pa.string()), part.num_rows))
-                tables.append(fill_optional(part, kind).select(
-                    [c for c in (want + extra if want is not None else schema.names)
-                     if c in present or c in hive or c in OPTIONAL[kind]]))
-            table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
-            if want is not None:
-                # Fill the columns not read with typed nulls so the table has the whole schema.
-                for fld in schema:
-                    if fld.name not in table.column_names:
-                        table = table.append_column(fld.name, pa.nulls(len(table), fld.type))
-                table = table.select(schema.names)
-                table = normalize_partial(table, kind, source, want + [c for c in extra if c in table.column_names])
-                for c in extra:
-                    i = table.column_names.index(c)
-                    table = table.set_column(i, table.schema.field(i), pa.nulls(len(table), table.schema.field(i).type))
-                return table
+            if columns is not None:
+                return _read_parquet_columns(files, p, kind, source, list(columns))
+            table = _read_parquet(files, p, kind, None, [])
         elif fmt == "jsonl":
             if p.stat().st_size == 0:
                 return schema.empty_table()
@@ -147,20 +117,70 @@ def read_table(path: str | Path, kind: Kind = "history", *, fmt: Format | None =
                 # error names the column and shows the bad value.
                 return frame_to_table(_jsonl_frame(p), kind, source=source)
         elif fmt == "csv":
-            with p.open(encoding="utf-8") as fh:
-                header = fh.readline().strip().split(",")
-            if header == [""]:
+            csv_table = _read_csv(p)
+            if csv_table is None:
                 return schema.empty_table()
-            # Everything as text first: labels like flow_version "3" must not become numbers.
-            table = pacsv.read_csv(p, convert_options=pacsv.ConvertOptions(
-                column_types={c.strip('"'): pa.string() for c in header}, strings_can_be_null=True, null_values=[""],
-                quoted_strings_can_be_null=False))
-            # A quoted "" stays an empty string; for optional text columns that means null too.
+            table = csv_table
         else:  # pragma: no cover - Format is closed
             raise HistoryError(f"unknown format {fmt!r}")
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, UnicodeDecodeError) as exc:
         raise HistoryError(f"{source}: cannot read {kind} as {fmt}: {exc}") from None
     return normalize_table(table, kind, source=source)
+
+
+def _read_parquet(files: list[Path], root: Path, kind: Kind, want: list[str] | None, extra: list[str]) -> pa.Table:
+    """The Parquet parts as one table: ``want`` (and ``extra``) columns, else all of them,
+    with the columns hive folders hold and optional columns filled."""
+    schema = schema_of(kind)
+    tables = []
+    for f in files:
+        present = pq.read_schema(f).names
+        # Hive folders (flow=NAME/...) hold the columns the files leave out (flowkit.history.partitioned).
+        hive = {k: v for k, v in hive_values(f, root).items() if k in schema.names and k not in present}
+        cols = [c for c in (want + extra if want is not None else present) if c in present]
+        missing = [c for c in schema.names if c not in present and c not in hive and (want is None or c in want)
+                   and c not in OPTIONAL[kind]]
+        if missing:
+            raise HistoryError(f"{f}: {kind} is missing column{'s' if len(missing) > 1 else ''} "
+                               f"{', '.join(map(repr, missing))} (expected {MEANING[kind]}; see docs/design.md, 'History export')")
+        part = pq.read_table(f, columns=cols)
+        for k, v in hive.items():
+            part = part.append_column(k, pa.repeat(pa.scalar(v, pa.string()), part.num_rows))
+        tables.append(fill_optional(part, kind).select(
+            [c for c in (want + extra if want is not None else schema.names)
+             if c in present or c in hive or c in OPTIONAL[kind]]))
+    return pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+
+
+def _read_parquet_columns(files: list[Path], root: Path, kind: Kind, source: str, want: list[str]) -> pa.Table:
+    """Only the ``want`` columns, normalised; the others typed nulls so the table has the whole schema."""
+    schema = schema_of(kind)
+    # What a re-prompt means needs its error (canonical_reprompts): read it along with
+    # the path even when the caller does not want it, and blank it again afterwards.
+    extra = ["error"] if kind == "history" and "path" in want and "error" not in want else []
+    table = _read_parquet(files, root, kind, want, extra)
+    for fld in schema:
+        if fld.name not in table.column_names:
+            table = table.append_column(fld.name, pa.nulls(len(table), fld.type))
+    table = table.select(schema.names)
+    table = normalize_partial(table, kind, source, want + [c for c in extra if c in table.column_names])
+    for c in extra:
+        i = table.column_names.index(c)
+        table = table.set_column(i, table.schema.field(i), pa.nulls(len(table), table.schema.field(i).type))
+    return table
+
+
+def _read_csv(p: Path) -> pa.Table | None:
+    """A CSV table with every column as text (``None``: the file is empty)."""
+    with p.open(encoding="utf-8") as fh:
+        header = fh.readline().strip().split(",")
+    if header == [""]:
+        return None
+    # Everything as text first: labels like flow_version "3" must not become numbers.
+    # A quoted "" stays an empty string; for optional text columns that means null too.
+    return pacsv.read_csv(p, convert_options=pacsv.ConvertOptions(
+        column_types={c.strip('"'): pa.string() for c in header}, strings_can_be_null=True, null_values=[""],
+        quoted_strings_can_be_null=False))
 
 
 def _jsonl_frame(p: Path) -> pd.DataFrame:
