@@ -4,6 +4,11 @@ Parsing works on PyYAML's node tree rather than on plain Python values so that e
 value keeps its line and column; JSON is read by the same parser (JSON is YAML), which
 gives JSON files the same precise errors. Problems are collected, not raised one by one:
 a user fixing a file sees all of them at once.
+
+The parser is a chain, each layer in its own module and using only those below it:
+:mod:`~flowkit.flow.parse_values` (shapes, scalars, names, expressions) →
+:mod:`~flowkit.flow.parse_messages` (what the bot says) → :mod:`~flowkit.flow.parse_steps`
+(steps, ``next``, inputs) → this module (the flow's own keys, files and folders).
 """
 
 from __future__ import annotations

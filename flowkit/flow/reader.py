@@ -236,7 +236,6 @@ class Reader:
         span = _scalar_span(node, self.text, scalar) if isinstance(scalar, str) and isinstance(node, yaml.ScalarNode) else None
         return Node(scalar, line, col, quoted=getattr(node, "style", None) in ("'", '"'), span=span)
 
-
     def _convert_mapping(self, node: yaml.MappingNode, loader: yaml.SafeLoader,
                          depth: int) -> dict[str, tuple[Node, Node]]:
         """A mapping's entries by key text; merge keys, non-text keys and duplicates are reported and left out."""
