@@ -141,6 +141,30 @@ _RULE_KEYS = {"name", "signal", "threshold", "change", "window", "severity", "su
               "labels"}
 
 
+def _rule_comparison(raw: dict[str, Any], where: str) -> tuple[str, re.Match[str]]:
+    """``threshold`` or ``change`` (exactly one) and its comparison, like ``> 5``."""
+    if ("threshold" in raw) == ("change" in raw):
+        raise ConfigError(f"{where}: give exactly one of `threshold` or `change`, e.g. threshold: \"> 5\"")
+    kind = "threshold" if "threshold" in raw else "change"
+    m = _COMPARISON.match(str(raw[kind]))
+    if not m:
+        raise ConfigError(f"{where}: {kind} must look like \"> 5\" or \"<= 0.1\", got {raw[kind]!r}")
+    return kind, m
+
+
+def _rule_durations(raw: dict[str, Any], where: str) -> tuple[float, float]:
+    """The rule's ``window`` (at most a day) and ``stuck_after``, in seconds."""
+    try:
+        window = parse_duration(raw.get("window", "5m"))
+        stuck = parse_duration(raw.get("stuck_after", "30m"))
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if not 0 < window <= 86_400:
+        # each window minute is one pipelined read per shard: a day is ~11k reads, more is a report, not an alert
+        raise ConfigError(f"{where}: window must be more than 0 and at most 24h, got {raw.get('window')!r}")
+    return window, stuck
+
+
 def _rule(raw: Any, where: str) -> Rule:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: a rule must be a mapping")
@@ -154,20 +178,8 @@ def _rule(raw: Any, where: str) -> Rule:
     signal = raw.get("signal")
     if signal not in SIGNALS:
         raise ConfigError(f"{where}: unknown signal {signal!r}; choose one of {', '.join(SIGNALS)}")
-    if ("threshold" in raw) == ("change" in raw):
-        raise ConfigError(f"{where}: give exactly one of `threshold` or `change`, e.g. threshold: \"> 5\"")
-    kind = "threshold" if "threshold" in raw else "change"
-    m = _COMPARISON.match(str(raw[kind]))
-    if not m:
-        raise ConfigError(f"{where}: {kind} must look like \"> 5\" or \"<= 0.1\", got {raw[kind]!r}")
-    try:
-        window = parse_duration(raw.get("window", "5m"))
-        stuck = parse_duration(raw.get("stuck_after", "30m"))
-    except ValueError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-    if not 0 < window <= 86_400:
-        # each window minute is one pipelined read per shard: a day is ~11k reads, more is a report, not an alert
-        raise ConfigError(f"{where}: window must be more than 0 and at most 24h, got {raw.get('window')!r}")
+    kind, m = _rule_comparison(raw, where)
+    window, stuck = _rule_durations(raw, where)
     severity = raw.get("severity", "warning")
     if severity not in ("info", "warning", "critical"):
         raise ConfigError(f"{where}: severity must be info, warning or critical, got {severity!r}")
@@ -271,28 +283,42 @@ def evaluate(client: Any, rules: Iterable[Rule], now_ms: int) -> list[tuple[Rule
         if rule.signal == "redis_unreachable":
             continue  # answered by AlertManager.run: if we got here, Redis answered
         if rule.signal in GAUGES:
-            v = gauge_value(client, rule, now_ms)
-            if rule.kind == "change":
-                before = _sample_at(client, rule, now_ms - rule.window_ms)
-                _record_sample(client, rule, now_ms, v)
-                if before is None:
-                    continue  # not enough history yet
-                v = v - before
-            if rule.breached(v):
+            v = _gauge_signal(client, rule, now_ms)
+            if v is not None and rule.breached(v):
                 breached.append((rule, {}, v))
             continue
-        now_vals = counter_values(client, rule, now_ms - rule.window_ms, now_ms)
-        if rule.kind == "change":
-            earlier = counter_values(client, rule, now_ms - 2 * rule.window_ms, now_ms - rule.window_ms)
-            keys = set(now_vals) | set(earlier)
-            now_vals = {k: now_vals.get(k, 0.0) - earlier.get(k, 0.0) for k in keys}
-        for labels, v in sorted(now_vals.items()):
-            lab = dict(labels)
-            if any(lab.get(k) != want for k, want in rule.labels.items()):
-                continue
-            if rule.breached(v):
-                breached.append((rule, lab, v))
+        breached += _counter_breaches(client, rule, now_ms)
     return breached
+
+
+def _gauge_signal(client: Any, rule: Rule, now_ms: int) -> float | None:
+    """A gauge rule's value now (for a change rule: since a window ago, None before there is
+    a sample that old); records this sample for later change rules."""
+    v = gauge_value(client, rule, now_ms)
+    if rule.kind != "change":
+        return v
+    before = _sample_at(client, rule, now_ms - rule.window_ms)
+    _record_sample(client, rule, now_ms, v)
+    if before is None:
+        return None  # not enough history yet
+    return v - before
+
+
+def _counter_breaches(client: Any, rule: Rule, now_ms: int) -> list[tuple[Rule, dict[str, str], float]]:
+    """The label sets of a counter rule (matching its labels) whose window breaches it."""
+    now_vals = counter_values(client, rule, now_ms - rule.window_ms, now_ms)
+    if rule.kind == "change":
+        earlier = counter_values(client, rule, now_ms - 2 * rule.window_ms, now_ms - rule.window_ms)
+        keys = set(now_vals) | set(earlier)
+        now_vals = {k: now_vals.get(k, 0.0) - earlier.get(k, 0.0) for k in keys}
+    out: list[tuple[Rule, dict[str, str], float]] = []
+    for labels, v in sorted(now_vals.items()):
+        lab = dict(labels)
+        if any(lab.get(k) != want for k, want in rule.labels.items()):
+            continue
+        if rule.breached(v):
+            out.append((rule, lab, v))
+    return out
 
 
 def _message(rule: Rule, labels: Mapping[str, str], value: float) -> str:

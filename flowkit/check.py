@@ -42,7 +42,7 @@ from flowkit.batching import batched
 from flowkit.engine import Reply, State, check_slots
 from flowkit.engine.locate import locate
 from flowkit.engine.replay import replay
-from flowkit.engine.state import check_state_shape
+from flowkit.engine.state import Record, check_state_shape
 from flowkit.errors import CheckError, EngineError, FlowkitError, StateValidationError, UnknownFlowError
 from flowkit.findings import Finding
 from flowkit.flow.model import STATUSES, TERMINAL_STATUSES, AskStep, CallStep
@@ -162,6 +162,28 @@ def check_session(session_id: str, records: Sequence[Mapping[str, Any]], state: 
 
     ordered = sorted(records, key=lambda r: int(r["version"]))
     versions = [int(r["version"]) for r in ordered]
+    _version_violations(versions, partial, v)
+    _message_violations(ordered, acked, v)
+    last = ordered[-1] if ordered else None
+    if integrity is not None:
+        v("ILLEGAL_STATE", int(state["version"]) if state and isinstance(state.get("version"), int) else None,
+          f"the stored state fails its integrity check: {integrity}")
+    if state is None and last is not None and integrity is None:
+        v("STATE_MISMATCH", int(last["version"]), "history exists but the session has no state")
+    if state is not None:
+        _state_violations(state, last, v)
+        if integrity is None:
+            out.extend(_legal(session_id, state, registry))
+    if ordered and not any(x.code in ("VERSION_DUPLICATE", "VERSION_GAP") for x in out) and (versions[0] == 1):
+        _check_replay(session_id, ordered, registry, state_at, replies, report, v)
+    return out
+
+
+_Report = Callable[[str, int | None, str], None]  # (code, version, detail) of one violation
+
+
+def _version_violations(versions: list[int], partial: bool, v: _Report) -> None:
+    """VERSION_DUPLICATE and VERSION_GAP over the session's sorted versions."""
     counts = Counter(versions)
     for ver, n in sorted(counts.items()):
         if n > 1:
@@ -172,6 +194,10 @@ def check_session(session_id: str, records: Sequence[Mapping[str, Any]], state: 
         if gap is not None:
             v("VERSION_GAP", *gap)
         prev = ver
+
+
+def _message_violations(ordered: list[Mapping[str, Any]], acked: Iterable[str], v: _Report) -> None:
+    """DOUBLE_APPLY (a message id applied twice) and LOST_MESSAGE (acknowledged, never stored)."""
     first_seen: dict[str, int] = {}
     for r in ordered:
         mid = r.get("message_id")
@@ -184,25 +210,17 @@ def check_session(session_id: str, records: Sequence[Mapping[str, Any]], state: 
     for mid in sorted(set(acked)):
         if mid not in first_seen:
             v("LOST_MESSAGE", None, f"message {mid} was acknowledged as stored but is not in the history")
-    last = ordered[-1] if ordered else None
-    if integrity is not None:
-        v("ILLEGAL_STATE", int(state["version"]) if state and isinstance(state.get("version"), int) else None,
-          f"the stored state fails its integrity check: {integrity}")
-    if state is None and last is not None and integrity is None:
-        v("STATE_MISMATCH", int(last["version"]), "history exists but the session has no state")
-    if state is not None:
-        if last is None:
-            v("STATE_MISMATCH", _int(state.get("version")), "state exists without any history")
-        else:
-            for key, rkey in (("version", "version"), ("step", "to_step"), ("status", "status")):
-                if state.get(key) != last.get(rkey):
-                    v("STATE_MISMATCH", int(last["version"]),
-                      f"state {key}={state.get(key)!r} but the last record has {rkey}={last.get(rkey)!r}")
-        if integrity is None:
-            out.extend(_legal(session_id, state, registry))
-    if ordered and not any(x.code in ("VERSION_DUPLICATE", "VERSION_GAP") for x in out) and (versions[0] == 1):
-        _check_replay(session_id, ordered, registry, state_at, replies, report, v)
-    return out
+
+
+def _state_violations(state: Mapping[str, Any], last: Mapping[str, Any] | None, v: _Report) -> None:
+    """STATE_MISMATCH: the stored state against the last history record."""
+    if last is None:
+        v("STATE_MISMATCH", _int(state.get("version")), "state exists without any history")
+        return
+    for key, rkey in (("version", "version"), ("step", "to_step"), ("status", "status")):
+        if state.get(key) != last.get(rkey):
+            v("STATE_MISMATCH", int(last["version"]),
+              f"state {key}={state.get(key)!r} but the last record has {rkey}={last.get(rkey)!r}")
 
 
 def _check_replay(session_id: str, ordered: list[Mapping[str, Any]], registry: FlowRegistry,
@@ -237,13 +255,22 @@ def _check_replay(session_id: str, ordered: list[Mapping[str, Any]], registry: F
             v("REPLAY_MISMATCH", ver, f"the engine would not change the session for the recorded {rec.get('event')} event")
             continue
         produced += sum(1 for e in t.effects if isinstance(e, Reply))
-        for key in ("to_step", "status", "error"):
-            if getattr(got, key) != rec.get(key):
-                v("REPLAY_MISMATCH", ver, f"{key}: recorded {rec.get(key)!r}, replay gives {getattr(got, key)!r}")
-        if list(got.path) != list(rec.get("path") or []):
-            v("REPLAY_MISMATCH", ver, f"path: recorded {list(rec.get('path') or [])}, replay gives {list(got.path)}")
-    if replies is None or not complete:
-        return
+        _compare_replayed(rec, got, ver, v)
+    if replies is not None and complete:
+        _check_replies(replies, produced, report, v)
+
+
+def _compare_replayed(rec: Mapping[str, Any], got: Record, ver: int, v: _Report) -> None:
+    """REPLAY_MISMATCH for each field where the replayed record differs from the recorded one."""
+    for key in ("to_step", "status", "error"):
+        if getattr(got, key) != rec.get(key):
+            v("REPLAY_MISMATCH", ver, f"{key}: recorded {rec.get(key)!r}, replay gives {getattr(got, key)!r}")
+    if list(got.path) != list(rec.get("path") or []):
+        v("REPLAY_MISMATCH", ver, f"path: recorded {list(rec.get('path') or [])}, replay gives {list(got.path)}")
+
+
+def _check_replies(replies: int, produced: int, report: CheckReport | None, v: _Report) -> None:
+    """REPLY_MISMATCH: the replies the user got against those the replayed commits produce."""
     if report is not None:
         report.replies_checked += 1
     if replies != produced:

@@ -99,7 +99,7 @@ class _TooDeep(Exception):
 _DQ_ESCAPE_LEN = {"x": 4, "u": 6, "U": 10}
 
 
-def _scalar_span(node: yaml.ScalarNode, text: str, value: str) -> Span:
+def _scalar_span(node: yaml.ScalarNode, text: str, value: str) -> Span:  # noqa: C901 -- one scanner per YAML scalar style, sharing the position state
     """Where each part of a text scalar's value was written.
 
     Exact for single-line plain and quoted scalars (escapes included) and for literal
@@ -215,28 +215,7 @@ class Reader:
         if depth > MAX_DEPTH:
             raise _TooDeep(line, col)
         if isinstance(node, yaml.MappingNode):
-            out: dict[str, tuple[Node, Node]] = {}
-            for knode, vnode in node.value:
-                key = self._convert(knode, loader, depth + 1)
-                value = self._convert(vnode, loader, depth + 1)
-                if knode.tag == "tag:yaml.org,2002:merge":
-                    self.err(key.line, key.column, "unsupported", "YAML merge keys (<<) are not supported in flow files; write the keys out")
-                    continue
-                if not isinstance(key.value, str):
-                    if isinstance(key.value, (int, float, bool)) or key.value is None:
-                        key.value = "null" if key.value is None else str(key.value).lower()
-                    else:
-                        self.err(key.line, key.column, "wrong-type", "a mapping key must be text")
-                        continue
-                if key.value in out:
-                    first = out[key.value][0]
-                    self.err(
-                        key.line, key.column + (1 if key.quoted else 0), "duplicate-key",
-                        f"duplicate key {key.value!r} (first defined at line {first.line})",
-                    )
-                    continue
-                out[key.value] = (key, value)
-            return Node(out, line, col)
+            return Node(self._convert_mapping(node, loader, depth), line, col)
         if isinstance(node, yaml.SequenceNode):
             return Node([self._convert(v, loader, depth + 1) for v in node.value], line, col)
         scalar: Any
@@ -256,3 +235,29 @@ class Reader:
             scalar = str(node.value)  # dates and timestamps stay text as written; the model decides what they mean
         span = _scalar_span(node, self.text, scalar) if isinstance(scalar, str) and isinstance(node, yaml.ScalarNode) else None
         return Node(scalar, line, col, quoted=getattr(node, "style", None) in ("'", '"'), span=span)
+
+    def _convert_mapping(self, node: yaml.MappingNode, loader: yaml.SafeLoader,
+                         depth: int) -> dict[str, tuple[Node, Node]]:
+        """A mapping's entries by key text; merge keys, non-text keys and duplicates are reported and left out."""
+        out: dict[str, tuple[Node, Node]] = {}
+        for knode, vnode in node.value:
+            key = self._convert(knode, loader, depth + 1)
+            value = self._convert(vnode, loader, depth + 1)
+            if knode.tag == "tag:yaml.org,2002:merge":
+                self.err(key.line, key.column, "unsupported", "YAML merge keys (<<) are not supported in flow files; write the keys out")
+                continue
+            if not isinstance(key.value, str):
+                if isinstance(key.value, (int, float, bool)) or key.value is None:
+                    key.value = "null" if key.value is None else str(key.value).lower()
+                else:
+                    self.err(key.line, key.column, "wrong-type", "a mapping key must be text")
+                    continue
+            if key.value in out:
+                first = out[key.value][0]
+                self.err(
+                    key.line, key.column + (1 if key.quoted else 0), "duplicate-key",
+                    f"duplicate key {key.value!r} (first defined at line {first.line})",
+                )
+                continue
+            out[key.value] = (key, value)
+        return out

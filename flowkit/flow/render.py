@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import graphviz
 
 from flowkit.flow.graph import to_networkx
 from flowkit.flow.model import Flow
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 # Colours per step kind: calm for talking, warm for waiting on the outside world.
 KIND_STYLE: Mapping[str, dict[str, str]] = {
@@ -60,6 +64,14 @@ def render(flow: Flow, *, node_labels: Mapping[str, str] | None = None, node_col
     dot.attr("edge", fontname="Helvetica", fontsize="9")
     dot.node("__start__", "", shape="circle", width="0.2", fillcolor="black")
     dot.edge("__start__", flow.start)
+    _add_nodes(dot, g, node_labels, node_colours)
+    _add_edges(dot, g, edge_labels, edge_widths)
+    return dot
+
+
+def _add_nodes(dot: graphviz.Digraph, g: nx.DiGraph, node_labels: Mapping[str, str] | None,
+               node_colours: Mapping[str, str] | None) -> None:
+    """One box per step: its name, kind and text, styled by kind (an end by how it ends)."""
     for name, data in g.nodes(data=True):
         style = dict(KIND_STYLE.get(data["kind"], {}))
         if data["kind"] == "end" and data["end"] in END_COLOURS:
@@ -72,6 +84,11 @@ def render(flow: Flow, *, node_labels: Mapping[str, str] | None = None, node_col
         if node_labels and name in node_labels:
             lines.append(str(node_labels[name]))
         dot.node(name, _label(*lines), **style)
+
+
+def _add_edges(dot: graphviz.Digraph, g: nx.DiGraph, edge_labels: Mapping[tuple[str, str], str] | None,
+               edge_widths: Mapping[tuple[str, str], float] | None) -> None:
+    """One arrow per pair of steps, styled by its kinds, with the analysis' labels and widths."""
     for a, b, data in g.edges(data=True):
         attrs: dict[str, str] = {}
         for kind in data["kinds"]:
@@ -84,7 +101,6 @@ def render(flow: Flow, *, node_labels: Mapping[str, str] | None = None, node_col
         if edge_widths and (a, b) in edge_widths:
             attrs["penwidth"] = f"{edge_widths[(a, b)]:.2f}"
         dot.edge(a, b, label=_label(_short(label, 60)), **attrs)
-    return dot
 
 
 def render_to_file(flow: Flow, out: str | Path, **kwargs: object) -> Path:

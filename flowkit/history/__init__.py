@@ -1,9 +1,13 @@
 """History export and analysis for analysts (docs/design.md, "History export" and "Analysis").
 
 - :mod:`~flowkit.history.columns`: the export format (columns, dtypes, reading and writing
-  Parquet, JSONL and CSV, validation);
+  Parquet, JSONL and CSV, validation), re-exported from :mod:`~flowkit.history.schema`,
+  :mod:`~flowkit.history.normalizing`, :mod:`~flowkit.history.reading` and
+  :mod:`~flowkit.history.writing`;
 - :mod:`~flowkit.history.export`: streaming export from Redis;
-- :mod:`~flowkit.history.anomalies`: the anomaly codes, vectorised;
+- :mod:`~flowkit.history.anomalies`: the anomaly codes, vectorised (report:
+  :mod:`~flowkit.history.anomaly_report`; checks: :mod:`~flowkit.history.anomaly_pandas`,
+  :mod:`~flowkit.history.anomaly_duckdb`);
 - :mod:`~flowkit.history.analytics`: funnels, drop-off, dwell, rates, retries, variants, DFG;
 - :mod:`~flowkit.history.experiments`: A/B tests of ``split`` steps (rates, difference, CI, p-value);
 - :mod:`~flowkit.history.plots`: charts and the flow heatmap;

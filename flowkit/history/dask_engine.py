@@ -3,7 +3,7 @@
 Every anomaly rule is judged per session (records of one session, its snapshot row and
 one global ``as_of``), so the work partitions by session. The engine is a plain hash
 shuffle written as a task graph, and the checks stay with their one owner, the pandas
-finder (:class:`flowkit.history.anomalies._Finder`):
+finder (:class:`flowkit.history.anomaly_pandas.Finder`):
 
 1. *read* (one task per input file, on the workers): :func:`read_table` reads and
    normalises the file exactly as the pandas engine does, then the rows are split into
@@ -121,7 +121,7 @@ def check_bucket(history: list[pa.Table], sessions: list[pa.Table] | None, flows
                  retry_threshold: int, as_of_ms: int | None, since: bool) -> dict[str, Any]:
     """The pandas finder on one bucket of sessions; findings plus the counts the summary adds up."""
     from flowkit.history._prep import prepare
-    from flowkit.history.anomalies import _Finder
+    from flowkit.history.anomaly_pandas import Finder
 
     hist = pa.concat_tables(history, promote_options="permissive")
     df = normalize(table_to_frame(hist, "history"), "history")
@@ -129,7 +129,7 @@ def check_bucket(history: list[pa.Table], sessions: list[pa.Table] | None, flows
     if sessions is not None:
         snap = normalize(table_to_frame(pa.concat_tables(sessions, promote_options="permissive"), "sessions"), "sessions")
     p = prepare(df)
-    finder = _Finder(p, flows, snap, stuck_after=stuck_after, retry_threshold=retry_threshold, as_of_ms=as_of_ms,
+    finder = Finder(p, flows, snap, stuck_after=stuck_after, retry_threshold=retry_threshold, as_of_ms=as_of_ms,
                      since=since)
     return {"found": finder.run(), "rows": p.n, "sessions": len(p.sessions),
             "snapshot_sessions": len(snap) if snap is not None else None, "fv_pairs": list(p.fv_pairs),
@@ -147,14 +147,14 @@ def run(client: Any, history: list[Any], sessions: list[Any] | None, flows: Any,
         retry_threshold: int, as_of: Any, exported_at: Any, since: bool) -> dict[str, Any]:
     """Run the checks on ``client``: ``history``/``sessions`` are futures of :func:`read_split`
     results (or of ``(pieces, latest)`` built in the driver)."""
-    from flowkit.history.anomalies import _as_of
+    from flowkit.history.anomaly_report import resolve_as_of
 
     latest = None
     if as_of is None and exported_at is None:
         times = [t for _, t in client.gather([client.submit(lambda r: (None, r[1]), h, pure=False) for h in history])
                  if t is not None]
         latest = max(times) if times else None
-    as_of_ms, source = _as_of(as_of, exported_at, latest)
+    as_of_ms, source = resolve_as_of(as_of, exported_at, latest)
     flows_f = client.scatter(flows, broadcast=True) if flows is not None else None
 
     def piece(r: tuple[list[pa.Table], int | None], k: int) -> pa.Table:
@@ -186,7 +186,7 @@ def default_buckets(client: Any, rows: int | None = None) -> int:
 
 def analyze_files(path: str | Path, flows: Any, *, scheduler: str | None, buckets: int | None, **kw: Any) -> dict[str, Any]:
     """:func:`run` on an export on disk (read by the workers); ``kw`` as :func:`run`."""
-    from flowkit.history.anomalies import ANALYSIS_COLUMNS
+    from flowkit.history.anomaly_report import ANALYSIS_COLUMNS
 
     loc = locate_export(path)
     assert loc.history is not None and loc.history_format is not None

@@ -30,9 +30,9 @@ who never started a flow has no session to export, so neither do their messages.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from flowkit.batching import batched
 from flowkit.errors import HistoryError
@@ -52,6 +52,44 @@ def _snapshot_row(state: Mapping[str, Any]) -> dict[str, Any]:
             "started_at": state.get("started_at"), "updated_at": state.get("updated_at")}
 
 
+class _RowWriter(Protocol):
+    def write_rows(self, rows: Sequence[Mapping[str, Any]]) -> None: ...
+
+
+def _flush_full(w: _RowWriter, buf: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Write ``buf`` once it holds a chunk's worth of rows; the buffer to go on with."""
+    if len(buf) < FLUSH_ROWS:
+        return buf
+    w.write_rows(buf)
+    return []
+
+
+def _in_export(state: Mapping[str, Any] | None, records: Sequence[Mapping[str, Any]], flow: str | None) -> bool:
+    """Does the session exist (a state or records) and belong to ``flow`` (when one is asked for)?"""
+    if state is None and not records:
+        return False
+    name = state["flow"] if state is not None else records[-1]["flow"]
+    return flow is None or name == flow
+
+
+def _check_options(fmt: str, batch: int) -> None:
+    if fmt not in FORMATS:
+        raise HistoryError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if batch < 1:
+        raise HistoryError("batch must be at least 1")
+
+
+def _transcripts_into(buf: list[dict[str, Any]], store: Any, sids: list[str], keep: int | None,
+                      since: int | None) -> int:
+    """Append the message rows of ``sids`` (at or after ``since``) to ``buf``; how many of
+    those transcripts are as long as the store keeps (older messages may be gone)."""
+    at_cap = 0
+    for sid, entries in read_transcripts(store, sids):
+        at_cap += keep is not None and len(entries) >= keep
+        buf.extend(r for r in message_rows(sid, entries) if since is None or (r["ts"] or 0) >= since)
+    return at_cap
+
+
 def export_store(store: Any, out_dir: str | Path, *, fmt: Format = "parquet", since: int | None = None,
                  flow: str | None = None, batch: int = 500, progress: Progress | None = None,
                  exported_at: int | None = None, rows_per_file: int = 1_000_000,
@@ -67,10 +105,7 @@ def export_store(store: Any, out_dir: str | Path, *, fmt: Format = "parquet", si
     """
     from flowkit import __version__
 
-    if fmt not in FORMATS:
-        raise HistoryError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
-    if batch < 1:
-        raise HistoryError("batch must be at least 1")
+    _check_options(fmt, batch)
     out = private_dir(out_dir)  # 0700: the files hold personal data (made 0600 at the end)
     started = exported_at if exported_at is not None else int(dt.datetime.now(dt.UTC).timestamp() * 1000)
     hist_w = TableWriter(out, "history", fmt, rows_per_file=rows_per_file, partition_by=partition_by)
@@ -91,10 +126,7 @@ def export_store(store: Any, out_dir: str | Path, *, fmt: Format = "parquet", si
         kept: list[str] = []  # the sessions this batch exports: their transcripts follow
         for sid, state, why, records in read_sessions_atomic(store, sids):
             scanned += 1
-            if state is None and not records:
-                continue
-            name = state["flow"] if state is not None else records[-1]["flow"]
-            if flow is not None and name != flow:
+            if not _in_export(state, records, flow):
                 continue
             if why is not None:
                 corrupt.append(sid)
@@ -106,18 +138,10 @@ def export_store(store: Any, out_dir: str | Path, *, fmt: Format = "parquet", si
             kept.append(sid)
             if state is not None:
                 sess_buf.append(_snapshot_row(state))
-        for sid, entries in read_transcripts(store, kept):
-            at_cap += keep is not None and len(entries) >= keep
-            msg_buf.extend(r for r in message_rows(sid, entries) if since is None or (r["ts"] or 0) >= since)
-        if len(msg_buf) >= FLUSH_ROWS:
-            msg_w.write_rows(msg_buf)
-            msg_buf = []
-        if len(hist_buf) >= FLUSH_ROWS:
-            hist_w.write_rows(hist_buf)
-            hist_buf = []
-        if len(sess_buf) >= FLUSH_ROWS:
-            sess_w.write_rows(sess_buf)
-            sess_buf = []
+        at_cap += _transcripts_into(msg_buf, store, kept, keep, since)
+        msg_buf = _flush_full(msg_w, msg_buf)
+        hist_buf = _flush_full(hist_w, hist_buf)
+        sess_buf = _flush_full(sess_w, sess_buf)
         if progress is not None:
             progress(scanned, None)
     hist_w.write_rows(hist_buf)

@@ -75,24 +75,34 @@ def _expand(flow: Flow, resolve: Any, prefix: str, depth: int,
         steps[q(name)] = st
     for name, st in flow.steps.items():
         if isinstance(st, FlowStep):
-            child: Flow = resolve(st.flow, None)
-            root_timeout = held_timeout
-            if depth == 0 and flow.handoff is not None and flow.handoff.on_timeout in flow.steps:
-                root_timeout = q(flow.handoff.on_timeout)
-            _expand(child, resolve, f"{q(name)}/", depth + 1, steps, edges, root_timeout)
-            edges.add((q(name), f"{q(name)}/{child.start}"))
-            returns = [t for label, t in st.targets() if label != "on_fail" and t in flow.steps]
-            fails = [st.on_fail] if st.on_fail and st.on_fail in flow.steps else []
-            for end_name, end in child.steps.items():
-                if isinstance(end, EndStep):
-                    for t in (returns if end.end == "completed" else fails):
-                        edges.add((f"{q(name)}/{end_name}", q(t)))
-                    if end.end == "handoff" and root_timeout is not None:
-                        edges.add((f"{q(name)}/{end_name}", root_timeout))
+            _expand_subflow(flow, name, st, resolve, prefix, depth, steps, edges, held_timeout)
             continue
         for _label, target in [*st.targets(), *handoff_targets(flow, name)]:
             if target in flow.steps:
                 edges.add((q(name), q(target)))
+
+
+def _expand_subflow(flow: Flow, name: str, st: FlowStep, resolve: Any, prefix: str, depth: int,
+                    steps: dict[str, Step], edges: set[tuple[str, str]], held_timeout: str | None) -> None:
+    """The sub-flow step ``name`` of ``flow``: the child's steps under ``name/``, the edge into
+    its start, and each of its ends back to where the parent goes on (or fails, or is held)."""
+    def q(n: str) -> str:
+        return f"{prefix}{n}"
+
+    child: Flow = resolve(st.flow, None)
+    root_timeout = held_timeout
+    if depth == 0 and flow.handoff is not None and flow.handoff.on_timeout in flow.steps:
+        root_timeout = q(flow.handoff.on_timeout)
+    _expand(child, resolve, f"{q(name)}/", depth + 1, steps, edges, root_timeout)
+    edges.add((q(name), f"{q(name)}/{child.start}"))
+    returns = [t for label, t in st.targets() if label != "on_fail" and t in flow.steps]
+    fails = [st.on_fail] if st.on_fail and st.on_fail in flow.steps else []
+    for end_name, end in child.steps.items():
+        if isinstance(end, EndStep):
+            for t in (returns if end.end == "completed" else fails):
+                edges.add((f"{q(name)}/{end_name}", q(t)))
+            if end.end == "handoff" and root_timeout is not None:
+                edges.add((f"{q(name)}/{end_name}", root_timeout))
 
 
 def expanded_graph(flow: Flow, resolve: Any) -> FlowGraph:

@@ -138,7 +138,12 @@ def _classify(old: Flow, new: Flow, step: str) -> StepChange:
     # 3. a changed step keeps its name: migrating re-enters it with the new meaning.
     if new_step is not None:
         return StepChange(root, change, root, "same_step", what)
-    # 4./5. the nearest surviving step after (or before) it in the old graph.
+    return _nearest_surviving(old, new, root, change, what)
+
+
+def _nearest_surviving(old: Flow, new: Flow, root: str, change: str, what: str) -> StepChange:
+    """Rules 4 and 5 of :func:`_classify`: the nearest surviving step after (or before) ``root``
+    in the old graph, else the new start."""
     g = to_networkx(old)
     # Surviving: the step is still there by name (if its meaning changed, migrating re-enters
     # it with the new meaning, which is what the new version wants for sessions reaching it).

@@ -88,7 +88,7 @@ class SessionGenerator:
                 now += 1000
         return now
 
-    def run(self, s: SimSession, rng: random.Random, t0: int, limit_ms: int | None) -> None:
+    def run(self, s: SimSession, rng: random.Random, t0: int, limit_ms: int | None) -> None:  # noqa: C901 -- one simulated user's loop: each branch draws from the seeded RNG in a fixed order, which the generated ground truth depends on
         cfg = self.cfg
         now = t0
         starts = 0

@@ -39,9 +39,8 @@ class _Collect(RedisMetrics):
         return 0
 
 
-def rebuild(store: Any, *, retention_s: int = 7 * 86400, now_ms: int | None = None) -> dict[str, float]:
-    """Recompute the history-derived counters; returns the new totals of those fields."""
-    now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+def _collect(store: Any) -> Mapping[int, Mapping[str, float]]:
+    """The derived counters of every stored history record, by minute."""
     c = _Collect()
     for state, records in store.iter_histories():
         for rec in records:
@@ -49,6 +48,21 @@ def rebuild(store: Any, *, retention_s: int = 7 * 86400, now_ms: int | None = No
             c.inc("events", "applied")
             c.applied(state.get("flow") or "", rec, 0)
     buckets: Mapping[int, Mapping[str, float]] = c._pending
+    return buckets
+
+
+def _drop_derived(pipe: Any, keys: list[str], fields: list[list[Any]]) -> None:
+    """Queue the removal of every derived field from each metrics hash (``fields``: its field names)."""
+    for key, fs in zip(keys, fields, strict=True):
+        stale = [f for f in (x.decode() if isinstance(x, bytes) else x for x in fs) if _is_derived(f)]
+        if stale:
+            pipe.hdel(key, *stale)
+
+
+def rebuild(store: Any, *, retention_s: int = 7 * 86400, now_ms: int | None = None) -> dict[str, float]:
+    """Recompute the history-derived counters; returns the new totals of those fields."""
+    now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    buckets = _collect(store)
     client = store.client
     oldest = now - retention_s * 1000
     # drop the derived fields everywhere, then write the rebuilt ones into shard 0
@@ -59,10 +73,7 @@ def rebuild(store: Any, *, retention_s: int = 7 * 86400, now_ms: int | None = No
         fields = pipe.execute()
     totals: defaultdict[str, float] = defaultdict(float)
     with client.pipeline(transaction=False) as pipe:
-        for key, fs in zip(keys, fields, strict=True):
-            stale = [f for f in (x.decode() if isinstance(x, bytes) else x for x in fs) if _is_derived(f)]
-            if stale:
-                pipe.hdel(key, *stale)
+        _drop_derived(pipe, keys, fields)
         for minute, counts in buckets.items():
             for f, n in counts.items():
                 totals[f] += n

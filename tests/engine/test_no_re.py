@@ -24,9 +24,9 @@ BACKTRACKING = {"re", "regex", "sre_compile", "sre_parse", "sre_constants", "_sr
 ALLOWED: dict[str, str] = {
     "flow/lexer.py": "tokenizes expression sources from flow files (author text, at most 2,000 characters, "
                      "at load time); evaluation does not use it",
-    "flow/loader.py": "checks names and ISO dates written in flow files, never answers",
+    "flow/parse_values.py": "checks names, service names and ISO dates written in flow files, never answers",
     "flow/reader.py": "PyYAML's bool resolver pattern, applied to flow-file scalars only",
-    "flow/model.py": "parses durations (`30m`, `2h`) written in flow files",
+    "flow/durations.py": "parses durations (`30m`, `2h`) written in flow files",
     "alerts.py": "parses alert rules from the operator's configuration",
     "store/codec.py": "scans serialized JSON for a small exponent with `e-[0-9](?![0-9])`: no repetition at all, "
                       "so at most one step per character",

@@ -27,7 +27,7 @@ from flowkit.flow.expr.nodes import (
 Compiled = Callable[[Mapping[str, Any]], Any]
 
 
-def compile_node(node: Node, src: str) -> Compiled:
+def compile_node(node: Node, src: str) -> Compiled:  # noqa: C901 -- one case per expression node type: the compiler's dispatch table
     """``node`` as a Python closure over its children's closures (no eval/exec: the flow file
     only chooses which of these fixed functions are nested). Built once per expression, it
     evaluates several times faster than walking the tree, with the same results and errors."""
