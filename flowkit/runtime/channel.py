@@ -7,7 +7,7 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from flowkit.channels.whatsapp import outgoing
 from flowkit.channels.whatsapp.outgoing import (
@@ -21,21 +21,12 @@ from flowkit.channels.whatsapp.outgoing import (
 from flowkit.engine.events import Reply
 from flowkit.errors import ChannelError
 from flowkit.log import get_logger
+from flowkit.types import AsyncChannel, Channel
+
+__all__ = ["AsyncChannel", "AsyncRecordingChannel", "AsyncWhatsAppChannel", "Channel", "HeldChannel",
+           "RecordingChannel", "Sent", "WhatsAppChannel", "reply_call"]  # the Protocols live in flowkit/types.py
 
 log = get_logger("flowkit.channels")
-
-
-class Channel(Protocol):
-    """``send`` returns the channel's message id (WhatsApp: the wamid its statuses name).
-
-    A channel with a customer-service window declares it as ``window_ms`` (an attribute;
-    absent means none): the runtime then sends free-form replies only inside it."""
-
-    def send(self, to: str, reply: Reply) -> str | None: ...
-
-
-class AsyncChannel(Protocol):
-    async def send(self, to: str, reply: Reply) -> str | None: ...
 
 
 @dataclass(frozen=True)

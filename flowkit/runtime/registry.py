@@ -158,9 +158,13 @@ class FlowRegistry:
     def flows(self) -> list[Flow]:
         return [self._latest[n] for n in self.names()]
 
-    def match_trigger(self, text: str) -> Flow | None:
-        """The flow whose trigger the message says (whole words, case-insensitive, longest trigger wins)."""
-        self._maybe_refresh()
+    def match_trigger(self, text: str, *, refresh: bool = True) -> Flow | None:
+        """The flow whose trigger the message says (whole words, case-insensitive, longest trigger wins).
+
+        ``refresh=False``: memory only, never a Redis read (the async runtime refreshes
+        through its async store instead, :meth:`refresh_async`)."""
+        if refresh:
+            self._maybe_refresh()
         words = " " + " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split()) + " "
         best: tuple[int, Flow] | None = None
         for flow in self._latest.values():

@@ -702,7 +702,7 @@ class Simulator:
         if self._restart is not None:
             return None  # Redis may be down; timeouts fire once it is back
         try:
-            return self.rt.store.next_timeout_at()  # type: ignore[no-any-return]  # (the runtime's store is untyped here)
+            return self.rt.store.next_timeout_at()
         except StoreUnavailable:
             return None
 
