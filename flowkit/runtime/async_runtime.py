@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable, Generator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import RedisError
+
 from flowkit.engine import CallService, Effect, Event, Message, Reply, State, Timeout
 from flowkit.errors import ChannelError, FlowkitError
 from flowkit.flow.model import Flow
@@ -48,6 +50,8 @@ log = get_logger("flowkit.runtime")
 
 class AsyncRuntime(_handoff.AsyncAgentActions, _Core[AsyncStoreProtocol]):
     """The Flow Handler on asyncio (``store`` is an :class:`flowkit.store.AsyncStore`)."""
+
+    refresh_in_lookups = False  # never the registry's blocking client on the loop: see refresh_flows
 
     def __init__(self, store: AsyncStoreProtocol, flows: FlowRegistry | Mapping[str, Flow] | Iterable[Flow], *,
                  channel: AsyncChannel | None = None, services: ServiceRegistry | None = None,
@@ -92,8 +96,20 @@ class AsyncRuntime(_handoff.AsyncAgentActions, _Core[AsyncStoreProtocol]):
             return None
         raise TypeError(f"unknown runtime request {op!r}")
 
+    async def refresh_flows(self) -> None:
+        """Pick up flow versions deployed by other processes, through the async store, when
+        the registry says one is due (every ``refresh_every`` s). A Redis error keeps the
+        versions known so far serving; the handling that follows reports Redis itself."""
+        if not self.registry.refresh_due():
+            return
+        try:
+            await self.registry.refresh_async(self.store)
+        except (FlowkitError, RedisError, OSError) as exc:
+            log.warning("flow versions not refreshed", extra=error_fields(exc))
+
     async def handle(self, session_id: str, event: Event, *, wait_services: bool = True) -> Outcome:
         started = time.perf_counter()
+        await self.refresh_flows()
         writes = self.inbound_writes(session_id, event)
         if writes:
             await self.store.defer(writes)

@@ -104,6 +104,10 @@ def unrouted_text(registry: FlowSourceProtocol) -> str:
 class _Core(Generic[StoreT]):
     """Routing and the CAS loop, shared by the sync and async runtimes."""
 
+    #: May a registry lookup refresh from Redis by itself? Only with a blocking client to
+    #: spare: the async runtime refreshes through its async store (AsyncRuntime.handle).
+    refresh_in_lookups: bool = True
+
     def __init__(self, store: StoreT, flows: FlowRegistry | Mapping[str, Flow] | Iterable[Flow], *,
                  services: ServiceRegistry | None, default_flow: str | None, clock: Callable[[], int] | None,
                  max_conflicts: int, cache_size: int, rng: random.Random | None,
@@ -163,7 +167,7 @@ class _Core(Generic[StoreT]):
         if state is not None and not state.terminal:
             return event
         text = event.text or ""
-        flow = self.registry.match_trigger(text) if text else None
+        flow = self.registry.match_trigger(text, refresh=self.refresh_in_lookups) if text else None
         # restart and the default flow need only a name: the flow itself is resolved by the
         # driver (``_resolve.Resolve``), which says UnknownFlowError if there is none
         name = flow.name if flow is not None else None
