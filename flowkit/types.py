@@ -95,6 +95,14 @@ class StoreProtocol(Protocol):
 
     def reconcile(self, *, dry_run: bool = False, batch: int = 500) -> object: ...
 
+    # the operators' bulk repairs (flowkit/runtime/bulk.py)
+
+    def rollback(self, session_id: str, to_version: int, actor: str = "admin", *,
+                 timeout_at_ms: int | None = None) -> CommitResult: ...
+
+    def expire(self, session_id: str, *, actor: str = "admin", reason: str = "expired by an operator",
+               now_ms: int | None = None) -> CommitResult | None: ...
+
 
 class AsyncStoreProtocol(Protocol):
     """What :class:`~flowkit.runtime.AsyncRuntime` and the webhook app need of an asyncio store
