@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Generator, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Generator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
@@ -196,40 +196,36 @@ class AsyncRuntime(_handoff.AsyncAgentActions, _Core[AsyncStoreProtocol]):
         """Send replies, run calls and feed back results, then acknowledge the outbox (see Runtime.run_effects)."""
         effects = list(effects)
         replies = [e for e in effects if isinstance(e, Reply)]
-        has_calls = any(isinstance(e, CallService) for e in effects)
-        seen = getattr(self.channel, "seen", None)
+        calls = [e for e in effects if isinstance(e, CallService)]
         sent: bool | asyncio.Future[SendResult]
         if self.outbox is not None:
             # the sender acknowledges the entry itself unless calls must finish first
-            owns_ack = not has_calls
-            if replies:
-                sent = self.outbox.submit(sid, version, replies, ack=owns_ack, route=route)
-            else:
-                sent = True
-            if inbound and seen is not None:  # read receipt, "typing…" while the calls run
-                await seen(inbound, working=self.run_services and has_calls)
-            if owns_ack:
-                if not replies and not has_calls:
-                    await self.store.ack_effects(sid, version, defer=True)
-                return
+            sent = self.outbox.submit(sid, version, replies, ack=not calls, route=route) if replies else True
         else:
             sent = await self._send(sid, replies, version)
-            if inbound and seen is not None:
-                await seen(inbound, working=self.run_services and has_calls)
-        calls = [e for e in effects if isinstance(e, CallService)] if self.run_services else []
-        if not self.run_services and any(isinstance(e, CallService) for e in effects):
-            return
+        await self._mark_read(inbound, working=self.run_services and bool(calls))
+        if calls and not self.run_services:
+            return  # someone else runs the calls; recovery finds the entry if nobody does
         if not calls:
-            if sent:
+            if sent is True:  # (a Future: the background sender acknowledges the entry itself)
                 await self.store.ack_effects(sid, version, defer=True)  # rides on the next round trip
             return
         job = self._calls_then_ack(sid, version, calls, sent)
         if wait_services:
             await job
         else:  # a webhook answers WhatsApp at once; the calls finish in the background
-            task = asyncio.create_task(job)
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._in_background(job)
+
+    async def _mark_read(self, inbound: str | None, *, working: bool) -> None:
+        """The read receipt of the user's message ("typing…" too while calls run), if the channel sends them."""
+        seen = getattr(self.channel, "seen", None)
+        if inbound and seen is not None:
+            await seen(inbound, working=working)
+
+    def _in_background(self, job: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(job)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _calls_then_ack(self, sid: str, version: int, calls: list[CallService],
                               sent: bool | asyncio.Future[SendResult]) -> None:
@@ -286,9 +282,7 @@ class AsyncRuntime(_handoff.AsyncAgentActions, _Core[AsyncStoreProtocol]):
                     extra={"session_id": sid, "service": call.service, "call_id": call.call_id})
         await self.store.set_timeout(sid, self.clock() + resume_grace_ms(call))
         self.calls_in_flight.add(call.call_id)
-        task = asyncio.create_task(self._calls_then_ack(sid, -1, [call], False))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._in_background(self._calls_then_ack(sid, -1, [call], False))
         return True
 
     async def _reschedule(self, sid: str) -> None:
