@@ -174,6 +174,19 @@ class MetricsSink(Protocol):
     def recovered(self, action: str, n: int = 1) -> None: ...
 
 
+class WebMetrics(MetricsSink, Protocol):
+    """A metrics sink the webhook app (flowkit/web.py) also counts on and serves at ``/metrics``
+    (:class:`flowkit.metrics.Metrics`, or a :class:`flowkit.metrics.Tee` of it)."""
+
+    def webhook_unavailable(self) -> None: ...
+
+    def webhook_rejected(self, reason: str) -> None: ...
+
+    def delivery_status(self, status: str) -> None: ...
+
+    async def exposition(self) -> tuple[bytes, str]: ...
+
+
 class FlowSourceProtocol(Protocol):
     """What the runtime asks of its flows (:class:`flowkit.runtime.FlowRegistry`): lookups that
     may read Redis (sync paths only) and the in-memory ones the async paths use."""
@@ -266,7 +279,7 @@ RequestAnswer: TypeAlias = "State | JSONDict | CommitResult | tuple[FlowAnswer, 
 
 if TYPE_CHECKING:
     # The shipped parts conform: a signature that drifts from its Protocol fails mypy here.
-    from flowkit.metrics import Metrics, RedisMetrics
+    from flowkit.metrics import Metrics, RedisMetrics, Tee
     from flowkit.runtime.channel import (
         AsyncRecordingChannel,
         AsyncWhatsAppChannel,
@@ -277,13 +290,14 @@ if TYPE_CHECKING:
     from flowkit.runtime.registry import FlowRegistry
     from flowkit.store import AsyncStore, Store
 
-    def _conformance(store: Store, astore: AsyncStore, prom: Metrics, counters: RedisMetrics,
+    def _conformance(store: Store, astore: AsyncStore, prom: Metrics, counters: RedisMetrics, tee: Tee,
                      registry: FlowRegistry, wa: WhatsAppChannel, awa: AsyncWhatsAppChannel,
                      rec: RecordingChannel, arec: AsyncRecordingChannel, held: HeldChannel) -> None:
         _store: StoreProtocol = store
         _astore: AsyncStoreProtocol = astore
-        _prom: MetricsSink = prom
+        _prom: WebMetrics = prom
         _counters: MetricsSink = counters
+        _tee: WebMetrics = tee
         _flows: FlowSourceProtocol = registry
         _channels: list[Channel] = [wa, rec, held]
         _achannels: list[AsyncChannel] = [awa, arec]
@@ -291,4 +305,4 @@ if TYPE_CHECKING:
 
 __all__ = ["AsyncChannel", "AsyncChannelProtocol", "AsyncStoreProtocol", "Channel", "ChannelProtocol", "Commit",
            "FlowAnswer", "FlowSourceProtocol", "JSONDict", "Load", "MetricsSink", "RedisClient", "Request",
-           "RequestAnswer", "Resolve", "Sleep", "StoreProtocol"]
+           "RequestAnswer", "Resolve", "Sleep", "StoreProtocol", "WebMetrics"]

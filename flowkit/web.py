@@ -22,8 +22,8 @@ import asyncio
 import contextlib
 import gc
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
@@ -44,6 +44,11 @@ from flowkit.log import error_fields, get_logger
 from flowkit.readiness import is_unavailable, write_probe
 from flowkit.runtime import agent_outbox
 from flowkit.web_agent import agent_routes
+
+if TYPE_CHECKING:
+    from flowkit.runtime.async_runtime import AsyncRuntime
+    from flowkit.runtime.registry import FlowRegistry
+    from flowkit.types import AsyncStoreProtocol, WebMetrics
 
 log = get_logger("flowkit.web")
 
@@ -78,13 +83,13 @@ def to_event(m: InboundMessage) -> Message:
 _NUMBER_CHANGES = frozenset({"customer_changed_number", "user_changed_number"})
 
 
-def phone_number_ids_from_env(environ: Any = None) -> frozenset[str]:
+def phone_number_ids_from_env(environ: Mapping[str, str] | None = None) -> frozenset[str]:
     """``WHATSAPP_PHONE_NUMBER_ID`` as a set: one id or several, comma-separated (empty: any)."""
     raw = (os.environ if environ is None else environ).get("WHATSAPP_PHONE_NUMBER_ID", "")
     return frozenset(p.strip() for p in raw.split(",") if p.strip())
 
 
-async def _number_changed(runtime: Any, m: InboundMessage) -> None:
+async def _number_changed(runtime: AsyncRuntime, m: InboundMessage) -> None:
     """The user moved to another number (or, without a phone number, another business-scoped
     id): end the session on the old one, silently.
 
@@ -102,7 +107,7 @@ async def _number_changed(runtime: Any, m: InboundMessage) -> None:
                              wait_services=False)
 
 
-async def _scheduler(runtime: Any, interval: float) -> None:
+async def _scheduler(runtime: AsyncRuntime, interval: float) -> None:
     """Fire due timeouts and flush metrics forever; a Redis outage only delays them."""
     while True:
         try:
@@ -115,17 +120,17 @@ async def _scheduler(runtime: Any, interval: float) -> None:
         await asyncio.sleep(interval)
 
 
-async def _flush_metrics(metrics: Any, interval: float) -> None:
-    """Write the Redis counters from a worker thread: counting in the loop never does I/O."""
+async def _flush_metrics(flush: Callable[[], object], interval: float) -> None:
+    """Write the Redis counters (``flush``: the sink's) from a worker thread: counting in the loop never does I/O."""
     while True:
         await asyncio.sleep(interval)
         try:
-            await asyncio.to_thread(metrics.flush)
+            await asyncio.to_thread(flush)
         except Exception as exc:  # noqa: BLE001 - counts stay pending for the next flush
             log.warning("metrics not flushed: Redis is unavailable", extra={"error": str(exc)})
 
 
-async def _refresh_flows(registry: Any, interval: float, store: Any = None) -> None:
+async def _refresh_flows(registry: FlowRegistry, interval: float, store: AsyncStoreProtocol | None = None) -> None:
     """Pick up newly deployed flow versions from a worker thread (FlowRegistry's own refresh
     is a blocking Redis read inside a lookup, which would stall the loop on a slow Redis)."""
     while True:
@@ -168,8 +173,8 @@ class _Startup:
             return
 
 
-def create_app(runtime: Any, *, verify_token: str | None = None, app_secret: str | None = None,
-               max_body: int = DEFAULT_MAX_BODY, metrics: Any = None,
+def create_app(runtime: AsyncRuntime, *, verify_token: str | None = None, app_secret: str | None = None,
+               max_body: int = DEFAULT_MAX_BODY, metrics: WebMetrics | None = None,
                scheduler_interval: float | None = None, phone_number_ids: Iterable[str] | None = None,
                startup: Callable[[], Awaitable[None]] | None = None, startup_retry: float = 1.0,
                metrics_flush_interval: float = 1.0) -> Starlette:
@@ -339,8 +344,8 @@ def create_app(runtime: Any, *, verify_token: str | None = None, app_secret: str
         if registry is not None and hasattr(registry, "refresh_every"):
             interval, registry.refresh_every = registry.refresh_every, float("inf")
             background.append(asyncio.create_task(_refresh_flows(registry, interval, getattr(runtime, "store", None))))
-        if metrics is not None and getattr(metrics, "flush", None) is not None:
-            background.append(asyncio.create_task(_flush_metrics(metrics, metrics_flush_interval)))
+        if (flush := getattr(metrics, "flush", None)) is not None:
+            background.append(asyncio.create_task(_flush_metrics(flush, metrics_flush_interval)))
         task = asyncio.create_task(_scheduler(runtime, scheduler_interval)) if scheduler_interval else None
         if forwarder is not None:  # hand-off events to FLOWKIT_AGENT_WEBHOOK (runtime/agent_outbox.py)
             background.append(asyncio.create_task(forwarder.run()))
