@@ -7,7 +7,7 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowkit.channels.whatsapp import outgoing
 from flowkit.channels.whatsapp.outgoing import (
@@ -22,6 +22,9 @@ from flowkit.engine.events import Reply
 from flowkit.errors import ChannelError
 from flowkit.log import get_logger
 from flowkit.types import AsyncChannel, Channel
+
+if TYPE_CHECKING:
+    from flowkit.channels.whatsapp.sender import AsyncWhatsAppSender, WhatsAppSender
 
 __all__ = ["AsyncChannel", "AsyncRecordingChannel", "AsyncWhatsAppChannel", "Channel", "HeldChannel",
            "RecordingChannel", "Sent", "WhatsAppChannel", "reply_call"]  # the Protocols live in flowkit/types.py
@@ -139,7 +142,7 @@ def _check_media(reply: Reply, interactive: bool) -> None:
 
 def _dress(reply: Reply, fit: bool) -> dict[str, Any]:
     """The header (media or text) and footer of an interactive message."""
-    header: Any = reply.media if reply.media is not None else (
+    header: tuple[str, str] | str | None = reply.media if reply.media is not None else (
         _fit(reply.header, MAX_HEADER, "header", fit) if reply.header is not None else None)
     dress: dict[str, Any] = {}
     if header is not None:
@@ -207,7 +210,7 @@ class WhatsAppChannel:
 
     window_ms = WHATSAPP_WINDOW_MS  # the runtime keeps free-form replies inside it
 
-    def __init__(self, sender: Any, *, read_receipts: bool | None = None) -> None:
+    def __init__(self, sender: WhatsAppSender, *, read_receipts: bool | None = None) -> None:
         self.sender = sender
         self.read_receipts = _read_receipts_from_env() if read_receipts is None else read_receipts
 
@@ -233,7 +236,7 @@ class AsyncWhatsAppChannel:
 
     window_ms = WHATSAPP_WINDOW_MS
 
-    def __init__(self, sender: Any, *, read_receipts: bool | None = None) -> None:
+    def __init__(self, sender: AsyncWhatsAppSender, *, read_receipts: bool | None = None) -> None:
         self.sender = sender
         self.read_receipts = _read_receipts_from_env() if read_receipts is None else read_receipts
 

@@ -37,7 +37,7 @@ _LATEST = FLOWDEF_LATEST  # the key names live in store/keys.py; these names sta
 class FlowRegistry:
     """Flows by name and version. Works in memory only (``client=None``) or backed by Redis."""
 
-    def __init__(self, flows: Iterable[Flow] | Mapping[str, Flow] = (), *, client: Any = None,
+    def __init__(self, flows: Iterable[Flow] | Mapping[str, Flow] = (), *, client: RedisClient | None = None,
                  refresh_every: float = 5.0) -> None:
         self.client = client
         self.refresh_every = refresh_every
