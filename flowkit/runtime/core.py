@@ -216,20 +216,13 @@ class _Core(Generic[StoreT]):
                 raise  # an admin's mistake is reported to the admin, never turned into a failed session
             return fail(flow, state, f"engine_error: {exc}", now)
 
-    def process(self, sid: str, event: Event) -> Generator[Request, RequestAnswer, Outcome]:  # noqa: C901 -- the CAS loop's one state machine: load, route, resolve, step, commit, retry
+    def process(self, sid: str, event: Event) -> Generator[Request, RequestAnswer, Outcome]:
         conflicts = 0
         fresh = False
         known: JSONDict | None = None  # the state a conflict reply brought back
         while True:
-            got = known if known is not None else _loaded((yield Load(sid, fresh)))
+            state, raw = _decoded(known if known is not None else _loaded((yield Load(sid, fresh))))
             known = None
-            state: State | None
-            raw: JSONDict | None
-            if isinstance(got, State):  # from this process's cache
-                state, raw = got, got.to_dict()
-            else:
-                raw = got
-                state = State.from_dict(raw) if raw else None
             if isinstance(event, Message) and event.type == "welcome" and state is not None and not state.terminal:
                 # WhatsApp's request_welcome (the chat was opened) greets a newcomer; it never
                 # answers or interrupts a live session. Decided on the stored state, not a cached one.
@@ -241,21 +234,7 @@ class _Core(Generic[StoreT]):
             if routed is None:
                 return Outcome(sid, "unrouted", state.version if state else None,
                                replies=(Reply(text=unrouted_text(self.registry)),))
-            now = self.clock()
-            wants = (self.root_want(state, routed), *pinned(state))
-            answers = _resolved((yield Resolve(wants)))
-            root = _resolve.root_of(wants[0], answers[0])
-            flows = _resolve.extend(FlowSet(), wants[1:], answers[1:])
-            for _ in range(_MAX_RESOLVES):
-                try:
-                    t = self.transition(sid, state, routed, now, root, flows)
-                    break
-                except FlowNeeded as need:  # a sub-flow nobody predicted: resolve it, step again (pure)
-                    want = (need.name, need.version)
-                    flows = _resolve.extend(flows, (want,), _resolved((yield Resolve((want,)))))
-            else:
-                raise EngineError(f"session {sid!r}: the step needed more than {_MAX_RESOLVES} flows; "
-                                  "a flow calls sub-flows too deeply, check its `flow:` steps")
+            t = yield from self._resolving_step(sid, state, routed)
             if not t.changed:
                 if not fresh and state is not None:
                     # Decided on a cached state: make sure it is the stored one (a commit whose
@@ -275,18 +254,40 @@ class _Core(Generic[StoreT]):
             if result.outcome == "duplicate":
                 return Outcome(sid, "duplicate", result.version, conflicts=conflicts)
             conflicts += 1
-            self.stats["conflicts"] += 1
-            if self.metrics is not None:
-                self.metrics.conflict()
-            self.forget(sid)
+            self._count_conflict(sid, conflicts)
             fresh = True
             known = result.current  # usually there: no reload round trip
-            if conflicts > self.max_conflicts:
-                raise ConflictError(
-                    f"session {sid!r}: {conflicts} commit conflicts in a row; another writer keeps winning. "
-                    "The message was not applied; WhatsApp will redeliver it"
-                )
             yield Sleep(self.rng.uniform(0, min(0.05, 0.001 * 2 ** conflicts)))
+
+    def _count_conflict(self, sid: str, conflicts: int) -> None:
+        """Another writer won the commit: count it, drop the stale cache, give up after too many."""
+        self.stats["conflicts"] += 1
+        if self.metrics is not None:
+            self.metrics.conflict()
+        self.forget(sid)
+        if conflicts > self.max_conflicts:
+            raise ConflictError(
+                f"session {sid!r}: {conflicts} commit conflicts in a row; another writer keeps winning. "
+                "The message was not applied; WhatsApp will redeliver it"
+            )
+
+    def _resolving_step(self, sid: str, state: State | None,
+                        routed: Event) -> Generator[Request, RequestAnswer, Transition]:
+        """The engine's step, with the flows it needs resolved first (a ``Resolve`` request for
+        the root and the pinned sub-flows, one more per sub-flow nobody predicted)."""
+        now = self.clock()
+        wants = (self.root_want(state, routed), *pinned(state))
+        answers = _resolved((yield Resolve(wants)))
+        root = _resolve.root_of(wants[0], answers[0])
+        flows = _resolve.extend(FlowSet(), wants[1:], answers[1:])
+        for _ in range(_MAX_RESOLVES):
+            try:
+                return self.transition(sid, state, routed, now, root, flows)
+            except FlowNeeded as need:  # a sub-flow nobody predicted: resolve it, step again (pure)
+                want = (need.name, need.version)
+                flows = _resolve.extend(flows, (want,), _resolved((yield Resolve((want,)))))
+        raise EngineError(f"session {sid!r}: the step needed more than {_MAX_RESOLVES} flows; "
+                          "a flow calls sub-flows too deeply, check its `flow:` steps")
 
     def transcript_in(self, sid: str, event: Event, outcome: Outcome) -> Batch:
         """The deferred transcript write of a handled user message (flowkit/runtime/transcript.py)."""
@@ -368,6 +369,13 @@ def _loaded(got: RequestAnswer) -> State | JSONDict | None:
     if got is None or isinstance(got, (State, dict)):
         return got
     raise TypeError(f"a Load request was answered with {type(got).__name__}; a runtime driver is broken")
+
+
+def _decoded(got: State | JSONDict | None) -> tuple[State | None, JSONDict | None]:
+    """The loaded state as the engine's State and as its JSON form (the commit's ``previous``)."""
+    if isinstance(got, State):  # from this process's cache
+        return got, got.to_dict()
+    return (State.from_dict(got) if got else None), got
 
 
 def _resolved(got: RequestAnswer) -> tuple[FlowAnswer, ...]:

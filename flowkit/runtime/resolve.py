@@ -1,7 +1,7 @@
 """Flow resolution as a runtime request, like load and commit (docs/decisions.md, "A pure
 engine: flows are resolved by the runtime").
 
-The sans-io core (runtime/handler.py ``process``) yields a :class:`Resolve` naming the flows a
+The sans-io core (runtime/core.py ``process``) yields a :class:`Resolve` naming the flows a
 transition needs; the sync driver answers it from the registry (its sync client on a miss),
 the async driver from the registry's memory or else the *async* store, so nothing in serve's
 event loop reads a flow through a sync Redis client. The answers become a
