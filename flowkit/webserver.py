@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+if TYPE_CHECKING:
+    import uvicorn
+    from starlette.types import ASGIApp
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,7 @@ def protocol(limits: ServerLimits) -> type[H11Protocol]:
     return type("FlowkitH11Protocol", (_ReadTimeoutH11,), {"request_timeout": limits.request_timeout})
 
 
-def uvicorn_config(app: Any, host: str, port: int, limits: ServerLimits, **kw: Any) -> Any:
+def uvicorn_config(app: ASGIApp, host: str, port: int, limits: ServerLimits, **kw: Any) -> uvicorn.Config:
     import uvicorn
 
     return uvicorn.Config(app, host=host, port=port, http=protocol(limits), log_level=kw.pop("log_level", "warning"),
@@ -87,7 +91,7 @@ def uvicorn_config(app: Any, host: str, port: int, limits: ServerLimits, **kw: A
                           h11_max_incomplete_event_size=limits.max_header_bytes, backlog=limits.backlog, **kw)
 
 
-def run(app: Any, host: str, port: int, limits: ServerLimits, **kw: Any) -> None:
+def run(app: ASGIApp, host: str, port: int, limits: ServerLimits, **kw: Any) -> None:
     import uvicorn
 
     uvicorn.Server(uvicorn_config(app, host, port, limits, **kw)).run()

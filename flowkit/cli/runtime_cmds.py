@@ -8,8 +8,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -18,6 +19,10 @@ from rich.table import Table
 from flowkit.cli.flows import FormatOption, OutputFormat, step_map
 from flowkit.cli.numbers_opt import NumbersOption, numbers_option, sending_number
 from flowkit.errors import FlowError, FlowkitError
+
+if TYPE_CHECKING:
+    from flowkit.runtime import AsyncRuntime
+    from flowkit.types import RedisClient
 
 FlowsArg = Annotated[list[Path] | None, typer.Argument(help="Flow files or folders (default: $FLOWKIT_FLOWS).")]
 RedisOption = Annotated[str | None, typer.Option("--redis", help="Redis URL (default: $FLOWKIT_REDIS_URL, else the embedded server).")]
@@ -138,8 +143,6 @@ def serve(
     If Redis is unreachable at start the server still starts, answers 503, and becomes
     ready when Redis answers. Reverse-proxy settings: docs/operations.md.
     """
-    import asyncio
-
     from flowkit.channels.whatsapp import AsyncWhatsAppSender
     from flowkit.errors import ConfigError
     from flowkit.metrics import Metrics, RedisCollector, RedisMetrics, Tee
@@ -177,7 +180,7 @@ def serve(
         runtime.metrics = Tee(prom, RedisMetrics(sync_client, autoflush=False))  # the app flushes from a thread
         runtime.numbers = ours
         app = create_app(runtime, metrics=runtime.metrics, scheduler_interval=scheduler or None, numbers=ours,
-                         startup=(lambda: asyncio.to_thread(startup)) if startup else None)
+                         startup=_attach_async(runtime, client) if startup else None)
     except (ConfigError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -197,6 +200,19 @@ def _attach_registry(registry: Any, client: Any) -> None:
     for flow in flows:
         registry.register(flow)
     registry.refresh()
+
+
+def _attach_async(runtime: AsyncRuntime, client: RedisClient) -> Callable[[], Awaitable[None]]:
+    """Serve's start-up retry, on its event loop: :func:`_attach_registry` through the async
+    store's client (FlowRegistry.register_async, refresh_async), not the blocking one."""
+    async def attach() -> None:
+        registry = runtime.registry
+        for flow in registry.flows():
+            await registry.register_async(flow, runtime.store.client)
+        await registry.refresh_async(runtime.store)
+        registry.client = client  # attached: the app's flow refresh runs from now on (web.py)
+
+    return attach
 
 
 def _redis_down(exc: BaseException) -> bool:

@@ -20,11 +20,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from flowkit.engine import Command
 from flowkit.errors import FlowkitError, QueryError
 from flowkit.store.find import Query, compile_query, match
+
+if TYPE_CHECKING:
+    from flowkit.runtime.sync_runtime import Runtime
+    from flowkit.types import StoreProtocol
+
+#: ``rollback``: the version to go back to; ``migrate``: the flow version to move to.
+ToVersion = int | str | None
 
 Action = Literal["rollback", "migrate", "fail", "expire"]
 ACTIONS: tuple[Action, ...] = ("rollback", "migrate", "fail", "expire")
@@ -58,8 +65,8 @@ class BulkReport:
                 "outcomes": [o.to_dict() for o in self.outcomes]}
 
 
-def bulk(runtime: Any, action: Action, session_ids: Iterable[str], *, query: Query | str, dry_run: bool = False,
-         back: int = 1, to_version: Any = None, mapping: Mapping[str, str] | None = None, reason: str = "",
+def bulk(runtime: Runtime, action: Action, session_ids: Iterable[str], *, query: Query | str, dry_run: bool = False,
+         back: int = 1, to_version: ToVersion = None, mapping: Mapping[str, str] | None = None, reason: str = "",
          recheck: bool = True, progress: Callable[[int], None] | None = None) -> BulkReport:
     """Apply ``action`` to each of ``session_ids`` through ``runtime`` (a sync
     :class:`~flowkit.runtime.Runtime` on the store the query ran on)."""
@@ -81,51 +88,61 @@ def bulk(runtime: Any, action: Action, session_ids: Iterable[str], *, query: Que
     return report
 
 
-def _still_matches(store: Any, sid: str, q: Query) -> bool:
+def _still_matches(store: StoreProtocol, sid: str, q: Query) -> bool:
     return bool(match(store, q, [sid], now_ms=int(store.now_ms())))
 
 
-def _one(runtime: Any, store: Any, action: Action, sid: str, q: Query, *, dry_run: bool, back: int, to_version: Any,
-         reason: str, recheck: bool) -> BulkOutcome:
+def _one(runtime: Runtime, store: StoreProtocol, action: Action, sid: str, q: Query, *, dry_run: bool, back: int,
+         to_version: ToVersion, reason: str, recheck: bool) -> BulkOutcome:
     if recheck and not _still_matches(store, sid, q):
         return BulkOutcome(sid, "skipped", "no longer matches the query")
     state = store.load(sid)
     if state is None:
         return BulkOutcome(sid, "skipped", "gone")
     if action == "rollback":
-        target = int(to_version) if to_version is not None else state["version"] - back
-        if target < 1 or target >= state["version"]:
-            return BulkOutcome(sid, "skipped", f"at version {state['version']}: nothing to roll back to "
-                                               f"(target {target})")
-        if dry_run:
-            return BulkOutcome(sid, "would", f"roll back from version {state['version']} to {target}")
-        try:
-            result = store.rollback(sid, target, actor="admin")
-        except FlowkitError as exc:
-            return BulkOutcome(sid, "failed", str(exc))
-        runtime.forget(sid)
-        return BulkOutcome(sid, "done", f"version {result.version} equals version {target}", result.version)
+        return _rollback(runtime, store, sid, state, to_version, back, dry_run)
     if state["status"] not in ("active", "waiting_input", "waiting_service"):
         return BulkOutcome(sid, "skipped", f"already {state['status']}")
     if dry_run:
         return BulkOutcome(sid, "would", f"{action} at step {state.get('step')!r}")
     try:
-        if action == "fail":
-            out = runtime.handle(sid, Command(name="fail", args={"reason": reason or "failed by bulk repair"},
-                                              actor="admin"))
-            if out.status != "applied":
-                return BulkOutcome(sid, "failed", out.error or out.status)
-            return BulkOutcome(sid, "done", "failed", out.version)
-        result = store.expire(sid, actor="admin", reason=reason or "expired by bulk repair")
-        runtime.forget(sid)
-        if result is None:
-            return BulkOutcome(sid, "skipped", "ended meanwhile")
-        return BulkOutcome(sid, "done", "expired", result.version)
+        return _fail(runtime, sid, reason) if action == "fail" else _expire(runtime, store, sid, reason)
     except FlowkitError as exc:
         return BulkOutcome(sid, "failed", str(exc))
 
 
-def _migrate(runtime: Any, report: BulkReport, sids: list[str], q: Query, to_version: Any,
+def _rollback(runtime: Runtime, store: StoreProtocol, sid: str, state: Mapping[str, Any], to_version: ToVersion,
+              back: int, dry_run: bool) -> BulkOutcome:
+    target = int(to_version) if to_version is not None else state["version"] - back
+    if target < 1 or target >= state["version"]:
+        return BulkOutcome(sid, "skipped", f"at version {state['version']}: nothing to roll back to "
+                                           f"(target {target})")
+    if dry_run:
+        return BulkOutcome(sid, "would", f"roll back from version {state['version']} to {target}")
+    try:
+        result = store.rollback(sid, target, actor="admin")
+    except FlowkitError as exc:
+        return BulkOutcome(sid, "failed", str(exc))
+    runtime.forget(sid)
+    return BulkOutcome(sid, "done", f"version {result.version} equals version {target}", result.version)
+
+
+def _fail(runtime: Runtime, sid: str, reason: str) -> BulkOutcome:
+    out = runtime.handle(sid, Command(name="fail", args={"reason": reason or "failed by bulk repair"}, actor="admin"))
+    if out.status != "applied":
+        return BulkOutcome(sid, "failed", out.error or out.status)
+    return BulkOutcome(sid, "done", "failed", out.version)
+
+
+def _expire(runtime: Runtime, store: StoreProtocol, sid: str, reason: str) -> BulkOutcome:
+    result = store.expire(sid, actor="admin", reason=reason or "expired by bulk repair")
+    runtime.forget(sid)
+    if result is None:
+        return BulkOutcome(sid, "skipped", "ended meanwhile")
+    return BulkOutcome(sid, "done", "expired", result.version)
+
+
+def _migrate(runtime: Runtime, report: BulkReport, sids: list[str], q: Query, to_version: ToVersion,
              mapping: Mapping[str, str] | None, dry_run: bool, progress: Callable[[int], None] | None) -> BulkReport:
     from flowkit.runtime.migrate import apply_migration, plan_migration
 

@@ -7,7 +7,7 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from flowkit.channels.whatsapp import outgoing
 from flowkit.channels.whatsapp.numbers import Numbers
@@ -22,21 +22,15 @@ from flowkit.channels.whatsapp.outgoing import (
 from flowkit.engine.events import Reply
 from flowkit.errors import ChannelError
 from flowkit.log import get_logger
+from flowkit.types import AsyncChannel, Channel
+
+if TYPE_CHECKING:
+    from flowkit.channels.whatsapp.sender import AsyncWhatsAppSender, WhatsAppSender
+
+__all__ = ["AsyncChannel", "AsyncRecordingChannel", "AsyncWhatsAppChannel", "Channel", "HeldChannel",
+           "RecordingChannel", "Sent", "WhatsAppChannel", "reply_call"]  # the Protocols live in flowkit/types.py
 
 log = get_logger("flowkit.channels")
-
-
-class Channel(Protocol):
-    """``send`` returns the channel's message id (WhatsApp: the wamid its statuses name).
-
-    A channel with a customer-service window declares it as ``window_ms`` (an attribute;
-    absent means none): the runtime then sends free-form replies only inside it."""
-
-    def send(self, to: str, reply: Reply) -> str | None: ...
-
-
-class AsyncChannel(Protocol):
-    async def send(self, to: str, reply: Reply) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -103,9 +97,6 @@ def reply_call(reply: Reply, *, fit: bool = True) -> tuple[str, dict[str, Any]]:
     refused by Graph after the session moved on; ``fit=False`` (lint) leaves them for the
     builders to refuse.
     """
-    def _fit(text: str, limit: int, what: str) -> str:
-        return _shorten(text, limit, what) if fit else text
-
     if reply.template is not None:
         name, language, params = reply.template
         components: Sequence[dict[str, Any]] | None = (
@@ -115,26 +106,54 @@ def reply_call(reply: Reply, *, fit: bool = True) -> tuple[str, dict[str, Any]]:
     text = reply.text or ""
     interactive = bool(reply.buttons or reply.sections or reply.cta or reply.location_request)
     if reply.media is not None:
-        kind = reply.media[0]
+        _check_media(reply, interactive)
         if not interactive:
-            if reply.header is not None or reply.footer is not None:
-                raise ChannelError(f"a {kind} message takes no header or footer; add buttons or a cta, or drop them")
-            caption = _fit(text, MAX_CAPTION, "caption") if text else None
-            return "send_media", {"kind": kind, "ref": reply.media[1], "caption": caption}
-        if reply.header is not None:
-            raise ChannelError(f"a message with {kind} media uses it as its header; drop the text `header`")
-        if reply.sections or reply.location_request or kind not in HEADER_MEDIA:
-            raise ChannelError(f"{kind} media cannot go with {'a list' if reply.sections else 'a location request' if reply.location_request else 'buttons'}: "
-                               "WhatsApp takes image, video or document headers on buttons and cta messages only")
-    header: Any = reply.media if reply.media is not None else (
-        _fit(reply.header, MAX_HEADER, "header") if reply.header is not None else None)
+            caption = _fit(text, MAX_CAPTION, "caption", fit) if text else None
+            return "send_media", {"kind": reply.media[0], "ref": reply.media[1], "caption": caption}
+    dress = _dress(reply, fit)
+    if interactive:
+        return _interactive_call(reply, _fit(text, MAX_INTERACTIVE_BODY, "body", fit), dress)
+    if dress:
+        raise ChannelError(_DRESS_ALONE)
+    return "send_text", {"text": _fit(text, MAX_TEXT, "text", fit)}
+
+
+_DRESS_ALONE = "a header or footer needs buttons, a list or a cta button; plain text messages have neither"
+
+
+def _fit(text: str, limit: int, what: str, fit: bool) -> str:
+    return _shorten(text, limit, what) if fit else text
+
+
+def _check_media(reply: Reply, interactive: bool) -> None:
+    """Refuse media that cannot be one Graph message with what else the reply has."""
+    assert reply.media is not None
+    kind = reply.media[0]
+    if not interactive:
+        if reply.header is not None or reply.footer is not None:
+            raise ChannelError(f"a {kind} message takes no header or footer; add buttons or a cta, or drop them")
+        return
+    if reply.header is not None:
+        raise ChannelError(f"a message with {kind} media uses it as its header; drop the text `header`")
+    if reply.sections or reply.location_request or kind not in HEADER_MEDIA:
+        other = "a list" if reply.sections else "a location request" if reply.location_request else "buttons"
+        raise ChannelError(f"{kind} media cannot go with {other}: "
+                           "WhatsApp takes image, video or document headers on buttons and cta messages only")
+
+
+def _dress(reply: Reply, fit: bool) -> dict[str, Any]:
+    """The header (media or text) and footer of an interactive message."""
+    header: tuple[str, str] | str | None = reply.media if reply.media is not None else (
+        _fit(reply.header, MAX_HEADER, "header", fit) if reply.header is not None else None)
     dress: dict[str, Any] = {}
     if header is not None:
         dress["header"] = header
     if reply.footer is not None:
-        dress["footer"] = _fit(reply.footer, MAX_FOOTER, "footer")
-    if interactive:
-        text = _fit(text, MAX_INTERACTIVE_BODY, "body")
+        dress["footer"] = _fit(reply.footer, MAX_FOOTER, "footer", fit)
+    return dress
+
+
+def _interactive_call(reply: Reply, text: str, dress: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     if reply.cta is not None:
         return "send_cta_url", {"text": text, "display_text": reply.cta[0], "url": reply.cta[1], **dress}
     if reply.buttons:
@@ -145,11 +164,9 @@ def reply_call(reply: Reply, *, fit: bool = True) -> tuple[str, dict[str, Any]]:
             for title, rows in reply.sections
         ]
         return "send_list", {"text": text, "button": reply.list_button or "Choose", "sections": sections, **dress}
-    if dress:
-        raise ChannelError("a header or footer needs buttons, a list or a cta button; plain text messages have neither")
-    if reply.location_request:
-        return "send_location_request", {"text": text}
-    return "send_text", {"text": _fit(text, MAX_TEXT, "text")}
+    if dress:  # (a location request is all that is left: it takes neither)
+        raise ChannelError(_DRESS_ALONE)
+    return "send_location_request", {"text": text}
 
 
 def _shorten(text: str, limit: int, what: str) -> str:
@@ -195,7 +212,8 @@ class WhatsAppChannel:
 
     window_ms = WHATSAPP_WINDOW_MS  # the runtime keeps free-form replies inside it
 
-    def __init__(self, sender: Any, *, read_receipts: bool | None = None, numbers: Numbers | None = None) -> None:
+    def __init__(self, sender: WhatsAppSender, *, read_receipts: bool | None = None,
+                 numbers: Numbers | None = None) -> None:
         self.sender = sender
         self.read_receipts = _read_receipts_from_env() if read_receipts is None else read_receipts
         self.numbers = numbers if numbers is not None else Numbers()
@@ -240,7 +258,8 @@ class AsyncWhatsAppChannel:
 
     window_ms = WHATSAPP_WINDOW_MS
 
-    def __init__(self, sender: Any, *, read_receipts: bool | None = None, numbers: Numbers | None = None) -> None:
+    def __init__(self, sender: AsyncWhatsAppSender, *, read_receipts: bool | None = None,
+                 numbers: Numbers | None = None) -> None:
         self.sender = sender
         self.read_receipts = _read_receipts_from_env() if read_receipts is None else read_receipts
         self.numbers = numbers if numbers is not None else Numbers()

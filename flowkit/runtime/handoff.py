@@ -30,6 +30,7 @@ from flowkit.runtime import agent_outbox, starts
 
 if TYPE_CHECKING:
     from flowkit.runtime.handler import Outcome
+    from flowkit.types import AsyncStoreProtocol, MetricsSink, RedisClient, StoreProtocol
 
 QUEUE = "fk:agent:queue"  # zset: session id -> since (ms)
 LAST = "fk:agent:last"  # hash: session id -> the last user message during its hand-off (JSON)
@@ -140,7 +141,7 @@ def _forwarding() -> bool:
     return bool(os.environ.get(agent_outbox.ENV_URL))
 
 
-def after_sync(client: Any, outcome: Outcome, metrics: Any = None) -> None:
+def after_sync(client: RedisClient, outcome: Outcome, metrics: MetricsSink | None = None) -> None:
     """Keep the queue and the agent outbox in step with an applied outcome (blocking).
 
     The commit is done when this runs: Redis going away now must not turn the delivery into
@@ -159,7 +160,7 @@ def after_sync(client: Any, outcome: Outcome, metrics: Any = None) -> None:
         _not_written(outcome, exc)
 
 
-async def after_async(client: Any, outcome: Outcome, metrics: Any = None) -> None:
+async def after_async(client: RedisClient, outcome: Outcome, metrics: MetricsSink | None = None) -> None:
     """:func:`after_sync` for the asyncio runtime."""
     fx = effects_of(outcome)
     if fx is None:
@@ -180,20 +181,21 @@ def _not_written(outcome: Outcome, exc: BaseException) -> None:
                                                               "version": outcome.version, "error": type(exc).__name__})
 
 
-def _count(fx: _Effects, replies: list[Any], metrics: Any) -> None:
+def _count(fx: _Effects, replies: list[Any], metrics: MetricsSink | None) -> None:
     """Hand-offs, and the time from a hand-off to its first agent reply (the last two answers
     of the pipeline are HSETNX and ZSCORE when ``replied_at`` is set)."""
     if metrics is None:
         return
-    if fx.entered and getattr(metrics, "handoff", None) is not None:
-        metrics.handoff(fx.flow)
+    handoff = getattr(metrics, "handoff", None)  # (not every sink counts hand-offs)
+    if fx.entered and handoff is not None:
+        handoff(fx.flow)
     if fx.replied_at is not None and replies[-2] and replies[-1] is not None:
         first = getattr(metrics, "agent_first_reply", None)
         if first is not None:
             first(fx.flow, max(0.0, (fx.replied_at - float(replies[-1])) / 1000))
 
 
-def _queue_writes(pipe: Any, fx: _Effects) -> None:
+def _queue_writes(pipe: RedisClient, fx: _Effects) -> None:  # (a pipeline of either client)
     if fx.enqueue is not None:
         sid, since = fx.enqueue
         if fx.entered:
@@ -238,7 +240,7 @@ def _sid(member: str | bytes) -> str:
     return member.decode() if isinstance(member, bytes) else member
 
 
-def waiting_sync(store: Any, limit: int = LIST_MAX) -> list[Waiting]:
+def waiting_sync(store: StoreProtocol, limit: int = LIST_MAX) -> list[Waiting]:
     """The sessions waiting for a person, longest wait first."""
     client = store.client
     out = []
@@ -253,7 +255,7 @@ def waiting_sync(store: Any, limit: int = LIST_MAX) -> list[Waiting]:
     return sorted(out, key=lambda w: w.since_ms)
 
 
-async def waiting_async(store: Any, limit: int = LIST_MAX) -> list[Waiting]:
+async def waiting_async(store: AsyncStoreProtocol, limit: int = LIST_MAX) -> list[Waiting]:
     """:func:`waiting_sync` for the asyncio store."""
     client = store.client
     out = []

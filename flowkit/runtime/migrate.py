@@ -18,14 +18,24 @@ and the latest step before it that is safe to map to.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from flowkit.engine import Command
 from flowkit.errors import FlowkitError
 from flowkit.flow.dataflow import held, safe_step_before, unmet_needs
 from flowkit.flow.model import TERMINAL_STATUSES, Flow
+
+if TYPE_CHECKING:
+    from flowkit.engine import Event
+    from flowkit.runtime.outcome import Outcome
+
+
+class _Handles(Protocol):
+    """What a migration needs of a runtime (a sync :class:`~flowkit.runtime.Runtime`)."""
+
+    def handle(self, session_id: str, event: Event) -> Outcome: ...
 
 
 @dataclass(frozen=True)
@@ -65,7 +75,7 @@ class MigrationResult:
                 "failed": [{"session_id": s, "error": e} for s, e in self.failed]}
 
 
-def plan_migration(sessions: Any, target: Flow, mapping: Mapping[str, str] | None = None) -> MigrationPlan:
+def plan_migration(sessions: Iterable[Mapping[str, Any]], target: Flow, mapping: Mapping[str, str] | None = None) -> MigrationPlan:
     """Plan from the stored states (``store.iter_sessions()``); reads nothing else, writes nothing."""
     mapping = dict(mapping or {})
     bad = sorted(v for v in mapping.values() if v not in target.steps)
@@ -115,7 +125,7 @@ def _skipped(target: Flow, root_step: str, to_step: str, have: frozenset[str]) -
             f"{to_step!r}); {fix}")
 
 
-def apply_migration(runtime: Any, plan: MigrationPlan, *, partial: bool = False) -> MigrationResult:
+def apply_migration(runtime: _Handles, plan: MigrationPlan, *, partial: bool = False) -> MigrationResult:
     """Commit the plan through ``runtime`` (a sync :class:`~flowkit.runtime.Runtime`).
 
     Refuses the whole plan if anything was refused, unless ``partial``."""

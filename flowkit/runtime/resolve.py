@@ -1,7 +1,7 @@
 """Flow resolution as a runtime request, like load and commit (docs/decisions.md, "A pure
 engine: flows are resolved by the runtime").
 
-The sans-io core (runtime/handler.py ``process``) yields a :class:`Resolve` naming the flows a
+The sans-io core (runtime/core.py ``process``) yields a :class:`Resolve` naming the flows a
 transition needs; the sync driver answers it from the registry (its sync client on a miss),
 the async driver from the registry's memory or else the *async* store, so nothing in serve's
 event loop reads a flow through a sync Redis client. The answers become a
@@ -11,22 +11,19 @@ event loop reads a flow through a sync Redis client. The answers become a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 from flowkit.engine.flowset import FlowSet, Want
 from flowkit.errors import UnknownFlowError
 from flowkit.flow.loader import parse_flow
 from flowkit.flow.model import Flow
-from flowkit.runtime.registry import FlowRegistry
+from flowkit.types import FlowAnswer, FlowSourceProtocol, Resolve
 
-#: What a driver answers for one wanted flow: the flow, or why there is none.
-Answer = Flow | UnknownFlowError
+#: What a driver answers for one wanted flow (the name importers use).
+Answer = FlowAnswer
 
-
-@dataclass(frozen=True)
-class Resolve:
-    wants: tuple[Want, ...]
+__all__ = ["Answer", "AsyncFlowIndex", "AsyncFlowReader", "Resolve", "answer_async", "answer_sync", "extend",
+           "refresh_async", "root_of"]
 
 
 class AsyncFlowReader(Protocol):
@@ -37,7 +34,7 @@ class AsyncFlowIndex(AsyncFlowReader, Protocol):
     async def flow_latest_versions(self) -> dict[str, str]: ...
 
 
-async def refresh_async(registry: FlowRegistry, store: AsyncFlowIndex) -> None:
+async def refresh_async(registry: FlowSourceProtocol, store: AsyncFlowIndex) -> None:
     """:meth:`FlowRegistry.refresh` through the async store: pick up versions deployed by any
     process without a sync Redis read (serve runs it on its loop, web.py ``_refresh_flows``)."""
     for name, version in (await store.flow_latest_versions()).items():
@@ -53,7 +50,7 @@ async def refresh_async(registry: FlowRegistry, store: AsyncFlowIndex) -> None:
         registry.remember(flow, latest=True)
 
 
-def _unknown(name: str, version: str | None, registry: FlowRegistry) -> UnknownFlowError:
+def _unknown(name: str, version: str | None, registry: FlowSourceProtocol) -> UnknownFlowError:
     if version is None:
         known = ", ".join(registry.names()) or "none"
         return UnknownFlowError(f"no flow named {name!r} is registered; load its file (known: {known})")
@@ -61,7 +58,7 @@ def _unknown(name: str, version: str | None, registry: FlowRegistry) -> UnknownF
                             "sessions pinned to it need that version loaded")
 
 
-def answer_sync(registry: FlowRegistry, wants: Sequence[Want]) -> tuple[Answer, ...]:
+def answer_sync(registry: FlowSourceProtocol, wants: Sequence[Want]) -> tuple[Answer, ...]:
     out: list[Answer] = []
     for name, version in wants:
         try:
@@ -71,7 +68,7 @@ def answer_sync(registry: FlowRegistry, wants: Sequence[Want]) -> tuple[Answer, 
     return tuple(out)
 
 
-async def answer_async(registry: FlowRegistry, store: AsyncFlowReader, wants: Sequence[Want]) -> tuple[Answer, ...]:
+async def answer_async(registry: FlowSourceProtocol, store: AsyncFlowReader, wants: Sequence[Want]) -> tuple[Answer, ...]:
     out: list[Answer] = []
     for name, version in wants:
         flow = registry.cached(name, version)

@@ -31,7 +31,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from flowkit.engine import Command, Reply
 from flowkit.errors import ChannelError, FlowkitError, GraphAPIError
@@ -42,6 +42,8 @@ from flowkit.store import delivery
 
 if TYPE_CHECKING:
     from flowkit.channels.whatsapp.numbers import Numbers
+    from flowkit.runtime.outcome import Outcome
+    from flowkit.types import AsyncChannel, AsyncStoreProtocol, MetricsSink
 
 log = get_logger("flowkit.sender")
 
@@ -70,6 +72,38 @@ WINDOW_MARGIN_MS = 15 * 60_000
 
 Kind = Literal["permanent", "account", "throttle", "retry", "unknown"]
 Result = Literal["sent", "failed", "left"]
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """One reply Graph accepted, with the id its statuses will name."""
+
+    wamid: str | None
+
+
+class SendingRuntime(Protocol):
+    """What the sender needs of its runtime (:class:`~flowkit.runtime.AsyncRuntime`)."""
+
+    @property
+    def store(self) -> AsyncStoreProtocol: ...
+
+    @property
+    def channel(self) -> AsyncChannel: ...
+
+    @property
+    def metrics(self) -> MetricsSink | None: ...
+
+    @property
+    def numbers(self) -> Numbers | None: ...
+
+    def clock(self) -> int: ...
+
+    def window_ms(self) -> int | None: ...
+
+    def window_closed(self, sid: str, read: Callable[[], int | None]) -> bool: ...
+
+    async def record_undeliverable(self, sid: str, version: int, index: int, error: str, wamid: str | None = None, *,
+                                   route: bool = True) -> Outcome | None: ...
 
 
 def classify(exc: Exception) -> Kind:
@@ -121,7 +155,7 @@ def undeliverable_event(version: int, index: int, error: str, wamid: str | None 
     return Command(name="delivery_failed", args=args, message_id=mid)
 
 
-def metric(metrics: Any, name: str, *args: Any) -> None:
+def metric(metrics: object, name: str, *args: Any) -> None:
     """Count on ``metrics`` if it knows ``name`` (a custom metrics object may not)."""
     if metrics is None:
         return
@@ -132,7 +166,7 @@ def metric(metrics: Any, name: str, *args: Any) -> None:
     fn(*args)
 
 
-def _places(rt: Any) -> SentPlaces:
+def _places(rt: object) -> SentPlaces:
     """The runtime's flow-and-step map (an empty one for a runtime without it)."""
     places = getattr(rt, "places", None)
     return places if isinstance(places, SentPlaces) else SentPlaces(0)
@@ -217,7 +251,7 @@ class OutboxSender:
     ``runtime`` gives the channel, store, clock, metrics and :meth:`record_undeliverable`.
     """
 
-    def __init__(self, runtime: Any, *, rate: float = 80.0, max_wait: float = 120.0, backoff: float = 0.5,
+    def __init__(self, runtime: SendingRuntime, *, rate: float = 80.0, max_wait: float = 120.0, backoff: float = 0.5,
                  max_backoff: float = 30.0, lease_after: float = 10.0, rng: random.Random | None = None) -> None:
         self.runtime = runtime
         self.pacers = Pacers(rate)
@@ -233,7 +267,7 @@ class OutboxSender:
 
     def pacer_for(self, sid: str) -> Pacer:
         """The pacer of the number session ``sid``'s replies leave from."""
-        return self.pacers.for_session(sid, getattr(self.runtime, "numbers", None))
+        return self.pacers.for_session(sid, self.runtime.numbers)
 
     @property
     def backlog(self) -> int:
@@ -299,6 +333,23 @@ class OutboxSender:
             self._queues.pop(sid, None)
             self._workers.pop(sid, None)
 
+    async def _deliver(self, job: _Job) -> Result:
+        closed = await self._window_closed(job)
+        for i in range(job.first, len(job.replies)):
+            reply = job.replies[i]
+            if closed and reply.template is None:
+                await self._failed(job, i, "outside_window")
+                return "failed"
+            sent = await self._send_one(job, i, reply)
+            if not isinstance(sent, _Sent):
+                return sent
+            job.attempts = 0
+            await self._record_sent(job, i, reply, sent.wamid)
+            job.first = i + 1
+        if job.ack and job.record:
+            await self.runtime.store.ack_effects(job.sid, job.version, defer=True)
+        return "sent"
+
     async def _window_closed(self, job: _Job) -> bool:
         """Is the user's 24-hour window closed for ``job``'s free-form replies?"""
         rt = self.runtime
@@ -306,49 +357,41 @@ class OutboxSender:
             return False
         if not rt.window_closed(job.sid, lambda: None):
             return False
-        last = await rt.store.last_inbound(job.sid)  # not by what this process saw: another may know better
-        return bool(rt.window_closed(job.sid, lambda: last))
+        # not open by what this process saw: ask the store (another process may know better)
+        last = await rt.store.last_inbound(job.sid)
+        return rt.window_closed(job.sid, lambda: last)
 
-    async def _deliver(self, job: _Job) -> Result:
+    async def _send_one(self, job: _Job, index: int, reply: Reply) -> _Sent | Result:
+        """Send one reply, retrying what may pass later; the wamid, or how the job ends."""
         rt = self.runtime
-        closed = await self._window_closed(job)
-        for i in range(job.first, len(job.replies)):
-            reply = job.replies[i]
-            if closed and reply.template is None:
-                await self._failed(job, i, "outside_window")
-                return "failed"
-            while True:
-                if time.monotonic() - job.since > self.lease_after and job.record:
-                    await rt.store.defer(delivery.lease_commands(job.sid, job.version, rt.store.now_ms()))
-                await self.pacer_for(job.sid).wait()
-                try:
-                    wamid = await rt.channel.send(job.sid, reply)
-                except (ChannelError, OSError) as exc:
-                    delay = self._handle_error(job, i, exc)
-                    if delay is None:
-                        if classify(exc) == "permanent":
-                            await self._failed(job, i, error_name(exc))
-                            return "failed"
-                        return "left"
-                    self.stats["retries"] += 1
-                    if job.record:
-                        await rt.store.defer(delivery.lease_commands(job.sid, job.version, rt.store.now_ms()))
-                    await asyncio.sleep(delay)
-                    continue
-                break
-            job.attempts = 0
-            metric(rt.metrics, "sent")
-            # the transcript also keeps replies outside any commit (unrouted: no version)
-            out = transcript.outbound_commands(rt.store, job.sid, reply, wamid=wamid, ts=rt.clock(),
-                                               version=job.version if job.record else None,
-                                               index=i if job.record else None)
-            await rt.store.defer((delivery.sent_commands(job.sid, job.version, i, wamid,
-                                                         where=_places(rt).get(job.sid, job.version))
-                                  if wamid and job.record else []) + out)
-            job.first = i + 1
-        if job.ack and job.record:
-            await rt.store.ack_effects(job.sid, job.version, defer=True)
-        return "sent"
+        while True:
+            if time.monotonic() - job.since > self.lease_after and job.record:
+                await rt.store.defer(delivery.lease_commands(job.sid, job.version, rt.store.now_ms()))
+            await self.pacer_for(job.sid).wait()
+            try:
+                return _Sent(await rt.channel.send(job.sid, reply))
+            except (ChannelError, OSError) as exc:
+                delay = self._handle_error(job, index, exc)
+                if delay is None:
+                    if classify(exc) == "permanent":
+                        await self._failed(job, index, error_name(exc))
+                        return "failed"
+                    return "left"
+            self.stats["retries"] += 1
+            if job.record:
+                await rt.store.defer(delivery.lease_commands(job.sid, job.version, rt.store.now_ms()))
+            await asyncio.sleep(delay)
+
+    async def _record_sent(self, job: _Job, index: int, reply: Reply, wamid: str | None) -> None:
+        rt = self.runtime
+        metric(rt.metrics, "sent")
+        # the transcript also keeps replies outside any commit (unrouted: no version)
+        out = transcript.outbound_commands(rt.store, job.sid, reply, wamid=wamid, ts=rt.clock(),
+                                           version=job.version if job.record else None,
+                                           index=index if job.record else None)
+        await rt.store.defer((delivery.sent_commands(job.sid, job.version, index, wamid,
+                                                     where=_places(rt).get(job.sid, job.version))
+                              if wamid and job.record else []) + out)
 
     def _handle_error(self, job: _Job, index: int, exc: Exception) -> float | None:
         """Seconds to wait before trying ``job``'s reply again, or None to stop trying."""

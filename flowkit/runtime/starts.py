@@ -25,8 +25,10 @@ from flowkit.errors import AlreadyLive, FlowNotOnNumber, HandoffError, TemplateR
 from flowkit.runtime.sender import outside_window
 
 if TYPE_CHECKING:
+    from flowkit.engine import Event
     from flowkit.runtime.handler import Outcome
     from flowkit.runtime.registry import FlowRegistry
+    from flowkit.types import AsyncStoreProtocol, StoreProtocol
 
 KEY_TTL_MS = 30 * 86_400_000
 ACTOR = "agent"
@@ -38,7 +40,6 @@ TEMPLATE_NEEDED = ("outside the user's 24-hour window WhatsApp only delivers an 
 class _Runtime(Protocol):
     """What a start needs of a runtime (both :class:`~flowkit.runtime.Runtime` and the async one)."""
 
-    store: Any
     registry: FlowRegistry
 
     def clock(self) -> int: ...
@@ -49,11 +50,17 @@ class _Runtime(Protocol):
 
 
 class _SyncRuntime(_Runtime, Protocol):
-    def handle(self, session_id: str, event: Any) -> Outcome: ...
+    @property
+    def store(self) -> StoreProtocol: ...
+
+    def handle(self, session_id: str, event: Event) -> Outcome: ...
 
 
 class _AsyncRuntime(_Runtime, Protocol):
-    async def handle(self, session_id: str, event: Any, *, wait_services: bool = True) -> Outcome: ...
+    @property
+    def store(self) -> AsyncStoreProtocol: ...
+
+    async def handle(self, session_id: str, event: Event, *, wait_services: bool = True) -> Outcome: ...
 
 
 def key_name(key: str) -> str:
@@ -129,7 +136,9 @@ def _event(req: StartRequest) -> Start:
 
 
 def _check(rt: _Runtime, req: StartRequest, raw: Mapping[str, Any] | None, closed: bool) -> None:
-    rt.registry.latest(req.flow)  # UnknownFlowError names the flows there are
+    """Refuse a start of a flow the session's number does not run, into a live session, or
+    outside the window without a template (the flow was looked up first: UnknownFlowError
+    names the flows there are)."""
     allowed = rt.allowed_flows(req.session_id)  # several numbers: the one the session writes from
     if allowed is not None and req.flow not in allowed:
         raise FlowNotOnNumber(f"{req.session_id}: its number does not run flow {req.flow!r} (it runs: "
@@ -165,6 +174,7 @@ def start_sync(rt: _SyncRuntime, req: StartRequest) -> StartResult:
     if req.key is not None and not client.set(key_name(req.key), "{}", nx=True, px=KEY_TTL_MS):
         return _skipped(req, client.get(key_name(req.key)))
     try:
+        rt.registry.latest(req.flow)
         _check(rt, req, rt.store.load(req.session_id), _closed(rt, rt.store.last_inbound(req.session_id)))
         out = rt.handle(req.session_id, _event(req))
     except BaseException:
@@ -182,6 +192,7 @@ async def start_async(rt: _AsyncRuntime, req: StartRequest) -> StartResult:
     if req.key is not None and not await client.set(key_name(req.key), "{}", nx=True, px=KEY_TTL_MS):
         return _skipped(req, await client.get(key_name(req.key)))
     try:
+        await rt.registry.get_async(req.flow, None, rt.store)  # never the registry's blocking client
         _check(rt, req, await rt.store.load(req.session_id), _closed(rt, await rt.store.last_inbound(req.session_id)))
         out = await rt.handle(req.session_id, _event(req), wait_services=False)
     except BaseException:

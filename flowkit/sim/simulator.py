@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from flowkit.engine import CallService, Message, Reply, ServiceResult, State
 from flowkit.engine.locate import locate
@@ -50,6 +50,10 @@ from flowkit.log import get_logger
 from flowkit.metrics.redis import RedisMetrics
 from flowkit.runtime import Runtime
 from flowkit.runtime.handler import unrouted_text
+from flowkit.types import Channel
+
+if TYPE_CHECKING:
+    import httpx
 from flowkit.sim.answers import invalid_answer, service_value, valid_answer
 from flowkit.sim.variants import in_variant, variant_rates
 
@@ -289,13 +293,13 @@ class _CountingChannel:
     independent witness). The "I can help with ..." answer to an unrouted message is no
     commit's effect, so it is left out."""
 
-    def __init__(self, inner: Any, unrouted: str) -> None:
+    def __init__(self, inner: Channel, unrouted: str) -> None:
         self.inner = inner
         self.unrouted = unrouted
         self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()
 
-    def send(self, to: str, reply: Reply) -> Any:
+    def send(self, to: str, reply: Reply) -> str | None:
         out = self.inner.send(to, reply)
         if reply.text != self.unrouted:
             with self._lock:
@@ -337,7 +341,7 @@ class Simulator:
         self._restart: threading.Thread | None = None
         self._handled = 0
         self._stuck_rounds = 0
-        self._http: Any = None
+        self._http: httpx.Client | None = None
         self._counting: _CountingChannel | None = None
         self._held: set[_User] = set()  # users with a failed delivery that recovery has not repaired yet
         self._metrics: RedisMetrics | None = None  # the deployment-wide counters we lent the runtime
@@ -566,7 +570,7 @@ class Simulator:
 
         from flowkit.channels.whatsapp import sign
 
-        assert isinstance(item.event, Message) and self.cfg.http is not None
+        assert isinstance(item.event, Message) and self.cfg.http is not None and self._http is not None
         body = json.dumps(_payload(item.user, item.event, at)).encode()
         headers = {"content-type": "application/json",
                    "x-hub-signature-256": sign(body, self.cfg.http.app_secret)}
@@ -702,7 +706,7 @@ class Simulator:
         if self._restart is not None:
             return None  # Redis may be down; timeouts fire once it is back
         try:
-            return self.rt.store.next_timeout_at()  # type: ignore[no-any-return]  # (the runtime's store is untyped here)
+            return self.rt.store.next_timeout_at()
         except StoreUnavailable:
             return None
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 
 from flowkit.channels.whatsapp.payloads import text_payload
+from flowkit.runtime import FlowRegistry
 from flowkit.store import RedisServer, Store
 from flowkit.store.server import free_port
 from flowkit.testing.fake_graph import FakeGraphAPI
@@ -64,6 +65,8 @@ def test_serve_starts_before_redis_and_becomes_ready_when_it_comes(tmp_path: Pat
             assert "unreachable" in log.read_text()  # it says why it is not ready
             server = RedisServer(tmp_path / "redis", port=redis_port, appendonly=False).start()
             wait_for(lambda: status(port, "/readyz") == 200, "serve to become ready", timeout=30)
+            # ready only once its start-up published the flows (through the async client)
+            assert "order_pizza" in FlowRegistry(client=server.client()).names()
             assert _post(port, body, headers).status_code == 200  # the redelivery
             wait_for(lambda: graph.to(wa), "the first question of the pizza flow")
             state = Store(server.client()).load(wa)
