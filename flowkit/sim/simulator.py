@@ -29,36 +29,35 @@ Everything the simulator sent, and how many replies each user got, is kept in
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import heapq
-import json
 import random
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from flowkit.engine import CallService, Message, ServiceResult, State
 from flowkit.engine.locate import locate
 from flowkit.errors import ConfigError, ConflictError, EngineError, StoreUnavailable
 from flowkit.flow.model import HELD_STATUSES, AskStep, CallStep, Flow
-from flowkit.log import get_logger
-from flowkit.metrics.redis import RedisMetrics
 from flowkit.runtime import Runtime
 from flowkit.runtime.handler import unrouted_text
-from flowkit.sim.answers import invalid_answer, service_value, valid_answer
+from flowkit.sim.answers import service_value
+from flowkit.sim.behaviour import choose_message
 from flowkit.sim.config import SIM_EPOCH_MS, HttpTarget, Persona, ServiceBehaviour, SimConfig
 from flowkit.sim.counting import CountingChannel
 from flowkit.sim.events import Done, Item, Kind, User, race_key
+from flowkit.sim.metrics import LentMetrics
 from flowkit.sim.result import Sent, SimResult
 from flowkit.sim.variants import in_variant
-from flowkit.sim.webhook import webhook_payload
+from flowkit.sim.webhook import post_delivery
+
+if TYPE_CHECKING:
+    import httpx
 
 _REDELIVER_MS = (2_000, 5_000)  # WhatsApp retries an unacknowledged delivery a few seconds later
-_METRICS_FLUSH_S = 1.0  # how often (wall clock) the simulator writes the runtime's counters to Redis
 _T = TypeVar("_T")
-log = get_logger("flowkit.sim")
 
 
 class Simulator:
@@ -94,11 +93,10 @@ class Simulator:
         self._restart: threading.Thread | None = None
         self._handled = 0
         self._stuck_rounds = 0
-        self._http: Any = None
+        self._http: httpx.Client | None = None
         self._counting: CountingChannel | None = None
         self._held: set[User] = set()  # users with a failed delivery that recovery has not repaired yet
-        self._metrics: RedisMetrics | None = None  # the deployment-wide counters we lent the runtime
-        self._metrics_flushed = 0.0
+        self._lent: LentMetrics | None = None  # the deployment-wide counters we lent the runtime
 
     @property
     def cfg(self) -> SimConfig:
@@ -189,26 +187,7 @@ class Simulator:
             self.result.abandoned += 1
             return
         think = self._ms(r.expovariate(1 / max(p.think_time, 0.001)) + 0.5)
-        roll = r.random()
-        commands = ((p.cancel_rate, "cancel"), (p.back_rate, "back"), (p.help_rate, "help"))
-        msg: Message | None = None
-        for rate, word in commands:
-            if roll < rate:
-                msg = Message(text=word)
-                self.result.commands_sent += 1
-                break
-            roll -= rate
-        if msg is None:
-            if r.random() < p.invalid_rate:
-                msg = invalid_answer(st, r)
-                self.result.invalid_sent += 1
-            else:
-                slot = owner.slots.get(st.save) if st.save else None
-                # asked again after a number was accepted (a "more than you paid" loop): people go lower
-                upper = user.numbers[state.step or ""] / 4 if (state.step or "") in user.numbers else None
-                msg = valid_answer(st, slot, r, dt.datetime.fromtimestamp(at / 1000, dt.UTC).date(), upper=upper)
-                if st.input.type in ("int", "number") and msg.text:
-                    user.numbers[state.step or ""] = float(msg.text.replace(",", "."))
+        msg = choose_message(user, p, owner, st, state.step or "", at, self.result)
         self._deliver(user, msg, at + think)
         if self.cfg.out_of_order_rate and r.random() < self.cfg.out_of_order_rate:
             # A quick second message sent after the answer that overtakes it (WhatsApp does
@@ -238,9 +217,9 @@ class Simulator:
             owner, st = locate(flow, state.step or "", self.rt.registry, [f["flow_version"] for f in state.stack])
             slot = owner.slots.get(st.save) if isinstance(st, CallStep) and isinstance(st.save, str) else None
             result = ServiceResult(call_id=call_id, ok=True, value=service_value(slot, r, call_id), actor="simulator")
-        if self._metrics is not None:
+        if self._lent is not None:
             # We stand in for the runtime's service call: count it as Runtime._call_and_feed would.
-            self._metrics.service_called(service, result.ok, b.slow_latency if slow else b.latency)
+            self._lent.metrics.service_called(service, result.ok, b.slow_latency if slow else b.latency)
         self._push(at + latency, "result", Item(user, result))
 
     def _load(self, user: User) -> dict[str, Any] | None:
@@ -260,31 +239,41 @@ class Simulator:
             return
         state = State.from_dict(raw)
         if state.terminal or state.status in HELD_STATUSES:  # no agents here: a hand-off ends the user's part
-            if user.state == "active":
-                user.state = "finished"
-                self.result.ended[state.status] = self.result.ended.get(state.status, 0) + 1
-                if state.status == "completed":
-                    self.result.completed += 1
-                elif state.status == "failed":
-                    self.result.failed += 1
-                else:
-                    self.result.other_end += 1
+            self._finish(user, state)
             return
         if state.status == "waiting_service":
-            if self.cfg.http is not None:  # the server runs the call: look again shortly
-                user.polls += 1
-                if user.polls < int(60 / self.cfg.http.poll):
-                    self._push(at + max(1, int(self.cfg.http.poll * 1000)), "poll", Item(user, None))
-                return
-            call_id = str((state.pending or {}).get("call_id"))
-            if call_id not in user.calls:
-                user.calls.add(call_id)
-                self._call(user, state, at)
+            self._await_service(user, state, at)
             return
         user.polls = 0
         if user.state == "active" and state.status == "waiting_input" and state.version != user.answered:
             user.answered = state.version
             self._answer(user, state, at)
+
+    def _finish(self, user: User, state: State) -> None:
+        """Count the end of an active user's session once (a user who left was counted then)."""
+        if user.state != "active":
+            return
+        user.state = "finished"
+        self.result.ended[state.status] = self.result.ended.get(state.status, 0) + 1
+        if state.status == "completed":
+            self.result.completed += 1
+        elif state.status == "failed":
+            self.result.failed += 1
+        else:
+            self.result.other_end += 1
+
+    def _await_service(self, user: User, state: State, at: int) -> None:
+        """The session waits for a service: over HTTP the server runs it (look again shortly);
+        in process the simulator answers each call once."""
+        if self.cfg.http is not None:
+            user.polls += 1
+            if user.polls < int(60 / self.cfg.http.poll):
+                self._push(at + max(1, int(self.cfg.http.poll * 1000)), "poll", Item(user, None))
+            return
+        call_id = str((state.pending or {}).get("call_id"))
+        if call_id not in user.calls:
+            user.calls.add(call_id)
+            self._call(user, state, at)
 
     # -- handling (worker threads)
 
@@ -293,7 +282,8 @@ class Simulator:
         if kind == "poll":
             return Done(at, kind, item, "poll", True)
         if self.cfg.http is not None:
-            return self._post(at, kind, item)
+            assert self._http is not None
+            return post_delivery(self._http, self.cfg.http, at, kind, item)
         self._local.now = at
         sid = item.user.session_id
         assert item.event is not None
@@ -318,23 +308,6 @@ class Simulator:
         calls = any(isinstance(e, CallService) for e in out.effects)
         return Done(at, kind, item, out.status, True, out.conflicts, out.version, calls)
 
-    def _post(self, at: int, kind: Kind, item: Item) -> Done:
-        import httpx
-
-        from flowkit.channels.whatsapp import sign
-
-        assert isinstance(item.event, Message) and self.cfg.http is not None
-        body = json.dumps(webhook_payload(item.user, item.event, at)).encode()
-        headers = {"content-type": "application/json",
-                   "x-hub-signature-256": sign(body, self.cfg.http.app_secret)}
-        try:
-            r = self._http.post("/webhook", content=body, headers=headers)
-        except httpx.TransportError:
-            return Done(at, kind, item, "unavailable", False)
-        if r.status_code != 200:
-            return Done(at, kind, item, "unavailable", False)
-        return Done(at, kind, item, "applied" if r.json().get("applied") else "not_applied", True)
-
     # -- running
 
     def run(self) -> SimResult:
@@ -350,7 +323,7 @@ class Simulator:
             if not cfg.live:
                 self.rt.clock = self._now
             if self.rt.metrics is None:
-                self._lend_metrics()
+                self._lent = LentMetrics(self.rt)
             self._counting = CountingChannel(self.rt.channel, unrouted_text(self.rt.registry))
             self.rt.channel = self._counting
         else:
@@ -376,7 +349,8 @@ class Simulator:
         finally:
             if self._http is not None:
                 self._http.close()
-            self._flush_metrics(final=True)
+            if self._lent is not None:
+                self._lent.flush(final=True)
             self.rt.clock, self.rt.run_services, self.rt.channel, self.rt.store = saved
             self.rt.metrics = saved_metrics
         res = self.result
@@ -392,10 +366,7 @@ class Simulator:
         while True:
             if self._restart is not None and not self._restart.is_alive():
                 self._after_restart()
-            head = self._heap[0][0] if self._heap else None
-            deadline = self._next_timeout()
-            if deadline is not None and self._stuck_rounds > 3 and deadline <= self._virtual_now and head is not None:
-                deadline = None  # a due timeout that will not fire must not keep the users' events waiting
+            head, deadline = self._due()
             if head is None and (deadline is None or not self._await_timeouts()):
                 return
             target = min(t for t in (head, deadline) if t is not None)
@@ -407,50 +378,34 @@ class Simulator:
             if deadline is not None and (head is None or deadline <= head):
                 self._fire(max(deadline, self._virtual_now) if not live else self._wall())
                 continue
-            if not live:
-                self._virtual_now = max(self._virtual_now, head or self._virtual_now)
-            batch = self._next_batch(self._wall() if live else None, deadline)
-            if self._restart is None and self._due_restart():
-                self._restart = threading.Thread(target=self._do_restart, name="flowkit-sim-redis-restart")
-                self._restart.start()
-            done = list(pool.map(self._handle, batch)) if len(batch) > 1 else [self._handle(batch[0])]
-            self._handled += len(batch)
-            self._settle(done)
-            self._flush_metrics()
-            if live:
-                self._virtual_now = max(self._virtual_now, self._wall())
-            if self.progress:
-                self.progress(sum(u.state != "active" for u in self._users), len(self._users))
+            self._run_batch(pool, head, deadline)
 
-    # -- deployment-wide metrics
+    def _due(self) -> tuple[int | None, int | None]:
+        """When the next queued event and the next session timeout are due."""
+        head = self._heap[0][0] if self._heap else None
+        deadline = self._next_timeout()
+        if deadline is not None and self._stuck_rounds > 3 and deadline <= self._virtual_now and head is not None:
+            deadline = None  # a due timeout that will not fire must not keep the users' events waiting
+        return head, deadline
 
-    def _lend_metrics(self) -> None:
-        """Give the runtime the Redis counters ``flowkit serve`` gives it, so simulated traffic
-        moves the dashboard's rates and charts exactly as real traffic does (the runtime
-        counts; nothing here interprets a commit). Minutes follow the runtime's clock:
-        virtual time in virtual mode, the wall clock in real time."""
-        # The simulator flushes, not the counting call: a flush that meets a restarting
-        # Redis inside rt.handle() would look like a failed delivery after a good commit.
-        self._metrics = RedisMetrics(self.rt.store.client, flush_every=float("inf"), clock=lambda: self.rt.clock())
-        self.rt.metrics = self._metrics
-        self._metrics_flushed = time.monotonic()
-
-    def _flush_metrics(self, *, final: bool = False) -> None:
-        m = self._metrics
-        if m is None or (not final and time.monotonic() - self._metrics_flushed < _METRICS_FLUSH_S):
-            return
-        self._metrics_flushed = time.monotonic()
-        deadline = time.monotonic() + (10 if final else 0)
-        while True:
-            try:
-                m.flush()
-                return
-            except Exception as exc:  # noqa: BLE001 - Redis restarting: RedisMetrics keeps the counts for the next flush
-                if time.monotonic() >= deadline:
-                    if final:  # counters are not conversations: say so and give the result back
-                        log.warning("simulated traffic's metrics not written", extra={"error": type(exc).__name__})
-                    return
-                time.sleep(0.05)
+    def _run_batch(self, pool: ThreadPoolExecutor, head: int | None, deadline: int | None) -> None:
+        """Handle the next batch of events (concurrently), account for it and report progress."""
+        live = self.cfg.live
+        if not live:
+            self._virtual_now = max(self._virtual_now, head or self._virtual_now)
+        batch = self._next_batch(self._wall() if live else None, deadline)
+        if self._restart is None and self._due_restart():
+            self._restart = threading.Thread(target=self._do_restart, name="flowkit-sim-redis-restart")
+            self._restart.start()
+        done = list(pool.map(self._handle, batch)) if len(batch) > 1 else [self._handle(batch[0])]
+        self._handled += len(batch)
+        self._settle(done)
+        if self._lent is not None:
+            self._lent.flush()
+        if live:
+            self._virtual_now = max(self._virtual_now, self._wall())
+        if self.progress:
+            self.progress(sum(u.state != "active" for u in self._users), len(self._users))
 
     def _next_timeout(self) -> int | None:
         """When the next session timeout is due (in-process only: over HTTP the server fires its own)."""
@@ -534,61 +489,73 @@ class Simulator:
     def _settle(self, done: list[Done]) -> None:
         """Account for a handled batch (main thread), redeliver what was not acknowledged,
         repair crashes like a restarted process would, then let the users react."""
-        res = self.result
         touched: dict[User, int] = {}
         repair = False
         restarting = self._restart is not None and self._restart.is_alive()
         for d in done:
             user = d.item.user
-            if d.kind == "poll":
-                touched[user] = max(d.at, touched.get(user, d.at))
-                continue
-            ev = d.item.event
-            if isinstance(ev, Message):
-                res.messages += 1
-                res.sent.append(Sent(user.session_id, ev.message_id or "", d.at, ev.text, d.acked, d.status,
-                                     d.item.delivery))
-            res.conflicts += d.conflicts
-            if not d.acked:
-                if d.status == "crashed":
-                    res.crashes += 1
-                    res.duplicates_absorbed += d.absorbed
-                    if restarting:
-                        # Its repair waits for Redis; meanwhile the user's other messages in
-                        # flight (an out-of-order pair, a duplicate) may commit, and recovery
-                        # then drops the crashed commit's replies as superseded, by design.
-                        res.inexact.add(user.session_id)
-                else:
-                    res.unavailable += 1
-                    res.inexact.add(user.session_id)  # a reply may have gone out before the failure
-                repair = True
-                user.fresh = False
-                # The user never got the replies of a commit whose effects were cut short, so
-                # it cannot answer them: it waits until recovery has repaired the outbox (if it
-                # answered first, recovery would rightly drop those replies as superseded).
-                if self.cfg.http is None:  # (over HTTP the server repairs its own outbox)
-                    self._held.add(user)
-                res.redeliveries += 1
-                delay = user.rng.randint(*_REDELIVER_MS)
-                self._push(d.at + self._ms(delay / 1000), d.kind, Item(user, ev, delivery="redelivery"))
-                continue
-            if d.calls and d.version is not None:
-                # The runtime sent the replies and left the entry open for whoever runs the
-                # call (run_services is off): the simulator does, so the entry is done. Closing
-                # it here, before any recovery round, keeps recovery from sending them again.
-                self._retry(self.rt.store.ack_effects, user.session_id, d.version)
-            if d.kind == "msg":
-                user.inflight -= 1
-            if d.status == "engine_error":
-                res.engine_errors += 1
-            if d.status == "duplicate" or (d.status == "not_applied" and d.item.delivery != "first"):
-                res.duplicates_absorbed += 1  # (over HTTP the webhook only says nothing new was applied)
-            user.fresh = d.status == "applied" and self.cfg.http is None
+            if d.kind != "poll":
+                self._count(d)
+                if not d.acked:
+                    self._redeliver(d, restarting)
+                    repair = True
+                    continue
+                self._acknowledged(d)
             touched[user] = max(d.at, touched.get(user, d.at))
         if repair and self.cfg.http is None and (self._restart is None or not self._restart.is_alive()):
             self._recover()
         for user, at in touched.items():
             self._react(user, at)
+
+    def _count(self, d: Done) -> None:
+        """Log a handled delivery (the sent log) and its conflicts."""
+        ev = d.item.event
+        if isinstance(ev, Message):
+            self.result.messages += 1
+            self.result.sent.append(Sent(d.item.user.session_id, ev.message_id or "", d.at, ev.text, d.acked,
+                                         d.status, d.item.delivery))
+        self.result.conflicts += d.conflicts
+
+    def _redeliver(self, d: Done, restarting: bool) -> None:
+        """An unacknowledged delivery (a crash, Redis away): WhatsApp sends it again a few
+        seconds later, and the user waits for the repair."""
+        res, user = self.result, d.item.user
+        if d.status == "crashed":
+            res.crashes += 1
+            res.duplicates_absorbed += d.absorbed
+            if restarting:
+                # Its repair waits for Redis; meanwhile the user's other messages in
+                # flight (an out-of-order pair, a duplicate) may commit, and recovery
+                # then drops the crashed commit's replies as superseded, by design.
+                res.inexact.add(user.session_id)
+        else:
+            res.unavailable += 1
+            res.inexact.add(user.session_id)  # a reply may have gone out before the failure
+        user.fresh = False
+        # The user never got the replies of a commit whose effects were cut short, so
+        # it cannot answer them: it waits until recovery has repaired the outbox (if it
+        # answered first, recovery would rightly drop those replies as superseded).
+        if self.cfg.http is None:  # (over HTTP the server repairs its own outbox)
+            self._held.add(user)
+        res.redeliveries += 1
+        delay = user.rng.randint(*_REDELIVER_MS)
+        self._push(d.at + self._ms(delay / 1000), d.kind, Item(user, d.item.event, delivery="redelivery"))
+
+    def _acknowledged(self, d: Done) -> None:
+        """An acknowledged delivery: close the outbox entry of a call the simulator runs, count it."""
+        res, user = self.result, d.item.user
+        if d.calls and d.version is not None:
+            # The runtime sent the replies and left the entry open for whoever runs the
+            # call (run_services is off): the simulator does, so the entry is done. Closing
+            # it here, before any recovery round, keeps recovery from sending them again.
+            self._retry(self.rt.store.ack_effects, user.session_id, d.version)
+        if d.kind == "msg":
+            user.inflight -= 1
+        if d.status == "engine_error":
+            res.engine_errors += 1
+        if d.status == "duplicate" or (d.status == "not_applied" and d.item.delivery != "first"):
+            res.duplicates_absorbed += 1  # (over HTTP the webhook only says nothing new was applied)
+        user.fresh = d.status == "applied" and self.cfg.http is None
 
     def _recover(self) -> None:
         """What a restarted runtime does: finish the effects of commits nobody acknowledged.

@@ -1,11 +1,17 @@
-"""The WhatsApp webhook delivery that carries a simulated user's message (over HTTP)."""
+"""Over HTTP: the WhatsApp webhook delivery that carries a simulated user's message, signed
+and posted to a running ``flowkit serve``."""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import TYPE_CHECKING, Any
 
 from flowkit.engine import Message
-from flowkit.sim.events import User
+from flowkit.sim.config import HttpTarget
+from flowkit.sim.events import Done, Item, Kind, User
+
+if TYPE_CHECKING:  # httpx is imported when a run posts, not with the simulator
+    import httpx
 
 
 def webhook_payload(user: User, msg: Message, at: int) -> dict[str, Any]:
@@ -28,3 +34,21 @@ def webhook_payload(user: User, msg: Message, at: int) -> dict[str, Any]:
         return P.message_payload(wa, "unsupported", None, **opts)
     return P.text_payload(wa, msg.text, **opts)
 
+
+def post_delivery(client: httpx.Client, target: HttpTarget, at: int, kind: Kind, item: Item) -> Done:
+    """Post ``item``'s message as a signed delivery; acknowledged only on a 200 (WhatsApp
+    redelivers anything else)."""
+    import httpx
+
+    from flowkit.channels.whatsapp import sign
+
+    assert isinstance(item.event, Message)
+    body = json.dumps(webhook_payload(item.user, item.event, at)).encode()
+    headers = {"content-type": "application/json", "x-hub-signature-256": sign(body, target.app_secret)}
+    try:
+        r = client.post("/webhook", content=body, headers=headers)
+    except httpx.TransportError:
+        return Done(at, kind, item, "unavailable", False)
+    if r.status_code != 200:
+        return Done(at, kind, item, "unavailable", False)
+    return Done(at, kind, item, "applied" if r.json().get("applied") else "not_applied", True)
