@@ -91,48 +91,56 @@ class ScriptedServices:
         return self.rt.handle(sid, result), None
 
 
-def run_conversation(conv: Conversation, runtime: Any, session_id: str, clock: VirtualClock | None = None) -> ConversationResult:
+def run_conversation(conv: Conversation, runtime: Any, session_id: str,
+                     clock: VirtualClock | None = None) -> ConversationResult:
     """Play ``conv`` through ``runtime`` (a :class:`flowkit.runtime.Runtime` whose clock is
     ``clock`` and whose ``run_services`` is off) as session ``session_id``, then check the
     stored history and state."""
-    from flowkit.check import check_session
-
     clock = clock or runtime.clock
     res = ConversationResult(conv, session_id)
     services = ScriptedServices(runtime, clock)
-    registry: FlowRegistry = runtime.registry
     for i, action in enumerate(conv.actions, 1):
         what = f"action {i} ({action.describe()})"
         try:
-            if action.kind == "result":
-                out, problem = services.answer(session_id, action)
-                if problem:
-                    res.problems.append(f"{what}: {problem}")
-                    break
-            elif action.kind == "timeout":
-                clock.now = action.at
-                if session_id not in runtime.store.due_timeouts(action.at, 10_000):
-                    res.problems.append(f"{what}: no timeout of the session is due at its deadline in the store's index")
-                    break
-                out = runtime.handle(session_id, Timeout())
-            else:
-                clock.now = action.at
-                if action.kind == "start":
-                    out = runtime.handle(session_id, Start(flow=action.flow or conv.flow))
-                else:
-                    assert action.message is not None
-                    out = runtime.handle(session_id, dataclasses.replace(action.message,
-                                                                          message_id=f"wamid.test.{session_id}.{i}"))
+            out, problem = _play(conv, i, action, runtime, session_id, clock, services)
         except FlowkitError as exc:
-            res.problems.append(f"{what}: the runtime raised {type(exc).__name__}: {exc}")
-            break
-        if out is None or out.status != "applied":
-            res.problems.append(f"{what}: expected a commit, the runtime answered {getattr(out, 'status', None)!r}")
+            out, problem = None, f"the runtime raised {type(exc).__name__}: {exc}"
+        if problem is None and (out is None or out.status != "applied"):
+            problem = f"expected a commit, the runtime answered {getattr(out, 'status', None)!r}"
+        if problem is not None:
+            res.problems.append(f"{what}: {problem}")
             break
         if any(isinstance(e, CallService) for e in out.effects):
             # The runtime sent the replies and left the entry open for whoever runs the call:
             # this test does (the next action answers it), so the entry is done.
             runtime.store.ack_effects(session_id, out.version or 0)
+    _check_stored(conv, runtime, session_id, res)
+    return res
+
+
+def _play(conv: Conversation, i: int, action: Action, runtime: Any, session_id: str, clock: VirtualClock,
+          services: ScriptedServices) -> tuple[Any, str | None]:
+    """Action ``i`` of ``conv`` through the runtime: (its outcome, or a problem that stops the run)."""
+    if action.kind == "result":
+        return services.answer(session_id, action)
+    clock.now = action.at
+    if action.kind == "timeout":
+        if session_id not in runtime.store.due_timeouts(action.at, 10_000):
+            return None, "no timeout of the session is due at its deadline in the store's index"
+        return runtime.handle(session_id, Timeout()), None
+    if action.kind == "start":
+        return runtime.handle(session_id, Start(flow=action.flow or conv.flow)), None
+    assert action.message is not None
+    return runtime.handle(session_id, dataclasses.replace(action.message,
+                                                          message_id=f"wamid.test.{session_id}.{i}")), None
+
+
+def _check_stored(conv: Conversation, runtime: Any, session_id: str, res: ConversationResult) -> None:
+    """The stored history takes the conversation's edges (and no move off the graph), ends
+    where the engine's model said, passes the history checker and leaves no outbox open."""
+    from flowkit.check import check_session
+
+    registry: FlowRegistry = runtime.registry
     state = runtime.store.load(session_id)
     records = runtime.store.history(session_id)
     root = registry.latest(conv.flow)
@@ -157,7 +165,6 @@ def run_conversation(conv: Conversation, runtime: Any, session_id: str, clock: V
     left = runtime.store.pending_effects(session_id)
     if left:
         res.problems.append(f"effects of version(s) {sorted(left)} were never finished (outbox not acknowledged)")
-    return res
 
 
 def run_edge_coverage(flows: FlowRegistry | Mapping[str, Flow] | Iterable[Flow], store: Any, *,

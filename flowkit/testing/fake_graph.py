@@ -278,17 +278,18 @@ class FakeGraphAPI:
             self._requests += 1
         if self.latency:
             time.sleep(self.latency)
-        auth = headers.get("authorization") or ""
-        if not auth.lower().startswith("bearer ") or not secrets.compare_digest(auth[7:].strip().encode(), self.token.encode()):
-            reason = "Cannot parse access token" if auth else "An active access token must be used"
-            return _error(401, 190, f"Invalid OAuth access token - {reason}",
-                          headers={"WWW-Authenticate": f'OAuth "Facebook Platform" "invalid_token" "{reason}"'})
+        denied = _unauthorized(headers.get("authorization") or "", self.token)
+        if denied is not None:
+            return denied
         if method == "GET":
             return self._scripted_answer() or self._media_answer(path)
         match = _PATH.match(path)
         if method != "POST" or not match:
             return _error(400, 100, f"Unsupported {method.lower()} request. Unknown path components: {path}", subcode=33)
-        phone_number_id = match.group(2)
+        return self._messages(match.group(2), body)
+
+    def _messages(self, phone_number_id: str, body: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """``POST /{version}/{phone_number_id}/messages``: a message or a read receipt."""
         if self.phone_number_ids is not None and phone_number_id not in self.phone_number_ids:
             return _error(400, 100, f"Unsupported post request. Object with ID '{phone_number_id}' does not exist, "
                                     "cannot be loaded due to missing permissions, or does not support this operation.",
@@ -312,6 +313,11 @@ class FakeGraphAPI:
             return 200, {"success": True}, {}
         if self.window and kind != "template" and not self._in_window(to):
             return _error(400, 131047, "(#131047) Re-engagement message", details=_WINDOW_DETAILS)
+        return self._accept(phone_number_id, kind, to, payload)
+
+    def _accept(self, phone_number_id: str, kind: str, to: str,
+                payload: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """Record a valid message under a fresh ``wamid``, unless a rate limit refuses it."""
         with self._lock:
             limited = self._rate_limited(phone_number_id, to)
             if limited is not None:
@@ -382,6 +388,15 @@ class FakeGraphAPI:
         for window, *_ in checks:
             window.append(now)
         return None
+
+
+def _unauthorized(auth: str, token: str) -> tuple[int, dict[str, Any], dict[str, str]] | None:
+    """Graph's 401 (code 190) unless ``auth`` is ``Bearer <token>`` (compared in constant time)."""
+    if auth.lower().startswith("bearer ") and secrets.compare_digest(auth[7:].strip().encode(), token.encode()):
+        return None
+    reason = "Cannot parse access token" if auth else "An active access token must be used"
+    return _error(401, 190, f"Invalid OAuth access token - {reason}",
+                  headers={"WWW-Authenticate": f'OAuth "Facebook Platform" "invalid_token" "{reason}"'})
 
 
 def _error(status: int, code: int, message: str, *, subcode: int | None = None, transient: bool = False,

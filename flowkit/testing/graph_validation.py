@@ -5,6 +5,7 @@ limits (docs/whatsapp-limits.md). :func:`validate` raises :class:`InvalidRequest
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flowkit.channels.whatsapp.outgoing import (
@@ -63,44 +64,73 @@ def validate(p: object) -> tuple[str, str]:
           "The parameter messaging_product is required." if "messaging_product" not in p
           else "Param messaging_product must be 'whatsapp'.")
     if p.get("status") is not None:
-        _need(p.get("status") == "read", "Param status must be 'read'.")
-        _need(isinstance(p.get("message_id"), str) and p["message_id"] != "", "The parameter message_id is required.")
-        typing = p.get("typing_indicator")
-        _need(typing is None or (isinstance(typing, dict) and typing.get("type") == "text"),
-              "Param typing_indicator['type'] must be 'text'.")
+        _read_receipt(p)
         return "read", ""
     to = p.get("to") if "to" in p else p.get("recipient")  # `recipient`: a business-scoped user id
     if not isinstance(to, str) or not to.strip():
         raise InvalidRequest("The parameter to is required.")
     kind = p.get("type", "text")
-    if kind == "text":
-        _str(p.get("text"), "body", "text", MAX_TEXT)
-    elif kind == "interactive":
-        _interactive(p.get("interactive"))
-    elif kind == "template":
-        t = p.get("template")
-        _str(t, "name", "template")
-        _str(t.get("language") if isinstance(t, dict) else None, "code", "template['language']")
-    elif kind in MEDIA_KINDS:
-        media = p.get(kind)
-        _media_object(media, kind, kind)
-        assert isinstance(media, dict)
-        if "caption" in media:
-            _need(kind in CAPTIONED, f"Param {kind}['caption'] is not supported for {kind} messages.")
-            _str(media, "caption", kind, MAX_CAPTION)
-    elif kind == "location":
-        loc = p.get("location")
-        for key in ("latitude", "longitude"):
-            v = loc.get(key) if isinstance(loc, dict) else None
-            _need(isinstance(v, int | float | str) and not isinstance(v, bool), f"The parameter location['{key}'] is required.")
-    elif kind == "reaction":
-        _str(p.get("reaction"), "message_id", "reaction")
-    elif kind == "contacts":
-        _list(p.get("contacts"), 1, 10**6, "The parameter contacts is required.")
+    check = _MESSAGE_KINDS.get(kind) if isinstance(kind, str) else None
+    if isinstance(kind, str) and kind in MEDIA_KINDS:
+        _media_message(p, kind)
+    elif check is not None:
+        check(p)
     else:
         raise InvalidRequest(f"Param type must be one of {{text, interactive, template, location, reaction, contacts, "
-                       f"{', '.join(MEDIA_KINDS)}}} - got \"{kind}\".")
+                             f"{', '.join(MEDIA_KINDS)}}} - got \"{kind}\".")
     return str(kind), to
+
+
+def _read_receipt(p: dict[str, Any]) -> None:
+    _need(p.get("status") == "read", "Param status must be 'read'.")
+    _need(isinstance(p.get("message_id"), str) and p["message_id"] != "", "The parameter message_id is required.")
+    typing = p.get("typing_indicator")
+    _need(typing is None or (isinstance(typing, dict) and typing.get("type") == "text"),
+          "Param typing_indicator['type'] must be 'text'.")
+
+
+def _media_message(p: dict[str, Any], kind: str) -> None:
+    media = p.get(kind)
+    _media_object(media, kind, kind)
+    assert isinstance(media, dict)
+    if "caption" in media:
+        _need(kind in CAPTIONED, f"Param {kind}['caption'] is not supported for {kind} messages.")
+        _str(media, "caption", kind, MAX_CAPTION)
+
+
+def _template(p: dict[str, Any]) -> None:
+    t = p.get("template")
+    _str(t, "name", "template")
+    _str(t.get("language") if isinstance(t, dict) else None, "code", "template['language']")
+
+
+def _location(p: dict[str, Any]) -> None:
+    loc = p.get("location")
+    for key in ("latitude", "longitude"):
+        v = loc.get(key) if isinstance(loc, dict) else None
+        _need(isinstance(v, int | float | str) and not isinstance(v, bool), f"The parameter location['{key}'] is required.")
+
+
+def _contacts(p: dict[str, Any]) -> None:
+    _list(p.get("contacts"), 1, 10**6, "The parameter contacts is required.")
+
+
+def _text(p: dict[str, Any]) -> None:
+    _str(p.get("text"), "body", "text", MAX_TEXT)
+
+
+def _reaction(p: dict[str, Any]) -> None:
+    _str(p.get("reaction"), "message_id", "reaction")
+
+
+def _interactive_message(p: dict[str, Any]) -> None:
+    _interactive(p.get("interactive"))
+
+
+# the non-media message types and what each body must hold
+_MESSAGE_KINDS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "text": _text, "interactive": _interactive_message, "template": _template, "location": _location,
+    "reaction": _reaction, "contacts": _contacts}
 
 
 def _media_object(media: object, kind: str, where: str) -> None:
@@ -125,50 +155,62 @@ def _interactive(i: object) -> None:
     action = i.get("action")
     if not isinstance(action, dict):
         raise InvalidRequest("The parameter interactive['action'] is required.")
-    if kind == "button":
-        buttons = _list(action.get("buttons"), 1, MAX_BUTTONS,
-                        f"Param interactive['action']['buttons'] must contain 1 to {MAX_BUTTONS} elements.")
-        ids: list[str] = []
-        titles: list[str] = []
-        for n, b in enumerate(buttons):
-            where = f"interactive['action']['buttons'][{n}]['reply']"
-            reply = b.get("reply") if isinstance(b, dict) else None
-            ids.append(_str(reply, "id", where, MAX_BUTTON_ID))
-            titles.append(_str(reply, "title", where, MAX_BUTTON_TITLE))
-        _need(len(set(ids)) == len(ids), "Button IDs must be unique.")
-        _need(len(set(titles)) == len(titles), "Button titles must be unique.")
-    elif kind == "list":
-        _str(action, "button", "interactive['action']", MAX_LIST_BUTTON)
-        sections = _list(action.get("sections"), 1, MAX_LIST_SECTIONS,
-                         f"Param interactive['action']['sections'] must contain 1 to {MAX_LIST_SECTIONS} elements.")
-        row_ids: list[str] = []
-        row_titles: list[str] = []
-        for s, section in enumerate(sections):
-            where = f"interactive['action']['sections'][{s}]"
-            if len(sections) > 1:
-                _str(section, "title", where, MAX_SECTION_TITLE)
-            elif isinstance(section, dict) and section.get("title") is not None:
-                _str(section, "title", where, MAX_SECTION_TITLE)
-            rows = _list(section.get("rows") if isinstance(section, dict) else None, 1, 10**6,
-                         f"The parameter {where}['rows'] is required.")
-            for r, row in enumerate(rows):
-                row_ids.append(_str(row, "id", f"{where}['rows'][{r}]", MAX_ROW_ID))
-                row_titles.append(_str(row, "title", f"{where}['rows'][{r}]", MAX_ROW_TITLE))
-                if isinstance(row, dict) and row.get("description") is not None:
-                    _str(row, "description", f"{where}['rows'][{r}]", MAX_ROW_DESCRIPTION)
-        _need(len(row_ids) <= MAX_LIST_ROWS, f"Total row count exceed max allowed count: {MAX_LIST_ROWS}")
-        _need(len(set(row_ids)) == len(row_ids), "Row IDs must be unique.")
-        _need(len(set(row_titles)) == len(row_titles), "Row titles must be unique.")
-    elif kind == "cta_url":
-        _need(action.get("name") == "cta_url", "Param interactive['action']['name'] must be 'cta_url'.")
-        params = action.get("parameters")
-        _str(params, "display_text", "interactive['action']['parameters']", MAX_CTA_DISPLAY)
-        url = _str(params, "url", "interactive['action']['parameters']", 2048)
-        _need(url.startswith(("https://", "http://")), "Param interactive['action']['parameters']['url'] must be a valid URL.")
-    elif kind == "location_request_message":
-        _need(action.get("name") == "send_location", "Param interactive['action']['name'] must be 'send_location'.")
-    else:
+    check = _INTERACTIVE_KINDS.get(kind) if isinstance(kind, str) else None
+    if check is None:
         raise InvalidRequest(f"Param interactive['type'] must be one of {_INTERACTIVE_TYPES}.")
+    check(action)
+
+
+def _buttons(action: dict[str, Any]) -> None:
+    buttons = _list(action.get("buttons"), 1, MAX_BUTTONS,
+                    f"Param interactive['action']['buttons'] must contain 1 to {MAX_BUTTONS} elements.")
+    ids: list[str] = []
+    titles: list[str] = []
+    for n, b in enumerate(buttons):
+        where = f"interactive['action']['buttons'][{n}]['reply']"
+        reply = b.get("reply") if isinstance(b, dict) else None
+        ids.append(_str(reply, "id", where, MAX_BUTTON_ID))
+        titles.append(_str(reply, "title", where, MAX_BUTTON_TITLE))
+    _need(len(set(ids)) == len(ids), "Button IDs must be unique.")
+    _need(len(set(titles)) == len(titles), "Button titles must be unique.")
+
+
+def _list_menu(action: dict[str, Any]) -> None:
+    _str(action, "button", "interactive['action']", MAX_LIST_BUTTON)
+    sections = _list(action.get("sections"), 1, MAX_LIST_SECTIONS,
+                     f"Param interactive['action']['sections'] must contain 1 to {MAX_LIST_SECTIONS} elements.")
+    row_ids: list[str] = []
+    row_titles: list[str] = []
+    for s, section in enumerate(sections):
+        where = f"interactive['action']['sections'][{s}]"
+        if len(sections) > 1 or (isinstance(section, dict) and section.get("title") is not None):
+            _str(section, "title", where, MAX_SECTION_TITLE)
+        rows = _list(section.get("rows") if isinstance(section, dict) else None, 1, 10**6,
+                     f"The parameter {where}['rows'] is required.")
+        for r, row in enumerate(rows):
+            row_ids.append(_str(row, "id", f"{where}['rows'][{r}]", MAX_ROW_ID))
+            row_titles.append(_str(row, "title", f"{where}['rows'][{r}]", MAX_ROW_TITLE))
+            if isinstance(row, dict) and row.get("description") is not None:
+                _str(row, "description", f"{where}['rows'][{r}]", MAX_ROW_DESCRIPTION)
+    _need(len(row_ids) <= MAX_LIST_ROWS, f"Total row count exceed max allowed count: {MAX_LIST_ROWS}")
+    _need(len(set(row_ids)) == len(row_ids), "Row IDs must be unique.")
+    _need(len(set(row_titles)) == len(row_titles), "Row titles must be unique.")
+
+
+def _cta_url(action: dict[str, Any]) -> None:
+    _need(action.get("name") == "cta_url", "Param interactive['action']['name'] must be 'cta_url'.")
+    params = action.get("parameters")
+    _str(params, "display_text", "interactive['action']['parameters']", MAX_CTA_DISPLAY)
+    url = _str(params, "url", "interactive['action']['parameters']", 2048)
+    _need(url.startswith(("https://", "http://")), "Param interactive['action']['parameters']['url'] must be a valid URL.")
+
+
+def _location_request(action: dict[str, Any]) -> None:
+    _need(action.get("name") == "send_location", "Param interactive['action']['name'] must be 'send_location'.")
+
+
+_INTERACTIVE_KINDS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "button": _buttons, "list": _list_menu, "cta_url": _cta_url, "location_request_message": _location_request}
 
 
 def _dressing(i: dict[str, Any], kind: object) -> None:

@@ -198,30 +198,36 @@ class EdgeSearch:
         limit = (f" (the search of some flow stopped at max_states={self.max_states}; raise it)"
                  if self.truncated else "")
         for e in edges:
-            if e in self.covered:
-                continue
-            flow = flows[e.flow]
-            st = flow.steps[e.source]
-            if e.flow not in started:
-                why = f"flow {e.flow!r} is never started (no trigger reached it and no reached step calls it)"
-            elif e.source not in reachable(flow):
-                why = f"step {e.source!r} cannot be reached from the start step"
-            elif (e.flow, e.source) not in self.reached:
-                why = f"step {e.source!r} was never reached by any generated conversation"
-            elif e.label == "on_timeout" and isinstance(st, AskStep) and st.timeout is None:
-                why = "the ask step has `on_timeout` but no `timeout`, so no deadline ever fires"
-            elif e.label == "retry" and isinstance(st, AskStep) and st.retries == 0 and st.on_fail:
-                why = "`retries: 0` with `on_fail`: the first invalid answer goes straight to on_fail"
-            elif e.label == "retry":
-                why = "no generated answer was rejected by the step's input check"
-            elif e.label == "on_fail" and isinstance(st, FlowStep):
-                why = f"sub-flow {st.flow!r} never ended other than completed"
-            elif e.label.startswith("if ") or e.label in ("next", "return"):
-                why = _branch_reason(st, e)
-            else:
-                why = f"no generated answer, service result or deadline led from {e.source!r} to {e.target!r}"
-            out[e] = why + limit
+            if e not in self.covered:
+                out[e] = self._why(e, flows[e.flow], started) + limit
         return out
+
+    def _why(self, e: Edge, flow: Flow, started: set[str]) -> str:
+        """The first reason, from the coarsest (flow never started) to the finest, that ``e`` stays uncovered."""
+        st = flow.steps[e.source]
+        if e.flow not in started:
+            return f"flow {e.flow!r} is never started (no trigger reached it and no reached step calls it)"
+        if e.source not in reachable(flow):
+            return f"step {e.source!r} cannot be reached from the start step"
+        if (e.flow, e.source) not in self.reached:
+            return f"step {e.source!r} was never reached by any generated conversation"
+        if e.label in ("on_timeout", "retry") and isinstance(st, AskStep):
+            return _ask_reason(st, e)
+        if e.label == "on_fail" and isinstance(st, FlowStep):
+            return f"sub-flow {st.flow!r} never ended other than completed"
+        if e.label.startswith("if ") or e.label in ("next", "return"):
+            return _branch_reason(st, e)
+        return f"no generated answer, service result or deadline led from {e.source!r} to {e.target!r}"
+
+
+def _ask_reason(st: AskStep, e: Edge) -> str:
+    if e.label == "on_timeout" and st.timeout is None:
+        return "the ask step has `on_timeout` but no `timeout`, so no deadline ever fires"
+    if e.label == "retry" and st.retries == 0 and st.on_fail:
+        return "`retries: 0` with `on_fail`: the first invalid answer goes straight to on_fail"
+    if e.label == "retry":
+        return "no generated answer was rejected by the step's input check"
+    return f"no generated answer, service result or deadline led from {e.source!r} to {e.target!r}"
 
 
 def _branch_reason(st: Any, e: Edge) -> str:

@@ -158,8 +158,6 @@ def run_story(story: Story, runtime: Any, session_id: str, clock: VirtualClock) 
     """Play ``story`` through ``runtime`` (a :class:`flowkit.runtime.Runtime` on a real store whose
     clock is ``clock`` and whose channel is a :class:`~flowkit.runtime.RecordingChannel`) as
     ``session_id``; every turn runs even after one fails, so the report shows the whole story."""
-    from flowkit.check import check_session
-
     res = StoryResult(story, session_id)
     channel = runtime.channel
     said: list[Reply] = []
@@ -168,40 +166,59 @@ def run_story(story: Story, runtime: Any, session_id: str, clock: VirtualClock) 
         res.turns.append(tr)
         mark = len(channel.sent)
         try:
-            if turn.action == "wait":
-                _wait(runtime, session_id, clock, int(turn.wait_s * 1000))
-            else:
-                clock.now += THINK_MS
-                mid = f"wamid.story.{session_id}.{i}"
-                if turn.action == "start":
-                    runtime.handle(session_id, Start(flow=turn.value, message_id=mid))
-                elif turn.action == "user":
-                    runtime.handle(session_id, Message(text=turn.value, message_id=mid))
-                else:
-                    want = turn.value.casefold()
-                    options = _offered(said)
-                    hit = next((o for o in options if o[1] == turn.value), None) or next(
-                        (o for o in options if o[2].casefold() == want), None)
-                    if hit is None:
-                        titles = ", ".join(repr(o[2]) for o in options) or "nothing"
-                        tr.problems.append(f"the bot's last messages offer no button or row {turn.value!r} "
-                                           f"(they offer {titles})")
-                        continue
-                    runtime.handle(session_id, Message(text=hit[2], type=hit[0], reply_id=hit[1],  # type: ignore[arg-type]  # (hit[0] is a Message type by construction)
-                                                       message_id=mid))
+            problem = _act(turn, f"wamid.story.{session_id}.{i}", runtime, session_id, clock, said)
         except FlowkitError as exc:
-            tr.problems.append(f"the runtime raised {type(exc).__name__}: {exc}")
+            problem = f"the runtime raised {type(exc).__name__}: {exc}"
+        if problem is not None:
+            tr.problems.append(problem)
             continue
         tr.sent = [s.reply for s in channel.sent[mark:] if s.to == session_id]
         if tr.sent:
             said = tr.sent
-        for e in turn.expect:
-            if not any(e.matches(r) for r in tr.sent):
-                tr.problems.append(_closest(e, tr.sent))
-        if turn.silent and tr.sent:
-            tr.problems.append(f"expected no message; the bot sent {len(tr.sent)}")
-        if turn.slots is not None or turn.status is not None or turn.step is not None:
-            tr.problems += _check_state(runtime.store.load(session_id), turn.slots, turn.status, turn.step)
+        tr.problems += _check_turn(turn, tr.sent, runtime, session_id)
+    _check_end(story, runtime, session_id, res)
+    return res
+
+
+def _act(turn: Turn, mid: str, runtime: Any, session_id: str, clock: VirtualClock,
+         said: Sequence[Reply]) -> str | None:
+    """Do what the turn says (as message ``mid``); a problem when a tap names nothing the bot offered."""
+    if turn.action == "wait":
+        _wait(runtime, session_id, clock, int(turn.wait_s * 1000))
+        return None
+    clock.now += THINK_MS
+    if turn.action == "start":
+        runtime.handle(session_id, Start(flow=turn.value, message_id=mid))
+        return None
+    if turn.action == "user":
+        runtime.handle(session_id, Message(text=turn.value, message_id=mid))
+        return None
+    want = turn.value.casefold()
+    options = _offered(said)
+    hit = next((o for o in options if o[1] == turn.value), None) or next(
+        (o for o in options if o[2].casefold() == want), None)
+    if hit is None:
+        titles = ", ".join(repr(o[2]) for o in options) or "nothing"
+        return f"the bot's last messages offer no button or row {turn.value!r} (they offer {titles})"
+    runtime.handle(session_id, Message(text=hit[2], type=hit[0], reply_id=hit[1],  # type: ignore[arg-type]  # (hit[0] is a Message type by construction)
+                                       message_id=mid))
+    return None
+
+
+def _check_turn(turn: Turn, sent: Sequence[Reply], runtime: Any, session_id: str) -> list[str]:
+    """What the turn expected of the bot's messages and of the session after it."""
+    problems = [_closest(e, sent) for e in turn.expect if not any(e.matches(r) for r in sent)]
+    if turn.silent and sent:
+        problems.append(f"expected no message; the bot sent {len(sent)}")
+    if turn.slots is not None or turn.status is not None or turn.step is not None:
+        problems += _check_state(runtime.store.load(session_id), turn.slots, turn.status, turn.step)
+    return problems
+
+
+def _check_end(story: Story, runtime: Any, session_id: str, res: StoryResult) -> None:
+    """The story's end checks, the edges its stored history took, and the history checker."""
+    from flowkit.check import check_session
+
     state = runtime.store.load(session_id)
     res.problems += _check_state(state, story.slots, story.status, story.step)
     records = runtime.store.history(session_id)
@@ -212,7 +229,6 @@ def run_story(story: Story, runtime: Any, session_id: str, clock: VirtualClock) 
             edges, _ = record_moves(root, r, registry)
             res.covered.update(edges)
     res.problems += [f"history check: {v}" for v in check_session(session_id, records, state, registry)]
-    return res
 
 
 def run_stories(flows: FlowRegistry | Mapping[str, Flow] | Iterable[Flow], store: Any, stories: Sequence[Story], *,

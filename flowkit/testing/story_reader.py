@@ -197,6 +197,21 @@ class _Reader:
                 self.bad(m[action][1], "duration", f"wait: {exc}")
         elif not isinstance(raw, (str, int, float)) or isinstance(raw, bool):
             self.bad(m[action][1], "type", f"{action}: must be text")
+        expect = self.expects(m)
+        silent = _construct(m["silent"][1]) if "silent" in m else False
+        if not isinstance(silent, bool):
+            self.bad(m["silent"][1], "type", "silent: must be true or false")
+        elif silent and expect:
+            self.bad(m["silent"][1], "contradiction", "a turn cannot expect silence and a bot message")
+        slots, status, step = self.checks(m, f"turn at line {line}")
+        if len(self.problems) > before:
+            return None
+        return Turn(action=action, value=str(raw), line=line, expect=tuple(expect), silent=bool(silent),  # type: ignore[arg-type]  # (action is one of the checked keys)
+                    slots=slots, status=status, step=step, wait_s=wait_s)
+
+
+    def expects(self, m: Mapping[str, tuple[yaml.Node, yaml.Node]]) -> list[Expect]:
+        """The bot messages a turn expects (``bot``, ``bot_regex``, ``bot_exact``: text or a list)."""
         expect: list[Expect] = []
         for key, mode in (("bot", "contains"), ("bot_regex", "regex"), ("bot_exact", "exact")):
             if key not in m:
@@ -208,21 +223,15 @@ class _Reader:
                 continue
             for x in items:
                 if mode == "regex":
-                    try:
-                        compile_pattern(x)
-                    except PatternError as exc:
-                        self.bad(m[key][1], "bad-pattern", f"{key}: {exc}")
+                    self.pattern(m[key][1], key, x)
                 expect.append(Expect(mode, x))  # type: ignore[arg-type]  # (mode is one of the checked keys)
-        silent = _construct(m["silent"][1]) if "silent" in m else False
-        if not isinstance(silent, bool):
-            self.bad(m["silent"][1], "type", "silent: must be true or false")
-        elif silent and expect:
-            self.bad(m["silent"][1], "contradiction", "a turn cannot expect silence and a bot message")
-        slots, status, step = self.checks(m, f"turn at line {line}")
-        if len(self.problems) > before:
-            return None
-        return Turn(action=action, value=str(raw), line=line, expect=tuple(expect), silent=bool(silent),  # type: ignore[arg-type]  # (action is one of the checked keys)
-                    slots=slots, status=status, step=step, wait_s=wait_s)
+        return expect
+
+    def pattern(self, node: yaml.Node, key: str, text: str) -> None:
+        try:
+            compile_pattern(text)
+        except PatternError as exc:
+            self.bad(node, "bad-pattern", f"{key}: {exc}")
 
 
 def _construct(node: yaml.Node) -> Any:
