@@ -14,9 +14,10 @@ from __future__ import annotations
 import csv
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -26,6 +27,10 @@ from flowkit.cli.agent_cmds import FlowsOption, sync_runtime
 from flowkit.cli.flows import FormatOption, OutputFormat
 from flowkit.cli.store_cmds import RedisOption
 from flowkit.errors import FlowkitError, TemplateRequired
+
+if TYPE_CHECKING:
+    from flowkit.runtime import Runtime
+    from flowkit.runtime.starts import StartRequest, TemplateSpec
 
 MAX_ROWS = 1_000_000
 
@@ -126,30 +131,45 @@ def start(
         return StartRequest(wa_id, flow, spec, row_slots, row_key)
 
     if to is not None:
-        try:
-            result = rt.start(to, flow, template=request(to, None).template, slots=base_slots, key=key)
-            rt.drain()
-        except TemplateRequired as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
-        except FlowkitError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
-        if format == OutputFormat.json:
-            typer.echo(json.dumps(result.to_dict(), ensure_ascii=False))
-        else:
-            typer.echo(f"{result.status}: {flow} for {to}" + (f" ({result.detail})" if result.detail else ""))
+        _start_one(rt, to, flow, request(to, None).template, base_slots, key, format)
         return
+    report = _start_many(rt, flow, [(row.get("wa_id", ""), row) for row in rows], request, rate, progress)
+    rt.drain()
+    _print_report(report, format)
+    if report.failed:
+        raise typer.Exit(1)
 
+
+def _start_one(rt: Runtime, to: str, flow: str, template: TemplateSpec | None, slots: dict[str, Any], key: str | None,
+               format: OutputFormat) -> None:
+    """One user: a refusal (outside the window without a template, ...) is exit 2 with its reason."""
+    try:
+        result = rt.start(to, flow, template=template, slots=slots, key=key)
+        rt.drain()
+    except TemplateRequired as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except FlowkitError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if format == OutputFormat.json:
+        typer.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+    else:
+        typer.echo(f"{result.status}: {flow} for {to}" + (f" ({result.detail})" if result.detail else ""))
+
+
+def _start_many(rt: Runtime, flow: str, users: list[tuple[str, dict[str, str]]],
+                request: Callable[[str, dict[str, str] | None], StartRequest],
+                rate: float, progress: bool) -> Report:
+    """Start ``flow`` for each (wa_id, CSV row), paced at ``rate`` starts per second."""
     report = Report()
     gap = 1.0 / rate
     bar = Progress(TextColumn(f"start {flow}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    console=Console(stderr=True), transient=True, disable=not progress)
     with bar:
-        task = bar.add_task("start", total=len(rows))
+        task = bar.add_task("start", total=len(users))
         next_at = time.monotonic()
-        for row in rows:
-            wa_id = row.get("wa_id", "")
+        for wa_id, row in users:
             if not wa_id:
                 report.failed += 1
                 report.failures.append({"wa_id": "", "error": "empty wa_id"})
@@ -168,15 +188,16 @@ def start(
                 else:
                     report.skipped += 1
             bar.advance(task)
-    rt.drain()
+    return report
+
+
+def _print_report(report: Report, format: OutputFormat) -> None:
     if format == OutputFormat.json:
         typer.echo(json.dumps(report.to_dict(), ensure_ascii=False))
     else:
         typer.echo(f"started {report.started}, skipped {report.skipped} (already started), failed {report.failed}")
         for f in report.failures[:20]:
             typer.echo(f"  {f['wa_id']}: {f['error']}")
-    if report.failed:
-        raise typer.Exit(1)
 
 
 def _kw(req: Any) -> dict[str, Any]:
