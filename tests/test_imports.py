@@ -37,3 +37,21 @@ def test_the_lazy_names_still_resolve() -> None:
         assert "no_such_name" in str(exc)
     else:
         raise AssertionError("an unknown name must raise AttributeError")
+
+
+def test_the_stories_plugin_imports_nothing_heavy() -> None:
+    # pytest loads it in every run of a project with flowkit installed (entry point pytest11)
+    assert loaded_after("import flowkit.testing.pytest_plugin") == set()
+    assert loaded_after("import flowkit.testing") == set()
+    code = ("import sys, flowkit.testing.pytest_plugin; "
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('flowkit'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert set(out.stdout.split()) == {"flowkit", "flowkit._lazy", "flowkit.testing", "flowkit.testing.pytest_plugin"}
+
+
+def test_the_testing_names_resolve_on_use() -> None:
+    import flowkit.testing
+
+    for name in flowkit.testing.__all__:
+        assert getattr(flowkit.testing, name) is not None, name
+    assert set(dir(flowkit.testing)) >= set(flowkit.testing.__all__)

@@ -258,47 +258,22 @@ def analytics(
     from flowkit.history.columns import read_history
 
     fs = _load_flows(_flow_paths(ctx, flows))
-    if engine not in (Engine.pandas, Engine.dask):
-        raise _fail(f"analytics runs on --engine pandas or dask, not {engine.value}")
-    if scheduler is not None and engine is not Engine.dask:
-        raise _fail("--scheduler is for --engine dask")
-    if goal is not None and table is not Table.experiments:
-        raise _fail("--goal is for -t experiments")
+    _check_analytics_options(table, engine, scheduler, goal, heatmap)
+    title = f"{table.value}{' of ' + flow if flow else ''}"
     if table is Table.experiments:
-        if engine is not Engine.pandas or heatmap is not None:
-            raise _fail("-t experiments runs on --engine pandas, without --heatmap")
         from flowkit.cli.experiments_cmds import experiments_table
 
         _emit_frame(experiments_table(export_dir, fs, goal=goal, flow=flow), format, title="experiments")
         return
     if engine is Engine.dask:
-        from flowkit.history import dask_analytics
-
-        if heatmap is not None:
-            raise _fail("--heatmap draws from the whole history in this process: use --engine pandas for it")
-        if table is Table.delivery:
-            raise _fail("-t delivery reads the messages table with pandas: use --engine pandas for it")
-        try:
-            df = dask_analytics.table(export_dir, table.value, fs, flow=flow, scheduler=scheduler)
-        except FlowkitError as exc:
-            raise _fail(str(exc)) from None
-        if table.value == "rates" and flow is not None:
-            df = df[df["flow"] == flow]
-        _emit_frame(df, format, title=f"{table.value}{' of ' + flow if flow else ''}")
+        _emit_frame(_dask_table(export_dir, table, fs, flow, scheduler), format, title=title)
         return
     try:
         history = read_history(export_dir)
     except FlowkitError as exc:
         raise _fail(str(exc)) from None
     if table is Table.delivery:
-        from flowkit.history.delivery import delivery_rates
-        from flowkit.history.messages import read_messages
-
-        try:
-            df = delivery_rates(read_messages(export_dir), history, flow=flow)
-        except FlowkitError as exc:
-            raise _fail(str(exc)) from None
-        _emit_frame(df, format, title=f"delivery{' of ' + flow if flow else ''}")
+        _emit_frame(_delivery_table(export_dir, history, flow), format, title=title)
         return
     p = prepare(history)
     fn = getattr(an, table.value)
@@ -310,20 +285,63 @@ def analytics(
     df = fn(p, **kwargs)
     if table.value == "rates" and flow is not None:
         df = df[df["flow"] == flow]
-    _emit_frame(df, format, title=f"{table.value}{' of ' + flow if flow else ''}")
+    _emit_frame(df, format, title=title)
     if heatmap is not None:
-        from flowkit.history.plots import heatmap as draw
+        _write_heatmap(p, flow, fs, heatmap)
 
-        if flow is None or fs is None or not fs.has(flow):
-            raise _fail("--heatmap needs --flow NAME and that flow's file in --flows")
-        dot = draw(p, fs.get(flow), fs)
-        fmt = heatmap.suffix.lstrip(".").lower() or "svg"
-        heatmap.parent.mkdir(parents=True, exist_ok=True)
-        if fmt in ("dot", "gv"):
-            heatmap.write_text(dot.source, encoding="utf-8")
-        else:
-            heatmap.write_bytes(dot.pipe(format=fmt))
-        typer.echo(f"wrote {heatmap}", err=True)
+
+def _check_analytics_options(table: Table, engine: Engine, scheduler: str | None, goal: str | None,
+                             heatmap: Path | None) -> None:
+    """Refuse option combinations `flowkit analytics` cannot honour, before reading anything."""
+    if engine not in (Engine.pandas, Engine.dask):
+        raise _fail(f"analytics runs on --engine pandas or dask, not {engine.value}")
+    if scheduler is not None and engine is not Engine.dask:
+        raise _fail("--scheduler is for --engine dask")
+    if goal is not None and table is not Table.experiments:
+        raise _fail("--goal is for -t experiments")
+    if table is Table.experiments and (engine is not Engine.pandas or heatmap is not None):
+        raise _fail("-t experiments runs on --engine pandas, without --heatmap")
+    if engine is Engine.dask and heatmap is not None:
+        raise _fail("--heatmap draws from the whole history in this process: use --engine pandas for it")
+    if engine is Engine.dask and table is Table.delivery:
+        raise _fail("-t delivery reads the messages table with pandas: use --engine pandas for it")
+
+
+def _dask_table(export_dir: Path, table: Table, fs: Any, flow: str | None, scheduler: str | None) -> Any:
+    from flowkit.history import dask_analytics
+
+    try:
+        df = dask_analytics.table(export_dir, table.value, fs, flow=flow, scheduler=scheduler)
+    except FlowkitError as exc:
+        raise _fail(str(exc)) from None
+    if table.value == "rates" and flow is not None:
+        df = df[df["flow"] == flow]
+    return df
+
+
+def _delivery_table(export_dir: Path, history: Any, flow: str | None) -> Any:
+    from flowkit.history.delivery import delivery_rates
+    from flowkit.history.messages import read_messages
+
+    try:
+        return delivery_rates(read_messages(export_dir), history, flow=flow)
+    except FlowkitError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _write_heatmap(p: Any, flow: str | None, fs: Any, heatmap: Path) -> None:
+    from flowkit.history.plots import heatmap as draw
+
+    if flow is None or fs is None or not fs.has(flow):
+        raise _fail("--heatmap needs --flow NAME and that flow's file in --flows")
+    dot = draw(p, fs.get(flow), fs)
+    fmt = heatmap.suffix.lstrip(".").lower() or "svg"
+    heatmap.parent.mkdir(parents=True, exist_ok=True)
+    if fmt in ("dot", "gv"):
+        heatmap.write_text(dot.source, encoding="utf-8")
+    else:
+        heatmap.write_bytes(dot.pipe(format=fmt))
+    typer.echo(f"wrote {heatmap}", err=True)
 
 
 # ---------------------------------------------------------------- what-if and impact

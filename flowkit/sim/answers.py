@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 import string
+from collections.abc import Callable
 from typing import Any
 
 from flowkit.engine.events import Message
@@ -40,51 +41,89 @@ def valid_answer(step: AskStep, slot: SlotSpec | None, rng: random.Random, today
     spec = step.input
     t = spec.type
     if t == "choice":
-        opts = [o for o in (spec.options or ()) if slot is None or slot.options is None or o in slot.options]
-        pick = rng.choice(opts)
-        style = rng.random()
-        if style < 0.5:
-            return Message(type="button_reply" if len(opts) <= 3 else "list_reply", reply_id=pick, text=pick)
-        if style < 0.75:
-            return Message(text=str((spec.options or ()).index(pick) + 1))  # "2" picks the second option
-        return Message(text=pick.upper() if rng.random() < 0.5 else f"  {pick} ")
+        return _choice(spec, slot, rng)
     if t == "yes_no":
-        yes = rng.random() < 0.7
-        if rng.random() < 0.5:
-            return Message(type="button_reply", reply_id="yes" if yes else "no", text="Yes" if yes else "No")
-        return Message(text=rng.choice(["yes", "Yes!", "sure", "ok", "y"] if yes else ["no", "No", "nope", "n"]))
+        return _yes_no(rng)
     if t in ("int", "number"):
-        lo, hi = _bounds(spec, slot)
-        if upper is not None and (lo is None or upper >= lo) and (hi is None or upper < hi):
-            hi = upper if t == "number" or lo is None or int(upper) >= lo else hi
-        lo_i = int(lo) if lo is not None else 1
-        hi_i = int(hi) if hi is not None else lo_i + 50
-        if t == "int" or rng.random() < 0.5:
-            lo_c = lo_i if lo is None or lo_i >= lo else lo_i + 1
-            return Message(text=str(rng.randint(lo_c, max(lo_c, hi_i))))
-        value = rng.uniform(lo if lo is not None else 0.01, hi if hi is not None else 100)
-        value = max(lo or 0.01, round(value, 2))
-        return Message(text=f"{value:.2f}".replace(".", ",") if rng.random() < 0.3 else f"{value:.2f}")
+        return _number(spec, slot, rng, upper)
     if t == "date":
-        lo_d = dt.date.fromisoformat(str(spec.min)) if spec.min else today
-        hi_d = dt.date.fromisoformat(str(spec.max)) if spec.max else today + dt.timedelta(days=60)
-        lo_d = max(lo_d, min(today, hi_d))
-        day = lo_d + dt.timedelta(days=rng.randint(0, max(0, (hi_d - lo_d).days)))
-        return Message(text=day.isoformat() if rng.random() < 0.6 else day.strftime("%d/%m/%Y"))
-    if t == "email":
-        name = rng.choice(_FIRST).lower()
-        return Message(text=f"{name}.{rng.randint(1, 999)}@example.com")
-    if t == "phone":
-        return Message(text=f"+31 6 {rng.randint(1000, 9999)} {rng.randint(1000, 9999)}")
-    if t == "regex":
-        return Message(text=_regex_sample(spec.pattern or "", rng))
-    if t == "location":
-        return Message(type="location", location={"latitude": round(rng.uniform(-60, 60), 5),
-                                                  "longitude": round(rng.uniform(-170, 170), 5), "name": rng.choice(_STREETS)})
-    if t == "media":
-        kind = rng.choice(list(spec.media or ("image",)))
-        return Message(type="media", media={"id": f"media.{rng.randrange(10**9)}", "kind": kind, "mime_type": "image/jpeg"})
-    # text
+        return _date(spec, rng, today)
+    other = _OTHER_VALID.get(t)
+    if other is not None:
+        return other(spec, rng)
+    return _text(step, slot, rng)
+
+
+def _choice(spec: InputSpec, slot: SlotSpec | None, rng: random.Random) -> Message:
+    opts = [o for o in (spec.options or ()) if slot is None or slot.options is None or o in slot.options]
+    pick = rng.choice(opts)
+    style = rng.random()
+    if style < 0.5:
+        return Message(type="button_reply" if len(opts) <= 3 else "list_reply", reply_id=pick, text=pick)
+    if style < 0.75:
+        return Message(text=str((spec.options or ()).index(pick) + 1))  # "2" picks the second option
+    return Message(text=pick.upper() if rng.random() < 0.5 else f"  {pick} ")
+
+
+def _yes_no(rng: random.Random) -> Message:
+    yes = rng.random() < 0.7
+    if rng.random() < 0.5:
+        return Message(type="button_reply", reply_id="yes" if yes else "no", text="Yes" if yes else "No")
+    return Message(text=rng.choice(["yes", "Yes!", "sure", "ok", "y"] if yes else ["no", "No", "nope", "n"]))
+
+
+def _number(spec: InputSpec, slot: SlotSpec | None, rng: random.Random, upper: float | None) -> Message:
+    lo, hi = _bounds(spec, slot)
+    if upper is not None and (lo is None or upper >= lo) and (hi is None or upper < hi):
+        hi = upper if spec.type == "number" or lo is None or int(upper) >= lo else hi
+    lo_i = int(lo) if lo is not None else 1
+    hi_i = int(hi) if hi is not None else lo_i + 50
+    if spec.type == "int" or rng.random() < 0.5:
+        lo_c = lo_i if lo is None or lo_i >= lo else lo_i + 1
+        return Message(text=str(rng.randint(lo_c, max(lo_c, hi_i))))
+    value = rng.uniform(lo if lo is not None else 0.01, hi if hi is not None else 100)
+    value = max(lo or 0.01, round(value, 2))
+    return Message(text=f"{value:.2f}".replace(".", ",") if rng.random() < 0.3 else f"{value:.2f}")
+
+
+def _date(spec: InputSpec, rng: random.Random, today: dt.date) -> Message:
+    lo_d = dt.date.fromisoformat(str(spec.min)) if spec.min else today
+    hi_d = dt.date.fromisoformat(str(spec.max)) if spec.max else today + dt.timedelta(days=60)
+    lo_d = max(lo_d, min(today, hi_d))
+    day = lo_d + dt.timedelta(days=rng.randint(0, max(0, (hi_d - lo_d).days)))
+    return Message(text=day.isoformat() if rng.random() < 0.6 else day.strftime("%d/%m/%Y"))
+
+
+def _email(spec: InputSpec, rng: random.Random) -> Message:
+    name = rng.choice(_FIRST).lower()
+    return Message(text=f"{name}.{rng.randint(1, 999)}@example.com")
+
+
+def _phone(spec: InputSpec, rng: random.Random) -> Message:
+    return Message(text=f"+31 6 {rng.randint(1000, 9999)} {rng.randint(1000, 9999)}")
+
+
+def _regex(spec: InputSpec, rng: random.Random) -> Message:
+    return Message(text=_regex_sample(spec.pattern or "", rng))
+
+
+def _location(spec: InputSpec, rng: random.Random) -> Message:
+    return Message(type="location", location={"latitude": round(rng.uniform(-60, 60), 5),
+                                              "longitude": round(rng.uniform(-170, 170), 5), "name": rng.choice(_STREETS)})
+
+
+def _media(spec: InputSpec, rng: random.Random) -> Message:
+    kind = rng.choice(list(spec.media or ("image",)))
+    return Message(type="media", media={"id": f"media.{rng.randrange(10**9)}", "kind": kind, "mime_type": "image/jpeg"})
+
+
+# input types whose valid answer depends only on the spec and the generator
+_OTHER_VALID: dict[str, Callable[[InputSpec, random.Random], Message]] = {
+    "email": _email, "phone": _phone, "regex": _regex, "location": _location, "media": _media}
+
+
+def _text(step: AskStep, slot: SlotSpec | None, rng: random.Random) -> Message:
+    spec = step.input
     lo_len = max(spec.min_length or 1, (slot.min_length if slot and slot.min_length else 1))
     hi_len = min(spec.max_length or 40, (slot.max_length if slot and slot.max_length else 40))
     if hi_len < lo_len:
@@ -120,28 +159,29 @@ def _regex_sample(pattern: str, rng: random.Random) -> str:
     return "".join(out)
 
 
+# What real users send to a question of each type that it rejects.
+_INVALID: dict[str, list[str]] = {
+    "location": ["here", "see photo", "?"],
+    "media": ["here", "see photo", "?"],
+    "int": ["lots", "a few", "-999999", "99999999", "??"],
+    "number": ["lots", "a few", "-999999", "99999999", "??"],
+    "choice": ["not sure", "the big one please", "xyz", "0", "99"],
+    "yes_no": ["maybe", "dunno", "what?", "hmm"],
+    "date": ["next week sometime", "31/02/2026", "soon", "1999-01-01"],
+    "email": ["my email", "ana@", "at example dot com"],
+    "phone": ["call me", "123", "phone"],
+    "regex": ["no idea", "12", "ABC"],
+}
+
+
 def invalid_answer(step: AskStep, rng: random.Random) -> Message:
     """A message that ``step`` rejects, of the kinds real users send."""
-    t = step.input.type
-    if t in ("location", "media"):
-        return Message(text=rng.choice(["here", "see photo", "?"]))
-    if t in ("int", "number"):
-        return Message(text=rng.choice(["lots", "a few", "-999999", "99999999", "??"]))
-    if t == "choice":
-        return Message(text=rng.choice(["not sure", "the big one please", "xyz", "0", "99"]))
-    if t == "yes_no":
-        return Message(text=rng.choice(["maybe", "dunno", "what?", "hmm"]))
-    if t == "date":
-        return Message(text=rng.choice(["next week sometime", "31/02/2026", "soon", "1999-01-01"]))
-    if t == "email":
-        return Message(text=rng.choice(["my email", "ana@", "at example dot com"]))
-    if t == "phone":
-        return Message(text=rng.choice(["call me", "123", "phone"]))
-    if t == "regex":
-        return Message(text=rng.choice(["no idea", "12", "ABC"]))
     spec = step.input
+    typical = _INVALID.get(spec.type)
+    if typical is not None:
+        return Message(text=rng.choice(typical))
     if spec.min_length and spec.min_length > 1:
-        return Message(text="x" * (spec.min_length - 1) if spec.min_length > 1 else "")
+        return Message(text="x" * (spec.min_length - 1))
     if spec.max_length:
         return Message(text="y" * (spec.max_length + 1))
     # A blank message: the one typed answer a plain text question rejects. (A sticker or an

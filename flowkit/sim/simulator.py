@@ -29,283 +29,35 @@ Everything the simulator sent, and how many replies each user got, is kept in
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import heapq
-import json
 import random
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from flowkit.engine import CallService, Message, Reply, ServiceResult, State
+from flowkit.engine import CallService, Message, ServiceResult, State
 from flowkit.engine.locate import locate
 from flowkit.errors import ConfigError, ConflictError, EngineError, StoreUnavailable
 from flowkit.flow.model import HELD_STATUSES, AskStep, CallStep, Flow
-from flowkit.log import get_logger
-from flowkit.metrics.redis import RedisMetrics
 from flowkit.runtime import Runtime
 from flowkit.runtime.handler import unrouted_text
-from flowkit.types import Channel
+from flowkit.sim.answers import service_value
+from flowkit.sim.behaviour import choose_message
+from flowkit.sim.config import SIM_EPOCH_MS, HttpTarget, Persona, ServiceBehaviour, SimConfig
+from flowkit.sim.counting import CountingChannel
+from flowkit.sim.events import Done, Item, Kind, User, race_key
+from flowkit.sim.metrics import LentMetrics
+from flowkit.sim.result import Sent, SimResult
+from flowkit.sim.variants import in_variant
+from flowkit.sim.webhook import post_delivery
 
 if TYPE_CHECKING:
     import httpx
-from flowkit.sim.answers import invalid_answer, service_value, valid_answer
-from flowkit.sim.variants import in_variant, variant_rates
 
-SIM_EPOCH_MS = 1_790_812_800_000  # 2026-10-01T00:00:00Z: a fixed start so runs are reproducible
 _REDELIVER_MS = (2_000, 5_000)  # WhatsApp retries an unacknowledged delivery a few seconds later
-_METRICS_FLUSH_S = 1.0  # how often (wall clock) the simulator writes the runtime's counters to Redis
 _T = TypeVar("_T")
-log = get_logger("flowkit.sim")
-
-
-@dataclass(frozen=True)
-class Persona:
-    """How one kind of user behaves. Rates are per question (ask step) the user sees."""
-
-    name: str = "typical"
-    weight: float = 1.0
-    invalid_rate: float = 0.1
-    abandon_rate: float = 0.03
-    think_time: float = 20.0  # mean seconds between a question and the answer (exponential, + 0.5 s)
-    back_rate: float = 0.01
-    cancel_rate: float = 0.005
-    help_rate: float = 0.01
-    patience: int = 8  # asked one question more than this many times in a session, the user gives up (abandons)
-    # How this persona behaves differently in an experiment's variant: {variant: {rate: value}},
-    # e.g. {"long": {"abandon_rate": 0.4}} (sim/variants.py); applied once the session records it.
-    variants: Mapping[str, Mapping[str, float]] = field(default_factory=dict, hash=False)
-
-
-@dataclass(frozen=True)
-class ServiceBehaviour:
-    """How a simulated service answers: an error, a slow answer (after ``slow_latency``),
-    no answer at all (the call step's timeout fires), else a value after ``latency``."""
-
-    error_rate: float = 0.05
-    slow_rate: float = 0.05
-    timeout_rate: float = 0.02
-    latency: float = 0.3  # seconds
-    slow_latency: float = 6.0  # seconds; above the step's timeout the answer arrives too late (stale)
-
-
-@dataclass(frozen=True)
-class HttpTarget:
-    """A running ``flowkit serve``: deliveries go to ``url + "/webhook"``, signed with ``app_secret``."""
-
-    url: str
-    app_secret: str
-    timeout: float = 10.0  # seconds per request
-    poll: float = 0.05  # seconds between looks at a session that waits for a service
-
-
-@dataclass(frozen=True)
-class SimConfig:
-    """What to simulate. Rates are probabilities in [0, 1]."""
-
-    users: int = 100
-    concurrency: int = 4
-    seed: int = 0
-    flows: Sequence[str] | None = None  # which flows users start (default: every flow with a trigger)
-    personas: Sequence[Persona] = (Persona(),)
-    services: Mapping[str, ServiceBehaviour] = field(default_factory=dict)
-    default_service: ServiceBehaviour = ServiceBehaviour()
-    duplicate_rate: float = 0.0  # share of deliveries WhatsApp sends twice
-    out_of_order_rate: float = 0.0  # share of answers overtaken by a quick second message
-    crash_rate: float = 0.0  # share of deliveries after whose commit the runtime "dies"
-    redis_restart_every: int = 0  # restart Redis (``restart_redis``) after every N handled events; 0: never
-    arrival_seconds: float = 600.0  # users start spread over this many seconds
-    realtime: bool = False
-    speed: float = 1.0  # realtime only: the simulator's own delays are divided by this
-    start_ms: int | None = None  # virtual start (default SIM_EPOCH_MS; realtime: now)
-    http: HttpTarget | None = None
-    id_prefix: str | None = None  # session ids are <prefix><7 digits>; default 999 + seed (digits: a WhatsApp wa_id)
-
-    def __post_init__(self) -> None:
-        rates = {"duplicate_rate": self.duplicate_rate, "out_of_order_rate": self.out_of_order_rate,
-                 "crash_rate": self.crash_rate}
-        for p in self.personas:
-            rates.update({f"{p.name}.{k}": getattr(p, k) for k in ("invalid_rate", "abandon_rate", "back_rate",
-                                                                    "cancel_rate", "help_rate")})
-            rates.update(variant_rates(p))
-        for name, b in {**self.services, "default_service": self.default_service}.items():
-            rates.update({f"{name}.{k}": getattr(b, k) for k in ("error_rate", "slow_rate", "timeout_rate")})
-        bad = [f"{k}={v}" for k, v in rates.items() if not 0.0 <= v <= 1.0]
-        if bad:
-            raise ConfigError(f"rates must be between 0 and 1: {', '.join(bad)}")
-        if self.users < 0 or self.concurrency < 1:
-            raise ConfigError(f"users must be >= 0 and concurrency >= 1 (got {self.users}, {self.concurrency})")
-        if not self.personas or sum(p.weight for p in self.personas) <= 0:
-            raise ConfigError("give at least one persona with a positive weight")
-        if any(p.patience < 1 for p in self.personas):
-            raise ConfigError("a persona's patience must be at least 1 (times one question is asked before giving up)")
-        if self.speed <= 0 or self.arrival_seconds < 0:
-            raise ConfigError("speed must be > 0 and arrival_seconds >= 0")
-        if self.http is not None and self.crash_rate:
-            # The simulator cannot stop a server between its commit and its effects; kill the
-            # process instead (tests/runtime/test_crash.py does that to `flowkit serve`).
-            raise ConfigError("crash_rate needs the in-process runtime; over HTTP, kill the server instead")
-
-    @property
-    def live(self) -> bool:
-        """On the wall clock (realtime, or over HTTP)."""
-        return self.realtime or self.http is not None
-
-
-@dataclass(frozen=True)
-class Sent:
-    """One delivery the simulator made (a duplicate or redelivery is another Sent with the same message_id)."""
-
-    session_id: str
-    message_id: str
-    ts: int
-    text: str | None
-    acked: bool
-    outcome: str  # applied, duplicate, noop, unrouted, crashed, unavailable (over HTTP: applied/not_applied)
-    delivery: str = "first"  # first, duplicate, redelivery
-
-
-@dataclass
-class SimResult:
-    """What a run did. ``sent`` and ``replies`` are the log the history checker reads."""
-
-    users: int = 0
-    started: int = 0
-    completed: int = 0
-    abandoned: int = 0
-    failed: int = 0
-    other_end: int = 0  # cancelled, handoff, expired without the user leaving
-    still_active: int = 0
-    ended: dict[str, int] = field(default_factory=dict)  # terminal status -> sessions (users who did not leave)
-    messages: int = 0  # deliveries handled, duplicates and redeliveries included
-    invalid_sent: int = 0
-    commands_sent: int = 0
-    duplicates_sent: int = 0
-    duplicates_absorbed: int = 0
-    out_of_order: int = 0
-    conflicts: int = 0
-    crashes: int = 0
-    redis_restarts: int = 0
-    unavailable: int = 0
-    redeliveries: int = 0
-    timeouts_fired: int = 0
-    service_calls: int = 0
-    service_errors: int = 0
-    service_slow: int = 0
-    service_timeouts: int = 0
-    engine_errors: int = 0  # events the runtime refused (EngineError): nothing stored
-    seconds: float = 0.0
-    virtual_seconds: float = 0.0
-    sent: list[Sent] = field(default_factory=list, repr=False)
-    replies: dict[str, int] = field(default_factory=dict, repr=False)  # session -> replies the channel got
-    inexact: set[str] = field(default_factory=set, repr=False)  # sessions whose reply count is only at-least-once
-
-    @property
-    def messages_per_second(self) -> float:
-        return self.messages / self.seconds if self.seconds else 0.0
-
-    @property
-    def users_per_second(self) -> float:
-        return self.users / self.seconds if self.seconds else 0.0
-
-    def summary(self) -> dict[str, Any]:
-        d = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("sent", "replies", "inexact")}
-        d["seconds"] = round(self.seconds, 3)
-        d["messages_per_second"] = round(self.messages_per_second, 1)
-        d["users_per_second"] = round(self.users_per_second, 1)
-        return d
-
-    def log_records(self) -> Iterator[dict[str, Any]]:
-        """The sent-message log: one ``{"kind": "in", ...}`` per delivery, then one
-        ``{"kind": "replies", "session_id", "count", "exact"}`` per session (in-process runs)."""
-        for s in self.sent:
-            yield {"kind": "in", **dataclasses.asdict(s)}
-        for sid in sorted(self.replies):
-            yield {"kind": "replies", "session_id": sid, "count": self.replies[sid], "exact": sid not in self.inexact}
-
-    def write_log(self, path: str | Path) -> Path:
-        """The sent-message log as JSON lines (what ``flowkit check --sent`` reads)."""
-        p = Path(path)
-        with p.open("w", encoding="utf-8") as f:
-            for rec in self.log_records():
-                f.write(json.dumps(rec) + "\n")
-        return p
-
-
-# ---------------------------------------------------------------- internals
-
-UserState = Literal["active", "abandoned", "finished"]
-
-
-@dataclass(eq=False)
-class _User:
-    index: int
-    session_id: str
-    flow: str
-    persona: Persona
-    rng: random.Random
-    seq: int = 0
-    state: UserState = "active"
-    inflight: int = 0  # own messages sent and not yet acknowledged (the user waits for them before answering)
-    answered: int = -1  # session version of the last question answered (one answer per question)
-    calls: set[str] = field(default_factory=set)  # call ids the simulated services took on
-    fresh: bool = False  # the runtime's cache holds this session's current state
-    polls: int = 0
-    asked: Counter[str] = field(default_factory=Counter)  # how often each question was asked
-    numbers: dict[str, float] = field(default_factory=dict)  # last number given to each question
-
-    def next_id(self) -> str:
-        self.seq += 1
-        return f"wamid.sim.{self.session_id}.{self.seq}"
-
-
-Kind = Literal["msg", "dup", "result", "poll"]
-
-
-@dataclass(frozen=True, eq=False)
-class _Item:
-    user: _User
-    event: Message | ServiceResult | None
-    crash: bool = False
-    delivery: str = "first"
-
-
-@dataclass(frozen=True)
-class _Done:
-    at: int
-    kind: Kind
-    item: _Item
-    status: str
-    acked: bool
-    conflicts: int = 0
-    version: int | None = None
-    calls: bool = False  # the commit asked for a service call (which the simulator runs)
-    absorbed: bool = False  # a crashed delivery whose commit found the message already applied
-
-
-class _CountingChannel:
-    """Forwards to the runtime's channel and counts replies per session (the checker's
-    independent witness). The "I can help with ..." answer to an unrouted message is no
-    commit's effect, so it is left out."""
-
-    def __init__(self, inner: Channel, unrouted: str) -> None:
-        self.inner = inner
-        self.unrouted = unrouted
-        self.counts: Counter[str] = Counter()
-        self._lock = threading.Lock()
-
-    def send(self, to: str, reply: Reply) -> str | None:
-        out = self.inner.send(to, reply)
-        if reply.text != self.unrouted:
-            with self._lock:
-                self.counts[to] += 1
-        return out
-
 
 
 class Simulator:
@@ -328,7 +80,7 @@ class Simulator:
         self.progress = progress
         self.result = SimResult(users=config.users)
         self._local = threading.local()
-        self._heap: list[tuple[int, int, Kind, _Item]] = []
+        self._heap: list[tuple[int, int, Kind, Item]] = []
         self._seq = 0
         self._scale = 1.0 / config.speed if config.live else 1.0
         if config.start_ms is not None:
@@ -336,16 +88,15 @@ class Simulator:
         else:
             self._start = int(time.time() * 1000) if config.live else SIM_EPOCH_MS
         self._virtual_now = self._start
-        self._users: list[_User] = []
-        self._by_sid: dict[str, _User] = {}
+        self._users: list[User] = []
+        self._by_sid: dict[str, User] = {}
         self._restart: threading.Thread | None = None
         self._handled = 0
         self._stuck_rounds = 0
         self._http: httpx.Client | None = None
-        self._counting: _CountingChannel | None = None
-        self._held: set[_User] = set()  # users with a failed delivery that recovery has not repaired yet
-        self._metrics: RedisMetrics | None = None  # the deployment-wide counters we lent the runtime
-        self._metrics_flushed = 0.0
+        self._counting: CountingChannel | None = None
+        self._held: set[User] = set()  # users with a failed delivery that recovery has not repaired yet
+        self._lent: LentMetrics | None = None  # the deployment-wide counters we lent the runtime
 
     @property
     def cfg(self) -> SimConfig:
@@ -365,7 +116,7 @@ class Simulator:
         """A delay the simulator chooses, in ms (scaled down by ``speed`` when live)."""
         return max(1, int(seconds * 1000 * self._scale))
 
-    def _push(self, at: int, kind: Kind, item: _Item) -> None:
+    def _push(self, at: int, kind: Kind, item: Item) -> None:
         self._seq += 1
         heapq.heappush(self._heap, (at, self._seq, kind, item))
 
@@ -392,7 +143,7 @@ class Simulator:
             raise ConfigError("no flow to simulate: give flows with `triggers`, or name them in SimConfig.flows")
         return flows
 
-    def _make_users(self) -> list[_User]:
+    def _make_users(self) -> list[User]:
         master = random.Random(self.cfg.seed)
         flows = self._flows()
         personas = list(self.cfg.personas)
@@ -402,10 +153,10 @@ class Simulator:
         for i in range(self.cfg.users):
             rng = random.Random(master.randrange(2**63))
             persona = rng.choices(personas, weights)[0]
-            users.append(_User(i, f"{prefix}{i:07d}", flows[i % len(flows)].name, persona, rng))
+            users.append(User(i, f"{prefix}{i:07d}", flows[i % len(flows)].name, persona, rng))
         return users
 
-    def _deliver(self, user: _User, msg: Message, at: int) -> None:
+    def _deliver(self, user: User, msg: Message, at: int) -> None:
         """Schedule a message from ``user``, duplicated and crashing as configured (decided
         here, in the main thread, so the random draws do not depend on thread timing)."""
         cfg = self.cfg
@@ -414,14 +165,14 @@ class Simulator:
                                   profile={"name": f"Sim user {user.index}", "wa_id": user.session_id})
         crash = bool(cfg.crash_rate) and user.rng.random() < cfg.crash_rate
         user.inflight += 1
-        self._push(at, "msg", _Item(user, msg, crash))
+        self._push(at, "msg", Item(user, msg, crash))
         if cfg.duplicate_rate and user.rng.random() < cfg.duplicate_rate:
             self.result.duplicates_sent += 1
             # Half at once (two webhook calls racing each other), half as a late retry.
             later = 0 if user.rng.random() < 0.5 else self._ms(user.rng.uniform(1, 60))
-            self._push(at + later, "dup", _Item(user, msg, delivery="duplicate"))
+            self._push(at + later, "dup", Item(user, msg, delivery="duplicate"))
 
-    def _answer(self, user: _User, state: State, at: int) -> None:
+    def _answer(self, user: User, state: State, at: int) -> None:
         """What the user does at a question: answer (validly or not), use a command, or leave."""
         p = in_variant(user.persona, state)
         r = user.rng
@@ -436,26 +187,7 @@ class Simulator:
             self.result.abandoned += 1
             return
         think = self._ms(r.expovariate(1 / max(p.think_time, 0.001)) + 0.5)
-        roll = r.random()
-        commands = ((p.cancel_rate, "cancel"), (p.back_rate, "back"), (p.help_rate, "help"))
-        msg: Message | None = None
-        for rate, word in commands:
-            if roll < rate:
-                msg = Message(text=word)
-                self.result.commands_sent += 1
-                break
-            roll -= rate
-        if msg is None:
-            if r.random() < p.invalid_rate:
-                msg = invalid_answer(st, r)
-                self.result.invalid_sent += 1
-            else:
-                slot = owner.slots.get(st.save) if st.save else None
-                # asked again after a number was accepted (a "more than you paid" loop): people go lower
-                upper = user.numbers[state.step or ""] / 4 if (state.step or "") in user.numbers else None
-                msg = valid_answer(st, slot, r, dt.datetime.fromtimestamp(at / 1000, dt.UTC).date(), upper=upper)
-                if st.input.type in ("int", "number") and msg.text:
-                    user.numbers[state.step or ""] = float(msg.text.replace(",", "."))
+        msg = choose_message(user, p, owner, st, state.step or "", at, self.result)
         self._deliver(user, msg, at + think)
         if self.cfg.out_of_order_rate and r.random() < self.cfg.out_of_order_rate:
             # A quick second message sent after the answer that overtakes it (WhatsApp does
@@ -463,7 +195,7 @@ class Simulator:
             self.result.out_of_order += 1
             self._deliver(user, Message(text=r.choice(["?", "hello?", "help"])), at + think - r.randint(1, think))
 
-    def _call(self, user: _User, state: State, at: int) -> None:
+    def _call(self, user: User, state: State, at: int) -> None:
         """Answer the call the session waits for, as the configured service behaviour says."""
         pending = state.pending or {}
         call_id, service = str(pending.get("call_id")), str(pending.get("service"))
@@ -485,12 +217,12 @@ class Simulator:
             owner, st = locate(flow, state.step or "", self.rt.registry, [f["flow_version"] for f in state.stack])
             slot = owner.slots.get(st.save) if isinstance(st, CallStep) and isinstance(st.save, str) else None
             result = ServiceResult(call_id=call_id, ok=True, value=service_value(slot, r, call_id), actor="simulator")
-        if self._metrics is not None:
+        if self._lent is not None:
             # We stand in for the runtime's service call: count it as Runtime._call_and_feed would.
-            self._metrics.service_called(service, result.ok, b.slow_latency if slow else b.latency)
-        self._push(at + latency, "result", _Item(user, result))
+            self._lent.metrics.service_called(service, result.ok, b.slow_latency if slow else b.latency)
+        self._push(at + latency, "result", Item(user, result))
 
-    def _load(self, user: _User) -> dict[str, Any] | None:
+    def _load(self, user: User) -> dict[str, Any] | None:
         if self.cfg.http is None and user.fresh:
             cached = self.rt.cached(user.session_id)
             if cached is not None:
@@ -498,7 +230,7 @@ class Simulator:
         loaded: dict[str, Any] | None = self._retry(self.rt.store.load, user.session_id)
         return loaded
 
-    def _react(self, user: _User, at: int) -> None:
+    def _react(self, user: User, at: int) -> None:
         """Look at the user's session after its events were handled and decide what comes next."""
         if user.inflight > 0 or user in self._held:
             return  # the user waits until every message it sent was acknowledged (and repaired)
@@ -507,40 +239,51 @@ class Simulator:
             return
         state = State.from_dict(raw)
         if state.terminal or state.status in HELD_STATUSES:  # no agents here: a hand-off ends the user's part
-            if user.state == "active":
-                user.state = "finished"
-                self.result.ended[state.status] = self.result.ended.get(state.status, 0) + 1
-                if state.status == "completed":
-                    self.result.completed += 1
-                elif state.status == "failed":
-                    self.result.failed += 1
-                else:
-                    self.result.other_end += 1
+            self._finish(user, state)
             return
         if state.status == "waiting_service":
-            if self.cfg.http is not None:  # the server runs the call: look again shortly
-                user.polls += 1
-                if user.polls < int(60 / self.cfg.http.poll):
-                    self._push(at + max(1, int(self.cfg.http.poll * 1000)), "poll", _Item(user, None))
-                return
-            call_id = str((state.pending or {}).get("call_id"))
-            if call_id not in user.calls:
-                user.calls.add(call_id)
-                self._call(user, state, at)
+            self._await_service(user, state, at)
             return
         user.polls = 0
         if user.state == "active" and state.status == "waiting_input" and state.version != user.answered:
             user.answered = state.version
             self._answer(user, state, at)
 
+    def _finish(self, user: User, state: State) -> None:
+        """Count the end of an active user's session once (a user who left was counted then)."""
+        if user.state != "active":
+            return
+        user.state = "finished"
+        self.result.ended[state.status] = self.result.ended.get(state.status, 0) + 1
+        if state.status == "completed":
+            self.result.completed += 1
+        elif state.status == "failed":
+            self.result.failed += 1
+        else:
+            self.result.other_end += 1
+
+    def _await_service(self, user: User, state: State, at: int) -> None:
+        """The session waits for a service: over HTTP the server runs it (look again shortly);
+        in process the simulator answers each call once."""
+        if self.cfg.http is not None:
+            user.polls += 1
+            if user.polls < int(60 / self.cfg.http.poll):
+                self._push(at + max(1, int(self.cfg.http.poll * 1000)), "poll", Item(user, None))
+            return
+        call_id = str((state.pending or {}).get("call_id"))
+        if call_id not in user.calls:
+            user.calls.add(call_id)
+            self._call(user, state, at)
+
     # -- handling (worker threads)
 
-    def _handle(self, entry: tuple[int, int, Kind, _Item]) -> _Done:
+    def _handle(self, entry: tuple[int, int, Kind, Item]) -> Done:
         at, _, kind, item = entry
         if kind == "poll":
-            return _Done(at, kind, item, "poll", True)
+            return Done(at, kind, item, "poll", True)
         if self.cfg.http is not None:
-            return self._post(at, kind, item)
+            assert self._http is not None
+            return post_delivery(self._http, self.cfg.http, at, kind, item)
         self._local.now = at
         sid = item.user.session_id
         assert item.event is not None
@@ -550,37 +293,20 @@ class Simulator:
                 out = self.rt._drive(self.rt.process(sid, item.event))
                 self.rt.forget(sid)
                 # (its duplicate, racing it, may have been applied first: count that once either way)
-                return _Done(at, kind, item, "crashed", False, absorbed=out.status == "duplicate")
+                return Done(at, kind, item, "crashed", False, absorbed=out.status == "duplicate")
             out = self.rt.handle(sid, item.event)
         except StoreUnavailable:
-            return _Done(at, kind, item, "unavailable", False)
+            return Done(at, kind, item, "unavailable", False)
         except ConflictError:
-            return _Done(at, kind, item, "conflict", False)
+            return Done(at, kind, item, "conflict", False)
         except EngineError:
             # The runtime refused the event. Seen: a result that arrives after its session
             # ended (a slow answer after the call's timeout failed the session), and a
             # trigger of another flow after the session ended. Nothing was stored; the
             # simulator counts it and moves on (a webhook would answer 500 and get it again).
-            return _Done(at, kind, item, "engine_error", True)
+            return Done(at, kind, item, "engine_error", True)
         calls = any(isinstance(e, CallService) for e in out.effects)
-        return _Done(at, kind, item, out.status, True, out.conflicts, out.version, calls)
-
-    def _post(self, at: int, kind: Kind, item: _Item) -> _Done:
-        import httpx
-
-        from flowkit.channels.whatsapp import sign
-
-        assert isinstance(item.event, Message) and self.cfg.http is not None and self._http is not None
-        body = json.dumps(_payload(item.user, item.event, at)).encode()
-        headers = {"content-type": "application/json",
-                   "x-hub-signature-256": sign(body, self.cfg.http.app_secret)}
-        try:
-            r = self._http.post("/webhook", content=body, headers=headers)
-        except httpx.TransportError:
-            return _Done(at, kind, item, "unavailable", False)
-        if r.status_code != 200:
-            return _Done(at, kind, item, "unavailable", False)
-        return _Done(at, kind, item, "applied" if r.json().get("applied") else "not_applied", True)
+        return Done(at, kind, item, out.status, True, out.conflicts, out.version, calls)
 
     # -- running
 
@@ -597,8 +323,8 @@ class Simulator:
             if not cfg.live:
                 self.rt.clock = self._now
             if self.rt.metrics is None:
-                self._lend_metrics()
-            self._counting = _CountingChannel(self.rt.channel, unrouted_text(self.rt.registry))
+                self._lent = LentMetrics(self.rt)
+            self._counting = CountingChannel(self.rt.channel, unrouted_text(self.rt.registry))
             self.rt.channel = self._counting
         else:
             import httpx
@@ -623,7 +349,8 @@ class Simulator:
         finally:
             if self._http is not None:
                 self._http.close()
-            self._flush_metrics(final=True)
+            if self._lent is not None:
+                self._lent.flush(final=True)
             self.rt.clock, self.rt.run_services, self.rt.channel, self.rt.store = saved
             self.rt.metrics = saved_metrics
         res = self.result
@@ -639,10 +366,7 @@ class Simulator:
         while True:
             if self._restart is not None and not self._restart.is_alive():
                 self._after_restart()
-            head = self._heap[0][0] if self._heap else None
-            deadline = self._next_timeout()
-            if deadline is not None and self._stuck_rounds > 3 and deadline <= self._virtual_now and head is not None:
-                deadline = None  # a due timeout that will not fire must not keep the users' events waiting
+            head, deadline = self._due()
             if head is None and (deadline is None or not self._await_timeouts()):
                 return
             target = min(t for t in (head, deadline) if t is not None)
@@ -654,50 +378,34 @@ class Simulator:
             if deadline is not None and (head is None or deadline <= head):
                 self._fire(max(deadline, self._virtual_now) if not live else self._wall())
                 continue
-            if not live:
-                self._virtual_now = max(self._virtual_now, head or self._virtual_now)
-            batch = self._next_batch(self._wall() if live else None, deadline)
-            if self._restart is None and self._due_restart():
-                self._restart = threading.Thread(target=self._do_restart, name="flowkit-sim-redis-restart")
-                self._restart.start()
-            done = list(pool.map(self._handle, batch)) if len(batch) > 1 else [self._handle(batch[0])]
-            self._handled += len(batch)
-            self._settle(done)
-            self._flush_metrics()
-            if live:
-                self._virtual_now = max(self._virtual_now, self._wall())
-            if self.progress:
-                self.progress(sum(u.state != "active" for u in self._users), len(self._users))
+            self._run_batch(pool, head, deadline)
 
-    # -- deployment-wide metrics
+    def _due(self) -> tuple[int | None, int | None]:
+        """When the next queued event and the next session timeout are due."""
+        head = self._heap[0][0] if self._heap else None
+        deadline = self._next_timeout()
+        if deadline is not None and self._stuck_rounds > 3 and deadline <= self._virtual_now and head is not None:
+            deadline = None  # a due timeout that will not fire must not keep the users' events waiting
+        return head, deadline
 
-    def _lend_metrics(self) -> None:
-        """Give the runtime the Redis counters ``flowkit serve`` gives it, so simulated traffic
-        moves the dashboard's rates and charts exactly as real traffic does (the runtime
-        counts; nothing here interprets a commit). Minutes follow the runtime's clock:
-        virtual time in virtual mode, the wall clock in real time."""
-        # The simulator flushes, not the counting call: a flush that meets a restarting
-        # Redis inside rt.handle() would look like a failed delivery after a good commit.
-        self._metrics = RedisMetrics(self.rt.store.client, flush_every=float("inf"), clock=lambda: self.rt.clock())
-        self.rt.metrics = self._metrics
-        self._metrics_flushed = time.monotonic()
-
-    def _flush_metrics(self, *, final: bool = False) -> None:
-        m = self._metrics
-        if m is None or (not final and time.monotonic() - self._metrics_flushed < _METRICS_FLUSH_S):
-            return
-        self._metrics_flushed = time.monotonic()
-        deadline = time.monotonic() + (10 if final else 0)
-        while True:
-            try:
-                m.flush()
-                return
-            except Exception as exc:  # noqa: BLE001 - Redis restarting: RedisMetrics keeps the counts for the next flush
-                if time.monotonic() >= deadline:
-                    if final:  # counters are not conversations: say so and give the result back
-                        log.warning("simulated traffic's metrics not written", extra={"error": type(exc).__name__})
-                    return
-                time.sleep(0.05)
+    def _run_batch(self, pool: ThreadPoolExecutor, head: int | None, deadline: int | None) -> None:
+        """Handle the next batch of events (concurrently), account for it and report progress."""
+        live = self.cfg.live
+        if not live:
+            self._virtual_now = max(self._virtual_now, head or self._virtual_now)
+        batch = self._next_batch(self._wall() if live else None, deadline)
+        if self._restart is None and self._due_restart():
+            self._restart = threading.Thread(target=self._do_restart, name="flowkit-sim-redis-restart")
+            self._restart.start()
+        done = list(pool.map(self._handle, batch)) if len(batch) > 1 else [self._handle(batch[0])]
+        self._handled += len(batch)
+        self._settle(done)
+        if self._lent is not None:
+            self._lent.flush()
+        if live:
+            self._virtual_now = max(self._virtual_now, self._wall())
+        if self.progress:
+            self.progress(sum(u.state != "active" for u in self._users), len(self._users))
 
     def _next_timeout(self) -> int | None:
         """When the next session timeout is due (in-process only: over HTTP the server fires its own)."""
@@ -756,14 +464,14 @@ class Simulator:
         except (StoreUnavailable, OSError):
             return False
 
-    def _next_batch(self, wall: int | None, deadline: int | None) -> list[tuple[int, int, Kind, _Item]]:
+    def _next_batch(self, wall: int | None, deadline: int | None) -> list[tuple[int, int, Kind, Item]]:
         """Up to ``concurrency`` events handled at once: never two different events of one
         session (so each session's order, and with it its history, does not depend on thread
         timing); a message and its duplicate do race. Nothing at or after the next deadline
         (the timeout comes first), nothing in the future when live."""
         first = heapq.heappop(self._heap)
         batch = [first]
-        keys = {_key(first): first[0]}
+        keys = {race_key(first): first[0]}
         sessions = {first[3].user.session_id}
         while self._heap and len(batch) < self.cfg.concurrency:
             at, _, kind, item = nxt = self._heap[0]
@@ -771,71 +479,83 @@ class Simulator:
                 break
             # Only deliveries of one message at the same instant race; a later duplicate
             # must not overtake the first delivery (its commit would carry the later time).
-            if item.user.session_id in sessions and keys.get(_key(nxt)) != at:
+            if item.user.session_id in sessions and keys.get(race_key(nxt)) != at:
                 break
             batch.append(heapq.heappop(self._heap))
-            keys[_key(nxt)] = at
+            keys[race_key(nxt)] = at
             sessions.add(item.user.session_id)
         return batch
 
-    def _settle(self, done: list[_Done]) -> None:
+    def _settle(self, done: list[Done]) -> None:
         """Account for a handled batch (main thread), redeliver what was not acknowledged,
         repair crashes like a restarted process would, then let the users react."""
-        res = self.result
-        touched: dict[_User, int] = {}
+        touched: dict[User, int] = {}
         repair = False
         restarting = self._restart is not None and self._restart.is_alive()
         for d in done:
             user = d.item.user
-            if d.kind == "poll":
-                touched[user] = max(d.at, touched.get(user, d.at))
-                continue
-            ev = d.item.event
-            if isinstance(ev, Message):
-                res.messages += 1
-                res.sent.append(Sent(user.session_id, ev.message_id or "", d.at, ev.text, d.acked, d.status,
-                                     d.item.delivery))
-            res.conflicts += d.conflicts
-            if not d.acked:
-                if d.status == "crashed":
-                    res.crashes += 1
-                    res.duplicates_absorbed += d.absorbed
-                    if restarting:
-                        # Its repair waits for Redis; meanwhile the user's other messages in
-                        # flight (an out-of-order pair, a duplicate) may commit, and recovery
-                        # then drops the crashed commit's replies as superseded, by design.
-                        res.inexact.add(user.session_id)
-                else:
-                    res.unavailable += 1
-                    res.inexact.add(user.session_id)  # a reply may have gone out before the failure
-                repair = True
-                user.fresh = False
-                # The user never got the replies of a commit whose effects were cut short, so
-                # it cannot answer them: it waits until recovery has repaired the outbox (if it
-                # answered first, recovery would rightly drop those replies as superseded).
-                if self.cfg.http is None:  # (over HTTP the server repairs its own outbox)
-                    self._held.add(user)
-                res.redeliveries += 1
-                delay = user.rng.randint(*_REDELIVER_MS)
-                self._push(d.at + self._ms(delay / 1000), d.kind, _Item(user, ev, delivery="redelivery"))
-                continue
-            if d.calls and d.version is not None:
-                # The runtime sent the replies and left the entry open for whoever runs the
-                # call (run_services is off): the simulator does, so the entry is done. Closing
-                # it here, before any recovery round, keeps recovery from sending them again.
-                self._retry(self.rt.store.ack_effects, user.session_id, d.version)
-            if d.kind == "msg":
-                user.inflight -= 1
-            if d.status == "engine_error":
-                res.engine_errors += 1
-            if d.status == "duplicate" or (d.status == "not_applied" and d.item.delivery != "first"):
-                res.duplicates_absorbed += 1  # (over HTTP the webhook only says nothing new was applied)
-            user.fresh = d.status == "applied" and self.cfg.http is None
+            if d.kind != "poll":
+                self._count(d)
+                if not d.acked:
+                    self._redeliver(d, restarting)
+                    repair = True
+                    continue
+                self._acknowledged(d)
             touched[user] = max(d.at, touched.get(user, d.at))
         if repair and self.cfg.http is None and (self._restart is None or not self._restart.is_alive()):
             self._recover()
         for user, at in touched.items():
             self._react(user, at)
+
+    def _count(self, d: Done) -> None:
+        """Log a handled delivery (the sent log) and its conflicts."""
+        ev = d.item.event
+        if isinstance(ev, Message):
+            self.result.messages += 1
+            self.result.sent.append(Sent(d.item.user.session_id, ev.message_id or "", d.at, ev.text, d.acked,
+                                         d.status, d.item.delivery))
+        self.result.conflicts += d.conflicts
+
+    def _redeliver(self, d: Done, restarting: bool) -> None:
+        """An unacknowledged delivery (a crash, Redis away): WhatsApp sends it again a few
+        seconds later, and the user waits for the repair."""
+        res, user = self.result, d.item.user
+        if d.status == "crashed":
+            res.crashes += 1
+            res.duplicates_absorbed += d.absorbed
+            if restarting:
+                # Its repair waits for Redis; meanwhile the user's other messages in
+                # flight (an out-of-order pair, a duplicate) may commit, and recovery
+                # then drops the crashed commit's replies as superseded, by design.
+                res.inexact.add(user.session_id)
+        else:
+            res.unavailable += 1
+            res.inexact.add(user.session_id)  # a reply may have gone out before the failure
+        user.fresh = False
+        # The user never got the replies of a commit whose effects were cut short, so
+        # it cannot answer them: it waits until recovery has repaired the outbox (if it
+        # answered first, recovery would rightly drop those replies as superseded).
+        if self.cfg.http is None:  # (over HTTP the server repairs its own outbox)
+            self._held.add(user)
+        res.redeliveries += 1
+        delay = user.rng.randint(*_REDELIVER_MS)
+        self._push(d.at + self._ms(delay / 1000), d.kind, Item(user, d.item.event, delivery="redelivery"))
+
+    def _acknowledged(self, d: Done) -> None:
+        """An acknowledged delivery: close the outbox entry of a call the simulator runs, count it."""
+        res, user = self.result, d.item.user
+        if d.calls and d.version is not None:
+            # The runtime sent the replies and left the entry open for whoever runs the
+            # call (run_services is off): the simulator does, so the entry is done. Closing
+            # it here, before any recovery round, keeps recovery from sending them again.
+            self._retry(self.rt.store.ack_effects, user.session_id, d.version)
+        if d.kind == "msg":
+            user.inflight -= 1
+        if d.status == "engine_error":
+            res.engine_errors += 1
+        if d.status == "duplicate" or (d.status == "not_applied" and d.item.delivery != "first"):
+            res.duplicates_absorbed += 1  # (over HTTP the webhook only says nothing new was applied)
+        user.fresh = d.status == "applied" and self.cfg.http is None
 
     def _recover(self) -> None:
         """What a restarted runtime does: finish the effects of commits nobody acknowledged.
@@ -869,38 +589,11 @@ class Simulator:
         self._recover()
 
 
-def _key(entry: tuple[int, int, Kind, _Item]) -> tuple[str, str]:
-    _, _, kind, item = entry
-    ev = item.event
-    ident = getattr(ev, "message_id", None) or getattr(ev, "call_id", None) or kind
-    return item.user.session_id, str(ident)
-
-
-def _payload(user: _User, msg: Message, at: int) -> dict[str, Any]:
-    """The WhatsApp webhook delivery that carries ``msg``."""
-    from flowkit.channels.whatsapp import payloads as P
-
-    opts: dict[str, Any] = {"message_id": msg.message_id, "timestamp": at // 1000,
-                            "profile_name": f"Sim user {user.index}"}
-    wa = user.session_id
-    if msg.type == "button_reply" and msg.reply_id:
-        return P.button_reply_payload(wa, msg.reply_id, msg.text or msg.reply_id, **opts)
-    if msg.type == "list_reply" and msg.reply_id:
-        return P.list_reply_payload(wa, msg.reply_id, msg.text or msg.reply_id, **opts)
-    if msg.type == "location" and msg.location:
-        loc = msg.location
-        return P.location_payload(wa, loc["latitude"], loc["longitude"], name=loc.get("name"), **opts)
-    if msg.type == "media" and msg.media:
-        return P.media_payload(wa, str(msg.media.get("id")), kind=str(msg.media.get("kind") or "image"), **opts)
-    if msg.type == "unsupported" or msg.text is None:
-        return P.message_payload(wa, "unsupported", None, **opts)
-    return P.text_payload(wa, msg.text, **opts)
-
 
 def simulate(runtime: Runtime, config: SimConfig, **kwargs: Any) -> SimResult:
     """Run a simulation and return its result (see :class:`Simulator`)."""
     return Simulator(runtime, config, **kwargs).run()
 
 
-__all__ = ["HttpTarget", "Persona", "SIM_EPOCH_MS", "ServiceBehaviour", "SimConfig", "SimResult", "Simulator",
+__all__ = ["HttpTarget", "Persona", "SIM_EPOCH_MS", "Sent", "ServiceBehaviour", "SimConfig", "SimResult", "Simulator",
            "simulate"]

@@ -16,7 +16,8 @@ delays are programmable (:meth:`FakeGraphAPI.fail_next`, :meth:`FakeGraphAPI.del
 rate limits can be switched on (throughput: code 130429; per recipient "pair" limit:
 131056; both with ``Retry-After``), and so can the 24-hour customer service window (code
 131047, on a clock tests can set). Standard library only: a ``ThreadingHTTPServer`` on
-127.0.0.1 with a free port, in a daemon thread.
+127.0.0.1 with a free port, in a daemon thread. The request validation lives in
+:mod:`flowkit.testing.graph_validation`.
 """
 
 from __future__ import annotations
@@ -38,28 +39,9 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from flowkit.channels.whatsapp.outgoing import (
-    CAPTIONED,
-    HEADER_MEDIA,
-    MAX_BUTTON_ID,
-    MAX_BUTTON_TITLE,
-    MAX_BUTTONS,
-    MAX_CAPTION,
-    MAX_CTA_DISPLAY,
-    MAX_FOOTER,
-    MAX_HEADER,
-    MAX_INTERACTIVE_BODY,
-    MAX_LIST_BUTTON,
-    MAX_LIST_ROWS,
-    MAX_LIST_SECTIONS,
-    MAX_ROW_DESCRIPTION,
-    MAX_ROW_ID,
-    MAX_ROW_TITLE,
-    MAX_SECTION_TITLE,
-    MAX_TEXT,
-)
 from flowkit.channels.whatsapp.payloads import DEFAULT_PHONE_NUMBER_ID
 from flowkit.channels.whatsapp.sender import DEFAULT_API_VERSION, WhatsAppConfig
+from flowkit.testing.graph_validation import InvalidRequest, validate
 
 DEFAULT_TOKEN = "test-token"
 _PATH = re.compile(r"^/(v\d+(?:\.\d+)?)/([^/?]+)/messages/?(?:\?.*)?$")
@@ -68,7 +50,6 @@ _DOWNLOAD_PATH = re.compile(r"^/download/(\d+)(?:\?.*)?$")
 WINDOW_SECONDS = 24 * 3600
 _WINDOW_DETAILS = ("Message failed to send because more than 24 hours have passed since the customer last replied "
                    "to this number.")
-_MEDIA = ("image", "audio", "video", "document", "sticker")
 _DEFAULT_ERRORS: dict[int, tuple[int, str]] = {
     400: (100, "(#100) Invalid parameter"),
     429: (130429, "(#130429) Rate limit hit"),
@@ -112,10 +93,6 @@ class _Scripted:
 class _Media:
     data: bytes
     mime_type: str
-
-
-class _Invalid(Exception):
-    """A request that Graph would refuse with code 100."""
 
 
 class FakeGraphAPI:
@@ -309,17 +286,18 @@ class FakeGraphAPI:
             self._requests += 1
         if self.latency:
             time.sleep(self.latency)
-        auth = headers.get("authorization") or ""
-        if not auth.lower().startswith("bearer ") or not secrets.compare_digest(auth[7:].strip().encode(), self.token.encode()):
-            reason = "Cannot parse access token" if auth else "An active access token must be used"
-            return _error(401, 190, f"Invalid OAuth access token - {reason}",
-                          headers={"WWW-Authenticate": f'OAuth "Facebook Platform" "invalid_token" "{reason}"'})
+        denied = _unauthorized(headers.get("authorization") or "", self.token)
+        if denied is not None:
+            return denied
         if method == "GET":
             return self._scripted_answer() or self._media_answer(path)
         match = _PATH.match(path)
         if method != "POST" or not match:
             return _error(400, 100, f"Unsupported {method.lower()} request. Unknown path components: {path}", subcode=33)
-        phone_number_id = match.group(2)
+        return self._messages(match.group(2), body)
+
+    def _messages(self, phone_number_id: str, body: bytes) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """``POST /{version}/{phone_number_id}/messages``: a message or a read receipt."""
         if self.phone_number_ids is not None and phone_number_id not in self.phone_number_ids:
             return _error(400, 100, f"Unsupported post request. Object with ID '{phone_number_id}' does not exist, "
                                     "cannot be loaded due to missing permissions, or does not support this operation.",
@@ -332,8 +310,8 @@ class FakeGraphAPI:
         except ValueError:
             return _error(400, 100, "(#100) The request body must be a JSON object")
         try:
-            kind, to = _validate(payload)
-        except _Invalid as exc:
+            kind, to = validate(payload)
+        except InvalidRequest as exc:
             return _error(400, 100, f"(#100) {exc}")
         if kind == "read":
             with self._lock:
@@ -344,6 +322,11 @@ class FakeGraphAPI:
             return 200, {"success": True}, {}
         if self.window and kind != "template" and not self._in_window(to):
             return _error(400, 131047, "(#131047) Re-engagement message", details=_WINDOW_DETAILS)
+        return self._accept(phone_number_id, kind, to, payload)
+
+    def _accept(self, phone_number_id: str, kind: str, to: str,
+                payload: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """Record a valid message under a fresh ``wamid``, unless a rate limit refuses it."""
         with self._lock:
             limited = self._rate_limited(phone_number_id, to)
             if limited is not None:
@@ -416,6 +399,15 @@ class FakeGraphAPI:
         return None
 
 
+def _unauthorized(auth: str, token: str) -> tuple[int, dict[str, Any], dict[str, str]] | None:
+    """Graph's 401 (code 190) unless ``auth`` is ``Bearer <token>`` (compared in constant time)."""
+    if auth.lower().startswith("bearer ") and secrets.compare_digest(auth[7:].strip().encode(), token.encode()):
+        return None
+    reason = "Cannot parse access token" if auth else "An active access token must be used"
+    return _error(401, 190, f"Invalid OAuth access token - {reason}",
+                  headers={"WWW-Authenticate": f'OAuth "Facebook Platform" "invalid_token" "{reason}"'})
+
+
 def _error(status: int, code: int, message: str, *, subcode: int | None = None, transient: bool = False,
            headers: dict[str, str] | None = None, details: str | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
     err: dict[str, Any] = {"message": message, "type": "OAuthException", "code": code}
@@ -427,165 +419,6 @@ def _error(status: int, code: int, message: str, *, subcode: int | None = None, 
         err["is_transient"] = True
     err["fbtrace_id"] = "A" + secrets.token_urlsafe(16)[:22]
     return status, {"error": err}, headers or {}
-
-
-# ---------------------------------------------------------------- request validation (like Graph's)
-
-
-def _need(cond: bool, message: str) -> None:
-    if not cond:
-        raise _Invalid(message)
-
-
-def _list(v: object, low: int, high: int, message: str) -> list[Any]:
-    if not isinstance(v, list) or not low <= len(v) <= high:
-        raise _Invalid(message)
-    return v
-
-
-def _str(obj: object, key: str, where: str, limit: int | None = None) -> str:
-    v = obj.get(key) if isinstance(obj, dict) else None
-    if not isinstance(v, str) or not v:
-        raise _Invalid(f"The parameter {where}['{key}'] is required.")
-    if limit is not None:
-        _need(len(v) <= limit, f"Param {where}['{key}'] must be at most {limit} characters long.")
-    return v
-
-
-def _validate(p: object) -> tuple[str, str]:
-    """(type, recipient) of a valid /messages body, ("read", "") for a read receipt; else _Invalid."""
-    if not isinstance(p, dict):
-        raise _Invalid("The request body must be a JSON object")
-    _need(p.get("messaging_product") == "whatsapp",
-          "The parameter messaging_product is required." if "messaging_product" not in p
-          else "Param messaging_product must be 'whatsapp'.")
-    if p.get("status") is not None:
-        _need(p.get("status") == "read", "Param status must be 'read'.")
-        _need(isinstance(p.get("message_id"), str) and p["message_id"] != "", "The parameter message_id is required.")
-        typing = p.get("typing_indicator")
-        _need(typing is None or (isinstance(typing, dict) and typing.get("type") == "text"),
-              "Param typing_indicator['type'] must be 'text'.")
-        return "read", ""
-    to = p.get("to") if "to" in p else p.get("recipient")  # `recipient`: a business-scoped user id
-    if not isinstance(to, str) or not to.strip():
-        raise _Invalid("The parameter to is required.")
-    kind = p.get("type", "text")
-    if kind == "text":
-        _str(p.get("text"), "body", "text", MAX_TEXT)
-    elif kind == "interactive":
-        _interactive(p.get("interactive"))
-    elif kind == "template":
-        t = p.get("template")
-        _str(t, "name", "template")
-        _str(t.get("language") if isinstance(t, dict) else None, "code", "template['language']")
-    elif kind in _MEDIA:
-        media = p.get(kind)
-        _media_object(media, kind, kind)
-        assert isinstance(media, dict)
-        if "caption" in media:
-            _need(kind in CAPTIONED, f"Param {kind}['caption'] is not supported for {kind} messages.")
-            _str(media, "caption", kind, MAX_CAPTION)
-    elif kind == "location":
-        loc = p.get("location")
-        for key in ("latitude", "longitude"):
-            v = loc.get(key) if isinstance(loc, dict) else None
-            _need(isinstance(v, int | float | str) and not isinstance(v, bool), f"The parameter location['{key}'] is required.")
-    elif kind == "reaction":
-        _str(p.get("reaction"), "message_id", "reaction")
-    elif kind == "contacts":
-        _list(p.get("contacts"), 1, 10**6, "The parameter contacts is required.")
-    else:
-        raise _Invalid(f"Param type must be one of {{text, interactive, template, location, reaction, contacts, "
-                       f"{', '.join(_MEDIA)}}} - got \"{kind}\".")
-    return str(kind), to
-
-
-def _media_object(media: object, kind: str, where: str) -> None:
-    _need(isinstance(media, dict) and (bool(media.get("id")) or bool(media.get("link"))),
-          f"The parameter {where}['id'] or {where}['link'] is required.")
-    assert isinstance(media, dict)
-    _need(not (media.get("id") and media.get("link")), f"Param {where} must have either 'id' or 'link', not both.")
-    link = media.get("link")
-    _need(link is None or (isinstance(link, str) and link.startswith(("https://", "http://"))),
-          f"Param {where}['link'] must be a valid URL.")
-
-
-_INTERACTIVE_TYPES = "{button, list, cta_url, location_request_message, flow, product, product_list}"
-
-
-def _interactive(i: object) -> None:
-    if not isinstance(i, dict):
-        raise _Invalid("The parameter interactive is required.")
-    kind = i.get("type")
-    _str(i.get("body"), "text", "interactive['body']", MAX_INTERACTIVE_BODY)
-    _dressing(i, kind)
-    action = i.get("action")
-    if not isinstance(action, dict):
-        raise _Invalid("The parameter interactive['action'] is required.")
-    if kind == "button":
-        buttons = _list(action.get("buttons"), 1, MAX_BUTTONS,
-                        f"Param interactive['action']['buttons'] must contain 1 to {MAX_BUTTONS} elements.")
-        ids: list[str] = []
-        titles: list[str] = []
-        for n, b in enumerate(buttons):
-            where = f"interactive['action']['buttons'][{n}]['reply']"
-            reply = b.get("reply") if isinstance(b, dict) else None
-            ids.append(_str(reply, "id", where, MAX_BUTTON_ID))
-            titles.append(_str(reply, "title", where, MAX_BUTTON_TITLE))
-        _need(len(set(ids)) == len(ids), "Button IDs must be unique.")
-        _need(len(set(titles)) == len(titles), "Button titles must be unique.")
-    elif kind == "list":
-        _str(action, "button", "interactive['action']", MAX_LIST_BUTTON)
-        sections = _list(action.get("sections"), 1, MAX_LIST_SECTIONS,
-                         f"Param interactive['action']['sections'] must contain 1 to {MAX_LIST_SECTIONS} elements.")
-        row_ids: list[str] = []
-        row_titles: list[str] = []
-        for s, section in enumerate(sections):
-            where = f"interactive['action']['sections'][{s}]"
-            if len(sections) > 1:
-                _str(section, "title", where, MAX_SECTION_TITLE)
-            elif isinstance(section, dict) and section.get("title") is not None:
-                _str(section, "title", where, MAX_SECTION_TITLE)
-            rows = _list(section.get("rows") if isinstance(section, dict) else None, 1, 10**6,
-                         f"The parameter {where}['rows'] is required.")
-            for r, row in enumerate(rows):
-                row_ids.append(_str(row, "id", f"{where}['rows'][{r}]", MAX_ROW_ID))
-                row_titles.append(_str(row, "title", f"{where}['rows'][{r}]", MAX_ROW_TITLE))
-                if isinstance(row, dict) and row.get("description") is not None:
-                    _str(row, "description", f"{where}['rows'][{r}]", MAX_ROW_DESCRIPTION)
-        _need(len(row_ids) <= MAX_LIST_ROWS, f"Total row count exceed max allowed count: {MAX_LIST_ROWS}")
-        _need(len(set(row_ids)) == len(row_ids), "Row IDs must be unique.")
-        _need(len(set(row_titles)) == len(row_titles), "Row titles must be unique.")
-    elif kind == "cta_url":
-        _need(action.get("name") == "cta_url", "Param interactive['action']['name'] must be 'cta_url'.")
-        params = action.get("parameters")
-        _str(params, "display_text", "interactive['action']['parameters']", MAX_CTA_DISPLAY)
-        url = _str(params, "url", "interactive['action']['parameters']", 2048)
-        _need(url.startswith(("https://", "http://")), "Param interactive['action']['parameters']['url'] must be a valid URL.")
-    elif kind == "location_request_message":
-        _need(action.get("name") == "send_location", "Param interactive['action']['name'] must be 'send_location'.")
-    else:
-        raise _Invalid(f"Param interactive['type'] must be one of {_INTERACTIVE_TYPES}.")
-
-
-def _dressing(i: dict[str, Any], kind: object) -> None:
-    """An interactive message's optional header (text, or media on buttons and cta_url) and footer."""
-    header = i.get("header")
-    if header is not None:
-        htype = header.get("type") if isinstance(header, dict) else None
-        _need(kind != "location_request_message", "Param interactive['header'] is not supported for location_request_message.")
-        if htype == "text":
-            _str(header, "text", "interactive['header']", MAX_HEADER)
-        elif htype in HEADER_MEDIA and kind in ("button", "cta_url"):
-            assert isinstance(header, dict)
-            _media_object(header.get(htype), str(htype), f"interactive['header']['{htype}']")
-        else:
-            allowed = "{text}" if kind == "list" else "{text, image, video, document}"
-            raise _Invalid(f"Param interactive['header']['type'] must be one of {allowed}.")
-    footer = i.get("footer")
-    if footer is not None:
-        _need(kind != "location_request_message", "Param interactive['footer'] is not supported for location_request_message.")
-        _str(footer, "text", "interactive['footer']", MAX_FOOTER)
 
 
 # ---------------------------------------------------------------- HTTP plumbing

@@ -1,7 +1,9 @@
 """pytest collects conversation stories (``*.stories.yaml``) as tests: one test per story.
 
-Installed with flowkit (entry point ``pytest11``), so a project only drops story files
-next to its tests. Each file names its flows (``flows: ../flows``, relative to the file) or
+Installed with flowkit (entry point ``pytest11`` named ``flowkit.testing.pytest_plugin``, as the
+module, so ``-p flowkit.testing.pytest_plugin`` names the same plugin and ``-p
+no:flowkit.testing.pytest_plugin`` turns it off), so a project only drops story files next
+to its tests. Each file names its flows (``flows: ../flows``, relative to the file) or
 the project sets them once in its pytest configuration::
 
     [tool.pytest.ini_options]
