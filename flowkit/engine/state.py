@@ -98,24 +98,14 @@ class State:
     def evolve(self, **changes: Any) -> State:
         return replace(self, **changes)
 
-    def __getstate__(self) -> dict[str, Any]:
-        # pickles and copies carry the fields only, not the engine's validation mark
-        return {k: v for k, v in self.__dict__.items() if k != CHECKED}
-
-
-#: The key under which a state remembers the plan of the root flow it was fully validated
-#: against (the whole slot schema, outside any sub-flow); see engine/fast.py. A state is a
-#: value: nothing in flowkit mutates its dicts, and callers must not either (build a new one
-#: with ``evolve``), so the mark stays true and the fast path only validates what an answer
-#: changed.
-CHECKED = "_checked_by"
-
 
 def make(cls: type[_T], values: dict[str, Any]) -> _T:
-    """A frozen dataclass from *all* its field values, without running ``__init__``.
+    """A new frozen dataclass from *all* its field values, without running ``__init__``.
 
     For the engine's hot path only: a frozen ``__init__`` sets each field through
-    ``object.__setattr__`` (about 3x the cost). ``values`` must name every field.
+    ``object.__setattr__`` (about 6x the cost). This is construction, not mutation: the
+    object is filled before anyone holds it, and nothing writes into it afterwards.
+    ``values`` must name every field (docs/decisions.md, "One engine path").
     """
     obj = object.__new__(cls)
     obj.__dict__.update(values)

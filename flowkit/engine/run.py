@@ -1,0 +1,589 @@
+"""The engine's interpreter: :class:`Run`, the mutable working copy of one transition,
+frozen into a :class:`~flowkit.engine.result.Transition` at the end.
+
+One path for every event kind (issue #21): a start, an answer, a command, a service result,
+a timeout. What can be worked out once per flow (static replies, option tables, quick
+parsers, command words) comes from the flow's :class:`~flowkit.engine.plan.Plan`; a state
+the plan already trusts is validated by the slots the event changed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from functools import cached_property
+from typing import Any
+
+from flowkit.engine import commands, experiments, handoff
+from flowkit.engine import why as _why
+from flowkit.engine.events import (
+    CallService,
+    Command,
+    Effect,
+    End,
+    Event,
+    Message,
+    Reply,
+    ServiceResult,
+    Start,
+    Timeout,
+)
+from flowkit.engine.flowset import FlowSet
+from flowkit.engine.inputs import (
+    DEFAULT_INVALID,
+    EXPECTED,
+    InvalidInput,
+    is_other_content,
+    parse_input,
+)
+from flowkit.engine.plan import MISS, Plan, plan_of
+from flowkit.engine.replies import BUSY_TEXT, EXPIRED_TEXT, build_reply
+from flowkit.engine.result import Transition
+from flowkit.engine.state import (
+    PROFILE,
+    Record,
+    State,
+    check_slots,
+    check_state_shape,
+    make,
+    slot_problem,
+)
+from flowkit.engine.values import cycle, iso, json_value, readable, record_input, schedule, scope
+from flowkit.errors import EngineError, ExpressionError, StateValidationError
+from flowkit.flow.model import (
+    HELD_STATUSES,
+    AskStep,
+    BranchStep,
+    CallStep,
+    EndStep,
+    Flow,
+    FlowStep,
+    SayStep,
+    SetStep,
+    SplitStep,
+    Step,
+)
+from flowkit.flow.model import (
+    Message as Say,
+)
+from flowkit.flow.template import Template
+
+MAX_AUTO_STEPS = 200
+FlowSource = FlowSet | Mapping[str, Flow] | Callable[[str, str | None], Flow]
+
+
+class Run:
+    """Mutable working copy of one transition; frozen into a :class:`Transition` at the end."""
+
+    def __init__(self, root: Flow, state: State | None, now: int, flows: FlowSource | None, session_id: str) -> None:
+        self.root = root
+        self.prev = state
+        self.now = now
+        self.flows = flows
+        self.session_id = session_id
+        self.version = (state.version if state else 0) + 1
+        self.flow_version = state.flow_version if state else root.version_id
+        self.step_name: str | None = state.step if state else None
+        self.status = state.status if state else "active"
+        self.slots: dict[str, Any] = dict(state.slots) if state else {}
+        self.attempts: dict[str, int] = dict(state.attempts) if state else {}
+        self.stack: list[dict[str, Any]] = [dict(f) for f in state.stack] if state else []
+        self.pending: dict[str, Any] | None = dict(state.pending) if state and state.pending else None
+        self.trail: list[str] = list(self.pending.get("trail", [])) if self.pending else []
+        self.started_at = state.started_at if state else now
+        self.path: list[str] = []
+        self.effects: list[Effect] = []
+        self.error: str | None = None
+        self.redact = False
+        self.judged: str | None = None  # the answer text a validation error judged
+        self.auto = 0
+        self.why: dict[str, Any] = {}  # the history record's `why` (engine/why.py)
+
+    # ------------------------------------------------------------ flows and names
+
+    def resolve(self, name: str, version: str | None) -> Flow:
+        if name == self.root.name and version in (None, self.root.version_id):
+            return self.root
+        if self.flows is None:
+            raise EngineError(f"flow {name!r} is needed as a sub-flow but no flows were given to the engine")
+        if isinstance(self.flows, FlowSet):  # resolved beforehand: a lookup, never I/O
+            return self.flows.resolve(name, version)
+        if callable(self.flows):
+            return self.flows(name, version)
+        flow = self.flows.get(name)
+        if flow is None:
+            raise EngineError(f"sub-flow {name!r} is not loaded; load its file with the others")
+        if version is not None and flow.version_id != version:
+            raise EngineError(f"session is pinned to flow {name!r} version {version!r}, but version {flow.version_id!r} is loaded")
+        return flow
+
+    @property
+    def flow(self) -> Flow:
+        if not self.stack:
+            return self.root
+        top = self.stack[-1]
+        return self.resolve(top["flow"], top["flow_version"])
+
+    def qualify(self, local: str) -> str:
+        return "/".join([f["at"] for f in self.stack] + [local])
+
+    @staticmethod
+    def local(qualified: str) -> str:
+        return qualified.rsplit("/", 1)[-1]
+
+    def current_step(self) -> Step:
+        if self.step_name is None:
+            raise EngineError("the session has no current step")
+        try:
+            return self.flow.steps[self.local(self.step_name)]
+        except KeyError:
+            raise EngineError(
+                f"step {self.step_name!r} does not exist in flow {self.flow.name!r} version {self.flow.version_id}; migrate the session"
+            ) from None
+
+    # ------------------------------------------------------------ expressions
+
+    def env(self, names: frozenset[str]) -> dict[str, Any]:
+        return scope(names, self.flow.slots, self.slots, self.now, self.session_id, self.root.name, self.step_name)
+
+    def evaluate(self, expr: Any, where: str) -> Any:
+        try:
+            return expr.evaluate(self.env(expr.names()))
+        except ExpressionError as exc:
+            raise EngineError(f"step {self.step_name!r} of flow {self.flow.name!r}: {where}: {exc}") from None
+
+    @cached_property
+    def now_iso(self) -> str:
+        return iso(self.now)
+
+    def render(self, template: Template | None, where: str) -> str | None:
+        if template is None:
+            return None
+        if template.is_static:
+            return template.source
+        try:
+            return template.render(self.env(template.names()))
+        except ExpressionError as exc:
+            raise EngineError(f"step {self.step_name!r} of flow {self.flow.name!r}: {where}: {exc.reason} in {template.source!r}") from None
+
+    def say(self, msg: Say, where: str, *, extra: AskStep | None = None) -> None:
+        self.effects.append(build_reply(msg, self.render, where, extra))
+
+    def plan(self) -> Plan:
+        """The plan of the flow the session is in (a sub-flow's own inside one)."""
+        return plan_of(self.flow)
+
+    # ------------------------------------------------------------ moving
+
+    def enter(self, local: str) -> None:
+        self.auto += 1
+        if self.auto > MAX_AUTO_STEPS:
+            raise EngineError(
+                f"flow {self.root.name!r} moved {MAX_AUTO_STEPS} steps without waiting for the user "
+                f"(cycle {' -> '.join(cycle(self.path))}); add an ask step or an exit condition to that loop"
+            )
+        flow = self.flow
+        st = flow.steps.get(local)
+        if st is None:
+            raise EngineError(f"flow {flow.name!r} has no step {local!r}")
+        self.step_name = self.qualify(local)
+        self.path.append(self.step_name)
+        match st:  # the common kinds first
+            case AskStep():
+                self._enter_ask(st)
+            case SayStep():
+                self._enter_say(st)
+            case EndStep():
+                self._enter_end(st)
+            case BranchStep():
+                self.follow(st)
+            case SetStep():
+                self._enter_set(st)
+            case CallStep():
+                self._enter_call(st)
+            case SplitStep():
+                self.enter(self.split(st))
+            case FlowStep():
+                self._enter_subflow(st)
+            case _:  # pragma: no cover - every kind is handled above
+                raise EngineError(f"unknown step kind {st.kind}")
+
+    def _say_step(self, st: SayStep | EndStep) -> None:
+        assert st.say is not None
+        reply = self.plan().says[st.name]
+        self.effects.append(reply if reply is not None else build_reply(st.say, self.render, "say"))
+
+    def _enter_say(self, st: SayStep) -> None:
+        self._say_step(st)
+        self.follow(st)
+
+    def _enter_set(self, st: SetStep) -> None:
+        for slot, expr in st.assign:
+            self.slots[slot] = self.evaluate(expr, f"set {slot}")
+        self.follow(st)
+
+    def _enter_ask(self, st: AskStep) -> None:
+        reply = self.plan().asks[st.name].reply
+        self.effects.append(reply if reply is not None else build_reply(st.ask, self.render, "ask", st))
+        self.attempts = {}
+        self.wait({"wait": "input", "step": self.step_name,
+                   "deadline": self.now + int(st.timeout * 1000) if st.timeout else None})
+
+    def _enter_call(self, st: CallStep) -> None:
+        args = {k: self.evaluate(e, f"argument {k}") for k, e in st.args}
+        call_id = f"{self.session_id}/{self.version}/{self.step_name}"
+        self.effects.append(CallService(call_id=call_id, service=st.call, args=args, timeout=st.timeout))
+        self.wait({"wait": "service", "step": self.step_name, "call_id": call_id, "service": st.call,
+                   "deadline": self.now + int(st.timeout * 1000)})
+
+    def _enter_subflow(self, st: FlowStep) -> None:
+        args = {k: self.evaluate(e, f"argument {k}") for k, e in st.args}
+        child = self.resolve(st.flow, None)
+        self.stack.append({"at": st.name, "flow": child.name, "flow_version": child.version_id,
+                           "slots": self.slots, "attempts": self.attempts, "trail": self.trail})
+        profile = self.slots.get(PROFILE)
+        self.slots = {**({PROFILE: profile} if profile is not None else {}), **args}
+        if experiments.EXPERIMENTS in self.stack[-1]["slots"]:  # variants are per session, not per flow
+            self.slots[experiments.EXPERIMENTS] = self.stack[-1]["slots"][experiments.EXPERIMENTS]
+        self.attempts, self.trail = {}, []
+        self.enter(child.start)
+
+    def _enter_end(self, st: EndStep) -> None:
+        if st.say is not None:
+            self._say_step(st)
+        if self.stack:
+            self.return_from_subflow(st.end)
+        else:
+            self.finish(st.end)
+
+    def split(self, st: SplitStep) -> str:
+        """The goto of this session's variant, recorded in the experiments slot. A variant
+        already recorded stays (sticky even if the weights changed since)."""
+        assert self.step_name is not None
+        seen = experiments.recorded(self.slots)
+        by_name = {v.name: v for v in st.split}
+        chosen = by_name.get(seen.get(self.step_name, ""))
+        if chosen is None:
+            chosen = experiments.assign(self.session_id, self.flow.name, st.name, st.split)
+        self.slots[experiments.EXPERIMENTS] = {**seen, self.step_name: chosen.name}
+        # the record says which variant (exports and analytics read it there, not only in state)
+        self.why.setdefault("splits", []).append({"step": self.step_name, "variant": chosen.name})
+        return chosen.goto
+
+    def wait(self, pending: dict[str, Any]) -> None:
+        pending["trail"] = self.trail
+        self.pending = pending
+        self.status = "waiting_input" if pending["wait"] == "input" else "waiting_service"
+
+    def follow(self, st: Step) -> None:
+        passed: list[str] = []
+        for b in st.next:
+            if b.when is None or self.evaluate(b.when, f"condition {b.when.source!r}"):
+                if b.when is not None or passed:  # a condition decided: say which, and what it read
+                    names = frozenset().union(*(c.when.names() for c in st.next[:len(passed) + 1] if c.when))
+                    read = _why.read_values(self.env(names), self.flow.slots)
+                    self.why.setdefault("branches", []).append(
+                        _why.branch(self.step_name, b.when.source if b.when else None, passed, read, b.goto))
+                self.enter(b.goto)
+                return
+            assert b.when is not None  # (a branch without `when` was taken above)
+            passed.append(b.when.source)
+        raise EngineError(f"step {self.step_name!r} of flow {self.flow.name!r} has no branch to follow; add a final `goto` without `if`")
+
+    def finish(self, status: str) -> None:
+        self.status = status
+        self.pending = None
+        self.attempts = {}
+        self.trail = []
+        if self.stack:  # ending from inside a sub-flow ends the whole session
+            root_slots = dict(self.stack[0]["slots"])
+            if PROFILE in self.slots:
+                root_slots[PROFILE] = self.slots[PROFILE]
+            if experiments.EXPERIMENTS in self.slots:
+                root_slots[experiments.EXPERIMENTS] = self.slots[experiments.EXPERIMENTS]
+            self.stack = []
+            self.slots = root_slots
+        self.effects.append(End(status=status))
+        if status in HELD_STATUSES:  # `end: handoff`: live, held by people (engine/handoff.py)
+            handoff.hold(self, None)
+
+    def return_from_subflow(self, end: str) -> None:
+        frame = self.stack.pop()
+        child_slots, child_step = self.slots, self.step_name
+        self.slots, self.attempts, self.trail = dict(frame["slots"]), dict(frame["attempts"]), list(frame["trail"])
+        if PROFILE in child_slots:  # the profile may have been updated by a message inside the sub-flow
+            self.slots[PROFILE] = child_slots[PROFILE]
+        if experiments.EXPERIMENTS in child_slots:  # so may the variants (a split inside the sub-flow)
+            self.slots[experiments.EXPERIMENTS] = child_slots[experiments.EXPERIMENTS]
+        st = self.flow.steps[frame["at"]]
+        assert isinstance(st, FlowStep)
+        self.step_name = self.qualify(frame["at"])
+        if end == "completed":
+            for parent, child in st.save:
+                self.slots[parent] = child_slots.get(child)
+            self.follow(st)
+        elif st.on_fail:
+            self.enter(st.on_fail)
+        else:
+            # The session ends where the sub-flow ended (``contact/give_up``), so the record's
+            # path ends with its to_step, as when a session is cancelled inside a sub-flow.
+            self.step_name = child_step
+            self.finish(end)
+
+    # ------------------------------------------------------------ events
+
+    def apply(self, event: Event) -> Transition:
+        name: str | None = event.kind
+        actor = event.actor
+        message_id = getattr(event, "message_id", None)
+        from_step = self.step_name
+        if isinstance(event, Start) and event.flow != self.root.name:
+            raise EngineError(f"the Start event names flow {event.flow!r}, but the engine was given flow {self.root.name!r}")
+        if self.prev is not None and self.prev.flow != self.root.name and not (isinstance(event, Start) and self.prev.terminal):
+            # An ended session may start any flow; a live one only runs under its own flow.
+            raise EngineError(f"session {self.session_id!r} runs flow {self.prev.flow!r}, but the engine was given flow {self.root.name!r}")
+        if isinstance(event, Start):
+            if self.prev is not None and not self.prev.terminal:
+                raise EngineError(f"session {self.session_id!r} is still in flow {self.prev.flow!r}; cancel it before starting another")
+            from_step = None
+            self.start(event)
+        elif self.prev is None:  # pragma: no cover - guarded in step()
+            raise EngineError("no session")
+        elif isinstance(event, Command):
+            name = commands.command(self, event)
+            if name is None:
+                return self.noop()
+        elif self.prev.status in HELD_STATUSES and not isinstance(event, Command):
+            name = handoff.on_event(self, event)
+            if name is None:
+                return self.noop()
+        elif self.prev.terminal and isinstance(event, (ServiceResult, Timeout)):
+            # A result of a call the user cancelled, or a deadline scheduled before the session
+            # ended: stale, not an error (like a late result of a live session).
+            return self.noop()
+        elif self.prev.terminal:
+            raise EngineError(f"session {self.session_id!r} has ended ({self.prev.status}); start a flow to talk again")
+        elif self.prev.pending is None:
+            raise StateValidationError(f"session {self.session_id!r} is {self.prev.status} but its state says nothing "
+                                       "about what it waits for (pending); recover or roll back the session")
+        elif isinstance(event, Message):
+            name = self.message(event)
+        elif isinstance(event, ServiceResult):
+            if not self.service_result(event):
+                return self.noop()
+        elif isinstance(event, Timeout):
+            name = self.timeout()
+            if name is None:
+                return self.noop()
+        else:  # pragma: no cover
+            raise EngineError(f"unknown event {event!r}")
+        assert name is not None  # (every branch that has none returned a noop)
+        return self.freeze(event, name, actor, message_id, from_step)
+
+    def noop(self) -> Transition:
+        assert self.prev is not None
+        return Transition(self.prev, (), None)
+
+    def start(self, event: Start) -> None:
+        self.root_reset()
+        if event.profile:
+            self.slots[PROFILE] = json_value(readable(dict(event.profile)), "the Start event's profile")
+        elif self.prev is not None and PROFILE in self.prev.slots:
+            self.slots[PROFILE] = self.prev.slots[PROFILE]
+        if PROFILE in event.args:
+            raise EngineError("'profile' is reserved for the user's profile; pass it as Start(profile=...), not in args")
+        self.slots.update(json_value(dict(event.args), "the Start event's args"))
+        self.flow_version = self.root.version_id
+        self.started_at = self.now
+        self.enter(self.root.start)
+        if event.template is not None:  # outside the window only a template may open (runtime/starts.py)
+            self.effects = [Reply(template=event.template), *(e for e in self.effects if not isinstance(e, Reply))]
+
+    def root_reset(self) -> None:
+        profile = self.slots.get(PROFILE)
+        self.slots = {PROFILE: profile} if profile is not None else {}
+        self.stack, self.attempts, self.trail, self.pending = [], {}, [], None
+
+    def message(self, msg: Message) -> str:
+        assert self.pending is not None
+        if msg.profile and msg.profile != self.slots.get(PROFILE):
+            self.slots[PROFILE] = json_value(readable(dict(msg.profile)), "the message's profile")
+        if msg.type == "text" and msg.text:
+            cmd = plan_of(self.root).commands.get(msg.text.strip().lower())  # as Commands.match
+            if cmd is not None:
+                commands.command(self, Command(name=cmd, message_id=msg.message_id))
+                return "command"
+        if self.pending["wait"] == "service":
+            self.effects.append(Reply(text=BUSY_TEXT))
+            self.error = "busy"
+            return "message"
+        self.answer(msg)
+        return "message"
+
+    def answer(self, msg: Message) -> None:
+        st = self.current_step()
+        if not isinstance(st, AskStep):
+            raise EngineError(f"session waits for input at {self.step_name!r}, which is a {st.kind} step")
+        ask = self.plan().asks[st.name]
+        self.redact = ask.sensitive
+        text = self.judged = msg.text if msg.text is not None else msg.reply_id
+        try:
+            value = MISS
+            if text is not None and msg.type == "text" and msg.reply_id is None and msg.location is None \
+                    and msg.media is None:
+                value = ask.quick_value(text)  # typed text already in normal form: the common case
+            if value is MISS:
+                value = parse_input(st.input, msg, slot=ask.slot, labels=ask.labels, offered=ask.offered,
+                                    today=dt.date.fromisoformat(self.now_iso[:10]) if st.input.type == "date" else None)
+        except InvalidInput as exc:
+            self.invalid(st, exc, counts=not is_other_content(msg, exc))
+            return
+        if st.save:
+            self.slots[st.save] = json_value(value, "the answer") if isinstance(value, Mapping) else value
+        self.attempts = {}
+        assert self.step_name is not None
+        # answered again (a loop came back here): the trail returns to this question, so it
+        # stays as long as the distinct questions answered and `back` never repeats one
+        cut = self.trail.index(self.step_name) if self.step_name in self.trail else len(self.trail)
+        self.trail = [*self.trail[:cut], self.step_name]
+        self.follow(st)
+
+    def invalid(self, st: AskStep, exc: InvalidInput, *, counts: bool = True) -> None:
+        assert self.step_name is not None
+        self.error = f"invalid_input:{exc.code}"
+        self.why["invalid"] = _why.invalid(exc.code, exc.detail, self.judged, self.redact)
+        # Other content (a sticker, a stale tap) re-prompts without using up a retry.
+        count = self.attempts.get(self.step_name, 0) + counts
+        if counts and count > st.retries and st.on_fail:
+            self.attempts = {}
+            self.enter(st.on_fail)
+            return
+        self.attempts = {self.step_name: count} if count else {}
+        self.path.append(self.step_name)  # a re-prompt re-enters the step (the retry self-edge)
+        said = EXPECTED.get(st.input.type, DEFAULT_INVALID["wrong_type"]) if exc.code == "wrong_type" else (
+            DEFAULT_INVALID.get(exc.code, "Sorry, I did not understand."))
+        text = (self.render(st.invalid, "invalid") or "") if st.invalid is not None else (
+            f"{said} {self.render(st.ask.text, 'ask') or ''}".strip()
+        )
+        self.say(Say(text=Template(text, (text,)), buttons=st.ask.buttons, list=st.ask.list), "invalid", extra=st)
+
+    def service_result(self, res: ServiceResult) -> bool:
+        p = self.pending
+        if not p or p.get("wait") != "service" or p.get("call_id") != res.call_id:
+            return False  # late or duplicated result for a call the session no longer waits on
+        st = self.current_step()
+        assert isinstance(st, CallStep)
+        slot = self.flow.slots.get(st.save) if st.save else None
+        self.redact = bool(slot and slot.sensitive)
+        self.why["service"] = {"call": st.call, "ok": res.ok, "error": res.error}
+        if res.ok:
+            try:
+                value = json_value(res.value, "the service result")
+                why = slot_problem(slot, value) if slot is not None else None
+            except EngineError:
+                why = "not JSON (only text, numbers, true/false, null, lists and maps with text keys)"
+            if why is None:
+                if st.save:
+                    self.slots[st.save] = value
+                self.follow(st)
+                return True
+            self.error = f"service_error:bad_result ({why})"
+            self.why["service"]["error"] = f"bad_result ({why})"
+        else:
+            self.error = f"service_error:{res.error or 'unknown'}"
+        self.call_failed(st, timeout=False)
+        return True
+
+    def call_failed(self, st: CallStep, *, timeout: bool) -> None:
+        target = (st.on_timeout or st.on_error) if timeout else st.on_error
+        if target:
+            self.enter(target)
+        else:
+            self.finish("failed")
+
+    def timeout(self) -> str | None:
+        p = self.pending or {}
+        deadline = p.get("deadline")
+        if deadline is not None and self.now >= deadline:
+            st = self.current_step()
+            self.error = "timeout"
+            if isinstance(st, CallStep):
+                self.call_failed(st, timeout=True)
+                return "timeout"
+            if isinstance(st, AskStep) and st.on_timeout:
+                self.attempts = {}
+                self.enter(st.on_timeout)
+                return "timeout"
+            self.effects.append(Reply(text=EXPIRED_TEXT))
+            self.finish("expired")
+            return "expire"
+        if self.root.timeout is not None and self.prev is not None and self.now >= self.prev.updated_at + int(self.root.timeout * 1000):
+            self.error = "inactive"
+            self.effects.append(Reply(text=EXPIRED_TEXT))
+            self.finish("expired")
+            return "expire"
+        return None
+
+    # ------------------------------------------------------------ result
+
+    def freeze(self, event: Event, name: str, actor: str, message_id: str | None, from_step: str | None) -> Transition:
+        if self.pending is not None:
+            self.pending["trail"] = self.trail
+        state = make(State, {
+            "session_id": self.session_id,
+            "flow": self.root.name,
+            "flow_version": self.flow_version,
+            "step": self.step_name,
+            "status": self.status,
+            "slots": self.slots,
+            "attempts": self.attempts,
+            "stack": tuple(self.stack),
+            "pending": self.pending,
+            "version": self.version,
+            "started_at": self.started_at,
+            "updated_at": self.now,
+        })
+        self.validate(state)
+        if not state.terminal:
+            self.effects.append(schedule(state.pending, self.root, self.now))
+        record = make(Record, {
+            "version": self.version,
+            "ts": self.now,
+            "event": name,
+            "from_step": from_step,
+            "to_step": state.step,
+            "path": tuple(self.path),
+            "status": state.status,
+            "message_id": message_id,
+            "input": record_input(event, self.redact),
+            "error": self.error,
+            "actor": actor,
+            "why": _why.encode(self.why),
+        })
+        return make(Transition, {"state": state, "effects": tuple(self.effects), "record": record})
+
+    def validate(self, state: State) -> None:
+        """Check the new state against the slot schema, or raise (nothing is committed then).
+        Outside sub-flows, a state the root's plan trusts is checked by the slots that differ
+        from it, and the new state is trusted in turn (engine/plan.py)."""
+        try:
+            check_state_shape(state)
+            if state.stack:
+                self._validate_frames(state)
+                return
+            plan = plan_of(self.root)
+            prev = self.prev
+            slots = state.slots
+            if prev is not None and not prev.stack and plan.trusts(prev):
+                before = prev.slots
+                slots = {k: v for k, v in slots.items() if before.get(k, MISS) is not v}
+            check_slots(slots, self.root.slots, where=f"step {state.step!r} of flow {self.root.name!r}")
+            plan.trust(state)
+        except StateValidationError as exc:
+            raise StateValidationError(f"{exc} (event would leave an invalid state; nothing was changed)") from None
+
+    def _validate_frames(self, state: State) -> None:
+        check_slots(state.slots, self.flow.slots, where=f"step {state.step!r} of flow {self.flow.name!r}")
+        for i, frame in enumerate(state.stack):
+            owner = self.root if i == 0 else self.resolve(state.stack[i - 1]["flow"], state.stack[i - 1]["flow_version"])
+            check_slots(frame["slots"], owner.slots, where=f"step {frame['at']!r} of flow {owner.name!r}")
