@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from flowkit.engine import handoff
 from flowkit.engine.events import Command, Reply
+from flowkit.engine.plan import plan_of
 from flowkit.engine.replies import CANCELLED_TEXT, NO_BACK_TEXT, default_help
 from flowkit.engine.state import PROFILE, State
 from flowkit.errors import EngineError
@@ -118,6 +119,7 @@ def restore(run: Run, target: State) -> None:
         # The restored state is pinned to its own flow version: validate it (and run the
         # session from now on) under that version, not the one the session had moved to.
         run.root = run.resolve(run.root.name, target.flow_version)
+        run.root_plan = plan_of(run.root)
     run.step_name, run.status = target.step, target.status
     run.slots, run.attempts = dict(target.slots), dict(target.attempts)
     run.stack = [dict(f) for f in target.stack]

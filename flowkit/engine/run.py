@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping
-from functools import cached_property
 from typing import Any
 
 from flowkit.engine import commands, experiments, handoff
@@ -52,6 +51,7 @@ from flowkit.engine.values import cycle, iso, json_value, readable, record_input
 from flowkit.errors import EngineError, ExpressionError, StateValidationError
 from flowkit.flow.model import (
     HELD_STATUSES,
+    TERMINAL_STATUSES,
     AskStep,
     BranchStep,
     CallStep,
@@ -70,10 +70,15 @@ from flowkit.flow.template import Template
 
 MAX_AUTO_STEPS = 200
 FlowSource = FlowSet | Mapping[str, Flow] | Callable[[str, str | None], Flow]
+_PLAIN = frozenset({str, int, float, bool})
 
 
 class Run:
     """Mutable working copy of one transition; frozen into a :class:`Transition` at the end."""
+
+    __slots__ = ("root", "prev", "now", "flows", "session_id", "version", "flow_version", "step_name", "status",
+                 "slots", "attempts", "stack", "pending", "trail", "started_at", "path", "effects", "error", "redact",
+                 "judged", "auto", "why", "root_plan", "checked")
 
     def __init__(self, root: Flow, state: State | None, now: int, flows: FlowSource | None, session_id: str) -> None:
         self.root = root
@@ -98,6 +103,8 @@ class Run:
         self.judged: str | None = None  # the answer text a validation error judged
         self.auto = 0
         self.why: dict[str, Any] = {}  # the history record's `why` (engine/why.py)
+        self.root_plan = plan_of(root)  # (commands.restore sets it again when it changes the root)
+        self.checked: tuple[str, Any] | None = None  # (slot, value) an answer wrote, already checked
 
     # ------------------------------------------------------------ flows and names
 
@@ -125,11 +132,11 @@ class Run:
         return self.resolve(top["flow"], top["flow_version"])
 
     def qualify(self, local: str) -> str:
-        return "/".join([f["at"] for f in self.stack] + [local])
+        return "/".join([f["at"] for f in self.stack] + [local]) if self.stack else local
 
     @staticmethod
     def local(qualified: str) -> str:
-        return qualified.rsplit("/", 1)[-1]
+        return qualified.rsplit("/", 1)[-1] if "/" in qualified else qualified
 
     def current_step(self) -> Step:
         if self.step_name is None:
@@ -152,9 +159,8 @@ class Run:
         except ExpressionError as exc:
             raise EngineError(f"step {self.step_name!r} of flow {self.flow.name!r}: {where}: {exc}") from None
 
-    @cached_property
-    def now_iso(self) -> str:
-        return iso(self.now)
+    def today(self) -> dt.date:
+        return dt.date.fromisoformat(iso(self.now)[:10])
 
     def render(self, template: Template | None, where: str) -> str | None:
         if template is None:
@@ -171,7 +177,7 @@ class Run:
 
     def plan(self) -> Plan:
         """The plan of the flow the session is in (a sub-flow's own inside one)."""
-        return plan_of(self.flow)
+        return self.root_plan if not self.stack else plan_of(self.flow)
 
     # ------------------------------------------------------------ moving
 
@@ -186,8 +192,8 @@ class Run:
         st = flow.steps.get(local)
         if st is None:
             raise EngineError(f"flow {flow.name!r} has no step {local!r}")
-        self.step_name = self.qualify(local)
-        self.path.append(self.step_name)
+        self.step_name = name = self.qualify(local) if self.stack else local
+        self.path.append(name)
         match st:  # the common kinds first
             case AskStep():
                 self._enter_ask(st)
@@ -223,11 +229,12 @@ class Run:
         self.follow(st)
 
     def _enter_ask(self, st: AskStep) -> None:
-        reply = self.plan().asks[st.name].reply
+        reply = (self.root_plan if not self.stack else self.plan()).asks[st.name].reply
         self.effects.append(reply if reply is not None else build_reply(st.ask, self.render, "ask", st))
         self.attempts = {}
-        self.wait({"wait": "input", "step": self.step_name,
-                   "deadline": self.now + int(st.timeout * 1000) if st.timeout else None})
+        self.pending = {"wait": "input", "step": self.step_name,
+                        "deadline": self.now + int(st.timeout * 1000) if st.timeout else None, "trail": self.trail}
+        self.status = "waiting_input"
 
     def _enter_call(self, st: CallStep) -> None:
         args = {k: self.evaluate(e, f"argument {k}") for k, e in st.args}
@@ -333,52 +340,55 @@ class Run:
     # ------------------------------------------------------------ events
 
     def apply(self, event: Event) -> Transition:
-        name: str | None = event.kind
-        actor = event.actor
-        message_id = getattr(event, "message_id", None)
         from_step = self.step_name
-        if isinstance(event, Start) and event.flow != self.root.name:
-            raise EngineError(f"the Start event names flow {event.flow!r}, but the engine was given flow {self.root.name!r}")
-        if self.prev is not None and self.prev.flow != self.root.name and not (isinstance(event, Start) and self.prev.terminal):
-            # An ended session may start any flow; a live one only runs under its own flow.
-            raise EngineError(f"session {self.session_id!r} runs flow {self.prev.flow!r}, but the engine was given flow {self.root.name!r}")
+        name: str | None
         if isinstance(event, Start):
-            if self.prev is not None and not self.prev.terminal:
-                raise EngineError(f"session {self.session_id!r} is still in flow {self.prev.flow!r}; cancel it before starting another")
+            self.check_start(event)
             from_step = None
             self.start(event)
-        elif self.prev is None:  # pragma: no cover - guarded in step()
+            name = event.kind
+        else:
+            name = self.live_event(event)
+            if name is None:
+                return self.noop()
+        return self.freeze(event, name, event.actor, getattr(event, "message_id", None), from_step)
+
+    def check_start(self, event: Start) -> None:
+        prev = self.prev
+        if event.flow != self.root.name:
+            raise EngineError(f"the Start event names flow {event.flow!r}, but the engine was given flow {self.root.name!r}")
+        if prev is not None and not prev.terminal:
+            if prev.flow != self.root.name:  # an ended session may start any flow; a live one only its own
+                raise EngineError(f"session {self.session_id!r} runs flow {prev.flow!r}, but the engine was given flow {self.root.name!r}")
+            raise EngineError(f"session {self.session_id!r} is still in flow {prev.flow!r}; cancel it before starting another")
+
+    def live_event(self, event: Event) -> str | None:  # noqa: C901 -- one guard or dispatch per event kind, in order
+        """What ``event`` does to an existing session: the record's event name, None for no change."""
+        prev = self.prev
+        if prev is None:  # pragma: no cover - guarded in step()
             raise EngineError("no session")
-        elif isinstance(event, Command):
-            name = commands.command(self, event)
-            if name is None:
-                return self.noop()
-        elif self.prev.status in HELD_STATUSES and not isinstance(event, Command):
-            name = handoff.on_event(self, event)
-            if name is None:
-                return self.noop()
-        elif self.prev.terminal and isinstance(event, (ServiceResult, Timeout)):
-            # A result of a call the user cancelled, or a deadline scheduled before the session
-            # ended: stale, not an error (like a late result of a live session).
-            return self.noop()
-        elif self.prev.terminal:
-            raise EngineError(f"session {self.session_id!r} has ended ({self.prev.status}); start a flow to talk again")
-        elif self.prev.pending is None:
-            raise StateValidationError(f"session {self.session_id!r} is {self.prev.status} but its state says nothing "
+        if prev.flow != self.root.name:
+            raise EngineError(f"session {self.session_id!r} runs flow {prev.flow!r}, but the engine was given flow {self.root.name!r}")
+        if isinstance(event, Command):
+            return commands.command(self, event)
+        if prev.status in HELD_STATUSES:
+            return handoff.on_event(self, event)
+        if prev.status in TERMINAL_STATUSES:
+            if isinstance(event, (ServiceResult, Timeout)):
+                # A result of a call the user cancelled, or a deadline scheduled before the session
+                # ended: stale, not an error (like a late result of a live session).
+                return None
+            raise EngineError(f"session {self.session_id!r} has ended ({prev.status}); start a flow to talk again")
+        if prev.pending is None:
+            raise StateValidationError(f"session {self.session_id!r} is {prev.status} but its state says nothing "
                                        "about what it waits for (pending); recover or roll back the session")
-        elif isinstance(event, Message):
-            name = self.message(event)
-        elif isinstance(event, ServiceResult):
-            if not self.service_result(event):
-                return self.noop()
-        elif isinstance(event, Timeout):
-            name = self.timeout()
-            if name is None:
-                return self.noop()
-        else:  # pragma: no cover
-            raise EngineError(f"unknown event {event!r}")
-        assert name is not None  # (every branch that has none returned a noop)
-        return self.freeze(event, name, actor, message_id, from_step)
+        if isinstance(event, Message):
+            return self.message(event)
+        if isinstance(event, ServiceResult):
+            return event.kind if self.service_result(event) else None
+        if isinstance(event, Timeout):
+            return self.timeout()
+        raise EngineError(f"unknown event {event!r}")  # pragma: no cover
 
     def noop(self) -> Transition:
         assert self.prev is not None
@@ -409,7 +419,7 @@ class Run:
         if msg.profile and msg.profile != self.slots.get(PROFILE):
             self.slots[PROFILE] = json_value(readable(dict(msg.profile)), "the message's profile")
         if msg.type == "text" and msg.text:
-            cmd = plan_of(self.root).commands.get(msg.text.strip().lower())  # as Commands.match
+            cmd = self.root_plan.commands.get(msg.text.strip().lower())  # as Commands.match
             if cmd is not None:
                 commands.command(self, Command(name=cmd, message_id=msg.message_id))
                 return "command"
@@ -424,7 +434,7 @@ class Run:
         st = self.current_step()
         if not isinstance(st, AskStep):
             raise EngineError(f"session waits for input at {self.step_name!r}, which is a {st.kind} step")
-        ask = self.plan().asks[st.name]
+        ask = (self.root_plan if not self.stack else self.plan()).asks[st.name]
         self.redact = ask.sensitive
         text = self.judged = msg.text if msg.text is not None else msg.reply_id
         try:
@@ -434,12 +444,18 @@ class Run:
                 value = ask.quick_value(text)  # typed text already in normal form: the common case
             if value is MISS:
                 value = parse_input(st.input, msg, slot=ask.slot, labels=ask.labels, offered=ask.offered,
-                                    today=dt.date.fromisoformat(self.now_iso[:10]) if st.input.type == "date" else None)
+                                    today=self.today() if st.input.type == "date" else None)
         except InvalidInput as exc:
             self.invalid(st, exc, counts=not is_other_content(msg, exc))
             return
         if st.save:
-            self.slots[st.save] = json_value(value, "the answer") if isinstance(value, Mapping) else value
+            # a location or media answer is normalised to its JSON form; plain values are already
+            if type(value) in _PLAIN:
+                self.slots[st.save] = value
+                if ask.slot is not None:  # parsing checked it against the slot: validate() need not again
+                    self.checked = (st.save, value)
+            else:
+                self.slots[st.save] = json_value(value, "the answer") if isinstance(value, Mapping) else value
         self.attempts = {}
         assert self.step_name is not None
         # answered again (a loop came back here): the trail returns to this question, so it
@@ -537,15 +553,15 @@ class Run:
             "status": self.status,
             "slots": self.slots,
             "attempts": self.attempts,
-            "stack": tuple(self.stack),
+            "stack": tuple(self.stack) if self.stack else (),
             "pending": self.pending,
             "version": self.version,
             "started_at": self.started_at,
             "updated_at": self.now,
         })
         self.validate(state)
-        if not state.terminal:
-            self.effects.append(schedule(state.pending, self.root, self.now))
+        if self.status not in TERMINAL_STATUSES:
+            self.effects.append(schedule(self.pending, self.root, self.now))
         record = make(Record, {
             "version": self.version,
             "ts": self.now,
@@ -558,7 +574,7 @@ class Run:
             "input": record_input(event, self.redact),
             "error": self.error,
             "actor": actor,
-            "why": _why.encode(self.why),
+            "why": _why.encode(self.why) if self.why else None,
         })
         return make(Transition, {"state": state, "effects": tuple(self.effects), "record": record})
 
@@ -571,13 +587,16 @@ class Run:
             if state.stack:
                 self._validate_frames(state)
                 return
-            plan = plan_of(self.root)
+            plan = self.root_plan
             prev = self.prev
             slots = state.slots
             if prev is not None and not prev.stack and plan.trusts(prev):
                 before = prev.slots
                 slots = {k: v for k, v in slots.items() if before.get(k, MISS) is not v}
-            check_slots(slots, self.root.slots, where=f"step {state.step!r} of flow {self.root.name!r}")
+                if self.checked is not None and slots.get(self.checked[0], MISS) is self.checked[1]:
+                    del slots[self.checked[0]]
+            if slots:
+                check_slots(slots, self.root.slots, where=f"step {state.step!r} of flow {self.root.name!r}")
             plan.trust(state)
         except StateValidationError as exc:
             raise StateValidationError(f"{exc} (event would leave an invalid state; nothing was changed)") from None

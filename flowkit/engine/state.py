@@ -310,12 +310,12 @@ def check_slots(slots: Mapping[str, Any], schema: Mapping[str, SlotSpec], *, whe
 
 def check_state_shape(state: State) -> None:
     """The flow-independent invariants of a state."""
-    where = f"session {state.session_id!r} v{state.version}"
-    if state.status not in STATUSES:
-        raise StateValidationError(f"{where}: unknown status {state.status!r}")
-    if state.version < 0 or state.started_at < 0 or state.updated_at < state.started_at:
-        raise StateValidationError(f"{where}: bad version or timestamps")
-    if not state.terminal and state.pending is None:
-        raise StateValidationError(f"{where}: a {state.status} session must say what it waits for (pending)")
-    if state.terminal and state.pending is not None:
-        raise StateValidationError(f"{where}: a {state.status} session cannot wait for anything")
+    terminal = state.status in TERMINAL_STATUSES
+    problem = (
+        f"unknown status {state.status!r}" if state.status not in STATUSES else
+        "bad version or timestamps" if state.version < 0 or state.started_at < 0 or state.updated_at < state.started_at else
+        f"a {state.status} session must say what it waits for (pending)" if not terminal and state.pending is None else
+        f"a {state.status} session cannot wait for anything" if terminal and state.pending is not None else
+        None)
+    if problem is not None:  # (the message is only built for a broken state: this runs on every event)
+        raise StateValidationError(f"session {state.session_id!r} v{state.version}: {problem}")

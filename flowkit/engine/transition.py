@@ -45,7 +45,7 @@ def step(flow: Flow, state: State | None, event: Event, now: int | dt.datetime, 
     name (and pinned version). ``state`` is None only for a :class:`Start` of a new session,
     whose id is ``session_id``.
     """
-    now_ms = to_ms(now)
+    now_ms = now if type(now) is int else to_ms(now)
     if state is None:
         if not isinstance(event, Start):
             raise EngineError(f"a new session can only begin with a Start event, not {event.kind}; route the message to a flow first")

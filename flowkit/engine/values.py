@@ -57,12 +57,14 @@ def scope(names: frozenset[str], declared: Mapping[str, Any], slots: Mapping[str
 
 def schedule(pending: Mapping[str, Any] | None, root: Flow, now: int) -> Schedule:
     """The next wake-up of a live session: its step's deadline or the flow's inactivity timeout."""
-    due: list[tuple[int, str]] = []
-    if pending and pending.get("deadline") is not None:
-        due.append((int(pending["deadline"]), pending["wait"]))
+    at, reason = 0, "none"
+    deadline = pending.get("deadline") if pending else None
+    if deadline is not None:
+        at, reason = int(deadline), pending["wait"]  # type: ignore[index]  # (pending is set when deadline is)
     if root.timeout is not None and not handoff.is_held(pending):  # people have their own clock
-        due.append((now + int(root.timeout * 1000), "session"))
-    at, reason = min(due) if due else (0, "none")
+        idle = now + int(root.timeout * 1000)
+        if deadline is None or (idle, "session") < (at, reason):  # the earlier; on a tie, the lesser reason
+            at, reason = idle, "session"
     return make(Schedule, {"at": at, "reason": reason, "kind": "schedule"})
 
 
