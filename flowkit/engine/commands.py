@@ -5,7 +5,7 @@ Each returns the history record's event name, or None when nothing changes."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from flowkit.engine import handoff
@@ -21,46 +21,58 @@ if TYPE_CHECKING:  # run.py imports this module; the type is only needed by mypy
 
 
 def command(run: Run, cmd: Command) -> str | None:
+    """Apply ``cmd``: the record's event name, or None when nothing changes."""
     name = cmd.name
     assert run.prev is not None
     if name in handoff.COMMANDS:
         return handoff.command(run, cmd)
-    terminal = run.prev.terminal
-    if name in ("cancel", "restart", "back", "help") and terminal:
+    if name in ("cancel", "restart", "back", "help") and run.prev.terminal:
         raise EngineError(f"session {run.session_id!r} has ended ({run.prev.status}); {name} needs an active session")
-    if name == "cancel":
-        run.effects.append(Reply(text=CANCELLED_TEXT))
-        run.finish("cancelled")
-    elif name in ("restart", "reset"):
+    if name in _USER:
+        _USER[name](run)
+        return "command"
+    if name in ("restart", "reset"):
         run.root_reset()
         run.flow_version = run.root.version_id if name == "reset" else run.flow_version
         run.enter(run.root.start)
-    elif name == "back":
-        back(run)
-    elif name == "help":
-        text = run.render(run.root.help, "help") or default_help(run.root)
-        run.effects.append(Reply(text=text))
-        reprompt(run)
-    elif name in ("rollback", "recover"):
+        return "command"
+    return _operator(run, cmd)
+
+
+def _operator(run: Run, cmd: Command) -> str | None:
+    """The commands an operator or the runtime sends (never a user's words)."""
+    name = cmd.name
+    assert run.prev is not None
+    if name in ("rollback", "recover"):
         target = cmd.args.get("state")
         if not isinstance(target, Mapping):
             raise EngineError(f"{name} needs the target state in args['state']")
         restore(run, State.from_dict(target))
         return "rollback" if name == "rollback" else "recovery"
-    elif name == "migrate":
+    if name == "migrate":
         migrate(run, cmd.args.get("step"))
         return "migrate"
-    elif name == "delivery_failed":
+    if name == "delivery_failed":
         return undeliverable(run, cmd)
-    elif name == "fail":
+    if name == "fail":
         run.error = str(cmd.args.get("reason") or "failed")[:500]
-        if terminal:
+        if run.prev.terminal:
             return None
         run.finish("failed")
-    else:
-        raise EngineError(f"unknown command {name!r} (known: cancel, restart, back, help, reset, rollback, migrate, recover, fail, "
-                          "delivery_failed)")
-    return "command"
+        return "command"
+    raise EngineError(f"unknown command {name!r} (known: cancel, restart, back, help, reset, rollback, migrate, recover, fail, "
+                      "delivery_failed)")
+
+
+def cancel(run: Run) -> None:
+    run.effects.append(Reply(text=CANCELLED_TEXT))
+    run.finish("cancelled")
+
+
+def help_(run: Run) -> None:
+    text = run.render(run.root.help, "help") or default_help(run.root)
+    run.effects.append(Reply(text=text))
+    reprompt(run)
 
 
 def undeliverable(run: Run, cmd: Command) -> str:
@@ -149,3 +161,7 @@ def migrate(run: Run, new_step: Any) -> None:
     run.trail = trail
     run.enter(target)
 
+
+
+#: the commands a user's words name (flow.commands): they need a live session
+_USER: dict[str, Callable[[Run], None]] = {"cancel": cancel, "back": back, "help": help_}

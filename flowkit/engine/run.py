@@ -182,16 +182,7 @@ class Run:
     # ------------------------------------------------------------ moving
 
     def enter(self, local: str) -> None:
-        self.auto += 1
-        if self.auto > MAX_AUTO_STEPS:
-            raise EngineError(
-                f"flow {self.root.name!r} moved {MAX_AUTO_STEPS} steps without waiting for the user "
-                f"(cycle {' -> '.join(cycle(self.path))}); add an ask step or an exit condition to that loop"
-            )
-        flow = self.flow
-        st = flow.steps.get(local)
-        if st is None:
-            raise EngineError(f"flow {flow.name!r} has no step {local!r}")
+        st = self.move_to(local)
         self.step_name = name = self.qualify(local) if self.stack else local
         self.path.append(name)
         match st:  # the common kinds first
@@ -213,6 +204,21 @@ class Run:
                 self._enter_subflow(st)
             case _:  # pragma: no cover - every kind is handled above
                 raise EngineError(f"unknown step kind {st.kind}")
+
+    def move_to(self, local: str) -> Step:
+        """The step ``local`` of the current flow, counting the move (a loop without a question
+        stops after MAX_AUTO_STEPS)."""
+        self.auto += 1
+        if self.auto > MAX_AUTO_STEPS:
+            raise EngineError(
+                f"flow {self.root.name!r} moved {MAX_AUTO_STEPS} steps without waiting for the user "
+                f"(cycle {' -> '.join(cycle(self.path))}); add an ask step or an exit condition to that loop"
+            )
+        flow = self.flow
+        st = flow.steps.get(local)
+        if st is None:
+            raise EngineError(f"flow {flow.name!r} has no step {local!r}")
+        return st
 
     def _say_step(self, st: SayStep | EndStep) -> None:
         assert st.say is not None
