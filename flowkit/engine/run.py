@@ -86,16 +86,24 @@ class Run:
         self.now = now
         self.flows = flows
         self.session_id = session_id
-        self.version = (state.version if state else 0) + 1
-        self.flow_version = state.flow_version if state else root.version_id
-        self.step_name: str | None = state.step if state else None
-        self.status = state.status if state else "active"
-        self.slots: dict[str, Any] = dict(state.slots) if state else {}
-        self.attempts: dict[str, int] = dict(state.attempts) if state else {}
-        self.stack: list[dict[str, Any]] = [dict(f) for f in state.stack] if state else []
-        self.pending: dict[str, Any] | None = dict(state.pending) if state and state.pending else None
-        self.trail: list[str] = list(self.pending.get("trail", [])) if self.pending else []
-        self.started_at = state.started_at if state else now
+        self.step_name: str | None
+        self.slots: dict[str, Any]
+        self.attempts: dict[str, int]
+        self.stack: list[dict[str, Any]]
+        self.pending: dict[str, Any] | None
+        self.trail: list[str]
+        if state is None:
+            self.version, self.flow_version, self.step_name, self.status = 1, root.version_id, None, "active"
+            self.slots, self.attempts, self.stack, self.pending, self.trail = {}, {}, [], None, []
+            self.started_at = now
+        else:  # a working copy: the state itself is a value and stays as it is
+            self.version, self.flow_version, self.step_name = state.version + 1, state.flow_version, state.step
+            self.status, self.started_at = state.status, state.started_at
+            self.slots = dict(state.slots)
+            self.attempts = dict(state.attempts) if state.attempts else {}
+            self.stack = [dict(f) for f in state.stack] if state.stack else []
+            self.pending = dict(state.pending) if state.pending else None
+            self.trail = list(self.pending.get("trail", ())) if self.pending else []
         self.path: list[str] = []
         self.effects: list[Effect] = []
         self.error: str | None = None
@@ -437,7 +445,9 @@ class Run:
         return "message"
 
     def answer(self, msg: Message) -> None:
-        st = self.current_step()
+        st = self.current_step() if self.stack or self.step_name is None else self.root.steps.get(self.step_name)
+        if st is None:
+            st = self.current_step()  # (raises, saying the step is gone)
         if not isinstance(st, AskStep):
             raise EngineError(f"session waits for input at {self.step_name!r}, which is a {st.kind} step")
         ask = (self.root_plan if not self.stack else self.plan()).asks[st.name]
