@@ -143,7 +143,7 @@ def session_events(root: Flow, flows: Mapping[str, Flow], seed: int) -> list[tup
 
 
 def flow_texts() -> dict[str, str]:
-    from tests.engine.test_fast import MIXED_YAML
+    from tests.engine.test_one_path import MIXED_YAML
 
     texts = {p.stem: p.read_text(encoding="utf-8") for p in sorted(EXAMPLES.glob("*.yaml"))}
     texts["mixed"] = MIXED_YAML
