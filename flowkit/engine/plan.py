@@ -40,23 +40,18 @@ _MAX_TRUSTED = 4096  # states remembered per flow as validated
 class AskPlan:
     """One question of a flow, prepared for being asked and answered."""
 
-    __slots__ = ("step", "slot", "quick", "labels", "offered", "reply", "sensitive")
+    __slots__ = ("step", "slot", "quick_value", "labels", "offered", "reply", "sensitive")
 
     def __init__(self, flow: Flow, st: AskStep) -> None:
         self.step = st
         self.slot: SlotSpec | None = flow.slots.get(st.save) if st.save else None
-        self.quick: QuickParser = quick_parser(st, self.slot)
+        #: the value of a typed answer already in normal form, or MISS: ``parse_input`` then
+        #: decides (and explains a refusal, as for a text too long or with no UTF-8 form)
+        self.quick_value: QuickParser = quick_parser(st, self.slot)
         self.labels = labels(st)
         self.offered = offered(st)
         self.reply = static_reply(st.ask, "ask", st)
         self.sensitive = self.slot is not None and self.slot.sensitive
-
-    def quick_value(self, text: str) -> object:
-        """The value of a typed answer already in normal form, or MISS: ``parse_input`` then
-        decides (and explains a refusal, as it does for a text too long or with no UTF-8 form)."""
-        if len(text) > MAX_ANSWER_CHARS or not is_utf8(text):
-            return MISS
-        return self.quick(text)
 
 
 class Plan:
@@ -134,21 +129,24 @@ def quick_parser(st: AskStep, slot: SlotSpec | None) -> QuickParser:
     """The answer's value when the text is already in normal form (``42``, ``yes``, an option
     as listed) and fits, else MISS and ``parse_input`` decides (and explains a misfit). Only
     shortcuts: whatever they accept, ``parse_input`` would have accepted with the same value
-    (tests/engine/test_one_path.py checks this on hostile texts)."""
+    (tests/engine/test_one_path.py checks this on hostile texts). None accepts a text longer
+    than MAX_ANSWER_CHARS or without a UTF-8 form: ``parse_input`` refuses those."""
     t = st.input.type
     if t in ("int", "number"):
         return _digits_parser(st, slot)
     if t == "choice":
         by_lower = {o.lower(): o for o in st.input.options or ()}
         exact = {k: o for k, o in by_lower.items()
-                 if k and k == k.strip() == k.lower() and unicodedata.is_normalized("NFC", k) and _fits(st, slot, o)}
+                 if k and k == k.strip() == k.lower() and len(k) <= MAX_ANSWER_CHARS and is_utf8(k)
+                 and unicodedata.is_normalized("NFC", k) and _fits(st, slot, o)}
         return lambda text: exact.get(text, MISS)
     if t == "yes_no":  # yes first, as parse_yes_no
         words = {w: w in _YES for w in (*_YES, *_NO) if w.isascii() and w.isalnum() and _fits(st, slot, w in _YES)}
         return lambda text: words.get(text, MISS)
     if t == "text":
         def text_(text: str) -> object:
-            if text and text == text.strip() and unicodedata.is_normalized("NFC", text) and _fits(st, slot, text):
+            if (text and len(text) <= MAX_ANSWER_CHARS and is_utf8(text) and text == text.strip()
+                    and unicodedata.is_normalized("NFC", text) and _fits(st, slot, text)):
                 return text
             return MISS
         return text_
