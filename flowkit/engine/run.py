@@ -13,7 +13,7 @@ import datetime as dt
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from flowkit.engine import commands, experiments, handoff
+from flowkit.engine import commands, experiments, handoff, waits
 from flowkit.engine import why as _why
 from flowkit.engine.events import (
     CallService,
@@ -36,7 +36,7 @@ from flowkit.engine.inputs import (
     parse_input,
 )
 from flowkit.engine.plan import MISS, Plan, plan_of
-from flowkit.engine.replies import BUSY_TEXT, EXPIRED_TEXT, build_reply
+from flowkit.engine.replies import BUSY_TEXT, build_reply
 from flowkit.engine.result import Transition
 from flowkit.engine.state import (
     PROFILE,
@@ -45,7 +45,6 @@ from flowkit.engine.state import (
     check_slots,
     check_state_shape,
     make,
-    slot_problem,
 )
 from flowkit.engine.values import cycle, iso, json_value, readable, record_input, schedule, scope
 from flowkit.errors import EngineError, ExpressionError, StateValidationError
@@ -399,9 +398,9 @@ class Run:
         if isinstance(event, Message):
             return self.message(event)
         if isinstance(event, ServiceResult):
-            return event.kind if self.service_result(event) else None
+            return event.kind if waits.service_result(self, event) else None
         if isinstance(event, Timeout):
-            return self.timeout()
+            return waits.timeout(self)
         raise EngineError(f"unknown event {event!r}")  # pragma: no cover
 
     def noop(self) -> Transition:
@@ -498,63 +497,6 @@ class Run:
             f"{said} {self.render(st.ask.text, 'ask') or ''}".strip()
         )
         self.say(Say(text=Template(text, (text,)), buttons=st.ask.buttons, list=st.ask.list), "invalid", extra=st)
-
-    def service_result(self, res: ServiceResult) -> bool:
-        p = self.pending
-        if not p or p.get("wait") != "service" or p.get("call_id") != res.call_id:
-            return False  # late or duplicated result for a call the session no longer waits on
-        st = self.current_step()
-        assert isinstance(st, CallStep)
-        slot = self.flow.slots.get(st.save) if st.save else None
-        self.redact = bool(slot and slot.sensitive)
-        self.why["service"] = {"call": st.call, "ok": res.ok, "error": res.error}
-        if res.ok:
-            try:
-                value = json_value(res.value, "the service result")
-                why = slot_problem(slot, value) if slot is not None else None
-            except EngineError:
-                why = "not JSON (only text, numbers, true/false, null, lists and maps with text keys)"
-            if why is None:
-                if st.save:
-                    self.slots[st.save] = value
-                self.follow(st)
-                return True
-            self.error = f"service_error:bad_result ({why})"
-            self.why["service"]["error"] = f"bad_result ({why})"
-        else:
-            self.error = f"service_error:{res.error or 'unknown'}"
-        self.call_failed(st, timeout=False)
-        return True
-
-    def call_failed(self, st: CallStep, *, timeout: bool) -> None:
-        target = (st.on_timeout or st.on_error) if timeout else st.on_error
-        if target:
-            self.enter(target)
-        else:
-            self.finish("failed")
-
-    def timeout(self) -> str | None:
-        p = self.pending or {}
-        deadline = p.get("deadline")
-        if deadline is not None and self.now >= deadline:
-            st = self.current_step()
-            self.error = "timeout"
-            if isinstance(st, CallStep):
-                self.call_failed(st, timeout=True)
-                return "timeout"
-            if isinstance(st, AskStep) and st.on_timeout:
-                self.attempts = {}
-                self.enter(st.on_timeout)
-                return "timeout"
-            self.effects.append(Reply(text=EXPIRED_TEXT))
-            self.finish("expired")
-            return "expire"
-        if self.root.timeout is not None and self.prev is not None and self.now >= self.prev.updated_at + int(self.root.timeout * 1000):
-            self.error = "inactive"
-            self.effects.append(Reply(text=EXPIRED_TEXT))
-            self.finish("expired")
-            return "expire"
-        return None
 
     # ------------------------------------------------------------ result
 

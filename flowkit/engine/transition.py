@@ -5,8 +5,9 @@ recorded history replays to the same states, and a commit conflict is handled by
 running ``step`` again on the fresh state.
 
 This module is the entry point; the work is done by one interpreter for every event kind
-(engine/run.py, with the commands in engine/commands.py) using a per-flow plan
-(engine/plan.py). The names other modules import from here stay importable from here.
+(engine/run.py, with the commands in engine/commands.py and what ends a wait in
+engine/waits.py) using a per-flow plan (engine/plan.py). The names other modules import
+from here stay importable from here.
 """
 
 from __future__ import annotations
