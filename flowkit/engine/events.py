@@ -167,16 +167,17 @@ class Reply:
             d["sections"] = [[title, [list(r) for r in rows]] for title, rows in self.sections]
         if self.template is not None:
             d["template"] = [self.template[0], self.template[1], list(self.template[2])]
-        for key in ("header", "footer"):
-            if getattr(self, key) is not None:
-                d[key] = getattr(self, key)
-        for key in ("media", "cta"):
-            if getattr(self, key) is not None:
-                d[key] = list(getattr(self, key))
+        d.update(self._parts())
         if self.location_request:
             d["location_request"] = True
         if self.actor != "bot":
             d["actor"] = self.actor
+        return d
+
+    def _parts(self) -> dict[str, Any]:
+        """The header, footer, media and call-to-action that are set."""
+        d: dict[str, Any] = {key: getattr(self, key) for key in ("header", "footer") if getattr(self, key) is not None}
+        d.update({key: list(getattr(self, key)) for key in ("media", "cta") if getattr(self, key) is not None})
         return d
 
 

@@ -41,7 +41,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import unicodedata
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -227,7 +227,7 @@ def parse_int(text: str) -> int:
     raise InvalidInput("not_an_integer", f"{text!r} is not a whole number")
 
 
-def parse_number(text: str) -> int | float:
+def parse_number(text: str) -> int | float:  # noqa: C901 -- one branch per accepted spelling (sign, grouping, decimal comma)
     t = _ascii_digits(_strip_currency(text.strip().lower()))
     if t in _WORDS:
         return _WORDS[t]
@@ -391,60 +391,73 @@ def parse_input(spec: InputSpec, msg: Message, *, slot: SlotSpec | None = None,
     if offered is not None and msg.type in _TAPS and msg.reply_id not in offered:
         raise InvalidInput("stale_reply", f"{msg.reply_id!r} is not a button or row of this question")
     if t == "location":
-        if msg.type != "location" or not msg.location:
-            raise InvalidInput("need_location")
-        loc = msg.location
-        for k, limit in (("latitude", 90), ("longitude", 180)):
-            v = loc.get(k)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not -limit <= v <= limit:
-                raise InvalidInput("need_location", f"{k} {v!r} is not a number from -{limit} to {limit}")
-        value = {k: loc[k] for k in ("latitude", "longitude") if loc.get(k) is not None}
-        value.update({k: _field(loc[k], "need_location", k) for k in ("name", "address") if loc.get(k) is not None})
+        value = _location(msg)
     elif t == "media":
-        if msg.type != "media" or not msg.media:
-            raise InvalidInput("need_media")
-        media = dict(msg.media)
-        if not isinstance(media.get("id"), str) or not media["id"]:
-            raise InvalidInput("need_media", "the media has no id")
-        if spec.media and media.get("kind") not in spec.media:
-            raise InvalidInput("wrong_media", f"{media.get('kind')} is not one of {', '.join(spec.media)}")
-        value = {k: _field(media[k], "need_media", k) for k in ("id", "kind", "mime_type", "sha256", "caption",
-                                                                  "filename") if media.get(k) is not None}
+        value = _media(spec, msg)
     elif t == "choice" and msg.reply_id is not None and msg.reply_id in (spec.options or ()):
         value = msg.reply_id  # a tapped button or list row
     elif t == "yes_no" and msg.reply_id in ("yes", "no"):
         value = msg.reply_id == "yes"
     else:
-        text = _text(msg)
-        if t == "text" or t == "regex":
-            value = text
-            if t == "regex" and spec.pattern and not patterns.fullmatch(spec.pattern, text):
-                raise InvalidInput("pattern_mismatch", f"{text!r} does not match")
-        elif t == "int":
-            value = parse_int(text)
-        elif t == "number":
-            value = parse_number(text)
-        elif t == "choice":
-            value = parse_choice(text, msg.reply_id, spec.options or (), labels or {})
-        elif t == "yes_no":
-            value = parse_yes_no(text)
-        elif t == "email":
-            if not is_email(text):
-                raise InvalidInput("bad_email", f"{text!r} is not an e-mail address")
-            local, domain = text.rsplit("@", 1)
-            value = f"{local}@{domain.lower()}"
-        elif t == "phone":
-            value = parse_phone(text)
-        elif t == "date":
-            value = parse_date(text, today or dt.date(1970, 1, 1))
-        else:  # pragma: no cover - the loader only admits INPUT_TYPES
-            raise InvalidInput("wrong_type", f"unsupported input type {t}")
+        value = _typed(spec, _text(msg), msg.reply_id, labels, today)
     _check_bounds(spec, value)
     if slot is not None:
         why = slot_problem(slot, value)
         if why is not None:
             raise InvalidInput("slot_constraint", why)
     return value
+
+
+def _location(msg: Message) -> dict[str, Any]:
+    if msg.type != "location" or not msg.location:
+        raise InvalidInput("need_location")
+    loc = msg.location
+    for k, limit in (("latitude", 90), ("longitude", 180)):
+        v = loc.get(k)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not -limit <= v <= limit:
+            raise InvalidInput("need_location", f"{k} {v!r} is not a number from -{limit} to {limit}")
+    value = {k: loc[k] for k in ("latitude", "longitude") if loc.get(k) is not None}
+    value.update({k: _field(loc[k], "need_location", k) for k in ("name", "address") if loc.get(k) is not None})
+    return value
+
+
+def _media(spec: InputSpec, msg: Message) -> dict[str, Any]:
+    if msg.type != "media" or not msg.media:
+        raise InvalidInput("need_media")
+    media = dict(msg.media)
+    if not isinstance(media.get("id"), str) or not media["id"]:
+        raise InvalidInput("need_media", "the media has no id")
+    if spec.media and media.get("kind") not in spec.media:
+        raise InvalidInput("wrong_media", f"{media.get('kind')} is not one of {', '.join(spec.media)}")
+    return {k: _field(media[k], "need_media", k) for k in ("id", "kind", "mime_type", "sha256", "caption",
+                                                            "filename") if media.get(k) is not None}
+
+
+def _typed(spec: InputSpec, text: str, reply_id: str | None, labels: Mapping[str, str] | None,
+           today: dt.date | None) -> Any:
+    """The value of a typed answer (or a tap's title) for the question's input type."""
+    t = spec.type
+    simple = _TEXT_PARSERS.get(t)
+    if simple is not None:
+        return simple(text)
+    if t == "text" or t == "regex":
+        if t == "regex" and spec.pattern and not patterns.fullmatch(spec.pattern, text):
+            raise InvalidInput("pattern_mismatch", f"{text!r} does not match")
+        return text
+    if t == "choice":
+        return parse_choice(text, reply_id, spec.options or (), labels or {})
+    if t == "email":
+        if not is_email(text):
+            raise InvalidInput("bad_email", f"{text!r} is not an e-mail address")
+        local, domain = text.rsplit("@", 1)
+        return f"{local}@{domain.lower()}"
+    if t == "date":
+        return parse_date(text, today or dt.date(1970, 1, 1))
+    raise InvalidInput("wrong_type", f"unsupported input type {t}")  # pragma: no cover - the loader admits INPUT_TYPES
+
+
+_TEXT_PARSERS: dict[str, Callable[[str], Any]] = {
+    "int": parse_int, "number": parse_number, "yes_no": parse_yes_no, "phone": parse_phone}
 
 
 def _check_bounds(spec: InputSpec, value: Any) -> None:

@@ -98,24 +98,14 @@ class State:
     def evolve(self, **changes: Any) -> State:
         return replace(self, **changes)
 
-    def __getstate__(self) -> dict[str, Any]:
-        # pickles and copies carry the fields only, not the engine's validation mark
-        return {k: v for k, v in self.__dict__.items() if k != CHECKED}
-
-
-#: The key under which a state remembers the plan of the root flow it was fully validated
-#: against (the whole slot schema, outside any sub-flow); see engine/fast.py. A state is a
-#: value: nothing in flowkit mutates its dicts, and callers must not either (build a new one
-#: with ``evolve``), so the mark stays true and the fast path only validates what an answer
-#: changed.
-CHECKED = "_checked_by"
-
 
 def make(cls: type[_T], values: dict[str, Any]) -> _T:
-    """A frozen dataclass from *all* its field values, without running ``__init__``.
+    """A new frozen dataclass from *all* its field values, without running ``__init__``.
 
     For the engine's hot path only: a frozen ``__init__`` sets each field through
-    ``object.__setattr__`` (about 3x the cost). ``values`` must name every field.
+    ``object.__setattr__`` (about 6x the cost). This is construction, not mutation: the
+    object is filled before anyone holds it, and nothing writes into it afterwards.
+    ``values`` must name every field (docs/decisions.md, "One engine path").
     """
     obj = object.__new__(cls)
     obj.__dict__.update(values)
@@ -320,12 +310,12 @@ def check_slots(slots: Mapping[str, Any], schema: Mapping[str, SlotSpec], *, whe
 
 def check_state_shape(state: State) -> None:
     """The flow-independent invariants of a state."""
-    where = f"session {state.session_id!r} v{state.version}"
-    if state.status not in STATUSES:
-        raise StateValidationError(f"{where}: unknown status {state.status!r}")
-    if state.version < 0 or state.started_at < 0 or state.updated_at < state.started_at:
-        raise StateValidationError(f"{where}: bad version or timestamps")
-    if not state.terminal and state.pending is None:
-        raise StateValidationError(f"{where}: a {state.status} session must say what it waits for (pending)")
-    if state.terminal and state.pending is not None:
-        raise StateValidationError(f"{where}: a {state.status} session cannot wait for anything")
+    terminal = state.status in TERMINAL_STATUSES
+    problem = (
+        f"unknown status {state.status!r}" if state.status not in STATUSES else
+        "bad version or timestamps" if state.version < 0 or state.started_at < 0 or state.updated_at < state.started_at else
+        f"a {state.status} session must say what it waits for (pending)" if not terminal and state.pending is None else
+        f"a {state.status} session cannot wait for anything" if terminal and state.pending is not None else
+        None)
+    if problem is not None:  # (the message is only built for a broken state: this runs on every event)
+        raise StateValidationError(f"session {state.session_id!r} v{state.version}: {problem}")

@@ -65,9 +65,8 @@ def encode(why: Mapping[str, Any]) -> str | None:
     """Canonical JSON text (keys sorted), or None when there is nothing to explain.
 
     orjson on the hot path (a branch taken on every answer: json.dumps cost more than the rest
-    of the fast path); what it refuses (a lone surrogate in a user's text, which has no UTF-8
-    form; a non-text key) is written by json.dumps as ASCII with escapes. The fast path and the
-    general engine both call this, so they always write the same text."""
+    of an answer); what it refuses (a lone surrogate in a user's text, which has no UTF-8
+    form; a non-text key) is written by json.dumps as ASCII with escapes."""
     if not why:
         return None
     try:

@@ -87,10 +87,6 @@ class Commands:
         return {n: list(getattr(self, n)) for n in COMMAND_NAMES if getattr(self, n) != getattr(default, n)}
 
 
-#: Where the engine keeps its per-flow plan (flowkit/engine/fast.py) on a Flow object.
-PLAN = "_engine_plan"
-
-
 @dataclass(frozen=True)
 class HandoffPolicy:
     """How long a session may wait for a person (``handoff: {timeout: 2h, on_timeout: step}``):
@@ -123,10 +119,6 @@ class Flow:
 
     def __hash__(self) -> int:
         return hash(self.content_hash)
-
-    def __getstate__(self) -> dict[str, Any]:
-        # the engine's plan for this flow (closures) is rebuilt where it is needed, not pickled
-        return {k: v for k, v in self.__dict__.items() if k != PLAN}
 
     @cached_property
     def content_hash(self) -> str:
@@ -181,7 +173,7 @@ class Flow:
 
 
 __all__ = [
-    "BUILTIN_NAMES", "COMMAND_NAMES", "END_KINDS", "HELD_STATUSES", "INPUT_TYPES", "MEDIA_KINDS", "NOWHERE", "PLAN",
+    "BUILTIN_NAMES", "COMMAND_NAMES", "END_KINDS", "HELD_STATUSES", "INPUT_TYPES", "MEDIA_KINDS", "NOWHERE",
     "SLOT_TYPES", "STATUSES", "STEP_KINDS", "TERMINAL_STATUSES",
     "AskStep", "Branch", "BranchStep", "Button", "CallStep", "Commands", "CtaButton", "EndStep", "Flow", "FlowStep",
     "HandoffPolicy", "InputSpec", "ListMenu", "ListRow", "ListSection", "Loc", "MediaRef", "Message", "SayStep",

@@ -138,7 +138,7 @@ class _Core(Generic[StoreT]):
 
     # -- state cache: the last state this process committed, so the happy path needs no load.
     # It keeps the engine's own State object: the engine trusts a state it validated itself
-    # and takes its fast path for the next answer (engine/fast.py).
+    # and checks only what the next answer changes (engine/plan.py).
 
     def cached_state(self, sid: str) -> State | None:
         s = self._cache.get(sid)
