@@ -41,6 +41,7 @@ from flowkit.batching import batched
 from flowkit.errors import BackupError
 from flowkit.log import get_logger
 from flowkit.store import codec, entries, legacy
+from flowkit.store import statefield as SF
 from flowkit.store import keys as K
 from flowkit.store.codec import dumps, s
 from flowkit.store.contract import DumpArgs, RestoreArgs, RestoreReply
@@ -120,8 +121,9 @@ def _session_line(sid: str, reply: Any) -> dict[str, Any] | None:
     if not reply:
         return None  # deleted since the scan
     state_raw, hist_raw, seen_raw, snap_raw, fx_raw, ttl, layout = reply
-    state = _flat(state_raw)
-    fields = dict(zip(state[::2], state[1::2], strict=True))
+    # the state JSON as the old layout's ``state`` field, so the file format does not change
+    fields = {k: v.decode() for k, v in SF.plain_fields(SF.as_fields(pairs(state_raw))).items()}
+    state = [x for pair in fields.items() for x in pair]
     if int(layout) == 1:
         hist = [[str(s(eid)), [str(s(x)) for x in entry]] for eid, entry in hist_raw or []]
     else:

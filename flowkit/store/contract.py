@@ -76,7 +76,8 @@ class CommitArgs(_Args):
 
 @dataclass(frozen=True, slots=True)
 class CommitReply:
-    """commit.lua's reply. ``tag`` is ok, conflict, duplicate or corrupt; for ok ``version`` is
+    """commit.lua's reply. ``tag`` is ok, conflict, duplicate, corrupt or rebase (nothing written:
+    send the whole state as the delta); for ok ``version`` is
     the new version and flow/step/status the old state's, else they are the stored state's."""
 
     tag: str
@@ -94,6 +95,8 @@ class CommitReply:
     @classmethod
     def decode(cls, reply: Sequence[object]) -> CommitReply:
         tag = _text(reply[0])
+        if tag == "rebase":
+            return cls(tag, int(str(s(reply[1]))), "", "", "")
         if tag == "ok":
             return cls(tag, int(str(s(reply[1]))), _text(reply[3]), _text(reply[4]), _text(reply[5]),
                        base_ok=_text(reply[2]) == "1")

@@ -14,6 +14,7 @@ that crashes or races leave behind; the state hash is the truth.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -34,6 +35,7 @@ from flowkit.store import codec
 from flowkit.store import entries as packed
 from flowkit.store import keys as K
 from flowkit.store import migrate as M
+from flowkit.store import statefield as SF
 from flowkit.store.codec import dumps, s
 from flowkit.store.contract import (
     CommitArgs,
@@ -116,11 +118,22 @@ def read_hist(sid: str) -> Op[list[Any]]:
     raise StoreError(f"session {sid!r}: its history key is neither a list nor a stream; load() it to recover")
 
 
+def _bytes(v: object) -> bytes:
+    return v if isinstance(v, bytes) else str(v or "").encode()
+
+
 def as_int(v: Any) -> int | None:
     try:
         return int(float(s(v))) if v is not None and s(v) != "" else None
     except ValueError:
         return None
+
+
+def state_head(reply: Any) -> tuple[Any, bytes | None, Any, Any]:
+    """(version, state JSON, checksum, timeout_at) of a HGETALL reply of a state hash (the
+    state packed in chunks or, in the old layout, in ``state``: flowkit/store/statefield.py)."""
+    fields = SF.as_fields(pairs(reply))
+    return fields.get("version"), SF.state_text(fields), fields.get("checksum"), fields.get("timeout_at")
 
 
 def _triple(flow: Any, step: Any, status: Any) -> Triple | None:
@@ -196,11 +209,12 @@ def commit(cfg: StoreConfig, sid: str, expected: int, state: dict[str, Any], rec
         head = packed.head(sid, record, flow, state["flow_version"], state_sum, same_flow=same_flow)
     except (TypeError, ValueError) as exc:
         raise InvalidCommitError(f"session {sid!r}: the record is not JSON: {exc}") from exc
-    call = CommitArgs(expected=expected, dedupe=dedupe, version=new, state=state_json, checksum=state_sum,
+    args = CommitArgs(expected=expected, dedupe=dedupe, version=new, state=SF.pack(state_json), checksum=state_sum,
                       base_checksum=base_sum, flow=flow, step=step or "", status=status,
                       updated_at=state["updated_at"], timeout_at="" if timeout is None else timeout,
                       terminal=int(terminal), outbox=fx, dedupe_max=cfg.dedupe_max, history_max=maxlen,
-                      terminal_ttl_ms=cfg.terminal_ttl_ms or 0, head=head, delta=delta_json).call(k)
+                      terminal_ttl_ms=cfg.terminal_ttl_ms or 0, head=head, delta=delta_json)
+    call = args.call(k)
 
     # Optimistic derived-index writes, in the same round trip as the script.
     new_triple: Triple = (flow, step, status)
@@ -221,6 +235,11 @@ def commit(cfg: StoreConfig, sid: str, expected: int, state: dict[str, Any], rec
         # a layout-1 session, met for the first time: converted, so the script can run now (the
         # index writes above already went out; the script writing nothing would be undone below)
         reply = (yield [call])[0]
+    if isinstance(reply, list) and s(reply[0]) == "rebase":
+        # ``previous`` was not the stored state and the script cannot unpack the packed state
+        # to store it whole: send it whole (rare: a caller with a stale or foreign ``previous``)
+        whole_args = replace(args, base_checksum="", delta=codec.full_delta_json(state_json))
+        reply = (yield [whole_args.call(k)])[0]
     if isinstance(reply, Exception):
         if moves:  # the script wrote nothing: take the counter increments back (reconcile fixes the rest)
             yield _counter_cmds({key: -n for key, n in moves.items()})
@@ -253,7 +272,7 @@ def commit(cfg: StoreConfig, sid: str, expected: int, state: dict[str, Any], rec
         return CommitResult("duplicate", cur)
     current = None
     if res.state is not None and cur > 0:
-        current, _why = verify(cfg, sid, cur, res.state, res.checksum)  # a bad one: the caller's load() deals with it
+        current, _why = verify(cfg, sid, cur, SF.unpack(_bytes(res.state)), res.checksum)  # a bad one: the caller's load() deals with it
     return CommitResult("conflict", cur, current)
 
 
@@ -301,15 +320,14 @@ def load(cfg: StoreConfig, sid: str, *, recover: bool = True, _attempt: int = 0)
     new ``recovery`` commit; the restored state is returned (see :meth:`Store.load`).
     """
     k = K.session_keys(sid)
-    r = yield [("HMGET", k.state, "version", "state", "checksum", "timeout_at"), ("EXISTS", k.state),
-               ("EXISTS", k.hist)]
+    r = yield [("HGETALL", k.state), ("EXISTS", k.state), ("EXISTS", k.hist)]
     exists_state, exists_hist = check(r[1]), check(r[2])
     if isinstance(r[0], rx.ResponseError) and "WRONGTYPE" in str(r[0]):
         version = text = digest = timeout = None
         reason = "wrong_type"
         guard = ("type:*", "")
     else:
-        version, text, digest, timeout = check(r[0])
+        version, text, digest, timeout = state_head(check(r[0]))
         if not exists_state:
             if not exists_hist:
                 return None
@@ -407,7 +425,7 @@ def _recover(cfg: StoreConfig, sid: str, reason: str, guard: tuple[str, str], ra
     state_sum = codec.checksum(state_json)
     terminal = codec.is_terminal(state["status"])
     timeout = None if terminal else raw_timeout
-    args = RecoverArgs(raw_version=guard[0], raw_checksum=guard[1], version=new_v, state=state_json,
+    args = RecoverArgs(raw_version=guard[0], raw_checksum=guard[1], version=new_v, state=SF.pack(state_json.encode()),
                        checksum=state_sum, flow=state["flow"], step=state["step"] or "", status=state["status"],
                        updated_at=state["updated_at"], timeout_at="" if timeout is None else timeout,
                        terminal=int(terminal), history_max=cfg.history_max_len or 0,
@@ -438,8 +456,8 @@ def _recover(cfg: StoreConfig, sid: str, reason: str, guard: tuple[str, str], ra
 def load_raw(sid: str) -> Op[dict[str, Any] | None]:
     """The stored state as it is, unverified (for checkers and debugging)."""
     k = K.session_keys(sid)
-    r = yield [("HGET", k.state, "state")]
-    text = check(r[0], sid)
+    r = yield [("HGETALL", k.state)]
+    text = state_head(check(r[0], sid))[1]
     if text is None:
         return None
     try:
@@ -463,8 +481,8 @@ def history(sid: str, start: int = 1, end: int | None = None, *, limit: int | No
 def state_at(cfg: StoreConfig, sid: str, version: int) -> Op[dict[str, Any]]:
     """The state at ``version``: the nearest snapshot at or below it, plus the deltas after it."""
     k = K.session_keys(sid)
-    r = yield [("HMGET", k.state, "version", "state", "checksum"), ("HKEYS", k.snap)]
-    cur_v, text, digest = check(r[0], sid)
+    r = yield [("HGETALL", k.state), ("HKEYS", k.snap)]
+    cur_v, text, digest, _ = state_head(check(r[0], sid))
     if cur_v is None:
         raise SessionNotFound(f"no session {sid!r}")
     current = as_int(cur_v) or 0
@@ -726,9 +744,10 @@ def read_states(sids: list[str]) -> Op[list[tuple[str, dict[str, Any] | None]]]:
     """Many raw states in one round trip (for iteration); unparsable ones come back as None."""
     if not sids:
         return []
-    r = yield [("HGET", K.session_keys(sid).state, "state") for sid in sids]
+    r = yield [("HGETALL", K.session_keys(sid).state) for sid in sids]
     out: list[tuple[str, dict[str, Any] | None]] = []
-    for sid, text in zip(sids, r, strict=True):
+    for sid, reply in zip(sids, r, strict=True):
+        text = None if isinstance(reply, Exception) else state_head(reply)[1]
         try:
             out.append((sid, json.loads(text) if isinstance(text, str | bytes) else None))
         except ValueError:
@@ -743,16 +762,19 @@ def read_histories(cfg: StoreConfig, sids: list[str]) -> Op[list[tuple[dict[str,
     cmds: Batch = []
     for sid in sids:
         k = K.session_keys(sid)
-        cmds += [("HMGET", k.state, "version", "state", "checksum"), ("LRANGE", k.hist, 0, -1)]
+        cmds += [("HGETALL", k.state), ("LRANGE", k.hist, 0, -1)]
     r = yield cmds
     out = []
     for i, sid in enumerate(sids):
         head, hist = r[2 * i], r[2 * i + 1]
         if M.is_wrongtype(hist):
             hist = yield from read_hist(sid)  # layout 1: this session is migrated now
-        if isinstance(head, Exception) or isinstance(hist, Exception) or head[0] is None:
+        if isinstance(head, Exception) or isinstance(hist, Exception):
             continue
-        state, why = verify(cfg, sid, *head)
+        version, text, digest, _ = state_head(head)
+        if version is None:
+            continue
+        state, why = verify(cfg, sid, version, text, digest)
         if state is None:
             log.warning("session skipped: bad stored state (load() it to recover)", extra={"session_id": sid,
                                                                                            "reason": why})

@@ -10,6 +10,7 @@ import pytest
 from flowkit.errors import CorruptStateError, InvalidCommitError, StoreError
 from flowkit.store import CommitResult, Store
 from flowkit.store import keys as K
+from flowkit.store import statefield as SF
 from tests.store.conftest import T0, CountingConnection, advance, make_record, make_state
 
 
@@ -278,9 +279,10 @@ def test_conflicting_commit_leaves_no_trace_in_the_outbox(store: Store) -> None:
 def test_state_is_json_and_checksummed_in_redis(store: Store) -> None:
     s = advance(store, "u1", None, "welcome")
     h = store.client.hgetall(K.session_keys("u1").state)
-    assert json.loads(h[b"state"]) == s
-    assert {k.decode() for k in h} == {"version", "state", "checksum", "flow", "step", "status", "updated_at",
-                                       "timeout_at"}
+    fields = SF.as_fields(h.items())
+    assert json.loads(SF.state_text(fields) or b"") == s  # packed in chunks s0, s1, ... (statefield.py)
+    assert {k for k in fields if not SF.is_chunk(k)} == {"version", "checksum", "flow", "step", "status",
+                                                         "updated_at", "timeout_at"}
 
 
 def test_timeout_at_follows_each_commit(store: Store) -> None:
