@@ -13,6 +13,10 @@
 -- KEYS[3] seen: the dedupe zset
 -- KEYS[4] snap: the snapshot hash (expired with the session)
 -- KEYS[5] fx: the outbox hash
+-- KEYS[6] active: the active sessions index (single server only)
+-- KEYS[7] timeouts: the timeouts index (single server only)
+-- KEYS[8] outbox: the outbox index (single server only)
+-- KEYS[9] flows: the set of flows (single server only)
 -- ARGV[1] expected: the version the caller read (0 = a new session)
 -- ARGV[2] dedupe: the message id's digest ('' = none)
 -- ARGV[3] version: the new version
@@ -31,6 +35,9 @@
 -- ARGV[16] terminal_ttl_ms: expiry of ended sessions (0 = none)
 -- ARGV[17] head: the history element without its delta and ']'
 -- ARGV[18] delta: the delta (JSON)
+-- ARGV[19] session_id: the session id (single server only)
+-- ARGV[20] counter_prefix: the counter key prefix (single server only)
+-- ARGV[21] outbox_member: the outbox index member of the new version (single server only)
 -- Returns {'ok', version, base_ok '1'/'0', old flow, old step, old status}
 --   or {'rebase', current version}: base_checksum is not the stored state's and the delta is
 --       not a whole state; nothing was written, send the whole state as the delta
@@ -159,6 +166,37 @@ elseif live_again then
   -- a session ended under a retention, restarted by a process that keeps ended sessions
   -- (retention off): it is live again and must not expire
   for i = 1, 5 do redis.call('PERSIST', KEYS[i]) end
+end
+
+-- 6. single server: the derived indexes and counters, in the same script, so no crash can
+-- leave them stale (on a cluster they live in other slots: flowkit/store/ops.py writes them
+-- beside the script and undoes them when it wrote nothing). As ops._index_cmds and
+-- codec.counter_move do it.
+if #KEYS >= 9 then
+  local sid = ARGV[19]
+  if ARGV[12] ~= '1' then
+    redis.call('ZADD', KEYS[6], ARGV[10], sid)
+    if ARGV[11] ~= '' then redis.call('ZADD', KEYS[7], ARGV[11], sid) else redis.call('ZREM', KEYS[7], sid) end
+  else
+    redis.call('ZREM', KEYS[6], sid)
+    redis.call('ZREM', KEYS[7], sid)
+  end
+  if ARGV[13] ~= '' then
+    redis.call('ZADD', KEYS[8], 'NX', string.match(ARGV[13], '^(%d+):'), ARGV[21])
+  end
+  local function count(flow, step, status, n)
+    if flow == '' then return end
+    local key = ARGV[20] .. flow
+    redis.call('HINCRBY', key, 'sessions', n)
+    if status ~= '' then redis.call('HINCRBY', key, 'status:' .. status, n) end
+    if step ~= '' then redis.call('HINCRBY', key, 'step:' .. step, n) end
+  end
+  local of, ost, oss = cur[3] or '', cur[4] or '', cur[5] or ''
+  if of ~= ARGV[7] or ost ~= ARGV[8] or oss ~= ARGV[9] then
+    count(of, ost, oss, -1)
+    count(ARGV[7], ARGV[8], ARGV[9], 1)
+    if of ~= ARGV[7] then redis.call('SADD', KEYS[9], ARGV[7]) end
+  end
 end
 
 return {'ok', new, base_ok, cur[3] or '', cur[4] or '', cur[5] or ''}

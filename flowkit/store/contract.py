@@ -49,7 +49,8 @@ class CommitArgs(_Args):
     """ARGV of commit.lua: one versioned commit of a session."""
 
     SCRIPT: ClassVar[Script] = COMMIT
-    KEYS: ClassVar[tuple[str, ...]] = ("state", "hist", "seen", "snap", "fx")
+    KEYS: ClassVar[tuple[str, ...]] = ("state", "hist", "seen", "snap", "fx", "active", "timeouts", "outbox", "flows")
+    UNINDEXED: ClassVar[int] = 18  # ARGV (and 5 KEYS) sent without the indexes (a cluster)
 
     expected: int
     dedupe: str
@@ -69,9 +70,15 @@ class CommitArgs(_Args):
     terminal_ttl_ms: int
     head: str | bytes
     delta: str | bytes
+    session_id: str = ""
+    counter_prefix: str = K.IDX_COUNT_PREFIX
+    outbox_member: str = ""
 
-    def call(self, k: SessionKeys) -> Call:
-        return Call(COMMIT, k.all, self.argv())
+    def call(self, k: SessionKeys, *, indexed: bool = False) -> Call:
+        """``indexed`` (a single server): the script writes the derived indexes and counters too."""
+        if indexed:
+            return Call(COMMIT, (*k.all, K.IDX_ACTIVE, K.IDX_TIMEOUTS, K.IDX_OUTBOX, K.IDX_FLOWS), self.argv())
+        return Call(COMMIT, k.all, self.argv()[:self.UNINDEXED])
 
 
 @dataclass(frozen=True, slots=True)

@@ -213,8 +213,14 @@ def commit(cfg: StoreConfig, sid: str, expected: int, state: dict[str, Any], rec
                       base_checksum=base_sum, flow=flow, step=step or "", status=status,
                       updated_at=state["updated_at"], timeout_at="" if timeout is None else timeout,
                       terminal=int(terminal), outbox=fx, dedupe_max=cfg.dedupe_max, history_max=maxlen,
-                      terminal_ttl_ms=cfg.terminal_ttl_ms or 0, head=head, delta=delta_json)
-    call = args.call(k)
+                      terminal_ttl_ms=cfg.terminal_ttl_ms or 0, head=head, delta=delta_json,
+                      session_id=sid, outbox_member=K.outbox_member(sid, new))
+    if cfg.indexes_in_commit:
+        # a single server: the script writes the indexes and counters too (one round trip,
+        # nothing optimistic, nothing to undo, nothing a crash can leave stale)
+        reply = yield from _send_commit(sid, args, state_json, [], indexed=True)
+        res = CommitReply.decode(check(reply, sid))
+        return CommitResult("ok", new) if res.tag == "ok" else _not_applied(cfg, sid, res)
 
     # Optimistic derived-index writes, in the same round trip as the script.
     new_triple: Triple = (flow, step, status)
@@ -229,17 +235,7 @@ def commit(cfg: StoreConfig, sid: str, expected: int, state: dict[str, Any], rec
         idx.append(("ZADD", K.IDX_OUTBOX, "NX", now, member))
     idx += _counter_cmds(moves, [flow] if known_old and (assumed is None or assumed[0] != flow) else [])
 
-    replies = yield [call, *idx]
-    reply = replies[0]
-    if M.is_wrongtype(reply) and (yield from M.migrate_session(sid)):
-        # a layout-1 session, met for the first time: converted, so the script can run now (the
-        # index writes above already went out; the script writing nothing would be undone below)
-        reply = (yield [call])[0]
-    if isinstance(reply, list) and s(reply[0]) == "rebase":
-        # ``previous`` was not the stored state and the script cannot unpack the packed state
-        # to store it whole: send it whole (rare: a caller with a stale or foreign ``previous``)
-        whole_args = replace(args, base_checksum="", delta=codec.full_delta_json(state_json))
-        reply = (yield [whole_args.call(k)])[0]
+    reply = yield from _send_commit(sid, args, state_json, idx, indexed=False)
     if isinstance(reply, Exception):
         if moves:  # the script wrote nothing: take the counter increments back (reconcile fixes the rest)
             yield _counter_cmds({key: -n for key, n in moves.items()})
@@ -266,13 +262,38 @@ def commit(cfg: StoreConfig, sid: str, expected: int, state: dict[str, Any], rec
         undo.append(("ZREM", K.IDX_OUTBOX, member))
     undo += _counter_cmds({key: -n for key, n in moves.items()})
     yield undo
+    return _not_applied(cfg, sid, res)
+
+
+def _send_commit(sid: str, args: CommitArgs, state_json: bytes, beside: Batch, *, indexed: bool) -> Op[Any]:
+    """The commit script's reply (with ``beside`` in the same round trip), after converting a
+    layout-1 session or resending the whole state when the script asks for it."""
+    k = K.session_keys(sid)
+    call = args.call(k, indexed=indexed)
+    reply = (yield [call, *beside])[0]
+    if M.is_wrongtype(reply) and (yield from M.migrate_session(sid)):
+        # a layout-1 session, met for the first time: converted, so the script can run now (any
+        # index writes beside it already went out; the script writing nothing is undone after)
+        reply = (yield [call])[0]
+    if isinstance(reply, list) and s(reply[0]) == "rebase":
+        # ``previous`` was not the stored state and the script cannot unpack the packed state
+        # to store it whole: send it whole (rare: a caller with a stale or foreign ``previous``)
+        whole = replace(args, base_checksum="", delta=codec.full_delta_json(state_json))
+        reply = (yield [whole.call(k, indexed=indexed)])[0]
+    return reply
+
+
+def _not_applied(cfg: StoreConfig, sid: str, res: CommitReply) -> CommitResult:
+    """The result of a commit the script refused (nothing written)."""
+    cur = res.version
     if res.tag == "corrupt":
         raise CorruptStateError(f"session {sid!r}: the stored version is not a number; load() it to recover")
     if res.tag == "duplicate":
         return CommitResult("duplicate", cur)
     current = None
     if res.state is not None and cur > 0:
-        current, _why = verify(cfg, sid, cur, SF.unpack(_bytes(res.state)), res.checksum)  # a bad one: the caller's load() deals with it
+        # a bad one: the caller's load() deals with it
+        current, _why = verify(cfg, sid, cur, SF.unpack(_bytes(res.state)), res.checksum)
     return CommitResult("conflict", cur, current)
 
 
