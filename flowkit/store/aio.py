@@ -109,7 +109,7 @@ class AsyncStore:
         return await self._run(ops.unacked_effects(self.now_ms() - older_than_ms, limit))
 
     async def set_timeout(self, session_id: str, at_ms: int | None) -> bool:
-        return await self._run(ops.set_timeout(session_id, at_ms))
+        return await self._run(ops.set_timeout(session_id, at_ms, indexed=self.config.indexes_in_commit))
 
     async def due_timeouts(self, now_ms: int, limit: int = 100) -> list[str]:
         return await self._run(ops.due_timeouts(now_ms, limit))

@@ -41,8 +41,8 @@ from flowkit.batching import batched
 from flowkit.errors import BackupError
 from flowkit.log import get_logger
 from flowkit.store import codec, entries, legacy
-from flowkit.store import statefield as SF
 from flowkit.store import keys as K
+from flowkit.store import statefield as SF
 from flowkit.store.codec import dumps, s
 from flowkit.store.contract import DumpArgs, RestoreArgs, RestoreReply
 from flowkit.store.driver import Batch

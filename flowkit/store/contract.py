@@ -207,13 +207,18 @@ class TimeoutArgs(_Args):
     """ARGV of timeout.lua; it replies 1 if the timeouts index should hold the session."""
 
     SCRIPT: ClassVar[Script] = TIMEOUT
-    KEYS: ClassVar[tuple[str, ...]] = ("state",)
+    KEYS: ClassVar[tuple[str, ...]] = ("state", "timeouts")
+    UNINDEXED: ClassVar[int] = 2  # ARGV (and 1 KEY) sent without the index (a cluster)
 
     timeout_at: int | str  # '' = none
     terminal: str = TERMINAL_ARG
+    session_id: str = ""
 
-    def call(self, k: SessionKeys) -> Call:
-        return Call(TIMEOUT, (k.state,), self.argv())
+    def call(self, k: SessionKeys, *, indexed: bool = False) -> Call:
+        """``indexed`` (a single server): the script writes the timeouts index too."""
+        if indexed:
+            return Call(TIMEOUT, (k.state, K.IDX_TIMEOUTS), self.argv())
+        return Call(TIMEOUT, (k.state,), self.argv()[:self.UNINDEXED])
 
 
 @dataclass(frozen=True, slots=True)

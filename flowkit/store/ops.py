@@ -14,8 +14,8 @@ that crashes or races leave behind; the state hash is the truth.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from redis import exceptions as rx
@@ -165,7 +165,6 @@ def commit(cfg: StoreConfig, sid: str, expected: int, state: dict[str, Any], rec
            previous: Mapping[str, Any] | None = None, message_id: str | None = None,
            effects: Iterable[Mapping[str, Any]] = (), timeout_at_ms: int | None = None,
            snapshot_old: bool = False) -> Op[CommitResult]:
-    k = K.session_keys(sid)
     if not isinstance(expected, int) or isinstance(expected, bool) or expected < 0:
         raise InvalidCommitError(f"session {sid!r}: expected_version must be an integer >= 0, got {expected!r}")
     new = expected + 1
@@ -679,9 +678,12 @@ def unacked_effects(cutoff_ms: int, limit: int) -> Op[list[tuple[str, int, list[
     return out
 
 
-def set_timeout(sid: str, at_ms: int | None) -> Op[bool]:
+def set_timeout(sid: str, at_ms: int | None, *, indexed: bool = False) -> Op[bool]:
     k = K.session_keys(sid)
     want = at_ms is not None
+    if indexed:  # a single server: the script writes the index too (nothing to undo)
+        r = yield [TimeoutArgs("" if at_ms is None else int(at_ms), session_id=sid).call(k, indexed=True)]
+        return bool(check(r[0], sid))
     r = yield [TimeoutArgs("" if at_ms is None else int(at_ms)).call(k),
                ("ZADD", K.IDX_TIMEOUTS, at_ms, sid) if want else ("ZREM", K.IDX_TIMEOUTS, sid)]
     held = bool(check(r[0], sid))

@@ -177,7 +177,7 @@ class Store:
 
     def set_timeout(self, session_id: str, at_ms: int | None) -> bool:
         """(Re)schedule when a live session wakes up (None: never). False if it is not live."""
-        return self._run(ops.set_timeout(session_id, at_ms))
+        return self._run(ops.set_timeout(session_id, at_ms, indexed=self.config.indexes_in_commit))
 
     def due_timeouts(self, now_ms: int, limit: int = 100) -> list[str]:
         """Sessions whose timeout is at or before ``now_ms``, earliest first."""

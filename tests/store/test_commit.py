@@ -202,9 +202,9 @@ def test_exactly_one_round_trip_per_commit(counting_client: Any, redis_client: A
     assert store.round_trips - trips == n  # counted by the driver
     stats = redis_client.info("commandstats")
     assert stats["cmdstat_evalsha"]["calls"] == n  # the server ran one commit script per commit
-    # and the client sent nothing but the script and the derived-index writes (no reads first)
-    assert CountingConnection.commands.count("EVALSHA") == n
-    assert set(CountingConnection.commands) <= {"EVALSHA", "ZADD", "ZREM", "HINCRBY", "SADD"}
+    # and the client sent nothing but the script: on a single server it writes the derived
+    # indexes itself, so no write beside it can be left behind by a crash (issue #17)
+    assert CountingConnection.commands == ["EVALSHA"] * n
 
 
 def test_noscript_is_reloaded_transparently(store: Store) -> None:
