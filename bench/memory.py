@@ -8,7 +8,9 @@ side in one run, on two workloads (issue #21).
 - **survey (held out)**: bench/flows/survey20.yaml, 20 questions written as a new user would,
   driven through the real ``Runtime``: a start and 20 valid answers, WhatsApp-length message ids.
 
-Both layouts hold the very same commits: the compact sessions are written first, then every
+The "state in one field" rows are the compact sessions with their state hash rewritten the
+previous way (the JSON in one ``state`` field, a hashtable) and measured beside the packed one
+(flowkit/store/statefield.py). Both layouts hold the very same commits: the compact sessions are written first, then every
 one of their versions (states, records, message ids) is committed again by the layout-1 commit
 script (flowkit/testing/old_layout.py, captured from the old code) after a FLUSHALL, and the
 derived indexes are rebuilt by ``reconcile`` (the old code wrote them beside its commits).

@@ -47,7 +47,8 @@ from flowkit.store.codec import dumps, s
 from flowkit.store.contract import DumpArgs, RestoreArgs, RestoreReply
 from flowkit.store.driver import Batch
 from flowkit.store.files import open_private
-from flowkit.store.ops import _counter_cmds, _index_cmds, _triple, as_int, check, pairs
+from flowkit.store.indexcmds import _counter_cmds, _index_cmds, _triple
+from flowkit.store.replies import as_int, check, pairs
 
 log = get_logger("flowkit.store.backup")
 
@@ -239,7 +240,7 @@ def _int(value: Any, what: str) -> int:
         raise ValueError(f"{what} is not an integer") from None
 
 
-def _check_structure(line: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+def _check_structure(line: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:  # noqa: C901 -- a validator: one check per part of the line
     """The line's data and state fields, every part of the right shape (ValueError if not):
     the restore script must never meet something that fails after its first write."""
     sid, version, data = line.get("session_id"), line.get("version"), line.get("data")
