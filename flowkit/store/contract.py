@@ -16,7 +16,7 @@ from flowkit.store import keys as K
 from flowkit.store.codec import TERMINAL_STATUSES, s
 from flowkit.store.driver import Call
 from flowkit.store.keys import SessionKeys
-from flowkit.store.scripts import COMMIT, DUMP, MIGRATE, QUARANTINE, RECOVER, RESTORE, TIMEOUT, Script
+from flowkit.store.scripts import COMMIT, DUMP, MIGRATE, QUARANTINE, RECOVER, REPACK, RESTORE, TIMEOUT, Script
 
 #: a value Redis accepts as one script argument
 Arg = str | bytes | int
@@ -289,9 +289,23 @@ class RestoreReply:
         return cls(_text(reply[0]) == "restored", _text(reply[1]), *extra)
 
 
+@dataclass(frozen=True, slots=True)
+class RepackArgs(_Args):
+    """ARGV of repack.lua: rewrite an old-layout state hash packed (flowkit/store/repack.py)."""
+
+    SCRIPT: ClassVar[Script] = REPACK
+    KEYS: ClassVar[tuple[str, ...]] = ("state",)
+
+    plain: bytes
+    blob: bytes
+
+    def call(self, k: SessionKeys) -> Call:
+        return Call(REPACK, (k.state,), self.argv())
+
+
 #: every script with a builder, for the header check
 BUILDERS: tuple[type[_Args], ...] = (CommitArgs, RecoverArgs, QuarantineArgs, TimeoutArgs, MigrateArgs, DumpArgs,
-                                     RestoreArgs)
+                                     RestoreArgs, RepackArgs)
 
 __all__ = ["BUILDERS", "TERMINAL_ARG", "CommitArgs", "CommitReply", "DumpArgs", "MigrateArgs", "QuarantineArgs",
-           "QuarantineReply", "RecoverArgs", "RecoverReply", "RestoreArgs", "RestoreReply", "TimeoutArgs"]
+           "QuarantineReply", "RecoverArgs", "RecoverReply", "RepackArgs", "RestoreArgs", "RestoreReply", "TimeoutArgs"]

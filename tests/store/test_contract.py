@@ -33,7 +33,7 @@ def built(cls: type[C._Args]) -> Call:
     if cls is C.MigrateArgs:  # its last field spreads over the ARGV from its position on
         return C.MigrateArgs(0, 1, (2,)).call(k)  # type: ignore[arg-type]
     args = cls(*range(n))
-    if isinstance(args, C.DumpArgs):
+    if isinstance(args, C.DumpArgs | C.RepackArgs):
         return args.call(k)
     if isinstance(args, C.RestoreArgs | C.CommitArgs | C.TimeoutArgs):
         return args.call(k, indexed=True)
