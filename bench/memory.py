@@ -8,7 +8,9 @@ side in one run, on two workloads (issue #21).
 - **survey (held out)**: bench/flows/survey20.yaml, 20 questions written as a new user would,
   driven through the real ``Runtime``: a start and 20 valid answers, WhatsApp-length message ids.
 
-Both layouts hold the very same commits: the compact sessions are written first, then every
+The "state in one field" rows are the compact sessions with their state hash rewritten the
+previous way (the JSON in one ``state`` field, a hashtable) and measured beside the packed one
+(flowkit/store/statefield.py). Both layouts hold the very same commits: the compact sessions are written first, then every
 one of their versions (states, records, message ids) is committed again by the layout-1 commit
 script (flowkit/testing/old_layout.py, captured from the old code) after a FLUSHALL, and the
 derived indexes are rebuilt by ``reconcile`` (the old code wrote them beside its commits).
@@ -175,6 +177,25 @@ def floor(store: Store, sids: list[str], compact: dict[str, float]) -> dict[str,
     return out
 
 
+def state_in_one_field(store: Store, sids: list[str], compact: dict[str, float]) -> dict[str, float]:
+    """The compact layout as it was before the state was packed: the same sessions with their
+    state hash written the old way (the JSON in one ``state`` field, so a hashtable)."""
+    from flowkit.store import statefield as SF
+
+    c = store.client
+    state = 0
+    for sid in sids:
+        key = f"oldstate:{{s:{sid}}}"
+        c.hset(key, mapping=SF.plain_fields(SF.as_fields(c.hgetall(K.session_keys(sid).state).items())))
+        state += c.memory_usage(key, samples=0) or 0
+        c.delete(key)
+    out = dict(compact)
+    out["state"] = state / len(sids)
+    out["total"] = compact["total"] - compact["state"] + out["state"]
+    out["used_memory"] = float("nan")
+    return out
+
+
 def run(url: str, sessions: int) -> list[tuple[str, str, dict[str, float]]]:
     client = connect(url)
     rows = []
@@ -186,6 +207,7 @@ def run(url: str, sessions: int) -> list[tuple[str, str, dict[str, float]]]:
         work(store, sids)
         compact = measure(store, sids, base)
         least = floor(store, sids, compact)
+        one_field = state_in_one_field(store, sids, compact)
         commits = captured(store, sids)
         client.flushall()
         base = client.info("memory")["used_memory"]
@@ -194,7 +216,8 @@ def run(url: str, sessions: int) -> list[tuple[str, str, dict[str, float]]]:
         old = measure(store, sids, base)
         # the layout-1 sessions still read correctly through the new code (lazily converted)
         assert [r["message_id"] for r in store.history(sids[0])] == [c[1]["message_id"] for c in commits[sids[0]]]
-        rows += [(flow, "layout 1 (stream)", old), (flow, "compact (list)", compact), (flow, "floor (see above)", least)]
+        rows += [(flow, "layout 1 (stream)", old), (flow, "compact, state in one field", one_field),
+                 (flow, "compact, packed state", compact), (flow, "floor (see above)", least)]
     return rows
 
 

@@ -70,7 +70,8 @@ class World:
     def set_state(self, sid: str, change: Any) -> dict[str, Any]:
         """Write a changed state with a matching checksum (so it passes the integrity check)."""
         k = K.session_keys(sid).state
-        state = json.loads(self.store.client.hget(k, "state"))
+        state = self.store.load_raw(sid)  # (the JSON is packed in chunks: flowkit/store/statefield.py)
+        assert state is not None
         change(state)
         text = dumps(state)
         self.store.client.hset(k, mapping={"state": text, "checksum": checksum(text), "version": state["version"],

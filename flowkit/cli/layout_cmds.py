@@ -1,5 +1,6 @@
 """``flowkit redis migrate-layout``: convert sessions stored in history layout 1 (a stream
-per session) to the compact layout (docs/decisions.md, "Compact history layout")."""
+per session) to the compact layout (docs/decisions.md, "Compact history layout"), and state hashes
+holding the JSON in one field to the packed layout (flowkit/store/statefield.py)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ def migrate_layout_cmd(redis: RedisOption = None,
                        dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count the sessions to convert.")] = False,
                        batch: Annotated[int, typer.Option(min=1, help="Sessions read per progress step.")] = 200,
                        format: FormatOption = OutputFormat.text) -> None:
-    """Convert every session still in the old history layout (idempotent; safe to interrupt and
-    rerun). Stop processes of older flowkit versions first: they write the old layout."""
+    """Convert every session still in the old history layout, and pack every state hash still in
+    the old layout (idempotent; safe to interrupt and rerun). Stop processes of older flowkit
+    versions first: they write the old layout."""
     from flowkit.store.migrate import migrate_store
 
     with _errors(), _progress(format is OutputFormat.text, "migrate-layout") as bar:
@@ -28,7 +30,8 @@ def migrate_layout_cmd(redis: RedisOption = None,
         _json(report.to_dict())
     else:
         verb = "would convert" if dry_run else "converted"
-        typer.echo(f"{report.sessions} sessions scanned; {verb} {report.migrated} from the old history layout")
+        typer.echo(f"{report.sessions} sessions scanned; {verb} {report.migrated} from the old history layout; "
+                   f"{'would pack' if dry_run else 'packed'} {report.states_packed} state hashes")
 
 
 def register(redis_app: typer.Typer) -> None:

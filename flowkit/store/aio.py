@@ -12,7 +12,7 @@ from flowkit.batching import batched
 from flowkit.store import delivery, flowdefs, ops
 from flowkit.store import keys as K
 from flowkit.store import transcript as tx
-from flowkit.store.driver import AsyncDriver, Op, T
+from flowkit.store.driver import AsyncDriver, Op, T, is_cluster
 from flowkit.store.values import CommitResult, StoreConfig
 
 
@@ -26,7 +26,8 @@ class AsyncStore:
         self.client = client
         kw: dict[str, Any] = {"now_ms": now_ms} if now_ms is not None else {}
         self.config = StoreConfig(snapshot_every=snapshot_every, history_max_len=history_max_len,
-                                  dedupe_max=dedupe_max, validator=validator, terminal_ttl_ms=terminal_ttl_ms, **kw)
+                                  dedupe_max=dedupe_max, validator=validator, terminal_ttl_ms=terminal_ttl_ms,
+                                  indexes_in_commit=not is_cluster(client), **kw)
         # autopipeline: concurrent tasks' round trips share one connection and one write (store/autopipe.py)
         self.driver = AsyncDriver(client, autopipeline=autopipeline)
 
@@ -108,7 +109,7 @@ class AsyncStore:
         return await self._run(ops.unacked_effects(self.now_ms() - older_than_ms, limit))
 
     async def set_timeout(self, session_id: str, at_ms: int | None) -> bool:
-        return await self._run(ops.set_timeout(session_id, at_ms))
+        return await self._run(ops.set_timeout(session_id, at_ms, indexed=self.config.indexes_in_commit))
 
     async def due_timeouts(self, now_ms: int, limit: int = 100) -> list[str]:
         return await self._run(ops.due_timeouts(now_ms, limit))

@@ -16,6 +16,17 @@ from flowkit.errors import HistoryError
 # migrates that session and reads it again.
 READ_SESSION = """
 local head = redis.call('HMGET', KEYS[1], 'version', 'state', 'checksum')
+if not head[2] and head[1] then
+  -- the state blob in chunks s0, s1, ... (flowkit/store/statefield.py), joined here
+  local parts, i = {}, 0
+  while true do
+    local p = redis.call('HGET', KEYS[1], 's' .. i)
+    if not p then break end
+    parts[#parts + 1] = p
+    i = i + 1
+  end
+  if i > 0 then head[2] = table.concat(parts) end
+end
 local xs = redis.pcall('LRANGE', KEYS[2], 0, -1)
 if xs.err then return {head, -1, ''} end
 return {head, #xs, '[' .. table.concat(xs, ',') .. ']'}
@@ -38,6 +49,7 @@ def read_sessions_atomic(store: Any, sids: list[str]) -> list[Read]:
     from flowkit.store import entries, ops
     from flowkit.store import keys as K
     from flowkit.store import migrate as M
+    from flowkit.store import statefield as SF
     from flowkit.store.driver import Call
 
     calls = []
@@ -54,6 +66,8 @@ def read_sessions_atomic(store: Any, sids: list[str]) -> list[Read]:
             store._run(M.migrate_session(sid))
             out += read_sessions_atomic(store, [sid])
             continue
+        if head[1] is not None:
+            head[1] = SF.unpack(head[1] if isinstance(head[1], bytes) else str(head[1]).encode())
         state, why = (None, None) if head[0] is None and head[1] is None else ops.verify(store.config, sid, *head)
         try:
             records = entries.decode_json_array(sid, payload, fallback=(state["flow"], state["flow_version"])

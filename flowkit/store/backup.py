@@ -42,11 +42,13 @@ from flowkit.errors import BackupError
 from flowkit.log import get_logger
 from flowkit.store import codec, entries, legacy
 from flowkit.store import keys as K
+from flowkit.store import statefield as SF
 from flowkit.store.codec import dumps, s
 from flowkit.store.contract import DumpArgs, RestoreArgs, RestoreReply
 from flowkit.store.driver import Batch
 from flowkit.store.files import open_private
-from flowkit.store.ops import _counter_cmds, _index_cmds, _triple, as_int, check, pairs
+from flowkit.store.indexcmds import _counter_cmds, _index_cmds, _triple
+from flowkit.store.replies import as_int, check, pairs
 
 log = get_logger("flowkit.store.backup")
 
@@ -120,8 +122,9 @@ def _session_line(sid: str, reply: Any) -> dict[str, Any] | None:
     if not reply:
         return None  # deleted since the scan
     state_raw, hist_raw, seen_raw, snap_raw, fx_raw, ttl, layout = reply
-    state = _flat(state_raw)
-    fields = dict(zip(state[::2], state[1::2], strict=True))
+    # the state JSON as the old layout's ``state`` field, so the file format does not change
+    fields = {k: v.decode() for k, v in SF.plain_fields(SF.as_fields(pairs(state_raw))).items()}
+    state = [x for pair in fields.items() for x in pair]
     if int(layout) == 1:
         hist = [[str(s(eid)), [str(s(x)) for x in entry]] for eid, entry in hist_raw or []]
     else:
@@ -237,7 +240,7 @@ def _int(value: Any, what: str) -> int:
         raise ValueError(f"{what} is not an integer") from None
 
 
-def _check_structure(line: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+def _check_structure(line: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:  # noqa: C901 -- a validator: one check per part of the line
     """The line's data and state fields, every part of the right shape (ValueError if not):
     the restore script must never meet something that fails after its first write."""
     sid, version, data = line.get("session_id"), line.get("version"), line.get("data")

@@ -137,7 +137,7 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def state_problem(state: Any, session_id: str | None = None, version: int | None = None) -> str | None:
+def state_problem(state: Any, session_id: str | None = None, version: int | None = None) -> str | None:  # noqa: C901 -- a validator: one check per state key
     """Why ``state`` is not a session state of the store contract (None if it is one)."""
     if not isinstance(state, dict):
         return f"state must be a JSON object, got {type(state).__name__}"
@@ -238,7 +238,7 @@ def same(a: Any, b: Any) -> bool:
 _SCALARS = (str, int, float, bool, type(None))
 
 
-def diff_values(old: Mapping[str, Any], new: Mapping[str, Any], skip: frozenset[str] | tuple[()] = ()) -> dict[str, Any]:
+def diff_values(old: Mapping[str, Any], new: Mapping[str, Any], skip: frozenset[str] | tuple[()] = ()) -> dict[str, Any]:  # noqa: C901 -- a recursive diff's dispatch over value kinds
     """The delta from ``old`` to ``new`` (keys in ``skip`` ignored on both sides).
 
     The hot path of every commit: unchanged values are usually the very same objects or

@@ -16,7 +16,7 @@ from flowkit.store import keys as K
 from flowkit.store.codec import TERMINAL_STATUSES, s
 from flowkit.store.driver import Call
 from flowkit.store.keys import SessionKeys
-from flowkit.store.scripts import COMMIT, DUMP, MIGRATE, QUARANTINE, RECOVER, RESTORE, TIMEOUT, Script
+from flowkit.store.scripts import COMMIT, DUMP, MIGRATE, QUARANTINE, RECOVER, REPACK, RESTORE, TIMEOUT, Script
 
 #: a value Redis accepts as one script argument
 Arg = str | bytes | int
@@ -49,7 +49,8 @@ class CommitArgs(_Args):
     """ARGV of commit.lua: one versioned commit of a session."""
 
     SCRIPT: ClassVar[Script] = COMMIT
-    KEYS: ClassVar[tuple[str, ...]] = ("state", "hist", "seen", "snap", "fx")
+    KEYS: ClassVar[tuple[str, ...]] = ("state", "hist", "seen", "snap", "fx", "active", "timeouts", "outbox", "flows")
+    UNINDEXED: ClassVar[int] = 18  # ARGV (and 5 KEYS) sent without the indexes (a cluster)
 
     expected: int
     dedupe: str
@@ -69,14 +70,21 @@ class CommitArgs(_Args):
     terminal_ttl_ms: int
     head: str | bytes
     delta: str | bytes
+    session_id: str = ""
+    counter_prefix: str = K.IDX_COUNT_PREFIX
+    outbox_member: str = ""
 
-    def call(self, k: SessionKeys) -> Call:
-        return Call(COMMIT, k.all, self.argv())
+    def call(self, k: SessionKeys, *, indexed: bool = False) -> Call:
+        """``indexed`` (a single server): the script writes the derived indexes and counters too."""
+        if indexed:
+            return Call(COMMIT, (*k.all, K.IDX_ACTIVE, K.IDX_TIMEOUTS, K.IDX_OUTBOX, K.IDX_FLOWS), self.argv())
+        return Call(COMMIT, k.all, self.argv()[:self.UNINDEXED])
 
 
 @dataclass(frozen=True, slots=True)
 class CommitReply:
-    """commit.lua's reply. ``tag`` is ok, conflict, duplicate or corrupt; for ok ``version`` is
+    """commit.lua's reply. ``tag`` is ok, conflict, duplicate, corrupt or rebase (nothing written:
+    send the whole state as the delta); for ok ``version`` is
     the new version and flow/step/status the old state's, else they are the stored state's."""
 
     tag: str
@@ -94,6 +102,8 @@ class CommitReply:
     @classmethod
     def decode(cls, reply: Sequence[object]) -> CommitReply:
         tag = _text(reply[0])
+        if tag == "rebase":
+            return cls(tag, int(str(s(reply[1]))), "", "", "")
         if tag == "ok":
             return cls(tag, int(str(s(reply[1]))), _text(reply[3]), _text(reply[4]), _text(reply[5]),
                        base_ok=_text(reply[2]) == "1")
@@ -197,13 +207,18 @@ class TimeoutArgs(_Args):
     """ARGV of timeout.lua; it replies 1 if the timeouts index should hold the session."""
 
     SCRIPT: ClassVar[Script] = TIMEOUT
-    KEYS: ClassVar[tuple[str, ...]] = ("state",)
+    KEYS: ClassVar[tuple[str, ...]] = ("state", "timeouts")
+    UNINDEXED: ClassVar[int] = 2  # ARGV (and 1 KEY) sent without the index (a cluster)
 
     timeout_at: int | str  # '' = none
     terminal: str = TERMINAL_ARG
+    session_id: str = ""
 
-    def call(self, k: SessionKeys) -> Call:
-        return Call(TIMEOUT, (k.state,), self.argv())
+    def call(self, k: SessionKeys, *, indexed: bool = False) -> Call:
+        """``indexed`` (a single server): the script writes the timeouts index too."""
+        if indexed:
+            return Call(TIMEOUT, (k.state, K.IDX_TIMEOUTS), self.argv())
+        return Call(TIMEOUT, (k.state,), self.argv()[:self.UNINDEXED])
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,9 +289,23 @@ class RestoreReply:
         return cls(_text(reply[0]) == "restored", _text(reply[1]), *extra)
 
 
+@dataclass(frozen=True, slots=True)
+class RepackArgs(_Args):
+    """ARGV of repack.lua: rewrite an old-layout state hash packed (flowkit/store/repack.py)."""
+
+    SCRIPT: ClassVar[Script] = REPACK
+    KEYS: ClassVar[tuple[str, ...]] = ("state",)
+
+    plain: bytes
+    blob: bytes
+
+    def call(self, k: SessionKeys) -> Call:
+        return Call(REPACK, (k.state,), self.argv())
+
+
 #: every script with a builder, for the header check
 BUILDERS: tuple[type[_Args], ...] = (CommitArgs, RecoverArgs, QuarantineArgs, TimeoutArgs, MigrateArgs, DumpArgs,
-                                     RestoreArgs)
+                                     RestoreArgs, RepackArgs)
 
 __all__ = ["BUILDERS", "TERMINAL_ARG", "CommitArgs", "CommitReply", "DumpArgs", "MigrateArgs", "QuarantineArgs",
-           "QuarantineReply", "RecoverArgs", "RecoverReply", "RestoreArgs", "RestoreReply", "TimeoutArgs"]
+           "QuarantineReply", "RecoverArgs", "RecoverReply", "RepackArgs", "RestoreArgs", "RestoreReply", "TimeoutArgs"]

@@ -43,7 +43,7 @@ from flowkit.flow.expr import BinOp, BoolOp, Compare, Const, Expr, ListExpr, Nam
 from flowkit.flow.model import STATUSES, TERMINAL_STATUSES
 from flowkit.store import keys as K
 from flowkit.store.driver import Batch, Op
-from flowkit.store.ops import check
+from flowkit.store.ops import check, state_head
 
 NAMES = frozenset({"flow", "flow_version", "step", "status", "version", "updated_at", "idle", "slots",
                    "minutes", "hours", "days"})
@@ -264,7 +264,7 @@ def _read(sids: list[str], with_state: bool, only_state: bool = False) -> Op[lis
         if not only_state:
             cmds.append(("HMGET", key, *_FIELDS))
         if with_state or only_state:
-            cmds.append(("HGET", key, "state"))
+            cmds.append(("HGETALL", key))  # the state JSON sits in chunks (statefield.py)
     replies = yield cmds
     return [check(r, sid) for r, sid in zip(replies, (x for x in sids for _ in range(1 if only_state or not with_state else 2)), strict=True)]
 
@@ -306,7 +306,8 @@ def match(store: Any, query: Query | str, sids: list[str], *, now_ms: int, stats
     return [_row(sid, env) for sid, env in matched]
 
 
-def _parse(text: Any) -> dict[str, Any] | None:
+def _parse(reply: Any) -> dict[str, Any] | None:
+    text = state_head(reply)[1] if reply else None
     try:
         value = json.loads(text) if isinstance(text, str | bytes) else None
     except ValueError:

@@ -75,10 +75,8 @@ def _expected(store: Any, batch: int) -> tuple[int, dict[str, dict[str, int]], d
     return n, zsets, counts, skipped
 
 
-def reconcile(store: Any, *, dry_run: bool = False, batch: int = 500) -> ReconcileReport:
-    """Make every derived index agree with the sessions; report (and unless ``dry_run``, fix) the drift."""
-    n, zsets, counts, skipped = _expected(store, batch)
-    fixes: dict[str, dict[str, int]] = {}
+def _zset_fixes(store: Any, zsets: dict[str, dict[str, int]], fixes: dict[str, dict[str, int]]) -> Batch:
+    """The commands that make each index zset hold exactly ``zsets``; the drift counted in ``fixes``."""
     cmds: Batch = []
     for key, want in zsets.items():
         have = {s(m): as_int(sc) for m, sc in pairs(check(store.driver.execute([("ZRANGE", key, 0, -1, "WITHSCORES")])[0]))}
@@ -88,6 +86,12 @@ def reconcile(store: Any, *, dry_run: bool = False, batch: int = 500) -> Reconci
         fixes[key.removeprefix("fk:idx:")] = {"added": len(added), "removed": len(removed), "changed": len(changed)}
         cmds += [("ZADD", key, want[m], m) for m in added + changed]
         cmds += [("ZREM", key, *removed[i:i + 500]) for i in range(0, len(removed), 500)]
+    return cmds
+
+
+def _counter_fixes(store: Any, counts: dict[str, dict[str, int]]) -> tuple[Batch, dict[str, int]]:
+    """The commands that make the counters and the flows set say ``counts``, and the drift."""
+    cmds: Batch = []
     flows = {str(s(f)) for f in check(store.driver.execute([("SMEMBERS", K.IDX_FLOWS)])[0]) or []}
     c_fix = {"added": 0, "removed": 0, "changed": 0}
     for flow in sorted(flows | set(counts)):
@@ -110,7 +114,16 @@ def reconcile(store: Any, *, dry_run: bool = False, batch: int = 500) -> Reconci
             cmds.append(("SREM", K.IDX_FLOWS, flow))
         elif flow not in flows:
             cmds.append(("SADD", K.IDX_FLOWS, flow))
-    fixes["counters"] = c_fix
+    return cmds, c_fix
+
+
+def reconcile(store: Any, *, dry_run: bool = False, batch: int = 500) -> ReconcileReport:
+    """Make every derived index agree with the sessions; report (and unless ``dry_run``, fix) the drift."""
+    n, zsets, counts, skipped = _expected(store, batch)
+    fixes: dict[str, dict[str, int]] = {}
+    cmds = _zset_fixes(store, zsets, fixes)
+    counter_cmds, fixes["counters"] = _counter_fixes(store, counts)
+    cmds += counter_cmds
     if not dry_run:
         for i in range(0, len(cmds), 1000):
             for reply in store.driver.execute(cmds[i:i + 1000]):

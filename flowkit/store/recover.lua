@@ -12,7 +12,7 @@
 -- ARGV[1] raw_version: the bad state's version field as read ('type:*' = not a hash)
 -- ARGV[2] raw_checksum: the bad state's checksum field as read
 -- ARGV[3] version: the new version
--- ARGV[4] state: the rebuilt state JSON
+-- ARGV[4] state: the rebuilt state, packed (flowkit/store/statefield.py: cut here into fields s0, s1, ...)
 -- ARGV[5] checksum: its checksum
 -- ARGV[6] flow: the flow (index field)
 -- ARGV[7] step: the step ('' = none)
@@ -67,13 +67,23 @@ if redis.call('EXISTS', KEYS[6]) == 0 then
 end
 redis.call('DEL', KEYS[1])
 
--- 3. the state
-if ARGV[10] ~= '' and ARGV[11] ~= '1' then
-  redis.call('HSET', KEYS[1], 'version', new, 'state', ARGV[4], 'checksum', ARGV[5], 'flow', ARGV[6],
-    'step', ARGV[7], 'status', ARGV[8], 'updated_at', ARGV[9], 'timeout_at', ARGV[10])
+-- 3. the state (the key was deleted above: no old chunks to drop), its blob in fields of at
+-- most 64 bytes so the hash stays listpack-encoded (statefield.py)
+local chunks = {}
+if #ARGV[4] > 64 * 96 then
+  chunks = {'s0', ARGV[4]}
 else
-  redis.call('HSET', KEYS[1], 'version', new, 'state', ARGV[4], 'checksum', ARGV[5], 'flow', ARGV[6],
-    'step', ARGV[7], 'status', ARGV[8], 'updated_at', ARGV[9])
+  for i = 1, #ARGV[4], 64 do
+    chunks[#chunks + 1] = 's' .. (#chunks / 2)
+    chunks[#chunks + 1] = string.sub(ARGV[4], i, i + 63)
+  end
+end
+if ARGV[10] ~= '' and ARGV[11] ~= '1' then
+  redis.call('HSET', KEYS[1], 'version', new, 'checksum', ARGV[5], 'flow', ARGV[6],
+    'step', ARGV[7], 'status', ARGV[8], 'updated_at', ARGV[9], 'timeout_at', ARGV[10], unpack(chunks))
+else
+  redis.call('HSET', KEYS[1], 'version', new, 'checksum', ARGV[5], 'flow', ARGV[6],
+    'step', ARGV[7], 'status', ARGV[8], 'updated_at', ARGV[9], unpack(chunks))
 end
 
 -- 4. cleanup, as a commit does

@@ -70,7 +70,24 @@ if indexed then old_fx = redis.call('HKEYS', KEYS[5]) end
 -- once a script has written, Redis lets it finish). Overwritten by the DEL right after.
 redis.call('HSET', KEYS[1], 'version', ARGV[1])
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
-redis.call('HSET', KEYS[1], unpack(d.state))
+-- the state JSON goes into fields of at most 64 bytes (s0, s1, ...: flowkit/store/statefield.py,
+-- not deflated: Lua has no zlib; the next commit packs it) so the hash stays listpack-encoded
+local fields = {}
+for i = 1, #d.state, 2 do
+  local f, val = d.state[i], d.state[i + 1]
+  if f == 'state' and #val <= 64 * 96 then
+    local n = 0
+    for j = 1, #val, 64 do
+      fields[#fields + 1] = 's' .. n
+      fields[#fields + 1] = string.sub(val, j, j + 63)
+      n = n + 1
+    end
+  else
+    fields[#fields + 1] = f == 'state' and 's0' or f
+    fields[#fields + 1] = val
+  end
+end
+redis.call('HSET', KEYS[1], unpack(fields))
 for i = 1, #d.hist, 1000 do  -- (unpack is bounded by Lua's C stack)
   redis.call('RPUSH', KEYS[2], unpack(d.hist, i, math.min(i + 999, #d.hist)))
 end

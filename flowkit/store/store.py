@@ -21,7 +21,7 @@ from flowkit.log import get_logger
 from flowkit.store import delivery, flowdefs, ops
 from flowkit.store import keys as K
 from flowkit.store import transcript as tx
-from flowkit.store.driver import Op, SyncDriver, T
+from flowkit.store.driver import Op, SyncDriver, T, is_cluster
 from flowkit.store.values import CommitResult, StoreConfig
 
 log = get_logger("flowkit.store")
@@ -41,7 +41,8 @@ class Store:
         self.client = client
         kw: dict[str, Any] = {"now_ms": now_ms} if now_ms is not None else {}
         self.config = StoreConfig(snapshot_every=snapshot_every, history_max_len=history_max_len,
-                                  dedupe_max=dedupe_max, validator=validator, terminal_ttl_ms=terminal_ttl_ms, **kw)
+                                  dedupe_max=dedupe_max, validator=validator, terminal_ttl_ms=terminal_ttl_ms,
+                                  indexes_in_commit=not is_cluster(client), **kw)
         self.driver = SyncDriver(client)
 
     def _run(self, op: Op[T]) -> T:
@@ -176,7 +177,7 @@ class Store:
 
     def set_timeout(self, session_id: str, at_ms: int | None) -> bool:
         """(Re)schedule when a live session wakes up (None: never). False if it is not live."""
-        return self._run(ops.set_timeout(session_id, at_ms))
+        return self._run(ops.set_timeout(session_id, at_ms, indexed=self.config.indexes_in_commit))
 
     def due_timeouts(self, now_ms: int, limit: int = 100) -> list[str]:
         """Sessions whose timeout is at or before ``now_ms``, earliest first."""

@@ -50,7 +50,9 @@ class StoreConfig:
       schema); raising means "invalid";
     - ``now_ms``: the store's clock (recovery, expiry and outbox times);
     - ``terminal_ttl_ms``: a finished session's keys expire from Redis after this long
-      (None: kept until deleted).
+      (None: kept until deleted);
+    - ``indexes_in_commit``: the commit script writes the derived indexes and counters itself
+      (set by the stores on a single server; on a cluster they live in other slots).
     """
 
     snapshot_every: int = 20
@@ -59,6 +61,7 @@ class StoreConfig:
     validator: Callable[[dict[str, Any]], None] | None = None
     now_ms: Callable[[], int] = wall_ms
     terminal_ttl_ms: int | None = None
+    indexes_in_commit: bool = False
 
     def __post_init__(self) -> None:
         if self.snapshot_every < 0 or self.dedupe_max < 0:

@@ -14,6 +14,7 @@ import pytest
 from flowkit.errors import BackupError
 from flowkit.store import Store, backup, entries, restore
 from flowkit.store import keys as K
+from flowkit.store import statefield as SF
 from flowkit.store.backup import _compact
 from flowkit.store.scripts import DUMP
 from tests.store.conftest import T0, advance, make_record, make_state
@@ -50,7 +51,10 @@ def dump_all(store: Store) -> dict[str, Any]:
             state, hist, seen, snap, fx, ttl, _layout = reply
             # the history decoded: a restore names each element's flow, which a live commit may
             # leave to the element before (flowkit/store/entries.py); the records are the same
-            out[sid] = (sorted(zip(state[::2], state[1::2], strict=True)), entries.decode_all(sid, hist), seen,
+            # the state hash with its state JSON unpacked: a restore cuts the JSON into chunks
+            # as it is (Lua has no zlib), a commit deflates it first (flowkit/store/statefield.py)
+            plain = SF.plain_fields(SF.as_fields(zip(state[::2], state[1::2], strict=True)))
+            out[sid] = (sorted((k.encode(), v) for k, v in plain.items()), entries.decode_all(sid, hist), seen,
                         sorted(snap), sorted(fx))
     c = store.client
     out["_indexes"] = {key: c.zrange(key, 0, -1, withscores=True) for key in (K.IDX_ACTIVE, K.IDX_TIMEOUTS, K.IDX_OUTBOX)}

@@ -33,9 +33,9 @@ def built(cls: type[C._Args]) -> Call:
     if cls is C.MigrateArgs:  # its last field spreads over the ARGV from its position on
         return C.MigrateArgs(0, 1, (2,)).call(k)  # type: ignore[arg-type]
     args = cls(*range(n))
-    if isinstance(args, C.CommitArgs | C.TimeoutArgs | C.DumpArgs):
+    if isinstance(args, C.DumpArgs | C.RepackArgs):
         return args.call(k)
-    if isinstance(args, C.RestoreArgs):
+    if isinstance(args, C.RestoreArgs | C.CommitArgs | C.TimeoutArgs):
         return args.call(k, indexed=True)
     assert isinstance(args, C.RecoverArgs | C.QuarantineArgs)
     return args.call(k, K.quarantine_key("u1", "d"))
@@ -67,8 +67,17 @@ def test_script_reads_no_argument_beyond_its_header(cls: type[C._Args]) -> None:
 def test_restore_without_indexes_sends_the_first_keys_and_argv_only() -> None:
     call = C.RestoreArgs(version=3, data="{}", session_id="u1").call(K.session_keys("u1"), indexed=False)
     h = header("restore")
-    assert len(call.keys) == 5 and h["KEYS"][:5] == list(C.CommitArgs.KEYS)
+    assert len(call.keys) == 5 and h["KEYS"][:5] == list(C.CommitArgs.KEYS[:5])
     assert call.args == (3, "{}") and h["ARGV"][:C.RestoreArgs.UNINDEXED] == ["version", "data"]
+
+
+def test_commit_without_indexes_sends_the_first_keys_and_argv_only() -> None:
+    """A cluster: the indexes live in other slots, so the script gets the session's keys only."""
+    n = len(C.CommitArgs.argv_names())
+    call = C.CommitArgs(*range(n)).call(K.session_keys("u1"))  # type: ignore[arg-type]
+    assert call.keys == K.session_keys("u1").all
+    assert call.args == tuple(range(C.CommitArgs.UNINDEXED))
+    assert header("commit")["ARGV"][C.CommitArgs.UNINDEXED:] == ["session_id", "counter_prefix", "outbox_member"]
 
 
 def test_no_script_source_is_filled_in_by_string_replacement() -> None:
@@ -81,5 +90,5 @@ def test_no_script_source_is_filled_in_by_string_replacement() -> None:
 
 def test_the_key_order_is_the_session_keys_order() -> None:
     k = K.session_keys("u1")
-    assert C.CommitArgs.KEYS == tuple(f for f in ("state", "hist", "seen", "snap", "fx"))
-    assert k.all == tuple(getattr(k, name) for name in C.CommitArgs.KEYS)
+    assert C.CommitArgs.KEYS[:5] == ("state", "hist", "seen", "snap", "fx")
+    assert k.all == tuple(getattr(k, name) for name in C.CommitArgs.KEYS[:5])

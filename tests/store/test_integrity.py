@@ -41,7 +41,8 @@ def assert_recovered(store: Store, good: dict[str, Any], new_version: int, reaso
 def test_checksum_mismatch_is_quarantined_and_restored(store: Store, caplog: pytest.LogCaptureFixture) -> None:
     states = build(store)
     k = K.session_keys("u1")
-    bad = json.loads(store.client.hget(k.state, "state"))
+    bad = store.load_raw("u1")  # (the state JSON is packed in chunks: statefield.py)
+    assert bad is not None
     bad["slots"]["count"] = 999  # a silent bit flip: the checksum no longer matches
     store.client.hset(k.state, "state", json.dumps(bad))
     with caplog.at_level(logging.ERROR, logger="flowkit.store"):
