@@ -16,7 +16,7 @@ from tests.runtime.webutil import signed, spawn_serve, start_serve
 
 
 def _post(port: int, body: bytes, headers: dict[str, str]) -> httpx.Response:
-    return httpx.post(f"http://127.0.0.1:{port}/webhook", content=body, headers=headers, timeout=5)
+    return httpx.post(f"http://127.0.0.1:{port}/webhook", content=body, headers=headers, timeout=30)
 
 
 def test_a_redelivered_unrouted_message_is_answered_once(redis_url: str, store: Store, tmp_path: Path) -> None:

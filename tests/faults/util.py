@@ -23,7 +23,7 @@ __all__ = ["FLOWKIT", "own_redis_server", "run_cli", "status", "stop", "wait_for
 FLOWKIT = str(Path(sys.executable).with_name("flowkit"))
 
 
-def status(port: int, path: str, timeout: float = 2.0) -> int | None:
+def status(port: int, path: str, timeout: float = 10.0) -> int | None:
     """The HTTP status of GET ``path``, None if nothing answers."""
     try:
         return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=timeout).status_code
