@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 class ServerLimits:
     """What one ``flowkit serve`` process accepts."""
 
-    request_timeout: float = 0.0  # seconds to receive a whole request (headers and body); 0: off (see docs/operations.md)
+    request_timeout: float = 10.0  # seconds to receive a whole request (headers and body); 0: off
     timeout_keep_alive: float = 5.0  # seconds an idle keep-alive connection stays open
     limit_concurrency: int = 1000  # connections plus running requests; beyond it uvicorn answers 503
     max_header_bytes: int = 16 * 1024  # request line and headers (h11's incomplete-event limit)

@@ -26,6 +26,7 @@ from flowkit.errors import ConfigError, GraphAPIError
 from flowkit.store.server import free_port
 from flowkit.testing.fake_graph import FakeGraphAPI
 from tests.runtime.webutil import SECRET, signed, start_serve
+from tests.waiting import DEADLINE
 
 runner = CliRunner()
 
@@ -41,7 +42,7 @@ def _records(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def _wait_for(path: Path, pred: Callable[[list[str]], bool], what: str, timeout: float = 15) -> list[str]:
+def _wait_for(path: Path, pred: Callable[[list[str]], bool], what: str, timeout: float = DEADLINE) -> list[str]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         lines = _lines(path) if path.exists() else []

@@ -28,6 +28,7 @@ from flowkit.store import AsyncStore, RedisServer, Store, connect, connect_async
 from flowkit.web import create_app
 from tests.runtime.conftest import EXAMPLE_FLOWS, EXAMPLE_SERVICES
 from tests.runtime.webutil import SECRET, TOKEN, deliver, say, signed
+from tests.waiting import until
 
 Scenario = Callable[[httpx.AsyncClient, AsyncRuntime, AsyncRecordingChannel], Awaitable[None]]
 
@@ -264,10 +265,8 @@ def test_the_in_process_scheduler_fires_due_timeouts(redis_url: str, store: Stor
             await rt.handle("31600000050", Message(text=text, message_id=f"m{i}"))
         clock.advance(11 * 60)
         async with app.router.lifespan_context(app):
-            for _ in range(200):
-                await asyncio.sleep(0.02)
-                if channel.texts("31600000050")[-1].startswith("We didn't hear back"):
-                    break
+            await until(lambda: channel.texts("31600000050")[-1].startswith("We didn't hear back"),
+                        "the scheduler to fire the timeout")
         await astore.client.aclose()
 
     asyncio.run(main())

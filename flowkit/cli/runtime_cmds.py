@@ -130,7 +130,7 @@ def serve(
     scheduler: Annotated[float, typer.Option(help="Seconds between firing due timeouts in this process (0: leave it to `flowkit worker`).")] = 1.0,
     rate: RateOption = 80.0,
     terminal_ttl: TerminalTtlOption = None,
-    request_timeout: Annotated[float, typer.Option(help="Seconds a client has to send a whole request (headers and body); slower connections are closed (0: off, leave it to the reverse proxy).")] = 0.0,
+    request_timeout: Annotated[float, typer.Option(help="Seconds a client has to send a whole request (headers and body) from the moment its connection opens; slower connections (slowloris) are closed, trickled bytes do not extend it (0: off).")] = 10.0,
     keep_alive: Annotated[float, typer.Option(help="Seconds an idle keep-alive connection stays open.")] = 5.0,
     limit_concurrency: Annotated[int, typer.Option(help="Open connections plus running requests beyond which requests get 503.")] = 1000,
     max_header_bytes: Annotated[int, typer.Option(help="Largest request line plus headers accepted.")] = 16 * 1024,

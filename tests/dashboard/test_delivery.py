@@ -31,11 +31,12 @@ from tests.dashboard.conftest import Traffic
 from tests.dashboard.test_app import APP
 from tests.runtime.conftest import EXAMPLE_FLOWS, EXAMPLE_SERVICES
 from tests.runtime.webutil import SECRET, TOKEN, deliver, say
+from tests.waiting import DEADLINE
 
 WA = "31600000077"
 
 
-async def until(cond: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+async def until(cond: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:

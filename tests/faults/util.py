@@ -1,6 +1,6 @@
-"""Helpers of the fault tests: waiting for conditions with a deadline (never for a fixed
-time), statuses, stopping processes and running the CLI. ``spawn_serve`` (a `flowkit serve`
-that need not become ready) is tests/runtime/webutil.py's."""
+"""Helpers of the fault tests: statuses, stopping processes and running the CLI.
+``wait_for`` (a condition with a deadline, never a fixed time) is tests/waiting.py's, re-exported
+here; ``spawn_serve`` (a `flowkit serve` that need not become ready) is tests/runtime/webutil.py's."""
 
 from __future__ import annotations
 
@@ -8,34 +8,22 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
 
 import httpx
 
 from flowkit.store import RedisServer
 from tests.runtime.webutil import ROOT
+from tests.waiting import wait_for
 
-T = TypeVar("T")
+__all__ = ["FLOWKIT", "own_redis_server", "run_cli", "status", "stop", "wait_for"]
+
 FLOWKIT = str(Path(sys.executable).with_name("flowkit"))
 
 
-def wait_for(cond: Callable[[], T], what: str, timeout: float = 30.0, every: float = 0.02) -> T:
-    """``cond()``'s first truthy value; AssertionError naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(every)
-
-
-def status(port: int, path: str, timeout: float = 2.0) -> int | None:
+def status(port: int, path: str, timeout: float = 10.0) -> int | None:
     """The HTTP status of GET ``path``, None if nothing answers."""
     try:
         return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=timeout).status_code

@@ -28,10 +28,10 @@ def ev(src: str, env: dict[str, Any] | None = None) -> Any:
 
 
 def refused(src: str, env: dict[str, Any] | None = None, why: str = "") -> ExpressionError:
-    start = time.perf_counter()
+    start = time.thread_time()  # CPU time of this thread: the bound is about work done, and a loaded machine's other processes do not count
     with pytest.raises(ExpressionError, match=why) as info:
         ev(src, env)
-    assert time.perf_counter() - start < 0.5, src  # generous: these used to take seconds
+    assert time.thread_time() - start < 0.5, src  # generous: these used to take seconds
     return info.value
 
 
@@ -141,10 +141,10 @@ LOOP = textwrap.dedent("""
 def test_a_set_loop_cannot_build_a_huge_value(grow_s: str, grow_x: str, why: str) -> None:
     f = parse_flow(LOOP % (grow_s, grow_x))
     t = step(f, None, Start(flow="loop"), T0, session_id="l1")
-    start = time.perf_counter()
+    start = time.thread_time()
     with pytest.raises(EngineError, match=why) as info:
         step(f, t.state, Message(text="ab", message_id="m1"), T0 + 1)
-    assert time.perf_counter() - start < 0.5
+    assert time.thread_time() - start < 0.5
     assert "step 'grow'" in str(info.value)
 
 

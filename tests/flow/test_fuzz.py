@@ -196,9 +196,9 @@ def test_hostile_values_in_a_flow_file_are_located_errors_or_a_bounded_flow(data
     text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
     for mark, value in LATE.items():
         text = text.replace(mark, value)
-    start = time.perf_counter()
+    start = time.thread_time()  # CPU time of this thread: the bound is about work done, and a loaded machine's other processes do not count
     check_loads_or_located(text, "hostile.yaml")
-    assert time.perf_counter() - start < 2.0  # generous: a 30 MB file took 47 s before the size bound
+    assert time.thread_time() - start < 2.0  # generous: a 30 MB file took 47 s before the size bound
     try:
         flow = parse_flow(text, "hostile.yaml")
     except FlowError:
@@ -211,14 +211,14 @@ def test_hostile_values_in_a_flow_file_are_located_errors_or_a_bounded_flow(data
             assert not isinstance(bound, float) or math.isfinite(bound), spec
     t = None
     for i, answer in enumerate(["", "small", "2", "1" * 30, "nan", "x" * 4096]):
-        start = time.perf_counter()
+        start = time.thread_time()
         try:
             t = step(flow, t.state if t else None, Message(text=answer, message_id=f"m{i}") if t else Start(flow=flow.name),
                      1_790_000_000_000 + i, session_id="h1")
         except EngineError:
             break
         finally:
-            assert time.perf_counter() - start < 0.5
+            assert time.thread_time() - start < 0.5
         codec.canonical(t.state.to_dict())
         if t.state.terminal:
             break

@@ -25,6 +25,7 @@ from flowkit.store import Store, connect
 from flowkit.store.server import free_port
 from flowkit.testing.fake_graph import FakeGraphAPI, GraphMessage
 from tests.runtime.webutil import ROOT, signed, start_serve
+from tests.waiting import DEADLINE
 
 AGENT_TOKEN = "agent-token-for-tests"
 HOOK_SECRET = "agent-webhook-secret-for-tests"
@@ -32,7 +33,7 @@ _users = itertools.count(1)
 T = TypeVar("T")
 
 
-def wait_for(what: str, probe: Callable[[], T | None], log: Path, seconds: float = 20) -> T:
+def wait_for(what: str, probe: Callable[[], T | None], log: Path, seconds: float = DEADLINE) -> T:
     """Poll ``probe`` until it returns something truthy (a condition, with a deadline)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:

@@ -33,6 +33,7 @@ from flowkit.store import Store, connect
 from flowkit.store.server import free_port
 from flowkit.testing.fake_graph import FakeGraphAPI, GraphMessage
 from tests.runtime.webutil import SECRET, start_serve
+from tests.waiting import DEADLINE
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "whatsapp"
 SAMPLES = sorted(p.name for p in DATA.glob("*.json"))
@@ -68,7 +69,7 @@ class Served:
         return self.graph.to(who)
 
     def wait_for(self, who: str, n: int) -> list[GraphMessage]:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + DEADLINE
         while time.monotonic() < deadline:
             sent = self.to(who)
             if len(sent) >= n:
@@ -83,7 +84,7 @@ class Served:
         before = len(self.to(who))
         r = self.post(text_payload(who, "pizza", message_id=f"wamid.barrier.{who}.{time.monotonic_ns()}"))
         assert r.status_code == 200, r.text
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + DEADLINE
         while time.monotonic() < deadline:
             sent = self.to(who)
             if any(m.text and expect in m.text for m in sent[before:]):
@@ -274,7 +275,7 @@ def test_one_bad_message_is_skipped_and_the_rest_of_the_delivery_processed(serve
     assert served.store.load(b) is None
     # logged with its reason (serve's own log output)
     line = "webhook item skipped: entry[0].changes[0].value.messages[1].timestamp is missing"
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + DEADLINE
     while line not in served.log.read_text():
         assert time.monotonic() < deadline, served.log.read_text()[-2000:]
         time.sleep(0.02)
@@ -291,7 +292,8 @@ def test_messages_for_another_phone_number_id_are_not_processed(served: Served) 
     assert {m.phone_number_id for m in served.wait_for(who, 2)} == {SECOND_NUMBER}
     assert served.store.load(f"{who}@{SECOND_NUMBER}") is not None and served.store.load(who) is None
     assert served.store.load(other) is None
-    served.barrier(other)  # returns at the welcome; its question may still be on its way
+    served.barrier(other)  # replies leave in order: one to the ignored message would come before it
+    # the barrier returns at the welcome; its question may still be on its way
     assert len(served.wait_for(other, 2)) == 2  # only the barrier's welcome and question
 
 

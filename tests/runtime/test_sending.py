@@ -28,6 +28,7 @@ from flowkit.testing.fake_graph import FakeGraphAPI
 from flowkit.web import create_app
 from tests.runtime.conftest import EXAMPLE_FLOWS, EXAMPLE_SERVICES, ROOT
 from tests.runtime.webutil import SECRET, TOKEN, deliver, say
+from tests.waiting import DEADLINE
 
 Scenario = Callable[[httpx.AsyncClient, AsyncRuntime], Awaitable[None]]
 WELCOME = "Let's get you a pizza."  # the end of order_pizza's first reply
@@ -54,7 +55,7 @@ def run(redis_url: str, graph: FakeGraphAPI, scenario: Scenario, *, metrics: Met
     asyncio.run(main())
 
 
-async def until(cond: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+async def until(cond: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:

@@ -32,6 +32,7 @@ from flowkit.store import Store, connect
 from flowkit.store.server import free_port
 from flowkit.testing.fake_graph import FakeGraphAPI
 from tests.runtime.webutil import ROOT, SECRET, start_serve
+from tests.waiting import DEADLINE
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "whatsapp"
 WHO = "31700000777"
@@ -52,7 +53,7 @@ def _sample(name: str, **fields: Any) -> dict[str, Any]:
     return p
 
 
-def _until(cond: Callable[[], Any], what: str, log: Path, timeout: float = 30) -> Any:
+def _until(cond: Callable[[], Any], what: str, log: Path, timeout: float = DEADLINE) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         got = cond()

@@ -55,11 +55,13 @@ def start_serve(redis_url: str, graph: Any, port: int, log: Path, *args: str, **
     errors quote ``log``."""
     proc = spawn_serve(redis_url, graph, port, log, *args, **kw)
     # a condition, not a time: on a 2-core machine running other suites, importing the app alone
-    # has taken over 30 s; 180 s only bounds a server that never comes up
+    # has taken over 30 s; 180 s only bounds a server that never comes up. An attempt waits for
+    # its answer: a loaded server can take over a second to answer /readyz, and a probe that
+    # gave up after 1 s could miss a ready server on every attempt
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=30).status_code == 200:
                 return proc
         except httpx.TransportError:
             pass

@@ -196,7 +196,7 @@ def test_redis_restarts_mid_run_lose_nothing(own_redis: RedisServer) -> None:
 
     def restart() -> None:
         own_redis.stop()
-        time.sleep(0.05)
+        time.sleep(0.05)  # a moment of downtime for the simulator to meet; any length does
         own_redis.start()
 
     sim = Simulator(runtime(store), SimConfig(users=120, seed=4, concurrency=8, duplicate_rate=0.1, crash_rate=0.03,

@@ -19,6 +19,7 @@ from flowkit.errors import StoreUnavailable
 from flowkit.store import AsyncStore, RedisServer, connect_async
 from flowkit.store.driver import AsyncDriver, Call
 from flowkit.store.scripts import NOOP
+from tests.waiting import DEADLINE
 
 #: a Lua script that keeps Redis busy for ARGV[1] ms: a batch that is written but not yet answered
 BUSY = ("EVAL", "local t0 = redis.call('TIME'); local ms = tonumber(ARGV[1]); "
@@ -26,7 +27,7 @@ BUSY = ("EVAL", "local t0 = redis.call('TIME'); local ms = tonumber(ARGV[1]); "
         "if (t[1] - t0[1]) * 1000 + (t[2] - t0[2]) / 1000 >= ms then return 'done' end end", 0)
 
 
-async def until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
+async def until(cond: Callable[[], bool], timeout: float = DEADLINE) -> None:
     """Poll ``cond`` on the event loop until true (a deadline, not a fixed wait)."""
     deadline = asyncio.get_running_loop().time() + timeout
     while not cond():

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from flowkit.store import Store
 from flowkit.store import keys as K
 from tests.store.conftest import T0, advance, make_record, make_state
+from tests.waiting import wait_for
 
 
 def populate(store: Store) -> None:
@@ -107,8 +107,8 @@ def test_terminal_sessions_expire_from_redis(redis_client: Any) -> None:
     assert all(redis_client.pttl(key) == -1 for key in (k.state, k.hist, k.seen))
     advance(store, "u1", s, "done", status="completed", message_id="m2")
     assert all(0 < redis_client.pttl(key) <= 150 for key in (k.state, k.hist, k.seen))
-    time.sleep(0.3)
-    assert store.load("u1") is None and store.history("u1") == []
+    wait_for(lambda: store.load("u1") is None, "the finished session to expire from Redis")
+    assert store.history("u1") == []
     assert store.reconcile().fixes["counters"]["removed"] == 3  # counters forget the expired session
 
 

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from flowkit.store import (
 )
 from flowkit.store.server import _pid_alive
 from tests.store.conftest import advance, make_record, make_state
+from tests.waiting import wait_for
 
 
 def test_binary_comes_from_path_first(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -105,7 +105,7 @@ def test_aof_restart_loses_no_acknowledged_commit(tmp_path: Path) -> None:
 
     t = threading.Thread(target=writer)
     t.start()
-    time.sleep(0.4)
+    wait_for(lambda: sum(list(acked.values())) > 50 or not t.is_alive(), "50 acknowledged commits")
     server.kill()  # like a crash: no SHUTDOWN, no final fsync
     stop.set()
     t.join()
