@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from examples.services import services as EXAMPLE_SERVICES  # noqa: E402
 from flowkit import dashboard as D  # noqa: E402
-from flowkit.engine import Message  # noqa: E402
+from flowkit.engine import UserMessage  # noqa: E402
 from flowkit.flow import load_flows  # noqa: E402
 from flowkit.flow.graph import to_networkx  # noqa: E402
 from flowkit.metrics import RedisMetrics, totals  # noqa: E402
@@ -141,7 +141,7 @@ def real_sessions(store: Store, n: int) -> list[str]:
     for i in range(n):
         sid = f"real-{i}"
         for j, text in enumerate(scripts[i % len(scripts)]):
-            rt.handle(sid, Message(text=text, message_id=f"{sid}.{j}"))
+            rt.handle(sid, UserMessage(text=text, message_id=f"{sid}.{j}"))
         sids.append(sid)
     metrics.flush()
     FlowRegistry(FLOWS.values(), client=store.client)

@@ -6,7 +6,7 @@
 
 Side by side, in the same process, on the same answers:
 
-- **flowkit step**: ``flowkit.engine.step(flow, state, Message(text), now)``: parses and
+- **flowkit step**: ``flowkit.engine.step(flow, state, UserMessage(text), now)``: parses and
   validates the answer (int with min/max, or a choice), saves it, follows ``next`` (with
   conditions), validates the new state against the slot schema, builds the frozen new
   state, the effects (reply, schedule, end) and the history record;
@@ -53,7 +53,7 @@ from statemachine import StateMachine  # noqa: E402
 from statemachine.factory import StateMachineMetaclass  # noqa: E402
 from transitions import Machine  # noqa: E402
 
-from flowkit.engine import Message, Record, Start, State, Transition, step  # noqa: E402
+from flowkit.engine import Record, Start, State, Transition, UserMessage, step  # noqa: E402
 from flowkit.flow import Flow, FlowBuilder, when  # noqa: E402
 
 T0 = 1_790_000_000_000
@@ -121,7 +121,7 @@ def answers_branching(kind: str) -> list[str]:
 
 def flowkit_runner(flow: Flow, answers: list[str]) -> tuple[Callable[[int], Any], Callable[[Any], int]]:
     start = step(flow, None, Start(flow=flow.name), T0, session_id="bench").state
-    msgs = [Message(text=a, message_id=f"m{i}") for i, a in enumerate(answers)]
+    msgs = [UserMessage(text=a, message_id=f"m{i}") for i, a in enumerate(answers)]
 
     def prepare(sessions: int) -> int:
         return sessions
@@ -149,7 +149,7 @@ def outputs_floor(flow: Flow, answers: list[str]) -> tuple[Callable[[int], Any],
     plan: list[tuple[str, str, Any, Any, tuple[str, ...], tuple[Any, ...]]] = []
     state = start
     for i, a in enumerate(answers):
-        t = step(flow, state, Message(text=a, message_id=f"m{i}"), T0 + 1000 * (i + 1))
+        t = step(flow, state, UserMessage(text=a, message_id=f"m{i}"), T0 + 1000 * (i + 1))
         saved = {k: v for k, v in t.state.slots.items() if state.slots.get(k) != v}
         plan.append((a, t.state.step, saved, t.state.pending, t.record.path, t.effects))  # type: ignore[union-attr]
         state = t.state
@@ -404,8 +404,8 @@ def flowkit_other(flow: Flow, n: int) -> tuple[Callable[[int], Any], Callable[[A
     states = []
     for i, a in enumerate(answers):
         states.append(state)
-        state = step(flow, state, Message(text=a), T0 + 1000 * (i + 1)).state
-    wrong, help_ = Message(text=WRONG, message_id="w"), Message(text=HELP, message_id="h")
+        state = step(flow, state, UserMessage(text=a), T0 + 1000 * (i + 1)).state
+    wrong, help_ = UserMessage(text=WRONG, message_id="w"), UserMessage(text=HELP, message_id="h")
     now = T0 + 1000 * (n + 1)
 
     def run(sessions: int) -> int:
@@ -558,7 +558,7 @@ def json_cost(flow: Flow, answers: list[str], seconds: float) -> tuple[float, in
     state: State = step(flow, None, Start(flow=flow.name), T0, session_id="bench").state
     states = [state]
     for i, a in enumerate(answers):
-        state = step(flow, state, Message(text=a), T0 + 1000 * (i + 1)).state
+        state = step(flow, state, UserMessage(text=a), T0 + 1000 * (i + 1)).state
         states.append(state)
     sizes = [len(s.to_json()) for s in states]
     loops, took = 0, 0.0

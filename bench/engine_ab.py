@@ -54,7 +54,7 @@ def workloads(engine: Any, flow: Any, n: int = 10) -> tuple[Callable[[int], int]
               next=f"q{i + 1}" if i + 1 < n else "done")
     b.end("done")
     f = b.build()
-    step, Message = engine.step, engine.Message
+    step, Message = engine.step, getattr(engine, "UserMessage", None) or engine.Message  # the old package names it Message
     start = step(f, None, engine.Start(flow=f.name), T0, session_id="ab").state
     msgs = [Message(text=str(1 + i), message_id=f"m{i}") for i in range(n)]
     wrong, help_ = Message(text="abc"), Message(text="help")

@@ -39,7 +39,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from flowkit.engine import Message  # noqa: E402
+from flowkit.engine import UserMessage  # noqa: E402
 from flowkit.flow import load_flow  # noqa: E402
 from flowkit.runtime import FlowRegistry, RecordingChannel, Runtime  # noqa: E402
 from flowkit.store import RedisServer, Store, connect  # noqa: E402
@@ -94,10 +94,10 @@ def bench_flow(store: Store, sids: list[str]) -> None:
 def survey(store: Store, sids: list[str]) -> None:
     rt = Runtime(store, FlowRegistry([SURVEY]), channel=RecordingChannel())
     for sid in sids:
-        out = rt.handle(sid, Message(text="survey", message_id=wamid(sid, 0)))
+        out = rt.handle(sid, UserMessage(text="survey", message_id=wamid(sid, 0)))
         assert out.status == "applied", out
         for i, text in enumerate(ANSWERS, 1):
-            out = rt.handle(sid, Message(text=text, message_id=wamid(sid, i)))
+            out = rt.handle(sid, UserMessage(text=text, message_id=wamid(sid, i)))
             assert out.status == "applied", (i, text, out)
         assert store.load(sid)["status"] == "completed"  # type: ignore[index]
         assert len(store.history(sid)) == RECORDS

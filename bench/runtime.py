@@ -60,7 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from flowkit.channels.whatsapp import sign  # noqa: E402
 from flowkit.channels.whatsapp.payloads import text_payload  # noqa: E402
-from flowkit.engine import Message, Reply, Start, State, step  # noqa: E402
+from flowkit.engine import Reply, Start, State, UserMessage, step  # noqa: E402
 from flowkit.flow import load_flow  # noqa: E402
 from flowkit.runtime import AsyncRecordingChannel, AsyncRuntime, FlowRegistry, RecordingChannel, Runtime  # noqa: E402
 from flowkit.store import AsyncStore, RedisServer, Store, connect, connect_async  # noqa: E402
@@ -70,7 +70,7 @@ from flowkit.store.scripts import NOOP  # noqa: E402
 SECRET = "bench-app-secret"
 NO_PACING = 1e9  # sends/s: the sync Runtime paces replies at the tier (80/s) unless told otherwise
 TALLY = load_flow(Path(__file__).resolve().parents[1] / "examples" / "tally.yaml")
-Delivery = tuple[str, Message]
+Delivery = tuple[str, UserMessage]
 T = TypeVar("T")
 
 
@@ -86,8 +86,8 @@ def workload(prefix: str, sessions: int, messages: int, seed: int) -> tuple[list
     """(starts, shuffled stream, messages per session). Session ids look like phone numbers."""
     per = max(1, messages // sessions)
     sids = [f"31{prefix}{s:07d}" for s in range(sessions)]
-    starts = [(sid, Message(text="tally", message_id=wamid(sid, 0))) for sid in sids]
-    stream = [(sid, Message(text=f"hello {i}", message_id=wamid(sid, i))) for sid in sids for i in range(1, per + 1)]
+    starts = [(sid, UserMessage(text="tally", message_id=wamid(sid, 0))) for sid in sids]
+    stream = [(sid, UserMessage(text=f"hello {i}", message_id=wamid(sid, i))) for sid in sids for i in range(1, per + 1)]
     random.Random(seed).shuffle(stream)
     return starts, stream, per
 
@@ -130,7 +130,7 @@ def commandstats(client: Any) -> Counter[str]:
 # ---------------------------------------------------------------- naive GET/SET handler
 
 
-def naive_transition(raw: bytes | None, sid: str, m: Message, now: int) -> tuple[dict[str, Any], list[Reply]]:
+def naive_transition(raw: bytes | None, sid: str, m: UserMessage, now: int) -> tuple[dict[str, Any], list[Reply]]:
     """Same engine, same flow; the state is a plain JSON string with nothing around it."""
     state = State.from_dict(json.loads(raw)) if raw else None
     event = m if state is not None else Start(flow="tally", message_id=m.message_id, text=m.text, profile={})
@@ -152,7 +152,7 @@ class NaiveSync:
     def __init__(self, client: Any) -> None:
         self.client, self.channel = client, RecordingChannel()
 
-    def handle(self, sid: str, m: Message) -> None:
+    def handle(self, sid: str, m: UserMessage) -> None:
         new, replies = naive_transition(self.client.get(naive_key(sid)), sid, m, now_ms())
         self.client.set(naive_key(sid), json.dumps(new))  # a concurrent writer's update is overwritten
         for r in replies:
@@ -163,7 +163,7 @@ class NaiveAsync:
     def __init__(self, client: Any) -> None:
         self.client, self.channel = client, AsyncRecordingChannel()
 
-    async def handle(self, sid: str, m: Message) -> None:
+    async def handle(self, sid: str, m: UserMessage) -> None:
         new, replies = naive_transition(await self.client.get(naive_key(sid)), sid, m, now_ms())
         await self.client.set(naive_key(sid), json.dumps(new))
         for r in replies:
@@ -182,7 +182,7 @@ def flowkit_lost(store: Store, sids: list[str], per: int) -> int:
 # ---------------------------------------------------------------- drivers
 
 
-def drive_sync(fn: Callable[[str, Message], Any], stream: list[Delivery]) -> tuple[float, list[float], float]:
+def drive_sync(fn: Callable[[str, UserMessage], Any], stream: list[Delivery]) -> tuple[float, list[float], float]:
     lat = []
     c0, t0 = time.process_time(), time.perf_counter()
     for sid, m in stream:
@@ -271,7 +271,7 @@ async def async_rows(url: str, admin: Any, sessions: int, messages: int, seed: i
         store = AsyncStore(client, autopipeline=auto)
         await store.driver.execute([Call(NOOP, ("fk:{s:floor}:state",), ())])
 
-        async def floor(sid: str, m: Message, store: AsyncStore = store) -> None:
+        async def floor(sid: str, m: UserMessage, store: AsyncStore = store) -> None:
             await store.driver.execute([Call(NOOP, (f"fk:{{s:{sid}}}:state",), ())])
 
         await drive_async(floor, stream[:concurrency * 4], concurrency)  # every task's connection opened
@@ -417,7 +417,7 @@ def process(args: list[str], port: int | None = None) -> Iterator[subprocess.Pop
                 proc.wait()
 
 
-def signed_body(sid: str, m: Message) -> tuple[bytes, dict[str, str]]:
+def signed_body(sid: str, m: UserMessage) -> tuple[bytes, dict[str, str]]:
     body = json.dumps(text_payload(sid, m.text or "", message_id=m.message_id)).encode()
     return body, {"content-type": "application/json", "x-hub-signature-256": sign(body, SECRET)}
 

@@ -20,7 +20,6 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each name is i
         CallService,
         Command,
         End,
-        Message,
         Record,
         Reply,
         Schedule,
@@ -29,6 +28,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each name is i
         State,
         Timeout,
         Transition,
+        UserMessage,
         step,
     )
     from flowkit.errors import (
@@ -66,7 +66,7 @@ _LAZY = {
     'CallService': 'flowkit.engine',
     'Command': 'flowkit.engine',
     'End': 'flowkit.engine',
-    'Message': 'flowkit.engine',
+    'UserMessage': 'flowkit.engine',
     'Record': 'flowkit.engine',
     'Reply': 'flowkit.engine',
     'Schedule': 'flowkit.engine',
@@ -109,13 +109,14 @@ _LAZY = {
     'when': 'flowkit.flow',
 }
 
-__getattr__, __dir__ = exports(__name__, globals(), _LAZY)
+# `Message` named both what the user sent and what the bot says; it is now UserMessage here.
+__getattr__, __dir__ = exports(__name__, globals(), _LAZY, {"Message": "UserMessage"})
 
 
 __all__ = [
     "AsyncRuntime", "CallService", "ChannelError", "CheckError", "Command", "ConflictError", "CorruptStateError", "End",
     "EngineError", "ExpressionError", "Flow", "FlowBuilder", "FlowError", "FlowRegistry", "FlowkitError",
-    "HistoryError", "Message", "Outcome", "PatternError", "Problem", "Record", "RecordingChannel", "Reply", "Runtime",
+    "HistoryError", "UserMessage", "Outcome", "PatternError", "Problem", "Record", "RecordingChannel", "Reply", "Runtime",
     "Schedule", "ServiceError", "ServiceRegistry", "ServiceResult", "Start", "State", "StateValidationError",
     "StoreError", "StoreUnavailable", "Timeout", "Transition", "WebhookError", "WhatsAppChannel",
     "__version__", "load_flow", "load_flows", "parse_flow", "render", "step", "to_networkx", "when",

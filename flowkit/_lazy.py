@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 import types
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -25,10 +26,21 @@ class _Package(types.ModuleType):
         super().__setattr__(name, value)
 
 
-def exports(package: str, namespace: dict[str, Any],
-            names: Mapping[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
-    """``__getattr__`` and ``__dir__`` for ``package`` whose ``names`` map to the modules holding them."""
+def renamed(package: str, old: str, new: str) -> None:
+    """Warn that ``package.old`` is now ``package.new`` (kept so users' code keeps running)."""
+    warnings.warn(f"{package}.{old} was renamed {new}: import {new} instead ({old} will be removed)",
+                  DeprecationWarning, stacklevel=3)
+
+
+def exports(package: str, namespace: dict[str, Any], names: Mapping[str, str],
+            old_names: Mapping[str, str] | None = None,
+            ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """``__getattr__`` and ``__dir__`` for ``package`` whose ``names`` map to the modules holding them;
+    ``old_names`` maps a former name to its new one (a DeprecationWarning on use)."""
     def __getattr__(name: str) -> Any:
+        if old_names and name in old_names:
+            renamed(package, name, old_names[name])
+            return __getattr__(old_names[name])
         module = names.get(name)
         if module is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")

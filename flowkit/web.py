@@ -40,7 +40,7 @@ from flowkit.channels.whatsapp import (
 from flowkit.channels.whatsapp.numbers import Numbers, numbers_from_env
 from flowkit.channels.whatsapp.transcript import non_answer_commands
 from flowkit.channels.whatsapp.webhook import WebhookBatch
-from flowkit.engine import Command, Message, State
+from flowkit.engine import Command, State, UserMessage
 from flowkit.errors import StoreUnavailable, WebhookError
 from flowkit.log import error_fields, get_logger
 from flowkit.readiness import is_unavailable, write_probe
@@ -60,7 +60,7 @@ DEFAULT_MAX_BODY = 1024 * 1024  # WhatsApp deliveries are a few KB; 1 MiB is gen
 PARSE_INLINE_MAX = 64 * 1024
 
 
-def to_event(m: InboundMessage) -> Message:
+def to_event(m: InboundMessage) -> UserMessage:
     """A parsed WhatsApp message as an engine event."""
     profile = {"name": m.profile_name, "wa_id": m.wa_id} if m.profile_name else {"wa_id": m.wa_id}
     kind: str = m.kind
@@ -78,7 +78,7 @@ def to_event(m: InboundMessage) -> Message:
     if kind == "request_welcome":  # the user opened the chat: greet, never answer a question
         kind = "welcome"
     text = m.text if m.text is not None else m.reply_title
-    return Message(text=text, type=kind, reply_id=m.reply_id, location=location, media=media,  # type: ignore[arg-type]  # (kind is one of the parser's kinds, which are Message types)
+    return UserMessage(text=text, type=kind, reply_id=m.reply_id, location=location, media=media,  # type: ignore[arg-type]  # (kind is one of the parser's kinds, which are UserMessage types)
                    message_id=m.message_id, profile=profile)
 
 

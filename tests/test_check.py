@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from flowkit.check import CODES, CheckError, SentLog, check, check_export, check_store, load_sent_log
-from flowkit.engine import Message
+from flowkit.engine import UserMessage
 from flowkit.history.export import export_store
 from flowkit.runtime import FlowRegistry, RecordingChannel, Runtime
 from flowkit.store import Store, legacy
@@ -35,7 +35,7 @@ class World:
         for sid, texts in (("31600000001", PIZZA), ("31600000002", SUPPORT)):
             for i, text in enumerate(texts, 1):
                 mid = f"wamid.{sid}.{i}"
-                out = self.rt.handle(sid, Message(text=text, message_id=mid))
+                out = self.rt.handle(sid, UserMessage(text=text, message_id=mid))
                 self.rt.clock.advance(5)  # type: ignore[attr-defined]
                 self.sent.append({"kind": "in", "session_id": sid, "message_id": mid, "ts": 0, "text": text,
                                   "acked": True, "outcome": out.status, "delivery": "first"})
@@ -149,8 +149,8 @@ def test_a_redelivered_unrouted_message_is_not_required(world: World) -> None:
     """The runtime answers a redelivery of an unrouted message "duplicate" (it remembers the
     id), but no history holds it: found by the simulator, `flowkit check` called it lost."""
     sid, mid = "31600000001", "wamid.after.the.end"  # the pizza session has completed
-    first = world.rt.handle(sid, Message(text="hello?", message_id=mid))
-    again = world.rt.handle(sid, Message(text="hello?", message_id=mid))
+    first = world.rt.handle(sid, UserMessage(text="hello?", message_id=mid))
+    again = world.rt.handle(sid, UserMessage(text="hello?", message_id=mid))
     assert (first.status, again.status) == ("unrouted", "duplicate")
     sent = [*world.sent, *({"kind": "in", "session_id": sid, "message_id": mid, "acked": True, "outcome": o.status}
                            for o in (first, again))]

@@ -18,7 +18,7 @@ def loaded_after(statement: str) -> set[str]:
 
 def test_the_engine_imports_nothing_heavy() -> None:
     assert loaded_after("import flowkit.engine") == set()
-    assert loaded_after("from flowkit.engine import step, State, Message") == set()
+    assert loaded_after("from flowkit.engine import step, State, UserMessage") == set()
     assert loaded_after("import flowkit") == set()
 
 

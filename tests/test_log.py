@@ -237,7 +237,7 @@ def test_the_dashboard_app_logs_like_the_command_that_started_it(redis_url: str,
 
 def test_quiet_recovery_rounds_stay_out_of_info(store: Any, caplog: pytest.LogCaptureFixture) -> None:
     """`flowkit worker` runs a round a second: only rounds that repaired something are INFO."""
-    from flowkit.engine import Message
+    from flowkit.engine import UserMessage
     from flowkit.runtime import RecordingChannel, Runtime
     from tests.runtime.conftest import EXAMPLE_FLOWS, EXAMPLE_SERVICES, Clock
 
@@ -245,7 +245,7 @@ def test_quiet_recovery_rounds_stay_out_of_info(store: Any, caplog: pytest.LogCa
     rt = Runtime(store, EXAMPLE_FLOWS, channel=RecordingChannel(), services=EXAMPLE_SERVICES, clock=clock)
     with caplog.at_level(logging.DEBUG, logger="flowkit.runtime"):
         rt.recover()
-        rt.handle("u1", Message(text="pizza", message_id="m1"))
+        rt.handle("u1", UserMessage(text="pizza", message_id="m1"))
         clock.advance(3 * 3600)  # past the flow's 30 min timeout
         rt.recover(now=clock())
     rounds = [(r.levelno, r.timeouts_fired) for r in caplog.records if r.msg == "recovery round"]  # type: ignore[attr-defined]

@@ -128,7 +128,7 @@ def test_the_handoff_tour_runs(redis_url: str, redis_client: object) -> None:
     import shlex
 
     from flowkit.channels.whatsapp import WhatsAppSender
-    from flowkit.engine import Message
+    from flowkit.engine import UserMessage
     from flowkit.flow import load_flows
     from flowkit.runtime import Runtime, WhatsAppChannel
     from flowkit.store import Store
@@ -139,7 +139,7 @@ def test_the_handoff_tour_runs(redis_url: str, redis_client: object) -> None:
         sender = WhatsAppSender(config=graph.config(), max_attempts=1)
         rt = Runtime(Store(redis_client), load_flows(ROOT / "examples" / "flows"), channel=WhatsAppChannel(sender))
         for i, text in enumerate(["support", "other", "5"]):
-            rt.handle(who, Message(text=text, message_id=f"wamid.readme.handoff.{i}"))
+            rt.handle(who, UserMessage(text=text, message_id=f"wamid.readme.handoff.{i}"))
         sender.close()
         assert rt.store.load(who)["status"] == "handoff"
         env = dict(os.environ, FLOWKIT_REDIS_URL=redis_url, FLOWKIT_FLOWS="examples/flows", **graph.env())

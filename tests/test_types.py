@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from flowkit.engine import Message
+from flowkit.engine import UserMessage
 from flowkit.metrics import Metrics, RedisMetrics
 from flowkit.runtime import AsyncRuntime, FlowRegistry, Runtime
 from flowkit.runtime.channel import AsyncRecordingChannel, HeldChannel, RecordingChannel
@@ -82,11 +82,11 @@ def test_the_store_protocols_name_the_store_methods_the_runtime_calls() -> None:
 
 def test_the_core_refuses_an_answer_that_does_not_fit_its_request(store: Store) -> None:
     rt = Runtime(store, [FLOWS["order_pizza"]])
-    gen = rt.process("31600000201", Message(text="pizza", message_id="wamid.t1"))
+    gen = rt.process("31600000201", UserMessage(text="pizza", message_id="wamid.t1"))
     assert next(gen) == Load("31600000201", False)
     with pytest.raises(TypeError, match="a Load request was answered with CommitResult; a runtime driver is broken"):
         gen.send(CommitResult("ok", 1))
-    gen = rt.process("31600000201", Message(text="pizza", message_id="wamid.t1"))
+    gen = rt.process("31600000201", UserMessage(text="pizza", message_id="wamid.t1"))
     next(gen)
     op = gen.send(None)  # no session yet: a start, whose flow is resolved next
     assert isinstance(op, Resolve) and op.wants[0] == ("order_pizza", None)
@@ -100,7 +100,7 @@ def test_the_sync_driver_answers_every_request_kind_and_refuses_others(store: St
     assert rt._answer(Sleep(0.0)) is None
     (flow,) = rt._answer(Resolve((("order_pizza", None),)))  # type: ignore[misc]
     assert flow is FLOWS["order_pizza"]
-    out = rt.handle("31600000202", Message(text="pizza", message_id="wamid.t2"))
+    out = rt.handle("31600000202", UserMessage(text="pizza", message_id="wamid.t2"))
     assert out.status == "applied"
     with pytest.raises(TypeError, match="unknown runtime request"):
         rt._answer("load please")  # type: ignore[arg-type]

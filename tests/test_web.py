@@ -21,7 +21,7 @@ from flowkit.channels.whatsapp.payloads import (
     status_payload,
     text_payload,
 )
-from flowkit.engine import Message
+from flowkit.engine import UserMessage
 from flowkit.metrics import Metrics
 from flowkit.runtime import AsyncRecordingChannel, AsyncRuntime
 from flowkit.store import AsyncStore, RedisServer, Store, connect, connect_async
@@ -262,7 +262,7 @@ def test_the_in_process_scheduler_fires_due_timeouts(redis_url: str, store: Stor
         rt = AsyncRuntime(astore, EXAMPLE_FLOWS, channel=channel, services=EXAMPLE_SERVICES, clock=clock)
         app = create_app(rt, verify_token=TOKEN, app_secret=SECRET, scheduler_interval=0.02)
         for i, text in enumerate(["pizza", "small", "1"]):  # waiting at ask_address (10 minute timeout)
-            await rt.handle("31600000050", Message(text=text, message_id=f"m{i}"))
+            await rt.handle("31600000050", UserMessage(text=text, message_id=f"m{i}"))
         clock.advance(11 * 60)
         async with app.router.lifespan_context(app):
             await until(lambda: channel.texts("31600000050")[-1].startswith("We didn't hear back"),

@@ -48,7 +48,7 @@ class Start:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Message:
+class UserMessage:
     """A user's message. ``reply_id`` is the id of a tapped button or list row."""
 
     text: str | None = None
@@ -132,7 +132,7 @@ class Command:
         return d
 
 
-Event = Start | Message | ServiceResult | Timeout | Command
+Event = Start | UserMessage | ServiceResult | Timeout | Command
 
 
 # ---------------------------------------------------------------- effects
@@ -253,3 +253,13 @@ def effect_from_dict(d: Mapping[str, Any]) -> Effect:
 
 def event_to_json(event: Event) -> str:
     return json.dumps(event.payload(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def __getattr__(name: str) -> Any:
+    # `Message` named both what the user sent and what the bot says; kept for users' code.
+    if name == "Message":
+        from flowkit._lazy import renamed
+
+        renamed(__name__, "Message", "UserMessage")
+        return UserMessage
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from flowkit.engine.events import Command, Event, Message, Reply, ServiceResult, Timeout
+from flowkit.engine.events import Command, Event, Reply, ServiceResult, Timeout, UserMessage
 from flowkit.errors import EngineError
 from flowkit.flow.model import HELD_STATUSES, TERMINAL_STATUSES, Flow
 
@@ -74,7 +74,7 @@ def touch(run: _Run) -> None:
 
 def on_event(run: _Run, event: Event) -> str | None:
     """An event (not a command) for a held session; None: nothing changes."""
-    if isinstance(event, Message):
+    if isinstance(event, UserMessage):
         if event.type == "welcome":
             return None
         profile = event.profile

@@ -45,7 +45,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from flowkit.engine.events import Message
+from flowkit.engine.events import UserMessage
 from flowkit.engine.state import slot_problem
 from flowkit.flow import patterns
 from flowkit.flow.model import InputSpec, SlotSpec
@@ -97,7 +97,7 @@ EXPECTED: Mapping[str, str] = {
 _TAPS = ("button_reply", "list_reply")
 
 
-def is_other_content(msg: Message, exc: InvalidInput) -> bool:
+def is_other_content(msg: UserMessage, exc: InvalidInput) -> bool:
     """Whether ``msg`` was not an attempt at this question at all (another kind of message, or
     a tap on an earlier message), rather than a wrong answer. Typed text is always an attempt."""
     return exc.code in ("wrong_type", "stale_reply") or (
@@ -190,7 +190,7 @@ def _strip_currency(t: str) -> str:
 _MAX_DIGITS = 30  # longer "numbers" are not answers (and Python refuses int() of 4300+ digits)
 
 
-def _text(msg: Message) -> str:
+def _text(msg: UserMessage) -> str:
     if msg.type not in ("text", "button_reply", "list_reply"):
         raise InvalidInput("wrong_type", f"got a {msg.type} message")
     raw = msg.text or ""
@@ -377,7 +377,7 @@ def parse_choice(text: str, reply_id: str | None, options: Sequence[str], labels
     raise InvalidInput("not_an_option", f"{text!r} is not one of {', '.join(options)}")
 
 
-def parse_input(spec: InputSpec, msg: Message, *, slot: SlotSpec | None = None,
+def parse_input(spec: InputSpec, msg: UserMessage, *, slot: SlotSpec | None = None,
                 labels: Mapping[str, str] | None = None, today: dt.date | None = None,
                 offered: Collection[str] | None = None) -> Any:
     """The normalised value of ``msg`` for ``spec`` (and the slot it is saved into).
@@ -408,7 +408,7 @@ def parse_input(spec: InputSpec, msg: Message, *, slot: SlotSpec | None = None,
     return value
 
 
-def _location(msg: Message) -> dict[str, Any]:
+def _location(msg: UserMessage) -> dict[str, Any]:
     if msg.type != "location" or not msg.location:
         raise InvalidInput("need_location")
     loc = msg.location
@@ -421,7 +421,7 @@ def _location(msg: Message) -> dict[str, Any]:
     return value
 
 
-def _media(spec: InputSpec, msg: Message) -> dict[str, Any]:
+def _media(spec: InputSpec, msg: UserMessage) -> dict[str, Any]:
     if msg.type != "media" or not msg.media:
         raise InvalidInput("need_media")
     media = dict(msg.media)

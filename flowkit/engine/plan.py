@@ -27,7 +27,7 @@ from flowkit.engine.inputs import _NO, _YES, MAX_ANSWER_CHARS, InvalidInput, _ch
 from flowkit.engine.replies import build_reply, static_text
 from flowkit.engine.state import State, slot_problem
 from flowkit.flow.model import COMMAND_NAMES, AskStep, EndStep, Flow, SayStep, SlotSpec
-from flowkit.flow.model import Message as Say
+from flowkit.flow.model import BotMessage as Say
 
 #: what a quick parser returns when the text is not in normal form (``parse_input`` decides)
 MISS: Final = object()
@@ -104,8 +104,8 @@ def labels(st: AskStep) -> dict[str, str]:
     """Button and list-row titles that name an option (lower-case title -> option)."""
     options = set(st.input.options or ())
     out = {b.title.lower(): b.id for b in st.ask.buttons if b.id in options}
-    if st.ask.list is not None:
-        for s in st.ask.list.sections:
+    if st.ask.menu is not None:
+        for s in st.ask.menu.sections:
             out.update({r.title.lower(): r.id for r in s.rows if r.id in options})
     return out
 
@@ -114,8 +114,8 @@ def offered(st: AskStep) -> frozenset[str]:
     """The button and row ids a question offers: its own buttons and rows, its options (the
     buttons or rows build_reply makes of them) and yes/no."""
     ids = {b.id for b in st.ask.buttons} | set(st.input.options or ())
-    if st.ask.list is not None:
-        ids.update(r.id for s in st.ask.list.sections for r in s.rows)
+    if st.ask.menu is not None:
+        ids.update(r.id for s in st.ask.menu.sections for r in s.rows)
     if st.input.type == "yes_no":
         ids.update(("yes", "no"))
     return frozenset(ids)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from flowkit.engine.events import Command, Event, Message, ServiceResult, Start, Timeout
+from flowkit.engine.events import Command, Event, ServiceResult, Start, Timeout, UserMessage
 from flowkit.engine.state import State
 from flowkit.engine.transition import Transition, step
 from flowkit.errors import EngineError
@@ -45,7 +45,7 @@ def event_from_record(record: Mapping[str, Any]) -> Event | None:
     if kind in ("command", "delivery_failed") and "command" in payload:
         return Command(name=payload["command"], args=payload.get("args") or {}, message_id=mid, actor=actor)
     if kind in ("message", "command"):
-        return Message(text=payload.get("text"), type=payload.get("type", "text"), reply_id=payload.get("reply_id"),
+        return UserMessage(text=payload.get("text"), type=payload.get("type", "text"), reply_id=payload.get("reply_id"),
                        location=payload.get("location"), media=payload.get("media"), message_id=mid, actor=actor)
     return None
 

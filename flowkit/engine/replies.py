@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from flowkit.engine.events import Reply
 from flowkit.flow.model import AskStep, Flow
-from flowkit.flow.model import Message as Say
+from flowkit.flow.model import BotMessage as Say
 from flowkit.flow.template import Template
 
 CANCELLED_TEXT = "OK, I've cancelled this. Send a message any time to start again."
@@ -26,10 +26,10 @@ def build_reply(msg: Say, render: Callable[[Template | None, str], str | None], 
         params = tuple(render(p, f"{where} template") or "" for p in msg.template.params)
         template = (msg.template.name, msg.template.language, params)
     buttons = tuple((b.id, b.title) for b in msg.buttons)
-    list_button = msg.list.button if msg.list else None
+    list_button = msg.menu.button if msg.menu else None
     sections = tuple(
-        (s.title, tuple((r.id, r.title, r.description) for r in s.rows)) for s in msg.list.sections
-    ) if msg.list else ()
+        (s.title, tuple((r.id, r.title, r.description) for r in s.rows)) for s in msg.menu.sections
+    ) if msg.menu else ()
     location_request = False
     if extra is not None and not buttons and not sections and template is None and msg.cta is None:
         spec = extra.input

@@ -21,11 +21,11 @@ from flowkit.engine.events import (
     Effect,
     End,
     Event,
-    Message,
     Reply,
     ServiceResult,
     Start,
     Timeout,
+    UserMessage,
 )
 from flowkit.engine.flowset import FlowSet
 from flowkit.engine.inputs import (
@@ -63,7 +63,7 @@ from flowkit.flow.model import (
     Step,
 )
 from flowkit.flow.model import (
-    Message as Say,
+    BotMessage as Say,
 )
 from flowkit.flow.template import Template
 
@@ -395,7 +395,7 @@ class Run:
         if prev.pending is None:
             raise StateValidationError(f"session {self.session_id!r} is {prev.status} but its state says nothing "
                                        "about what it waits for (pending); recover or roll back the session")
-        if isinstance(event, Message):
+        if isinstance(event, UserMessage):
             return self.message(event)
         if isinstance(event, ServiceResult):
             return event.kind if waits.service_result(self, event) else None
@@ -427,7 +427,7 @@ class Run:
         self.slots = {PROFILE: profile} if profile is not None else {}
         self.stack, self.attempts, self.trail, self.pending = [], {}, [], None
 
-    def message(self, msg: Message) -> str:
+    def message(self, msg: UserMessage) -> str:
         assert self.pending is not None
         if msg.profile and msg.profile != self.slots.get(PROFILE):
             self.slots[PROFILE] = json_value(readable(dict(msg.profile)), "the message's profile")
@@ -443,7 +443,7 @@ class Run:
         self.answer(msg)
         return "message"
 
-    def answer(self, msg: Message) -> None:
+    def answer(self, msg: UserMessage) -> None:
         st = self.current_step() if self.stack or self.step_name is None else self.root.steps.get(self.step_name)
         if st is None:
             st = self.current_step()  # (raises, saying the step is gone)
@@ -496,7 +496,7 @@ class Run:
         text = (self.render(st.invalid, "invalid") or "") if st.invalid is not None else (
             f"{said} {self.render(st.ask.text, 'ask') or ''}".strip()
         )
-        self.say(Say(text=Template(text, (text,)), buttons=st.ask.buttons, list=st.ask.list), "invalid", extra=st)
+        self.say(Say(text=Template(text, (text,)), buttons=st.ask.buttons, menu=st.ask.menu), "invalid", extra=st)
 
     # ------------------------------------------------------------ result
 

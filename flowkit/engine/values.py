@@ -12,7 +12,7 @@ from json.encoder import encode_basestring
 from typing import Any
 
 from flowkit.engine import handoff
-from flowkit.engine.events import Event, Message, Schedule, ServiceResult
+from flowkit.engine.events import Event, Schedule, ServiceResult, UserMessage
 from flowkit.engine.inputs import is_utf8
 from flowkit.engine.state import PROFILE, make
 from flowkit.errors import EngineError
@@ -80,9 +80,9 @@ def record_input(event: Event, redact: bool) -> str:
     """The history record's ``input``: the event's payload as JSON (``{"redacted":true,...}``
     for a sensitive answer or service result). A typed text, the common case, is written
     directly: the same text ``payload_json`` gives, at a fraction of json.dumps' cost."""
-    if redact and isinstance(event, (Message, ServiceResult)):
+    if redact and isinstance(event, (UserMessage, ServiceResult)):
         return payload_json({"type": getattr(event, "type", "service_result"), "redacted": True})
-    if type(event) is Message and event.type == "text" and event.text is not None and event.reply_id is None \
+    if type(event) is UserMessage and event.type == "text" and event.text is not None and event.reply_id is None \
             and event.location is None and event.media is None and is_utf8(event.text):
         return '{"text":' + encode_basestring(event.text) + ',"type":"text"}'
     return payload_json(event.payload())

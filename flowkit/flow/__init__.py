@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each name is i
         STATUSES,
         TERMINAL_STATUSES,
         AskStep,
+        BotMessage,
         Branch,
         BranchStep,
         Button,
@@ -35,7 +36,6 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each name is i
         ListRow,
         ListSection,
         Loc,
-        Message,
         SayStep,
         SetStep,
         SlotSpec,
@@ -71,7 +71,7 @@ _LAZY = {
     'ListRow': 'flowkit.flow.model',
     'ListSection': 'flowkit.flow.model',
     'Loc': 'flowkit.flow.model',
-    'Message': 'flowkit.flow.model',
+    'BotMessage': 'flowkit.flow.model',
     'SayStep': 'flowkit.flow.model',
     'SetStep': 'flowkit.flow.model',
     'SlotSpec': 'flowkit.flow.model',
@@ -101,13 +101,14 @@ _LAZY = {
     'validate_flow_set': 'flowkit.flow.validate',
 }
 
-__getattr__, __dir__ = exports(__name__, globals(), _LAZY)
+# `Message` named both what the user sent and what the bot says; it is now BotMessage here.
+__getattr__, __dir__ = exports(__name__, globals(), _LAZY, {"Message": "BotMessage"})
 
 
 __all__ = [
     "END_KINDS", "INPUT_TYPES", "SLOT_TYPES", "STATUSES", "TERMINAL_STATUSES",
     "AskStep", "Branch", "BranchStep", "Button", "CallStep", "Commands", "EndStep", "Expr", "Flow",
-    "FlowBuilder", "FlowStep", "InputSpec", "ListMenu", "ListRow", "ListSection", "Loc", "Message",
+    "FlowBuilder", "FlowStep", "InputSpec", "ListMenu", "ListRow", "ListSection", "Loc", "BotMessage",
     "SayStep", "SetStep", "SlotSpec", "Step", "Template", "TemplateMessage",
     "edge_list", "flow_files", "flow_from_dict", "format_duration", "graph_json", "load_flow", "load_flows",
     "parse_duration", "parse_expr", "parse_flow", "parse_template", "render", "render_to_file",

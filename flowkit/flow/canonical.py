@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from flowkit.flow.messages import Message
+from flowkit.flow.messages import BotMessage
 from flowkit.flow.steps import AskStep, CallStep, EndStep, FlowStep, SayStep, SetStep, Step
 
 if TYPE_CHECKING:
     from flowkit.flow.model import Flow
 
 
-def _canonical_message(msg: Message, data: Any) -> Any:
+def _canonical_message(msg: BotMessage, data: Any) -> Any:
     if isinstance(data, str):
         return msg.text.canonical() if msg.text is not None else data
     if msg.text is not None:

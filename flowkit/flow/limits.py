@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 
 from flowkit.errors import ChannelError, Problem
 from flowkit.flow.expr import Expr
-from flowkit.flow.model import AskStep, EndStep, Flow, Loc, Message, SayStep, SlotSpec, Step
+from flowkit.flow.model import AskStep, BotMessage, EndStep, Flow, Loc, SayStep, SlotSpec, Step
 from flowkit.flow.template import Template
 
 # What a value of each fixed-size slot type reads as in a message (format_value).
@@ -77,10 +77,10 @@ def _renderer(flow: Flow, longest: bool, unbounded: list[str]) -> Callable[[Temp
     return render
 
 
-def _messages(flow: Flow, step: Step) -> Iterator[tuple[Message, str, AskStep | None]]:
+def _messages(flow: Flow, step: Step) -> Iterator[tuple[BotMessage, str, AskStep | None]]:
     """Each message a step can send: (message, the key it was written under, the ask step)."""
     from flowkit.engine.inputs import DEFAULT_INVALID
-    from flowkit.flow.model import Message as Say
+    from flowkit.flow.model import BotMessage as Say
 
     if isinstance(step, (SayStep, EndStep)) and step.say is not None:
         yield step.say, "say", None
@@ -94,11 +94,11 @@ def _messages(flow: Flow, step: Step) -> Iterator[tuple[Message, str, AskStep | 
             prefix = max(DEFAULT_INVALID.values(), key=len) + " "
             parts = (prefix, *step.ask.text.parts) if step.ask.text is not None else (prefix,)
             text = Template(prefix + (step.ask.text.source if step.ask.text else ""), parts)
-        yield Say(text=text, buttons=step.ask.buttons, list=step.ask.list), "invalid" if step.invalid else "ask", step
+        yield Say(text=text, buttons=step.ask.buttons, menu=step.ask.menu), "invalid" if step.invalid else "ask", step
 
 
-def _loader_reported(msg: Message) -> bool:
-    rows = [r for s in msg.list.sections for r in s.rows] if msg.list else []
+def _loader_reported(msg: BotMessage) -> bool:
+    rows = [r for s in msg.menu.sections for r in s.rows] if msg.menu else []
     return (len(msg.buttons) > _LOADER_BUTTONS or any(len(b.title) > _LOADER_TITLE for b in msg.buttons)
             or len(rows) > _LOADER_ROWS or any(len(r.title) > _LOADER_ROW_TITLE for r in rows))
 
@@ -112,10 +112,10 @@ def check_limits(flow: Flow) -> tuple[list[Problem], list[Problem]]:
     warnings: list[Problem] = []
     seen: set[tuple[str, str]] = set()
     failed: set[str] = set()
-    items: list[tuple[str, Step | None, tuple[Message, str, AskStep | None]]] = [
+    items: list[tuple[str, Step | None, tuple[BotMessage, str, AskStep | None]]] = [
         (name, step, m) for name, step in flow.steps.items() for m in _messages(flow, step)]
     if flow.help is not None:  # the answer to the `help` command is a plain text reply
-        items.insert(0, ("", None, (Message(text=flow.help), "help", None)))
+        items.insert(0, ("", None, (BotMessage(text=flow.help), "help", None)))
     for name, step, (msg, key, ask) in items:
         if _loader_reported(msg) or (key != "say" and name in failed):
             continue  # reported already (by the loader, or for the question the re-prompt repeats)

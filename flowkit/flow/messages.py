@@ -1,9 +1,8 @@
-"""What the bot says (:class:`Message`) and its parts: reply buttons, list menus, templates,
+"""What the bot says (:class:`BotMessage`) and its parts: reply buttons, list menus, templates,
 media and call-to-action buttons, with how each is written back to a flow file."""
 
 from __future__ import annotations
 
-import builtins
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,13 +61,13 @@ class CtaButton:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Message:
+class BotMessage:
     """Something the bot says: text, optionally with reply buttons or a list menu, or a template;
     optionally with a header and footer, a media attachment or a call-to-action URL button."""
 
     text: Template | None = None
     buttons: tuple[Button, ...] = ()
-    list: ListMenu | None = None
+    menu: ListMenu | None = None  # `list:` in a flow file; named so it does not shadow the builtin
     template: TemplateMessage | None = None
     header: Template | None = None
     footer: Template | None = None
@@ -76,7 +75,7 @@ class Message:
     cta: CtaButton | None = None
     loc: Loc = loc_field()
 
-    def templates(self) -> builtins.list[Template]:  # `list` is a field of this class
+    def templates(self) -> list[Template]:
         out = [self.text] if self.text is not None else []
         if self.template is not None:
             out.extend(self.template.params)
@@ -88,7 +87,7 @@ class Message:
     @property
     def plain(self) -> bool:
         """Only text: written as a bare string in a flow file."""
-        return (not self.buttons and self.list is None and self.template is None and self.header is None
+        return (not self.buttons and self.menu is None and self.template is None and self.header is None
                 and self.footer is None and self.media is None and self.cta is None)
 
     def to_data(self) -> Any:
@@ -99,8 +98,8 @@ class Message:
             d["text"] = self.text.source
         if self.buttons:
             d["buttons"] = [{"id": b.id, "title": b.title} for b in self.buttons]
-        if self.list is not None:
-            d["list"] = _list_data(self.list)
+        if self.menu is not None:
+            d["list"] = _list_data(self.menu)
         if self.template is not None:
             d["template"] = {
                 "name": self.template.name,
@@ -130,3 +129,13 @@ def _list_data(menu: ListMenu) -> dict[str, Any]:
         return {"button": menu.button, "rows": rows(secs[0])}
     return {"button": menu.button,
             "sections": [{**({"title": s.title} if s.title else {}), "rows": rows(s)} for s in secs]}
+
+
+def __getattr__(name: str) -> Any:
+    # `Message` named both what the user sent and what the bot says; kept for users' code.
+    if name == "Message":
+        from flowkit._lazy import renamed
+
+        renamed(__name__, "Message", "BotMessage")
+        return BotMessage
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

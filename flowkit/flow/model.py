@@ -23,13 +23,13 @@ from flowkit.flow.canonical import canonical_body
 from flowkit.flow.durations import format_duration, parse_duration
 from flowkit.flow.location import NOWHERE, Loc, loc_field
 from flowkit.flow.messages import (
+    BotMessage,
     Button,
     CtaButton,
     ListMenu,
     ListRow,
     ListSection,
     MediaRef,
-    Message,
     TemplateMessage,
 )
 from flowkit.flow.specs import InputSpec, SlotSpec
@@ -176,7 +176,17 @@ __all__ = [
     "BUILTIN_NAMES", "COMMAND_NAMES", "END_KINDS", "HELD_STATUSES", "INPUT_TYPES", "MEDIA_KINDS", "NOWHERE",
     "SLOT_TYPES", "STATUSES", "STEP_KINDS", "TERMINAL_STATUSES",
     "AskStep", "Branch", "BranchStep", "Button", "CallStep", "Commands", "CtaButton", "EndStep", "Flow", "FlowStep",
-    "HandoffPolicy", "InputSpec", "ListMenu", "ListRow", "ListSection", "Loc", "MediaRef", "Message", "SayStep",
+    "HandoffPolicy", "InputSpec", "ListMenu", "ListRow", "ListSection", "Loc", "MediaRef", "BotMessage", "SayStep",
     "SetStep", "SlotSpec", "SplitStep", "Step", "TemplateMessage", "Variant",
     "format_duration", "loc_field", "parse_duration",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # `Message` named both what the user sent and what the bot says; kept for users' code.
+    if name == "Message":
+        from flowkit._lazy import renamed
+
+        renamed(__name__, "Message", "BotMessage")
+        return BotMessage
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,17 +1,17 @@
 """Reading what the bot says in a flow file: texts, reply buttons, list menus, templates,
-media and call-to-action buttons (with WhatsApp's limits on each), into :class:`Message`."""
+media and call-to-action buttons (with WhatsApp's limits on each), into :class:`~flowkit.flow.messages.BotMessage`."""
 
 from __future__ import annotations
 
 from flowkit.flow.model import (
     MEDIA_KINDS,
+    BotMessage,
     Button,
     CtaButton,
     ListMenu,
     ListRow,
     ListSection,
     MediaRef,
-    Message,
     TemplateMessage,
 )
 from flowkit.flow.parse_values import ValueParser
@@ -22,10 +22,10 @@ from flowkit.flow.template import Template
 class MessageParser(ValueParser):
     """Reads messages; the step parser (flowkit/flow/parse_steps.py) builds on it."""
 
-    def message(self, n: _N, what: str) -> Message | None:
+    def message(self, n: _N, what: str) -> BotMessage | None:
         if isinstance(n.value, str) or (isinstance(n.value, (int, float)) and not isinstance(n.value, bool)):
             t = self.template(n, what)
-            return Message(text=t, loc=self.loc(n)) if t else None
+            return BotMessage(text=t, loc=self.loc(n)) if t else None
         m = self.mapping(n, what, ["text", "buttons", "list", "template", "header", "footer", "media", "cta"])
         if m is None:
             return None
@@ -44,7 +44,7 @@ class MessageParser(ValueParser):
             self.err(m["cta"], "bad-value", f"{what} has `cta` and `{'buttons' if buttons else 'list'}`; WhatsApp shows one kind of button per message")
         if cta is not None and text is None:
             self.err(m["cta"], "missing-key", f"{what} has `cta` and needs `text` to show above the button")
-        return Message(text=text, buttons=buttons, list=menu, template=template,
+        return BotMessage(text=text, buttons=buttons, menu=menu, template=template,
                        header=self.template(m.get("header"), f"`header` of {what}"),
                        footer=self.template(m.get("footer"), f"`footer` of {what}"),
                        media=media, cta=cta, loc=self.loc(n))

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 from flowkit.flow.durations import format_duration
 from flowkit.flow.expr import Expr
 from flowkit.flow.location import Loc, loc_field
-from flowkit.flow.messages import Message
+from flowkit.flow.messages import BotMessage
 from flowkit.flow.specs import InputSpec
 from flowkit.flow.template import Template
 
@@ -78,7 +78,7 @@ class Step:
 @dataclass(frozen=True, kw_only=True)
 class SayStep(Step):
     kind: ClassVar[str] = "say"
-    say: Message
+    say: BotMessage
 
     def templates(self) -> list[Template]:
         return self.say.templates()
@@ -90,7 +90,7 @@ class SayStep(Step):
 @dataclass(frozen=True, kw_only=True)
 class AskStep(Step):
     kind: ClassVar[str] = "ask"
-    ask: Message
+    ask: BotMessage
     input: InputSpec
     save: str | None = None
     retries: int = 2
@@ -228,7 +228,7 @@ class EndStep(Step):
 
     kind: ClassVar[str] = "end"
     end: str = "completed"
-    say: Message | None = None
+    say: BotMessage | None = None
 
     def templates(self) -> list[Template]:
         return self.say.templates() if self.say is not None else []

@@ -9,7 +9,7 @@ import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from flowkit.engine import Command, Message, ServiceResult, Start, State, Timeout, fail, step
+from flowkit.engine import Command, ServiceResult, Start, State, Timeout, UserMessage, fail, step
 from flowkit.engine.locate import locate
 from flowkit.engine.state import Record
 from flowkit.engine.transition import schedule
@@ -167,7 +167,7 @@ class SessionGenerator:
                 continue
             if rng.random() < cfg.command_rate:
                 word = rng.choice(["back", "help", "cancel", "restart", "back"])
-                self.apply(s, flow, Message(text=word, message_id=s.mid()), now)
+                self.apply(s, flow, UserMessage(text=word, message_id=s.mid()), now)
                 invalid_in_row = 0
                 continue
             assert st.step is not None
@@ -182,7 +182,7 @@ class SessionGenerator:
                 msg = valid_answer(ask, slot, rng, dt.datetime.fromtimestamp(now / 1000, dt.UTC).date())
                 invalid_in_row = 0
             before = st.step
-            self.apply(s, flow, Message(text=msg.text, type=msg.type, reply_id=msg.reply_id, location=msg.location,
+            self.apply(s, flow, UserMessage(text=msg.text, type=msg.type, reply_id=msg.reply_id, location=msg.location,
                                         media=msg.media, message_id=s.mid()), now)
             if s.state is not None and s.state.step != before:
                 invalid_in_row = 0
@@ -196,7 +196,7 @@ class SessionGenerator:
         if rng.random() < cfg.busy_rate:
             at = now + int(rng.uniform(0.2, 1.0) * 1000)
             if limit_ms is None or at <= limit_ms:
-                self.apply(s, flow, Message(text=rng.choice(["?", "hello?", "ok"]), message_id=s.mid()), at)
+                self.apply(s, flow, UserMessage(text=rng.choice(["?", "hello?", "ok"]), message_id=s.mid()), at)
                 now = at
         roll = rng.random()
         if roll < cfg.service_timeout_rate:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
-from flowkit.engine import CallService, Effect, Event, Message, Reply, State, Timeout
+from flowkit.engine import CallService, Effect, Event, Reply, State, Timeout, UserMessage
 from flowkit.errors import ChannelError, FlowkitError
 from flowkit.flow.model import Flow
 from flowkit.log import error_fields, get_logger
@@ -114,7 +114,7 @@ class AsyncRuntime(_handoff.AsyncAgentActions, _Core[AsyncStoreProtocol]):
         if writes:
             await self.store.defer(writes)
         outcome = await self._drive(self.process(session_id, event))
-        if outcome.status == "unrouted" and isinstance(event, Message) and event.message_id:
+        if outcome.status == "unrouted" and isinstance(event, UserMessage) and event.message_id:
             outcome = as_duplicate(outcome, await self.store.seen(session_id, event.message_id))
             if outcome.status == "unrouted" and not await unrouted.aclaim(self.store.client, session_id,
                                                                             event.message_id):
@@ -125,7 +125,7 @@ class AsyncRuntime(_handoff.AsyncAgentActions, _Core[AsyncStoreProtocol]):
         if outcome.status == "unrouted":
             if self.outbox is not None:
                 self.outbox.submit(session_id, 0, list(outcome.replies), ack=False, record=False)
-            elif not await self._send(session_id, outcome.replies) and isinstance(event, Message) and event.message_id:
+            elif not await self._send(session_id, outcome.replies) and isinstance(event, UserMessage) and event.message_id:
                 await unrouted.arelease(self.store.client, session_id, event.message_id)
         elif outcome.status == "applied":
             self.places.note(session_id, outcome.version, outcome.flow, outcome.record)

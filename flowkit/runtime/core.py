@@ -24,11 +24,11 @@ from flowkit.engine import (
     CallService,
     Command,
     Event,
-    Message,
     Reply,
     Start,
     State,
     Transition,
+    UserMessage,
     effect_from_dict,
     fail,
     step,
@@ -170,7 +170,7 @@ class _Core(Generic[StoreT]):
     def route(self, state: State | None, event: Event, sid: str | None = None) -> Event | None:
         """Which event a message becomes: an answer in the active flow, a start (of a flow the
         session's number runs), or nothing."""
-        if not isinstance(event, Message):
+        if not isinstance(event, UserMessage):
             return event
         if state is not None and not state.terminal:
             return event
@@ -233,7 +233,7 @@ class _Core(Generic[StoreT]):
         while True:
             state, raw = _decoded(known if known is not None else _loaded((yield Load(sid, fresh))))
             known = None
-            if isinstance(event, Message) and event.type == "welcome" and state is not None and not state.terminal:
+            if isinstance(event, UserMessage) and event.type == "welcome" and state is not None and not state.terminal:
                 # WhatsApp's request_welcome (the chat was opened) greets a newcomer; it never
                 # answers or interrupts a live session. Decided on the stored state, not a cached one.
                 if not fresh:
@@ -311,7 +311,7 @@ class _Core(Generic[StoreT]):
     def inbound_writes(self, sid: str, event: Event) -> Batch | None:
         """A user's message opens the 24-hour window: a deferred write, riding on the commit."""
         window = self.window_ms()
-        if not window or not isinstance(event, Message) or event.actor != "runtime":
+        if not window or not isinstance(event, UserMessage) or event.actor != "runtime":
             return None
         now = self.clock()
         self._inbound[sid] = now

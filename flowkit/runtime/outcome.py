@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from flowkit.engine import CallService, Event, Message, Reply
+from flowkit.engine import CallService, Event, Reply, UserMessage
 from flowkit.engine.events import Effect
 
 OutcomeStatus = Literal["applied", "duplicate", "noop", "unrouted"]
@@ -48,7 +48,7 @@ class RecoveryReport:
 
 def inbound_id(event: Event) -> str | None:
     """The WhatsApp id of a user's message, to mark it read."""
-    return event.message_id if isinstance(event, Message) else None
+    return event.message_id if isinstance(event, UserMessage) else None
 
 
 def routes(outcome: Outcome) -> bool:

@@ -10,7 +10,7 @@ import random
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping
 
-from flowkit.engine import CallService, Effect, Event, Message, Reply, State, Timeout, effect_from_dict
+from flowkit.engine import CallService, Effect, Event, Reply, State, Timeout, UserMessage, effect_from_dict
 from flowkit.errors import ChannelError, FlowkitError
 from flowkit.flow.model import Flow
 from flowkit.log import error_fields, get_logger
@@ -33,7 +33,7 @@ class Runtime(_handoff.AgentActions, _Core[StoreProtocol]):
     """The Flow Handler with blocking I/O (threads are fine: it holds no lock).
 
         rt = Runtime(Store(connect()), load_flows("flows/"), channel=WhatsAppChannel(sender))
-        rt.handle_message("31612345678", Message(text="pizza", message_id="wamid.1"))
+        rt.handle_message("31612345678", UserMessage(text="pizza", message_id="wamid.1"))
     """
 
     def __init__(self, store: StoreProtocol, flows: FlowRegistry | Mapping[str, Flow] | Iterable[Flow], *,
@@ -85,7 +85,7 @@ class Runtime(_handoff.AgentActions, _Core[StoreProtocol]):
         if writes:
             self.store.defer(writes)
         outcome = self._drive(self.process(session_id, event))
-        if outcome.status == "unrouted" and isinstance(event, Message) and event.message_id:
+        if outcome.status == "unrouted" and isinstance(event, UserMessage) and event.message_id:
             # a redelivery of a message that ended the session: a duplicate, not a stranger
             outcome = as_duplicate(outcome, self.store.seen(session_id, event.message_id))
             if outcome.status == "unrouted" and not unrouted.claim(self.store.client, session_id, event.message_id):
@@ -94,7 +94,7 @@ class Runtime(_handoff.AgentActions, _Core[StoreProtocol]):
         if tx_in := self.transcript_in(session_id, event, outcome):
             self.store.defer(tx_in)
         if outcome.status == "unrouted":
-            if not self._send(session_id, outcome.replies) and isinstance(event, Message) and event.message_id:
+            if not self._send(session_id, outcome.replies) and isinstance(event, UserMessage) and event.message_id:
                 unrouted.release(self.store.client, session_id, event.message_id)
         elif outcome.status == "applied":
             self.places.note(session_id, outcome.version, outcome.flow, outcome.record)

@@ -1,6 +1,6 @@
 """What the runtime writes into a session's transcript (:mod:`flowkit.store.transcript`).
 
-Entries are built from the engine's own values (a :class:`~flowkit.engine.Message` in, a
+Entries are built from the engine's own values (a :class:`~flowkit.engine.UserMessage` in, a
 :class:`~flowkit.engine.Reply` out), so every channel gets a transcript; the WhatsApp
 webhook adds the messages that answer nothing (reactions, edits, revokes) through
 :func:`inbound_entry` with their own kind and payload.
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from flowkit.engine import Message, Reply
+from flowkit.engine import Reply, UserMessage
 from flowkit.store import transcript as tx
 from flowkit.store.driver import Batch
 
@@ -69,7 +69,7 @@ def inbound_entry(*, wamid: str | None, ts: int, kind: str, text: str | None, pa
             "version": version, "actor": "user"}
 
 
-def message_entry(event: Message, *, ts: int, version: int | None) -> dict[str, Any]:
+def message_entry(event: UserMessage, *, ts: int, version: int | None) -> dict[str, Any]:
     """The transcript entry of an engine message (text, tapped button or row, location, media)."""
     payload = event.payload()
     kind = payload.pop("type", "text")
@@ -82,7 +82,7 @@ def inbound_commands(store: TranscriptStore, sid: str, event: object, status: st
                      record: Mapping[str, Any] | None, now: int) -> Batch:
     """The write recording a handled user message, at its commit's time (nothing for other
     events, or a duplicate: its first delivery recorded it)."""
-    if not isinstance(event, Message) or status == "duplicate":
+    if not isinstance(event, UserMessage) or status == "duplicate":
         return []
     applied = status == "applied"
     ts = int((record or {}).get("ts") or now) if applied else now

@@ -9,7 +9,7 @@ import string
 from collections.abc import Callable
 from typing import Any
 
-from flowkit.engine.events import Message
+from flowkit.engine.events import UserMessage
 from flowkit.flow.model import AskStep, InputSpec, SlotSpec
 
 _FIRST = ["Ana", "Bo", "Chen", "Dara", "Emeka", "Fatima", "Gus", "Hana", "Ivan", "Jo", "Kemal", "Lena", "Mo", "Nia"]
@@ -35,7 +35,7 @@ def _text_between(rng: random.Random, lo: int, hi: int) -> str:
 
 
 def valid_answer(step: AskStep, slot: SlotSpec | None, rng: random.Random, today: dt.date, *,
-                 upper: float | None = None) -> Message:
+                 upper: float | None = None) -> UserMessage:
     """A message that ``step`` accepts (and the slot it saves into, if any); a number is at
     most ``upper`` when that is given and still allowed."""
     spec = step.input
@@ -54,25 +54,25 @@ def valid_answer(step: AskStep, slot: SlotSpec | None, rng: random.Random, today
     return _text(step, slot, rng)
 
 
-def _choice(spec: InputSpec, slot: SlotSpec | None, rng: random.Random) -> Message:
+def _choice(spec: InputSpec, slot: SlotSpec | None, rng: random.Random) -> UserMessage:
     opts = [o for o in (spec.options or ()) if slot is None or slot.options is None or o in slot.options]
     pick = rng.choice(opts)
     style = rng.random()
     if style < 0.5:
-        return Message(type="button_reply" if len(opts) <= 3 else "list_reply", reply_id=pick, text=pick)
+        return UserMessage(type="button_reply" if len(opts) <= 3 else "list_reply", reply_id=pick, text=pick)
     if style < 0.75:
-        return Message(text=str((spec.options or ()).index(pick) + 1))  # "2" picks the second option
-    return Message(text=pick.upper() if rng.random() < 0.5 else f"  {pick} ")
+        return UserMessage(text=str((spec.options or ()).index(pick) + 1))  # "2" picks the second option
+    return UserMessage(text=pick.upper() if rng.random() < 0.5 else f"  {pick} ")
 
 
-def _yes_no(rng: random.Random) -> Message:
+def _yes_no(rng: random.Random) -> UserMessage:
     yes = rng.random() < 0.7
     if rng.random() < 0.5:
-        return Message(type="button_reply", reply_id="yes" if yes else "no", text="Yes" if yes else "No")
-    return Message(text=rng.choice(["yes", "Yes!", "sure", "ok", "y"] if yes else ["no", "No", "nope", "n"]))
+        return UserMessage(type="button_reply", reply_id="yes" if yes else "no", text="Yes" if yes else "No")
+    return UserMessage(text=rng.choice(["yes", "Yes!", "sure", "ok", "y"] if yes else ["no", "No", "nope", "n"]))
 
 
-def _number(spec: InputSpec, slot: SlotSpec | None, rng: random.Random, upper: float | None) -> Message:
+def _number(spec: InputSpec, slot: SlotSpec | None, rng: random.Random, upper: float | None) -> UserMessage:
     lo, hi = _bounds(spec, slot)
     if upper is not None and (lo is None or upper >= lo) and (hi is None or upper < hi):
         hi = upper if spec.type == "number" or lo is None or int(upper) >= lo else hi
@@ -80,49 +80,49 @@ def _number(spec: InputSpec, slot: SlotSpec | None, rng: random.Random, upper: f
     hi_i = int(hi) if hi is not None else lo_i + 50
     if spec.type == "int" or rng.random() < 0.5:
         lo_c = lo_i if lo is None or lo_i >= lo else lo_i + 1
-        return Message(text=str(rng.randint(lo_c, max(lo_c, hi_i))))
+        return UserMessage(text=str(rng.randint(lo_c, max(lo_c, hi_i))))
     value = rng.uniform(lo if lo is not None else 0.01, hi if hi is not None else 100)
     value = max(lo or 0.01, round(value, 2))
-    return Message(text=f"{value:.2f}".replace(".", ",") if rng.random() < 0.3 else f"{value:.2f}")
+    return UserMessage(text=f"{value:.2f}".replace(".", ",") if rng.random() < 0.3 else f"{value:.2f}")
 
 
-def _date(spec: InputSpec, rng: random.Random, today: dt.date) -> Message:
+def _date(spec: InputSpec, rng: random.Random, today: dt.date) -> UserMessage:
     lo_d = dt.date.fromisoformat(str(spec.min)) if spec.min else today
     hi_d = dt.date.fromisoformat(str(spec.max)) if spec.max else today + dt.timedelta(days=60)
     lo_d = max(lo_d, min(today, hi_d))
     day = lo_d + dt.timedelta(days=rng.randint(0, max(0, (hi_d - lo_d).days)))
-    return Message(text=day.isoformat() if rng.random() < 0.6 else day.strftime("%d/%m/%Y"))
+    return UserMessage(text=day.isoformat() if rng.random() < 0.6 else day.strftime("%d/%m/%Y"))
 
 
-def _email(spec: InputSpec, rng: random.Random) -> Message:
+def _email(spec: InputSpec, rng: random.Random) -> UserMessage:
     name = rng.choice(_FIRST).lower()
-    return Message(text=f"{name}.{rng.randint(1, 999)}@example.com")
+    return UserMessage(text=f"{name}.{rng.randint(1, 999)}@example.com")
 
 
-def _phone(spec: InputSpec, rng: random.Random) -> Message:
-    return Message(text=f"+31 6 {rng.randint(1000, 9999)} {rng.randint(1000, 9999)}")
+def _phone(spec: InputSpec, rng: random.Random) -> UserMessage:
+    return UserMessage(text=f"+31 6 {rng.randint(1000, 9999)} {rng.randint(1000, 9999)}")
 
 
-def _regex(spec: InputSpec, rng: random.Random) -> Message:
-    return Message(text=_regex_sample(spec.pattern or "", rng))
+def _regex(spec: InputSpec, rng: random.Random) -> UserMessage:
+    return UserMessage(text=_regex_sample(spec.pattern or "", rng))
 
 
-def _location(spec: InputSpec, rng: random.Random) -> Message:
-    return Message(type="location", location={"latitude": round(rng.uniform(-60, 60), 5),
+def _location(spec: InputSpec, rng: random.Random) -> UserMessage:
+    return UserMessage(type="location", location={"latitude": round(rng.uniform(-60, 60), 5),
                                               "longitude": round(rng.uniform(-170, 170), 5), "name": rng.choice(_STREETS)})
 
 
-def _media(spec: InputSpec, rng: random.Random) -> Message:
+def _media(spec: InputSpec, rng: random.Random) -> UserMessage:
     kind = rng.choice(list(spec.media or ("image",)))
-    return Message(type="media", media={"id": f"media.{rng.randrange(10**9)}", "kind": kind, "mime_type": "image/jpeg"})
+    return UserMessage(type="media", media={"id": f"media.{rng.randrange(10**9)}", "kind": kind, "mime_type": "image/jpeg"})
 
 
 # input types whose valid answer depends only on the spec and the generator
-_OTHER_VALID: dict[str, Callable[[InputSpec, random.Random], Message]] = {
+_OTHER_VALID: dict[str, Callable[[InputSpec, random.Random], UserMessage]] = {
     "email": _email, "phone": _phone, "regex": _regex, "location": _location, "media": _media}
 
 
-def _text(step: AskStep, slot: SlotSpec | None, rng: random.Random) -> Message:
+def _text(step: AskStep, slot: SlotSpec | None, rng: random.Random) -> UserMessage:
     spec = step.input
     lo_len = max(spec.min_length or 1, (slot.min_length if slot and slot.min_length else 1))
     hi_len = min(spec.max_length or 40, (slot.max_length if slot and slot.max_length else 40))
@@ -131,8 +131,8 @@ def _text(step: AskStep, slot: SlotSpec | None, rng: random.Random) -> Message:
     if "name" in step.name:
         name = f"{rng.choice(_FIRST)} {rng.choice(_LAST)}"
         if lo_len <= len(name) <= hi_len:
-            return Message(text=name)
-    return Message(text=_text_between(rng, lo_len, hi_len))
+            return UserMessage(text=name)
+    return UserMessage(text=_text_between(rng, lo_len, hi_len))
 
 
 def _regex_sample(pattern: str, rng: random.Random) -> str:
@@ -174,19 +174,19 @@ _INVALID: dict[str, list[str]] = {
 }
 
 
-def invalid_answer(step: AskStep, rng: random.Random) -> Message:
+def invalid_answer(step: AskStep, rng: random.Random) -> UserMessage:
     """A message that ``step`` rejects, of the kinds real users send."""
     spec = step.input
     typical = _INVALID.get(spec.type)
     if typical is not None:
-        return Message(text=rng.choice(typical))
+        return UserMessage(text=rng.choice(typical))
     if spec.min_length and spec.min_length > 1:
-        return Message(text="x" * (spec.min_length - 1))
+        return UserMessage(text="x" * (spec.min_length - 1))
     if spec.max_length:
-        return Message(text="y" * (spec.max_length + 1))
+        return UserMessage(text="y" * (spec.max_length + 1))
     # A blank message: the one typed answer a plain text question rejects. (A sticker or an
     # unsupported message is other content: re-prompted, but it does not use up a retry.)
-    return Message(text=" ")
+    return UserMessage(text=" ")
 
 
 def service_value(slot: SlotSpec | None, rng: random.Random, call_id: str) -> Any:

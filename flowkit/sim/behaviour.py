@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flowkit.engine import Message
+from flowkit.engine import UserMessage
 from flowkit.flow.model import AskStep, Flow
 from flowkit.sim.answers import invalid_answer, valid_answer
 from flowkit.sim.config import Persona
@@ -14,7 +14,7 @@ from flowkit.sim.events import User
 from flowkit.sim.result import SimResult
 
 
-def choose_message(user: User, p: Persona, owner: Flow, st: AskStep, step: str, at: int, result: SimResult) -> Message:
+def choose_message(user: User, p: Persona, owner: Flow, st: AskStep, step: str, at: int, result: SimResult) -> UserMessage:
     """The message ``user`` (behaving as ``p``) sends at question ``st`` of ``owner``, asked at ``at``;
     counts commands and invalid answers in ``result``."""
     r = user.rng
@@ -22,7 +22,7 @@ def choose_message(user: User, p: Persona, owner: Flow, st: AskStep, step: str, 
     for rate, word in ((p.cancel_rate, "cancel"), (p.back_rate, "back"), (p.help_rate, "help")):
         if roll < rate:
             result.commands_sent += 1
-            return Message(text=word)
+            return UserMessage(text=word)
         roll -= rate
     if r.random() < p.invalid_rate:
         result.invalid_sent += 1

@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal
 
-from flowkit.engine import Message, ServiceResult
+from flowkit.engine import ServiceResult, UserMessage
 from flowkit.sim.config import Persona
 
 UserState = Literal["active", "abandoned", "finished"]
@@ -42,7 +42,7 @@ Kind = Literal["msg", "dup", "result", "poll"]
 @dataclass(frozen=True, eq=False)
 class Item:
     user: User
-    event: Message | ServiceResult | None
+    event: UserMessage | ServiceResult | None
     crash: bool = False
     delivery: str = "first"
 

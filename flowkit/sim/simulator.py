@@ -37,7 +37,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from flowkit.engine import CallService, Message, ServiceResult, State
+from flowkit.engine import CallService, ServiceResult, State, UserMessage
 from flowkit.engine.locate import locate
 from flowkit.errors import ConfigError, ConflictError, EngineError, StoreUnavailable
 from flowkit.flow.model import HELD_STATUSES, AskStep, CallStep, Flow
@@ -156,7 +156,7 @@ class Simulator:
             users.append(User(i, f"{prefix}{i:07d}", flows[i % len(flows)].name, persona, rng))
         return users
 
-    def _deliver(self, user: User, msg: Message, at: int) -> None:
+    def _deliver(self, user: User, msg: UserMessage, at: int) -> None:
         """Schedule a message from ``user``, duplicated and crashing as configured (decided
         here, in the main thread, so the random draws do not depend on thread timing)."""
         cfg = self.cfg
@@ -193,7 +193,7 @@ class Simulator:
             # A quick second message sent after the answer that overtakes it (WhatsApp does
             # not order deliveries): its message id is newer, its arrival earlier.
             self.result.out_of_order += 1
-            self._deliver(user, Message(text=r.choice(["?", "hello?", "help"])), at + think - r.randint(1, think))
+            self._deliver(user, UserMessage(text=r.choice(["?", "hello?", "help"])), at + think - r.randint(1, think))
 
     def _call(self, user: User, state: State, at: int) -> None:
         """Answer the call the session waits for, as the configured service behaviour says."""
@@ -336,7 +336,7 @@ class Simulator:
             spread = self._ms(cfg.arrival_seconds) if cfg.arrival_seconds else 0
             for u in self._users:
                 flow = self.rt.registry.latest(u.flow)
-                self._deliver(u, Message(text=flow.triggers[0]), self._start + (u.rng.randrange(spread) if spread else 0))
+                self._deliver(u, UserMessage(text=flow.triggers[0]), self._start + (u.rng.randrange(spread) if spread else 0))
                 self.result.started += 1
             with ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="flowkit-sim") as pool:
                 self._loop(pool)
@@ -510,7 +510,7 @@ class Simulator:
     def _count(self, d: Done) -> None:
         """Log a handled delivery (the sent log) and its conflicts."""
         ev = d.item.event
-        if isinstance(ev, Message):
+        if isinstance(ev, UserMessage):
             self.result.messages += 1
             self.result.sent.append(Sent(d.item.user.session_id, ev.message_id or "", d.at, ev.text, d.acked,
                                          d.status, d.item.delivery))

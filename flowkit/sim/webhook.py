@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from flowkit.engine import Message
+from flowkit.engine import UserMessage
 from flowkit.sim.config import HttpTarget
 from flowkit.sim.events import Done, Item, Kind, User
 
@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # httpx is imported when a run posts, not with the simulator
     import httpx
 
 
-def webhook_payload(user: User, msg: Message, at: int) -> dict[str, Any]:
+def webhook_payload(user: User, msg: UserMessage, at: int) -> dict[str, Any]:
     """The WhatsApp webhook delivery that carries ``msg``."""
     from flowkit.channels.whatsapp import payloads as P
 
@@ -42,7 +42,7 @@ def post_delivery(client: httpx.Client, target: HttpTarget, at: int, kind: Kind,
 
     from flowkit.channels.whatsapp import sign
 
-    assert isinstance(item.event, Message)
+    assert isinstance(item.event, UserMessage)
     body = json.dumps(webhook_payload(item.user, item.event, at)).encode()
     headers = {"content-type": "application/json", "x-hub-signature-256": sign(body, target.app_secret)}
     try:

@@ -10,7 +10,7 @@ import random
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from flowkit.engine import Message
+from flowkit.engine import UserMessage
 from flowkit.engine.state import slot_problem
 from flowkit.flow.expr import Const, Node
 from flowkit.flow.model import AskStep, CallStep, Flow, SlotSpec
@@ -59,16 +59,16 @@ def _fmt(x: float, integer: bool) -> str:
     return str(int(x)) if integer or float(x).is_integer() else f"{x:.2f}"
 
 
-def answers(st: AskStep, slot: SlotSpec | None, consts: list[float], today: dt.date) -> list[Message]:
+def answers(st: AskStep, slot: SlotSpec | None, consts: list[float], today: dt.date) -> list[UserMessage]:
     """Valid answers worth trying at ``st``: every option, yes and no, numbers at the bounds
     and around the flow's constants; one drawn answer for free-form inputs."""
     spec = st.input
     t = spec.type
     if t == "choice":
-        return [Message(text=o) for o in (spec.options or ())
+        return [UserMessage(text=o) for o in (spec.options or ())
                 if slot is None or slot.options is None or o in slot.options]
     if t == "yes_no":
-        return [Message(text="yes"), Message(text="no")]
+        return [UserMessage(text="yes"), UserMessage(text="no")]
     if t in ("int", "number"):
         lo = spec.min if isinstance(spec.min, (int, float)) else None
         hi = spec.max if isinstance(spec.max, (int, float)) else None
@@ -76,15 +76,15 @@ def answers(st: AskStep, slot: SlotSpec | None, consts: list[float], today: dt.d
             lo = max([x for x in (lo, slot.min) if x is not None], default=None)
             hi = min([x for x in (hi, slot.max) if x is not None], default=None)
         integer = t == "int" or (slot is not None and slot.type == "int")
-        return [Message(text=_fmt(x, integer)) for x in _numbers(lo, hi, consts, integer)]
+        return [UserMessage(text=_fmt(x, integer)) for x in _numbers(lo, hi, consts, integer)]
     return [valid_answer(st, slot, random.Random(f"{st.name}:{i}"), today) for i in range(1)]
 
 
-def invalid_answers(st: AskStep) -> list[Message]:
+def invalid_answers(st: AskStep) -> list[UserMessage]:
     """Answers ``st`` should reject (the engine decides; rejected ones cover the retry edge)."""
-    out = [invalid_answer(st, random.Random(st.name)), Message(type="unsupported")]
+    out = [invalid_answer(st, random.Random(st.name)), UserMessage(type="unsupported")]
     if st.input.type not in ("location", "media"):
-        out.append(Message(type="location", location={"latitude": 0.0, "longitude": 0.0}))
+        out.append(UserMessage(type="location", location={"latitude": 0.0, "longitude": 0.0}))
     return out
 
 

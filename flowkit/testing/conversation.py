@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from flowkit.engine import Message
+from flowkit.engine import UserMessage
 from flowkit.testing.edges import Edge
 
 
@@ -20,7 +20,7 @@ class Action:
 
     kind: Literal["start", "say", "result", "timeout"]
     at: int  # virtual time (epoch ms)
-    message: Message | None = None
+    message: UserMessage | None = None
     flow: str | None = None
     ok: bool = True
     value: Any = None

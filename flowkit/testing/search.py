@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from flowkit.engine import Message, ServiceResult, Start, State, Timeout, step
+from flowkit.engine import ServiceResult, Start, State, Timeout, UserMessage, step
 from flowkit.engine.experiments import recorded
 from flowkit.engine.locate import locate
 from flowkit.errors import EngineError, StateValidationError, UnknownFlowError
@@ -110,7 +110,7 @@ class EdgeSearch:
         trigger = next((t for t in root.triggers if (m := self.registry.match_trigger(t)) is not None
                         and m.name == root.name), None)
         now = TEST_EPOCH_MS
-        first = (Action("say", now, message=Message(text=trigger), flow=root.name) if trigger
+        first = (Action("say", now, message=UserMessage(text=trigger), flow=root.name) if trigger
                  else Action("start", now, flow=root.name))
         out = self._apply(root, None, Start(flow=root.name, text=trigger), now, sid, (first,))
         if not isinstance(out, tuple):

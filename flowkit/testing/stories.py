@@ -39,7 +39,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from flowkit.engine import Message, Reply, Start
+from flowkit.engine import Reply, Start, UserMessage
 from flowkit.errors import FlowkitError, StoryError
 from flowkit.flow.model import TERMINAL_STATUSES, Flow
 from flowkit.runtime.registry import FlowRegistry
@@ -191,7 +191,7 @@ def _act(turn: Turn, mid: str, runtime: Any, session_id: str, clock: VirtualCloc
         runtime.handle(session_id, Start(flow=turn.value, message_id=mid))
         return None
     if turn.action == "user":
-        runtime.handle(session_id, Message(text=turn.value, message_id=mid))
+        runtime.handle(session_id, UserMessage(text=turn.value, message_id=mid))
         return None
     want = turn.value.casefold()
     options = _offered(said)
@@ -200,7 +200,7 @@ def _act(turn: Turn, mid: str, runtime: Any, session_id: str, clock: VirtualCloc
     if hit is None:
         titles = ", ".join(repr(o[2]) for o in options) or "nothing"
         return f"the bot's last messages offer no button or row {turn.value!r} (they offer {titles})"
-    runtime.handle(session_id, Message(text=hit[2], type=hit[0], reply_id=hit[1],  # type: ignore[arg-type]  # (hit[0] is a Message type by construction)
+    runtime.handle(session_id, UserMessage(text=hit[2], type=hit[0], reply_id=hit[1],  # type: ignore[arg-type]  # (hit[0] is a UserMessage type by construction)
                                        message_id=mid))
     return None
 

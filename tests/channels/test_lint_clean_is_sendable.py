@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from flowkit.channels.whatsapp import WhatsAppSender
-from flowkit.engine import Message, Reply, Start, step
+from flowkit.engine import Reply, Start, UserMessage, step
 from flowkit.errors import FlowError
 from flowkit.flow import Flow, flow_from_dict
 from flowkit.flow.validate import flow_warnings
@@ -99,17 +99,17 @@ def flows(draw: st.DrawFn) -> dict[str, Any]:
             "steps": steps}
 
 
-def _answers(flow: Flow, step_name: str) -> list[Message]:
+def _answers(flow: Flow, step_name: str) -> list[UserMessage]:
     """A wrong answer (so the re-prompt is sent) and a right one for the step's question."""
     spec = flow.steps[step_name].input  # type: ignore[attr-defined]
     if spec.type == "location":
-        return [Message(text="here", message_id="w"),
-                Message(type="location", location={"latitude": 1.0, "longitude": 2.0}, message_id="r")]
+        return [UserMessage(text="here", message_id="w"),
+                UserMessage(type="location", location={"latitude": 1.0, "longitude": 2.0}, message_id="r")]
     if spec.type == "yes_no":
-        return [Message(text="perhaps", message_id="w"), Message(text="yes", message_id="r")]
+        return [UserMessage(text="perhaps", message_id="w"), UserMessage(text="yes", message_id="r")]
     if spec.type == "choice":
-        return [Message(text="none of these", message_id="w"), Message(text="1", message_id="r")]
-    return [Message(text="w" * ANSWER_LEN, message_id="r")]
+        return [UserMessage(text="none of these", message_id="w"), UserMessage(text="1", message_id="r")]
+    return [UserMessage(text="w" * ANSWER_LEN, message_id="r")]
 
 
 def _replies(flow: Flow) -> list[Reply]:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from flowkit.channels.whatsapp import WhatsAppSender
-from flowkit.engine import Message, Reply, Start, step
+from flowkit.engine import Reply, Start, UserMessage, step
 from flowkit.flow import parse_flow
 from flowkit.runtime.channel import WhatsAppChannel, reply_call
 from flowkit.testing.fake_graph import FakeGraphAPI, GraphMessage
@@ -97,7 +97,7 @@ def test_numbered_options_are_answered_by_number() -> None:
                       f"    input: {{type: choice, options: [{opts}]}}\n    save: pick\n    next: done\n"
                       "  done:\n    end: completed\n")
     t = step(flow, None, Start(flow="f"), T0, session_id="x")
-    t = step(flow, t.state, Message(text="2", message_id="m1"), T0 + 1)
+    t = step(flow, t.state, UserMessage(text="2", message_id="m1"), T0 + 1)
     assert t.state.slots["pick"] == options[1]
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from flowkit.engine import Message
+from flowkit.engine import UserMessage
 from flowkit.flow import load_flows
 from flowkit.runtime import Runtime
 from flowkit.store import Store
@@ -37,7 +37,7 @@ def run(redis_url: str, graph: FakeGraphAPI, *args: str) -> subprocess.Completed
 def test_a_csv_run_reports_and_resumes_without_starting_anyone_twice(
         redis_url: str, store: Store, graph: FakeGraphAPI, tmp_path: Path) -> None:
     busy = "31655500003"
-    Runtime(store, load_flows(ROOT / "examples" / "flows")).handle(busy, Message(text="support", message_id="b1"))
+    Runtime(store, load_flows(ROOT / "examples" / "flows")).handle(busy, UserMessage(text="support", message_id="b1"))
     users = tmp_path / "campaign.csv"
     users.write_text("wa_id,param.1,slot.order_ref\n31655500001,Ana,AB123456\n31655500002,Bo,\n"
                      f"{busy},Cy,\n,Dee,\n")
@@ -76,7 +76,7 @@ def test_one_start_needs_a_template_outside_the_window_and_a_key_starts_once(
 def test_agent_commands_refuse_what_they_cannot_do(redis_url: str, store: Store, graph: FakeGraphAPI) -> None:
     r = run(redis_url, graph, "agent", "reply", "31655500020", "hello")
     assert r.returncode == 2 and "no session" in r.stderr
-    Runtime(store, load_flows(ROOT / "examples" / "flows")).handle("31655500020", Message(text="support",
+    Runtime(store, load_flows(ROOT / "examples" / "flows")).handle("31655500020", UserMessage(text="support",
                                                                                          message_id="a1"))
     r = run(redis_url, graph, "agent", "release", "31655500020")
     assert r.returncode == 2 and "not in hand-off" in r.stderr

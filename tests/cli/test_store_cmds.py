@@ -19,7 +19,7 @@ import redis
 from typer.testing import CliRunner
 
 from flowkit.cli import app
-from flowkit.engine import Message
+from flowkit.engine import UserMessage
 from flowkit.errors import FlowkitError
 from flowkit.metrics.redis import shard_key, totals
 from flowkit.runtime import RecordingChannel, Runtime
@@ -49,7 +49,7 @@ def runtime(store: Store, clock: Any) -> Runtime:
 def u1(env: str, runtime: Runtime) -> str:
     """Session u1 of order_pizza at version 3 (step ask_qty, slots size=large, drink=true)."""
     for i, text in enumerate(PIZZA):
-        assert runtime.handle("u1", Message(text=text, message_id=f"m{i}")).status == "applied"
+        assert runtime.handle("u1", UserMessage(text=text, message_id=f"m{i}")).status == "applied"
     return "u1"
 
 
@@ -214,7 +214,7 @@ def test_backup_then_restore_into_an_empty_redis(many: dict[str, Any], store: St
 def test_restore_never_replaces_a_newer_version(u1: str, store: Store, runtime: Runtime, tmp_path: Path) -> None:
     out = tmp_path / "b.jsonl"
     run("backup", str(out), code=0)
-    assert runtime.handle("u1", Message(text="2", message_id="m3")).status == "applied"
+    assert runtime.handle("u1", UserMessage(text="2", message_id="m3")).status == "applied"
     newer = store.load(u1)
     rep = json.loads(run("restore", str(out), "-f", "json", code=0).stdout)
     assert (rep["restored"], rep["skipped_newer"]) == (0, 1)
@@ -330,7 +330,7 @@ def test_progress_bars_stay_off_stdout(many: dict[str, Any], redis_url: str, tmp
 
 def test_reconcile_check_finds_drift_exit_1_then_reconcile_fixes_it(u1: str, store: Store, redis_client: Any,
                                                                     runtime: Runtime) -> None:
-    assert runtime.handle("u2", Message(text="pizza", message_id="u2m0")).status == "applied"
+    assert runtime.handle("u2", UserMessage(text="pizza", message_id="u2m0")).status == "applied"
     clean = json.loads(run("reconcile", "--check", "-f", "json", code=0).stdout)
     assert (clean["sessions"], clean["fixed"], clean["dry_run"]) == (2, 0, True)
     assert run("reconcile", "--check", code=0).stdout.strip() == "2 sessions scanned; would fix 0 index entries"

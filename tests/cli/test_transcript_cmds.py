@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from flowkit.engine import Message
+from flowkit.engine import UserMessage
 from flowkit.history.chat import chat_lines
 from flowkit.runtime import Runtime
 from flowkit.store import Store, delivery
@@ -18,8 +18,8 @@ from tests.runtime.conftest import EXAMPLE_FLOWS, EXAMPLE_SERVICES
 
 def test_transcript_reads_like_a_chat(env: str, store: Store, clock: Any) -> None:  # noqa: F811
     rt = Runtime(store, EXAMPLE_FLOWS, channel=WamidChannel(), services=EXAMPLE_SERVICES, clock=clock)
-    rt.handle("u1", Message(text="pizza", message_id="wamid.in1"))
-    rt.handle("u1", Message(text="large", message_id="wamid.in2"))
+    rt.handle("u1", UserMessage(text="pizza", message_id="wamid.in1"))
+    rt.handle("u1", UserMessage(text="large", message_id="wamid.in2"))
     rt.drain()
     store.defer(delivery.status_commands("u1", {"wamid": "wamid.out2", "status": "read", "ts": clock() + 5_000}))
     store.defer(delivery.status_commands("u1", {"wamid": "wamid.out3", "status": "failed", "ts": clock() + 6_000,
@@ -47,7 +47,7 @@ def test_transcript_of_an_unknown_session_exits_2(env: str) -> None:  # noqa: F8
 def test_session_history_shows_why(env: str, store: Store, clock: Any, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
     rt = Runtime(store, EXAMPLE_FLOWS, channel=WamidChannel(), services=EXAMPLE_SERVICES, clock=clock)
     for i, text in enumerate(["pizza", "huge", "large"]):
-        rt.handle("u3", Message(text=text, message_id=f"m{i}"))
+        rt.handle("u3", UserMessage(text=text, message_id=f"m{i}"))
     records = json.loads(run("session", "history", "u3", "-f", "json", code=0).stdout)
     assert json.loads(records[2]["why"])["branches"][0]["if"] == "size == 'large'"
     assert json.loads(records[1]["why"])["invalid"]["input"] == "huge"
@@ -58,8 +58,8 @@ def test_session_history_shows_why(env: str, store: Store, clock: Any, monkeypat
 
 def test_a_transcript_with_a_lone_surrogate_prints(env: str, store: Store, clock: Any) -> None:  # noqa: F811
     rt = Runtime(store, EXAMPLE_FLOWS, channel=WamidChannel(), services=EXAMPLE_SERVICES, clock=clock)
-    rt.handle("u4", Message(text="pizza", message_id="m1"))
-    rt.handle("u4", Message(text="\ud800", message_id="m2"))  # a hostile client's text: no UTF-8 form
+    rt.handle("u4", UserMessage(text="pizza", message_id="m1"))
+    rt.handle("u4", UserMessage(text="\ud800", message_id="m2"))  # a hostile client's text: no UTF-8 form
     rt.drain()
     assert "user  › \ufffd" in run("session", "transcript", "u4", code=0).stdout
     data = json.loads(run("session", "transcript", "u4", "-f", "json", code=0).stdout)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from flowkit.engine import Message
+from flowkit.engine import UserMessage
 from flowkit.metrics import RedisMetrics
 from flowkit.runtime import RecordingChannel, Runtime
 from flowkit.store import Store
@@ -32,7 +32,7 @@ class Traffic:
 
 def talk(rt: Runtime, sid: str, texts: list[str]) -> None:
     for i, text in enumerate(texts):
-        rt.handle(sid, Message(text=text, message_id=f"{sid}.{i}.{text}"))
+        rt.handle(sid, UserMessage(text=text, message_id=f"{sid}.{i}.{text}"))
 
 
 def make_traffic(store: Store, *, end_ms: int | None = None) -> Traffic:

@@ -206,17 +206,17 @@ def _url(store: Store) -> str:
 
 
 def test_waiting_for_a_person_lists_handoffs_with_their_wait_and_stuck_leaves_them_out(store: Store) -> None:
-    from flowkit.engine import Message
+    from flowkit.engine import UserMessage
     from flowkit.runtime import Runtime
 
     t0 = 1_790_000_000_000
     now = [t0]
     rt = Runtime(store, EXAMPLE_FLOWS.values(), clock=lambda: now[0])
     for i, text in enumerate(["support", "other", "5"]):
-        rt.handle("u-held", Message(text=text, message_id=f"m{i}"))
+        rt.handle("u-held", UserMessage(text=text, message_id=f"m{i}"))
     now[0] += 60_000
-    rt.handle("u-held", Message(text="is anyone there?", message_id="m9"))  # recorded, not answered
-    rt.handle("u-bot", Message(text="support", message_id="b1"))
+    rt.handle("u-held", UserMessage(text="is anyone there?", message_id="m9"))  # recorded, not answered
+    rt.handle("u-bot", UserMessage(text="support", message_id="b1"))
     later = now[0] + 2 * 3_600_000
     frame = D.waiting_for_person(store, later)
     assert list(frame["session_id"]) == ["u-held"] and list(frame["flow"]) == ["support_triage"]

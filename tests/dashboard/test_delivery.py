@@ -158,13 +158,13 @@ def test_the_live_table_agrees_with_the_export(redis_url: str, store: Store, tmp
 
 
 def test_the_blocking_runtime_records_where_its_replies_came_from_too(store: Store) -> None:
-    from flowkit.engine import Message
+    from flowkit.engine import UserMessage
     from flowkit.runtime import RecordingChannel, Runtime
 
     channel = RecordingChannel()
     rt = Runtime(store, EXAMPLE_FLOWS, channel=channel, services=EXAMPLE_SERVICES)
-    rt.handle(WA, Message(text="pizza", message_id="m1"))
-    rt.handle(WA, Message(text="large", message_id="m2"))
+    rt.handle(WA, UserMessage(text="pizza", message_id="m1"))
+    rt.handle(WA, UserMessage(text="large", message_id="m2"))
     found = [store.lookup_sent(s.id) for s in channel.sent]
     assert [(f.flow, f.step, f.version, f.index) for f in found if f] == [
         ("order_pizza", "ask_size", 1, 0), ("order_pizza", "ask_size", 1, 1), ("order_pizza", "upsell", 2, 0)]

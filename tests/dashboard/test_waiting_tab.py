@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from flowkit.engine import Message
+from flowkit.engine import UserMessage
 from flowkit.runtime import RecordingChannel, Runtime
 from flowkit.store import Store
 from tests.dashboard.browser import ROOT
@@ -29,9 +29,9 @@ def test_the_tab_lists_who_waits_for_a_person(store: Store, redis_url: str, monk
     rt = Runtime(store, EXAMPLE_FLOWS, channel=RecordingChannel())
     for sid in ("u-held-1", "u-held-2"):
         for i, text in enumerate(["support", "other", "5"]):
-            rt.handle(sid, Message(text=text, message_id=f"{sid}-{i}"))
-    rt.handle("u-held-2", Message(text="hello? anyone?", message_id="u-held-2-9"))
-    rt.handle("u-bot", Message(text="support", message_id="b1"))  # talking to the bot: not in the queue
+            rt.handle(sid, UserMessage(text=text, message_id=f"{sid}-{i}"))
+    rt.handle("u-held-2", UserMessage(text="hello? anyone?", message_id="u-held-2-9"))
+    rt.handle("u-bot", UserMessage(text="support", message_id="b1"))  # talking to the bot: not in the queue
     registered(store.client)
     at = app(redis_url, monkeypatch)
     frames = [d.value for d in at.dataframe if "session_id" in getattr(d.value, "columns", ())]

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from flowkit.engine import Command, Event, Message, Start, State, Timeout, Transition, step
+from flowkit.engine import Command, Event, Start, State, Timeout, Transition, UserMessage, step
 from flowkit.errors import EngineError, FlowkitError
 from flowkit.flow import AskStep, Flow, parse_flow
 
@@ -70,7 +70,7 @@ def event_from_json(d: Mapping[str, Any]) -> Event:
     kind, fields = d["kind"], {k: v for k, v in d.items() if k != "kind"}
     if isinstance(fields.get("text"), dict):
         fields["text"] = TEXTS[fields["text"]["long"]]
-    cls = {"message": Message, "command": Command, "timeout": Timeout}[kind]
+    cls = {"message": UserMessage, "command": Command, "timeout": Timeout}[kind]
     return cls(**fields)  # type: ignore[no-any-return]
 
 
@@ -104,12 +104,12 @@ def question_events(root: Flow, ask: str, state: State) -> Iterator[tuple[Event,
     texts = TEXTS + [valid_answer(st, root.slots.get(st.save or ""), random.Random(i), dt.date(2026, 9, 21)).text or ""
                      for i in range(20)]
     for i, text in enumerate(texts):
-        yield Message(text=text, message_id=f"w{i}", profile={"name": "Ana"} if i % 2 else None), T0 + 1000 + i
+        yield UserMessage(text=text, message_id=f"w{i}", profile={"name": "Ana"} if i % 2 else None), T0 + 1000 + i
     for i, reply_id in enumerate(REPLY_IDS):
-        yield (Message(type="list_reply" if i % 3 else "button_reply", reply_id=reply_id,
+        yield (UserMessage(type="list_reply" if i % 3 else "button_reply", reply_id=reply_id,
                        text=None if i % 4 == 0 else reply_id.title(), message_id=f"r{i}"), T0 + 2000 + i)
-    yield Message(type="media", media=STICKER, message_id="st"), T0 + 3000
-    yield Message(type="location", location={"latitude": 1.5, "longitude": 2.5}, message_id="loc"), T0 + 3001
+    yield UserMessage(type="media", media=STICKER, message_id="st"), T0 + 3000
+    yield UserMessage(type="location", location={"latitude": 1.5, "longitude": 2.5}, message_id="loc"), T0 + 3001
     for name in ("help", "back", "cancel", "restart", "reset", "fail"):
         yield Command(name=name, args={"reason": "x"} if name == "fail" else {}), T0 + 4000
     deadline = (state.pending or {}).get("deadline")
@@ -133,9 +133,9 @@ def session_events(root: Flow, flows: Mapping[str, Flow], seed: int) -> list[tup
         assert isinstance(cur, AskStep)
         if rng.random() < 0.85:
             msg = valid_answer(cur, root.slots.get(cur.save or ""), rng, dt.date(2026, 9, 21))
-            msg = Message(text=msg.text, message_id=f"m{i}") if msg.type == "text" else msg
+            msg = UserMessage(text=msg.text, message_id=f"m{i}") if msg.type == "text" else msg
         else:
-            msg = Message(text=rng.choice(TEXTS), message_id=f"m{i}")
+            msg = UserMessage(text=rng.choice(TEXTS), message_id=f"m{i}")
         now += rng.choice([1, 1000, 400_000])
         out.append((msg, now))
         t = step(root, state, msg, now, flows=flows)

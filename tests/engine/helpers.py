@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flowkit.engine import Event, Message, Reply, State, Transition, check_slots, step
+from flowkit.engine import Event, Reply, State, Transition, UserMessage, check_slots, step
 from flowkit.engine.locate import locate
 from flowkit.engine.state import check_state_shape
 from flowkit.flow import Flow, load_flows, parse_flow
@@ -59,7 +59,7 @@ class Session:
 
     def send(self, event: Event | str, *, dt_ms: int = 1000, root: Flow | None = None) -> Transition:
         if isinstance(event, str):
-            event = Message(text=event, message_id=f"m{len(self.log)}")
+            event = UserMessage(text=event, message_id=f"m{len(self.log)}")
         self.now += dt_ms
         before = self.state
         t = step(root or self.root, self.state, event, self.now, flows=self.flows, session_id=self.sid)

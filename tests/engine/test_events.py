@@ -11,12 +11,12 @@ from flowkit.engine import (
     CallService,
     Command,
     End,
-    Message,
     Reply,
     Schedule,
     ServiceResult,
     Start,
     Timeout,
+    UserMessage,
     step,
 )
 from flowkit.engine.transition import CANCELLED_TEXT, EXPIRED_TEXT, NO_BACK_TEXT
@@ -94,10 +94,10 @@ steps:
 def at_lookup() -> Session:
     s = Session(KINDS)
     s.send(Start(flow="kinds", text="go", message_id="m0", profile={"name": "Ana"}))
-    s.send(Message(type="button_reply", reply_id="large", text="Large one", message_id="b1"))
-    s.send(Message(type="list_reply", reply_id="olives", text="Olives", message_id="l1"))
-    s.send(Message(type="location", location={"latitude": 52.37, "longitude": 4.9, "name": "Dam"}, message_id="g1"))
-    s.send(Message(type="media", media={"id": "MEDIA1", "kind": "image", "mime_type": "image/jpeg"}, message_id="p1"))
+    s.send(UserMessage(type="button_reply", reply_id="large", text="Large one", message_id="b1"))
+    s.send(UserMessage(type="list_reply", reply_id="olives", text="Olives", message_id="l1"))
+    s.send(UserMessage(type="location", location={"latitude": 52.37, "longitude": 4.9, "name": "Dam"}, message_id="g1"))
+    s.send(UserMessage(type="media", media={"id": "MEDIA1", "kind": "image", "mime_type": "image/jpeg"}, message_id="p1"))
     return s
 
 
@@ -127,7 +127,7 @@ def test_start_needs_the_right_flow_and_a_session_id() -> None:
     with pytest.raises(EngineError, match="needs a session_id"):
         step(KINDS, None, Start(flow="kinds"), T0)
     with pytest.raises(EngineError, match="can only begin with a Start"):
-        step(KINDS, None, Message(text="hi"), T0, session_id="s1")
+        step(KINDS, None, UserMessage(text="hi"), T0, session_id="s1")
 
 
 def test_start_on_a_live_session_is_refused() -> None:
@@ -161,7 +161,7 @@ def test_another_flow_on_a_live_session_is_refused() -> None:
     s = Session(KINDS, FLOWS)
     s.send(Start(flow="kinds"))
     with pytest.raises(EngineError, match="runs flow 'kinds', but the engine was given flow 'refund'"):
-        s.send(Message(text="x"), root=FLOWS["refund"])
+        s.send(UserMessage(text="x"), root=FLOWS["refund"])
     with pytest.raises(EngineError, match="runs flow 'kinds'"):
         s.send(Start(flow="refund"), root=FLOWS["refund"])
 
@@ -169,7 +169,7 @@ def test_another_flow_on_a_live_session_is_refused() -> None:
 def test_session_id_must_match_the_state() -> None:
     t = step(KINDS, None, Start(flow="kinds"), T0, session_id="s1")
     with pytest.raises(EngineError, match="belongs to session 's1', not 's2'"):
-        step(KINDS, t.state, Message(text="small"), T0 + 1, session_id="s2")
+        step(KINDS, t.state, UserMessage(text="small"), T0 + 1, session_id="s2")
 
 
 # ---------------------------------------------------------------- messages
@@ -201,7 +201,7 @@ def test_button_title_typed_as_text_counts_as_the_option() -> None:
 def test_wrong_message_type_is_invalid_input() -> None:
     s = Session(KINDS)
     s.send(Start(flow="kinds"))
-    t = s.send(Message(type="location", location={"latitude": 1, "longitude": 2}))
+    t = s.send(UserMessage(type="location", location={"latitude": 1, "longitude": 2}))
     assert t.record is not None and t.record.error == "invalid_input:wrong_type"
     s3 = Session(KINDS)
     s3.send(Start(flow="kinds"))
@@ -209,19 +209,19 @@ def test_wrong_message_type_is_invalid_input() -> None:
     s3.send("ham")
     t = s3.send("Amsterdam")
     assert t.record is not None and t.record.error == "invalid_input:need_location" and t.state.step == "ask_where"
-    t = s3.send(Message(type="location", location={"latitude": 95, "longitude": 2}))
+    t = s3.send(UserMessage(type="location", location={"latitude": 95, "longitude": 2}))
     assert t.record is not None and t.record.error == "invalid_input:need_location"
-    s3.send(Message(type="location", location={"latitude": 5, "longitude": 2}))
-    t = s3.send(Message(type="media", media={"id": "A1", "kind": "audio"}))
+    s3.send(UserMessage(type="location", location={"latitude": 5, "longitude": 2}))
+    t = s3.send(UserMessage(type="media", media={"id": "A1", "kind": "audio"}))
     assert t.record is not None and t.record.error == "invalid_input:wrong_media"
-    t = s3.send(Message(type="unsupported"))
+    t = s3.send(UserMessage(type="unsupported"))
     assert t.record is not None and t.record.error == "invalid_input:need_media"
 
 
 def test_profile_update_in_a_message_is_saved() -> None:
     s = Session(KINDS)
     s.send(Start(flow="kinds", profile={"name": "Ana"}))
-    t = s.send(Message(text="small", profile={"name": "Ana Lima", "wa_id": "316"}))
+    t = s.send(UserMessage(text="small", profile={"name": "Ana Lima", "wa_id": "316"}))
     assert t.state.slots["profile"] == {"name": "Ana Lima", "wa_id": "316"}
 
 
@@ -320,7 +320,7 @@ def test_every_live_state_schedules_its_next_wake_up() -> None:
 
 
 def test_cancel_as_command_and_as_typed_word() -> None:
-    for ev in (Command(name="cancel"), Message(text=" STOP ")):
+    for ev in (Command(name="cancel"), UserMessage(text=" STOP ")):
         s = Session(KINDS)
         s.send(Start(flow="kinds"))
         t = s.send(ev)
@@ -444,4 +444,4 @@ def test_flows_mapping_with_wrong_pinned_version_is_a_clear_error() -> None:
     d["version"] = "9"
     newer = flows_of(FLOWS["book_appointment"], flow_from_dict(d))
     with pytest.raises(EngineError, match="pinned to flow 'collect_contact' version '1', but version '9' is loaded"):
-        step(FLOWS["book_appointment"], s.state, Message(text="Ana Lima"), s.now + 1, flows=newer)
+        step(FLOWS["book_appointment"], s.state, UserMessage(text="Ana Lima"), s.now + 1, flows=newer)

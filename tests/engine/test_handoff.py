@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flowkit.engine import Command, Message, Reply, ServiceResult, Start, Timeout, effect_from_dict
+from flowkit.engine import Command, Reply, ServiceResult, Start, Timeout, UserMessage, effect_from_dict
 from flowkit.engine.transition import schedule
 from flowkit.errors import EngineError
 from flowkit.errors import FlowError as FlowLoadError
@@ -142,7 +142,7 @@ def test_without_a_policy_a_handoff_has_no_deadline_and_a_stale_result_changes_n
     assert schedule(t.state.pending, f, s.now).reason == "none"
     assert not s.send(Timeout(), dt_ms=10 * 86400 * 1000).changed
     assert not s.send(ServiceResult(call_id="x", ok=True, value=1)).changed
-    assert not s.send(Message(type="welcome", message_id="w")).changed
+    assert not s.send(UserMessage(type="welcome", message_id="w")).changed
 
 
 def test_a_start_while_held_is_refused() -> None:

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flowkit.engine import Command, Message, Reply, Start, State, Transition, fail, slot_problem, step
+from flowkit.engine import Command, Reply, Start, State, Transition, UserMessage, fail, slot_problem, step
 from flowkit.engine.inputs import MAX_ANSWER_CHARS, InvalidInput, parse_input, parse_number
 from flowkit.engine.plan import MISS, plan_of
 from flowkit.errors import EngineError
@@ -148,7 +148,7 @@ def storable(t: Transition) -> None:
 def answer(root: Flow, state: State, text: str, now: int = T0 + 10) -> Transition:
     """One step, timed; a refused step must fail the session visibly and storably (what the
     runtime does with an EngineError)."""
-    msg = Message(text=text, message_id="m1")
+    msg = UserMessage(text=text, message_id="m1")
     start = time.perf_counter()
     try:
         t = step(root, state, msg, now, flows=ALL)
@@ -242,7 +242,7 @@ def test_lone_surrogates_are_unreadable_input_not_a_stuck_session() -> None:
 def test_a_non_finite_number_from_an_expression_fails_the_session_visibly(text: str) -> None:
     state = at(TEMPTING, "raw")
     with pytest.raises(EngineError, match="finite|too large") as info:
-        step(TEMPTING, state, Message(text=text, message_id="n1"), T0 + 10, flows=ALL)
+        step(TEMPTING, state, UserMessage(text=text, message_id="n1"), T0 + 10, flows=ALL)
     assert "step " in str(info.value)  # located: which step and which expression
     t = answer(TEMPTING, state, text)
     assert t.state.status == "failed" and t.record is not None and (t.record.error or "").startswith("engine_error")
@@ -279,7 +279,7 @@ def test_a_profile_name_with_lone_surrogates_is_kept_legible_and_storable() -> N
     t = step(root, None, Start(flow=root.name, profile={"name": "Ana \ud800"}), T0, flows=ALL, session_id="p1")
     storable(t)
     assert t.state.slots["profile"] == {"name": "Ana \ufffd"}
-    msg = Message(text="large", message_id="p2", profile={"name": "Bia \udfff\U0001F600"})
+    msg = UserMessage(text="large", message_id="p2", profile={"name": "Bia \udfff\U0001F600"})
     t = step(root, t.state, msg, T0 + 1, flows=ALL)
     storable(t)
     assert t.state.slots["profile"] == {"name": "Bia \ufffd😀"}

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from flowkit.engine import Message
+from flowkit.engine import UserMessage
 from flowkit.flow import parse_flow
 from flowkit.runtime import RecordingChannel, Runtime
 
@@ -53,12 +53,12 @@ def runtime(store: Any) -> Runtime:
 
 @pytest.mark.timeout(60)
 def test_a_backtracking_slot_pattern_is_answered_at_once(runtime: Runtime, store: Any) -> None:
-    assert runtime.handle("u1", Message(text="hi", message_id="m0")).status == "applied"
+    assert runtime.handle("u1", UserMessage(text="hi", message_id="m0")).status == "applied"
     start = time.thread_time()  # CPU time of this thread: the bound is about work done, and a loaded machine's other processes do not count
-    out = runtime.handle("u1", Message(text="a" * 25 + "!", message_id="m1"))  # 8.5 s with Python's re
+    out = runtime.handle("u1", UserMessage(text="a" * 25 + "!", message_id="m1"))  # 8.5 s with Python's re
     assert time.thread_time() - start < 0.5
     assert out.status == "applied" and store.load("u1")["step"] == "code"
-    assert runtime.handle("u1", Message(text="abc", message_id="m2")).status == "applied"
+    assert runtime.handle("u1", UserMessage(text="abc", message_id="m2")).status == "applied"
     assert store.load("u1")["step"] == "raw"
 
 
@@ -66,13 +66,13 @@ def test_a_backtracking_slot_pattern_is_answered_at_once(runtime: Runtime, store
 def test_a_non_finite_number_fails_the_session_once_and_the_user_goes_on(runtime: Runtime, store: Any,
                                                                          text: str) -> None:
     for i, answer in enumerate(["hi", "abc", text]):
-        out = runtime.handle("u1", Message(text=answer, message_id=f"m{i}"))
+        out = runtime.handle("u1", UserMessage(text=answer, message_id=f"m{i}"))
         assert out.status == "applied", out
     state = store.load("u1")
     assert state["status"] == "failed" and "x" not in state["slots"]
     last = store.history("u1")[-1]
     assert last["error"].startswith("engine_error") and "finite" in last["error"]
     # the next message starts afresh instead of failing again (the 500 loop)
-    out = runtime.handle("u1", Message(text="hello again", message_id="m9"))
+    out = runtime.handle("u1", UserMessage(text="hello again", message_id="m9"))
     assert out.status == "applied", out
     assert store.load("u1")["status"] == "waiting_input"

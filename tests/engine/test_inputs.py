@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 
-from flowkit.engine import InvalidInput, Message, Reply, Start, parse_input
+from flowkit.engine import InvalidInput, Reply, Start, UserMessage, parse_input
 from flowkit.engine.inputs import (
     DEFAULT_INVALID,
     parse_date,
@@ -24,7 +24,7 @@ TODAY = dt.date(2026, 11, 30)
 
 
 def parse(spec: InputSpec, text: str | None = None, **msg: object) -> object:
-    return parse_input(spec, Message(text=text, **msg), today=TODAY)  # type: ignore[arg-type]
+    return parse_input(spec, UserMessage(text=text, **msg), today=TODAY)  # type: ignore[arg-type]
 
 
 def code(spec: InputSpec, text: str | None = None, **msg: object) -> str:
@@ -112,7 +112,7 @@ def test_choice_by_option_number_label_prefix_and_reply_id() -> None:
     assert parse(spec, "lar") == "large"
     assert parse(spec, None, type="button_reply", reply_id="large") == "large"
     assert parse(spec, "Big one", type="button_reply", reply_id="large") == "large"
-    assert parse_input(spec, Message(text="the big one"), labels={"the big one": "large"}) == "large"
+    assert parse_input(spec, UserMessage(text="the big one"), labels={"the big one": "large"}) == "large"
     assert code(spec, "4") == "not_an_option"
     assert code(spec, "xl") == "not_an_option"
     assert code(spec, "m") == "not_an_option"  # too short to be a prefix
@@ -206,9 +206,9 @@ def test_location_and_media() -> None:
 def test_the_saved_slot_constrains_the_answer_too() -> None:
     slot = SlotSpec(name="ref", type="text", pattern="[A-Z]{2}[0-9]{6}")
     with pytest.raises(InvalidInput) as exc:
-        parse_input(InputSpec(type="text"), Message(text="ab123456"), slot=slot)
+        parse_input(InputSpec(type="text"), UserMessage(text="ab123456"), slot=slot)
     assert exc.value.code == "slot_constraint"
-    assert parse_input(InputSpec(type="text"), Message(text="AB123456"), slot=slot) == "AB123456"
+    assert parse_input(InputSpec(type="text"), UserMessage(text="AB123456"), slot=slot) == "AB123456"
 
 
 def test_every_error_code_has_a_default_message() -> None:

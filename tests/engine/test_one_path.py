@@ -23,7 +23,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowkit.engine import Command, Message, Start, State, step
+from flowkit.engine import Command, Start, State, UserMessage, step
 from flowkit.engine.inputs import InvalidInput, parse_input
 from flowkit.engine.plan import MISS, plan_of
 from flowkit.errors import StateValidationError
@@ -153,7 +153,7 @@ def test_a_quick_parser_only_shortens_parse_input() -> None:
                 if value is MISS:
                     continue
                 checked += 1
-                assert parse_input(ask.step.input, Message(text=text), slot=ask.slot, labels=ask.labels,
+                assert parse_input(ask.step.input, UserMessage(text=text), slot=ask.slot, labels=ask.labels,
                                    offered=ask.offered) == value, (root.name, name, text)
     assert checked > 50
 
@@ -166,7 +166,7 @@ def test_any_text_a_quick_parser_takes_parse_input_takes_alike(pick: int, text: 
     value = ask.quick_value(text)
     if value is not MISS:
         try:
-            assert parse_input(ask.step.input, Message(text=text), slot=ask.slot, labels=ask.labels,
+            assert parse_input(ask.step.input, UserMessage(text=text), slot=ask.slot, labels=ask.labels,
                                offered=ask.offered) == value
         except InvalidInput as exc:
             raise AssertionError(f"the quick parser took {text!r}, parse_input refuses it: {exc}") from None
@@ -177,21 +177,21 @@ def mixed_at(name: str, now: int = T0) -> State:
     answers = {"name": "Ana", "age": "35", "pin": "1234", "colour": "green", "ok": "yes"}
     t = step(MIXED, None, Start(flow="mixed"), now, session_id="m1")
     while t.state.step != name:
-        t = step(MIXED, t.state, Message(text=answers[t.state.step]), now)  # type: ignore[index]
+        t = step(MIXED, t.state, UserMessage(text=answers[t.state.step]), now)  # type: ignore[index]
     return t.state
 
 
 def test_the_common_cases() -> None:
     state = mixed_at("age")
-    t = step(MIXED, state, Message(text="35", message_id="a"), T0 + 5)
+    t = step(MIXED, state, UserMessage(text="35", message_id="a"), T0 + 5)
     assert t.state.slots["age"] == 35 and t.state.step == "pin"
-    t2 = step(MIXED, t.state, Message(text="1234", message_id="b"), T0 + 6)
+    t2 = step(MIXED, t.state, UserMessage(text="1234", message_id="b"), T0 + 6)
     assert t2.record is not None and t2.record.input == '{"redacted":true,"type":"text"}'
-    tap = Message(type="button_reply", reply_id="green", text="Green", message_id="c")
+    tap = UserMessage(type="button_reply", reply_id="green", text="Green", message_id="c")
     t3 = step(MIXED, t2.state, tap, T0 + 7)
     assert t3.state.slots["colour"] == "green" and t3.state.step == "ok"
     assert t3.record is not None and t3.record.input == '{"reply_id":"green","text":"Green","type":"button_reply"}'
-    typed = step(MIXED, mixed_at("name"), Message(text='Zoë \\ "x"'), T0 + 8)  # written without json.dumps
+    typed = step(MIXED, mixed_at("name"), UserMessage(text='Zoë \\ "x"'), T0 + 8)  # written without json.dumps
     assert typed.record is not None and json.loads(typed.record.input or "") == {"text": 'Zoë \\ "x"', "type": "text"}
 
 
@@ -201,7 +201,7 @@ def test_timeouts_come_from_the_question_or_the_flow() -> None:
     for ask, answer, due, reason in [("name", "Ana", now + 300_000, "input"),  # age: 5m < 10m
                                      ("age", "35", now + 600_000, "session"),  # pin: 20m > 10m
                                      ("pin", "1", now + 600_000, "input")]:  # colour: 10m == 10m
-        t = step(MIXED, mixed_at(ask), Message(text=answer), now)
+        t = step(MIXED, mixed_at(ask), UserMessage(text=answer), now)
         sched = t.effects[-1]
         assert (sched.at, sched.reason) == (due, reason)  # type: ignore[union-attr]
 
@@ -213,10 +213,10 @@ def test_the_engines_states_are_trusted_and_no_other() -> None:
     for other in (State.from_json(state.to_json()), pickle.loads(pickle.dumps(state)), copy.copy(state),
                   copy.deepcopy(state), state.evolve(version=state.version)):
         assert other == state and not plan.trusts(other)  # equal, but nobody checked this object
-        assert step(MIXED, other, Message(text="35"), T0 + 5) == step(MIXED, state, Message(text="35"), T0 + 5)
+        assert step(MIXED, other, UserMessage(text="35"), T0 + 5) == step(MIXED, state, UserMessage(text="35"), T0 + 5)
     twin = flow(MIXED_YAML)
     assert twin == MIXED and plan_of(twin) is not plan and not plan_of(twin).trusts(state)
-    assert step(twin, state, Message(text="35"), T0 + 5) == step(MIXED, state, Message(text="35"), T0 + 5)
+    assert step(twin, state, UserMessage(text="35"), T0 + 5) == step(MIXED, state, UserMessage(text="35"), T0 + 5)
 
 
 def test_a_broken_state_is_refused_even_where_the_event_does_not_touch_it() -> None:
@@ -224,7 +224,7 @@ def test_a_broken_state_is_refused_even_where_the_event_does_not_touch_it() -> N
     for broken in (mixed_at("age").evolve(slots={"name": 12}), mixed_at("age").evolve(slots={"name": "Ana", "x": 1}),
                    mixed_at("age").evolve(pending=None)):
         with pytest.raises(StateValidationError):
-            step(MIXED, broken, Message(text="35"), T0 + 5)
+            step(MIXED, broken, UserMessage(text="35"), T0 + 5)
         with pytest.raises(StateValidationError):
             step(MIXED, broken, Command(name="help"), T0 + 5)
 
@@ -250,16 +250,16 @@ def test_a_trusted_state_is_checked_by_what_the_event_changed() -> None:
     state = step(f, None, Start(flow="setter"), T0, session_id="t").state
     assert plan_of(f).trusts(state)
     with pytest.raises(StateValidationError, match="'n' is invalid"):
-        step(f, state, Message(text="1"), T0 + 1)
+        step(f, state, UserMessage(text="1"), T0 + 1)
 
 
 def test_a_used_flow_still_pickles_and_its_plan_goes_with_it() -> None:
     f = flow(MIXED_YAML)
     state = step(f, None, Start(flow="mixed"), T0, session_id="p").state
-    assert step(f, state, Message(text="Ana"), T0 + 1).state.step == "age"
+    assert step(f, state, UserMessage(text="Ana"), T0 + 1).state.step == "age"
     twin = pickle.loads(pickle.dumps(f))
     assert twin == f
-    assert step(twin, State.from_json(state.to_json()), Message(text="Ana"), T0 + 1).state.step == "age"
+    assert step(twin, State.from_json(state.to_json()), UserMessage(text="Ana"), T0 + 1).state.step == "age"
     plan = weakref.ref(plan_of(f))
     gone = weakref.ref(f)
     del f, state, twin

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from flowkit.engine import Message, Reply, Start, State, step
+from flowkit.engine import Reply, Start, State, UserMessage, step
 from flowkit.engine.inputs import InvalidInput, is_other_content, parse_input
 from flowkit.flow.model import InputSpec
 
@@ -58,15 +58,15 @@ FLOW = flow(YAML)
 STICKER = {"id": "st1", "kind": "sticker", "mime_type": "image/webp"}
 
 
-def tap(reply_id: str, title: str, n: int, kind: str = "button_reply") -> Message:
-    return Message(type=kind, reply_id=reply_id, text=title, message_id=f"tap{n}")  # type: ignore[arg-type]
+def tap(reply_id: str, title: str, n: int, kind: str = "button_reply") -> UserMessage:
+    return UserMessage(type=kind, reply_id=reply_id, text=title, message_id=f"tap{n}")  # type: ignore[arg-type]
 
 
-def sticker(n: int) -> Message:
-    return Message(type="media", media=STICKER, message_id=f"st{n}")
+def sticker(n: int) -> UserMessage:
+    return UserMessage(type="media", media=STICKER, message_id=f"st{n}")
 
 
-def agree(s: Session, msg: Message) -> None:
+def agree(s: Session, msg: UserMessage) -> None:
     """The engine's own state (checked by what the event changes) and the same state read back
     from JSON (checked whole, engine/plan.py) give the same transition."""
     assert s.state is not None
@@ -129,14 +129,14 @@ def test_yes_no_and_text_questions_take_only_their_own_taps() -> None:
 
 
 @pytest.mark.parametrize(("msg", "code", "other"), [
-    (Message(type="media", media=STICKER), "wrong_type", True),
-    (Message(type="contacts"), "wrong_type", True),
-    (Message(type="order"), "wrong_type", True),
-    (Message(type="location", location={"latitude": 1.0, "longitude": 2.0}), "wrong_type", True),
-    (Message(type="button_reply", reply_id="old", text="12"), "stale_reply", True),
-    (Message(text="twelve-ish"), "not_an_integer", False),
+    (UserMessage(type="media", media=STICKER), "wrong_type", True),
+    (UserMessage(type="contacts"), "wrong_type", True),
+    (UserMessage(type="order"), "wrong_type", True),
+    (UserMessage(type="location", location={"latitude": 1.0, "longitude": 2.0}), "wrong_type", True),
+    (UserMessage(type="button_reply", reply_id="old", text="12"), "stale_reply", True),
+    (UserMessage(text="twelve-ish"), "not_an_integer", False),
 ])
-def test_what_counts_as_other_content(msg: Message, code: str, other: bool) -> None:
+def test_what_counts_as_other_content(msg: UserMessage, code: str, other: bool) -> None:
     with pytest.raises(InvalidInput) as err:
         parse_input(InputSpec(type="int"), msg, offered=frozenset({"a"}))
     assert err.value.code == code and is_other_content(msg, err.value) is other
@@ -145,9 +145,9 @@ def test_what_counts_as_other_content(msg: Message, code: str, other: bool) -> N
 def test_location_and_media_questions_count_typed_text_but_not_other_kinds() -> None:
     for spec, code in ((InputSpec(type="location"), "need_location"), (InputSpec(type="media"), "need_media")):
         with pytest.raises(InvalidInput) as typed:
-            parse_input(spec, Message(text="Main street 1"))
+            parse_input(spec, UserMessage(text="Main street 1"))
         with pytest.raises(InvalidInput) as tapped:
-            parse_input(spec, Message(type="contacts"))
+            parse_input(spec, UserMessage(type="contacts"))
         assert typed.value.code == tapped.value.code == code
-        assert not is_other_content(Message(text="Main street 1"), typed.value)
-        assert is_other_content(Message(type="contacts"), tapped.value)
+        assert not is_other_content(UserMessage(text="Main street 1"), typed.value)
+        assert is_other_content(UserMessage(type="contacts"), tapped.value)

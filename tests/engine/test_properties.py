@@ -18,7 +18,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flowkit.engine import Command, Event, Message, ServiceResult, Start, State, Timeout, Transition, step
+from flowkit.engine import Command, Event, ServiceResult, Start, State, Timeout, Transition, UserMessage, step
 from flowkit.engine.locate import locate
 from flowkit.errors import EngineError
 from flowkit.flow import AskStep, CallStep
@@ -78,15 +78,15 @@ def to_event(action: tuple[Any, ...], state: State, history: list[State]) -> tup
                                  error="boom"), root, delay
         return Timeout(), root, delay
     if kind == "text":
-        return Message(text=action[1], message_id=f"m{state.version}"), root, delay
+        return UserMessage(text=action[1], message_id=f"m{state.version}"), root, delay
     if kind == "reply":
-        return Message(type=action[1], reply_id=action[2], text=action[3]), root, delay
+        return UserMessage(type=action[1], reply_id=action[2], text=action[3]), root, delay
     if kind == "location":
-        return Message(type="location", location={"latitude": action[1], "longitude": action[2]}), root, delay
+        return UserMessage(type="location", location={"latitude": action[1], "longitude": action[2]}), root, delay
     if kind == "media":
-        return Message(type="media", media={"id": action[2], "kind": action[1]}), root, delay
+        return UserMessage(type="media", media={"id": action[2], "kind": action[1]}), root, delay
     if kind == "unsupported":
-        return Message(type="unsupported"), root, delay
+        return UserMessage(type="unsupported"), root, delay
     if kind == "result":
         _, ok, value, right_id = action
         call_id = (state.pending or {}).get("call_id") if right_id else None
@@ -159,7 +159,7 @@ def test_any_text_at_any_question_is_an_answer_or_an_invalid_input(text: str, st
     t = step(f, None, Start(flow="order_pizza"), T0, session_id="p")
     t = step(f, t.state, Command(name="migrate", args={"step": step_name}), T0 + 1)
     assert t.state.step == step_name
-    out = step(f, t.state, Message(text=text), T0 + 2)
+    out = step(f, t.state, UserMessage(text=text), T0 + 2)
     assert out.changed and out.record is not None
     check(t.state, out, "order_pizza")
     err = out.record.error

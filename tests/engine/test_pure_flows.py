@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from flowkit.engine import FlowSet, Message, Start, State, Transition, step
+from flowkit.engine import FlowSet, Start, State, Transition, UserMessage, step
 from flowkit.engine.flowset import pinned
 from flowkit.errors import EngineError, FlowNeeded, UnknownFlowError
 from flowkit.flow import flow_from_dict
@@ -26,7 +26,7 @@ def run(flows: object) -> list[Transition]:
     """The booking conversation through its collect_contact sub-flow, with ``flows`` as given."""
     state: State | None = None
     out = []
-    events = [Start(flow="book_appointment"), *(Message(text=t, message_id=f"m{i}") for i, t in enumerate(TEXTS))]
+    events = [Start(flow="book_appointment"), *(UserMessage(text=t, message_id=f"m{i}") for i, t in enumerate(TEXTS))]
     for i, event in enumerate(events):
         t = step(ROOT, state, event, T0 + i * 1000, flows=flows, session_id="s1")  # type: ignore[arg-type]
         state = t.state
@@ -43,7 +43,7 @@ def test_a_flowset_runs_sub_flows_exactly_like_a_mapping() -> None:
 def test_a_missing_sub_flow_is_asked_for_and_a_rerun_with_it_gives_the_same_transition() -> None:
     ts = run(FLOWS)
     before = ts[2].state  # the next answer enters the collect_contact sub-flow
-    event = Message(text="09:00", message_id="m2")
+    event = UserMessage(text="09:00", message_id="m2")
     with pytest.raises(FlowNeeded) as need:
         step(ROOT, before, event, T0 + 3000, flows=FlowSet([ROOT]), session_id="s1")
     assert (need.value.name, need.value.version) == ("collect_contact", None)
@@ -54,7 +54,7 @@ def test_a_missing_sub_flow_is_asked_for_and_a_rerun_with_it_gives_the_same_tran
     inside = ts[3].state
     assert pinned(inside) == (("collect_contact", CONTACT.version_id),)
     only_pinned = FlowSet().with_resolved(pinned(inside)[0], CONTACT)
-    assert step(ROOT, inside, Message(text="Ana Lima", message_id="m3"), T0 + 4000,
+    assert step(ROOT, inside, UserMessage(text="Ana Lima", message_id="m3"), T0 + 4000,
                 flows=only_pinned, session_id="s1") == ts[4]
 
 
@@ -70,7 +70,7 @@ def test_a_sub_flow_known_to_be_missing_is_an_unknown_flow_not_a_request() -> No
     before = run(FLOWS)[2].state
     flows = FlowSet([ROOT]).with_missing(("collect_contact", None), "no flow named 'collect_contact' is registered")
     with pytest.raises(UnknownFlowError, match="collect_contact"):
-        step(ROOT, before, Message(text="09:00", message_id="m2"), T0 + 3000, flows=flows, session_id="s1")
+        step(ROOT, before, UserMessage(text="09:00", message_id="m2"), T0 + 3000, flows=flows, session_id="s1")
 
 
 def test_the_engine_package_imports_no_io_layer() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flowkit.engine import Command, Message, ServiceResult, Start, State, Timeout
+from flowkit.engine import Command, ServiceResult, Start, State, Timeout, UserMessage
 from flowkit.engine.replay import event_from_record, replay
 from flowkit.flow import Flow
 
@@ -100,10 +100,10 @@ def test_event_from_record_rebuilds_each_kind() -> None:
         call_id="c", ok=False, error="x")
     assert event_from_record({"event": "command", "input": '{"command":"reset"}', "actor": "admin"}) == Command(
         name="reset", actor="admin")
-    assert event_from_record({"event": "command", "input": '{"type":"text","text":"back"}', "message_id": "m2"}) == Message(
+    assert event_from_record({"event": "command", "input": '{"type":"text","text":"back"}', "message_id": "m2"}) == UserMessage(
         text="back", message_id="m2")
     loc = {"latitude": 1.0, "longitude": 2.0}
-    assert event_from_record({"event": "message", "input": json.dumps({"type": "location", "location": loc})}) == Message(
+    assert event_from_record({"event": "message", "input": json.dumps({"type": "location", "location": loc})}) == UserMessage(
         type="location", location=loc)
     assert event_from_record({"event": "migrate", "input": "{}"}) is None
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from flowkit.engine import Command, Message, Record, ServiceResult, Start, State, step
+from flowkit.engine import Command, Record, ServiceResult, Start, State, UserMessage, step
 from flowkit.engine.state import check_state_shape
 from flowkit.errors import EngineError, StateValidationError
 
@@ -107,7 +107,7 @@ def test_schema_violation_by_a_set_step_names_step_and_slot() -> None:
     f = flow(BAD_SET)
     t = step(f, None, Start(flow="bad_set"), T0, session_id="s")
     with pytest.raises(StateValidationError) as exc:
-        step(f, t.state, Message(text="hello"), T0 + 1)
+        step(f, t.state, UserMessage(text="hello"), T0 + 1)
     msg = str(exc.value)
     assert isinstance(exc.value, EngineError)
     assert "step 'done'" in msg and "slot 'qty'" in msg and "whole number" in msg and "nothing was changed" in msg
@@ -118,7 +118,7 @@ def test_schema_violation_bounds_and_undeclared_slots() -> None:
     f = flow(BAD_SET.replace("\"'many'\"", "'7'"))
     t = step(f, None, Start(flow="bad_set"), T0, session_id="s")
     with pytest.raises(StateValidationError, match=r"slot 'qty' is invalid: 7 is above the maximum 5"):
-        step(f, t.state, Message(text="x"), T0 + 1)
+        step(f, t.state, UserMessage(text="x"), T0 + 1)
     with pytest.raises(StateValidationError, match=r"step 'ask' of flow 'bad_set': slot 'colour' is not declared"):
         step(f, None, Start(flow="bad_set", args={"colour": "red"}), T0, session_id="s")
     with pytest.raises(StateValidationError, match=r"slot 'size' is invalid: 'xl' is not one of s, m"):
@@ -143,7 +143,7 @@ def test_caller_frames_are_validated_too() -> None:
     frame["slots"] = {**frame["slots"], "service": "surgery"}
     bad = s.state.evolve(stack=(frame,))
     with pytest.raises(StateValidationError, match=r"step 'contact' of flow 'book_appointment': slot 'service'"):
-        step(FLOWS["book_appointment"], bad, Message(text="Ana Lima"), T0 + 10_000, flows=FLOWS)
+        step(FLOWS["book_appointment"], bad, UserMessage(text="Ana Lima"), T0 + 10_000, flows=FLOWS)
 
 
 def test_bad_service_value_is_a_service_error_not_a_corrupt_state() -> None:

@@ -12,12 +12,12 @@ from flowkit.engine import (
     CallService,
     Command,
     End,
-    Message,
     Reply,
     Schedule,
     ServiceResult,
     Start,
     Timeout,
+    UserMessage,
     step,
 )
 from flowkit.engine.transition import NO_BACK_TEXT
@@ -279,7 +279,7 @@ def test_subflow_failure_without_on_fail_ends_where_the_subflow_ended() -> None:
 
 def test_cancel_inside_a_subflow_ends_the_session_with_root_slots() -> None:
     s = to_contact()
-    t = s.send(Message(text="x", profile={"name": "Ana L."}))
+    t = s.send(UserMessage(text="x", profile={"name": "Ana L."}))
     t = s.send("cancel")
     assert t.state.status == "cancelled" and t.state.stack == () and t.state.slots["day"] == "2026-12-01"
     assert t.state.slots["profile"] == {"name": "Ana L."}  # a profile update inside the sub-flow is kept
@@ -287,7 +287,7 @@ def test_cancel_inside_a_subflow_ends_the_session_with_root_slots() -> None:
 
 def test_profile_update_inside_a_subflow_survives_the_return() -> None:
     s = to_contact()
-    s.send(Message(text="Ana Lima", profile={"name": "Ana L."}))
+    s.send(UserMessage(text="Ana Lima", profile={"name": "Ana L."}))
     s.send("ana@example.com")
     t = s.send("yes")
     assert t.state.stack == () and t.state.slots["profile"] == {"name": "Ana L."}
@@ -386,7 +386,7 @@ def test_reply_effects_text_buttons_list_template() -> None:
     four = t.effects[0]
     assert isinstance(four, Reply) and four.list_button == "Choose"
     assert four.sections == (("", (("a", "a", None), ("b", "b", None), ("c", "c", None), ("d", "d", None))),)
-    t = s.send(Message(type="list_reply", reply_id="c", text="c"))
+    t = s.send(UserMessage(type="list_reply", reply_id="c", text="c"))
     assert [e.kind for e in t.effects] == ["end"]
 
 
@@ -408,8 +408,8 @@ def test_step_never_mutates_its_input_state() -> None:
     st = s.state
     assert st is not None
     before = copy.deepcopy(st.to_dict())
-    for ev in (Message(text="Ana Lima"), Command(name="back"), Command(name="cancel"), Timeout(),
-               Command(name="restart"), Message(text="help")):
+    for ev in (UserMessage(text="Ana Lima"), Command(name="back"), Command(name="cancel"), Timeout(),
+               Command(name="restart"), UserMessage(text="help")):
         step(FLOWS["book_appointment"], st, ev, s.now + 10**9, flows=FLOWS)
         assert st.to_dict() == before
 
@@ -418,7 +418,7 @@ def test_now_is_kept_monotonic_and_datetimes_must_be_aware() -> None:
     import datetime as dt
 
     t = step(FLOWS["refund"], None, Start(flow="refund"), T0, session_id="s")
-    t2 = step(FLOWS["refund"], t.state, Message(text="AB1234"), T0 - 5000)
+    t2 = step(FLOWS["refund"], t.state, UserMessage(text="AB1234"), T0 - 5000)
     assert t2.state.updated_at == T0 and t2.record is not None and t2.record.ts == T0
     aware = dt.datetime.fromtimestamp(T0 / 1000 + 1, dt.UTC)
     assert step(FLOWS["refund"], None, Start(flow="refund"), aware, session_id="s").state.started_at == T0 + 1000
@@ -494,7 +494,7 @@ def test_rollback_is_validated_against_the_target_version() -> None:
     assert t.state.flow_version == "3" and t.state.slots["drink"] is True and t.state.step == "ask_qty"
     assert t.record is not None and t.record.event == "rollback"
     # From there the session runs under version 3 again, `upsell` included.
-    t2 = step(v3, t.state, Message(text="back"), s.now + 2)
+    t2 = step(v3, t.state, UserMessage(text="back"), s.now + 2)
     assert t2.state.step == "upsell"
     # Without a way to find the target's version, the refusal says why.
     with pytest.raises(EngineError, match="needed as a sub-flow but no flows were given"):

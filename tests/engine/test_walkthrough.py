@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from flowkit.engine import CallService, End, Message, Reply, ServiceResult, Start, State, step
+from flowkit.engine import CallService, End, Reply, ServiceResult, Start, State, UserMessage, step
 from flowkit.flow import load_flows
 
 FLOWS = load_flows(Path(__file__).resolve().parents[2] / "examples" / "flows")
@@ -24,10 +24,10 @@ def run(events):
 
 EVENTS = [
     Start(flow="order_pizza", profile={"name": "Ana"}, message_id="m0", text="pizza"),
-    Message(text="huge", message_id="m1"),
-    Message(text="2", message_id="m2"),
-    Message(text="3", message_id="m3"),
-    Message(text="12 Main Street", message_id="m4"),
+    UserMessage(text="huge", message_id="m1"),
+    UserMessage(text="2", message_id="m2"),
+    UserMessage(text="3", message_id="m3"),
+    UserMessage(text="12 Main Street", message_id="m4"),
     "RESULT",
 ]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flowkit.engine import Message, ServiceResult, Start, State, step
+from flowkit.engine import ServiceResult, Start, State, UserMessage, step
 from flowkit.engine.why import REDACTED
 from tests.engine.helpers import FLOWS, T0, flow
 
@@ -19,7 +19,7 @@ def _at_ask_size() -> State:
 
 
 def _why(state: State, text: str) -> dict[str, Any]:
-    t = step(PIZZA, state, Message(text=text), T0 + 1000)
+    t = step(PIZZA, state, UserMessage(text=text), T0 + 1000)
     assert t.record is not None
     return json.loads(t.record.why or "null")  # type: ignore[no-any-return]
 
@@ -76,12 +76,12 @@ steps:
 def test_sensitive_values_are_never_written_and_a_service_error_is_named() -> None:
     f = flow(SECRET_FLOW)
     s = step(f, None, Start(flow="pin_check"), T0, session_id="s1").state
-    wrong = step(f, s, Message(text="9876"), T0 + 1000)
+    wrong = step(f, s, UserMessage(text="9876"), T0 + 1000)
     assert wrong.record is not None and "9876" not in (wrong.record.why or "")
     assert json.loads(wrong.record.why or "{}")["branches"][0]["read"] == {"pin": REDACTED}
-    t = step(f, s, Message(text="1234"), T0 + 1000)
+    t = step(f, s, UserMessage(text="1234"), T0 + 1000)
     call_id = t.state.pending["call_id"]  # type: ignore[index]
     r = step(f, t.state, ServiceResult(call_id=call_id, ok=False, error="timeout"), T0 + 2000)
     assert json.loads(r.record.why or "{}")["service"] == {"call": "verify", "ok": False, "error": "timeout"}  # type: ignore[union-attr]
-    bad = step(f, s, Message(text=""), T0 + 1000)  # an invalid answer to a sensitive question
+    bad = step(f, s, UserMessage(text=""), T0 + 1000)  # an invalid answer to a sensitive question
     assert bad.record is not None and json.loads(bad.record.why or "{}")["invalid"]["input"] in (REDACTED, None)

@@ -12,7 +12,7 @@ from collections import Counter
 
 import pytest
 
-from flowkit.engine import Command, Message, Start, State, check_slots, step
+from flowkit.engine import Command, Start, State, UserMessage, check_slots, step
 from flowkit.engine.experiments import EXPERIMENTS, assign, bucket
 from flowkit.errors import StateValidationError
 from flowkit.flow import Flow, SplitStep
@@ -177,9 +177,9 @@ def test_a_malformed_experiments_slot_fails_the_check_unless_a_split_rewrites_it
     t = step(f, None, Start(flow="exp"), T0, session_id="15550001")
     broken = t.state.evolve(slots={EXPERIMENTS: "short"})
     # the split records a proper mapping in its place (what was there named no variant)
-    t2 = step(f, broken, Message(text="Ana"), T0 + 1000)
+    t2 = step(f, broken, UserMessage(text="Ana"), T0 + 1000)
     assert t2.state.slots[EXPERIMENTS] == {"pick": variant_of("15550001", f)}
     # a state that keeps the malformed value is refused with the slot's name
     finished = t2.state.evolve(slots={**t2.state.slots, EXPERIMENTS: "short"})
     with pytest.raises(StateValidationError, match="experiments"):
-        step(f, finished, Message(text="M"), T0 + 2000)
+        step(f, finished, UserMessage(text="M"), T0 + 2000)

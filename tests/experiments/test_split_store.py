@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flowkit.engine import Message
+from flowkit.engine import UserMessage
 from flowkit.runtime import RecordingChannel, Runtime
 from flowkit.store import Store
 from flowkit.store.backup import backup, restore
@@ -17,7 +17,7 @@ SID = "31655500001"
 def talk(store: Store, texts: list[str]) -> Runtime:
     rt = Runtime(store, EXAMPLE_FLOWS, channel=RecordingChannel(), services=EXAMPLE_SERVICES)
     for i, text in enumerate(texts):
-        rt.handle(SID, Message(text=text, message_id=f"wamid.exp.{len(store.history(SID)) + i}"))
+        rt.handle(SID, UserMessage(text=text, message_id=f"wamid.exp.{len(store.history(SID)) + i}"))
     return rt
 
 

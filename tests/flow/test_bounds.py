@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from flowkit.engine import Message, Start, step
+from flowkit.engine import Start, UserMessage, step
 from flowkit.errors import EngineError, ExpressionError, FlowError
 from flowkit.flow import load_flow, parse_expr, parse_flow
 from flowkit.flow.bounds import MAX_INT, MAX_VALUE_SIZE, size_problem
@@ -143,7 +143,7 @@ def test_a_set_loop_cannot_build_a_huge_value(grow_s: str, grow_x: str, why: str
     t = step(f, None, Start(flow="loop"), T0, session_id="l1")
     start = time.thread_time()
     with pytest.raises(EngineError, match=why) as info:
-        step(f, t.state, Message(text="ab", message_id="m1"), T0 + 1)
+        step(f, t.state, UserMessage(text="ab", message_id="m1"), T0 + 1)
     assert time.thread_time() - start < 0.5
     assert "step 'grow'" in str(info.value)
 

@@ -190,7 +190,7 @@ def hostile_data(draw: st.DrawFn) -> Any:
           derandomize=True)
 @given(hostile_data())
 def test_hostile_values_in_a_flow_file_are_located_errors_or_a_bounded_flow(data: Any) -> None:
-    from flowkit.engine import Message, Start, step
+    from flowkit.engine import Start, UserMessage, step
     from flowkit.errors import EngineError
 
     text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
@@ -213,7 +213,7 @@ def test_hostile_values_in_a_flow_file_are_located_errors_or_a_bounded_flow(data
     for i, answer in enumerate(["", "small", "2", "1" * 30, "nan", "x" * 4096]):
         start = time.thread_time()
         try:
-            t = step(flow, t.state if t else None, Message(text=answer, message_id=f"m{i}") if t else Start(flow=flow.name),
+            t = step(flow, t.state if t else None, UserMessage(text=answer, message_id=f"m{i}") if t else Start(flow=flow.name),
                      1_790_000_000_000 + i, session_id="h1")
         except EngineError:
             break

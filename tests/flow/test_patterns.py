@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from flowkit.engine import Message, Start, step
+from flowkit.engine import Start, UserMessage, step
 from flowkit.errors import ExpressionError, FlowError, PatternError
 from flowkit.flow import parse_flow
 from flowkit.flow.expr import parse_expr
@@ -43,12 +43,12 @@ def test_a_catastrophic_pattern_runs_in_linear_time() -> None:
 def test_an_engine_input_with_that_pattern_reprompts_at_once() -> None:
     flow = parse_flow(flow_with(EVIL))
     t = step(flow, None, Start(flow="demo"), 0, session_id="s1")
-    t2 = step(flow, t.state, Message(text="a" * 4_000 + "!", message_id="m1"), 1, session_id="s1")
+    t2 = step(flow, t.state, UserMessage(text="a" * 4_000 + "!", message_id="m1"), 1, session_id="s1")
     assert t2.state.step == "ask" and t2.record.error == "invalid_input:pattern_mismatch"
     # longer than any WhatsApp text: refused before the pattern runs at all
-    t2 = step(flow, t.state, Message(text="a" * 50_000 + "!", message_id="m1"), 1, session_id="s1")
+    t2 = step(flow, t.state, UserMessage(text="a" * 50_000 + "!", message_id="m1"), 1, session_id="s1")
     assert t2.state.step == "ask" and t2.record.error == "invalid_input:too_long"
-    t3 = step(flow, t.state, Message(text="aaa", message_id="m2"), 1, session_id="s1")
+    t3 = step(flow, t.state, UserMessage(text="aaa", message_id="m2"), 1, session_id="s1")
     assert t3.state.status == "completed" and t3.state.slots["code"] == "aaa"
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from flowkit.engine import Message
+from flowkit.engine import UserMessage
 from flowkit.errors import HistoryError
 from flowkit.history.columns import read_meta
 from flowkit.history.export import export_store
@@ -29,9 +29,9 @@ class WamidChannel(RecordingChannel):
 
 def _conversation(store: Store) -> Runtime:
     rt = Runtime(store, EXAMPLE_FLOWS, channel=WamidChannel(), clock=Clock())
-    rt.handle("u1", Message(text="pizza", message_id="wamid.in1"))
-    rt.handle("u1", Message(text="small", message_id="wamid.in2"))
-    rt.handle("u2", Message(text="pizza", message_id="wamid.in3"))
+    rt.handle("u1", UserMessage(text="pizza", message_id="wamid.in1"))
+    rt.handle("u1", UserMessage(text="small", message_id="wamid.in2"))
+    rt.handle("u2", UserMessage(text="pizza", message_id="wamid.in3"))
     rt.drain()
     # WhatsApp's statuses for the first reply, as the webhook records them
     for status, ts in (("sent", 1_000), ("delivered", 2_000), ("read", 3_000)):

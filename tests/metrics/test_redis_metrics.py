@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from prometheus_client import generate_latest
 
-from flowkit.engine import Message
+from flowkit.engine import UserMessage
 from flowkit.metrics import Metrics, RedisCollector, RedisMetrics, Tee, by_label, total, totals
 from flowkit.metrics.frames import counters_frame, labelled_series, series_frame
 from flowkit.runtime import RecordingChannel, Runtime, ServiceRegistry
@@ -17,7 +17,7 @@ from tests.runtime.conftest import EXAMPLE_FLOWS, EXAMPLE_SERVICES, Clock
 
 def talk(rt: Runtime, sid: str, texts: list[str]) -> None:
     for i, text in enumerate(texts):
-        rt.handle(sid, Message(text=text, message_id=f"{sid}.{i}"))
+        rt.handle(sid, UserMessage(text=text, message_id=f"{sid}.{i}"))
 
 
 def test_the_runtime_counts_what_happened(store: Store, clock: Clock) -> None:
@@ -26,7 +26,7 @@ def test_the_runtime_counts_what_happened(store: Store, clock: Clock) -> None:
                  metrics=metrics)
     talk(rt, "u1", ["pizza", "huge", "large", "yes", "2", "12 Main Street"])  # one invalid size
     talk(rt, "u2", ["pizza", "cancel"])
-    rt.handle("u2", Message(text="cancel", message_id="u2.1"))  # a redelivery
+    rt.handle("u2", UserMessage(text="cancel", message_id="u2.1"))  # a redelivery
     assert totals(store.client) == {}  # nothing written before the flush
     metrics.flush()
     t = totals(store.client)
@@ -115,7 +115,7 @@ def test_reconcile_rebuilds_what_the_history_proves(store: Store, clock: Clock) 
     rt = Runtime(store, EXAMPLE_FLOWS, channel=RecordingChannel(), services=EXAMPLE_SERVICES, clock=clock,
                  metrics=metrics)
     talk(rt, "u1", ["pizza", "huge", "large", "yes", "2", "12 Main Street"])
-    rt.handle("u1", Message(text="12 Main Street", message_id="u1.5"))  # a duplicate: not in any history
+    rt.handle("u1", UserMessage(text="12 Main Street", message_id="u1.5"))  # a duplicate: not in any history
     metrics.flush()
     before = totals(store.client)
     # a crash lost counts, and something wrote garbage

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from flowkit.engine import Message
+from flowkit.engine import UserMessage
 from flowkit.errors import UnknownFlowError, VersionClash
 from flowkit.flow import flow_from_dict
 from flowkit.runtime import AsyncRuntime, FlowRegistry
@@ -37,10 +37,10 @@ def test_a_trigger_with_a_refresh_due_reads_flows_through_the_async_store(
         store = async_store_factory()
         rt = AsyncRuntime(store, registry, clock=lambda: T0)
         try:
-            first = await rt.handle("31600000101", Message(text="pizza please", message_id="wamid.a1"))
+            first = await rt.handle("31600000101", UserMessage(text="pizza please", message_id="wamid.a1"))
             newer = flow_from_dict({**FLOWS["order_pizza"].to_dict(), "version": "77"})
             FlowRegistry(client=redis_client).register(newer)  # another process deploys a new version
-            second = await rt.handle("31600000102", Message(text="pizza", message_id="wamid.a2"))
+            second = await rt.handle("31600000102", UserMessage(text="pizza", message_id="wamid.a2"))
             return [first, second]
         finally:
             await store.client.aclose()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from flowkit.engine import Message, Timeout
+from flowkit.engine import Timeout, UserMessage
 from flowkit.errors import StoreUnavailable
 from flowkit.runtime import RecordingChannel, Runtime
 from flowkit.store import RedisServer, Store, connect
@@ -20,11 +20,11 @@ def test_a_commit_that_met_a_dead_redis_leaves_nothing_cached(tmp_path: Path, cl
     with RedisServer(tmp_path, port=free_port()) as server:
         store = Store(connect(server.url))
         rt = Runtime(store, EXAMPLE_FLOWS, channel=RecordingChannel(), services=EXAMPLE_SERVICES, clock=clock)
-        rt.handle("u1", Message(text="refund", message_id="m1"))
+        rt.handle("u1", UserMessage(text="refund", message_id="m1"))
         assert rt.cached("u1") is not None
         server.stop()
         with pytest.raises(StoreUnavailable):
-            rt.handle("u1", Message(text="AB1234", message_id="m2"))
+            rt.handle("u1", UserMessage(text="AB1234", message_id="m2"))
         assert rt.cached("u1") is None  # applied or not, nobody knows: the next event loads
 
 
@@ -32,8 +32,8 @@ def test_a_timeout_is_fired_even_when_this_process_cached_an_older_state(store: 
     web = Runtime(store, EXAMPLE_FLOWS, channel=RecordingChannel(), services=EXAMPLE_SERVICES, clock=clock)
     other = Runtime(store, EXAMPLE_FLOWS, channel=RecordingChannel(), services=EXAMPLE_SERVICES, clock=clock,
                     run_services=False)  # another process: its commit leaves a call waiting for its deadline
-    web.handle("u1", Message(text="refund", message_id="m1"))  # web caches the session at ask_order
-    other.handle("u1", Message(text="AB1234", message_id="m2"))  # now waiting_service at lookup, deadline in 5 s
+    web.handle("u1", UserMessage(text="refund", message_id="m1"))  # web caches the session at ask_order
+    other.handle("u1", UserMessage(text="AB1234", message_id="m2"))  # now waiting_service at lookup, deadline in 5 s
     assert web.cached("u1") is not None and web.cached("u1")["step"] == "ask_order"  # stale
     clock.advance(6)
     out = web.handle("u1", Timeout())
@@ -46,11 +46,11 @@ def test_the_cache_keeps_the_engines_own_state_so_the_next_answer_checks_only_wh
     from flowkit.engine.plan import plan_of
 
     rt = Runtime(store, EXAMPLE_FLOWS, channel=RecordingChannel(), services=EXAMPLE_SERVICES, clock=clock)
-    rt.handle("u1", Message(text="pizza", message_id="m1"))
+    rt.handle("u1", UserMessage(text="pizza", message_id="m1"))
     state = rt.cached_state("u1")
     assert state is not None and state.step == "ask_size"
     flow = rt.registry.get(state.flow, state.flow_version)
     assert plan_of(flow).trusts(state)  # the engine's own object: no re-validation of its slots
-    out = rt.handle("u1", Message(text="large", message_id="m2"))
+    out = rt.handle("u1", UserMessage(text="large", message_id="m2"))
     assert out.status == "applied" and store.load("u1")["slots"]["size"] == "large"  # type: ignore[index]
     assert rt.cached("u1") == store.load("u1")  # the cached state is exactly the stored one

@@ -14,7 +14,7 @@ import threading
 from collections import Counter
 
 from flowkit.check import check_store
-from flowkit.engine import Message
+from flowkit.engine import UserMessage
 from flowkit.flow import load_flow
 from flowkit.runtime import AsyncRecordingChannel, AsyncRuntime, FlowRegistry, RecordingChannel, Runtime
 from flowkit.store import AsyncStore, Store, connect_async
@@ -23,14 +23,14 @@ from tests.runtime.conftest import ROOT
 TALLY = load_flow(ROOT / "examples" / "tally.yaml")  # counts every message it applies
 
 
-def workload(sessions: int, per_session: int, dup_rate: float, seed: int) -> list[tuple[str, Message]]:
+def workload(sessions: int, per_session: int, dup_rate: float, seed: int) -> list[tuple[str, UserMessage]]:
     """``sessions`` x ``per_session`` messages (the first one starts the flow), shuffled, with duplicates."""
     rng = random.Random(seed)
     deliveries = []
     for s in range(sessions):
         sid = f"3170{s:07d}"
-        deliveries.append((sid, Message(text="tally", message_id=f"wamid.{sid}.0")))
-    rest = [(f"3170{s:07d}", Message(text=f"hello {i}", message_id=f"wamid.3170{s:07d}.{i}"))
+        deliveries.append((sid, UserMessage(text="tally", message_id=f"wamid.{sid}.0")))
+    rest = [(f"3170{s:07d}", UserMessage(text=f"hello {i}", message_id=f"wamid.3170{s:07d}.{i}"))
             for s in range(sessions) for i in range(1, per_session)]
     rng.shuffle(rest)
     for d in rest:
@@ -41,7 +41,7 @@ def workload(sessions: int, per_session: int, dup_rate: float, seed: int) -> lis
     return deliveries
 
 
-def prove(store: Store, registry: FlowRegistry, channel: RecordingChannel, deliveries: list[tuple[str, Message]],
+def prove(store: Store, registry: FlowRegistry, channel: RecordingChannel, deliveries: list[tuple[str, UserMessage]],
           outcomes: Counter[str]) -> None:
     distinct: dict[str, set[str]] = {}
     for sid, m in deliveries:
@@ -75,7 +75,7 @@ def test_async_runtime_under_64_way_concurrency_with_duplicates(redis_url: str, 
         astore = AsyncStore(connect_async(redis_url))
         # cache_size=0: every event loads from Redis, so concurrent handlers really race on commits
         rt = AsyncRuntime(astore, registry, channel=channel, cache_size=0)
-        queue: asyncio.Queue[tuple[str, Message]] = asyncio.Queue()
+        queue: asyncio.Queue[tuple[str, UserMessage]] = asyncio.Queue()
         for d in deliveries[200:]:
             queue.put_nowait(d)
         # The starts first: a message that overtakes its session's start would be "unrouted"

@@ -10,7 +10,7 @@ from typing import Any
 
 import redis
 
-from flowkit.engine import Message
+from flowkit.engine import UserMessage
 from flowkit.flow import flow_from_dict
 from flowkit.runtime import AsyncRuntime, FlowRegistry, Runtime
 from flowkit.runtime.resolve import refresh_async
@@ -41,7 +41,7 @@ def test_async_runtime_resolves_root_and_sub_flows_through_the_async_store(
         store = async_store_factory()
         rt = AsyncRuntime(store, registry, default_flow="book_appointment", clock=lambda: T0)
         try:
-            outs: list[Any] = [await rt.handle("31600000001", Message(text=t, message_id=f"wamid.{i}")) for i, t in enumerate(TEXTS)]
+            outs: list[Any] = [await rt.handle("31600000001", UserMessage(text=t, message_id=f"wamid.{i}")) for i, t in enumerate(TEXTS)]
             outs.append(await store.load("31600000001"))
             return outs
         finally:
@@ -58,7 +58,7 @@ def test_sync_runtime_resolves_flows_another_process_deployed(redis_client: Any)
     publish(redis_client, "book_appointment", "collect_contact")
     rt = Runtime(Store(redis_client), FlowRegistry(client=redis_client), default_flow="book_appointment",
                  clock=lambda: T0)
-    outs = [rt.handle("31600000002", Message(text=t, message_id=f"wamid.{i}")) for i, t in enumerate(TEXTS)]
+    outs = [rt.handle("31600000002", UserMessage(text=t, message_id=f"wamid.{i}")) for i, t in enumerate(TEXTS)]
     assert [o.status for o in outs] == ["applied"] * len(TEXTS) and not any(o.error for o in outs)
     state = rt.store.load("31600000002")
     assert state is not None and state["step"] == "contact/ask_email" and state["stack"][0]["flow"] == "collect_contact"
@@ -71,7 +71,7 @@ def test_an_unregistered_sub_flow_fails_the_session_visibly_on_both_drivers(
     broken = flow_from_dict({**d, "version": "broken"})
     FlowRegistry([broken], client=redis_client)
     sync_rt = Runtime(Store(redis_client), FlowRegistry([broken]), default_flow="book_appointment", clock=lambda: T0)
-    outs = [sync_rt.handle("31600000003", Message(text=t, message_id=f"wamid.{i}")) for i, t in enumerate(TEXTS[:4])]
+    outs = [sync_rt.handle("31600000003", UserMessage(text=t, message_id=f"wamid.{i}")) for i, t in enumerate(TEXTS[:4])]
     assert outs[-1].status == "applied" and outs[-1].error is not None and "no_such_flow" in outs[-1].error
 
     async def main() -> Any:
@@ -80,7 +80,7 @@ def test_an_unregistered_sub_flow_fails_the_session_visibly_on_both_drivers(
         store = async_store_factory()
         rt = AsyncRuntime(store, registry, default_flow="book_appointment", clock=lambda: T0)
         try:
-            return [await rt.handle("31600000004", Message(text=t, message_id=f"wamid.{i}")) for i, t in enumerate(TEXTS[:4])]
+            return [await rt.handle("31600000004", UserMessage(text=t, message_id=f"wamid.{i}")) for i, t in enumerate(TEXTS[:4])]
         finally:
             await store.client.aclose()
 

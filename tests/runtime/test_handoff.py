@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flowkit.engine import Message
+from flowkit.engine import UserMessage
 from flowkit.errors import NotHeldError, SessionNotFound
 from flowkit.runtime import Runtime
 from flowkit.runtime.channel import RecordingChannel
@@ -17,7 +17,7 @@ HOUR = 3600.0
 
 def to_agent(rt: Runtime, who: str) -> None:
     for i, text in enumerate(["support", "other", "5"]):
-        rt.handle(who, Message(text=text, message_id=f"{who}.{i}"))
+        rt.handle(who, UserMessage(text=text, message_id=f"{who}.{i}"))
     assert rt.store.load(who)["status"] == "handoff"
 
 
@@ -28,7 +28,7 @@ def test_an_idle_handoff_comes_back_to_the_bot_through_the_timeout_index(
     report = runtime.recover()
     assert report.timeouts_fired == 0 and report.expired == 0
     assert store.load("u1")["status"] == "handoff"
-    runtime.handle("u1", Message(text="still there?", message_id="u1.9"))  # restarts the 4h clock
+    runtime.handle("u1", UserMessage(text="still there?", message_id="u1.9"))  # restarts the 4h clock
     clock.advance(4 * HOUR - 1)
     assert runtime.fire_due_timeouts() == 0
     clock.advance(2)
@@ -45,7 +45,7 @@ def test_an_idle_handoff_comes_back_to_the_bot_through_the_timeout_index(
 
 def test_the_python_api_hands_off_replies_and_releases(runtime: Runtime, store: Store,
                                                         channel: RecordingChannel) -> None:
-    runtime.handle("u2", Message(text="support", message_id="u2.0"))
+    runtime.handle("u2", UserMessage(text="support", message_id="u2.0"))
     runtime.handoff("u2", "asked for a person")
     [w] = runtime.waiting()
     assert (w.session_id, w.flow, w.step, w.reason) == ("u2", "support_triage", "ask_topic", "asked for a person")
@@ -80,8 +80,8 @@ def test_redis_gone_after_the_commit_does_not_turn_the_handoff_into_an_error(
     from flowkit.store.server import free_port
 
     for i, text in enumerate(["support", "other"]):
-        runtime.handle("u7", Message(text=text, message_id=f"u7.{i}"))
-    out = runtime.handle("u7", Message(text="5", message_id="u7.2"))
+        runtime.handle("u7", UserMessage(text=text, message_id=f"u7.{i}"))
+    out = runtime.handle("u7", UserMessage(text="5", message_id="u7.2"))
     assert out.status == "applied" and store.load("u7")["status"] == "handoff"
     gone = redis.Redis(port=free_port(), socket_connect_timeout=1)
     handoff.after_sync(gone, out)  # nothing listens there: no exception
@@ -97,7 +97,7 @@ def test_the_async_bookkeeping_tolerates_redis_gone_too(runtime: Runtime, caplog
     from flowkit.store.server import free_port
 
     for i, text in enumerate(["support", "other", "5"]):
-        out = runtime.handle("u8", Message(text=text, message_id=f"u8.{i}"))
+        out = runtime.handle("u8", UserMessage(text=text, message_id=f"u8.{i}"))
 
     async def main() -> None:
         gone = redis.asyncio.Redis(port=free_port(), socket_connect_timeout=1)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from flowkit.engine import Message
+from flowkit.engine import UserMessage
 from flowkit.errors import StoreUnavailable
 from flowkit.runtime import AsyncRuntime, RecordingChannel, Runtime
 from flowkit.store import AsyncStore, RedisServer, Store, connect, connect_async
@@ -29,10 +29,10 @@ def _outbox(client: object, sid: str) -> int:
 def test_happy_path_costs_one_round_trip_per_message(store: Store, clock: object) -> None:
     store.driver.deferred.max_delay = 60  # no timer flush during the test: count only what messages cost
     rt = Runtime(store, [TALLY], clock=clock)  # type: ignore[arg-type]
-    rt.handle("u1", Message(text="tally", message_id="m0"))  # a new session: one load, one commit
+    rt.handle("u1", UserMessage(text="tally", message_id="m0"))  # a new session: one load, one commit
     before = store.round_trips
     for i in range(1, 21):
-        assert rt.handle("u1", Message(text=f"x{i}", message_id=f"m{i}")).status == "applied"
+        assert rt.handle("u1", UserMessage(text=f"x{i}", message_id=f"m{i}")).status == "applied"
     assert store.round_trips - before == 20  # each commit carries the previous message's ack
     assert store.load("u1")["slots"]["n"] == 20
     rt.drain()
@@ -42,7 +42,7 @@ def test_happy_path_costs_one_round_trip_per_message(store: Store, clock: object
 def test_an_idle_runtime_acknowledges_within_the_flush_delay(store: Store, redis_url: str, clock: object) -> None:
     other = connect(redis_url)  # another process's view: it does not see this store's queue
     rt = Runtime(store, EXAMPLE_FLOWS, services=EXAMPLE_SERVICES, clock=clock)  # type: ignore[arg-type]
-    rt.handle("u1", Message(text="refund", message_id="m1"))
+    rt.handle("u1", UserMessage(text="refund", message_id="m1"))
     assert len(store.driver.deferred) > 0
     wait_for(lambda: _outbox(other, "u1") == 0 and other.zcard(K.IDX_OUTBOX) == 0, "the idle flush")
     assert len(store.driver.deferred) == 0
@@ -51,7 +51,7 @@ def test_an_idle_runtime_acknowledges_within_the_flush_delay(store: Store, redis
 def test_reads_of_the_outbox_see_this_process_acks_first(store: Store, clock: object) -> None:
     store.driver.deferred.max_delay = 60
     rt = Runtime(store, EXAMPLE_FLOWS, services=EXAMPLE_SERVICES, clock=clock)  # type: ignore[arg-type]
-    rt.handle("u1", Message(text="refund", message_id="m1"))
+    rt.handle("u1", UserMessage(text="refund", message_id="m1"))
     assert _outbox(store.client, "u1") == 1  # not yet sent...
     assert store.pending_effects("u1") == {}  # ...but a read through the store sends it first
     assert store.unacked_effects(older_than_ms=0) == []
@@ -63,7 +63,7 @@ def test_an_ack_that_met_a_dead_redis_is_sent_when_it_returns(tmp_path: Path, cl
         store.driver.deferred.max_delay = 60
         rt = Runtime(store, EXAMPLE_FLOWS, services=EXAMPLE_SERVICES, channel=RecordingChannel(),
                      clock=clock)  # type: ignore[arg-type]
-        rt.handle("u1", Message(text="refund", message_id="m1"))
+        rt.handle("u1", UserMessage(text="refund", message_id="m1"))
         server.stop()
         with pytest.raises(StoreUnavailable):
             store.flush()
@@ -82,7 +82,7 @@ def test_async_runtime_drain_sends_deferred_acks(redis_url: str, redis_client: o
         astore = AsyncStore(connect_async(redis_url))
         astore.driver.deferred.max_delay = 60
         rt = AsyncRuntime(astore, EXAMPLE_FLOWS, services=EXAMPLE_SERVICES)
-        await rt.handle("u1", Message(text="refund", message_id="m1"))
+        await rt.handle("u1", UserMessage(text="refund", message_id="m1"))
         assert _outbox(redis_client, "u1") == 1
         await rt.drain()
         assert _outbox(redis_client, "u1") == 0
@@ -95,7 +95,7 @@ def test_async_idle_flush(redis_url: str, redis_client: object) -> None:
     async def main() -> None:
         astore = AsyncStore(connect_async(redis_url))
         rt = AsyncRuntime(astore, EXAMPLE_FLOWS, services=EXAMPLE_SERVICES)
-        await rt.handle("u1", Message(text="refund", message_id="m1"))
+        await rt.handle("u1", UserMessage(text="refund", message_id="m1"))
         await until(lambda: _outbox(redis_client, "u1") == 0, "the idle flush")
         await astore.client.aclose()
 
@@ -107,7 +107,7 @@ def test_flush_waits_for_acks_another_thread_is_sending(store: Store, clock: obj
 
     store.driver.deferred.max_delay = 60
     rt = Runtime(store, EXAMPLE_FLOWS, services=EXAMPLE_SERVICES, clock=clock)  # type: ignore[arg-type]
-    rt.handle("u1", Message(text="refund", message_id="m1"))
+    rt.handle("u1", UserMessage(text="refund", message_id="m1"))
     taken = store.driver.deferred.take()  # as another thread's round trip would, before it sends
 
     def slow_sender() -> None:

@@ -8,7 +8,7 @@ import asyncio
 import textwrap
 
 from flowkit.channels.whatsapp import AsyncWhatsAppSender, WhatsAppSender
-from flowkit.engine import Message
+from flowkit.engine import UserMessage
 from flowkit.flow import parse_flow
 from flowkit.runtime import AsyncRuntime, AsyncWhatsAppChannel, Runtime, ServiceRegistry, WhatsAppChannel
 from flowkit.store import AsyncStore, Store, connect_async
@@ -53,8 +53,8 @@ def test_messages_are_marked_read_with_typing_while_a_call_runs(store: Store) ->
     with FakeGraphAPI() as graph, WhatsAppSender(config=graph.config()) as sender:
         during: list[list[str]] = []
         rt = Runtime(store, [FLOW], channel=WhatsAppChannel(sender, read_receipts=True), services=_services(graph, during))
-        rt.handle("u1", Message(text="lookup", message_id="wamid.A"))
-        rt.handle("u1", Message(text="R-1", message_id="wamid.B"))
+        rt.handle("u1", UserMessage(text="lookup", message_id="wamid.A"))
+        rt.handle("u1", UserMessage(text="R-1", message_id="wamid.B"))
         assert graph.read_receipts == ["wamid.A", "wamid.B"]
         assert graph.typing_indicators == ["wamid.B"] and during == [["wamid.B"]]
         assert [m.text for m in graph.to("u1")] == ["Which order?", "Found it."]
@@ -63,16 +63,16 @@ def test_messages_are_marked_read_with_typing_while_a_call_runs(store: Store) ->
 def test_read_receipts_are_off_unless_configured(store: Store) -> None:
     with FakeGraphAPI() as graph, WhatsAppSender(config=graph.config()) as sender:
         rt = Runtime(store, [FLOW], channel=WhatsAppChannel(sender), services=_services(graph, []))
-        rt.handle("u2", Message(text="lookup", message_id="wamid.C"))
+        rt.handle("u2", UserMessage(text="lookup", message_id="wamid.C"))
         assert graph.read_receipts == [] and len(graph.sent) == 1
 
 
 def test_a_failing_read_receipt_costs_no_reply(store: Store) -> None:
     with FakeGraphAPI() as graph, WhatsAppSender(config=graph.config(), max_attempts=1) as sender:
         rt = Runtime(store, [FLOW], channel=WhatsAppChannel(sender, read_receipts=True), services=_services(graph, []))
-        rt.handle("u3", Message(text="lookup", message_id="wamid.D"))
+        rt.handle("u3", UserMessage(text="lookup", message_id="wamid.D"))
         graph.fail_next(1, 400, code=100, message="(#100) Invalid parameter")  # the receipt after the reply
-        rt.handle("u3", Message(text="R-2", message_id="wamid.E"))
+        rt.handle("u3", UserMessage(text="R-2", message_id="wamid.E"))
         assert [m.text for m in graph.to("u3")] == ["Which order?", "Found it."]
         assert not store.pending_effects("u3")
 
@@ -86,8 +86,8 @@ def test_async_runtime_marks_read_with_typing(redis_url: str) -> None:
             astore = AsyncStore(connect_async(redis_url))
             rt = AsyncRuntime(astore, [FLOW], channel=AsyncWhatsAppChannel(sender, read_receipts=True),
                               services=_services(graph, during))
-            await rt.handle("u4", Message(text="lookup", message_id="wamid.F"))
-            await rt.handle("u4", Message(text="R-3", message_id="wamid.G"))
+            await rt.handle("u4", UserMessage(text="lookup", message_id="wamid.F"))
+            await rt.handle("u4", UserMessage(text="R-3", message_id="wamid.G"))
             await rt.drain()
             await sender.aclose()
             await astore.client.aclose()

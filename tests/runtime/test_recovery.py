@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flowkit.engine import Message
+from flowkit.engine import UserMessage
 from flowkit.runtime import RecordingChannel, Runtime
 from flowkit.store import Store
 from flowkit.store import keys as K
@@ -13,7 +13,7 @@ PIZZA = ["pizza", "medium", "2", "12 Main Street"]
 
 def talk(rt: Runtime, sid: str, texts: list[str], start: int = 0) -> None:
     for i, text in enumerate(texts, start):
-        assert rt.handle(sid, Message(text=text, message_id=f"{sid}.m{i}")).status == "applied"
+        assert rt.handle(sid, UserMessage(text=text, message_id=f"{sid}.m{i}")).status == "applied"
 
 
 def test_a_failed_send_is_resent_once(runtime: Runtime, channel: RecordingChannel, store: Store) -> None:

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from flowkit.engine import Message
+from flowkit.engine import UserMessage
 from flowkit.errors import ConflictError
 from flowkit.log import JsonFormatter
 from flowkit.metrics import Metrics
@@ -16,8 +16,8 @@ from flowkit.store import Store
 from tests.runtime.conftest import EXAMPLE_FLOWS, EXAMPLE_SERVICES, Clock
 
 
-def msg(text: str, mid: str) -> Message:
-    return Message(text=text, message_id=mid)
+def msg(text: str, mid: str) -> UserMessage:
+    return UserMessage(text=text, message_id=mid)
 
 
 def test_trigger_words_start_flows_and_unknown_input_gets_help(runtime: Runtime, channel: RecordingChannel,

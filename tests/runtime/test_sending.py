@@ -17,7 +17,7 @@ import pytest
 
 from flowkit.channels.whatsapp import AsyncWhatsAppSender, WhatsAppSender
 from flowkit.channels.whatsapp.payloads import status_payload
-from flowkit.engine import Message
+from flowkit.engine import UserMessage
 from flowkit.engine.transition import EXPIRED_TEXT
 from flowkit.errors import GraphAPIError
 from flowkit.metrics import Metrics
@@ -223,7 +223,7 @@ def test_timeouts_fired_with_no_send_wait_in_the_outbox_for_a_sending_worker(red
         started = int(time.time() * 1000) - 31 * 60_000  # the pizza flow expires after 30 minutes idle
         sender = WhatsAppSender(config=graph.config())
         rt = Runtime(store, EXAMPLE_FLOWS, channel=WhatsAppChannel(sender), clock=lambda: started)
-        rt.handle("31600000008", Message(text="pizza", message_id="m1"))
+        rt.handle("31600000008", UserMessage(text="pizza", message_id="m1"))
         assert len(graph.to("31600000008")) == 2
         done = _flowkit("worker", "examples/flows", "--once", "--no-send", "--format", "json",
                         env=_env(redis_url, None))

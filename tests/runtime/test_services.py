@@ -6,7 +6,7 @@ import asyncio
 import threading
 import time
 
-from flowkit.engine import CallService, Message
+from flowkit.engine import CallService, UserMessage
 from flowkit.runtime import RecordingChannel, Retryable, RetryPolicy, Runtime, ServiceRegistry
 from flowkit.store import Store
 from tests.runtime.conftest import EXAMPLE_FLOWS, Clock
@@ -94,7 +94,7 @@ def test_service_errors_and_timeouts_take_the_flows_error_path(store: Store, clo
     channel = RecordingChannel()
     rt = Runtime(store, EXAMPLE_FLOWS, channel=channel, services=reg, clock=clock)
     for i, text in enumerate(["pizza", "small", "1", "12 Main Street"]):
-        rt.handle("u1", Message(text=text, message_id=f"m{i}"))
+        rt.handle("u1", UserMessage(text=text, message_id=f"m{i}"))
     state = store.load("u1")
     assert state["status"] == "failed" and state["step"] == "sorry"
     last = store.history("u1")[-1]
@@ -108,7 +108,7 @@ def test_the_same_call_retried_by_recovery_is_not_done_twice(store: Store, clock
     crashed = Runtime(store, EXAMPLE_FLOWS, channel=RecordingChannel(), services=services, clock=clock,
                       run_services=False)
     for i, text in enumerate(["pizza", "small", "1", "12 Main Street"]):
-        crashed.handle("u1", Message(text=text, message_id=f"m{i}"))
+        crashed.handle("u1", UserMessage(text=text, message_id=f"m{i}"))
     pending = store.load("u1")["pending"]
     [[effect]] = [[e for e in fx if e["kind"] == "call"] for fx in store.pending_effects("u1").values()]
     first = services.call(CallService(**{k: v for k, v in effect.items() if k != "kind"}))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 
 from flowkit.channels.whatsapp.payloads import message_payload, status_payload
-from flowkit.engine import Message, Reply
+from flowkit.engine import Reply, UserMessage
 from flowkit.runtime import AsyncRuntime, Runtime
 from flowkit.runtime.transcript import outbound_entry, reply_kind
 from flowkit.store import Store
@@ -71,9 +71,9 @@ def test_an_unrouted_message_and_its_help_text_are_in_the_transcript(redis_url: 
 def test_the_transcript_is_trimmed_like_the_history(redis_client: object, channel: object, clock: object) -> None:
     store = Store(redis_client, history_max_len=2)
     rt = Runtime(store, EXAMPLE_FLOWS, channel=channel, clock=clock)  # type: ignore[arg-type]
-    rt.handle("u1", Message(text="pizza", message_id="m1"))
+    rt.handle("u1", UserMessage(text="pizza", message_id="m1"))
     for i, answer in enumerate(["small", "2", "thin", "Main St 1"]):
-        rt.handle("u1", Message(text=answer, message_id=f"m{i + 2}"))
+        rt.handle("u1", UserMessage(text=answer, message_id=f"m{i + 2}"))
     rt.drain()
     keep = store.transcript_keep
     assert keep == 8
@@ -83,8 +83,8 @@ def test_the_transcript_is_trimmed_like_the_history(redis_client: object, channe
 
 
 def test_a_duplicate_delivery_is_recorded_once_and_delete_erases_the_transcript(store: Store, runtime: Runtime) -> None:
-    runtime.handle("u2", Message(text="pizza", message_id="m1"))
-    runtime.handle("u2", Message(text="pizza", message_id="m1"))  # WhatsApp redelivered it
+    runtime.handle("u2", UserMessage(text="pizza", message_id="m1"))
+    runtime.handle("u2", UserMessage(text="pizza", message_id="m1"))  # WhatsApp redelivered it
     runtime.drain()
     assert [m["dir"] for m in store.transcript("u2")].count("in") == 1
     assert store.delete_session("u2")
@@ -103,9 +103,9 @@ def test_reply_kinds_and_the_actor_of_an_outbound_message() -> None:
 
 
 def test_a_lone_surrogate_is_recorded_and_never_blocks_the_next_commit(store: Store, runtime: Runtime) -> None:
-    runtime.handle("u3", Message(text="pizza", message_id="m1"))
-    runtime.handle("u3", Message(text="\ud800", message_id="m2"))  # no UTF-8 form: an invalid answer
-    assert runtime.handle("u3", Message(text="small", message_id="m3")).status == "applied"
+    runtime.handle("u3", UserMessage(text="pizza", message_id="m1"))
+    runtime.handle("u3", UserMessage(text="\ud800", message_id="m2"))  # no UTF-8 form: an invalid answer
+    assert runtime.handle("u3", UserMessage(text="small", message_id="m3")).status == "applied"
     runtime.drain()
     texts = [m["text"] for m in store.transcript("u3") if m["dir"] == "in"]
     assert texts == ["pizza", "\ud800", "small"]
@@ -115,10 +115,10 @@ def test_with_a_terminal_ttl_the_transcript_expires_like_the_session(redis_clien
                                                                     clock: object) -> None:
     store = Store(redis_client, terminal_ttl_ms=60_000)
     rt = Runtime(store, EXAMPLE_FLOWS, channel=channel, clock=clock)  # type: ignore[arg-type]
-    rt.handle("u5", Message(text="pizza", message_id="m1"))
+    rt.handle("u5", UserMessage(text="pizza", message_id="m1"))
     rt.drain()
     assert 0 < redis_client.pttl(K.transcript_key("u5")) <= 60_000  # type: ignore[attr-defined]
     keep_all = Runtime(Store(redis_client), EXAMPLE_FLOWS, channel=channel, clock=clock)  # type: ignore[arg-type]
-    keep_all.handle("u6", Message(text="pizza", message_id="m1"))
+    keep_all.handle("u6", UserMessage(text="pizza", message_id="m1"))
     keep_all.drain()
     assert redis_client.pttl(K.transcript_key("u6")) == -1  # type: ignore[attr-defined]  # no TTL: kept like history

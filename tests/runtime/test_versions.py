@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flowkit.cli import app
-from flowkit.engine import Message
+from flowkit.engine import UserMessage
 from flowkit.flow import parse_flow
 from flowkit.runtime import (
     FlowRegistry,
@@ -31,7 +31,7 @@ V4 = parse_flow(V4_TEXT, "order_pizza_v4.yaml")
 
 def talk(rt: Runtime, sid: str, texts: list[str]) -> None:
     for i, text in enumerate(texts):
-        assert rt.handle(sid, Message(text=text, message_id=f"{sid}.{i}.{text}")).status == "applied"
+        assert rt.handle(sid, UserMessage(text=text, message_id=f"{sid}.{i}.{text}")).status == "applied"
 
 
 @pytest.fixture

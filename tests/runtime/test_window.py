@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from flowkit.channels.whatsapp import WhatsAppSender
-from flowkit.engine import Message, Reply
+from flowkit.engine import Reply, UserMessage
 from flowkit.flow import load_flow
 from flowkit.metrics import Metrics
 from flowkit.runtime import Runtime, WhatsAppChannel
@@ -36,7 +36,7 @@ def rt(store: Store, graph: FakeGraphAPI, clock: Clock) -> Iterator[Runtime]:
 
 def test_a_reminder_after_the_window_closed_is_not_sent_and_takes_the_error_path(
         rt: Runtime, graph: FakeGraphAPI, store: Store, clock: Clock) -> None:
-    rt.handle("u1", Message(text="remind", message_id="m1"))
+    rt.handle("u1", UserMessage(text="remind", message_id="m1"))
     assert [m.text for m in graph.to("u1")] == ["What is your name?"]
     clock.advance(30 * HOUR)  # the ask step's timeout: the reminder would leave 30 h after the user wrote
     assert rt.fire_due_timeouts() == 1
@@ -50,7 +50,7 @@ def test_a_reminder_after_the_window_closed_is_not_sent_and_takes_the_error_path
 
 
 def test_a_template_may_leave_outside_the_window(rt: Runtime, graph: FakeGraphAPI, store: Store, clock: Clock) -> None:
-    rt.handle("u1", Message(text="remind", message_id="m1"))
+    rt.handle("u1", UserMessage(text="remind", message_id="m1"))
     clock.advance(25 * HOUR)
     template = Reply(template=("order_update", "en_US", ("AB123",)))
     assert rt.deliver("u1", 1, [template, Reply(text="free-form")]) is True
@@ -63,7 +63,7 @@ def test_a_template_may_leave_outside_the_window(rt: Runtime, graph: FakeGraphAP
 def test_graph_refusing_with_131047_is_recorded_once_not_retried(rt: Runtime, graph: FakeGraphAPI,
                                                                  store: Store) -> None:
     graph.fail_next(1, 400, code=131047)
-    rt.handle("u1", Message(text="remind", message_id="m1"))
+    rt.handle("u1", UserMessage(text="remind", message_id="m1"))
     assert graph.requests == 1 and graph.sent == []
     last = store.history("u1")[-1]
     assert last["event"] == "delivery_failed" and last["error"] == "whatsapp:131047"
@@ -83,7 +83,7 @@ def test_a_failure_of_the_undeliverable_steps_own_reply_does_not_loop(store: Sto
     sender = WhatsAppSender(config=graph.config(), max_attempts=1)
     rt = Runtime(store, [flow], channel=WhatsAppChannel(sender), clock=clock)
     graph.fail_next(5, 400, code=131026)  # every send to this user fails
-    rt.handle("u2", Message(text="remind", message_id="m1"))
+    rt.handle("u2", UserMessage(text="remind", message_id="m1"))
     history = store.history("u2")
     assert [(h["event"], h["to_step"]) for h in history] == [
         ("start", "ask_name"), ("delivery_failed", "wait_more"), ("delivery_failed", "wait_more")]
@@ -92,7 +92,7 @@ def test_a_failure_of_the_undeliverable_steps_own_reply_does_not_loop(store: Sto
 
 
 def test_erasing_a_session_erases_its_delivery_records(rt: Runtime, graph: FakeGraphAPI, store: Store) -> None:
-    rt.handle("u3", Message(text="remind", message_id="m1"))
+    rt.handle("u3", UserMessage(text="remind", message_id="m1"))
     rt.drain()
     wamid = graph.to("u3")[0].id
     assert store.lookup_wamid(wamid) == ("u3", 1, 0) and store.last_inbound("u3") is not None

@@ -263,13 +263,13 @@ def test_backups_are_private_whatever_the_umask(store: Store, tmp_path: Path) ->
 def test_why_survives_a_backup_and_a_restore(store: Store, tmp_path: Path) -> None:
     # the engine's reasons are part of the history: kept in the compact element, in the backup
     # line (only when there is one) and after a restore
-    from flowkit.engine import Message
+    from flowkit.engine import UserMessage
     from flowkit.runtime import RecordingChannel, Runtime
     from tests.runtime.conftest import EXAMPLE_FLOWS, EXAMPLE_SERVICES
 
     rt = Runtime(store, EXAMPLE_FLOWS, channel=RecordingChannel(), services=EXAMPLE_SERVICES)
     for i, text in enumerate(["pizza", "huge", "large"]):
-        rt.handle("w1", Message(text=text, message_id=f"m{i}"))
+        rt.handle("w1", UserMessage(text=text, message_id=f"m{i}"))
     before = store.history("w1")
     assert json.loads(before[1]["why"])["invalid"]["input"] == "huge" and before[0]["why"] is None
     backup(store, tmp_path / "b.jsonl")

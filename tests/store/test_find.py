@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flowkit.cli import app
-from flowkit.engine import Message
+from flowkit.engine import UserMessage
 from flowkit.errors import QueryError
 from flowkit.runtime import RecordingChannel, Runtime
 from flowkit.runtime.bulk import bulk
@@ -30,7 +30,7 @@ def sessions(store: Store) -> tuple[Runtime, Clock]:
     rt = Runtime(store, EXAMPLE_FLOWS, channel=RecordingChannel(), clock=clock, services=EXAMPLE_SERVICES)
     def say(sid: str, *texts: str) -> None:
         for i, t in enumerate(texts):
-            rt.handle(sid, Message(text=t, message_id=f"{sid}.{i}.{t}"))
+            rt.handle(sid, UserMessage(text=t, message_id=f"{sid}.{i}.{t}"))
     for n in range(4):  # p0..p3 wait at ask_address, one hour apart
         say(f"p{n}", "pizza", "large", "yes", str(n + 1))
         clock.advance(3600)
@@ -113,13 +113,13 @@ def test_bulk_fail_expire_rollback_record_an_admin_commit_each(store: Store, ses
     last = store.history("p0")[-1]
     assert (last["actor"], last["status"]) == ("admin", "failed")
     # a session that moved on between the search and its turn is judged again, and left alone
-    rt.handle("p2", Message(text="Main street 2", message_id="p2.moved"))
+    rt.handle("p2", UserMessage(text="Main street 2", message_id="p2.moved"))
     report = bulk(rt, "expire", ["p2", "p3"], query="step == 'ask_address'", reason="campaign over")
     assert [(o.session_id, o.result) for o in report.outcomes] == [("p2", "skipped"), ("p3", "done")]
     assert store.history("p3")[-1]["error"] == "campaign over" and store.load("p3")["status"] == "expired"
     # rollback: one version back by default, or to a version
     before = store.load("p4")["version"]
-    rt.handle("p4", Message(text="medium", message_id="p4.m"))
+    rt.handle("p4", UserMessage(text="medium", message_id="p4.m"))
     report = bulk(rt, "rollback", ["p4"], query="flow == 'order_pizza'")
     assert report.outcomes[0].result == "done" and store.load("p4")["step"] == "ask_size"
     assert store.load("p4")["version"] == before + 2

@@ -168,9 +168,9 @@ def test_wait_fires_only_this_sessions_timeouts(store: Store) -> None:
     # another session on the same Redis is due long before the story's virtual clock: not ours to fire
     clock = _Clock(TEST_EPOCH_MS - 10 * 3_600_000)
     rt = Runtime(store, REGISTRY, channel=RecordingChannel(), clock=clock)
-    from flowkit.engine import Message
+    from flowkit.engine import UserMessage
 
-    rt.handle("bystander", Message(text="book", message_id="b1"))
+    rt.handle("bystander", UserMessage(text="book", message_id="b1"))
     before = store.load("bystander")
     stories = stories_of("""\
         stories:
