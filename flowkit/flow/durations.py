@@ -8,6 +8,9 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+MAX_DURATION_S = 366 * 86400  # the longest timeout a flow may set
+
+
 def parse_duration(value: object) -> float:
     """``"30m"``, ``"1h30m"``, ``"10s"``, ``"500ms"``, ``"2d"`` or a number of seconds -> seconds.
 
@@ -16,9 +19,9 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError(f"bad duration {value!r}: use a number of seconds or text like 30s, 10m, 1h30m, 2d")
     if isinstance(value, (int, float)):
-        if value <= 0:
+        if not value > 0:  # (NaN is not > 0 either)
             raise ValueError(f"duration must be positive, got {value}")
-        return float(value)
+        return _bounded(float(value), value)
     if not isinstance(value, str):
         raise ValueError(f"bad duration {value!r}: use text like 30s, 10m, 1h30m, 2d")
     text = value.strip().replace(" ", "")
@@ -33,7 +36,15 @@ def parse_duration(value: object) -> float:
         raise ValueError(f"bad duration {value!r}: use text like 30s, 10m, 1h30m, 2d (units ms, s, m, h, d)")
     if total <= 0:
         raise ValueError(f"duration must be positive, got {value!r}")
-    return total
+    return _bounded(total, value)
+
+
+def _bounded(seconds: float, value: object) -> float:
+    # Deadlines are integer milliseconds from now: 1e308 s would overflow them (and no
+    # conversation waits a year for an answer).
+    if not seconds <= MAX_DURATION_S:
+        raise ValueError(f"duration {value!r} is too long: at most {MAX_DURATION_S // 86400} days")
+    return seconds
 
 
 def _approx_duration(seconds: float) -> str:

@@ -20,7 +20,7 @@ from functools import cached_property
 from typing import Any
 
 from flowkit.flow.canonical import canonical_body
-from flowkit.flow.durations import format_duration, parse_duration
+from flowkit.flow.durations import MAX_DURATION_S, format_duration, parse_duration
 from flowkit.flow.location import NOWHERE, Loc, loc_field
 from flowkit.flow.messages import (
     BotMessage,
@@ -178,7 +178,7 @@ __all__ = [
     "AskStep", "Branch", "BranchStep", "Button", "CallStep", "Commands", "CtaButton", "EndStep", "Flow", "FlowStep",
     "HandoffPolicy", "InputSpec", "ListMenu", "ListRow", "ListSection", "Loc", "MediaRef", "BotMessage", "SayStep",
     "SetStep", "SlotSpec", "SplitStep", "Step", "TemplateMessage", "Variant",
-    "format_duration", "loc_field", "parse_duration",
+    "MAX_DURATION_S", "format_duration", "loc_field", "parse_duration",
 ]
 
 

@@ -157,33 +157,46 @@ def _at(item: Expr | Template, offset: int, fallback: Loc) -> Loc:
     return Loc(fallback.file, line, column)
 
 
-def _slots(flow: Flow) -> list[Problem]:  # noqa: C901 -- slot reads, saves and input fit per step; left whole: validate.py is shared with parallel branches
-    out = []
+def _slots(flow: Flow) -> list[Problem]:
+    """Every slot a flow reads or saves into is declared, and what an ask saves fits its slot."""
     known = set(flow.slots) | BUILTIN_NAMES
+    out = []
     if flow.help is not None:
         for n, pos in _unknown_names(flow.help, known):
             out.append(_problem(_at(flow.help, pos, flow.loc), "unknown-slot", f"`help` uses {n!r}, which is not a slot{_hint(n, known)}"))
     for name, step in flow.steps.items():
-        for item, loc, what in _located(step):
-            for n, pos in _unknown_names(item, known):
-                out.append(
-                    _problem(_at(item, pos, loc), "unknown-slot", f"{what} of step {name!r} uses {n!r}, which is not a slot; declare it under `slots:`{_hint(n, known)}")
-                )
-        targets: list[tuple[str, str]] = []
-        if isinstance(step, (AskStep, CallStep)) and step.save:
-            targets.append((step.save, "save"))
-        if isinstance(step, SetStep):
-            targets += [(k, f"set.{k}") for k, _ in step.assign]
-        if isinstance(step, FlowStep):
-            targets += [(parent, f"save.{parent}") for parent, _ in step.save]
-        for slot, key in targets:
-            if slot not in flow.slots:
-                out.append(
-                    _problem(step.loc_of(key), "unknown-slot", f"step {name!r} saves into {slot!r}, which is not a slot; declare it under `slots:`{_hint(slot, flow.slots)}")
-                )
+        out += _unknown_reads(name, step, known)
+        out += _unknown_saves(flow, name, step)
         if isinstance(step, AskStep) and step.save is not None and step.save in flow.slots:
             out += _input_fits(step, step.input, flow.slots[step.save])
     return out
+
+
+def _unknown_reads(name: str, step: Step, known: set[str]) -> list[Problem]:
+    """Names a step's texts and expressions use that are neither slots nor built-ins."""
+    return [
+        _problem(_at(item, pos, loc), "unknown-slot", f"{what} of step {name!r} uses {n!r}, which is not a slot; declare it under `slots:`{_hint(n, known)}")
+        for item, loc, what in _located(step) for n, pos in _unknown_names(item, known)
+    ]
+
+
+def _save_targets(step: Step) -> list[tuple[str, str]]:
+    """(slot, the key that names it) for every slot ``step`` writes."""
+    targets: list[tuple[str, str]] = []
+    if isinstance(step, (AskStep, CallStep)) and step.save:
+        targets.append((step.save, "save"))
+    if isinstance(step, SetStep):
+        targets += [(k, f"set.{k}") for k, _ in step.assign]
+    if isinstance(step, FlowStep):
+        targets += [(parent, f"save.{parent}") for parent, _ in step.save]
+    return targets
+
+
+def _unknown_saves(flow: Flow, name: str, step: Step) -> list[Problem]:
+    return [
+        _problem(step.loc_of(key), "unknown-slot", f"step {name!r} saves into {slot!r}, which is not a slot; declare it under `slots:`{_hint(slot, flow.slots)}")
+        for slot, key in _save_targets(step) if slot not in flow.slots
+    ]
 
 
 def _input_fits(step: AskStep, spec: InputSpec, slot: SlotSpec) -> list[Problem]:
@@ -213,8 +226,17 @@ def _input_fits(step: AskStep, spec: InputSpec, slot: SlotSpec) -> list[Problem]
     return out
 
 
-def validate_flow_set(flows: Mapping[str, Flow]) -> list[Problem]:  # noqa: C901 -- triggers, sub-flow references, recursion; left whole: validate.py is shared with parallel branches
+def validate_flow_set(flows: Mapping[str, Flow]) -> list[Problem]:
     """Checks across flows loaded together: sub-flow references, recursion, shared triggers."""
+    out = _shared_triggers(flows)
+    for flow in flows.values():
+        for name, step in flow.steps.items():
+            if isinstance(step, FlowStep):
+                out += _subflow_call(flows, name, step)
+    return out + _recursion(flows)
+
+
+def _shared_triggers(flows: Mapping[str, Flow]) -> list[Problem]:
     out = []
     by_trigger: dict[str, Flow] = {}
     for flow in flows.values():
@@ -223,31 +245,32 @@ def validate_flow_set(flows: Mapping[str, Flow]) -> list[Problem]:  # noqa: C901
                 out.append(_problem(flow.loc, "duplicate-trigger", f"trigger {t!r} of flow {flow.name!r} already starts flow {by_trigger[t].name!r}"))
             else:
                 by_trigger[t] = flow
-        for name, step in flow.steps.items():
-            if not isinstance(step, FlowStep):
-                continue
-            child = flows.get(step.flow)
-            if child is None:
-                out.append(
-                    _problem(step.loc_of("flow"), "unknown-flow", f"step {name!r} runs sub-flow {step.flow!r}, which is not loaded; pass its file too{_hint(step.flow, flows)}")
-                )
-                continue
-            for k, _ in step.args:
-                if k not in child.slots:
-                    out.append(_problem(step.loc_of(f"args.{k}"), "unknown-slot", f"step {name!r} passes {k!r}, which is not a slot of sub-flow {child.name!r}"))
-            for _, c in step.save:
-                if c not in child.slots:
-                    out.append(_problem(step.loc_of("save"), "unknown-slot", f"step {name!r} reads {c!r} back, which is not a slot of sub-flow {child.name!r}"))
-    # A flow that (transitively) runs itself would grow the stack without bound.
+    return out
+
+
+def _subflow_call(flows: Mapping[str, Flow], name: str, step: FlowStep) -> list[Problem]:
+    """The sub-flow a step runs is loaded, and the slots it passes and reads back are the sub-flow's."""
+    child = flows.get(step.flow)
+    if child is None:
+        return [_problem(step.loc_of("flow"), "unknown-flow", f"step {name!r} runs sub-flow {step.flow!r}, which is not loaded; pass its file too{_hint(step.flow, flows)}")]
+    out = [_problem(step.loc_of(f"args.{k}"), "unknown-slot", f"step {name!r} passes {k!r}, which is not a slot of sub-flow {child.name!r}")
+           for k, _ in step.args if k not in child.slots]
+    out += [_problem(step.loc_of("save"), "unknown-slot", f"step {name!r} reads {c!r} back, which is not a slot of sub-flow {child.name!r}")
+            for _, c in step.save if c not in child.slots]
+    return out
+
+
+def _recursion(flows: Mapping[str, Flow]) -> list[Problem]:
+    """A flow that (transitively) runs itself would grow the stack without bound."""
     calls = {f.name: {s.flow for s in f.steps.values() if isinstance(s, FlowStep) and s.flow in flows} for f in flows.values()}
+    out = []
     for name in calls:
         seen: set[str] = set()
         todo = list(calls[name])
         while todo:
             cur = todo.pop()
             if cur == name:
-                flow = flows[name]
-                out.append(_problem(flow.loc, "recursive-subflow", f"flow {name!r} runs itself through its sub-flows; break the cycle"))
+                out.append(_problem(flows[name].loc, "recursive-subflow", f"flow {name!r} runs itself through its sub-flows; break the cycle"))
                 break
             if cur not in seen:
                 seen.add(cur)

@@ -178,7 +178,14 @@ def test_bad_duration() -> None:
     assert "30 minutes" in p.message
 
 
-@pytest.mark.parametrize("value", ["0s", "-5", "1x", "true", "10m5"])
+def test_a_timeout_too_long_for_a_deadline_is_a_located_error() -> None:
+    # 1e308 s overflowed the engine's integer deadline (found by tests/flow/test_fuzz.py)
+    p = only(GOOD.replace("slots:", "timeout: 1.0e+308\nslots:"), "bad-duration")
+    assert where(p) == (3, 10)
+    assert "at most 366 days" in p.message
+
+
+@pytest.mark.parametrize("value", ["0s", "-5", "1x", "true", "10m5", "1.0e+308", "400d", "99999999999999999999d"])
 def test_bad_step_durations(value: str) -> None:
     text = f"""\
         flow: demo
