@@ -80,7 +80,7 @@ def test_every_flowkit_command_in_the_readme_exists() -> None:
 
 # the tour simulates 2000 users and analyses them: minutes on a busy 2-core machine, where the
 # suite-wide 300 s bound cut it off; this bounds a hang only
-@pytest.mark.timeout(1200)
+@pytest.mark.timeout(2400)
 def test_the_tour_runs(redis_url: str, redis_client: object, tmp_path: Path) -> None:
     """Every `flowkit` line of the 5-minute tour, in order, against the test Redis. Left out:
     `redis start/stop` (the embedded server; tests/cli/test_store_cmds.py runs them) and

@@ -34,7 +34,7 @@ PIZZA = ["pizza", "medium", "2", "12 Main Street"]
 USERS = 24
 
 
-@pytest.mark.timeout(600)  # two serve starts, 96 deliveries and a recover run: over 2 min under load
+@pytest.mark.timeout(1200)  # two serve starts, 96 deliveries and a recover run: over 2 min under load
 def test_kill_9_mid_stream_loses_nothing(redis_url: str, store: Store, tmp_path: Path) -> None:
     port = free_port()
     log = tmp_path / "serve.log"
