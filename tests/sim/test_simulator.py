@@ -233,7 +233,9 @@ def test_realtime_mode_at_high_speed(store: Store) -> None:
                    default_service=ServiceBehaviour(error_rate=0.1, slow_rate=0.0, timeout_rate=0.0))
     took = time.monotonic() - t0
     assert res.still_active == 0 and res.started == 12
-    assert took < 20 and res.seconds >= 0.05  # think times of ~20 s each ran ~400x faster, but on the wall clock
+    # think times of ~20 s each ran ~400x faster, but on the wall clock (at 1x the run would take minutes;
+    # the bound is loose so a busy machine passes)
+    assert took < 90 and res.seconds >= 0.05
     ts = [r["ts"] for rs in histories(store).values() for r in rs]
     assert min(ts) >= before - 1000 and max(ts) <= int(time.time() * 1000) + 1000  # wall-clock commits
     assert_clean(store, res)
