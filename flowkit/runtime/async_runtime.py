@@ -184,10 +184,7 @@ class AsyncRuntime(_handoff.AsyncAgentActions, _Core[AsyncStoreProtocol]):
                 if self.metrics is not None:
                     self.metrics.sent()
             except (ChannelError, OSError) as exc:
-                self.stats["send_failures"] += 1
-                if self.metrics is not None:
-                    self.metrics.send_failed()
-                log.warning("reply send failed; left in the outbox for recovery", extra={"session_id": sid, **error_fields(exc)})
+                self.unsent(sid, exc)
                 return False
         return True
 

@@ -162,6 +162,13 @@ class _Core(Generic[StoreT]):
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
 
+    def unsent(self, sid: str, exc: BaseException) -> None:
+        """A reply that could not be sent stays in the outbox for recovery: count and log it."""
+        self.stats["send_failures"] += 1
+        if self.metrics is not None:
+            self.metrics.send_failed()
+        log.warning("reply send failed; left in the outbox for recovery", extra={"session_id": sid, **error_fields(exc)})
+
     def forget(self, sid: str) -> None:
         self._cache.pop(sid, None)
 
