@@ -10,10 +10,9 @@ from typing import Any
 
 from flowkit.errors import HistoryError
 
-# The state hash's version/state/checksum and the whole history list, in one atomic step. The
-# list's elements are JSON arrays (flowkit/store/entries.py), joined here into one JSON text
-# that Python parses in one call. A layout-1 stream (not migrated yet) answers -1: the caller
-# migrates that session and reads it again.
+# The state hash's version/state/checksum and the whole history list, in one atomic step (the
+# elements are decoded in Python: flowkit/store/entries.py). A layout-1 stream (not migrated
+# yet) answers -1: the caller migrates that session and reads it again.
 READ_SESSION = """
 local head = redis.call('HMGET', KEYS[1], 'version', 'state', 'checksum')
 if not head[2] and head[1] then
@@ -28,8 +27,8 @@ if not head[2] and head[1] then
   if i > 0 then head[2] = table.concat(parts) end
 end
 local xs = redis.pcall('LRANGE', KEYS[2], 0, -1)
-if xs.err then return {head, -1, ''} end
-return {head, #xs, '[' .. table.concat(xs, ',') .. ']'}
+if xs.err then return {head, -1, {}} end
+return {head, #xs, xs}
 """
 
 Read = tuple[str, dict[str, Any] | None, str | None, list[dict[str, Any]]]
@@ -70,8 +69,8 @@ def read_sessions_atomic(store: Any, sids: list[str]) -> list[Read]:
             head[1] = SF.unpack(head[1] if isinstance(head[1], bytes) else str(head[1]).encode())
         state, why = (None, None) if head[0] is None and head[1] is None else ops.verify(store.config, sid, *head)
         try:
-            records = entries.decode_json_array(sid, payload, fallback=(state["flow"], state["flow_version"])
-                                                if state is not None else None)
+            records = entries.decode_all(sid, payload or [], with_delta=False,
+                                         fallback=(state["flow"], state["flow_version"]) if state is not None else None)
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             raise HistoryError(f"session {sid!r}: its history in Redis is damaged ({exc}); run `flowkit check` "
                                "and restore it from a backup") from exc

@@ -435,7 +435,7 @@ def _compact(line: dict[str, Any]) -> str:
     sid = line["session_id"]
     try:
         records = [legacy.decode_entry(sid, eid, fields) for eid, fields in line["data"]["hist"]]
-        hist = [e.decode() for e in entries.pack_records(records)]
+        hist = [e.hex() for e in entries.pack_records(records)]
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise BackupError(f"session {sid!r}: a history entry of the backup cannot be read ({exc}); the file was "
                           "not written by `flowkit backup` or was altered (this batch was not restored)") from None

@@ -6,7 +6,7 @@
 -- All checks come before the first write, and RPUSH (the only write that can fail: WRONGTYPE
 -- on a layout-1 stream, which the caller migrates, or OOM) is the first write, so an error can
 -- never leave half a commit behind. The history is a list of packed elements
--- (flowkit/store/entries.py): head .. delta .. ']'.
+-- (flowkit/store/entries.py), built whole by the caller.
 --
 -- KEYS[1] state: the session's state hash
 -- KEYS[2] hist: the history list
@@ -33,8 +33,8 @@
 -- ARGV[14] dedupe_max: dedupe records kept (0 = all)
 -- ARGV[15] history_max: history elements kept (0 = all)
 -- ARGV[16] terminal_ttl_ms: expiry of ended sessions (0 = none)
--- ARGV[17] head: the history element without its delta and ']'
--- ARGV[18] delta: the delta (JSON)
+-- ARGV[17] element: the history element (flowkit/store/entries.py)
+-- ARGV[18] whole: '1' if the element holds the whole state, else '0'
 -- ARGV[19] session_id: the session id (single server only)
 -- ARGV[20] counter_prefix: the counter key prefix (single server only)
 -- ARGV[21] outbox_member: the outbox index member of the new version (single server only)
@@ -96,27 +96,27 @@ end
 
 local new = tonumber(ARGV[3])
 local base_ok = '1'
-local delta = ARGV[18]
 if oldv > 0 and (ARGV[6] == '' or ARGV[6] ~= (cur[2] or '')) then
   -- the caller diffed against something that is not the stored state: the whole state must
   -- be stored. The state travels packed (deflated), which Lua cannot unpack, so unless the
-  -- delta is the whole state already the caller sends it again as one (nothing written yet).
+  -- element holds the whole state already the caller sends it again as one (nothing written yet).
   base_ok = '0'
-  if string.sub(delta, 1, 5) ~= '{"r":' then return {'rebase', oldv} end
+  if ARGV[18] ~= '1' then return {'rebase', oldv} end
 end
 
 -- 1. the history element (first write: it is the one that can fail). A history ahead of the
 -- state (the state key lost or replaced by an older one) is refused: versions only grow.
 local last = redis.call('LINDEX', KEYS[2], -1)
 if last then
-  local lv = tonumber(string.match(last, '^%[(%d+),'))
+  -- (a binary element starts with byte 1 and its version: '\1<v>:'; a JSON one with '[<v>,')
+  local lv = tonumber(string.match(last, '^\1(%d+):') or string.match(last, '^%[(%d+),'))
   if lv and lv >= new then
     return redis.error_reply('ERR flowkit commit: version ' .. new .. ' is equal or smaller than the last in ' ..
       'the history (' .. lv .. '): the state key was lost or replaced; load() the session to recover it')
   end
 end
 local maxlen = tonumber(ARGV[15])
-local n = redis.call('RPUSH', KEYS[2], ARGV[17] .. delta .. ']')
+local n = redis.call('RPUSH', KEYS[2], ARGV[17])
 if maxlen > 0 and n > maxlen then redis.call('LTRIM', KEYS[2], n - maxlen, -1) end
 
 -- 2. the state (timeout_at in the same HSET; HDEL only if one was stored: cur[7])

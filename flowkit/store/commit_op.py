@@ -8,7 +8,7 @@ drift a crash leaves there. The state hash is the truth."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -44,14 +44,15 @@ def commit(cfg: StoreConfig, sid: str, expected: int, state: dict[str, Any], rec
     args, state_json, base = _prepare(cfg, sid, expected, state, record, previous=previous, message_id=message_id,
                                       effects=effects, timeout_at_ms=timeout_at_ms, snapshot_old=snapshot_old,
                                       now=now)
+    whole = _as_whole(sid, args, state_json, record, state["flow_version"])
     if cfg.indexes_in_commit:
         # a single server: the script writes the indexes and counters too (one round trip,
         # nothing optimistic, nothing to undo, nothing a crash can leave stale)
-        reply = yield from _send_commit(sid, args, state_json, [], indexed=True)
+        reply = yield from _send_commit(sid, args, whole, [], indexed=True)
         res = CommitReply.decode(check(reply, sid))
         return CommitResult("ok", args.version) if res.tag == "ok" else _not_applied(cfg, sid, res)
     assumed: Triple | None = (base["flow"], base["step"], base["status"]) if base is not None else None
-    return (yield from _commit_beside(cfg, sid, args, state_json, (state["flow"], state["step"], state["status"]),
+    return (yield from _commit_beside(cfg, sid, args, whole, (state["flow"], state["step"], state["status"]),
                                       assumed, known_old=expected == 0 or base is not None, now=now))
 
 
@@ -100,19 +101,30 @@ def _prepare(cfg: StoreConfig, sid: str, expected: int, state: dict[str, Any], r
     same_flow = (base is not None and not maxlen and base["flow"] == flow
                  and base["flow_version"] == state["flow_version"])
     try:
-        head = packed.head(sid, record, flow, state["flow_version"], state_sum, same_flow=same_flow)
+        element = packed.pack(sid, record, flow, state["flow_version"], state_sum, delta_json, same_flow=same_flow)
     except (TypeError, ValueError) as exc:
         raise InvalidCommitError(f"session {sid!r}: the record is not JSON: {exc}") from exc
     args = CommitArgs(expected=expected, dedupe=dedupe, version=new, state=SF.pack(state_json), checksum=state_sum,
                       base_checksum=base_sum, flow=flow, step=step or "", status=status,
                       updated_at=state["updated_at"], timeout_at="" if timeout is None else timeout,
                       terminal=int(terminal), outbox=fx, dedupe_max=cfg.dedupe_max, history_max=maxlen,
-                      terminal_ttl_ms=cfg.terminal_ttl_ms or 0, head=head, delta=delta_json,
+                      terminal_ttl_ms=cfg.terminal_ttl_ms or 0, element=element, whole=int(whole),
                       session_id=sid, outbox_member=K.outbox_member(sid, new))
     return args, state_json, base
 
 
-def _commit_beside(cfg: StoreConfig, sid: str, args: CommitArgs, state_json: bytes, new_triple: Triple,
+def _as_whole(sid: str, args: CommitArgs, state_json: bytes, record: Mapping[str, Any],
+              flow_version: str) -> Callable[[], CommitArgs]:
+    """The same commit with an element holding the whole state, built only if the script finds
+    the base stale (rare: a caller with a stale or foreign ``previous``)."""
+    def build() -> CommitArgs:
+        element = packed.pack(sid, record, args.flow, flow_version, args.checksum,
+                              codec.full_delta_json(state_json), same_flow=False)
+        return replace(args, base_checksum="", whole=1, element=element)
+    return build
+
+
+def _commit_beside(cfg: StoreConfig, sid: str, args: CommitArgs, whole: Callable[[], CommitArgs], new_triple: Triple,
                    assumed: Triple | None, *, known_old: bool, now: int) -> Op[CommitResult]:
     """A cluster's commit: the derived indexes live in other slots, so they are written
     optimistically in the same round trip as the script and corrected if it wrote nothing."""
@@ -126,7 +138,7 @@ def _commit_beside(cfg: StoreConfig, sid: str, args: CommitArgs, state_json: byt
         idx.append(("ZADD", K.IDX_OUTBOX, "NX", now, member))
     idx += _counter_cmds(moves, [flow] if known_old and (assumed is None or assumed[0] != flow) else [])
 
-    reply = yield from _send_commit(sid, args, state_json, idx, indexed=False)
+    reply = yield from _send_commit(sid, args, whole, idx, indexed=False)
     if isinstance(reply, Exception):
         if moves:  # the script wrote nothing: take the counter increments back (reconcile fixes the rest)
             yield _counter_cmds({key: -n for key, n in moves.items()})
@@ -156,7 +168,8 @@ def _commit_beside(cfg: StoreConfig, sid: str, args: CommitArgs, state_json: byt
     return _not_applied(cfg, sid, res)
 
 
-def _send_commit(sid: str, args: CommitArgs, state_json: bytes, beside: Batch, *, indexed: bool) -> Op[Any]:
+def _send_commit(sid: str, args: CommitArgs, whole: Callable[[], CommitArgs], beside: Batch, *,
+                 indexed: bool) -> Op[Any]:
     """The commit script's reply (with ``beside`` in the same round trip), after converting a
     layout-1 session or resending the whole state when the script asks for it."""
     k = K.session_keys(sid)
@@ -169,8 +182,7 @@ def _send_commit(sid: str, args: CommitArgs, state_json: bytes, beside: Batch, *
     if isinstance(reply, list) and s(reply[0]) == "rebase":
         # ``previous`` was not the stored state and the script cannot unpack the packed state
         # to store it whole: send it whole (rare: a caller with a stale or foreign ``previous``)
-        whole = replace(args, base_checksum="", delta=codec.full_delta_json(state_json))
-        reply = (yield [whole.call(k, indexed=indexed)])[0]
+        reply = (yield [whole().call(k, indexed=indexed)])[0]
     return reply
 
 

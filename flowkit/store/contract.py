@@ -68,8 +68,8 @@ class CommitArgs(_Args):
     dedupe_max: int
     history_max: int
     terminal_ttl_ms: int
-    head: str | bytes
-    delta: str | bytes
+    element: bytes
+    whole: int  # 1: the element holds the whole state
     session_id: str = ""
     counter_prefix: str = K.IDX_COUNT_PREFIX
     outbox_member: str = ""
@@ -84,7 +84,7 @@ class CommitArgs(_Args):
 @dataclass(frozen=True, slots=True)
 class CommitReply:
     """commit.lua's reply. ``tag`` is ok, conflict, duplicate, corrupt or rebase (nothing written:
-    send the whole state as the delta); for ok ``version`` is
+    send an element holding the whole state); for ok ``version`` is
     the new version and flow/step/status the old state's, else they are the stored state's."""
 
     tag: str
@@ -137,8 +137,7 @@ class RecoverArgs(_Args):
     terminal_ttl_ms: int
     reason: str
     now: int
-    head: str | bytes
-    delta: str | bytes
+    element: bytes
 
     def call(self, k: SessionKeys, quarantine: str) -> Call:
         return Call(RECOVER, (*k.all, quarantine), self.argv())

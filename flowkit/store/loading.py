@@ -199,8 +199,8 @@ def _recover(cfg: StoreConfig, sid: str, reason: str, guard: tuple[str, str], ra
                        updated_at=state["updated_at"], timeout_at="" if timeout is None else timeout,
                        terminal=int(terminal), history_max=cfg.history_max_len or 0,
                        terminal_ttl_ms=cfg.terminal_ttl_ms or 0, reason=reason, now=now,
-                       head=packed.head(sid, record, state["flow"], state["flow_version"], state_sum, same_flow=False),
-                       delta=codec.full_delta_json(state_json))
+                       element=packed.pack(sid, record, state["flow"], state["flow_version"], state_sum,
+                                           codec.full_delta_json(state_json), same_flow=False))
     r = yield [args.call(k, qkey), *_index_cmds(sid, state["status"], state["updated_at"], timeout)]
     rec = RecoverReply.decode(check(r[0], sid))
     if not rec.ok:

@@ -24,8 +24,7 @@
 -- ARGV[13] terminal_ttl_ms: expiry of ended sessions (0 = none)
 -- ARGV[14] reason: why the state is bad
 -- ARGV[15] now: ms
--- ARGV[16] head: the history element without its delta and ']'
--- ARGV[17] delta: the delta (JSON; the whole state)
+-- ARGV[16] element: the history element (flowkit/store/entries.py; holding the whole state)
 -- Returns {'ok', version, bad flow, bad step, bad status, 1 if the quarantine copy was made now / 0}
 --   or {'conflict', the current version (-1 = not a number)}: the state changed, read again
 local ktype = redis.call('TYPE', KEYS[1]).ok
@@ -44,14 +43,14 @@ local new = tonumber(ARGV[3])
 -- 1. the history element (first write: it is the one that can fail); versions only grow
 local last = redis.call('LINDEX', KEYS[2], -1)
 if last then
-  local lv = tonumber(string.match(last, '^%[(%d+),'))
+  local lv = tonumber(string.match(last, '^\1(%d+):') or string.match(last, '^%[(%d+),'))
   if lv and lv >= new then
     return redis.error_reply('ERR flowkit recover: version ' .. new .. ' is equal or smaller than the last in ' ..
       'the history (' .. lv .. '): the state key was lost or replaced; load() the session to recover it')
   end
 end
 local maxlen = tonumber(ARGV[12])
-local n = redis.call('RPUSH', KEYS[2], ARGV[16] .. ARGV[17] .. ']')
+local n = redis.call('RPUSH', KEYS[2], ARGV[16])
 if maxlen > 0 and n > maxlen then redis.call('LTRIM', KEYS[2], n - maxlen, -1) end
 
 -- 2. keep the bad state for inspection before it is replaced

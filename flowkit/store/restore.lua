@@ -16,8 +16,9 @@
 -- KEYS[8] outbox: the outbox index (single server only)
 -- KEYS[9] flows: the set of flows (single server only)
 -- ARGV[1] version: the backup's version
--- ARGV[2] data: JSON {"state": [f, v, ...], "hist": [element, ...] (compact layout, converted by
---         backup.py from the file's entries), "seen": [score, member, ...], "snap": [f, v, ...],
+-- ARGV[2] data: JSON {"state": [f, v, ...], "hist": [element as hex, ...] (binary elements,
+--         flowkit/store/entries.py, packed by backup.py from the file's entries; JSON cannot
+--         carry bytes), "seen": [score, member, ...], "snap": [f, v, ...],
 --         "fx": [f, v, ...], "ttl": ms}
 -- ARGV[3] session_id: the session id (single server only)
 -- ARGV[4] counter_prefix: the counter key prefix (single server only)
@@ -46,8 +47,11 @@ for i = 1, #d.seen, 2 do
 end
 if not strings(d.hist, 1) or tonumber(d.ttl) == nil then return bad('hist or ttl is malformed') end
 local last_v = 0
-for _, e in ipairs(d.hist) do
-  local ev = tonumber(string.match(e, '^%[(%d+),') or '')
+for i, x in ipairs(d.hist) do
+  if #x % 2 == 1 or string.find(x, '[^0-9a-f]') then return bad('a history element is not hex') end
+  local e = string.gsub(x, '..', function(cc) return string.char(tonumber(cc, 16)) end)
+  d.hist[i] = e
+  local ev = tonumber(string.match(e, '^\1(%d+):') or string.match(e, '^%[(%d+),') or '')
   if not ev then return bad('a history element is malformed') end
   if ev <= last_v then return bad('history versions do not increase') end
   last_v = ev

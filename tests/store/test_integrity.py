@@ -111,11 +111,11 @@ def rewrite_entry(client: Any, sid: str, version: int, **changes: Any) -> None:
     k = K.session_keys(sid)
     where = entries.POSITIONS
     for i, raw in enumerate(client.lrange(k.hist, 0, -1)):
-        e = json.loads(raw)
+        e = entries.to_array(sid, raw)
         if e[0] == version:
             for name, value in changes.items():
                 e[where[name]] = json.loads(value) if name == "delta" else value
-            client.lset(k.hist, i, json.dumps(e, separators=(",", ":")))
+            client.lset(k.hist, i, entries.from_array(sid, e))
 
 
 def test_corrupt_state_and_history_uses_a_snapshot(redis_client: Any) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import json
 from typing import Any
 
@@ -43,7 +45,7 @@ def test_state_at_every_version(redis_client: Any, snapshot_every: int) -> None:
     for s in states:
         assert store.state_at("u1", s["version"]) == s
     # snapshots are history elements holding the whole state (the first one always does)
-    whole = [v for v, e in enumerate((json.loads(x) for x in redis_client.lrange(K.session_keys("u1").hist, 0, -1)), 1)
+    whole = [v for v, e in enumerate((entries.to_array("u1", x) for x in redis_client.lrange(K.session_keys("u1").hist, 0, -1)), 1)
              if "r" in e[entries.POSITIONS["delta"]]]
     assert whole == [1] + ([] if not snapshot_every else [v for v in range(2, 24) if v % snapshot_every == 0])
     assert not redis_client.exists(K.session_keys("u1").snap)
@@ -121,7 +123,7 @@ def test_history_trimming_keeps_the_last_n(redis_client: Any) -> None:
     # old snapshots (whole-state elements) go with the entries they served
     assert [h["version"] for h in store.history("u1", with_delta=True) if "r" in h["delta"]] == [16, 20]
     assert redis_client.llen(K.session_keys("u1").hist) == 5
-    assert all(json.loads(e)[10] != 0 for e in redis_client.lrange(K.session_keys("u1").hist, 0, -1))  # flows kept
+    assert all(entries.to_array("u1", e)[10] != 0 for e in redis_client.lrange(K.session_keys("u1").hist, 0, -1))  # flows kept
 
 
 def test_history_entries_are_compact(store: Store) -> None:
@@ -129,12 +131,15 @@ def test_history_entries_are_compact(store: Store) -> None:
     raw = store.client.lrange(K.session_keys("u1").hist, 0, -1)
     # one listpack (a quicklist node before Redis 7.2): a few bytes per element, no stream node
     assert store.client.memory_usage(K.session_keys("u1").hist, samples=0) < 1.5 * sum(len(x) for x in raw) + 100
-    [e1, e2, _] = [json.loads(x) for x in raw]
+    assert [x[:3] for x in raw] == [b"\x011:", b"\x012:", b"\x013:"]  # binary, the version readable by Lua
+    [e1, e2, _] = [entries.to_array("u1", x) for x in raw]
     assert e2[0] == 2 and e2[1] == store.history("u1", 2, 2)[0]["ts"]
     assert e2[2] == 1 and e2[6] == 1 and e2[7] == 0  # event, status and actor as small codes
     assert e2[4] == 0  # to_step is the path's last step, so it is not repeated
     assert e1[10:12] == ["order_pizza", "3"] and e2[10:12] == [0, 0]  # the flow once, then "the same"
     assert isinstance(e2[12], int)  # the checksum as a number
+    # smaller than the JSON array the same record took in layout 2
+    assert all(len(x) < 0.6 * len(json.dumps(entries.to_array("u1", x), separators=(",", ":"))) for x in raw[1:])
 
 
 def test_iterating_sessions(store: Store) -> None:
@@ -170,10 +175,28 @@ def test_whatsapp_ids_of_the_sessions_own_number_are_stored_short(store: Store) 
     other = "wamid.HBgLMzE2MTIzNDU2NzgVAgASGBQzQUI2RjZCMzg2RkI3QUEwNUEwNgA="  # another number's
     prev = advance(store, sid, None, "welcome", message_id=own)
     advance(store, sid, prev, "ask", message_id=other)
-    first, second = (json.loads(x) for x in store.client.lrange(K.session_keys(sid).hist, 0, -1))
-    assert first[13] == [own[30:]] and second[13] == other  # 30 characters saved where they follow from the id
+    first, second = store.client.lrange(K.session_keys(sid).hist, 0, -1)
+    # the own number's id is its random part as 10 bytes: 11 bytes where the id takes 62
+    assert bytes.fromhex(base64.b64decode(own[6:])[-21:-1].decode()) in first
+    assert len(second) - len(first) > 30
     assert [r["message_id"] for r in store.history(sid)] == [own, other]
     assert store.seen(sid, own) == 1
+    # the same on a session of a second WhatsApp number (<wa_id>@<phone_number_id>)
+    advance(store, sid + "@1098765", None, "welcome", message_id=own)
+    [third] = store.client.lrange(K.session_keys(sid + "@1098765").hist, 0, -1)
+    assert len(third) <= len(first) + 8 and store.history(sid + "@1098765")[0]["message_id"] == own
+
+
+@pytest.mark.parametrize("mid", [
+    "wamid.HBgLMTU1NTEyMzQ1NjcVAgASGBQzQUI2RjZCMzg2RkI3QUEwNUEwNgA=",  # packed
+    "wamid.HBgLMTU1NTEyMzQ1NjcVAgASGBQzQWI2RjZCMzg2RkI3QUEwNUEwNgA=",  # lower-case hex: kept whole
+    "wamid.HBgLMTU1NTEyMzQ1NjcVAgASGBQzQUI2RjZCMzg2RkI3QUEwNUEwNgA",  # no padding: kept whole
+    "wamid.HBgLMTU1NTEyMzQ1NjcVAgASGBYzRUIwQzAzOEJGQzJBOEQxNTVEM0NBAA==",  # 22 random characters
+    "wamid.x", "not a wamid", "ünï", "",
+])
+def test_message_ids_come_back_exactly(store: Store, mid: str) -> None:
+    advance(store, "15551234567", None, "welcome", message_id=mid or None)
+    assert store.history("15551234567")[0]["message_id"] == (mid or None)
 
 
 def test_a_damaged_history_element_is_a_clear_error_not_a_crash(store: Store) -> None:
