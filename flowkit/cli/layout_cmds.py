@@ -16,9 +16,10 @@ def migrate_layout_cmd(redis: RedisOption = None,
                        dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count the sessions to convert.")] = False,
                        batch: Annotated[int, typer.Option(min=1, help="Sessions read per progress step.")] = 200,
                        format: FormatOption = OutputFormat.text) -> None:
-    """Convert every session still in the old history layout, and pack every state hash still in
-    the old layout (idempotent; safe to interrupt and rerun). Stop processes of older flowkit
-    versions first: they write the old layout."""
+    """Convert every session still in the old history layout, pack every state hash still in
+    the old layout, and repack history lists holding JSON elements as binary ones (idempotent;
+    safe to interrupt and rerun). Stop processes of older flowkit versions first: they write
+    the old layout and cannot read the new one."""
     from flowkit.store.migrate import migrate_store
 
     with _errors(), _progress(format is OutputFormat.text, "migrate-layout") as bar:
@@ -31,7 +32,8 @@ def migrate_layout_cmd(redis: RedisOption = None,
     else:
         verb = "would convert" if dry_run else "converted"
         typer.echo(f"{report.sessions} sessions scanned; {verb} {report.migrated} from the old history layout; "
-                   f"{'would pack' if dry_run else 'packed'} {report.states_packed} state hashes")
+                   f"{'would pack' if dry_run else 'packed'} {report.states_packed} state hashes and "
+                   f"{report.histories_packed} histories")
 
 
 def register(redis_app: typer.Typer) -> None:

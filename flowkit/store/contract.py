@@ -16,7 +16,18 @@ from flowkit.store import keys as K
 from flowkit.store.codec import TERMINAL_STATUSES, s
 from flowkit.store.driver import Call
 from flowkit.store.keys import SessionKeys
-from flowkit.store.scripts import COMMIT, DUMP, MIGRATE, QUARANTINE, RECOVER, REPACK, RESTORE, TIMEOUT, Script
+from flowkit.store.scripts import (
+    COMMIT,
+    DUMP,
+    MIGRATE,
+    QUARANTINE,
+    RECOVER,
+    REHIST,
+    REPACK,
+    RESTORE,
+    TIMEOUT,
+    Script,
+)
 
 #: a value Redis accepts as one script argument
 Arg = str | bytes | int
@@ -302,9 +313,29 @@ class RepackArgs(_Args):
         return Call(REPACK, (k.state,), self.argv())
 
 
+@dataclass(frozen=True, slots=True)
+class RehistArgs(_Args):
+    """ARGV of rehist.lua (the last field spreads over every ARGV from its position on): swap a
+    history list for its binary repacking (flowkit/store/rehist.py); 1 done, 0 nothing to do,
+    -1 the list changed."""
+
+    SCRIPT: ClassVar[Script] = REHIST
+    KEYS: ClassVar[tuple[str, ...]] = ("hist",)
+
+    length: int
+    last: bytes
+    elements: tuple[bytes, ...]
+
+    def argv(self) -> tuple[Arg, ...]:
+        return (self.length, self.last, *self.elements)
+
+    def call(self, k: SessionKeys) -> Call:
+        return Call(REHIST, (k.hist,), self.argv())
+
+
 #: every script with a builder, for the header check
 BUILDERS: tuple[type[_Args], ...] = (CommitArgs, RecoverArgs, QuarantineArgs, TimeoutArgs, MigrateArgs, DumpArgs,
-                                     RestoreArgs, RepackArgs)
+                                     RestoreArgs, RepackArgs, RehistArgs)
 
 __all__ = ["BUILDERS", "TERMINAL_ARG", "CommitArgs", "CommitReply", "DumpArgs", "MigrateArgs", "QuarantineArgs",
-           "QuarantineReply", "RecoverArgs", "RecoverReply", "RepackArgs", "RestoreArgs", "RestoreReply", "TimeoutArgs"]
+           "QuarantineReply", "RecoverArgs", "RecoverReply", "RehistArgs", "RepackArgs", "RestoreArgs", "RestoreReply", "TimeoutArgs"]

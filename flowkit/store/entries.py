@@ -268,6 +268,10 @@ def to_array(session_id: str, raw: bytes | str) -> list[Any]:
             raise ValueError("a history element is not an array of 16 values")
         e[13] = _long_mid(session_id, e[13])
         return e
+    return _from_binary(session_id, b)
+
+
+def _from_binary(session_id: str, b: bytes) -> list[Any]:
     colon = b.index(b":", 1, 24)
     version = int(b[1:colon])
     i = colon + 1
@@ -285,18 +289,12 @@ def to_array(session_id: str, raw: bytes | str) -> list[Any]:
         n = b[i] // 2 + 1
         mid = _mid_text(session_id, b[i:i + n])
         i += n
-    body = b[i:] if flags & _F_RAW else _inflate(b[i:])
-    t = orjson.loads(body)
+    t = orjson.loads(b[i:] if flags & _F_RAW else _inflate(b[i:]))
     from_step, to, path, inp, err, fl, fv, why, delta = t[:9]
     extra = t[9] if len(t) > 9 else {}
     if flags & _F_TEXT:
         inp = dumps({"text": inp, "type": "text"})
-    if "t" in extra:
-        ts = extra["t"]
-    if "c" in extra:
-        digest = extra["c"]
-    if "m" in extra:
-        mid = extra["m"]
+    ts, digest, mid = extra.get("t", ts), extra.get("c", digest), extra.get("m", mid)
     if isinstance(delta, dict) and "R" in delta:
         whole = dict(delta["R"])
         whole.setdefault("updated_at", ts)
@@ -354,6 +352,8 @@ def from_array(session_id: str, e: list[Any]) -> bytes:
            "to_step": derived_to_step(from_step, path) if to == 0 else to[0], "path": path, "status": STATUSES[st],
            "actor": ACTORS[actor], "input": inp, "error": err, "message_id": mid, "why": why}
     same = fl == 0 and fv == 0
+    if same and isinstance(delta, dict) and isinstance(delta.get("r"), dict):
+        fl, fv, same = delta["r"]["flow"], delta["r"]["flow_version"], False  # (a whole state names its flow)
     return pack(session_id, rec, "" if same else fl, "" if same else fv, str(digest), dumps(delta).encode(),
                 same_flow=same)
 

@@ -67,24 +67,28 @@ class MigrationReport:
     migrated: int  # converted (or, in a dry run, that would be)
     dry_run: bool
     states_packed: int = 0  # state hashes rewritten packed (flowkit/store/repack.py), or that would be
+    histories_packed: int = 0  # JSON history elements rewritten binary (flowkit/store/rehist.py), or would be
 
     def to_dict(self) -> dict[str, Any]:
         return {"sessions": self.sessions, "migrated": self.migrated, "dry_run": self.dry_run,
-                "states_packed": self.states_packed}
+                "states_packed": self.states_packed, "histories_packed": self.histories_packed}
 
 
 def migrate_store(store: _Store, *, dry_run: bool = False, batch: int = 200,
                   progress: Callable[[int], None] | None = None) -> MigrationReport:
-    """Convert every session still in layout 1, and repack every state hash still in the old
-    layout (ended sessions are never committed again); idempotent (a rerun finds nothing to do)."""
+    """Convert every session still in layout 1, repack every state hash still in the old layout
+    (ended sessions are never committed again) and every history list still holding JSON
+    elements; idempotent (a rerun finds nothing to do)."""
+    from flowkit.store.rehist import repack_history
     from flowkit.store.repack import repack_state
 
-    seen = migrated = packed = 0
+    seen = migrated = packed = rehist = 0
     for chunk in batched(store.iter_session_ids(), batch):
         for sid in chunk:
             migrated += store._run(migrate_session(sid, dry_run=dry_run))
             packed += store._run(repack_state(sid, dry_run=dry_run))
+            rehist += store._run(repack_history(sid, dry_run=dry_run))
         seen += len(chunk)
         if progress is not None:
             progress(len(chunk))
-    return MigrationReport(seen, migrated, dry_run, packed)
+    return MigrationReport(seen, migrated, dry_run, packed, rehist)

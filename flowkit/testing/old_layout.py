@@ -225,3 +225,26 @@ end
 
 return {'ok', new, base_ok, cur[3] or '', cur[4] or '', cur[5] or '', created}
 """
+
+
+# ---------------------------------------------------------------- layout 2 (JSON list elements)
+
+
+def layout2_elements(records: Iterable[Mapping[str, Any]]) -> list[bytes]:
+    """Full records (with ``delta`` and ``checksum``) as the JSON array elements flowkit wrote
+    before the binary elements (captured from ``flowkit.store.entries.pack_records`` of that
+    time): ``[version, ts, event, from_step, to_step, path, status, actor, input, error, flow,
+    flow_version, checksum, message_id, why, delta]``, each naming its flow."""
+    from flowkit.store.entries import _ACTOR, _EVENT, _STATUS, _short_mid
+
+    out: list[bytes] = []
+    for rec in records:
+        path, from_step, to = rec["path"], rec["from_step"], rec["to_step"]
+        to_v: Any = 0 if to == (path[-1] if path else from_step) else [to]
+        digest = str(rec["checksum"])
+        items = [rec["version"], rec["ts"], _EVENT[rec["event"]], from_step, to_v, list(path), _STATUS[rec["status"]],
+                 _ACTOR[rec["actor"]], rec["input"], rec["error"], rec["flow"], rec["flow_version"],
+                 int(digest) if digest.lstrip("-").isdigit() else digest,
+                 _short_mid(rec["session_id"], rec["message_id"]), rec.get("why") or None]
+        out.append(codec.canonical(items, trusted=True)[:-1] + b"," + codec.canonical(rec["delta"]) + b"]")
+    return out

@@ -30,8 +30,8 @@ def built(cls: type[C._Args]) -> Call:
     """A call made by the builder itself, from placeholder values (only the shapes are checked)."""
     n = len(cls.argv_names())
     k = K.session_keys("u1")
-    if cls is C.MigrateArgs:  # its last field spreads over the ARGV from its position on
-        return C.MigrateArgs(0, 1, (2,)).call(k)  # type: ignore[arg-type]
+    if cls in (C.MigrateArgs, C.RehistArgs):  # its last field spreads over the ARGV from its position on
+        return cls(0, 1, (2,)).call(k)  # type: ignore[arg-type, call-arg]
     args = cls(*range(n))
     if isinstance(args, C.DumpArgs | C.RepackArgs):
         return args.call(k)
@@ -60,7 +60,7 @@ def test_script_reads_no_argument_beyond_its_header(cls: type[C._Args]) -> None:
     used_argv = {int(n) for n in re.findall(r"ARGV\[(\d+)\]", body)}
     assert used_argv <= set(range(1, len(h["ARGV"]) + 1)), "no ARGV beyond the header"
     assert not used_keys or max(used_keys) <= len(h["KEYS"])
-    if cls is not C.MigrateArgs:  # (it reads its spread tail with unpack)
+    if cls not in (C.MigrateArgs, C.RehistArgs):  # (they read their spread tail with unpack)
         assert used_argv == set(range(1, len(h["ARGV"]) + 1)), "every ARGV in the header is read"
 
 

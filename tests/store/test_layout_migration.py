@@ -92,13 +92,15 @@ def test_migrate_layout_command_dry_run_then_all(old: Any, redis_url: str) -> No
     store, states, records = old
     r = runner.invoke(app, ["redis", "migrate-layout", "--redis", redis_url, "--dry-run", "--format", "json"])
     assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout) == {"sessions": 3, "migrated": 3, "dry_run": True, "states_packed": 3}
+    assert json.loads(r.stdout) == {"sessions": 3, "migrated": 3, "dry_run": True, "states_packed": 3,
+                                     "histories_packed": 0}
     assert {store.client.type(K.session_keys(s).hist) for s in states} == {b"stream"}  # nothing written
     assert {store.client.object("encoding", K.session_keys(s).state) for s in states} == {b"hashtable"}
     ttl_sid = sorted(states)[0]
     store.client.pexpire(K.session_keys(ttl_sid).state, 600_000)
     r = runner.invoke(app, ["redis", "migrate-layout", "--redis", redis_url, "--format", "json"])
-    assert json.loads(r.stdout) == {"sessions": 3, "migrated": 3, "dry_run": False, "states_packed": 3}
+    assert json.loads(r.stdout) == {"sessions": 3, "migrated": 3, "dry_run": False, "states_packed": 3,
+                                     "histories_packed": 0}
     assert {store.client.type(K.session_keys(s).hist) for s in states} == {b"list"}
     # the state hashes too: packed into 64-byte fields, a listpack again (statefield.py), TTL kept
     assert {store.client.object("encoding", K.session_keys(s).state) for s in states} == {b"listpack"}
