@@ -1,5 +1,6 @@
-"""Redis memory per session: history layout 1 (a stream) against the compact layout, side by
-side in one run, on two workloads (issue #21).
+"""Redis memory per session: history layout 1 (a stream) against the compact list with JSON
+elements (layout 2) and with binary elements (layout 3, written now), side by side in one
+run, on two workloads (issue #21).
 
     .venv/bin/python bench/memory.py [--sessions 300]
 
@@ -8,9 +9,10 @@ side in one run, on two workloads (issue #21).
 - **survey (held out)**: bench/flows/survey20.yaml, 20 questions written as a new user would,
   driven through the real ``Runtime``: a start and 20 valid answers, WhatsApp-length message ids.
 
-The "state in one field" rows are the compact sessions with their state hash rewritten the
-previous way (the JSON in one ``state`` field, a hashtable) and measured beside the packed one
-(flowkit/store/statefield.py). Both layouts hold the very same commits: the compact sessions are written first, then every
+The "JSON elements" rows are the very same sessions with their history list rewritten as
+layout-2 elements, and "state in one field" with their state hash rewritten the previous way
+(the JSON in one ``state`` field, a hashtable; flowkit/store/statefield.py): each measured
+beside what is written now. Both layouts hold the very same commits: the compact sessions are written first, then every
 one of their versions (states, records, message ids) is committed again by the layout-1 commit
 script (flowkit/testing/old_layout.py, captured from the old code) after a FLUSHALL, and the
 derived indexes are rebuilt by ``reconcile`` (the old code wrote them beside its commits).
@@ -196,6 +198,26 @@ def state_in_one_field(store: Store, sids: list[str], compact: dict[str, float])
     return out
 
 
+def json_elements(store: Store, sids: list[str], compact: dict[str, float]) -> dict[str, float]:
+    """The compact layout as it was before the elements were binary: the same sessions' records
+    as layout-2 JSON elements (flowkit/testing/old_layout.py, captured from the code of then)."""
+    from flowkit.store import entries
+    from flowkit.testing.old_layout import layout2_elements
+
+    c = store.client
+    hist = 0
+    for sid in sids:
+        key = f"oldhist:{{s:{sid}}}"
+        c.rpush(key, *layout2_elements(entries.decode_all(sid, c.lrange(K.session_keys(sid).hist, 0, -1))))
+        hist += c.memory_usage(key, samples=0) or 0
+        c.delete(key)
+    out = dict(compact)
+    out["hist"] = hist / len(sids)
+    out["total"] = compact["total"] - compact["hist"] + out["hist"]
+    out["used_memory"] = float("nan")
+    return out
+
+
 def run(url: str, sessions: int) -> list[tuple[str, str, dict[str, float]]]:
     client = connect(url)
     rows = []
@@ -208,6 +230,7 @@ def run(url: str, sessions: int) -> list[tuple[str, str, dict[str, float]]]:
         compact = measure(store, sids, base)
         least = floor(store, sids, compact)
         one_field = state_in_one_field(store, sids, compact)
+        json_els = json_elements(store, sids, compact)
         commits = captured(store, sids)
         client.flushall()
         base = client.info("memory")["used_memory"]
@@ -216,8 +239,11 @@ def run(url: str, sessions: int) -> list[tuple[str, str, dict[str, float]]]:
         old = measure(store, sids, base)
         # the layout-1 sessions still read correctly through the new code (lazily converted)
         assert [r["message_id"] for r in store.history(sids[0])] == [c[1]["message_id"] for c in commits[sids[0]]]
-        rows += [(flow, "layout 1 (stream)", old), (flow, "compact, state in one field", one_field),
-                 (flow, "compact, packed state", compact), (flow, "floor (see above)", least)]
+        rows += [(flow, "layout 1 (stream)", old), (flow, "JSON elements, state in one field", {
+                     **json_els, "state": one_field["state"],
+                     "total": json_els["total"] - compact["state"] + one_field["state"]}),
+                 (flow, "JSON elements, packed state", json_els),
+                 (flow, "binary elements, packed state", compact), (flow, "floor (see above)", least)]
     return rows
 
 
