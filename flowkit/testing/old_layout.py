@@ -231,19 +231,24 @@ return {'ok', new, base_ok, cur[3] or '', cur[4] or '', cur[5] or '', created}
 
 
 def layout2_elements(records: Iterable[Mapping[str, Any]]) -> list[bytes]:
-    """Full records (with ``delta`` and ``checksum``) as the JSON array elements flowkit wrote
-    before the binary elements (captured from ``flowkit.store.entries.pack_records`` of that
-    time): ``[version, ts, event, from_step, to_step, path, status, actor, input, error, flow,
-    flow_version, checksum, message_id, why, delta]``, each naming its flow."""
+    """Full records (with ``delta`` and ``checksum``) as the JSON array elements flowkit's commit
+    wrote before the binary elements (captured from ``flowkit.store.entries`` of that time):
+    ``[version, ts, event, from_step, to_step, path, status, actor, input, error, flow,
+    flow_version, checksum, message_id, why, delta]``; the flow written out on the first
+    element, after a change and with a whole state, else 0 ("the previous element's")."""
     from flowkit.store.entries import _ACTOR, _EVENT, _STATUS, _short_mid
 
     out: list[bytes] = []
+    prev: tuple[str, str] | None = None
     for rec in records:
+        flow = (rec["flow"], rec["flow_version"])
+        same = flow == prev and "r" not in rec["delta"]
+        prev = flow
         path, from_step, to = rec["path"], rec["from_step"], rec["to_step"]
         to_v: Any = 0 if to == (path[-1] if path else from_step) else [to]
         digest = str(rec["checksum"])
         items = [rec["version"], rec["ts"], _EVENT[rec["event"]], from_step, to_v, list(path), _STATUS[rec["status"]],
-                 _ACTOR[rec["actor"]], rec["input"], rec["error"], rec["flow"], rec["flow_version"],
+                 _ACTOR[rec["actor"]], rec["input"], rec["error"], 0 if same else flow[0], 0 if same else flow[1],
                  int(digest) if digest.lstrip("-").isdigit() else digest,
                  _short_mid(rec["session_id"], rec["message_id"]), rec.get("why") or None]
         out.append(codec.canonical(items, trusted=True)[:-1] + b"," + codec.canonical(rec["delta"]) + b"]")
