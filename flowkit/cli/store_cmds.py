@@ -325,12 +325,15 @@ def restore_cmd(src: Annotated[Path, typer.Argument(help="Backup file written by
 def reconcile_cmd(redis: RedisOption = None,
                   check: Annotated[bool, typer.Option("--check", help="Only report drift; exit 1 if there is any.")] = False,
                   metrics: Annotated[bool, typer.Option("--metrics", help="Also rebuild the history-derived metrics counters.")] = False,
+                  settle: Annotated[float, typer.Option(
+                      min=0, help="Seconds before drift is looked at again; only drift found twice counts (0: once).")] = 0.5,
                   format: FormatOption = OutputFormat.text) -> None:
-    """Rebuild the derived indexes (active, timeouts, outbox, counters) from the sessions."""
+    """Rebuild the derived indexes (active, timeouts, outbox, counters) from the sessions. Safe
+    while traffic runs: drift is confirmed by a second look before it is reported or fixed."""
     rebuilt = None
     with _errors():
         store = _store(redis)
-        report = store.reconcile(dry_run=check)
+        report = store.reconcile(dry_run=check, settle=settle)
         if metrics and not check:
             from flowkit.metrics.rebuild import rebuild
 

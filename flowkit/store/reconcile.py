@@ -1,18 +1,24 @@
 """``flowkit reconcile``: rebuild the derived indexes from the per-session keys.
 
-The indexes (active sessions, timeouts, outbox, per-flow/per-step counters) are written
-beside each commit, not inside it, so a crash between the two, or a race between two
-writers' index updates, can leave them off. The state hashes are the truth: reconcile reads
-every session (SCAN + pipelined reads), computes what each index should hold, compares it
-with what it holds, and fixes and reports the difference.
+The indexes (active sessions, timeouts, outbox, per-flow/per-step counters) are written by
+each commit on a single server and beside it on Cluster, so a crash between the two there, a
+hand edit or an old flowkit can leave them off. The state hashes are the truth: reconcile
+reads every session (SCAN + pipelined reads), computes what each index should hold and
+compares it with what it holds.
 
-It holds the expected indexes in memory (a few dozen bytes per session). Run it while
-writers are quiet, or twice: a commit that lands between the read and the fix may be
-counted the old way until the next run.
+Those reads are not one snapshot: a commit or an outbox acknowledgement landing between the
+session reads and the index reads looks like drift for a moment. So drift found in a first
+pass is looked at again after ``settle`` seconds, and only what a second pass finds
+unchanged (same entry, same value) is reported and fixed; a live deployment neither sees
+false alarms from ``--check`` nor loses a fresh index entry to a "fix". Counters are
+corrected with HINCRBY by the difference, so increments landing meanwhile are kept.
+
+It holds the expected indexes in memory (a few dozen bytes per session).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,60 +81,89 @@ def _expected(store: Any, batch: int) -> tuple[int, dict[str, dict[str, int]], d
     return n, zsets, counts, skipped
 
 
-def _zset_fixes(store: Any, zsets: dict[str, dict[str, int]], fixes: dict[str, dict[str, int]]) -> Batch:
-    """The commands that make each index zset hold exactly ``zsets``; the drift counted in ``fixes``."""
-    cmds: Batch = []
+#: what one pass found: (index key, member or counter field) -> (kind, wanted, held); kind is
+#: added / changed / removed / tidy (a counter field at 0 that no session needs: not drift)
+Drift = dict[tuple[str, str], tuple[str, int | None, int | None]]
+
+
+def _zset_drift(store: Any, zsets: dict[str, dict[str, int]], drift: Drift) -> None:
     for key, want in zsets.items():
-        have = {s(m): as_int(sc) for m, sc in pairs(check(store.driver.execute([("ZRANGE", key, 0, -1, "WITHSCORES")])[0]))}
-        added = [m for m in want if m not in have]
-        changed = [m for m in want if m in have and have[m] != want[m]]
-        removed = [m for m in have if m not in want]
-        fixes[key.removeprefix("fk:idx:")] = {"added": len(added), "removed": len(removed), "changed": len(changed)}
-        cmds += [("ZADD", key, want[m], m) for m in added + changed]
-        cmds += [("ZREM", key, *removed[i:i + 500]) for i in range(0, len(removed), 500)]
-    return cmds
+        have = {str(s(m)): as_int(sc) for m, sc in pairs(check(store.driver.execute([("ZRANGE", key, 0, -1, "WITHSCORES")])[0]))}
+        for m, score in want.items():
+            if m not in have:
+                drift[(key, m)] = ("added", score, None)
+            elif have[m] != score:
+                drift[(key, m)] = ("changed", score, have[m])
+        for m in have.keys() - want.keys():
+            drift[(key, m)] = ("removed", None, have[m])
 
 
-def _counter_fixes(store: Any, counts: dict[str, dict[str, int]]) -> tuple[Batch, dict[str, int]]:
-    """The commands that make the counters and the flows set say ``counts``, and the drift."""
-    cmds: Batch = []
+def _counter_drift(store: Any, counts: dict[str, dict[str, int]], drift: Drift) -> None:
     flows = {str(s(f)) for f in check(store.driver.execute([("SMEMBERS", K.IDX_FLOWS)])[0]) or []}
-    c_fix = {"added": 0, "removed": 0, "changed": 0}
     for flow in sorted(flows | set(counts)):
         key = K.counter_key(flow)
-        have = {s(f): int(v) for f, v in pairs(check(store.driver.execute([("HGETALL", key)])[0]))}
+        have = {str(s(f)): int(v) for f, v in pairs(check(store.driver.execute([("HGETALL", key)])[0]))}
         want = counts.get(flow, {})
         for name, value in want.items():
             if name not in have:
-                c_fix["added"] += 1
+                drift[(key, name)] = ("added", value, None)
             elif have[name] != value:
-                c_fix["changed"] += 1
-            else:
-                continue
-            cmds.append(("HSET", key, name, value))
-        extra = [f for f, v in have.items() if f not in want]
-        c_fix["removed"] += sum(1 for f in extra if have[f])  # a field at 0 is not drift, just untidy
-        if extra:
-            cmds.append(("HDEL", key, *extra))
-        if not want:
-            cmds.append(("SREM", K.IDX_FLOWS, flow))
-        elif flow not in flows:
-            cmds.append(("SADD", K.IDX_FLOWS, flow))
-    return cmds, c_fix
+                drift[(key, name)] = ("changed", value, have[name])
+        for name in have.keys() - want.keys():
+            drift[(key, name)] = ("removed" if have[name] else "tidy", None, have[name])
+        if not want and flow in flows:
+            drift[(K.IDX_FLOWS, flow)] = ("tidy", None, 1)
+        elif want and flow not in flows:
+            drift[(K.IDX_FLOWS, flow)] = ("tidy", 1, None)
 
 
-def reconcile(store: Any, *, dry_run: bool = False, batch: int = 500) -> ReconcileReport:
-    """Make every derived index agree with the sessions; report (and unless ``dry_run``, fix) the drift."""
+def _survey(store: Any, batch: int) -> tuple[int, Drift, list[str]]:
     n, zsets, counts, skipped = _expected(store, batch)
-    fixes: dict[str, dict[str, int]] = {}
-    cmds = _zset_fixes(store, zsets, fixes)
-    counter_cmds, fixes["counters"] = _counter_fixes(store, counts)
-    cmds += counter_cmds
+    drift: Drift = {}
+    _zset_drift(store, zsets, drift)
+    _counter_drift(store, counts, drift)
+    return n, drift, skipped
+
+
+def _commands(drift: Drift) -> Batch:
+    cmds: Batch = []
+    for (key, member), (_kind, want, held) in sorted(drift.items()):
+        if key == K.IDX_FLOWS:
+            cmds.append(("SADD" if want else "SREM", key, member))
+        elif key.startswith(K.IDX_COUNT_PREFIX):
+            # by the difference: an increment that lands between the read and this write is kept
+            cmds.append(("HDEL", key, member) if want is None else ("HINCRBY", key, member, want - (held or 0)))
+        elif want is None:
+            cmds.append(("ZREM", key, member))
+        else:
+            cmds.append(("ZADD", key, want, member))
+    return cmds
+
+
+def _fixes(drift: Drift) -> dict[str, dict[str, int]]:
+    fixes = {name: {"added": 0, "removed": 0, "changed": 0} for name in ("active", "timeouts", "outbox", "counters")}
+    for (key, _member), (kind, _want, _held) in drift.items():
+        if kind == "tidy":
+            continue
+        name = "counters" if key.startswith(K.IDX_COUNT_PREFIX) else key.removeprefix("fk:idx:")
+        fixes[name][kind] += 1
+    return fixes
+
+
+def reconcile(store: Any, *, dry_run: bool = False, batch: int = 500, settle: float = 0.5) -> ReconcileReport:
+    """Make every derived index agree with the sessions; report (and unless ``dry_run``, fix) the
+    drift that a second pass, ``settle`` seconds after the first, still finds (0: one pass)."""
+    n, drift, skipped = _survey(store, batch)
+    if drift and settle > 0:
+        time.sleep(settle)  # (let writes in flight land: acknowledgements ride within ~0.1 s)
+        n, again, skipped = _survey(store, batch)
+        drift = {k: v for k, v in again.items() if drift.get(k) == v}
     if not dry_run:
+        cmds = _commands(drift)
         for i in range(0, len(cmds), 1000):
             for reply in store.driver.execute(cmds[i:i + 1000]):
                 check(reply)
-    report = ReconcileReport(n, fixes, tuple(skipped), dry_run)
+    report = ReconcileReport(n, _fixes(drift), tuple(skipped), dry_run)
     log.info("reconciled derived indexes", extra={"sessions": n, "fixed": report.fixed, "dry_run": dry_run,
                                                   "skipped": len(skipped)})
     return report

@@ -252,11 +252,11 @@ class Store:
     def ping(self) -> bool:
         return self._run(ops.ping())
 
-    def reconcile(self, *, dry_run: bool = False, batch: int = 500) -> Any:
+    def reconcile(self, *, dry_run: bool = False, batch: int = 500, settle: float = 0.5) -> Any:
         """Rebuild the derived indexes from the sessions; see :func:`flowkit.store.reconcile.reconcile`."""
         from flowkit.store.reconcile import reconcile
 
-        return reconcile(self, dry_run=dry_run, batch=batch)
+        return reconcile(self, dry_run=dry_run, batch=batch, settle=settle)
 
 
     # -- outbound delivery (flowkit.store.delivery)
