@@ -26,6 +26,7 @@ from tests.faults.inproc import Served, serve_in_thread
 from tests.runtime.webutil import SECRET, signed
 
 MAX_LAG = 0.100
+ATTEMPTS = 3
 LIMIT = 1024 * 1024
 
 
@@ -91,29 +92,45 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 def test_hostile_requests_never_block_the_loop(redis_url: str) -> None:
+    # Code that blocks the loop blocks it every time; a loaded machine that leaves the loop's
+    # thread unscheduled for a moment does not (the control thread catches most of that, not
+    # all: the OS schedules threads one by one). So a phase over the limit is run again, up to
+    # ATTEMPTS times, and fails only if it is over the limit every time.
     with serve_in_thread(redis_url, scheduler_interval=0.05) as served:
         bodies = {name: make() for name, make in HOSTILE.items()}
         codes: dict[str, int] = {}
         for name, (body, headers) in bodies.items():
-            served.phase = name
-            healthz: list[int] = []
-            # /healthz asked while the hostile request is in flight
-            t = threading.Thread(target=lambda b=body, h=headers, n=name: codes.__setitem__(n, _post(served, b, h)))
-            t.start()
-            with httpx.Client(timeout=5) as c:
-                while t.is_alive():
-                    healthz.append(c.get(f"{served.url}/healthz").status_code)
-            t.join()
-            assert set(healthz) <= {200}, (name, healthz)
-            served.phase = f"/metrics after {name}"
-            assert httpx.get(f"{served.url}/metrics", timeout=5).status_code == 200
+            seen: list[str] = []
+            for _attempt in range(ATTEMPTS):
+                served.lags.clear()
+                served.control.clear()
+                _hostile_phase(served, name, body, headers, codes)
+                lag, during = served.worst()
+                if lag < MAX_LAG:
+                    break
+                seen.append(f"{lag * 1000:.0f} ms; longest: {during}")
+            else:
+                pytest.fail(f"the event loop was blocked in every one of {ATTEMPTS} runs of {name!r}: " + " | ".join(seen))
         served.phase = "end"
         assert codes["text at the size limit"] == 200 and codes["300 messages in one delivery"] == 200
         assert codes["body over the limit"] == 413 and codes["bad signature on a big body"] == 403
         assert codes["deeply nested JSON"] == 400
         assert all(c < 500 for c in codes.values()), codes
-    lag, during = served.worst()
-    assert lag < MAX_LAG, f"the event loop was blocked {lag * 1000:.0f} ms; longest: {during}"
+
+
+def _hostile_phase(served: Served, name: str, body: bytes, headers: dict[str, str], codes: dict[str, int]) -> None:
+    served.phase = name
+    healthz: list[int] = []
+    # /healthz asked while the hostile request is in flight
+    t = threading.Thread(target=lambda: codes.__setitem__(name, _post(served, body, headers)))
+    t.start()
+    with httpx.Client(timeout=5) as c:
+        while t.is_alive():
+            healthz.append(c.get(f"{served.url}/healthz").status_code)
+    t.join()
+    assert set(healthz) <= {200}, (name, healthz)
+    served.phase = f"/metrics after {name}"
+    assert httpx.get(f"{served.url}/metrics", timeout=5).status_code == 200
 
 
 def test_a_hung_redis_does_not_block_the_loop(own_redis: RedisServer) -> None:
