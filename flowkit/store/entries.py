@@ -137,26 +137,29 @@ def _long_mid(session_id: str, mid: Any) -> str | None:
     return pre + str(mid[0])
 
 
-def _wamid_head(number: str) -> bytes:
+@functools.lru_cache(maxsize=4096)
+def _wamid_head(session_id: str) -> bytes | None:
+    """The bytes every WhatsApp id from the session's number starts with, up to the length of
+    the random part (None if the session id does not name a number)."""
+    number = _number(session_id)
+    if not (number.isascii() and number.isdigit() and len(number) < 32):
+        return None
     return b"\x1c\x18" + bytes([len(number)]) + number.encode() + b"\x15\x02\x00\x12\x18"
 
 
 def _mid_bytes(session_id: str, mid: str) -> bytes | None:
     """The random part of a WhatsApp id from the session's own number, packed (None: keep the
     id whole). Only when unpacking gives back the very same id."""
-    number = _number(session_id)
-    if not (mid.startswith("wamid.") and number.isascii() and number.isdigit() and len(number) < 32):
+    pre = _wamid_head(session_id) if mid.startswith("wamid.") else None
+    if pre is None:
         return None
     try:
-        raw = base64.b64decode(mid[6:], validate=True)
+        raw = binascii.a2b_base64(mid[6:], strict_mode=True)
     except (binascii.Error, ValueError):
         return None
-    pre = _wamid_head(number)
-    if not raw.startswith(pre) or len(raw) < len(pre) + 2:
-        return None
-    n = raw[len(pre)]
+    n = raw[len(pre)] if len(raw) > len(pre) and raw.startswith(pre) else 1
     rnd = raw[len(pre) + 1:len(pre) + 1 + n]
-    if n % 2 or n > 250 or raw[len(pre) + 1 + n:] != b"\x00" or not rnd.isalnum():
+    if n % 2 or n > 250 or raw[len(pre) + 1 + n:] != b"\x00" or not rnd.isalnum() or rnd != rnd.upper():
         return None
     try:
         packed = bytes([n]) + bytes.fromhex(rnd.decode())
@@ -166,8 +169,11 @@ def _mid_bytes(session_id: str, mid: str) -> bytes | None:
 
 
 def _mid_text(session_id: str, packed: bytes) -> str:
+    pre = _wamid_head(session_id)
+    if pre is None:
+        raise ValueError(f"a packed message id in session {session_id!r}, which is not a number")
     rnd = packed[1:].hex().upper().encode()
-    return "wamid." + base64.b64encode(_wamid_head(_number(session_id)) + bytes([len(rnd)]) + rnd + b"\x00").decode()
+    return "wamid." + binascii.b2a_base64(pre + bytes([len(rnd)]) + rnd + b"\x00", newline=False).decode()
 
 
 # ---------------------------------------------------------------- writing
