@@ -8,8 +8,10 @@ first. A small list is one listpack: ~1 byte of overhead per element, against a 
 **Layout 3 (binary, written now)**::
 
     0x01 <version, ASCII digits> ':' <ts: 6 bytes> <event> <status> <actor> <flags>
-         [<checksum: 8 bytes>] [<message id: n, then n/2 bytes>] <tail>
+         [<checksum: 8 bytes>] [<message id: 1 byte n, then n/2 bytes>] <tail>
 
+Flags: 1 the checksum is in the header, 2 the packed message id is, 4 the input is a text
+message's (below), 8 the tail is stored as it is (deflate did not make it smaller).
 Event, status and actor are small integers (their index in the codec's tuples; append-only).
 The version is text so the scripts can read it with a pattern (``^\\1(%d+):``). The checksum is
 the 64-bit number; a damaged one (migrated as found) goes into the tail instead. A WhatsApp
@@ -20,7 +22,7 @@ bytes. The tail is a JSON array deflated with a fixed dictionary (:data:`ZDICT_1
     [from_step, to_step ([value], or 0 when the path says it), path, input, error,
      flow, flow_version (0 = the previous element's, or the whole state's), why, delta, extra?]
 
-``input`` is the text alone when it is ``{"text": ..., "type": "text"}`` (flag 8); ``extra``
+``input`` is the text alone when it is ``{"text": ..., "type": "text"}`` (flag 4); ``extra``
 holds what the header could not: ``m`` the message id, ``c`` a textual checksum, ``t`` a
 timestamp outside 0..2^48. A whole-state delta is ``{"R": state}`` with the keys the record
 already says (session id, version, flow, flow version, step, status, updated_at when it is
