@@ -21,6 +21,7 @@ from flowkit.store import Store, connect
 from flowkit.store.server import free_port
 from flowkit.testing.fake_graph import FakeGraphAPI
 from tests.runtime.webutil import signed, start_serve
+from tests.waiting import stop
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOWKIT = str(Path(sys.executable).with_name("flowkit"))
@@ -93,8 +94,7 @@ def test_the_runtime_commands_need_no_extra(core_only: dict[str, str], redis_url
             r = httpx.post(f"http://127.0.0.1:{port}/webhook", content=body, headers=headers, timeout=30)
             assert r.status_code == 200, r.text
         finally:
-            proc.terminate()
-            proc.wait(timeout=60)
+            stop(proc)
         assert "ModuleNotFoundError" not in (tmp_path / "serve.log").read_text()
     assert Store(connect(redis_url)).load("31611112222") is not None
 

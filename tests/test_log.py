@@ -26,7 +26,7 @@ from flowkit.errors import ConfigError, GraphAPIError
 from flowkit.store.server import free_port
 from flowkit.testing.fake_graph import FakeGraphAPI
 from tests.runtime.webutil import SECRET, signed, start_serve
-from tests.waiting import DEADLINE
+from tests.waiting import DEADLINE, stop
 
 runner = CliRunner()
 
@@ -74,8 +74,7 @@ def serving(redis_url: str, redis_client: Any, tmp_path: Path,
             yield serve
         finally:
             for p in procs:
-                p.terminate()
-                p.wait(timeout=30)
+                stop(p)
 
 
 def test_serve_logs_one_json_line_per_handled_message(serving: Any) -> None:
@@ -266,7 +265,6 @@ def test_worker_says_what_it_runs(redis_url: str, redis_client: Any, tmp_path: P
     try:
         _wait_for(log, lambda ls: any("worker started" in x for x in ls), "worker start line")
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop(proc)
     started = next(r for r in _records(log) if r["msg"] == "worker started")
     assert started["terminal_ttl"] == "7d" and started["interval_s"] == 0.2 and len(started["flows"]) == 6

@@ -17,7 +17,7 @@ from flowkit.cli import app as cli
 from flowkit.store.server import free_port
 from flowkit.testing.fake_graph import FakeGraphAPI
 from tests.runtime.webutil import SECRET, TOKEN, signed
-from tests.waiting import wait_for
+from tests.waiting import stop, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -60,8 +60,7 @@ def test_the_webhook_runner_example_serves_a_conversation(redis_url: str, tmp_pa
             assert texts()[-1].startswith("Order ORD-31611111111-"), texts()
             assert "flowkit_messages_total" in httpx.get(f"{base}/metrics", timeout=30).text
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+            stop(proc)
 
 
 def test_every_flowkit_command_in_the_readme_exists() -> None:

@@ -10,9 +10,10 @@ Where time itself is what a test checks, that test says so beside its wait.
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -41,3 +42,19 @@ async def until(cond: Callable[[], T], what: str, timeout: float = DEADLINE, eve
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         await asyncio.sleep(every)
+
+
+def stop(proc: subprocess.Popen[Any], timeout: float = DEADLINE) -> None:
+    """Stop a process the test started: SIGTERM, then SIGKILL if it has not exited within
+    ``timeout``. It must never outlive its test: a ``flowkit serve`` left shutting down acts on
+    the next test's Redis (its scheduler, on real time, expired sessions of tests using a fixed
+    clock: one slow shutdown under load failed seven later tests). How fast a graceful
+    shutdown is belongs to the tests of shutdown, not to every test that starts a process."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -30,6 +30,7 @@ from flowkit.testing.fake_graph import FakeGraphAPI
 from tests.runtime.conftest import EXAMPLE_FLOWS, EXAMPLE_SERVICES, ROOT
 from tests.runtime.test_versions import V4_TEXT, talk
 from tests.runtime.webutil import SECRET, start_serve
+from tests.waiting import stop
 
 pytestmark = pytest.mark.cluster
 runner = CliRunner()
@@ -199,8 +200,7 @@ def serve(c: Cluster) -> None:
             metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
             assert metrics.status_code == 200 and "flowkit_" in metrics.text
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+            stop(proc)
         assert graph.to("31699000001")  # the reply went out
     assert Store(c.client).load("31699000001")["step"] == "ask_size"
 

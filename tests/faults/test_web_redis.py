@@ -33,6 +33,7 @@ from flowkit.web import create_app
 from tests.faults.util import own_redis_server, wait_for
 from tests.runtime.conftest import EXAMPLE_FLOWS, EXAMPLE_SERVICES
 from tests.runtime.webutil import SECRET, TOKEN, say, start_serve
+from tests.waiting import stop
 
 
 @pytest.fixture
@@ -78,8 +79,7 @@ def test_metrics_with_redis_hung_answer_at_once_with_local_series(own_redis: Red
             os.kill(own_redis.pid, signal.SIGCONT)
             wait_for(lambda: "flowkit_redis_up 1.0" in _scrape(port)[1], "/metrics to see Redis again")
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+            stop(proc)
 
 
 def test_metrics_with_redis_down_are_not_a_500(own_redis: RedisServer, tmp_path: Path) -> None:
@@ -93,8 +93,7 @@ def test_metrics_with_redis_down_are_not_a_500(own_redis: RedisServer, tmp_path:
             assert "flowkit_redis_up 0.0" in text and "flowkit_handle_seconds_bucket" in text
             assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 503
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+            stop(proc)
 
 
 # ---------------------------------------------------------------- Redis refusing writes

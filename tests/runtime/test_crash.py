@@ -28,7 +28,7 @@ from flowkit.store.server import free_port
 from flowkit.testing.fake_graph import FakeGraphAPI
 from tests.runtime.conftest import EXAMPLE_FLOWS, ROOT
 from tests.runtime.webutil import signed, start_serve
-from tests.waiting import wait_for
+from tests.waiting import stop, wait_for
 
 PIZZA = ["pizza", "medium", "2", "12 Main Street"]
 USERS = 24
@@ -77,8 +77,7 @@ def test_kill_9_mid_stream_loses_nothing(redis_url: str, store: Store, tmp_path:
                 t.join(timeout=max(0.0, deadline - time.monotonic()))
             assert all(not t.is_alive() for t in threads)
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+            stop(proc)
         assert failures > 0 and killed_at < USERS * len(PIZZA)  # the crash really interrupted traffic
         # one recovery round finishes service calls and replies the crash cut short
         env = dict(os.environ, FLOWKIT_REDIS_URL=redis_url, **graph.env())

@@ -25,7 +25,7 @@ from flowkit.store import Store, connect
 from flowkit.store.server import free_port
 from flowkit.testing.fake_graph import FakeGraphAPI, GraphMessage
 from tests.runtime.webutil import ROOT, signed, start_serve
-from tests.waiting import DEADLINE
+from tests.waiting import DEADLINE, stop
 
 AGENT_TOKEN = "agent-token-for-tests"
 HOOK_SECRET = "agent-webhook-secret-for-tests"
@@ -128,8 +128,7 @@ def served(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         try:
             yield Served(f"http://127.0.0.1:{port}", graph, receiver, log, Store(client), redis_url)
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+            stop(proc)
             receiver.close()
             client.close()
 

@@ -33,7 +33,7 @@ from flowkit.store import Store, connect
 from flowkit.store.server import free_port
 from flowkit.testing.fake_graph import FakeGraphAPI, GraphMessage
 from tests.runtime.webutil import SECRET, start_serve
-from tests.waiting import DEADLINE
+from tests.waiting import DEADLINE, stop
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "whatsapp"
 SAMPLES = sorted(p.name for p in DATA.glob("*.json"))
@@ -104,8 +104,7 @@ def served(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         try:
             yield Served(port, graph, log, Store(client))
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+            stop(proc)
             client.close()
 
 

@@ -27,6 +27,7 @@ from flowkit.store import Store, connect
 from flowkit.store.server import free_port
 from flowkit.testing.fake_graph import FakeGraphAPI, GraphMessage
 from tests.runtime.webutil import ROOT, signed, start_serve
+from tests.waiting import stop
 
 SALES, SUPPORT, STRANGER = "111000111000", "222000222000", "999000999000"
 AGENT_TOKEN = "agent-token-for-number-tests"
@@ -130,8 +131,7 @@ def served(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         try:
             yield Served(f"http://127.0.0.1:{port}", graph, log, Store(client), env, flows)
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+            stop(proc)
             client.close()
 
 

@@ -18,6 +18,7 @@ from flowkit.store.server import free_port
 from flowkit.testing.fake_graph import FakeGraphAPI
 from tests.engine.helpers import FLOWS
 from tests.runtime.webutil import SECRET, start_serve
+from tests.waiting import stop
 
 WHO = "31612345670"
 
@@ -48,5 +49,4 @@ def test_serve_starts_sessions_on_a_version_deployed_while_it_runs(redis_url: st
             assert (state["flow"], state["flow_version"]) == ("feedback", "2")
             assert "flow versions not refreshed" not in log.read_text()
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+            stop(proc)

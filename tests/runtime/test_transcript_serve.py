@@ -32,7 +32,7 @@ from flowkit.store import Store, connect
 from flowkit.store.server import free_port
 from flowkit.testing.fake_graph import FakeGraphAPI
 from tests.runtime.webutil import ROOT, SECRET, start_serve
-from tests.waiting import DEADLINE
+from tests.waiting import DEADLINE, stop
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "whatsapp"
 WHO = "31700000777"
@@ -111,8 +111,7 @@ def test_exported_messages_are_what_graph_received_with_the_statuses_whatsapp_re
             _until(lambda: sum(m["dir"] == "out" for m in store.transcript(WHO)) == len(sent)
                    and sum(m["dir"] == "in" for m in store.transcript(WHO)) == 5, "the whole transcript", log)
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+            stop(proc)
         out = tmp_path / "export"
         r = _flowkit("export", str(out), "--format", fmt, "-q", redis_url=redis_url)
         assert r.returncode == 0, r.stderr
