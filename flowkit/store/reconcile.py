@@ -86,31 +86,31 @@ def _expected(store: Any, batch: int) -> tuple[int, dict[str, dict[str, int]], d
 Drift = dict[tuple[str, str], tuple[str, int | None, int | None]]
 
 
+def _compare(key: str, want: dict[str, int], have: dict[str, int | None], drift: Drift, *,
+             zero_is_tidy: bool = False) -> None:
+    """Record how ``have`` (one index key as read) differs from ``want``."""
+    for m, value in want.items():
+        if m not in have:
+            drift[(key, m)] = ("added", value, None)
+        elif have[m] != value:
+            drift[(key, m)] = ("changed", value, have[m])
+    for m in have.keys() - want.keys():
+        drift[(key, m)] = ("tidy" if zero_is_tidy and not have[m] else "removed", None, have[m])
+
+
 def _zset_drift(store: Any, zsets: dict[str, dict[str, int]], drift: Drift) -> None:
     for key, want in zsets.items():
         have = {str(s(m)): as_int(sc) for m, sc in pairs(check(store.driver.execute([("ZRANGE", key, 0, -1, "WITHSCORES")])[0]))}
-        for m, score in want.items():
-            if m not in have:
-                drift[(key, m)] = ("added", score, None)
-            elif have[m] != score:
-                drift[(key, m)] = ("changed", score, have[m])
-        for m in have.keys() - want.keys():
-            drift[(key, m)] = ("removed", None, have[m])
+        _compare(key, want, have, drift)
 
 
 def _counter_drift(store: Any, counts: dict[str, dict[str, int]], drift: Drift) -> None:
     flows = {str(s(f)) for f in check(store.driver.execute([("SMEMBERS", K.IDX_FLOWS)])[0]) or []}
     for flow in sorted(flows | set(counts)):
         key = K.counter_key(flow)
-        have = {str(s(f)): int(v) for f, v in pairs(check(store.driver.execute([("HGETALL", key)])[0]))}
+        have: dict[str, int | None] = {str(s(f)): int(v) for f, v in pairs(check(store.driver.execute([("HGETALL", key)])[0]))}
         want = counts.get(flow, {})
-        for name, value in want.items():
-            if name not in have:
-                drift[(key, name)] = ("added", value, None)
-            elif have[name] != value:
-                drift[(key, name)] = ("changed", value, have[name])
-        for name in have.keys() - want.keys():
-            drift[(key, name)] = ("removed" if have[name] else "tidy", None, have[name])
+        _compare(key, want, have, drift, zero_is_tidy=True)
         if not want and flow in flows:
             drift[(K.IDX_FLOWS, flow)] = ("tidy", None, 1)
         elif want and flow not in flows:
