@@ -36,6 +36,7 @@ import os
 import platform
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -179,23 +180,33 @@ def floor(store: Store, sids: list[str], compact: dict[str, float]) -> dict[str,
     return out
 
 
+def _rewritten(store: Store, sids: list[str], compact: dict[str, float], part: str,
+               write: Callable[[Any, str, str], None]) -> dict[str, float]:
+    """``compact`` with one key per session (``part``: state or hist) measured as ``write`` puts
+    the same data another way into a scratch key (then deleted)."""
+    c = store.client
+    total = 0
+    for sid in sids:
+        key = f"rewritten:{{s:{sid}}}"
+        write(c, sid, key)
+        total += c.memory_usage(key, samples=0) or 0
+        c.delete(key)
+    out = dict(compact)
+    out[part] = total / len(sids)
+    out["total"] = compact["total"] - compact[part] + out[part]
+    out["used_memory"] = float("nan")
+    return out
+
+
 def state_in_one_field(store: Store, sids: list[str], compact: dict[str, float]) -> dict[str, float]:
     """The compact layout as it was before the state was packed: the same sessions with their
     state hash written the old way (the JSON in one ``state`` field, so a hashtable)."""
     from flowkit.store import statefield as SF
 
-    c = store.client
-    state = 0
-    for sid in sids:
-        key = f"oldstate:{{s:{sid}}}"
+    def write(c: Any, sid: str, key: str) -> None:
         c.hset(key, mapping=SF.plain_fields(SF.as_fields(c.hgetall(K.session_keys(sid).state).items())))
-        state += c.memory_usage(key, samples=0) or 0
-        c.delete(key)
-    out = dict(compact)
-    out["state"] = state / len(sids)
-    out["total"] = compact["total"] - compact["state"] + out["state"]
-    out["used_memory"] = float("nan")
-    return out
+
+    return _rewritten(store, sids, compact, "state", write)
 
 
 def json_elements(store: Store, sids: list[str], compact: dict[str, float]) -> dict[str, float]:
@@ -204,18 +215,10 @@ def json_elements(store: Store, sids: list[str], compact: dict[str, float]) -> d
     from flowkit.store import entries
     from flowkit.testing.old_layout import layout2_elements
 
-    c = store.client
-    hist = 0
-    for sid in sids:
-        key = f"oldhist:{{s:{sid}}}"
+    def write(c: Any, sid: str, key: str) -> None:
         c.rpush(key, *layout2_elements(entries.decode_all(sid, c.lrange(K.session_keys(sid).hist, 0, -1))))
-        hist += c.memory_usage(key, samples=0) or 0
-        c.delete(key)
-    out = dict(compact)
-    out["hist"] = hist / len(sids)
-    out["total"] = compact["total"] - compact["hist"] + out["hist"]
-    out["used_memory"] = float("nan")
-    return out
+
+    return _rewritten(store, sids, compact, "hist", write)
 
 
 def run(url: str, sessions: int) -> list[tuple[str, str, dict[str, float]]]:
