@@ -299,6 +299,12 @@ async def async_rows(url: str, admin: Any, sessions: int, messages: int, seed: i
         assert rt.stats["applied"] == len(stream) + len(starts), rt.stats
         await store.client.aclose()
 
+    # the ceilings: the commits the runtime makes, with everything before them done in advance
+    for part, how in (("commit", "AsyncStore.commit alone, engine steps done in advance"),
+                      ("script", "commit script and I/O alone, commits built in advance")):
+        rows.append(await commit_ceiling(url, admin, sessions, messages, seed, concurrency, f"{prefix}6{part[0]}",
+                                         part, f"flowkit {how} (auto-pipelined, {x})", loop))
+
     # naive GET/SET (redis-py commands, a connection per task)
     starts, stream, per = workload(f"{prefix}4", sessions, messages, seed)
     client = connect_async(url)
@@ -312,6 +318,70 @@ async def async_rows(url: str, admin: Any, sessions: int, messages: int, seed: i
                     redis_cpu(admin) - cpu0))
     await client.aclose()
     return rows
+
+
+async def commit_ceiling(url: str, admin: Any, sessions: int, messages: int, seed: int, concurrency: int,
+                         prefix: str, part: str, name: str, loop: str) -> Row:
+    """What the runtime's rows cannot beat: the same sessions' commits (the engine's states for
+    the same messages, computed before the clock starts) through ``AsyncStore.commit`` (part
+    ``commit``), or as script calls already built (``script``: validation, JSON, delta,
+    checksums and packing done too). Each task owns its sessions, so there are no conflicts."""
+    from flowkit.runtime.core import _Core  # noqa: PLC0415 - the runtime's own commit arguments
+    from flowkit.store import commit_op  # noqa: PLC0415
+    from flowkit.store import keys as K  # noqa: PLC0415
+    from flowkit.store.codec import s  # noqa: PLC0415
+    from flowkit.types import Commit  # noqa: PLC0415
+
+    starts, stream, _ = workload(prefix, sessions, messages, seed)
+    store = AsyncStore(connect_async(url), autopipeline=True)
+    by_sid: dict[str, list[Any]] = {}
+    now = now_ms()
+    for sid, m in starts:
+        t = step(TALLY, None, Start(flow=TALLY.name, message_id=m.message_id), now, session_id=sid)
+        call = _Core.commit_call(None, Commit(sid, 0, t, None, m.message_id))  # type: ignore[arg-type]  # (reads nothing of self)
+        assert (await store.commit(call.session_id, 0, call.state, call.record, effects=call.effects,
+                                   timeout_at_ms=call.timeout_at_ms)).ok
+        by_sid[sid] = [t.state]
+    jobs: dict[str, list[Any]] = {sid: [] for sid, _ in starts}
+    for sid, m in stream:
+        prev: State = by_sid[sid][-1]
+        t = step(TALLY, prev, m, now, session_id=sid)
+        call = _Core.commit_call(None, Commit(sid, prev.version, t, prev.to_dict(), m.message_id))  # type: ignore[arg-type]  # (as above)
+        by_sid[sid].append(t.state)
+        if part == "script":
+            built, _, _ = commit_op._prepare(store.config, sid, call.expected, call.state, call.record,
+                                             previous=call.previous, message_id=call.message_id, effects=call.effects,
+                                             timeout_at_ms=call.timeout_at_ms, snapshot_old=False,
+                                             now=store.config.now_ms())
+            jobs[sid].append(built.call(K.session_keys(sid), indexed=store.config.indexes_in_commit))
+        else:
+            jobs[sid].append(call)
+    owned: list[list[Any]] = [[] for _ in range(concurrency)]
+    for i, sid in enumerate(jobs):
+        owned[i % concurrency].append(sid)
+    lat: list[float] = []
+
+    async def worker(k: int) -> None:
+        for sid in owned[k]:
+            for job in jobs[sid]:
+                t0 = time.perf_counter()
+                if part == "script":
+                    reply = (await store.driver.execute([job]))[0]
+                    assert s(reply[0]) == "ok", reply
+                else:
+                    assert (await store.commit(job.session_id, job.expected, job.state, job.record,
+                                               previous=job.previous, message_id=job.message_id,
+                                               effects=job.effects, timeout_at_ms=job.timeout_at_ms)).ok
+                lat.append(time.perf_counter() - t0)
+
+    trips, cpu0 = store.round_trips, redis_cpu(admin)
+    c0, t0 = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(worker(k) for k in range(concurrency)))
+    secs, py = time.perf_counter() - t0, time.process_time() - c0
+    row = Row(loop, name, len(stream), secs, lat, (store.round_trips - trips) / len(stream), 0.0, None, py,
+              redis_cpu(admin) - cpu0)
+    await store.client.aclose()
+    return row
 
 
 def run_loop(loop: str, coro: Awaitable[T]) -> T:

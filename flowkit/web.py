@@ -437,7 +437,7 @@ class _Background:
                 t.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
-            await self.runtime.drain()
+            await self.runtime.drain(self.runtime.drain_timeout)
             if self.forwarder is not None:
                 await self.forwarder.close()
 

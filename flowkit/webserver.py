@@ -7,6 +7,10 @@ process. :class:`_ReadTimeoutH11` closes a connection whose request (headers and
 not complete ``request_timeout`` seconds after the connection opened or the previous
 response ended. Trickling bytes do not extend the deadline. Behind nginx, nginx's own
 ``client_header_timeout`` / ``client_body_timeout`` apply first (docs/operations.md).
+
+Nor does uvicorn bound a graceful shutdown by default: on SIGTERM it waits for every open
+request, and one that never ends (a body that never arrives with the guard off, a stuck
+handler) keeps the process, and its scheduler, alive for good. ``shutdown_timeout`` bounds it.
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ class ServerLimits:
     limit_concurrency: int = 1000  # connections plus running requests; beyond it uvicorn answers 503
     max_header_bytes: int = 16 * 1024  # request line and headers (h11's incomplete-event limit)
     backlog: int = 2048
+    # seconds SIGTERM waits for open requests before cancelling them and running the app's
+    # shutdown; uvicorn's own default waits forever (and a second SIGTERM does not cut it short)
+    shutdown_timeout: float = 15.0
 
 
 class _ReadTimeoutH11(H11Protocol):
@@ -88,7 +95,10 @@ def uvicorn_config(app: ASGIApp, host: str, port: int, limits: ServerLimits, **k
                           # uvicorn annotates an int but only hands it to loop.call_later: a float is fine
                           timeout_keep_alive=limits.timeout_keep_alive,  # type: ignore[arg-type]  # (see above)
                           limit_concurrency=limits.limit_concurrency,
-                          h11_max_incomplete_event_size=limits.max_header_bytes, backlog=limits.backlog, **kw)
+                          h11_max_incomplete_event_size=limits.max_header_bytes, backlog=limits.backlog,
+                          # an int in uvicorn's annotation, used as asyncio.timeout's delay: a float is fine
+                          timeout_graceful_shutdown=limits.shutdown_timeout,  # type: ignore[arg-type]  # (see above)
+                          **kw)
 
 
 def run(app: ASGIApp, host: str, port: int, limits: ServerLimits, **kw: Any) -> None:

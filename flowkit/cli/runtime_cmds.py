@@ -134,6 +134,8 @@ def serve(
     keep_alive: Annotated[float, typer.Option(help="Seconds an idle keep-alive connection stays open.")] = 5.0,
     limit_concurrency: Annotated[int, typer.Option(help="Open connections plus running requests beyond which requests get 503.")] = 1000,
     max_header_bytes: Annotated[int, typer.Option(help="Largest request line plus headers accepted.")] = 16 * 1024,
+    shutdown_timeout: Annotated[float, typer.Option(help="Seconds SIGTERM waits for open requests before cancelling them; then service calls and replies get --drain-timeout more.")] = 15.0,
+    drain_timeout: Annotated[float, typer.Option(help="Seconds the shutdown waits for service calls and queued replies; what is left stays in the outbox for recovery.")] = 10.0,
     numbers: NumbersOption = None,
 ) -> None:
     """Run the WhatsApp webhook runner (Starlette + uvicorn).
@@ -179,6 +181,7 @@ def serve(
         prom = Metrics(remote=[RedisCollector(Store(sync_client))])  # deployment-wide totals, read off the loop
         runtime.metrics = Tee(prom, RedisMetrics(sync_client, autoflush=False))  # the app flushes from a thread
         runtime.numbers = ours
+        runtime.drain_timeout = drain_timeout
         app = create_app(runtime, metrics=runtime.metrics, scheduler_interval=scheduler or None, numbers=ours,
                          startup=_attach_async(runtime, client) if startup else None)
     except (ConfigError, ValueError) as exc:
@@ -190,7 +193,8 @@ def serve(
              numbers={n.label: list(n.flows) if n.flows is not None else "all" for n in ours.numbers})
     adopt("uvicorn")  # uvicorn's own warnings (bad requests, shutdown) as flowkit's log lines too
     run(app, host, port, ServerLimits(request_timeout=request_timeout, timeout_keep_alive=keep_alive,
-                                      limit_concurrency=limit_concurrency, max_header_bytes=max_header_bytes), log_config=None)
+                                      limit_concurrency=limit_concurrency, max_header_bytes=max_header_bytes,
+                                      shutdown_timeout=shutdown_timeout), log_config=None)
 
 
 def _attach_registry(registry: Any, client: Any) -> None:

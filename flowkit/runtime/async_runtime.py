@@ -242,15 +242,38 @@ class AsyncRuntime(_handoff.AsyncAgentActions, _Core[AsyncStoreProtocol]):
         if sent:
             await self.store.ack_effects(sid, version, defer=True)
 
-    async def drain(self) -> None:
-        """Wait for background service calls and send deferred acknowledgements (tests and
-        graceful shutdown)."""
+    async def drain(self, timeout: float | None = None) -> None:
+        """Wait for background service calls and queued replies, then send the deferred
+        acknowledgements (tests, and graceful shutdown).
+
+        With ``timeout`` (a shutdown) it gives up after that many seconds: service calls still
+        running are cancelled and unsent replies stay in the outbox, for recovery to finish
+        (``flowkit recover`` or the next process); acknowledgements Redis cannot take are left
+        too (those replies may go out twice: replies are at-least-once)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def left() -> float | None:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
         while self._tasks or (self.outbox is not None and self.outbox.backlog):
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            if self._tasks:
+                _, late = await asyncio.wait(list(self._tasks), timeout=left())
+                if late:
+                    log.warning("shutdown: service calls still running were cut short; recovery resumes them",
+                                extra={"calls": len(late), "timeout_s": timeout})
+                    for task in late:
+                        task.cancel()
+                    await asyncio.gather(*late, return_exceptions=True)
             if self.outbox is not None:
                 # bounded: on shutdown with Graph down, what is unsent stays in the outbox
-                await self.outbox.close(self.drain_timeout)
-        await self.store.flush()
+                await self.outbox.close(self.drain_timeout if deadline is None else left() or 0.0)
+        try:
+            await self.store.flush()
+        except (FlowkitError, RedisError, OSError) as exc:
+            if timeout is None:
+                raise
+            log.warning("shutdown: deferred acknowledgements not sent (Redis unavailable); recovery resends "
+                        "those replies", extra=error_fields(exc))
 
     async def fire_due_timeouts(self, now: int | None = None, limit: int = 500) -> int:
         now = self.clock() if now is None else now

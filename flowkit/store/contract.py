@@ -8,9 +8,10 @@ and tests/store/test_contract.py checks that the two agree, so they cannot drift
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import astuple, dataclass, fields
-from typing import ClassVar
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+from operator import attrgetter
+from typing import Any, ClassVar
 
 from flowkit.store import keys as K
 from flowkit.store.codec import TERMINAL_STATUSES, s
@@ -45,7 +46,22 @@ class _Args:
         return tuple(f.name for f in fields(cls))
 
     def argv(self) -> tuple[Arg, ...]:
-        return astuple(self)
+        # not dataclasses.astuple: it deep-copies every field (a commit's ~2 KB of bytes included)
+        get = _GETTERS.get(type(self))
+        if get is None:
+            get = _GETTERS[type(self)] = _getter(self.argv_names())
+        return get(self)
+
+
+def _getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Arg, ...]]:
+    one: Callable[[Any], Any] = attrgetter(*names)  # (a tuple of the fields when there are several)
+    if len(names) > 1:
+        return one
+    return lambda args: (one(args),)
+
+
+#: per builder class: its ARGV fields, in order, read in one call
+_GETTERS: dict[type[_Args], Callable[[Any], tuple[Arg, ...]]] = {}
 
 
 def _text(v: object) -> str:
