@@ -24,6 +24,8 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal, TypedDict
 
+import orjson
+
 from flowkit.store import keys as K
 from flowkit.store.codec import s
 from flowkit.store.driver import Batch, Op
@@ -66,9 +68,7 @@ def append_commands(session_id: str, entries: Iterable[Mapping[str, Any]], keep:
     """Append ``entries`` to the session's transcript, trimmed to the last ``keep``; with
     ``ttl_ms`` (the store's terminal TTL) it expires that long after its last message, as an
     ended session's keys do after it ended."""
-    # ASCII JSON: a user's text may hold lone surrogates, which have no UTF-8 form; written raw
-    # they would fail the round trip this batch rides on (the next commit), again and again.
-    values = [json.dumps(dict(e), ensure_ascii=True, sort_keys=True, separators=(",", ":")) for e in entries]
+    values = [_entry_json(e) for e in entries]
     if not values:
         return []
     key = K.transcript_key(session_id)
@@ -78,6 +78,17 @@ def append_commands(session_id: str, entries: Iterable[Mapping[str, Any]], keep:
     if ttl_ms:
         cmds.append(("PEXPIRE", key, ttl_ms))
     return cmds
+
+
+def _entry_json(entry: Mapping[str, Any]) -> bytes | str:
+    """One entry as JSON, keys sorted: UTF-8 through orjson (~0.3 us; json.dumps took ~5 us, a
+    tenth of what a message's transcript cost). A user's text may hold lone surrogates, which
+    have no UTF-8 form: orjson refuses them, and such an entry is written as ASCII JSON
+    instead (raw, it would fail the round trip this batch rides on, again and again)."""
+    try:
+        return orjson.dumps(entry, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # (orjson.JSONEncodeError: lone surrogates, big ints, odd types)
+        return json.dumps(dict(entry), ensure_ascii=True, sort_keys=True, separators=(",", ":"))
 
 
 def transcript(session_id: str) -> Op[list[Entry]]:
