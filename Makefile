@@ -23,8 +23,11 @@ system-deps:
 demo: system-deps $(STAMP)
 	@bash scripts/demo.sh
 
+# two pytest-xdist workers (each starts its own redis-server processes): ~half the serial time
+# on 2 cores; `make test WORKERS=0` runs it in one process
+WORKERS ?= 2
 test: system-deps $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(WORKERS)
 
 cli-docs: $(STAMP)
 	$(BIN)/python -m typer flowkit.cli utils docs --name flowkit --title "flowkit CLI reference" --output docs/cli.md
