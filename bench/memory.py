@@ -6,6 +6,9 @@ run, on two workloads (issue #21).
 
 - **bench flow**: bench/store.py's workload (a start and 20 updates of an order session, the
   pending step and trail changing every time), committed through ``Store.commit_many``;
+- **bench flow, as the runtime writes it**: the same commits with message ids of the form the
+  Cloud API sends (the sender's number and a random id, base64, as the survey has) and each
+  input as the engine records a typed text;
 - **survey (held out)**: bench/flows/survey20.yaml, 20 questions written as a new user would,
   driven through the real ``Runtime``: a start and 20 valid answers, WhatsApp-length message ids.
 
@@ -29,6 +32,7 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime as dt
+import functools
 import hashlib
 import importlib.util
 import json
@@ -81,11 +85,22 @@ ANSWERS = ["Maria Jansen", "34", "maria.jansen@example.com", "Utrecht", "app", "
 # ---------------------------------------------------------------- workloads (compact layout, real code)
 
 
-def bench_flow(store: Store, sids: list[str]) -> None:
+def bench_flow(store: Store, sids: list[str], *, as_runtime: bool = False) -> None:
+    """bench/store.py's commits. Two of their fields are not what a deployment writes: message
+    ids of WhatsApp's length but not its form (they name one fixed number, not the session's,
+    and are not the Cloud API's base64 record), and an input written by ``json.dumps`` with its
+    default spacing and no type. ``as_runtime`` gives the same commits ids of the form the
+    Cloud API sends (:func:`wamid`) and the input as the engine records a typed text
+    (``{"text":...,"type":"text"}``, engine/values.py ``record_input``)."""
     bs = _bench_store()
     prev: dict[str, Any] = {}
     for i in range(RECORDS):
         batch = [bs.commit_args(prev.get(sid), sid, i) for sid in sids]
+        if as_runtime:
+            for a in batch:
+                a["message_id"] = a["record"]["message_id"] = wamid(a["session_id"], i)
+                text = json.loads(a["record"]["input"])["text"]
+                a["record"]["input"] = json.dumps({"text": text, "type": "text"}, separators=(",", ":"))
         for args, res in zip(batch, store.commit_many(batch), strict=True):
             assert res.ok, res
             prev[args["session_id"]] = args["state"]
@@ -224,7 +239,9 @@ def json_elements(store: Store, sids: list[str], compact: dict[str, float]) -> d
 def run(url: str, sessions: int) -> list[tuple[str, str, dict[str, float]]]:
     client = connect(url)
     rows = []
-    for flow, work, prefix in (("bench flow", bench_flow, "3161"), ("survey (held out)", survey, "3162")):
+    for flow, work, prefix in (("bench flow", bench_flow, "3161"),
+                               ("bench flow, as the runtime writes it", functools.partial(bench_flow, as_runtime=True), "3163"),
+                               ("survey (held out)", survey, "3162")):
         sids = [f"{prefix}{i:07d}" for i in range(sessions)]
         client.flushall()
         base = client.info("memory")["used_memory"]
