@@ -93,6 +93,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": redact(record.getMessage()),
+            "pid": record.process,  # which process: `serve --workers` runs several on one stderr
         }
         out.update(_fields(record))
         if record.exc_info:

@@ -82,16 +82,22 @@ class _ReadTimeoutH11(H11Protocol):
             self.transport.close()
 
 
+class FlowkitH11Protocol(_ReadTimeoutH11):
+    """The protocol by name, for worker processes (uvicorn imports it there); each worker sets
+    ``request_timeout`` from ``serve``'s settings before it serves."""
+
+
 def protocol(limits: ServerLimits) -> type[H11Protocol]:
     if limits.request_timeout <= 0:
         return H11Protocol
     return type("FlowkitH11Protocol", (_ReadTimeoutH11,), {"request_timeout": limits.request_timeout})
 
 
-def uvicorn_config(app: ASGIApp, host: str, port: int, limits: ServerLimits, **kw: Any) -> uvicorn.Config:
+def uvicorn_config(app: ASGIApp | str, host: str, port: int, limits: ServerLimits, **kw: Any) -> uvicorn.Config:
     import uvicorn
 
-    return uvicorn.Config(app, host=host, port=port, http=protocol(limits), log_level=kw.pop("log_level", "warning"),
+    return uvicorn.Config(app, host=host, port=port, http=kw.pop("http", None) or protocol(limits),
+                          log_level=kw.pop("log_level", "warning"),
                           # uvicorn annotates an int but only hands it to loop.call_later: a float is fine
                           timeout_keep_alive=limits.timeout_keep_alive,  # type: ignore[arg-type]  # (see above)
                           limit_concurrency=limits.limit_concurrency,
@@ -105,3 +111,14 @@ def run(app: ASGIApp, host: str, port: int, limits: ServerLimits, **kw: Any) -> 
     import uvicorn
 
     uvicorn.Server(uvicorn_config(app, host, port, limits, **kw)).run()
+
+
+def run_workers(factory: str, host: str, port: int, limits: ServerLimits, workers: int, **kw: Any) -> None:
+    """``workers`` processes serving one socket, each building its app with ``factory`` (an
+    import string); this process supervises them (uvicorn's Multiprocess: SIGTERM ends them
+    all, each with its graceful shutdown; one that dies is started again)."""
+    from uvicorn.supervisors import Multiprocess
+
+    http = "flowkit.webserver:FlowkitH11Protocol" if limits.request_timeout > 0 else "h11"
+    config = uvicorn_config(factory, host, port, limits, factory=True, workers=workers, http=http, **kw)
+    Multiprocess(config, sockets=[config.bind_socket()]).run()

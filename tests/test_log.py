@@ -185,7 +185,8 @@ def test_secrets_never_reach_a_line(fmt: str) -> None:
 def test_json_line_keeps_every_field() -> None:
     record = json.loads(_emit("json", "hello", session_id="s1", version=3, latency_ms=1.5, conflicts=0))
     assert record | {"ts": None} == {"ts": None, "level": "warning", "logger": "flowkit.test", "msg": "hello",
-                                     "session_id": "s1", "version": 3, "latency_ms": 1.5, "conflicts": 0}
+                                     "pid": os.getpid(), "session_id": "s1", "version": 3, "latency_ms": 1.5,
+                                     "conflicts": 0}
 
 
 def test_error_fields_carry_the_graph_error() -> None:

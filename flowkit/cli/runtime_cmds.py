@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import os
@@ -137,6 +138,7 @@ def serve(
     shutdown_timeout: Annotated[float, typer.Option(help="Seconds SIGTERM waits for open requests before cancelling them; then service calls and replies get --drain-timeout more.")] = 15.0,
     drain_timeout: Annotated[float, typer.Option(help="Seconds the shutdown waits for service calls and queued replies; what is left stays in the outbox for recovery.")] = 10.0,
     numbers: NumbersOption = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes sharing the port (one per core); the first process supervises them and restarts one that dies.")] = 1,
 ) -> None:
     """Run the WhatsApp webhook runner (Starlette + uvicorn).
 
@@ -145,16 +147,77 @@ def serve(
     If Redis is unreachable at start the server still starts, answers 503, and becomes
     ready when Redis answers. Reverse-proxy settings: docs/operations.md.
     """
+    from flowkit.log import adopt
+    from flowkit.webserver import ServerLimits, run, run_workers
+
+    settings = ServeSettings(flows=[str(f) for f in flows] if flows else None, redis=redis, services=services,
+                             default_flow=default_flow, scheduler=scheduler, rate=rate, terminal_ttl=terminal_ttl,
+                             drain_timeout=drain_timeout, numbers=str(numbers) if numbers else None,
+                             request_timeout=request_timeout)
+    # built here even with workers: every error is said once, before any worker starts
+    app, registry, ttl, ours = serve_app(settings)
+    _started("serve", registry, ttl, redis=redis, host=host, port=port, scheduler_s=scheduler, workers=workers,
+             numbers={n.label: list(n.flows) if n.flows is not None else "all" for n in ours.numbers})
+    adopt("uvicorn")  # uvicorn's own warnings (bad requests, shutdown) as flowkit's log lines too
+    limits = ServerLimits(request_timeout=request_timeout, timeout_keep_alive=keep_alive,
+                          limit_concurrency=limit_concurrency, max_header_bytes=max_header_bytes,
+                          shutdown_timeout=shutdown_timeout)
+    if workers == 1:
+        run(app, host, port, limits, log_config=None)
+        return
+    from flowkit import log as _log
+
+    del app  # each worker builds its own (clients and event loop belong to one process)
+    os.environ.update(_log.current())
+    os.environ[WORKER_SETTINGS] = json.dumps(dataclasses.asdict(settings))
+    run_workers("flowkit.cli.runtime_cmds:worker_app", host, port, limits, workers, log_config=None)
+
+
+#: the environment variable that carries ``serve``'s settings to its worker processes
+WORKER_SETTINGS = "FLOWKIT_SERVE_WORKER"
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeSettings:
+    """What ``flowkit serve`` builds its app from, as plain values (a worker process gets them
+    as JSON in ``FLOWKIT_SERVE_WORKER``; secrets stay in the environment as they were)."""
+
+    flows: list[str] | None
+    redis: str | None
+    services: str | None
+    default_flow: str | None
+    scheduler: float
+    rate: float
+    terminal_ttl: str | None
+    drain_timeout: float
+    numbers: str | None
+    request_timeout: float
+
+
+def worker_app() -> Any:
+    """The app of one ``serve --workers`` process (uvicorn calls it in each worker)."""
+    from flowkit import log as _log
+    from flowkit.webserver import FlowkitH11Protocol
+
+    _log.configure_from_env()
+    _log.adopt("uvicorn")
+    settings = ServeSettings(**json.loads(os.environ[WORKER_SETTINGS]))
+    FlowkitH11Protocol.request_timeout = settings.request_timeout
+    return serve_app(settings)[0]
+
+
+def serve_app(s: ServeSettings) -> tuple[Any, Any, int | None, Any]:
+    """``serve``'s app, with the flow registry, terminal TTL and numbers it was built with."""
     from flowkit.channels.whatsapp import AsyncWhatsAppSender
     from flowkit.errors import ConfigError
     from flowkit.metrics import Metrics, RedisCollector, RedisMetrics, Tee
     from flowkit.runtime import AsyncRuntime, AsyncWhatsAppChannel
     from flowkit.store import AsyncStore, Store, connect, connect_async
     from flowkit.web import create_app
-    from flowkit.webserver import ServerLimits, run
 
-    registry = _registry(flows)  # flows are checked before anything else; Redis comes next
-    ours = numbers_option(numbers, registry.names())
+    registry = _registry([Path(f) for f in s.flows] if s.flows else None)  # flows first; Redis comes next
+    ours = numbers_option(Path(s.numbers) if s.numbers else None, registry.names())
+    redis = s.redis
     client = connect(redis)
     startup = None
     try:
@@ -169,32 +232,25 @@ def serve(
             raise
         startup = _redis_down_at_start(registry, client, redis, exc)
     # with Redis down at start, the retention is recorded by the next process that can reach it
-    ttl = _terminal_ttl(terminal_ttl, client if startup is None else None, "serve")
+    ttl = _terminal_ttl(s.terminal_ttl, client if startup is None else None, "serve")
     try:
         # one attempt per call: the background sender retries, pacing the whole number
         channel = AsyncWhatsAppChannel(AsyncWhatsAppSender(max_attempts=1, phone_number_id=sending_number(ours)),
                                        numbers=ours)
         runtime = AsyncRuntime(AsyncStore(connect_async(redis), terminal_ttl_ms=ttl), registry,
-                               services=_services(services), channel=channel, default_flow=default_flow,
-                               background=True, rate=rate)
+                               services=_services(s.services), channel=channel, default_flow=s.default_flow,
+                               background=True, rate=s.rate)
         sync_client = connect(redis)
         prom = Metrics(remote=[RedisCollector(Store(sync_client))])  # deployment-wide totals, read off the loop
         runtime.metrics = Tee(prom, RedisMetrics(sync_client, autoflush=False))  # the app flushes from a thread
         runtime.numbers = ours
-        runtime.drain_timeout = drain_timeout
-        app = create_app(runtime, metrics=runtime.metrics, scheduler_interval=scheduler or None, numbers=ours,
+        runtime.drain_timeout = s.drain_timeout
+        app = create_app(runtime, metrics=runtime.metrics, scheduler_interval=s.scheduler or None, numbers=ours,
                          startup=_attach_async(runtime, client) if startup else None)
     except (ConfigError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    from flowkit.log import adopt
-
-    _started("serve", registry, ttl, redis=redis, host=host, port=port, scheduler_s=scheduler,
-             numbers={n.label: list(n.flows) if n.flows is not None else "all" for n in ours.numbers})
-    adopt("uvicorn")  # uvicorn's own warnings (bad requests, shutdown) as flowkit's log lines too
-    run(app, host, port, ServerLimits(request_timeout=request_timeout, timeout_keep_alive=keep_alive,
-                                      limit_concurrency=limit_concurrency, max_header_bytes=max_header_bytes,
-                                      shutdown_timeout=shutdown_timeout), log_config=None)
+    return app, registry, ttl, ours
 
 
 def _attach_registry(registry: Any, client: Any) -> None:
