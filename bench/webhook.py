@@ -9,6 +9,11 @@ Rows:
 
 - **floor**: uvicorn + Starlette, the HMAC-SHA256 signature check and one EVALSHA of a
   no-op script per request: what any webhook that stores something must do at least;
+- **floor + flowkit's runtime**: the floor's server (same uvicorn settings) with the
+  signature check, flowkit's webhook parser and ``AsyncRuntime.handle`` of each message
+  (tally flow, replies recorded in memory, no log lines, no metrics): what flowkit serve
+  cannot beat while the runtime costs what it does (its own users' sessions, so its answers
+  are as fresh as serve's);
 - **flowkit serve**: the real command (`flowkit serve`, its own uvicorn settings, flows
   `examples/tally.yaml`), replies sent to the local Graph API imitation (a separate
   process that answers at once); every request is a new answer of a live session (a
@@ -111,6 +116,35 @@ def floor_app(redis_url: str, port: int) -> None:
                 log_level="warning", access_log=False)
 
 
+def runtime_app(redis_url: str, port: int) -> None:
+    """The floor's server running flowkit's runtime on each message (--runtime-floor)."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    from flowkit.channels.whatsapp import verify_signature
+    from flowkit.channels.whatsapp.webhook import parse_webhook_body
+    from flowkit.flow import load_flow
+    from flowkit.runtime import AsyncRecordingChannel, AsyncRuntime, FlowRegistry
+    from flowkit.store import AsyncStore, connect_async
+    from flowkit.web import to_event
+
+    runtime = AsyncRuntime(AsyncStore(connect_async(redis_url)), FlowRegistry([load_flow(FLOWS)]),
+                           channel=AsyncRecordingChannel())
+
+    async def webhook(request: Request) -> Response:
+        body = await request.body()
+        verify_signature(body, request.headers.get("x-hub-signature-256"), SECRET)
+        for m in parse_webhook_body(body).messages:
+            await runtime.handle(m.wa_id, to_event(m), wait_services=False)
+        return JSONResponse({"ok": True})
+
+    uvicorn.run(Starlette(routes=[Route("/webhook", webhook, methods=["POST"])]), host="127.0.0.1", port=port,
+                log_level="warning", access_log=False)
+
+
 def graph_app() -> None:
     """The Graph API imitation in its own process (--graph): prints its environment, serves until stdin closes."""
     from flowkit.testing.fake_graph import FakeGraphAPI
@@ -189,6 +223,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="floor/flowkit pairs, alternating (load drifts)")
     ap.add_argument("--floor", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--graph", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--runtime-floor", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--redis-url", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -196,6 +231,8 @@ def main() -> None:
         return floor_app(args.redis_url, args.port)
     if args.graph:
         return graph_app()
+    if args.runtime_floor:
+        return runtime_app(args.redis_url, args.port)
     if shutil.which("wrk") is None:
         sys.exit("bench/webhook.py needs wrk: apt-get install wrk")
 
@@ -209,15 +246,17 @@ def main() -> None:
             # bodies: one answer per (user, n), round-robin over users; signed before anything runs;
             # each round gets its own slice, so every timed request to flowkit is a new answer
             users = [f"3162{u:08d}" for u in range(args.users)]
-            scripts = []
-            for r in range(args.rounds):
-                bodies = []
-                for i in range(r * args.bodies, (r + 1) * args.bodies):
-                    sid = users[i % len(users)]
-                    body = json.dumps(text_payload(sid, f"x{i}", message_id=f"wamid.BENCH{i:010d}")).encode()
-                    bodies.append((body, sign(body, SECRET)))
-                scripts.append(tmp / f"bodies{r}.lua")
-                lua_script(bodies, scripts[-1])
+            others = [f"3163{u:08d}" for u in range(args.users)]  # the runtime floor's own sessions
+            scripts, other_scripts = [], []
+            for who, out in ((users, scripts), (others, other_scripts)):
+                for r in range(args.rounds):
+                    bodies = []
+                    for i in range(r * args.bodies, (r + 1) * args.bodies):
+                        sid = who[i % len(who)]
+                        body = json.dumps(text_payload(sid, f"x{i}", message_id=f"wamid.B{sid}{i:010d}")).encode()
+                        bodies.append((body, sign(body, SECRET)))
+                    out.append(tmp / f"bodies{len(out)}-{who[0]}.lua")
+                    lua_script(bodies, out[-1])
             print(f"# bench/webhook.py {dt.date.today()}: {platform.node()}, {os.cpu_count()} cores, load "
                   f"{os.getloadavg()[0]:.1f}; wrk -t{args.threads} -c{args.connections} -d{args.seconds}s; "
                   f"{args.bodies:,} distinct signed answers per round over {len(users):,} live sessions; "
@@ -229,6 +268,10 @@ def main() -> None:
                 floor_proc = stack.enter_context(running([sys.executable, __file__, "--floor", "--redis-url",
                                                           server.url, "--port", str(floor_port)], env, floor_port,
                                                          "floor", log))
+                rt_port = free_port()
+                rt_proc = stack.enter_context(running([sys.executable, __file__, "--runtime-floor", "--redis-url",
+                                                       server.url, "--port", str(rt_port)], env, rt_port,
+                                                      "runtime floor", log))
                 g = stack.enter_context(running([sys.executable, __file__, "--graph"], env, None, "graph", log))
                 graph_env = _graph_env(log, g)
                 serve_env = dict(env, FLOWKIT_REDIS_URL=server.url, WHATSAPP_APP_SECRET=SECRET,
@@ -236,35 +279,43 @@ def main() -> None:
                 flowkit = Path(sys.executable).with_name("flowkit")
                 serve_proc = stack.enter_context(running([str(flowkit), "serve", str(FLOWS), "--port", str(port)],
                                                          serve_env, port, "flowkit serve", log))
-                with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
-                    for u in users:  # start every session, untimed
-                        b = json.dumps(text_payload(u, "tally", message_id=f"wamid.START{u}")).encode()
-                        r = c.post("/webhook", content=b, headers={"content-type": "application/json",
-                                                                   "x-hub-signature-256": sign(b, SECRET)})
-                        r.raise_for_status()
+                for p, who in ((port, users), (rt_port, others)):
+                    with httpx.Client(base_url=f"http://127.0.0.1:{p}", timeout=30) as c:
+                        for u in who:  # start every session, untimed
+                            b = json.dumps(text_payload(u, "tally", message_id=f"wamid.START{u}")).encode()
+                            r = c.post("/webhook", content=b, headers={"content-type": "application/json",
+                                                                       "x-hub-signature-256": sign(b, SECRET)})
+                            r.raise_for_status()
                 for r, script in enumerate(scripts):
                     rows.append((f"{r + 1}: floor: HMAC + EVALSHA no-op",
                                  run_wrk(floor_port, script, args.seconds, args.connections, args.threads,
                                          floor_proc.pid)))
+                    rows.append((f"{r + 1}: floor + flowkit's runtime (no replies sent)",
+                                 run_wrk(rt_port, other_scripts[r], args.seconds, args.connections, args.threads,
+                                         rt_proc.pid)))
                     rows.append((f"{r + 1}: flowkit serve (tally, replies to Graph)",
                                  run_wrk(port, script, args.seconds, args.connections, args.threads, serve_proc.pid)))
         finally:
             server.stop()
-    print(f"{'row':46} {'req/s':>9} {'vs floor':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'non-2xx':>8} "
+    print(f"{'row':52} {'req/s':>9} {'vs floor':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'non-2xx':>8} "
           f"{'CPU µs/req':>10}  load")
-    ratios, cpu_ratios = [], []
+    ratios: dict[str, list[float]] = {}
+    cpu_ratios: dict[str, list[float]] = {}
     for i, (name, r) in enumerate(rows):
-        floor = rows[i - i % 2][1]["rps"]  # the floor row just before (or this one)
-        if i % 2:
-            ratios.append(r["rps"] / floor)
-            cpu_ratios.append(rows[i - 1][1]["cpu_us"] / r["cpu_us"])
+        floor = rows[i - i % 3][1]  # the round's floor row (or this one)
+        kind = name.split(": ", 1)[1]
+        if i % 3:
+            ratios.setdefault(kind, []).append(r["rps"] / floor["rps"])
+            cpu_ratios.setdefault(kind, []).append(floor["cpu_us"] / r["cpu_us"])
         note = "  (bodies wrapped: later requests were duplicates)" if r["wrapped"] and "flowkit" in name else ""
-        print(f"{name:46} {r['rps']:9,.0f} {r['rps'] / floor:9.0%} {r['p50']:8.1f} {r['p90']:8.1f} {r['p99']:8.1f} "
-              f"{r['non2xx']:8,} {r['cpu_us']:10,.0f}  {r['load']:.1f}{note}")
-    ratios.sort()
-    print(f"flowkit serve / floor, median of {len(ratios)} rounds: {ratios[len(ratios) // 2]:.0%} "
-          f"(range {ratios[0]:.0%}-{ratios[-1]:.0%}); by server CPU per request (floor CPU / flowkit CPU, less "
-          f"sensitive to other load): median {sorted(cpu_ratios)[len(cpu_ratios) // 2]:.0%}")
+        print(f"{name:52} {r['rps']:9,.0f} {r['rps'] / floor['rps']:9.0%} {r['p50']:8.1f} {r['p90']:8.1f} "
+              f"{r['p99']:8.1f} {r['non2xx']:8,} {r['cpu_us']:10,.0f}  {r['load']:.1f}{note}")
+    for kind, rs in ratios.items():
+        rs.sort()
+        cs = sorted(cpu_ratios[kind])
+        print(f"{kind} / floor, median of {len(rs)} rounds: {rs[len(rs) // 2]:.0%} (range {rs[0]:.0%}-{rs[-1]:.0%}); "
+              f"by server CPU per request (floor CPU / its CPU, less sensitive to other load): median "
+              f"{cs[len(cs) // 2]:.0%}")
 
 
 def _graph_env(log: Path, proc: subprocess.Popen[Any]) -> dict[str, str]:
