@@ -13,7 +13,7 @@ from flowkit.channels.whatsapp import sign
 from flowkit.channels.whatsapp.payloads import text_payload
 from flowkit.flow import flow_from_dict
 from flowkit.runtime import FlowRegistry
-from flowkit.store import Store, connect
+from flowkit.store import Store
 from flowkit.store.server import free_port
 from flowkit.testing.fake_graph import FakeGraphAPI
 from tests.engine.helpers import FLOWS
@@ -23,10 +23,9 @@ from tests.waiting import stop
 WHO = "31612345670"
 
 
-def test_serve_starts_sessions_on_a_version_deployed_while_it_runs(redis_url: str, tmp_path: Path) -> None:
-    client = connect(redis_url)
-    client.flushall()
-    store = Store(client)
+def test_serve_starts_sessions_on_a_version_deployed_while_it_runs(redis_url: str, store: Store,
+                                                                   tmp_path: Path) -> None:
+    client = store.client
     log = tmp_path / "serve.log"
     with FakeGraphAPI() as graph:
         port = free_port()

@@ -14,7 +14,7 @@ import httpx
 import psutil
 
 from flowkit.channels.whatsapp.payloads import text_payload
-from flowkit.store import Store, connect
+from flowkit.store import Store
 from flowkit.store.server import free_port
 from flowkit.testing.fake_graph import FakeGraphAPI
 from tests.runtime.webutil import signed, start_serve
@@ -45,10 +45,7 @@ def _handled_pids(log: Path) -> set[int]:
     return pids
 
 
-def test_two_workers_share_the_port_and_lose_nothing(redis_url: str, tmp_path: Path) -> None:
-    client = connect(redis_url)
-    client.flushall()
-    store = Store(client)
+def test_two_workers_share_the_port_and_lose_nothing(redis_url: str, store: Store, tmp_path: Path) -> None:
     log = tmp_path / "serve.log"
     with FakeGraphAPI() as graph:
         port = free_port()
