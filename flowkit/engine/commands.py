@@ -107,9 +107,10 @@ def back(run: Run) -> None:
     for _ in range(levels):
         frame = run.stack.pop()
         profile = run.slots.get(PROFILE)
-        run.slots, run.attempts, run.trail = dict(frame["slots"]), dict(frame["attempts"]), list(frame["trail"])
+        run.replace_slots(dict(frame["slots"]))
+        run.attempts, run.trail = dict(frame["attempts"]), list(frame["trail"])
         if profile is not None:
-            run.slots[PROFILE] = profile
+            run.put(PROFILE, profile)
     target = run.trail[-1]
     run.trail = run.trail[:-1]
     run.attempts = {}
@@ -133,7 +134,8 @@ def restore(run: Run, target: State) -> None:
         run.root = run.resolve(run.root.name, target.flow_version)
         run.root_plan = plan_of(run.root)
     run.step_name, run.status = target.step, target.status
-    run.slots, run.attempts = dict(target.slots), dict(target.attempts)
+    run.replace_slots(dict(target.slots))
+    run.attempts = dict(target.attempts)
     run.stack = [dict(f) for f in target.stack]
     run.pending = dict(target.pending) if target.pending is not None else None
     run.trail = list(run.pending.get("trail", [])) if run.pending else []
@@ -151,7 +153,7 @@ def migrate(run: Run, new_step: Any) -> None:
         return  # re-pinned only: an ended session stays ended, a held one stays with people
     if not isinstance(target, str) or target not in run.root.steps:
         raise EngineError(f"step {target!r} does not exist in flow {run.root.name!r} version {run.root.version_id}; give a step mapping")
-    run.slots = {k: v for k, v in run.slots.items() if k == PROFILE or k in run.root.slots}
+    run.replace_slots({k: v for k, v in run.slots.items() if k == PROFILE or k in run.root.slots})
     run.attempts, run.pending = {}, None
     # `back` must only lead to questions of the new version, and never forward past the
     # step the session is moved to: keep the earlier answered ask steps that still exist.

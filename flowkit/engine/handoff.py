@@ -39,12 +39,14 @@ class _Run(Protocol):
     step_name: str | None
     attempts: dict[str, int]
     trail: list[str]
-    slots: dict[str, Any]
+    slots: Mapping[str, Any]
     effects: list[Any]
     error: str | None
     path: list[str]
 
     def enter(self, local: str) -> None: ...
+
+    def put(self, name: str, value: Any, *, checked: bool = False) -> None: ...
 
     def finish(self, status: str) -> None: ...
 
@@ -79,7 +81,7 @@ def on_event(run: _Run, event: Event) -> str | None:
             return None
         profile = event.profile
         if profile and profile != run.slots.get("profile"):
-            run.slots["profile"] = dict(profile)
+            run.put("profile", dict(profile))
         touch(run)
         return "message"  # recorded with the user's input; no reply: people answer
     if isinstance(event, Timeout):
@@ -143,7 +145,7 @@ def _text(value: Any, what: str, limit: int, *, required: bool) -> str | None:
 
 
 def is_held(pending: Mapping[str, Any] | None) -> bool:
-    return bool(pending) and (pending or {}).get("wait") == "agent"
+    return pending is not None and pending.get("wait") == "agent"
 
 
 __all__ = ["COMMANDS", "command", "held_pending", "hold", "is_held", "on_event", "touch"]

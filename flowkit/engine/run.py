@@ -77,7 +77,7 @@ class Run:
 
     __slots__ = ("root", "prev", "now", "flows", "session_id", "version", "flow_version", "step_name", "status",
                  "slots", "attempts", "stack", "pending", "trail", "started_at", "path", "effects", "error", "redact",
-                 "judged", "auto", "why", "root_plan", "checked")
+                 "judged", "auto", "why", "root_plan", "own", "changed")
 
     def __init__(self, root: Flow, state: State | None, now: int, flows: FlowSource | None, session_id: str) -> None:
         self.root = root
@@ -86,19 +86,25 @@ class Run:
         self.flows = flows
         self.session_id = session_id
         self.step_name: str | None
-        self.slots: dict[str, Any]
+        # The slots are written only through put() and replace_slots() (typed read-only here,
+        # so mypy finds any other write): validate() then checks just the slots that changed.
+        self.slots: Mapping[str, Any]
+        self.own: dict[str, Any]  # the same dict as slots, writable
+        #: slots put since the copy of the previous state's, not yet checked; None once replaced whole
+        self.changed: list[str] | None = []
         self.attempts: dict[str, int]
         self.stack: list[dict[str, Any]]
         self.pending: dict[str, Any] | None
         self.trail: list[str]
         if state is None:
             self.version, self.flow_version, self.step_name, self.status = 1, root.version_id, None, "active"
-            self.slots, self.attempts, self.stack, self.pending, self.trail = {}, {}, [], None, []
+            self.slots = self.own = {}
+            self.attempts, self.stack, self.pending, self.trail = {}, [], None, []
             self.started_at = now
         else:  # a working copy: the state itself is a value and stays as it is
             self.version, self.flow_version, self.step_name = state.version + 1, state.flow_version, state.step
             self.status, self.started_at = state.status, state.started_at
-            self.slots = dict(state.slots)
+            self.slots = self.own = dict(state.slots)
             self.attempts = dict(state.attempts) if state.attempts else {}
             self.stack = [dict(f) for f in state.stack] if state.stack else []
             self.pending = dict(state.pending) if state.pending else None
@@ -111,7 +117,20 @@ class Run:
         self.auto = 0
         self.why: dict[str, Any] = {}  # the history record's `why` (engine/why.py)
         self.root_plan = plan_of(root)  # (commands.restore sets it again when it changes the root)
-        self.checked: tuple[str, Any] | None = None  # (slot, value) an answer wrote, already checked
+
+    # ------------------------------------------------------------ slots
+
+    def put(self, name: str, value: Any, *, checked: bool = False) -> None:
+        """Write one slot; ``checked``: the value already passed its slot's spec (a parsed answer)."""
+        self.own[name] = value
+        if not checked and self.changed is not None:
+            self.changed.append(name)
+
+    def replace_slots(self, slots: dict[str, Any]) -> None:
+        """Put ``slots`` in place of the session's (a sub-flow's own, a restored state's, ...):
+        validate() then checks them all."""
+        self.slots = self.own = slots
+        self.changed = None
 
     # ------------------------------------------------------------ flows and names
 
@@ -221,7 +240,7 @@ class Run:
                 f"flow {self.root.name!r} moved {MAX_AUTO_STEPS} steps without waiting for the user "
                 f"(cycle {' -> '.join(cycle(self.path))}); add an ask step or an exit condition to that loop"
             )
-        flow = self.flow
+        flow = self.root if not self.stack else self.flow
         st = flow.steps.get(local)
         if st is None:
             raise EngineError(f"flow {flow.name!r} has no step {local!r}")
@@ -238,7 +257,7 @@ class Run:
 
     def _enter_set(self, st: SetStep) -> None:
         for slot, expr in st.assign:
-            self.slots[slot] = self.evaluate(expr, f"set {slot}")
+            self.put(slot, self.evaluate(expr, f"set {slot}"))
         self.follow(st)
 
     def _enter_ask(self, st: AskStep) -> None:
@@ -262,9 +281,9 @@ class Run:
         self.stack.append({"at": st.name, "flow": child.name, "flow_version": child.version_id,
                            "slots": self.slots, "attempts": self.attempts, "trail": self.trail})
         profile = self.slots.get(PROFILE)
-        self.slots = {**({PROFILE: profile} if profile is not None else {}), **args}
+        self.replace_slots({**({PROFILE: profile} if profile is not None else {}), **args})
         if experiments.EXPERIMENTS in self.stack[-1]["slots"]:  # variants are per session, not per flow
-            self.slots[experiments.EXPERIMENTS] = self.stack[-1]["slots"][experiments.EXPERIMENTS]
+            self.put(experiments.EXPERIMENTS, self.stack[-1]["slots"][experiments.EXPERIMENTS])
         self.attempts, self.trail = {}, []
         self.enter(child.start)
 
@@ -285,7 +304,7 @@ class Run:
         chosen = by_name.get(seen.get(self.step_name, ""))
         if chosen is None:
             chosen = experiments.assign(self.session_id, self.flow.name, st.name, st.split)
-        self.slots[experiments.EXPERIMENTS] = {**seen, self.step_name: chosen.name}
+        self.put(experiments.EXPERIMENTS, {**seen, self.step_name: chosen.name})
         # the record says which variant (exports and analytics read it there, not only in state)
         self.why.setdefault("splits", []).append({"step": self.step_name, "variant": chosen.name})
         return chosen.goto
@@ -296,6 +315,10 @@ class Run:
         self.status = "waiting_input" if pending["wait"] == "input" else "waiting_service"
 
     def follow(self, st: Step) -> None:
+        nxt = st.next
+        if len(nxt) == 1 and nxt[0].when is None:  # a plain goto: most steps
+            self.enter(nxt[0].goto)
+            return
         passed: list[str] = []
         for b in st.next:
             if b.when is None or self.evaluate(b.when, f"condition {b.when.source!r}"):
@@ -322,7 +345,7 @@ class Run:
             if experiments.EXPERIMENTS in self.slots:
                 root_slots[experiments.EXPERIMENTS] = self.slots[experiments.EXPERIMENTS]
             self.stack = []
-            self.slots = root_slots
+            self.replace_slots(root_slots)
         self.effects.append(End(status=status))
         if status in HELD_STATUSES:  # `end: handoff`: live, held by people (engine/handoff.py)
             handoff.hold(self, None)
@@ -330,17 +353,18 @@ class Run:
     def return_from_subflow(self, end: str) -> None:
         frame = self.stack.pop()
         child_slots, child_step = self.slots, self.step_name
-        self.slots, self.attempts, self.trail = dict(frame["slots"]), dict(frame["attempts"]), list(frame["trail"])
+        self.replace_slots(dict(frame["slots"]))
+        self.attempts, self.trail = dict(frame["attempts"]), list(frame["trail"])
         if PROFILE in child_slots:  # the profile may have been updated by a message inside the sub-flow
-            self.slots[PROFILE] = child_slots[PROFILE]
+            self.put(PROFILE, child_slots[PROFILE])
         if experiments.EXPERIMENTS in child_slots:  # so may the variants (a split inside the sub-flow)
-            self.slots[experiments.EXPERIMENTS] = child_slots[experiments.EXPERIMENTS]
+            self.put(experiments.EXPERIMENTS, child_slots[experiments.EXPERIMENTS])
         st = self.flow.steps[frame["at"]]
         assert isinstance(st, FlowStep)
         self.step_name = self.qualify(frame["at"])
         if end == "completed":
             for parent, child in st.save:
-                self.slots[parent] = child_slots.get(child)
+                self.put(parent, child_slots.get(child))
             self.follow(st)
         elif st.on_fail:
             self.enter(st.on_fail)
@@ -410,12 +434,13 @@ class Run:
     def start(self, event: Start) -> None:
         self.root_reset()
         if event.profile:
-            self.slots[PROFILE] = json_value(readable(dict(event.profile)), "the Start event's profile")
+            self.put(PROFILE, json_value(readable(dict(event.profile)), "the Start event's profile"))
         elif self.prev is not None and PROFILE in self.prev.slots:
-            self.slots[PROFILE] = self.prev.slots[PROFILE]
+            self.put(PROFILE, self.prev.slots[PROFILE])
         if PROFILE in event.args:
             raise EngineError("'profile' is reserved for the user's profile; pass it as Start(profile=...), not in args")
-        self.slots.update(json_value(dict(event.args), "the Start event's args"))
+        for name, value in json_value(dict(event.args), "the Start event's args").items():
+            self.put(name, value)
         self.flow_version = self.root.version_id
         self.started_at = self.now
         self.enter(self.root.start)
@@ -424,13 +449,13 @@ class Run:
 
     def root_reset(self) -> None:
         profile = self.slots.get(PROFILE)
-        self.slots = {PROFILE: profile} if profile is not None else {}
+        self.replace_slots({PROFILE: profile} if profile is not None else {})
         self.stack, self.attempts, self.trail, self.pending = [], {}, [], None
 
     def message(self, msg: UserMessage) -> str:
         assert self.pending is not None
         if msg.profile and msg.profile != self.slots.get(PROFILE):
-            self.slots[PROFILE] = json_value(readable(dict(msg.profile)), "the message's profile")
+            self.put(PROFILE, json_value(readable(dict(msg.profile)), "the message's profile"))
         if msg.type == "text" and msg.text:
             cmd = self.root_plan.commands.get(msg.text.strip().lower())  # as Commands.match
             if cmd is not None:
@@ -465,12 +490,10 @@ class Run:
             return
         if st.save:
             # a location or media answer is normalised to its JSON form; plain values are already
-            if type(value) in _PLAIN:
-                self.slots[st.save] = value
-                if ask.slot is not None:  # parsing checked it against the slot: validate() need not again
-                    self.checked = (st.save, value)
+            if type(value) in _PLAIN:  # parsing checked it against the slot: validate() need not again
+                self.put(st.save, value, checked=ask.slot is not None)
             else:
-                self.slots[st.save] = json_value(value, "the answer") if isinstance(value, Mapping) else value
+                self.put(st.save, json_value(value, "the answer") if isinstance(value, Mapping) else value)
         self.attempts = {}
         assert self.step_name is not None
         # answered again (a loop came back here): the trail returns to this question, so it
@@ -538,22 +561,19 @@ class Run:
 
     def validate(self, state: State) -> None:
         """Check the new state against the slot schema, or raise (nothing is committed then).
-        Outside sub-flows, a state the root's plan trusts is checked by the slots that differ
-        from it, and the new state is trusted in turn (engine/plan.py)."""
+        Outside sub-flows, a state the root's plan trusts is checked by the slots this event
+        changed (put() keeps their names), and the new state is trusted in turn (engine/plan.py)."""
         try:
             check_state_shape(state)
             if state.stack:
                 self._validate_frames(state)
                 return
-            plan = self.root_plan
-            prev = self.prev
-            slots = state.slots
-            if prev is not None and not prev.stack and plan.trusts(prev):
-                before = prev.slots
-                slots = {k: v for k, v in slots.items() if before.get(k, MISS) is not v}
-                if self.checked is not None and slots.get(self.checked[0], MISS) is self.checked[1]:
-                    del slots[self.checked[0]]
-            if slots:
+            plan, prev, changed, slots = self.root_plan, self.prev, self.changed, state.slots
+            if changed is not None and prev is not None and not prev.stack and plan.trusts(prev):
+                if changed:  # the rest are prev's, trusted
+                    check_slots({k: slots[k] for k in changed if k in slots}, self.root.slots,
+                                where=f"step {state.step!r} of flow {self.root.name!r}")
+            elif slots:
                 check_slots(slots, self.root.slots, where=f"step {state.step!r} of flow {self.root.name!r}")
             plan.trust(state)
         except StateValidationError as exc:

@@ -107,9 +107,12 @@ def make(cls: type[_T], values: dict[str, Any]) -> _T:
     object is filled before anyone holds it, and nothing writes into it afterwards.
     ``values`` must name every field (docs/decisions.md, "One engine path").
     """
-    obj = object.__new__(cls)
-    obj.__dict__.update(values)
+    obj = _new(cls)
+    _set(obj, "__dict__", values)
     return obj
+
+
+_new, _set = object.__new__, object.__setattr__
 
 
 _FIELDS = ("session_id", "flow", "flow_version", "step", "status", "slots", "attempts", "stack", "pending",
@@ -310,12 +313,17 @@ def check_slots(slots: Mapping[str, Any], schema: Mapping[str, SlotSpec], *, whe
 
 def check_state_shape(state: State) -> None:
     """The flow-independent invariants of a state."""
-    terminal = state.status in TERMINAL_STATUSES
+    status = state.status
+    if (state.pending is None) is (status in TERMINAL_STATUSES) and status in _STATUSES \
+            and state.version >= 0 and 0 <= state.started_at <= state.updated_at:
+        return  # (this runs on every event: the message below is only built for a broken state)
+    terminal = status in TERMINAL_STATUSES
     problem = (
-        f"unknown status {state.status!r}" if state.status not in STATUSES else
+        f"unknown status {status!r}" if status not in STATUSES else
         "bad version or timestamps" if state.version < 0 or state.started_at < 0 or state.updated_at < state.started_at else
-        f"a {state.status} session must say what it waits for (pending)" if not terminal and state.pending is None else
-        f"a {state.status} session cannot wait for anything" if terminal and state.pending is not None else
-        None)
-    if problem is not None:  # (the message is only built for a broken state: this runs on every event)
-        raise StateValidationError(f"session {state.session_id!r} v{state.version}: {problem}")
+        f"a {status} session must say what it waits for (pending)" if not terminal and state.pending is None else
+        f"a {status} session cannot wait for anything")
+    raise StateValidationError(f"session {state.session_id!r} v{state.version}: {problem}")
+
+
+_STATUSES = frozenset(STATUSES)

@@ -61,8 +61,9 @@ def schedule(pending: Mapping[str, Any] | None, root: Flow, now: int) -> Schedul
     deadline = pending.get("deadline") if pending else None
     if deadline is not None:
         at, reason = int(deadline), pending["wait"]  # type: ignore[index]  # (pending is set when deadline is)
-    if root.timeout is not None and not handoff.is_held(pending):  # people have their own clock
-        idle = now + int(root.timeout * 1000)
+    timeout = root.timeout
+    if timeout is not None and not handoff.is_held(pending):  # people have their own clock
+        idle = now + int(timeout * 1000)
         if deadline is None or (idle, "session") < (at, reason):  # the earlier; on a tie, the lesser reason
             at, reason = idle, "session"
     return make(Schedule, {"at": at, "reason": reason, "kind": "schedule"})

@@ -35,7 +35,7 @@ def service_result(run: Run, res: ServiceResult) -> bool:
             why = "not JSON (only text, numbers, true/false, null, lists and maps with text keys)"
         if why is None:
             if st.save:
-                run.slots[st.save] = value
+                run.put(st.save, value, checked=slot is not None)  # (slot_problem passed it)
             run.follow(st)
             return True
         run.error = f"service_error:bad_result ({why})"
