@@ -9,10 +9,11 @@ A plan is built on a flow's first use and kept in a registry keyed by the flow o
 identity, dropped when the flow is collected (``weakref.finalize``): a Flow is a frozen value
 and nothing is written into it, and equal flows that are distinct objects each get their own.
 
-A plan also remembers which states passed the whole slot schema of its flow (made by the
-engine, or validated once): a state is a value, so for such a state checking the slots an
-event changed is checking them all (engine/run.py, ``Run.validate``). The memory is weak
-and bounded: forgetting a state only costs one full check later.
+A plan also has a token that the states the engine makes for its flow, outside sub-flows,
+carry in ``State.checked_by``: such a state passed the whole slot schema (the engine checks
+before it hands a state out), and a state is a value, so for it checking the slots an event
+changed is checking them all (engine/run.py, ``Run.validate``). Any other state (loaded,
+``evolve``d, unpickled) has no token and is checked whole.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ MISS: Final = object()
 QuickParser = Callable[[str], object]
 
 _MAX_DIGITS = 30  # as inputs.parse_int: longer "numbers" are not answers
-_MAX_TRUSTED = 4096  # states remembered per flow as validated
 
 
 class AskPlan:
@@ -67,17 +67,13 @@ class Plan:
         self.commands: dict[str, str] = {}
         for name in reversed(COMMAND_NAMES):
             self.commands.update((w, name) for w in getattr(flow.commands, name))
-        self._trusted: dict[int, weakref.ref[State]] = {}
+        #: what the engine's states checked against this flow carry (``State.checked_by``): a
+        #: new object per plan, so a pickled or deep-copied state (a new token) is not trusted
+        self.token = object()
 
     def trusts(self, state: State) -> bool:
         """Whether ``state`` passed this flow's whole slot schema (outside any sub-flow)."""
-        ref = self._trusted.get(id(state))
-        return ref is not None and ref() is state  # the id of a collected state may be reused
-
-    def trust(self, state: State) -> None:
-        if len(self._trusted) >= _MAX_TRUSTED:
-            self._trusted.clear()
-        self._trusted[id(state)] = weakref.ref(state)
+        return state.checked_by is self.token
 
 
 _PLANS: dict[int, Plan] = {}

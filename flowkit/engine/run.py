@@ -208,7 +208,18 @@ class Run:
     # ------------------------------------------------------------ moving
 
     def enter(self, local: str) -> None:
-        st = self.move_to(local)
+        """Move to the step ``local`` of the current flow and run it. Moves are counted: a loop
+        without a question stops after MAX_AUTO_STEPS."""
+        self.auto += 1
+        if self.auto > MAX_AUTO_STEPS:
+            raise EngineError(
+                f"flow {self.root.name!r} moved {MAX_AUTO_STEPS} steps without waiting for the user "
+                f"(cycle {' -> '.join(cycle(self.path))}); add an ask step or an exit condition to that loop"
+            )
+        flow = self.flow if self.stack else self.root
+        st = flow.steps.get(local)
+        if st is None:
+            raise EngineError(f"flow {flow.name!r} has no step {local!r}")
         self.step_name = name = self.qualify(local) if self.stack else local
         self.path.append(name)
         match st:  # the common kinds first
@@ -230,21 +241,6 @@ class Run:
                 self._enter_subflow(st)
             case _:  # pragma: no cover - every kind is handled above
                 raise EngineError(f"unknown step kind {st.kind}")
-
-    def move_to(self, local: str) -> Step:
-        """The step ``local`` of the current flow, counting the move (a loop without a question
-        stops after MAX_AUTO_STEPS)."""
-        self.auto += 1
-        if self.auto > MAX_AUTO_STEPS:
-            raise EngineError(
-                f"flow {self.root.name!r} moved {MAX_AUTO_STEPS} steps without waiting for the user "
-                f"(cycle {' -> '.join(cycle(self.path))}); add an ask step or an exit condition to that loop"
-            )
-        flow = self.root if not self.stack else self.flow
-        st = flow.steps.get(local)
-        if st is None:
-            raise EngineError(f"flow {flow.name!r} has no step {local!r}")
-        return st
 
     def _say_step(self, st: SayStep | EndStep) -> None:
         assert st.say is not None
@@ -539,6 +535,8 @@ class Run:
             "version": self.version,
             "started_at": self.started_at,
             "updated_at": self.now,
+            # (a state validate() refuses never leaves this method, token or not)
+            "checked_by": self.root_plan.token if not self.stack else None,
         })
         self.validate(state)
         if self.status not in TERMINAL_STATUSES:
@@ -561,21 +559,20 @@ class Run:
 
     def validate(self, state: State) -> None:
         """Check the new state against the slot schema, or raise (nothing is committed then).
-        Outside sub-flows, a state the root's plan trusts is checked by the slots this event
-        changed (put() keeps their names), and the new state is trusted in turn (engine/plan.py)."""
+        Outside sub-flows, from a state the engine made and checked (it carries the root plan's
+        token, engine/plan.py) only the slots this event changed are checked: put() keeps their names."""
         try:
             check_state_shape(state)
             if state.stack:
                 self._validate_frames(state)
                 return
-            plan, prev, changed, slots = self.root_plan, self.prev, self.changed, state.slots
-            if changed is not None and prev is not None and not prev.stack and plan.trusts(prev):
+            prev, changed, slots = self.prev, self.changed, state.slots
+            if changed is not None and prev is not None and self.root_plan.trusts(prev):
                 if changed:  # the rest are prev's, trusted
                     check_slots({k: slots[k] for k in changed if k in slots}, self.root.slots,
                                 where=f"step {state.step!r} of flow {self.root.name!r}")
             elif slots:
                 check_slots(slots, self.root.slots, where=f"step {state.step!r} of flow {self.root.name!r}")
-            plan.trust(state)
         except StateValidationError as exc:
             raise StateValidationError(f"{exc} (event would leave an invalid state; nothing was changed)") from None
 

@@ -42,6 +42,11 @@ class State:
     version: int = 0
     started_at: int = 0
     updated_at: int = 0
+    #: The plan's token (engine/plan.py) when the engine made this very object and checked it
+    #: against that flow's whole slot schema; None for a state built any other way (loaded,
+    #: ``evolve``d, unpickled), which the engine checks whole. Not part of the value: set only
+    #: at construction by the engine (``make``), never compared, shown or serialised.
+    checked_by: object = field(default=None, init=False, compare=False, repr=False)
 
     @property
     def terminal(self) -> bool:
