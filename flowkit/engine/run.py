@@ -77,7 +77,7 @@ class Run:
 
     __slots__ = ("root", "prev", "now", "flows", "session_id", "version", "flow_version", "step_name", "status",
                  "slots", "attempts", "stack", "pending", "trail", "started_at", "path", "effects", "error", "redact",
-                 "judged", "auto", "why", "root_plan", "own", "changed")
+                 "auto", "why", "root_plan", "own", "changed")
 
     def __init__(self, root: Flow, state: State | None, now: int, flows: FlowSource | None, session_id: str) -> None:
         self.root = root
@@ -113,7 +113,6 @@ class Run:
         self.effects: list[Effect] = []
         self.error: str | None = None
         self.redact = False
-        self.judged: str | None = None  # the answer text a validation error judged
         self.auto = 0
         self.why: dict[str, Any] = {}  # the history record's `why` (engine/why.py)
         self.root_plan = plan_of(root)  # (commands.restore sets it again when it changes the root)
@@ -207,7 +206,7 @@ class Run:
 
     # ------------------------------------------------------------ moving
 
-    def enter(self, local: str) -> None:
+    def enter(self, local: str) -> None:  # noqa: C901 -- the move and one case per step kind, on the hottest path
         """Move to the step ``local`` of the current flow and run it. Moves are counted: a loop
         without a question stops after MAX_AUTO_STEPS."""
         self.auto += 1
@@ -465,14 +464,15 @@ class Run:
         return "message"
 
     def answer(self, msg: UserMessage) -> None:
-        st = self.current_step() if self.stack or self.step_name is None else self.root.steps.get(self.step_name)
-        if st is None:
-            st = self.current_step()  # (raises, saying the step is gone)
-        if not isinstance(st, AskStep):
-            raise EngineError(f"session waits for input at {self.step_name!r}, which is a {st.kind} step")
-        ask = (self.root_plan if not self.stack else self.plan()).asks[st.name]
+        name = self.step_name
+        ask = None if name is None else (
+            self.root_plan.asks.get(name) if not self.stack else self.plan().asks.get(self.local(name)))
+        if ask is None or name is None:  # the step is gone, or it asks nothing
+            kind = self.current_step().kind  # (raises, saying the step is gone)
+            raise EngineError(f"session waits for input at {name!r}, which is a {kind} step")
+        st = ask.step
         self.redact = ask.sensitive
-        text = self.judged = msg.text if msg.text is not None else msg.reply_id
+        text = msg.text if msg.text is not None else msg.reply_id
         try:
             value = MISS
             if text is not None and msg.type == "text" and msg.reply_id is None and msg.location is None \
@@ -482,7 +482,7 @@ class Run:
                 value = parse_input(st.input, msg, slot=ask.slot, labels=ask.labels, offered=ask.offered,
                                     today=self.today() if st.input.type == "date" else None)
         except InvalidInput as exc:
-            self.invalid(st, exc, counts=not is_other_content(msg, exc))
+            self.invalid(st, exc, text, counts=not is_other_content(msg, exc))
             return
         if st.save:
             # a location or media answer is normalised to its JSON form; plain values are already
@@ -491,17 +491,17 @@ class Run:
             else:
                 self.put(st.save, json_value(value, "the answer") if isinstance(value, Mapping) else value)
         self.attempts = {}
-        assert self.step_name is not None
         # answered again (a loop came back here): the trail returns to this question, so it
         # stays as long as the distinct questions answered and `back` never repeats one
-        cut = self.trail.index(self.step_name) if self.step_name in self.trail else len(self.trail)
-        self.trail = [*self.trail[:cut], self.step_name]
+        trail = self.trail
+        self.trail = [*trail[:trail.index(name)], name] if name in trail else [*trail, name]
         self.follow(st)
 
-    def invalid(self, st: AskStep, exc: InvalidInput, *, counts: bool = True) -> None:
+    def invalid(self, st: AskStep, exc: InvalidInput, judged: str | None, *, counts: bool = True) -> None:
+        """Re-prompt (or go to ``on_fail``) after ``exc`` refused the answer text ``judged``."""
         assert self.step_name is not None
         self.error = f"invalid_input:{exc.code}"
-        self.why["invalid"] = _why.invalid(exc.code, exc.detail, self.judged, self.redact)
+        self.why["invalid"] = _why.invalid(exc.code, exc.detail, judged, self.redact)
         # Other content (a sticker, a stale tap) re-prompts without using up a retry.
         count = self.attempts.get(self.step_name, 0) + counts
         if counts and count > st.retries and st.on_fail:
