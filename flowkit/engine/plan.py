@@ -18,6 +18,7 @@ changed is checking them all (engine/run.py, ``Run.validate``). Any other state 
 
 from __future__ import annotations
 
+import math
 import unicodedata
 import weakref
 from collections.abc import Callable
@@ -168,12 +169,12 @@ def _digits_parser(st: AskStep, slot: SlotSpec | None) -> QuickParser:
     if slot is not None and slot.type != "any":
         lows += [slot.min] if slot.min is not None else []
         highs += [slot.max] if slot.max is not None else []
-    lo, hi = (max(lows) if lows else None), (min(highs) if highs else None)
+    lo, hi = (max(lows) if lows else -math.inf), (min(highs) if highs else math.inf)
 
     def digits(text: str) -> object:
         if text.isascii() and text.isdigit() and len(text) <= _MAX_DIGITS:
             v = int(text)
-            if (lo is None or not v < lo) and (hi is None or not v > hi):
+            if lo <= v <= hi:
                 return v
         return MISS
     return digits

@@ -77,7 +77,7 @@ class Run:
 
     __slots__ = ("root", "prev", "now", "flows", "session_id", "version", "flow_version", "step_name", "status",
                  "slots", "attempts", "stack", "pending", "trail", "started_at", "path", "effects", "error", "redact",
-                 "auto", "why", "root_plan", "own", "changed")
+                 "auto", "why", "root_plan", "changed")
 
     def __init__(self, root: Flow, state: State | None, now: int, flows: FlowSource | None, session_id: str) -> None:
         self.root = root
@@ -88,23 +88,22 @@ class Run:
         self.step_name: str | None
         # The slots are written only through put() and replace_slots() (typed read-only here,
         # so mypy finds any other write): validate() then checks just the slots that changed.
-        self.slots: Mapping[str, Any]
-        self.own: dict[str, Any]  # the same dict as slots, writable
+        self.slots: Mapping[str, Any]  # (a dict of this run's own)
         #: slots put since the copy of the previous state's, not yet checked; None once replaced whole
-        self.changed: list[str] | None = []
+        self.changed: tuple[str, ...] | None = ()
         self.attempts: dict[str, int]
         self.stack: list[dict[str, Any]]
         self.pending: dict[str, Any] | None
         self.trail: list[str]
         if state is None:
             self.version, self.flow_version, self.step_name, self.status = 1, root.version_id, None, "active"
-            self.slots = self.own = {}
+            self.slots = {}
             self.attempts, self.stack, self.pending, self.trail = {}, [], None, []
             self.started_at = now
         else:  # a working copy: the state itself is a value and stays as it is
             self.version, self.flow_version, self.step_name = state.version + 1, state.flow_version, state.step
             self.status, self.started_at = state.status, state.started_at
-            self.slots = self.own = dict(state.slots)
+            self.slots = dict(state.slots)
             self.attempts = dict(state.attempts) if state.attempts else {}
             self.stack = [dict(f) for f in state.stack] if state.stack else []
             self.pending = dict(state.pending) if state.pending else None
@@ -121,14 +120,14 @@ class Run:
 
     def put(self, name: str, value: Any, *, checked: bool = False) -> None:
         """Write one slot; ``checked``: the value already passed its slot's spec (a parsed answer)."""
-        self.own[name] = value
+        self.slots[name] = value  # type: ignore[index]  # (the one write: slots is this run's own dict)
         if not checked and self.changed is not None:
-            self.changed.append(name)
+            self.changed += (name,)
 
     def replace_slots(self, slots: dict[str, Any]) -> None:
         """Put ``slots`` in place of the session's (a sub-flow's own, a restored state's, ...):
         validate() then checks them all."""
-        self.slots = self.own = slots
+        self.slots = slots
         self.changed = None
 
     # ------------------------------------------------------------ flows and names
@@ -493,8 +492,11 @@ class Run:
         self.attempts = {}
         # answered again (a loop came back here): the trail returns to this question, so it
         # stays as long as the distinct questions answered and `back` never repeats one
-        trail = self.trail
-        self.trail = [*trail[:trail.index(name)], name] if name in trail else [*trail, name]
+        trail = self.trail  # (this run's own list: a copy of the state's)
+        if name in trail:
+            del trail[trail.index(name) + 1:]
+        else:
+            trail.append(name)
         self.follow(st)
 
     def invalid(self, st: AskStep, exc: InvalidInput, judged: str | None, *, counts: bool = True) -> None:
