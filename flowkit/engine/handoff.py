@@ -14,7 +14,7 @@ imports this module lazily, so they only use its attributes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from flowkit.engine.events import Command, Event, Reply, ServiceResult, Timeout, UserMessage
@@ -35,10 +35,10 @@ class _Run(Protocol):
     prev: Any
     now: int
     status: str
-    pending: dict[str, Any] | None
+    pending: Mapping[str, Any] | None
     step_name: str | None
     attempts: dict[str, int]
-    trail: list[str]
+    trail: Sequence[str]
     slots: Mapping[str, Any]
     effects: list[Any]
     error: str | None

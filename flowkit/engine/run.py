@@ -10,7 +10,7 @@ the plan already trusts is validated by the slots the event changed.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from flowkit.engine import commands, experiments, handoff, waits
@@ -93,8 +93,10 @@ class Run:
         self.changed: tuple[str, ...] | None = ()
         self.attempts: dict[str, int]
         self.stack: list[dict[str, Any]]
-        self.pending: dict[str, Any] | None
-        self.trail: list[str]
+        # pending and trail may be the previous state's own objects: typed read-only, never
+        # changed in place (mypy strict finds any write), replaced by new ones instead
+        self.pending: Mapping[str, Any] | None
+        self.trail: Sequence[str]
         if state is None:
             self.version, self.flow_version, self.step_name, self.status = 1, root.version_id, None, "active"
             self.slots = {}
@@ -106,8 +108,8 @@ class Run:
             self.slots = dict(state.slots)
             self.attempts = dict(state.attempts) if state.attempts else {}
             self.stack = [dict(f) for f in state.stack] if state.stack else []
-            self.pending = dict(state.pending) if state.pending else None
-            self.trail = list(self.pending.get("trail", ())) if self.pending else []
+            self.pending = state.pending or None
+            self.trail = (self.pending.get("trail") if self.pending else None) or []
         self.path: list[str] = []
         self.effects: list[Effect] = []
         self.error: str | None = None
@@ -492,11 +494,8 @@ class Run:
         self.attempts = {}
         # answered again (a loop came back here): the trail returns to this question, so it
         # stays as long as the distinct questions answered and `back` never repeats one
-        trail = self.trail  # (this run's own list: a copy of the state's)
-        if name in trail:
-            del trail[trail.index(name) + 1:]
-        else:
-            trail.append(name)
+        trail = self.trail
+        self.trail = [*trail[:trail.index(name)], name] if name in trail else [*trail, name]
         self.follow(st)
 
     def invalid(self, st: AskStep, exc: InvalidInput, judged: str | None, *, counts: bool = True) -> None:
@@ -522,8 +521,9 @@ class Run:
     # ------------------------------------------------------------ result
 
     def freeze(self, event: Event, name: str, actor: str, message_id: str | None, from_step: str | None) -> Transition:
-        if self.pending is not None:
-            self.pending["trail"] = self.trail
+        pending = self.pending
+        if pending is not None and pending.get("trail") is not self.trail:  # (the trail moved since)
+            self.pending = {**pending, "trail": self.trail}
         state = make(State, {
             "session_id": self.session_id,
             "flow": self.root.name,
