@@ -3,7 +3,6 @@ an in-memory recorder (tests, the simulator) is another."""
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from flowkit.channels.whatsapp.outgoing import (
     MAX_TEXT,
 )
 from flowkit.engine.events import Reply
+from flowkit.envflag import env_flag
 from flowkit.errors import ChannelError
 from flowkit.log import get_logger
 from flowkit.types import AsyncChannel, Channel
@@ -195,7 +195,7 @@ def reply_payload(to: str, reply: Reply, *, fit: bool = True) -> dict[str, Any]:
 
 
 def _read_receipts_from_env() -> bool:
-    return os.environ.get("FLOWKIT_READ_RECEIPTS", "").strip().lower() in ("1", "true", "yes", "on")
+    return env_flag("FLOWKIT_READ_RECEIPTS", False)
 
 
 #: WhatsApp's customer-service window: free-form messages only within 24 h of the user's last one.

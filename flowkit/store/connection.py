@@ -32,6 +32,7 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from flowkit.envflag import TRUE
 from flowkit.errors import ConfigError
 from flowkit.log import get_logger
 
@@ -47,7 +48,6 @@ _SECRET_PARAMS = ("password", "pass", "secret", "token", "auth")
 DEFAULT_SOCKET_TIMEOUT = 5.0
 DEFAULT_CONNECT_TIMEOUT = 2.0
 _SCHEMES = {"redis": False, "rediss": True, "redis+cluster": False, "rediss+cluster": True}
-_TRUE = ("1", "true", "yes", "on")
 
 
 def _secret_file(var: str) -> str | None:
@@ -127,7 +127,7 @@ class RedisSettings:
         if scheme not in _SCHEMES:
             raise ConfigError(f"unsupported Redis URL scheme {scheme!r} in {mask_url(url)}: use redis://, rediss://, "
                               "redis+cluster:// or unix://")
-        cluster = scheme.endswith("+cluster") or query.pop("cluster", "").lower() in _TRUE
+        cluster = scheme.endswith("+cluster") or query.pop("cluster", "").lower() in TRUE
         hostpart = parts.netloc.rpartition("@")[2]
         nodes = []
         for item in hostpart.split(","):

@@ -15,8 +15,10 @@ download (``GET /{version}/{media-id}``, then its URL, both with the token). Fai
 delays are programmable (:meth:`FakeGraphAPI.fail_next`, :meth:`FakeGraphAPI.delay_next`);
 rate limits can be switched on (throughput: code 130429; per recipient "pair" limit:
 131056; both with ``Retry-After``), and so can the 24-hour customer service window (code
-131047, on a clock tests can set). Standard library only: a ``ThreadingHTTPServer`` on
-127.0.0.1 with a free port, in a daemon thread. The request validation lives in
+131047, on a clock tests can set). By default standard library only: a ``ThreadingHTTPServer`` on
+127.0.0.1 with a free port, in a daemon thread, speaking HTTP/1.1. ``FakeGraphAPI(tls=True)``
+serves the same endpoint over HTTPS with HTTP/2, as Graph does (:mod:`flowkit.testing.graph_tls`;
+its ``config()`` and ``env()`` name the CA to trust). The request validation lives in
 :mod:`flowkit.testing.graph_validation`.
 """
 
@@ -37,11 +39,14 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowkit.channels.whatsapp.payloads import DEFAULT_PHONE_NUMBER_ID
 from flowkit.channels.whatsapp.sender import DEFAULT_API_VERSION, WhatsAppConfig
 from flowkit.testing.graph_validation import InvalidRequest, validate
+
+if TYPE_CHECKING:
+    from flowkit.testing.graph_tls import TLSFront
 
 DEFAULT_TOKEN = "test-token"
 _PATH = re.compile(r"^/(v\d+(?:\.\d+)?)/([^/?]+)/messages/?(?:\?.*)?$")
@@ -110,8 +115,9 @@ class FakeGraphAPI:
 
     def __init__(self, token: str = DEFAULT_TOKEN, *, phone_number_ids: Iterable[str] | None = None,
                  rate_limit: float | None = None, pair_limit: tuple[int, float] | None = None,
-                 latency: float = 0.0, rate_limit_status: int = 429, window: bool = False) -> None:
+                 latency: float = 0.0, rate_limit_status: int = 429, window: bool = False, tls: bool = False) -> None:
         self.token = token
+        self.tls = tls
         self.phone_number_ids = frozenset(phone_number_ids) if phone_number_ids is not None else None
         self.rate_limit = rate_limit
         self.pair_limit = pair_limit
@@ -133,11 +139,18 @@ class FakeGraphAPI:
         self._counter = 0
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._tls: TLSFront | None = None
+        self._transport: list[tuple[str, int | None]] = []
 
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> FakeGraphAPI:
-        if self._server is not None:
+        if self._server is not None or self._tls is not None:
+            return self
+        if self.tls:
+            from flowkit.testing.graph_tls import TLSFront  # (hypercorn and trustme: test dependencies)
+
+            self._tls = TLSFront(self._http_answer).start()
             return self
         server = _Server(("127.0.0.1", 0), _handler_for(self))
         self._server = server
@@ -147,8 +160,10 @@ class FakeGraphAPI:
         return self
 
     def stop(self) -> None:
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
+        server, thread, tls = self._server, self._thread, self._tls
+        self._server = self._thread = self._tls = None
+        if tls is not None:
+            tls.stop()
         if server is not None:
             server.shutdown()
             server.server_close()
@@ -163,20 +178,28 @@ class FakeGraphAPI:
 
     @property
     def url(self) -> str:
-        """Base URL, e.g. ``http://127.0.0.1:53211`` (use as ``WHATSAPP_API_URL``)."""
+        """Base URL, e.g. ``http://127.0.0.1:53211`` (``https://`` with ``tls``; use as ``WHATSAPP_API_URL``)."""
+        if self._tls is not None:
+            return f"https://127.0.0.1:{self._tls.port}"
         if self._server is None:
             raise RuntimeError("FakeGraphAPI is not running; call start() or use it as a context manager")
         return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def ca_file(self) -> str | None:
+        """With ``tls``: the PEM file of the certificate authority a client must trust (else None)."""
+        return self._tls.ca_file if self._tls is not None else None
 
     def config(self, phone_number_id: str = DEFAULT_PHONE_NUMBER_ID, *, api_version: str = DEFAULT_API_VERSION,
                token: str | None = None) -> WhatsAppConfig:
         """A sender configuration pointing at this server."""
         return WhatsAppConfig(token=token or self.token, phone_number_id=phone_number_id, api_url=self.url,
-                              api_version=api_version)
+                              api_version=api_version, ca_file=self.ca_file)
 
     def env(self, phone_number_id: str = DEFAULT_PHONE_NUMBER_ID) -> dict[str, str]:
         """The ``WHATSAPP_*`` environment variables that point a flowkit process at this server."""
-        return {"WHATSAPP_TOKEN": self.token, "WHATSAPP_PHONE_NUMBER_ID": phone_number_id, "WHATSAPP_API_URL": self.url}
+        env = {"WHATSAPP_TOKEN": self.token, "WHATSAPP_PHONE_NUMBER_ID": phone_number_id, "WHATSAPP_API_URL": self.url}
+        return env | ({"WHATSAPP_CA_FILE": self.ca_file} if self.ca_file else {})
 
     # ------------------------------------------------------------ programming and inspection
 
@@ -259,6 +282,13 @@ class FakeGraphAPI:
         with self._lock:
             return self._requests
 
+    @property
+    def transport(self) -> list[tuple[str, int | None]]:
+        """(HTTP version, the client's port) of each request: ``("2", 50412)``, ``("1.1", ...)``;
+        the distinct ports are the connections the clients opened."""
+        with self._lock:
+            return list(self._transport)
+
     def to(self, wa_id: str) -> list[GraphMessage]:
         """Messages accepted for one recipient."""
         return [m for m in self.sent if m.to == wa_id]
@@ -277,8 +307,20 @@ class FakeGraphAPI:
             self._recent.clear()
             self._recent_pair.clear()
             self._requests = 0
+            self._transport.clear()
 
     # ------------------------------------------------------------ the endpoint
+
+    def _http_answer(self, method: str, path: str, headers: Mapping[str, str], body: bytes, http_version: str,
+                     client_port: int | None) -> tuple[int, bytes, dict[str, str]]:
+        """One request as either front serves it: (status, body bytes, response headers)."""
+        with self._lock:
+            self._transport.append((http_version, client_port))
+        status, payload, extra = self._answer(method, path, headers, body)
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        out = {} if "Content-Type" in extra else {"Content-Type": "application/json; charset=UTF-8"}
+        out["Content-Length"] = str(len(data))
+        return status, data, out | extra
 
     def _answer(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> tuple[int, dict[str, Any] | bytes, dict[str, str]]:
         """(status, JSON body or raw bytes, extra headers) for one request. Pure apart from the recorded state."""
@@ -450,13 +492,10 @@ def _handler_for(fake: FakeGraphAPI) -> type[BaseHTTPRequestHandler]:
             length = self.headers.get("Content-Length") or "0"
             body = self.rfile.read(int(length)) if length.isdigit() and int(length) > 0 else b""
             headers = {k.lower(): v for k, v in self.headers.items()}
-            status, payload, extra = fake._answer(method, self.path, headers, body)
-            data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+            status, data, out = fake._http_answer(method, self.path, headers, body, self.request_version[5:],
+                                                  self.client_address[1])
             self.send_response(status)
-            if "Content-Type" not in extra:
-                self.send_header("Content-Type", "application/json; charset=UTF-8")
-            self.send_header("Content-Length", str(len(data)))
-            for key, value in extra.items():
+            for key, value in out.items():
                 self.send_header(key, value)
             self.end_headers()
             self.wfile.write(data)

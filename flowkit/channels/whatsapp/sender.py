@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ from flowkit.channels.whatsapp.outgoing import (
     template_message,
     text_message,
 )
+from flowkit.envflag import env_flag
 from flowkit.errors import ChannelError, ConfigError, GraphAPIError
 from flowkit.log import get_logger
 from flowkit.retry import RetryPolicy
@@ -70,6 +72,13 @@ class WhatsAppConfig:
     api_url: str = DEFAULT_API_URL
     api_version: str = DEFAULT_API_VERSION
     timeout: float = 10.0
+    #: Offer HTTP/2 (TLS ALPN; Graph speaks it): the replies of all sessions share one
+    #: connection per Graph host instead of a pool of HTTP/1.1 ones. A plain ``http://`` URL
+    #: (a local imitation) is spoken HTTP/1.1 either way.
+    http2: bool = True
+    #: A PEM file of the certificate authorities to trust instead of the system's (a TLS
+    #: proxy in front of Graph, a test server); None: the usual ones (certifi).
+    ca_file: str | None = None
 
     def __post_init__(self) -> None:
         if not self.token:
@@ -88,9 +97,14 @@ class WhatsAppConfig:
     def from_env(cls, environ: Mapping[str, str] | None = None, *, token: str | None = None,
                  phone_number_id: str | None = None, api_url: str | None = None, api_version: str | None = None,
                  timeout: float | None = None) -> WhatsAppConfig:
-        """Read ``WHATSAPP_TOKEN``, ``WHATSAPP_PHONE_NUMBER_ID``, ``WHATSAPP_API_URL`` and
-        ``WHATSAPP_API_VERSION``; arguments that are not None win over the environment."""
+        """Read ``WHATSAPP_TOKEN``, ``WHATSAPP_PHONE_NUMBER_ID``, ``WHATSAPP_API_URL``,
+        ``WHATSAPP_API_VERSION``, ``WHATSAPP_HTTP2`` (``0`` turns HTTP/2 off) and
+        ``WHATSAPP_CA_FILE``; arguments that are not None win over the environment."""
         env = os.environ if environ is None else environ
+        ca_file = env.get("WHATSAPP_CA_FILE") or None
+        if ca_file is not None and not os.path.isfile(ca_file):
+            raise ConfigError(f"WHATSAPP_CA_FILE names {ca_file!r}, which is not a file: give a PEM file of "
+                              "certificate authorities, or unset it to trust the usual ones")
         return cls(
             token=token if token is not None else env.get("WHATSAPP_TOKEN", ""),
             # WHATSAPP_PHONE_NUMBER_ID may list several numbers (the webhook accepts all of them);
@@ -100,7 +114,14 @@ class WhatsAppConfig:
             api_url=api_url or env.get("WHATSAPP_API_URL") or DEFAULT_API_URL,
             api_version=api_version or env.get("WHATSAPP_API_VERSION") or DEFAULT_API_VERSION,
             timeout=timeout if timeout is not None else 10.0,
+            http2=env_flag("WHATSAPP_HTTP2", True, env),
+            ca_file=ca_file,
         )
+
+    def client_options(self) -> dict[str, Any]:
+        """The httpx client arguments this configuration asks for (timeout, HTTP/2, trust)."""
+        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=self.ca_file) if self.ca_file else True
+        return {"timeout": self.timeout, "http2": self.http2, "verify": verify}
 
     @property
     def messages_url(self) -> str:
@@ -358,7 +379,7 @@ class WhatsAppSender(_SenderBase):
                          timeout=timeout, max_attempts=max_attempts, backoff=backoff, max_backoff=max_backoff,
                          max_retry_after=max_retry_after, rng=rng)
         self._owns_client = client is None
-        self._client = client or httpx.Client(timeout=self.config.timeout)
+        self._client = client or httpx.Client(**self.config.client_options())
         self._sleep = sleep
 
     def _run(self, payload: Mapping[str, Any], what: str) -> dict[str, Any]:
@@ -450,7 +471,7 @@ class AsyncWhatsAppSender(_SenderBase):
                          timeout=timeout, max_attempts=max_attempts, backoff=backoff, max_backoff=max_backoff,
                          max_retry_after=max_retry_after, rng=rng)
         self._owns_client = client is None
-        self._client = client or httpx.AsyncClient(timeout=self.config.timeout)
+        self._client = client or httpx.AsyncClient(**self.config.client_options())
         self._sleep = sleep
 
     async def _run(self, payload: Mapping[str, Any], what: str) -> dict[str, Any]:
