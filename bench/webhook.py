@@ -193,9 +193,15 @@ end
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU of process ``pid`` so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU of process ``pid`` and its live children so far (serve's workers)."""
+    import psutil
+
+    total = 0.0
+    for p in (psutil.Process(pid), *psutil.Process(pid).children(recursive=True)):
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
 
 
 def run_wrk(port: int, script: Path, seconds: int, connections: int, threads: int, pid: int) -> dict[str, Any]:
@@ -221,6 +227,8 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=2000)
     ap.add_argument("--bodies", type=int, default=60_000, help="signed answers per round")
     ap.add_argument("--rounds", type=int, default=3, help="floor/flowkit pairs, alternating (load drifts)")
+    ap.add_argument("--serve-workers", type=int, default=1,
+                    help="flowkit serve --workers N (the floor stays one process)")
     ap.add_argument("--floor", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--graph", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--runtime-floor", action="store_true", help=argparse.SUPPRESS)
@@ -277,7 +285,8 @@ def main() -> None:
                 serve_env = dict(env, FLOWKIT_REDIS_URL=server.url, WHATSAPP_APP_SECRET=SECRET,
                                  WHATSAPP_VERIFY_TOKEN="bench", **graph_env)
                 flowkit = Path(sys.executable).with_name("flowkit")
-                serve_proc = stack.enter_context(running([str(flowkit), "serve", str(FLOWS), "--port", str(port)],
+                serve_proc = stack.enter_context(running([str(flowkit), "serve", str(FLOWS), "--port", str(port),
+                                                          "--workers", str(args.serve_workers)],
                                                          serve_env, port, "flowkit serve", log))
                 for p, who in ((port, users), (rt_port, others)):
                     with httpx.Client(base_url=f"http://127.0.0.1:{p}", timeout=30) as c:
@@ -293,7 +302,8 @@ def main() -> None:
                     rows.append((f"{r + 1}: floor + flowkit's runtime (no replies sent)",
                                  run_wrk(rt_port, other_scripts[r], args.seconds, args.connections, args.threads,
                                          rt_proc.pid)))
-                    rows.append((f"{r + 1}: flowkit serve (tally, replies to Graph)",
+                    workers = f", {args.serve_workers} workers" if args.serve_workers > 1 else ""
+                    rows.append((f"{r + 1}: flowkit serve (tally, replies to Graph{workers})",
                                  run_wrk(port, script, args.seconds, args.connections, args.threads, serve_proc.pid)))
         finally:
             server.stop()
