@@ -4,6 +4,7 @@ bodies against `flowkit serve` and against a minimal endpoint, side by side in o
     apt-get install wrk                                   # Debian's package
     .venv/bin/python bench/webhook.py                     # 20 s per row, 64 connections
     .venv/bin/python bench/webhook.py --seconds 5 --connections 16
+    .venv/bin/python bench/webhook.py --serve-workers 2         # serve and a second floor on 2 processes
 
 Rows:
 
@@ -18,6 +19,9 @@ Rows:
   `examples/tally.yaml`), replies sent to the local Graph API imitation (a separate
   process that answers at once); every request is a new answer of a live session (a
   distinct user message id), so each one commits and replies.
+- with ``--serve-workers N``: serve runs N processes (``flowkit serve --workers N``), and a
+  row is added for **the floor with N processes** (uvicorn's own workers), so serve is
+  compared both with the one-process floor the issue names and with a floor as wide as it.
 
 wrk's own Lua script cycles through the signed bodies; the Python client plays no part, so
 the numbers measure the server. Each row prints requests/s, its ratio to the floor, and
@@ -90,9 +94,9 @@ def running(args: list[str], env: dict[str, str], port: int | None, what: str, l
                 proc.wait()
 
 
-def floor_app(redis_url: str, port: int) -> None:
-    """The floor server (run in a subprocess by this script with --floor)."""
-    import uvicorn
+def floor_starlette(redis_url: str | None = None) -> Any:
+    """The floor's ASGI app: HMAC check and one EVALSHA of a no-op script per request
+    (``redis_url`` None: from $BENCH_FLOOR_REDIS_URL, for uvicorn's worker processes)."""
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
@@ -101,7 +105,7 @@ def floor_app(redis_url: str, port: int) -> None:
     from flowkit.channels.whatsapp import verify_signature
     from flowkit.store import connect_async
 
-    client = connect_async(redis_url)
+    client = connect_async(redis_url or os.environ["BENCH_FLOOR_REDIS_URL"])
     sha: list[str] = []
 
     async def webhook(request: Request) -> Response:
@@ -112,8 +116,20 @@ def floor_app(redis_url: str, port: int) -> None:
         await client.evalsha(sha[0], 1, "fk:{s:floor}:state")
         return JSONResponse({"ok": True})
 
-    uvicorn.run(Starlette(routes=[Route("/webhook", webhook, methods=["POST"])]), host="127.0.0.1", port=port,
-                log_level="warning", access_log=False)
+    return Starlette(routes=[Route("/webhook", webhook, methods=["POST"])])
+
+
+def floor_app(redis_url: str, port: int, workers: int = 1) -> None:
+    """The floor server (run in a subprocess by this script with --floor); with ``workers``,
+    that many processes under uvicorn's supervisor, as ``flowkit serve --workers``."""
+    import uvicorn
+
+    if workers > 1:
+        os.environ["BENCH_FLOOR_REDIS_URL"] = redis_url
+        uvicorn.run("webhook:floor_starlette", factory=True, app_dir=str(Path(__file__).parent), workers=workers,
+                    host="127.0.0.1", port=port, log_level="warning", access_log=False)
+        return
+    uvicorn.run(floor_starlette(redis_url), host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
 def runtime_app(redis_url: str, port: int) -> None:
@@ -228,15 +244,16 @@ def main() -> None:
     ap.add_argument("--bodies", type=int, default=60_000, help="signed answers per round")
     ap.add_argument("--rounds", type=int, default=3, help="floor/flowkit pairs, alternating (load drifts)")
     ap.add_argument("--serve-workers", type=int, default=1,
-                    help="flowkit serve --workers N (the floor stays one process)")
+                    help="flowkit serve --workers N (rows are added for the floor with as many processes)")
     ap.add_argument("--floor", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--floor-workers", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--graph", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--runtime-floor", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--redis-url", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.floor:
-        return floor_app(args.redis_url, args.port)
+        return floor_app(args.redis_url, args.port, args.floor_workers)
     if args.graph:
         return graph_app()
     if args.runtime_floor:
@@ -276,6 +293,12 @@ def main() -> None:
                 floor_proc = stack.enter_context(running([sys.executable, __file__, "--floor", "--redis-url",
                                                           server.url, "--port", str(floor_port)], env, floor_port,
                                                          "floor", log))
+                wide = args.serve_workers > 1  # then the floor also runs with as many processes
+                if wide:
+                    wide_port = free_port()
+                    wide_proc = stack.enter_context(running(
+                        [sys.executable, __file__, "--floor", "--floor-workers", str(args.serve_workers),
+                         "--redis-url", server.url, "--port", str(wide_port)], env, wide_port, "floor (workers)", log))
                 rt_port = free_port()
                 rt_proc = stack.enter_context(running([sys.executable, __file__, "--runtime-floor", "--redis-url",
                                                        server.url, "--port", str(rt_port)], env, rt_port,
@@ -299,6 +322,10 @@ def main() -> None:
                     rows.append((f"{r + 1}: floor: HMAC + EVALSHA no-op",
                                  run_wrk(floor_port, script, args.seconds, args.connections, args.threads,
                                          floor_proc.pid)))
+                    if wide:
+                        rows.append((f"{r + 1}: floor, {args.serve_workers} workers",
+                                     run_wrk(wide_port, script, args.seconds, args.connections, args.threads,
+                                             wide_proc.pid)))
                     rows.append((f"{r + 1}: floor + flowkit's runtime (no replies sent)",
                                  run_wrk(rt_port, other_scripts[r], args.seconds, args.connections, args.threads,
                                          rt_proc.pid)))
@@ -311,10 +338,14 @@ def main() -> None:
           f"{'CPU µs/req':>10}  load")
     ratios: dict[str, list[float]] = {}
     cpu_ratios: dict[str, list[float]] = {}
+    per_round = len(rows) // args.rounds
+    wide_ratios: list[float] = []
     for i, (name, r) in enumerate(rows):
-        floor = rows[i - i % 3][1]  # the round's floor row (or this one)
+        floor = rows[i - i % per_round][1]  # the round's floor row, one process (or this one)
         kind = name.split(": ", 1)[1]
-        if i % 3:
+        if per_round == 4 and i % per_round == 3:  # serve with N workers against the floor with N
+            wide_ratios.append(r["rps"] / rows[i - 2][1]["rps"])
+        if i % per_round:
             ratios.setdefault(kind, []).append(r["rps"] / floor["rps"])
             cpu_ratios.setdefault(kind, []).append(floor["cpu_us"] / r["cpu_us"])
         note = "  (bodies wrapped: later requests were duplicates)" if r["wrapped"] and "flowkit" in name else ""
@@ -326,6 +357,11 @@ def main() -> None:
         print(f"{kind} / floor, median of {len(rs)} rounds: {rs[len(rs) // 2]:.0%} (range {rs[0]:.0%}-{rs[-1]:.0%}); "
               f"by server CPU per request (floor CPU / its CPU, less sensitive to other load): median "
               f"{cs[len(cs) // 2]:.0%}")
+    if wide_ratios:
+        wide_ratios.sort()
+        print(f"flowkit serve, {args.serve_workers} workers / floor, {args.serve_workers} workers, median of "
+              f"{len(wide_ratios)} rounds: {wide_ratios[len(wide_ratios) // 2]:.0%} "
+              f"(range {wide_ratios[0]:.0%}-{wide_ratios[-1]:.0%})")
 
 
 def _graph_env(log: Path, proc: subprocess.Popen[Any]) -> dict[str, str]:
