@@ -109,7 +109,8 @@ class Run:
             self.attempts = dict(state.attempts) if state.attempts else {}
             self.stack = [dict(f) for f in state.stack] if state.stack else []
             self.pending = state.pending or None
-            self.trail = (self.pending.get("trail") if self.pending else None) or []
+            trail = self.pending.get("trail") if self.pending else None
+            self.trail = trail if type(trail) is list else list(trail or ())  # (a list, as it reads back from JSON)
         self.path: list[str] = []
         self.effects: list[Effect] = []
         self.error: str | None = None
@@ -121,9 +122,10 @@ class Run:
     # ------------------------------------------------------------ slots
 
     def put(self, name: str, value: Any, *, checked: bool = False) -> None:
-        """Write one slot; ``checked``: the value already passed its slot's spec (a parsed answer)."""
+        """Write one slot; ``checked``: the value already passed its slot's spec (a parsed answer).
+        The profile is always named: its rule (a mapping) is check_slots', not a spec's."""
         self.slots[name] = value  # type: ignore[index]  # (the one write: slots is this run's own dict)
-        if not checked and self.changed is not None:
+        if self.changed is not None and (not checked or name == PROFILE):
             self.changed += (name,)
 
     def replace_slots(self, slots: dict[str, Any]) -> None:

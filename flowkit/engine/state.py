@@ -322,11 +322,10 @@ def check_state_shape(state: State) -> None:
     if (state.pending is None) is (status in TERMINAL_STATUSES) and status in _STATUSES \
             and state.version >= 0 and 0 <= state.started_at <= state.updated_at:
         return  # (this runs on every event: the message below is only built for a broken state)
-    terminal = status in TERMINAL_STATUSES
     problem = (
-        f"unknown status {status!r}" if status not in STATUSES else
-        "bad version or timestamps" if state.version < 0 or state.started_at < 0 or state.updated_at < state.started_at else
-        f"a {status} session must say what it waits for (pending)" if not terminal and state.pending is None else
+        f"unknown status {status!r}" if status not in _STATUSES else
+        "bad version or timestamps" if not (state.version >= 0 and 0 <= state.started_at <= state.updated_at) else
+        f"a {status} session must say what it waits for (pending)" if state.pending is None else
         f"a {status} session cannot wait for anything")
     raise StateValidationError(f"session {state.session_id!r} v{state.version}: {problem}")
 

@@ -158,9 +158,12 @@ def _at(item: Expr | Template, offset: int, fallback: Loc) -> Loc:
 
 
 def _slots(flow: Flow) -> list[Problem]:
-    """Every slot a flow reads or saves into is declared, and what an ask saves fits its slot."""
+    """Every slot a flow reads or saves into is declared, what an ask saves fits its slot, and
+    no slot takes a built-in name (``profile`` is the user's WhatsApp profile, a mapping)."""
     known = set(flow.slots) | BUILTIN_NAMES
-    out = []
+    out = [_problem(spec.loc, "reserved-slot", f"slot {name!r} has the name of a built-in "
+                    f"({', '.join(sorted(BUILTIN_NAMES))}), which expressions and templates read; rename it")
+           for name, spec in flow.slots.items() if name in BUILTIN_NAMES]
     if flow.help is not None:
         for n, pos in _unknown_names(flow.help, known):
             out.append(_problem(_at(flow.help, pos, flow.loc), "unknown-slot", f"`help` uses {n!r}, which is not a slot{_hint(n, known)}"))

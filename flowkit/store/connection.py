@@ -32,7 +32,7 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from flowkit.envflag import TRUE
+from flowkit.envflag import parse_flag
 from flowkit.errors import ConfigError
 from flowkit.log import get_logger
 
@@ -127,7 +127,7 @@ class RedisSettings:
         if scheme not in _SCHEMES:
             raise ConfigError(f"unsupported Redis URL scheme {scheme!r} in {mask_url(url)}: use redis://, rediss://, "
                               "redis+cluster:// or unix://")
-        cluster = scheme.endswith("+cluster") or query.pop("cluster", "").lower() in TRUE
+        cluster = scheme.endswith("+cluster") or parse_flag(query.pop("cluster", "") or "0", "the URL's cluster option")
         hostpart = parts.netloc.rpartition("@")[2]
         nodes = []
         for item in hostpart.split(","):

@@ -18,7 +18,8 @@ rate limits can be switched on (throughput: code 130429; per recipient "pair" li
 131047, on a clock tests can set). By default standard library only: a ``ThreadingHTTPServer`` on
 127.0.0.1 with a free port, in a daemon thread, speaking HTTP/1.1. ``FakeGraphAPI(tls=True)``
 serves the same endpoint over HTTPS with HTTP/2, as Graph does (:mod:`flowkit.testing.graph_tls`;
-its ``config()`` and ``env()`` name the CA to trust). The request validation lives in
+a child process terminating TLS in front of this server; its ``config()`` and ``env()`` name
+the CA to trust). The request validation lives in
 :mod:`flowkit.testing.graph_validation`.
 """
 
@@ -43,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from flowkit.channels.whatsapp.payloads import DEFAULT_PHONE_NUMBER_ID
 from flowkit.channels.whatsapp.sender import DEFAULT_API_VERSION, WhatsAppConfig
+from flowkit.testing.graph_tls import PORT_HEADER, VERSION_HEADER
 from flowkit.testing.graph_validation import InvalidRequest, validate
 
 if TYPE_CHECKING:
@@ -145,18 +147,21 @@ class FakeGraphAPI:
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> FakeGraphAPI:
-        if self._server is not None or self._tls is not None:
-            return self
-        if self.tls:
-            from flowkit.testing.graph_tls import TLSFront  # (hypercorn and trustme: test dependencies)
-
-            self._tls = TLSFront(self._http_answer).start()
+        if self._server is not None:
             return self
         server = _Server(("127.0.0.1", 0), _handler_for(self))
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="fake-graph-api", daemon=True)
         self._thread.start()
+        if self.tls:  # TLS and HTTP/2 in front of the plain server (hypercorn and trustme: test dependencies)
+            from flowkit.testing.graph_tls import TLSFront
+
+            try:
+                self._tls = TLSFront(f"http://127.0.0.1:{server.server_address[1]}").start()
+            except BaseException:
+                self.stop()
+                raise
         return self
 
     def stop(self) -> None:
@@ -313,7 +318,7 @@ class FakeGraphAPI:
 
     def _http_answer(self, method: str, path: str, headers: Mapping[str, str], body: bytes, http_version: str,
                      client_port: int | None) -> tuple[int, bytes, dict[str, str]]:
-        """One request as either front serves it: (status, body bytes, response headers)."""
+        """One request as the server answers it (behind the TLS front too): (status, body bytes, headers)."""
         with self._lock:
             self._transport.append((http_version, client_port))
         status, payload, extra = self._answer(method, path, headers, body)
@@ -492,8 +497,10 @@ def _handler_for(fake: FakeGraphAPI) -> type[BaseHTTPRequestHandler]:
             length = self.headers.get("Content-Length") or "0"
             body = self.rfile.read(int(length)) if length.isdigit() and int(length) > 0 else b""
             headers = {k.lower(): v for k, v in self.headers.items()}
-            status, data, out = fake._http_answer(method, self.path, headers, body, self.request_version[5:],
-                                                  self.client_address[1])
+            # behind the TLS front (graph_tls.py) the front says what the client spoke
+            version = headers.pop(VERSION_HEADER, None) or self.request_version[5:]
+            port = headers.pop(PORT_HEADER, None) or self.client_address[1]
+            status, data, out = fake._http_answer(method, self.path, headers, body, version, int(port))
             self.send_response(status)
             for key, value in out.items():
                 self.send_header(key, value)

@@ -1,130 +1,152 @@
 """The HTTPS front of :class:`~flowkit.testing.fake_graph.FakeGraphAPI`: HTTP/2 as Graph serves it.
 
 ``graph.facebook.com`` speaks HTTP/2 over TLS (ALPN ``h2``, HTTP/1.1 for clients that do not
-offer it). This front serves the fake's very endpoint (``FakeGraphAPI._answer``: validation,
-errors, rate limits, delays) that way: hypercorn runs it as an ASGI app in a thread with its
-own event loop, on a certificate that trustme makes for ``127.0.0.1`` per server; ``ca_file``
-is the PEM a client must trust (``WHATSAPP_CA_FILE``). hypercorn and trustme are test
-dependencies (pyproject's ``dev`` extra), imported only when a TLS fake starts.
+offer it). This front serves the fake that way: hypercorn, in a child process, terminates TLS
+on a certificate that trustme makes for ``127.0.0.1`` per server and passes every request on
+to the fake's plain server in the parent, which answers it as always (validation, errors,
+rate limits, delays) and records the HTTP version and client port the front saw (two
+``x-fake-graph-*`` headers). ``ca_file`` is the PEM a client must trust (``WHATSAPP_CA_FILE``).
+
+A child process, not a thread: hypercorn's shutdown waits for every client to hang up and
+then for each TLS close to be acknowledged, so a sender left open would hold a stop for up
+to a minute; a child is killed at once, as the plain server stops at once. It also exits when
+the parent does (its stdin closes). hypercorn and trustme are test dependencies (pyproject's
+``dev`` extra), imported only when a TLS fake starts.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import os
-import shutil
+import select
 import socket
+import subprocess
+import sys
 import tempfile
-import threading
-from collections.abc import Callable, Mapping
+import time
 from pathlib import Path
 from typing import Any
 
-#: (method, path with query, lower-case headers, body, HTTP version, client port) -> (status, body, headers)
-Answer = Callable[[str, str, Mapping[str, str], bytes, str, int | None], tuple[int, bytes, dict[str, str]]]
+#: request headers the front adds for the fake's records
+VERSION_HEADER, PORT_HEADER = "x-fake-graph-http-version", "x-fake-graph-client-port"
+# hop-by-hop headers: HTTP/2 forbids them, and each hop sets its own
+_HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"upgrade", b"host", b"content-length",
+                  b"proxy-connection", b"te"})
 
 
 class TLSFront:
-    """hypercorn serving ``answer`` over TLS on 127.0.0.1, HTTP/2 or HTTP/1.1 as the client offers."""
+    """A child process serving ``upstream`` (the fake's plain URL) over TLS on 127.0.0.1."""
 
-    def __init__(self, answer: Answer) -> None:
-        self._answer = answer
-        self._dir: Path | None = None
-        self._sock: socket.socket | None = None
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._failed: BaseException | None = None
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.ca_file = ""
 
     def start(self) -> TLSFront:
         import trustme  # (a test dependency: see the module's docstring)
 
-        self._dir = Path(tempfile.mkdtemp(prefix="fake-graph-tls-"))
+        # (a TemporaryDirectory removes the keys at exit too, should stop() never be called)
+        self._dir = tempfile.TemporaryDirectory(prefix="fake-graph-tls-")
+        where = Path(self._dir.name)
         ca = trustme.CA()
-        cert = ca.issue_cert("127.0.0.1", "localhost")
-        ca.cert_pem.write_to_path(str(self._dir / "ca.pem"))
-        cert.private_key_and_cert_chain_pem.write_to_path(str(self._dir / "server.pem"))
-        self.ca_file = str(self._dir / "ca.pem")
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(512)
-        self.port = self._sock.getsockname()[1]
-        self._thread = threading.Thread(target=self._run, name="fake-graph-api-tls", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(30) or self._failed is not None:  # a condition, not a time: 30 s is a hang guard
-            self.stop()
-            raise RuntimeError(f"the HTTPS fake Graph API did not start: {self._failed!r}")
-        return self
+        ca.cert_pem.write_to_path(str(where / "ca.pem"))
+        ca.issue_cert("127.0.0.1", "localhost").private_key_and_cert_chain_pem.write_to_path(str(where / "server.pem"))
+        self.ca_file = str(where / "ca.pem")
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # bound here: the port is known at once
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", 0))
+            sock.listen(512)
+            self.port = sock.getsockname()[1]
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "flowkit.testing.graph_tls", self.upstream, str(sock.fileno()),
+                 str(where / "server.pem")],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=(sock.fileno(),))
+        assert self._proc.stdout is not None
+        deadline = time.monotonic() + 60  # a hang guard: the child says "ready" once it serves
+        while time.monotonic() < deadline and self._proc.poll() is None:
+            if select.select([self._proc.stdout], [], [], 0.5)[0]:
+                if self._proc.stdout.readline().strip() == b"ready":
+                    return self
+                break
+        code = self._proc.poll()
+        self.stop()
+        raise RuntimeError(f"the HTTPS fake Graph API did not start (exit status {code})")
 
     def stop(self) -> None:
-        loop, stop, thread = self._loop, self._stop, self._thread
-        if loop is not None and stop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(stop.set)
-        if thread is not None:
-            thread.join(timeout=10)
-        if self._sock is not None:
-            self._sock.close()
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+            for pipe in (self._proc.stdin, self._proc.stdout):
+                if pipe is not None:
+                    pipe.close()
         if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-        self._sock = self._thread = self._loop = self._stop = self._dir = None
+            self._dir.cleanup()
+        self._proc = self._dir = None
 
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._serve())
-        except BaseException as exc:  # noqa: BLE001 -- reported by start(), which is waiting for it
-            self._failed = exc
-            self._ready.set()
 
-    async def _serve(self) -> None:
-        from hypercorn.asyncio import serve
-        from hypercorn.config import Config
+# ---------------------------------------------------------------- the child process
 
-        assert self._sock is not None and self._dir is not None
-        self._loop = asyncio.get_running_loop()
-        # the fake's answers may sleep (latency, delay_next): threads, as many as a sender opens streams
-        self._loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(64, thread_name_prefix="fake-graph"))
-        self._stop = asyncio.Event()
-        config = Config()
-        config.bind = [f"fd://{os.dup(self._sock.fileno())}"]  # hypercorn closes the fd it is given
-        config.certfile = config.keyfile = str(self._dir / "server.pem")
-        config.alpn_protocols = ["h2", "http/1.1"]
-        config.accesslog = config.errorlog = None  # quiet, as the plain front
-        config.graceful_timeout = 1.0
-        await serve(self._app, config, shutdown_trigger=self._stop.wait)  # type: ignore[arg-type]  # (hypercorn types its ASGI app loosely)
 
-    async def _app(self, scope: dict[str, Any], receive: Callable[[], Any], send: Callable[[dict[str, Any]], Any]) -> None:
-        if scope["type"] == "lifespan":
+def _serve(upstream: str, fd: int, pem: str) -> None:
+    import asyncio
+    import threading
+
+    import httpx
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    def orphaned() -> None:  # the parent is gone when stdin closes
+        sys.stdin.buffer.read()
+        os._exit(0)
+
+    threading.Thread(target=orphaned, daemon=True).start()
+
+    async def main() -> None:
+        # as many connections to the fake as streams a sender may open on its one HTTP/2 connection
+        client = httpx.AsyncClient(base_url=upstream, timeout=120,
+                                   limits=httpx.Limits(max_connections=256, max_keepalive_connections=256))
+
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope["type"] == "lifespan":
+                while True:
+                    message = await receive()
+                    if message["type"] == "lifespan.startup":
+                        await send({"type": "lifespan.startup.complete"})
+                        print("ready", flush=True)
+                    elif message["type"] == "lifespan.shutdown":
+                        await send({"type": "lifespan.shutdown.complete"})
+                        return
+            body = bytearray()
             while True:
                 message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                    self._ready.set()
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        if scope["type"] != "http":
-            return
-        body = bytearray()
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        client = scope.get("client")
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        path = scope["raw_path"].decode("latin-1")
-        if scope.get("query_string"):
-            path += "?" + scope["query_string"].decode("latin-1")
-        status, data, out = await asyncio.to_thread(self._answer, scope["method"], path, headers, bytes(body),
-                                                    scope["http_version"], client[1] if client else None)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in out.items()]})
-        await send({"type": "http.response.body", "body": data})
+                body += message.get("body", b"")
+                if not message.get("more_body"):
+                    break
+            client_addr = scope.get("client")
+            headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _HOP]
+            headers += [(VERSION_HEADER.encode(), scope["http_version"].encode()),
+                        (PORT_HEADER.encode(), str(client_addr[1] if client_addr else "").encode())]
+            path = scope["raw_path"].decode("latin-1") + (
+                "?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else "")
+            r = await client.request(scope["method"], path, headers=headers, content=bytes(body))
+            await send({"type": "http.response.start", "status": r.status_code,
+                        "headers": [(k.lower(), v) for k, v in r.headers.raw if k.lower() not in _HOP]
+                        + [(b"content-length", str(len(r.content)).encode())]})
+            await send({"type": "http.response.body", "body": r.content})
+
+        config = Config()
+        config.bind = [f"fd://{fd}"]
+        config.certfile = config.keyfile = pem
+        config.alpn_protocols = ["h2", "http/1.1"]
+        config.accesslog = config.errorlog = None
+        await serve(app, config)  # type: ignore[arg-type]  # (hypercorn types its ASGI app loosely)
+
+    asyncio.run(main())
 
 
-__all__ = ["TLSFront"]
+if __name__ == "__main__":
+    _serve(sys.argv[1], int(sys.argv[2]), sys.argv[3])
+
+
+__all__ = ["PORT_HEADER", "VERSION_HEADER", "TLSFront"]

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import trustme
 
 from flowkit.channels.whatsapp.payloads import text_payload
 from flowkit.channels.whatsapp.sender import AsyncWhatsAppSender, WhatsAppConfig, WhatsAppSender
@@ -85,7 +87,7 @@ def test_graph_errors_and_retries_over_http2(tls_graph: FakeGraphAPI) -> None:
 def test_an_untrusted_certificate_is_refused(tls_graph: FakeGraphAPI) -> None:
     """TLS is verified: without the fake's CA (the system's only), nothing is sent."""
     with WhatsAppSender(config=dataclasses.replace(tls_graph.config(), ca_file=None), max_attempts=1) as sender:
-        with pytest.raises((httpx.ConnectError, GraphAPIError)):
+        with pytest.raises(GraphAPIError, match="CERTIFICATE_VERIFY_FAILED"):
             sender.send_text("15550003333", "x")
     assert tls_graph.sent == []
 
@@ -97,11 +99,31 @@ def test_the_environment_names_http2_and_the_ca_file(tmp_path: Path) -> None:
     assert WhatsAppConfig.from_env({**base, "WHATSAPP_HTTP2": "Off"}).http2 is False
     with pytest.raises(ConfigError, match="WHATSAPP_HTTP2 must be 1 or 0"):
         WhatsAppConfig.from_env({**base, "WHATSAPP_HTTP2": "ture"})
-    with pytest.raises(ConfigError, match="WHATSAPP_CA_FILE names .* not a file"):
+    with pytest.raises(ConfigError, match="WHATSAPP_CA_FILE names .* cannot be read as PEM"):
         WhatsAppConfig.from_env({**base, "WHATSAPP_CA_FILE": str(tmp_path / "missing.pem")})
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate")
+    with pytest.raises(ConfigError, match="WHATSAPP_CA_FILE names .* cannot be read as PEM"):
+        WhatsAppConfig(token="t", phone_number_id="123", ca_file=str(junk))  # built directly: checked too
     ca = tmp_path / "ca.pem"
-    ca.write_text("not read until a client is built")
+    trustme.CA().cert_pem.write_to_path(str(ca))
     assert WhatsAppConfig.from_env({**base, "WHATSAPP_CA_FILE": str(ca)}).ca_file == str(ca)
+
+
+def test_a_client_still_connected_does_not_hold_the_stop(tmp_path: Path) -> None:
+    """stop() with a sender still connected leaves nothing serving: nothing on the port, no key
+    on disk (run in a thread, hypercorn waited for the client and outlived stop() by 20 s)."""
+    graph = FakeGraphAPI(tls=True).start()
+    port, keys = int(graph.url.rsplit(":", 1)[1]), Path(graph.ca_file or "").parent
+    sender = WhatsAppSender(config=graph.config())
+    try:
+        sender.send_text("15550004444", "keeps its connection open")
+        graph.stop()
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=DEADLINE).close()
+        assert not keys.exists() and graph.ca_file is None
+    finally:
+        sender.close()
 
 
 def test_serve_sends_every_reply_over_http2(redis_url: str, store: Store, tmp_path: Path, tls_graph: FakeGraphAPI) -> None:

@@ -68,6 +68,9 @@ def test_shape_checks() -> None:
         check_state_shape(s.evolve(status="completed"))
     with pytest.raises(StateValidationError, match="bad version or timestamps"):
         check_state_shape(s.evolve(updated_at=T0 - 1))
+    for bad in ({"started_at": float("nan")}, {"version": -1}, {"started_at": -5}):
+        with pytest.raises(StateValidationError, match="bad version or timestamps"):  # named, whatever else holds
+            check_state_shape(s.evolve(**bad))
 
 
 def test_every_transition_of_a_conversation_round_trips_and_fits_the_schema() -> None:

@@ -654,3 +654,11 @@ def test_the_same_flow_name_in_two_files(tmp_path: Path) -> None:
     [p] = info.value.problems
     assert (Path(p.file).name, p.code) == ("b.json", "duplicate-flow")
     assert "a.yaml" in p.message
+
+
+def test_a_slot_with_a_builtin_name_is_refused_where_it_is_declared() -> None:
+    """`profile` is the user's WhatsApp profile (a mapping): a declared `profile: text` slot
+    would let an answer or a service result store text where every reader expects a mapping."""
+    p = only(GOOD.replace("  name: {type: text}", "  name: {type: text}\n  profile: {type: text}"), "reserved-slot")
+    assert where(p) == (5, 3)
+    assert "'profile'" in p.message and "rename it" in p.message

@@ -92,6 +92,16 @@ class WhatsAppConfig:
         version = self.api_version.strip()
         object.__setattr__(self, "api_version", version if version.startswith("v") else f"v{version}")
         object.__setattr__(self, "api_url", self.api_url.rstrip("/"))
+        if self.ca_file is not None:
+            self._ssl_context()  # a file that is missing or holds no certificate fails here, not at the first reply
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        try:
+            return ssl.create_default_context(cafile=self.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"WHATSAPP_CA_FILE names {self.ca_file!r}, which cannot be read as PEM certificate "
+                              f"authorities ({exc}): point it at a PEM file, or unset it to trust the usual "
+                              "ones") from None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, token: str | None = None,
@@ -101,10 +111,6 @@ class WhatsAppConfig:
         ``WHATSAPP_API_VERSION``, ``WHATSAPP_HTTP2`` (``0`` turns HTTP/2 off) and
         ``WHATSAPP_CA_FILE``; arguments that are not None win over the environment."""
         env = os.environ if environ is None else environ
-        ca_file = env.get("WHATSAPP_CA_FILE") or None
-        if ca_file is not None and not os.path.isfile(ca_file):
-            raise ConfigError(f"WHATSAPP_CA_FILE names {ca_file!r}, which is not a file: give a PEM file of "
-                              "certificate authorities, or unset it to trust the usual ones")
         return cls(
             token=token if token is not None else env.get("WHATSAPP_TOKEN", ""),
             # WHATSAPP_PHONE_NUMBER_ID may list several numbers (the webhook accepts all of them);
@@ -115,12 +121,12 @@ class WhatsAppConfig:
             api_version=api_version or env.get("WHATSAPP_API_VERSION") or DEFAULT_API_VERSION,
             timeout=timeout if timeout is not None else 10.0,
             http2=env_flag("WHATSAPP_HTTP2", True, env),
-            ca_file=ca_file,
+            ca_file=env.get("WHATSAPP_CA_FILE") or None,
         )
 
     def client_options(self) -> dict[str, Any]:
         """The httpx client arguments this configuration asks for (timeout, HTTP/2, trust)."""
-        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=self.ca_file) if self.ca_file else True
+        verify: ssl.SSLContext | bool = self._ssl_context() if self.ca_file else True
         return {"timeout": self.timeout, "http2": self.http2, "verify": verify}
 
     @property
