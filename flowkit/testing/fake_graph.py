@@ -40,15 +40,12 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from flowkit.channels.whatsapp.payloads import DEFAULT_PHONE_NUMBER_ID
 from flowkit.channels.whatsapp.sender import DEFAULT_API_VERSION, WhatsAppConfig
-from flowkit.testing.graph_tls import PORT_HEADER, VERSION_HEADER
+from flowkit.testing.graph_tls import PORT_HEADER, VERSION_HEADER, TLSFront
 from flowkit.testing.graph_validation import InvalidRequest, validate
-
-if TYPE_CHECKING:
-    from flowkit.testing.graph_tls import TLSFront
 
 DEFAULT_TOKEN = "test-token"
 _PATH = re.compile(r"^/(v\d+(?:\.\d+)?)/([^/?]+)/messages/?(?:\?.*)?$")
@@ -154,9 +151,7 @@ class FakeGraphAPI:
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="fake-graph-api", daemon=True)
         self._thread.start()
-        if self.tls:  # TLS and HTTP/2 in front of the plain server (hypercorn and trustme: test dependencies)
-            from flowkit.testing.graph_tls import TLSFront
-
+        if self.tls:  # TLS and HTTP/2 in front of the plain server (hypercorn, trustme: imported by its start())
             try:
                 self._tls = TLSFront(f"http://127.0.0.1:{server.server_address[1]}").start()
             except BaseException:
